@@ -1,0 +1,294 @@
+"""Model configurations as frozen dataclasses, with named presets.
+
+One definition serves training, export and inference: a checkpoint stores its config as JSON
+(`to_dict`) and loading rebuilds it with `from_dict`, which is strict: an unknown or a missing key is an
+error that names the key, because a silently defaulted field would build a different network than the
+one the weights were trained for.
+
+Presets:
+- ``paper``: 128 px, the ADM/Diffused-Heads sized UNet of the paper's section 4.1 (downsampled twice to
+  64 and 32; ReferenceNet fused at 64 and 32; self-attention at 32).
+- ``demo``: 64 px, small enough to train on a 2-core CPU in a few hours and to sample a few seconds of
+  video within the demo's time budget. Same topology, half the resolution (fusion at 32 and 16).
+- ``tiny``: 32 px, for tests: a forward+backward on a 2-core CPU well under a second.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Tuple
+
+EXPRESSION_DIM = 50  # FLAME/DECA expression vector length (psi in R^50)
+
+
+class ConfigError(ValueError):
+    """A configuration is malformed (unknown key, missing key, wrong type or value)."""
+
+
+@dataclass(frozen=True)
+class AudioFeatureConfig:
+    """Log-mel features, one block of ``context`` mel frames per video frame (centred on the frame).
+
+    Mel frames are 10 ms apart (hop 160 at 16 kHz); a video frame i is centred at sample
+    round((i + 0.5) * sample_rate / fps), computed exactly (see ``audio.frame_sample_positions``).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    fmin: float = 55.0
+    fmax: float = 7600.0
+    context: int = 8
+
+    def validate(self) -> None:
+        _require(self.sample_rate > 0, "audio.sample_rate must be positive")
+        _require(0 < self.win_length <= self.n_fft, "audio.win_length must be in (0, n_fft]")
+        _require(self.hop_length > 0, "audio.hop_length must be positive")
+        _require(self.n_mels > 0 and self.context > 0, "audio.n_mels and audio.context must be positive")
+        _require(0 <= self.fmin < self.fmax <= self.sample_rate / 2, "audio: need 0 <= fmin < fmax <= sample_rate/2")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The Gaussian diffusion process (section 3.2.1): T steps and the beta schedule."""
+
+    steps: int = 1000
+    schedule: str = "cosine"  # "cosine" (improved DDPM) or "linear" (DDPM)
+
+    def validate(self) -> None:
+        _require(self.steps >= 2, "diffusion.steps must be at least 2")
+        _require(self.schedule in ("cosine", "linear"), "diffusion.schedule must be 'cosine' or 'linear'")
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Backbone UNet + ReferenceNet + learned audio encoder (section 3.2.2).
+
+    The backbone input has ``3 * (2 + n_motion_frames)`` channels in this order (Eq. 11):
+    noisy frame x_t, identity frame x_id, then the motion frames oldest first, x(i-2), x(i-1).
+    The output has 6 channels: epsilon (3) and the learned-range variance interpolant v (3).
+    ``audio_window`` and ``expression_window`` are the paper's n: frame i is conditioned on the
+    2n+1 embeddings of frames i-n .. i+n.
+    ``expression_smoothing`` (frames, odd, 1 = off) low-passes the expression sequence before it is
+    used as a condition (see ``windows.smooth_sequence``); it is a deliberate addition to the paper,
+    explained in the README: it leaves emotion (slow) in the condition and leaves the fast, speech-driven
+    mouth motion to the audio, so that expression sequences from the generator cannot override lip sync.
+    """
+
+    image_size: int = 128
+    model_channels: int = 256
+    channel_mult: Tuple[int, ...] = (1, 2, 3)
+    num_res_blocks: int = 2
+    attention_resolutions: Tuple[int, ...] = (32,)
+    reference_resolutions: Tuple[int, ...] = (64, 32)
+    num_head_channels: int = 64
+    dropout: float = 0.1
+    resblock_updown: bool = True
+    n_motion_frames: int = 2
+    audio_window: int = 2
+    expression_window: int = 2
+    expression_dim: int = EXPRESSION_DIM
+    expression_embed_dim: int = 64
+    audio_dim: int = 256
+    expression_smoothing: int = 1
+    audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    @property
+    def in_channels(self) -> int:
+        return 3 * (2 + self.n_motion_frames)
+
+    @property
+    def out_channels(self) -> int:
+        return 6
+
+    def resolutions(self) -> Tuple[int, ...]:
+        """Feature-map sizes of the UNet levels, from the input resolution down."""
+        return tuple(self.image_size // (2 ** level) for level in range(len(self.channel_mult)))
+
+    def validate(self) -> None:
+        _require(self.image_size >= 8 and self.image_size % (2 ** (len(self.channel_mult) - 1)) == 0,
+                 "image_size must be at least 8 and divisible by 2^(levels-1)")
+        _require(self.model_channels > 0 and self.model_channels % 8 == 0,
+                 "model_channels must be a positive multiple of 8 (GroupNorm uses groups of channels)")
+        _require(len(self.channel_mult) >= 1 and all(m > 0 for m in self.channel_mult), "channel_mult must be positive")
+        _require(self.num_res_blocks >= 1, "num_res_blocks must be at least 1")
+        levels = set(self.resolutions())
+        for name in ("attention_resolutions", "reference_resolutions"):
+            bad = [r for r in getattr(self, name) if r not in levels]
+            _require(not bad, f"{name} {bad} are not UNet levels {sorted(levels, reverse=True)}")
+        _require(self.num_head_channels > 0, "num_head_channels must be positive")
+        for level, res in enumerate(self.resolutions()):
+            width = self.model_channels * self.channel_mult[level]
+            if res in self.attention_resolutions or res in self.reference_resolutions:
+                _require(width % self.num_head_channels == 0,
+                         f"the {width} channels at resolution {res} are not divisible by num_head_channels")
+        _require(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        _require(self.n_motion_frames >= 0, "n_motion_frames must be >= 0")
+        _require(self.audio_window >= 0 and self.expression_window >= 0, "windows must be >= 0")
+        _require(self.expression_smoothing >= 1 and self.expression_smoothing % 2 == 1,
+                 "expression_smoothing must be an odd number of frames (1 = off)")
+        self.audio.validate()
+        self.diffusion.validate()
+
+
+@dataclass(frozen=True)
+class ExpressionConfig:
+    """Expression GAN (section 3.3): LSTM generator, TCN global and MLP local discriminators."""
+
+    expression_dim: int = EXPRESSION_DIM
+    num_emotions: int = 8
+    emotion_embed_dim: int = 32
+    noise_dim: int = 16
+    hidden_dim: int = 256
+    num_layers: int = 1
+    disc_channels: int = 128
+    disc_dilations: Tuple[int, ...] = (1, 2, 4, 8)
+    disc_kernel: int = 3
+    local_hidden_dim: int = 128
+
+    def validate(self) -> None:
+        _require(self.expression_dim > 0 and self.num_emotions >= 2, "expression_dim > 0 and num_emotions >= 2")
+        _require(self.hidden_dim > 0 and self.num_layers >= 1, "hidden_dim > 0 and num_layers >= 1")
+        _require(self.disc_kernel >= 2 and all(d >= 1 for d in self.disc_dilations), "disc_kernel >= 2, dilations >= 1")
+
+
+@dataclass(frozen=True)
+class SuperResConfig:
+    """Super-resolution head: a residual CNN on a bilinear upsample (scale 2 or 4)."""
+
+    scale: int = 2
+    channels: int = 48
+    num_blocks: int = 6
+
+    def validate(self) -> None:
+        _require(self.scale in (2, 4), "superres.scale must be 2 or 4")
+        _require(self.channels > 0 and self.num_blocks >= 1, "superres.channels > 0 and num_blocks >= 1")
+
+
+@dataclass(frozen=True)
+class RegressorConfig:
+    """Image -> expression vector psi (the corpus' stand-in for DECA's encoder in metrics)."""
+
+    image_size: int = 64
+    channels: int = 32
+    expression_dim: int = EXPRESSION_DIM
+
+    def validate(self) -> None:
+        _require(self.image_size >= 16 and self.channels > 0, "regressor.image_size >= 16 and channels > 0")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------- presets
+DENOISER_PRESETS = {
+    "paper": DenoiserConfig(),
+    "demo": DenoiserConfig(
+        image_size=64, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+        attention_resolutions=(16,), reference_resolutions=(32, 16), num_head_channels=32,
+        dropout=0.0, audio_dim=64, expression_embed_dim=32, expression_smoothing=9,
+    ),
+    "tiny": DenoiserConfig(
+        image_size=32, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+        attention_resolutions=(16,), reference_resolutions=(32, 16), num_head_channels=16,
+        dropout=0.0, audio_dim=16, expression_embed_dim=16, expression_smoothing=1,
+        audio=AudioFeatureConfig(n_mels=16, context=4), diffusion=DiffusionConfig(steps=100),
+    ),
+}
+
+EXPRESSION_PRESETS = {
+    "paper": ExpressionConfig(),
+    "demo": ExpressionConfig(hidden_dim=128, disc_channels=64),
+    "tiny": ExpressionConfig(emotion_embed_dim=8, noise_dim=4, hidden_dim=16, disc_channels=16,
+                             disc_dilations=(1, 2), local_hidden_dim=16),
+}
+
+
+def preset(kind: str, name: str):
+    """Return the named preset of a config kind ('denoiser' or 'expression')."""
+    table = {"denoiser": DENOISER_PRESETS, "expression": EXPRESSION_PRESETS}.get(kind)
+    if table is None:
+        raise ConfigError(f"unknown config kind {kind!r}; choose 'denoiser' or 'expression'")
+    if name not in table:
+        raise ConfigError(f"unknown {kind} preset {name!r}; choose one of {sorted(table)}")
+    return table[name]
+
+
+# --------------------------------------------------------------------------- (de)serialisation
+def to_dict(config) -> dict:
+    """A JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def to_json(config) -> str:
+    return json.dumps(to_dict(config), sort_keys=True)
+
+
+def from_dict(cls, data: Mapping[str, Any], where: str = "config"):
+    """Build dataclass ``cls`` from ``data``, strictly: every field present, nothing unknown.
+
+    ``where`` names the source in error messages (a file, a checkpoint).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__} (known keys: {', '.join(names)})")
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r} for {cls.__name__}")
+    kwargs = {}
+    for name in names:
+        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+    config = cls(**kwargs)
+    if hasattr(config, "validate"):
+        try:
+            config.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return config
+
+
+def from_json(cls, text: str, where: str = "config"):
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+    return from_dict(cls, data, where)
+
+
+def _coerce(hint, value, where: str):
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (tuple, Tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type, _ellipsis) = typing.get_args(hint)
+        return tuple(_coerce(item_type, v, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,13 @@
+"""Networks: denoiser (backbone UNet + ReferenceNet + audio encoder), expression GAN, SR head, regressor."""
+from .audio_encoder import AudioEncoder
+from .expression import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator, discriminator_losses,
+                         generator_losses)
+from .regressor import ExpressionRegressor
+from .superres import SuperResolver
+from .unet import DenoisingUNet, EMOdiffheadDenoiser, ReferenceNet
+
+__all__ = [
+    "AudioEncoder", "ExpressionGenerator", "GlobalDiscriminator", "LocalDiscriminator", "discriminator_losses",
+    "generator_losses", "ExpressionRegressor", "SuperResolver", "DenoisingUNet", "EMOdiffheadDenoiser",
+    "ReferenceNet",
+]

@@ -1,0 +1,30 @@
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def tiny_config():
+    from emodiffhead_core.config import DENOISER_PRESETS
+
+    return DENOISER_PRESETS["tiny"]
+
+
+def denoiser_inputs(cfg, batch=2, seed=0):
+    """Random inputs of the right shapes for a denoiser built from ``cfg``."""
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.image_size
+    return dict(
+        identity=torch.randn(batch, 3, s, s, generator=g),
+        motion=torch.randn(batch, cfg.n_motion_frames, 3, s, s, generator=g),
+        audio_emb=torch.randn(batch, 2 * cfg.audio_window + 1, cfg.audio_dim, generator=g),
+        expression=torch.randn(batch, 2 * cfg.expression_window + 1, cfg.expression_dim, generator=g),
+    )
