@@ -1,0 +1,273 @@
+"""The inference pipeline, one function per stage, shared by the ComfyUI nodes and the command line.
+
+    portrait  = prepare_portrait(image, size)                      face, 68 landmarks, aligned crop
+    audio     = encode_audio(waveform, sample_rate, fps, cfg)      16 kHz mono -> per-frame features
+    psi       = emotion_expressions(generator, n, EmotionSpec)     Eq. 14 (label + k, blend or keyframes)
+    frames    = generate_frames(denoiser, crop, audio, psi, ...)   autoregressive sampling (section 3.4)
+    frames    = super_resolve(frames, head or upscale model)       optional
+    full      = paste_back(frames, portrait)                       optional, at the portrait's resolution
+
+Every stage works on plain tensors (frames [N, 3, H, W] in [0, 1], CPU) and never imports ComfyUI.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import audio as audio_mod
+from .config import AudioFeatureConfig
+from .diffusion import SAMPLERS, GaussianDiffusion, respace, sample
+from .editing import MAX_INTENSITY, Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
+from .emotions import EMOTIONS, NEUTRAL, EmotionError, emotion_index
+from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
+
+DEFAULT_SPACING = "ddim10"
+DEFAULT_SAMPLER = "ddim"
+MAX_AUDIO_SECONDS = 600.0
+
+
+class PipelineError(ValueError):
+    """Bad input to the pipeline, with what to do about it."""
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop generation."""
+
+
+# --------------------------------------------------------------------------- audio
+@dataclass
+class AudioFeatures:
+    features: torch.Tensor      # [N, n_mels, context]
+    waveform: np.ndarray        # mono at config.sample_rate, trimmed to exactly N frames
+    fps: float
+    config: AudioFeatureConfig
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return len(self.waveform) / self.config.sample_rate
+
+
+def encode_audio(waveform: np.ndarray, sample_rate: int, fps: float, cfg: AudioFeatureConfig,
+                 max_seconds: float = MAX_AUDIO_SECONDS, allow_silence: bool = False) -> AudioFeatures:
+    """Any rate and channel count -> 16 kHz mono -> per-frame features. The frame count follows the audio:
+    floor(duration * fps) frames, and the waveform is trimmed to exactly those frames."""
+    if not (1.0 <= float(fps) <= 120.0):
+        raise PipelineError(f"fps {fps} is out of range; use 1 to 120 (30 is what the model was trained at)")
+    mono = audio_mod.prepare_waveform(np.asarray(waveform), int(sample_rate), cfg.sample_rate)
+    seconds = len(mono) / cfg.sample_rate
+    if seconds > max_seconds:
+        raise PipelineError(f"the audio is {seconds / 60:.1f} minutes long; the limit is {max_seconds / 60:.0f} "
+                            "minutes per run. Split it into shorter parts and generate them one after another")
+    n = audio_mod.num_video_frames(len(mono), fps, cfg.sample_rate)
+    if n < 1:
+        raise PipelineError(f"the audio is {seconds * 1000:.0f} ms long, shorter than one video frame at {fps:g} fps; "
+                            "use a longer recording")
+    if audio_mod.is_silent(mono) and not allow_silence:
+        raise PipelineError("the audio is silent (its peak is below -80 dBFS), so there is nothing to lip-sync; "
+                            "check the file or the audio node feeding this one")
+    mono = mono[: audio_mod.samples_for_frames(n, fps, cfg.sample_rate)]
+    feats = audio_mod.frame_features(mono, fps, cfg, num_frames=n)
+    return AudioFeatures(torch.from_numpy(feats), mono, float(fps), cfg)
+
+
+# --------------------------------------------------------------------------- emotion
+@dataclass
+class EmotionSpec:
+    """What emotion to show: one label and intensity, a blend {label: k}, or a keyframe timeline.
+
+    Exactly one of ``emotion``/``blend``/``keyframes`` drives the result; ``keyframes`` wins over ``blend``,
+    which wins over ``emotion``.
+    """
+
+    emotion: str = NEUTRAL
+    intensity: float = 1.0
+    blend: Optional[Dict[str, float]] = None
+    keyframes: Optional[Union[str, Sequence[Keyframe]]] = None
+
+    def weights(self, num_frames: int, fps: float) -> torch.Tensor:
+        """Per-frame weight of each emotion [N, len(EMOTIONS)] (the neutral column is 0)."""
+        if self.keyframes:
+            kfs = parse_keyframes(self.keyframes) if isinstance(self.keyframes, str) else list(self.keyframes)
+            return keyframe_weights(kfs, num_frames, fps)
+        w = torch.zeros(len(EMOTIONS), dtype=torch.float64)
+        items = self.blend.items() if self.blend else [(self.emotion, self.intensity)]
+        for label, k in items:
+            idx = emotion_index(label)
+            check_intensity(float(k), f"intensity of {EMOTIONS[idx]}")
+            if EMOTIONS[idx] != NEUTRAL:
+                w[idx] += float(k)
+        check_intensity(w.sum(), "sum of blend weights")
+        return w[None].expand(num_frames, -1).clone()
+
+
+@torch.no_grad()
+def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0) -> torch.Tensor:
+    """Per-frame expression vectors [N, 50]: e_n + sum_j w_j (e_j - e_n) (Eq. 14 with d_y = e_y - e_n).
+
+    The neutral and every target sequence come from the expression generator with the SAME noise z, so the
+    differences e_j - e_n isolate the emotions.
+    """
+    if num_frames < 1:
+        raise PipelineError("num_frames must be at least 1")
+    weights = spec.weights(num_frames, fps)                       # [N, 8]
+    used = [j for j in range(len(EMOTIONS)) if weights[:, j].abs().max() > 0]
+    device = next(generator.parameters()).device
+    g = torch.Generator().manual_seed(int(seed))
+    z = generator.sample_noise(1, g, device)
+    labels = torch.tensor([emotion_index(NEUTRAL)] + used, device=device)
+    seqs = generator(labels, num_frames, z=z.expand(len(labels), -1)).float().cpu()
+    e_n = seqs[0]
+    if not used:
+        return e_n
+    return blend_from_weights(e_n, seqs[1:], weights[:, used].float())
+
+
+# --------------------------------------------------------------------------- sampling
+@dataclass
+class FrameProgress:
+    frame: int                  # index of the frame being generated
+    total_frames: int
+    step: int                   # denoising step within the frame (0-based)
+    total_steps: int
+    image: Optional[torch.Tensor] = None   # the finished frame [B, 3, H, W] in [0, 1] (only when step == total_steps-1)
+
+
+def _frames_to_model(frames: torch.Tensor) -> torch.Tensor:
+    return frames * 2.0 - 1.0
+
+
+@torch.no_grad()
+def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expression: torch.Tensor, *,
+                    spacing: Union[str, int, Sequence[int]] = DEFAULT_SPACING, sampler: str = DEFAULT_SAMPLER,
+                    eta: float = 0.0, seed: int = 0, callback: Optional[Callable[[FrameProgress], None]] = None,
+                    device=None, dtype: Optional[torch.dtype] = None, cache_reference: bool = True,
+                    reinject_identity_every: int = 0) -> torch.Tensor:
+    """Autoregressive generation (section 3.4): frame i is sampled from noise conditioned on the identity
+    crop, the motion frames x(i-2), x(i-1) (copies of the identity before the first frame, generated frames
+    after), and the audio and expression windows i-n .. i+n.
+
+    :param identity: [B, 3, S, S] or [3, S, S] in [0, 1]: B independent videos share the audio.
+    :param expression: [N, 50] or [B, N, 50] expression vectors (smoothed here as the model's config says).
+    :param spacing: respacing of the training steps ("ddim10", "50", a list ...); a new process is built
+        for every call, the model's own schedule is never modified.
+    :param cache_reference: compute the ReferenceNet features once per video (False recomputes them at every
+        step, as a literal reading of the paper would; same result, much slower).
+    :param reinject_identity_every: if > 0, the oldest motion frame is replaced by the identity crop every
+        that many frames, against drift on long videos.
+    :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
+        memory does not grow with the length of the video).
+    """
+    cfg = denoiser.config
+    if sampler not in SAMPLERS:
+        raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if audio.config != cfg.audio:
+        raise PipelineError("the audio features were computed with another audio configuration than this model's; "
+                            "encode the audio with this model's settings")
+    device = torch.device(device) if device is not None else next(denoiser.parameters()).device
+    dtype = dtype or next(denoiser.parameters()).dtype
+    if identity.dim() == 3:
+        identity = identity[None]
+    size = cfg.image_size
+    if tuple(identity.shape[1:]) != (3, size, size):
+        raise PipelineError(f"the identity crop must be 3x{size}x{size} for this model, got {list(identity.shape[1:])}")
+    batch = identity.shape[0]
+    n = audio.num_frames
+    if expression.dim() == 2:
+        expression = expression[None].expand(batch, -1, -1)
+    if tuple(expression.shape) != (batch, n, cfg.expression_dim):
+        raise PipelineError(f"expression must be [{batch}, {n}, {cfg.expression_dim}] (one vector per video frame), "
+                            f"got {list(expression.shape)}")
+    process = respace(GaussianDiffusion.from_config(cfg.diffusion), spacing)
+    ident = _frames_to_model(identity.to(device=device, dtype=dtype))
+    reference = denoiser.reference_features(ident) if cache_reference else None
+    audio_emb = denoiser.encode_audio(audio.features.to(device=device, dtype=dtype))       # [N, D], once
+    expr = torch.stack([smooth_sequence(e.float(), cfg.expression_smoothing) for e in expression]).to(device, dtype)
+    a_off, e_off = window_offsets(cfg.audio_window), window_offsets(cfg.expression_window)
+    m_off = motion_offsets(cfg.n_motion_frames)
+    recent: List[torch.Tensor] = []          # the last n_motion generated frames, on the device
+    out = torch.empty(n, batch, 3, size, size)
+    generator = torch.Generator().manual_seed(int(seed))
+    for i in range(n):
+        # Motion frames through the shared window helper: virtual index v < n_motion is the identity.
+        virtual = window_indices(motion_centre(i, cfg.n_motion_frames), m_off, i + cfg.n_motion_frames)[0]
+        motion = []
+        for v in virtual.tolist():
+            k = v - cfg.n_motion_frames
+            use_identity = k < 0 or (reinject_identity_every and k == i - cfg.n_motion_frames
+                                     and i % reinject_identity_every == 0)
+            motion.append(ident if use_identity else recent[k - (i - len(recent))])
+        cond = {
+            "identity": ident,
+            "motion": torch.stack(motion, dim=1),
+            "audio_emb": audio_emb[window_indices([i], a_off, n)[0].to(device)][None].expand(batch, -1, -1),
+            "expression": expr[:, window_indices([i], e_off, n)[0].to(device)],
+            "reference": reference,
+        }
+
+        def step_callback(info, frame=i):
+            if callback is not None and info.step < info.total - 1:
+                callback(FrameProgress(frame, n, info.step, info.total))
+
+        x = sample(sampler, process, denoiser, (batch, 3, size, size), cond, generator=generator, device=device,
+                   callback=step_callback, eta=eta)
+        frame01 = ((x.float().clamp(-1, 1) + 1) / 2)
+        out[i] = frame01.cpu()
+        recent.append(x.to(dtype))
+        if len(recent) > cfg.n_motion_frames:
+            recent.pop(0)
+        if callback is not None:
+            callback(FrameProgress(i, n, process.num_timesteps - 1, process.num_timesteps, out[i]))
+    return out
+
+
+# --------------------------------------------------------------------------- super-resolution
+def lanczos_upscale(frames: torch.Tensor, scale: float) -> torch.Tensor:
+    """[N, 3, H, W] in [0, 1] -> Lanczos-resized frames (OpenCV, per frame)."""
+    import cv2
+
+    n, _, h, w = frames.shape
+    size = (int(round(w * scale)), int(round(h * scale)))
+    out = [cv2.resize(f.permute(1, 2, 0).numpy(), size, interpolation=cv2.INTER_LANCZOS4) for f in frames]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def super_resolve(frames: torch.Tensor, model=None, scale: float = 2.0, batch_size: int = 16,
+                  device=None) -> torch.Tensor:
+    """Upscale [N, 3, H, W] frames in [0, 1]: with the trained SR head (its own scale), any callable
+    image model with a ``scale`` attribute (e.g. a spandrel descriptor from ComfyUI's UpscaleModelLoader),
+    or Lanczos when ``model`` is None. Processed in batches; the result is on the CPU."""
+    if model is None:
+        return lanczos_upscale(frames, scale)
+    if device is None:
+        device = _model_device(model)
+    out = []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start: start + batch_size].to(device)
+        out.append(model(chunk).float().clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def _model_device(model) -> torch.device:
+    """The device of a module's first parameter (or of a spandrel descriptor's .device); CPU otherwise."""
+    if hasattr(model, "device") and not callable(model.device):
+        return torch.device(model.device)
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- helpers for callers
+def video_frame_count(seconds: float, fps: float) -> int:
+    return int(math.floor(seconds * fps))

@@ -1,0 +1,128 @@
+"""The inference pipeline on a tiny random model: audio framing, Eq. 14 sequences, autoregressive sampling."""
+import numpy as np
+import pytest
+import torch
+
+from emodiffhead_core import pipeline as pl
+from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
+from emodiffhead_core.emotions import EMOTIONS, EmotionError
+from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+
+
+def _tiny_models(seed=0):
+    torch.manual_seed(seed)
+    den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in den.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    gen = ExpressionGenerator(EXPRESSION_PRESETS["tiny"]).eval()
+    return den, gen
+
+
+def _speech(seconds=0.5, sr=22050):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+
+
+def test_encode_audio_counts_frames_and_trims():
+    cfg = DENOISER_PRESETS["tiny"].audio
+    stereo = np.stack([_speech(1.0, 44100), _speech(1.0, 44100)])
+    a = pl.encode_audio(stereo, 44100, 30, cfg)
+    assert a.num_frames == 30 and a.features.shape == (30, cfg.n_mels, cfg.context)
+    assert len(a.waveform) == 16000 and a.seconds == pytest.approx(1.0)
+    short = pl.encode_audio(_speech(0.1), 22050, 25, cfg)
+    assert short.num_frames == 2
+    for bad, message in ((np.zeros(22050, np.float32), "silent"), (np.zeros(100, np.float32), "shorter than one")):
+        with pytest.raises(pl.PipelineError, match=message):
+            pl.encode_audio(bad, 22050, 30, cfg)
+    with pytest.raises(pl.PipelineError, match="minutes"):
+        pl.encode_audio(_speech(2.0), 22050, 30, cfg, max_seconds=1.0)
+
+
+def test_emotion_expressions_follow_eq14():
+    _, gen = _tiny_models()
+    e_n = pl.emotion_expressions(gen, 20, pl.EmotionSpec("neutral"), seed=3)
+    e_y = pl.emotion_expressions(gen, 20, pl.EmotionSpec("happy", 1.0), seed=3)
+    half = pl.emotion_expressions(gen, 20, pl.EmotionSpec("happy", 0.5), seed=3)
+    assert e_n.shape == (20, 50)
+    assert torch.allclose(half, (e_n + e_y) / 2, atol=1e-5)
+    zero = pl.emotion_expressions(gen, 20, pl.EmotionSpec("sad", 0.0), seed=3)
+    assert torch.allclose(zero, e_n, atol=1e-6)
+    blend = pl.emotion_expressions(gen, 20, pl.EmotionSpec(blend={"happy": 0.5, "sad": 0.5}), seed=3)
+    e_s = pl.emotion_expressions(gen, 20, pl.EmotionSpec("sad", 1.0), seed=3)
+    assert torch.allclose(blend, e_n + 0.5 * (e_y - e_n) + 0.5 * (e_s - e_n), atol=1e-5)
+    timeline = pl.emotion_expressions(gen, 60, pl.EmotionSpec(keyframes="0:neutral:0, 1:happy:1"), fps=30, seed=3)
+    e_y60 = pl.emotion_expressions(gen, 60, pl.EmotionSpec("happy", 1.0), seed=3)
+    e_n60 = pl.emotion_expressions(gen, 60, pl.EmotionSpec("neutral"), seed=3)
+    assert torch.allclose(timeline[0], e_n60[0], atol=1e-5) and torch.allclose(timeline[45], e_y60[45], atol=1e-5)
+    for spec in (pl.EmotionSpec("joy"), pl.EmotionSpec("happy", 2.5), pl.EmotionSpec("happy", -0.1)):
+        with pytest.raises(EmotionError):
+            pl.emotion_expressions(gen, 5, spec)
+
+
+def test_generate_frames_is_seeded_autoregressive_and_cancellable():
+    den, gen = _tiny_models()
+    cfg = den.config
+    audio = pl.encode_audio(_speech(0.1), 22050, 30, cfg.audio)
+    n = audio.num_frames
+    psi = pl.emotion_expressions(gen, n, pl.EmotionSpec("angry", 0.7))
+    identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    events = []
+    a = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=5, callback=events.append)
+    b = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=5)
+    c = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=6)
+    assert a.shape == (n, 1, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(events) == n * 3 and sum(e.image is not None for e in events) == n
+    assert [(e.frame, e.step) for e in events[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    # the paper-literal variant (ReferenceNet recomputed at every step) gives the same frames
+    literal = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=5, cache_reference=False)
+    assert torch.allclose(literal, a, atol=1e-5)
+    # a batch of identities renders independent videos
+    two = pl.generate_frames(den, torch.stack([identity, identity.flip(2)]), audio, psi, spacing="ddim3", seed=5)
+    assert two.shape == (n, 2, 3, 32, 32)
+
+    def cancel(event):
+        if event.frame == 1 and event.step == 1:
+            raise pl.Cancelled()
+
+    with pytest.raises(pl.Cancelled):
+        pl.generate_frames(den, identity, audio, psi, spacing="ddim3", callback=cancel)
+
+
+def test_motion_frames_come_from_identity_then_from_generated_frames():
+    den, gen = _tiny_models()
+    seen = []
+    original = den.unet.forward
+
+    def spy(x_t, t, identity, motion, audio_emb, expression, reference):
+        seen.append(motion.clone())
+        return original(x_t, t, identity, motion, audio_emb, expression, reference)
+
+    den.unet.forward = spy
+    audio = pl.encode_audio(_speech(0.15), 22050, 30, den.config.audio)
+    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
+    identity = torch.rand(3, 32, 32)
+    frames = pl.generate_frames(den, identity, audio, psi, spacing="ddim2", seed=0)
+    ident = identity * 2 - 1
+    steps = 2
+    first, second, third = seen[0], seen[steps], seen[2 * steps]
+    assert torch.allclose(first[0, 0], ident) and torch.allclose(first[0, 1], ident)
+    assert torch.allclose(second[0, 0], ident) and torch.allclose(second[0, 1], frames[0, 0] * 2 - 1, atol=1e-5)
+    assert torch.allclose(third[0, 0], frames[0, 0] * 2 - 1, atol=1e-5)
+    assert torch.allclose(third[0, 1], frames[1, 0] * 2 - 1, atol=1e-5)
+
+
+def test_super_resolve_lanczos_and_model():
+    frames = torch.rand(3, 3, 16, 16)
+    up = pl.super_resolve(frames, None, scale=2)
+    assert up.shape == (3, 3, 32, 32)
+
+    class Nearest(torch.nn.Module):
+        scale = 4
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
+
+    assert pl.super_resolve(frames, Nearest()).shape == (3, 3, 64, 64)

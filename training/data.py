@@ -1,0 +1,119 @@
+"""Training batches from a clip dataset, built with the core's shared definitions (audio features,
+window gathering, motion frames, expression smoothing), so training sees exactly what inference makes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from emodiffhead_core.audio import frame_features
+from emodiffhead_core.config import DenoiserConfig
+from emodiffhead_core.emotions import emotion_index
+from emodiffhead_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
+                                      smooth_sequence, window_offsets)
+
+from .clips import ClipDataset, ClipFormatError
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def resize_clip_frames(frames: np.ndarray, landmarks: np.ndarray, size: int):
+    """Resize frames (area filter) and scale landmarks when a dataset's size differs from the model's."""
+    src = frames.shape[1]
+    if src == size:
+        return np.asarray(frames), np.asarray(landmarks)
+    out = np.stack([cv2.resize(np.asarray(f), (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    return out, np.asarray(landmarks) * (size / src)
+
+
+@dataclass
+class LoadedClip:
+    meta: dict
+    frames: torch.Tensor        # [N, 3, S, S] uint8 (converted to [-1, 1] per example, to save memory)
+    features: torch.Tensor      # [N, n_mels, context]
+    expression: torch.Tensor    # [N, 50], smoothed as the model's config says
+    landmarks: torch.Tensor     # [N, 68, 2]
+
+
+class DenoiserData:
+    """All clips of a split in memory; `batch(rng)` draws (clip, frame, identity frame) triples."""
+
+    def __init__(self, root: str, cfg: DenoiserConfig, split: str = "train", limit: Optional[int] = None):
+        self.cfg = cfg
+        ds = ClipDataset(root)
+        metas = ds.metas(split)
+        if limit:
+            metas = metas[:limit]
+        if not metas:
+            raise ClipFormatError(f"{root} has no clips in split {split!r}")
+        if ds.sample_rate != cfg.audio.sample_rate:
+            raise ClipFormatError(f"{root} has {ds.sample_rate} Hz audio; the model expects {cfg.audio.sample_rate} Hz")
+        self.clips: List[LoadedClip] = []
+        for meta in metas:
+            clip = ds.load(meta, mmap=False)
+            if clip.psi is None:
+                raise ClipFormatError(f"clip {meta['clip_id']} in {root} has no expression vectors (psi.npy); "
+                                      "prepare real data with --deca so that the denoiser has its condition")
+            frames, landmarks = resize_clip_frames(clip.frames, clip.landmarks, cfg.image_size)
+            feats = frame_features(clip.audio, meta["fps"], cfg.audio, num_frames=len(frames))
+            psi = smooth_sequence(torch.from_numpy(np.asarray(clip.psi, dtype=np.float32)), cfg.expression_smoothing)
+            frames_u8 = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+            self.clips.append(LoadedClip(meta, frames_u8, torch.from_numpy(feats), psi,
+                                         torch.from_numpy(np.asarray(landmarks, dtype=np.float32))))
+        self.lengths = np.array([len(c.frames) for c in self.clips])
+        self._audio_offsets = window_offsets(cfg.audio_window)
+        self._expr_offsets = window_offsets(cfg.expression_window)
+        self._motion_offsets = motion_offsets(cfg.n_motion_frames)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def sample(self, clip_index: int, frame: int, identity_frame: int) -> Dict[str, torch.Tensor]:
+        """One training example: frame ``frame`` of a clip with the given identity frame."""
+        c = self.clips[clip_index]
+        frames = c.frames[: frame + 1].float() / 127.5 - 1.0
+        identity = c.frames[identity_frame].float() / 127.5 - 1.0
+        source = motion_source(frames[:frame], identity, self.cfg.n_motion_frames)
+        motion = gather_windows(source, motion_centre(frame, self.cfg.n_motion_frames), self._motion_offsets)[0]
+        return {
+            "x0": frames[frame],
+            "identity": identity,
+            "motion": motion,
+            "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
+            "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
+            "landmarks": c.landmarks[frame],
+        }
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> Dict[str, torch.Tensor]:
+        # clips weighted by length, so every frame of the split is equally likely
+        clip_ids = rng.choice(len(self.clips), size=batch_size, p=self.lengths / self.lengths.sum())
+        items = []
+        for c in clip_ids:
+            n = self.lengths[c]
+            items.append(self.sample(int(c), int(rng.integers(n)), int(rng.integers(n))))
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def emotion_sequences(root: str, split: str, length: int, min_intensity: float = 0.99):
+    """Labelled psi sequences for the expression GAN: clips at full intensity (MEAD level 3, as the paper
+    trains on) plus neutral clips. Returns (list of [N_i, 50] arrays, labels)."""
+    ds = ClipDataset(root)
+    seqs, labels = [], []
+    for meta in ds.metas(split, labelled=True):
+        if meta["emotion"] != "neutral" and (meta.get("intensity") or 0.0) < min_intensity:
+            continue
+        clip = ds.load(meta, with_audio=False)
+        if clip.psi is None or len(clip.psi) < length:
+            continue
+        seqs.append(np.asarray(clip.psi, dtype=np.float32))
+        labels.append(emotion_index(meta["emotion"]))
+    if not seqs:
+        raise ClipFormatError(f"{root}: no labelled clips of at least {length} frames at full intensity in "
+                              f"split {split!r}; the generator needs emotional psi sequences")
+    return seqs, np.array(labels)

@@ -1,0 +1,135 @@
+"""Train the expression GAN (section 3.3): LSTM generator G, TCN global discriminator D_g (with its
+emotion classifier head) and MLP local discriminator D_l, with the losses of Eq. 17-19.
+
+Data: psi sequences of full-intensity emotional clips and of neutral clips (the paper trains on MEAD's
+highest level), cut into random windows of ``data.length`` frames.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+import numpy as np
+import torch
+
+from emodiffhead_core import config as config_mod
+from emodiffhead_core.checkpoint import save_checkpoint
+from emodiffhead_core.emotions import EMOTIONS
+from emodiffhead_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator,
+                                     discriminator_losses, generator_losses)
+
+from .configfile import load_config
+from .data import emotion_sequences
+from .loop import EMA, CsvLog, run_steps, setup_distributed, unwrap, wrap_ddp
+
+SCHEMA = {
+    "model": {"preset": "demo", "overrides": {}},
+    "loss": {"lambda_mse": 1.0, "lambda_cls": 1.0},
+    "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "batch_size": 32, "steps": 3000, "ema_decay": 0.995},
+    "data": {"split": "train", "length": 48, "min_intensity": 0.99},
+    "schedule": {"log_every": 25, "checkpoint_every": 250, "sample_every": 500},
+    "seed": 0,
+    "threads": 2,
+}
+LOG_FIELDS = ["step", "seconds", "d_total", "d_global", "d_local", "d_cls", "g_total", "g_adv_global",
+              "g_adv_local", "g_mse", "g_cls", "class_accuracy"]
+
+
+def build_config(section: dict, where: str) -> config_mod.ExpressionConfig:
+    merged = config_mod.to_dict(config_mod.preset("expression", section["preset"]))
+    merged.update(section["overrides"])
+    return config_mod.from_dict(config_mod.ExpressionConfig, merged, where=f"{where}: model")
+
+
+def _windows(seqs, labels, rng, batch, length):
+    idx = rng.integers(len(seqs), size=batch)
+    out = []
+    for i in idx:
+        s = seqs[i]
+        start = int(rng.integers(len(s) - length + 1))
+        out.append(s[start: start + length])
+    return torch.from_numpy(np.stack(out)), torch.from_numpy(labels[idx]).long()
+
+
+def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None) -> str:
+    cfg_file = load_config(config_path, SCHEMA)
+    torch.set_num_threads(int(cfg_file["threads"]))
+    info = setup_distributed(device)
+    cfg = build_config(cfg_file["model"], config_path)
+    o, d, lw = cfg_file["optim"], cfg_file["data"], cfg_file["loss"]
+    seed = int(cfg_file["seed"])
+    total = int(max_steps or o["steps"])
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(seed)
+    gen, d_g, d_l = ExpressionGenerator(cfg), GlobalDiscriminator(cfg), LocalDiscriminator(cfg)
+    for m in (gen, d_g, d_l):
+        m.to(info.device)
+    ema = EMA(gen, o["ema_decay"])
+    gen_ddp, dg_ddp, dl_ddp = (wrap_ddp(m, info) for m in (gen, d_g, d_l))
+    opt_g = torch.optim.Adam(gen.parameters(), lr=o["lr_g"], betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(list(d_g.parameters()) + list(d_l.parameters()), lr=o["lr_d"], betas=(0.5, 0.999))
+    seqs, labels = emotion_sequences(data_dir, d["split"], d["length"], d["min_intensity"])
+    present = sorted(set(labels.tolist()))
+    if info.main:
+        print(f"generator data: {len(seqs)} sequences, emotions present: {[EMOTIONS[i] for i in present]}", flush=True)
+    log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS)
+
+    def step_fn(step: int) -> Dict[str, float]:
+        rng = np.random.default_rng([seed, step, info.rank])
+        gen_t = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+        real, y = _windows(seqs, labels, rng, o["batch_size"], d["length"])
+        real, y = real.to(info.device), y.to(info.device)
+        z = torch.randn(len(y), cfg.noise_dim, generator=gen_t).to(info.device)
+        fake = gen_ddp(y, d["length"], z=z)
+        d_losses = discriminator_losses(dg_ddp, dl_ddp, real, fake.detach(), y)
+        opt_d.zero_grad(set_to_none=True)
+        d_losses["total"].backward()
+        opt_d.step()
+        g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw["lambda_mse"], lw["lambda_cls"])
+        opt_g.zero_grad(set_to_none=True)
+        g_losses["total"].backward()
+        opt_g.step()
+        ema.update(gen, step)
+        with torch.no_grad():
+            acc = (unwrap(dg_ddp)(fake.detach(), y)[1].argmax(1) == y).float().mean()
+        out = {f"d_{k}": float(v.detach()) for k, v in d_losses.items()}
+        out.update({f"g_{k}": float(v.detach()) for k, v in g_losses.items()})
+        out["class_accuracy"] = float(acc)
+        return out
+
+    def on_sample(done: int) -> Dict[str, float]:
+        _plot_samples(ema.shadow, os.path.join(out_dir, "samples", f"step{done:07d}.png"), d["length"], seed)
+        return {}
+
+    def on_checkpoint(done: int) -> None:
+        save_checkpoint(os.path.join(out_dir, "expression_generator.safetensors"), {"expression_generator": ema.shadow},
+                        info={"kind": "expression_generator", "steps": done,
+                              "data": os.path.basename(os.path.abspath(data_dir))})
+
+    run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn,
+              modules={"generator": gen, "ema": ema.shadow, "d_global": d_g, "d_local": d_l},
+              optimizers={"g": opt_g, "d": opt_d}, info=info, log=log, resume=resume,
+              checkpoint_every=cfg_file["schedule"]["checkpoint_every"], log_every=cfg_file["schedule"]["log_every"],
+              on_checkpoint=on_checkpoint, sample_every=cfg_file["schedule"]["sample_every"], on_sample=on_sample,
+              desc="generator")
+    return os.path.join(out_dir, "expression_generator.safetensors")
+
+
+@torch.no_grad()
+def _plot_samples(gen, path, length, seed):
+    """One panel per emotion: the first 6 psi components of a generated sequence over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = torch.arange(len(EMOTIONS), device=next(gen.parameters()).device)
+    seqs = gen(labels, length, generator=torch.Generator().manual_seed(seed)).cpu().numpy()
+    fig, axes = plt.subplots(2, 4, figsize=(12, 5), sharey=True)
+    for ax, emotion, s in zip(axes.flat, EMOTIONS, seqs):
+        ax.plot(s[:, :10])
+        ax.set_title(emotion, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
