@@ -39,6 +39,91 @@ class Cancelled(Exception):
     """Raised by a progress callback to stop generation."""
 
 
+# --------------------------------------------------------------------------- models
+@dataclass
+class ModelBundle:
+    """What generation needs from a checkpoint: denoiser, expression generator, optional SR head."""
+
+    denoiser: torch.nn.Module
+    generator: torch.nn.Module
+    superres: Optional[torch.nn.Module] = None
+    name: str = ""
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def image_size(self) -> int:
+        return self.denoiser.config.image_size
+
+    @property
+    def audio_config(self) -> AudioFeatureConfig:
+        return self.denoiser.config.audio
+
+
+def load_bundle(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> ModelBundle:
+    """Load a checkpoint bundle: it must hold a denoiser and an expression generator (an SR head is optional).
+
+    The models are put on ``device``; ``dtype`` applies to the denoiser (fp16/bf16 on GPUs). The expression
+    generator stays in fp32 (an LSTM rollout in half precision drifts).
+    """
+    import os
+
+    from .checkpoint import CheckpointError, load_components, read_checkpoint
+
+    present = read_checkpoint(path).components
+    missing = [c for c in ("denoiser", "expression_generator") if c not in present]
+    if missing:
+        raise CheckpointError(f"{os.path.basename(path)} holds {', '.join(present)} but not {', '.join(missing)}: "
+                              "it is not a generation checkpoint (pick one exported with a denoiser and an "
+                              "expression generator)")
+    names = ["denoiser", "expression_generator"] + (["superres"] if "superres" in present else [])
+    comps = load_components(path, names, device=device)
+    comps["denoiser"].to(dtype=dtype)
+    return ModelBundle(comps["denoiser"], comps["expression_generator"], comps.get("superres"),
+                       name=os.path.basename(path), device=torch.device(device), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- portrait
+@dataclass
+class Portrait:
+    """A portrait ready for generation: the original image, its face landmarks and the aligned crop."""
+
+    image: np.ndarray           # uint8 [H, W, 3] RGB, the original
+    landmarks: np.ndarray       # [68, 2] in the original's pixel coordinates
+    crop: np.ndarray            # uint8 [S, S, 3], nose tip at the centre (the training alignment)
+    aligned: "object"           # faces.AlignedCrop: forward and inverse transforms, for paste-back
+
+    def crop_tensor(self) -> torch.Tensor:
+        """The crop as [3, S, S] float in [0, 1]."""
+        return torch.from_numpy(self.crop).permute(2, 0, 1).float() / 255.0
+
+
+def prepare_portrait(image, size: int, backend="auto", face_index: int = 0, allow_centre_crop: bool = False,
+                     rotate: bool = True) -> Portrait:
+    """Find the face (68 landmarks; FAN when its weights are present, dlib otherwise), align it like the
+    training data (nose tip centred, eye line level) and crop it to the model's size.
+
+    ``image``: uint8 or float 0..1, [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]. Faces are numbered from the
+    largest (0). With ``allow_centre_crop`` an image without a detectable face gives a centre crop instead
+    of an error.
+    """
+    from . import faces
+
+    rgb = faces.to_rgb_uint8(image)
+    landmarks = faces.detect_portrait(rgb, backend=backend, face_index=face_index, allow_centre_crop=allow_centre_crop)
+    crop, aligned = faces.align_face(rgb, landmarks, size, rotate=rotate)
+    return Portrait(rgb, landmarks, crop, aligned)
+
+
+def paste_back_frames(frames: torch.Tensor, portrait: Portrait, feather: float = 0.08, region: str = "face"):
+    """Generated crops [N, 3, S, S] in [0, 1] (any S) back into the full-resolution portrait, one frame at a
+    time: yields uint8 [H, W, 3]."""
+    from . import faces
+
+    crops = (frames.clamp(0, 1) * 255.0 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+    return faces.paste_back(iter(crops), portrait.image, portrait.aligned, feather=feather, region=region)
+
+
 # --------------------------------------------------------------------------- audio
 @dataclass
 class AudioFeatures:
@@ -129,6 +214,47 @@ def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: floa
     if not used:
         return e_n
     return blend_from_weights(e_n, seqs[1:], weights[:, used].float())
+
+
+@dataclass
+class ExpressionTrack:
+    """Per-frame expression vectors with their frame rate and a description of how they were made."""
+
+    psi: torch.Tensor            # [N, 50] float32, CPU
+    fps: float
+    description: dict = field(default_factory=dict)
+
+    FORMAT = "emodiffhead-expression"
+
+    def to_json(self) -> dict:
+        return {"format": self.FORMAT, "version": 1, "fps": self.fps, "frames": int(self.psi.shape[0]),
+                "dims": int(self.psi.shape[1]), "description": self.description,
+                "psi": [[round(float(v), 6) for v in row] for row in self.psi]}
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "expression file") -> "ExpressionTrack":
+        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
+            raise PipelineError(f"{where} is not an EMOdiffhead expression file (saved by Save Expression)")
+        try:
+            psi = torch.tensor(data["psi"], dtype=torch.float32)
+            fps = float(data["fps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(f"{where} is damaged ({exc}); save it again") from None
+        if psi.dim() != 2 or psi.shape[0] < 1 or not torch.isfinite(psi).all():
+            raise PipelineError(f"{where}: psi must be a non-empty [frames, dims] table of finite numbers")
+        return cls(psi, fps, data.get("description", {}))
+
+    def resampled(self, num_frames: int, fps: float) -> "ExpressionTrack":
+        """The track on another frame grid (linear interpolation in time, held at the ends)."""
+        if num_frames == self.psi.shape[0] and abs(fps - self.fps) < 1e-9:
+            return self
+        src_t = torch.arange(self.psi.shape[0], dtype=torch.float64) / self.fps
+        dst_t = torch.arange(num_frames, dtype=torch.float64) / fps
+        pos = torch.from_numpy(np.interp(dst_t.numpy(), src_t.numpy(), np.arange(len(src_t)))).float()
+        lo = pos.floor().long().clamp(0, self.psi.shape[0] - 1)
+        hi = (lo + 1).clamp(max=self.psi.shape[0] - 1)
+        w = (pos - lo.float())[:, None]
+        return ExpressionTrack(self.psi[lo] * (1 - w) + self.psi[hi] * w, fps, dict(self.description, resampled=True))
 
 
 # --------------------------------------------------------------------------- sampling

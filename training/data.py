@@ -117,3 +117,36 @@ def emotion_sequences(root: str, split: str, length: int, min_intensity: float =
         raise ClipFormatError(f"{root}: no labelled clips of at least {length} frames at full intensity in "
                               f"split {split!r}; the generator needs emotional psi sequences")
     return seqs, np.array(labels)
+
+
+class FrameData:
+    """Every frame of a split (uint8, in memory) with its psi, for the per-frame models (SR, regressor)."""
+
+    def __init__(self, root: str, split: str, size: Optional[int] = None, need_psi: bool = False,
+                 limit: Optional[int] = None):
+        ds = ClipDataset(root)
+        metas = ds.metas(split)[:limit] if limit else ds.metas(split)
+        if not metas:
+            raise ClipFormatError(f"{root} has no clips in split {split!r}")
+        frames, psis = [], []
+        for meta in metas:
+            clip = ds.load(meta, with_audio=False)
+            f = np.asarray(clip.frames)
+            if size is not None and f.shape[1] != size:
+                f, _ = resize_clip_frames(f, np.asarray(clip.landmarks), size)
+            frames.append(f)
+            if need_psi:
+                if clip.psi is None:
+                    raise ClipFormatError(f"clip {meta['clip_id']} has no psi.npy; the regressor needs expression "
+                                          "vectors (prepare real data with --deca)")
+                psis.append(np.asarray(clip.psi, dtype=np.float32))
+        self.frames = torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2).contiguous()   # uint8
+        self.psi = torch.from_numpy(np.concatenate(psis)) if need_psi else None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def batch(self, rng: np.random.Generator, batch_size: int):
+        idx = torch.from_numpy(rng.integers(len(self.frames), size=batch_size))
+        images = self.frames[idx].float() / 255.0
+        return images, (self.psi[idx] if self.psi is not None else None)

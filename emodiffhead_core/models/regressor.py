@@ -32,9 +32,16 @@ class ExpressionRegressor(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(in_ch * size * size, 256), nn.SiLU(),
                                   nn.Linear(256, cfg.expression_dim))
+        # The network predicts standardised psi; these buffers (set from the training data) map it back.
+        self.register_buffer("psi_mean", torch.zeros(cfg.expression_dim))
+        self.register_buffer("psi_std", torch.ones(cfg.expression_dim))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return self.head(self.features(images))
+        return self.head(self.features(images)) * self.psi_std + self.psi_mean
+
+    def standardised(self, images: torch.Tensor) -> torch.Tensor:
+        """The raw output: psi standardised with the training statistics (what the loss compares)."""
+        return (self.forward(images) - self.psi_mean) / self.psi_std

@@ -1,0 +1,245 @@
+"""The main job from a shell: ``python -m emodiffhead_core generate|demo``.
+
+generate: portrait + speech + emotion (label and intensity, a blend, or keyframes) -> mp4 (H.264 + AAC)
+whose duration equals the audio's. demo: the same on the shipped portrait and speech with the demo
+checkpoint, plus a contact sheet of emotions x intensities.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from . import pipeline as pl
+from .checkpoint import CheckpointError
+from .editing import MAX_INTENSITY
+from .emotions import EMOTIONS
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKPOINT_DIR = os.path.join(PACKAGE_ROOT, "checkpoints")
+DEFAULT_CHECKPOINT = os.path.join(CHECKPOINT_DIR, "emodiffhead_demo.safetensors")
+ASSETS = os.path.join(PACKAGE_ROOT, "assets")
+DEMO_PORTRAIT = os.path.join(ASSETS, "portrait.jpg")
+DEMO_PORTRAIT_PROCEDURAL = os.path.join(ASSETS, "portrait_procedural.png")
+DEMO_SPEECH = os.path.join(ASSETS, "speech.wav")
+CONTACT_INTENSITIES = (0.0, 0.5, 1.0)
+
+
+def load_models(path: str = DEFAULT_CHECKPOINT, device="cpu") -> pl.ModelBundle:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}. The demo checkpoint ships in {CHECKPOINT_DIR}; "
+                              "pass --checkpoint with a file exported by `python -m training export`")
+    return pl.load_bundle(path, device=device)
+
+
+def load_image(path: str) -> np.ndarray:
+    import cv2
+
+    if not os.path.isfile(path):
+        raise pl.PipelineError(f"portrait not found: {path}")
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise pl.PipelineError(f"cannot read {path} as an image; use a PNG or JPEG file")
+    if img.ndim == 3 and img.shape[2] == 4:
+        return img[..., [2, 1, 0, 3]]
+    if img.ndim == 3:
+        return img[..., ::-1].copy()
+    return img
+
+
+def parse_blend(text: Optional[str]) -> Optional[Dict[str, float]]:
+    """"happy:0.6,surprised:0.3" -> {"happy": 0.6, "surprised": 0.3}."""
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        label, _, value = part.partition(":")
+        try:
+            out[label.strip()] = float(value)
+        except ValueError:
+            raise pl.PipelineError(f"cannot read blend entry {part!r}; write label:intensity, e.g. happy:0.6") from None
+    return out
+
+
+def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
+                 spacing: str, sampler: str, seed: int, superres: str, paste_back: bool,
+                 progress: bool = True) -> np.ndarray:
+    """uint8 frames [N, H, W, 3] for one portrait: the aligned crop video (optionally super-resolved) or,
+    with ``paste_back``, the full portrait."""
+    psi = pl.emotion_expressions(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed)
+    start = time.perf_counter()
+
+    def report(event: pl.FrameProgress):
+        if progress and event.image is not None and (event.frame + 1) % 10 == 0:
+            rate = (event.frame + 1) / (time.perf_counter() - start)
+            print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
+
+    frames = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, spacing=spacing,
+                                sampler=sampler, seed=seed, callback=report)[:, 0]
+    frames = apply_superres(frames, models, superres)
+    if paste_back:
+        return np.stack(list(pl.paste_back_frames(frames, portrait)))
+    return (frames.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+
+
+def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str) -> torch.Tensor:
+    if mode == "none":
+        return frames
+    if mode == "head":
+        if models.superres is None:
+            raise pl.PipelineError("this checkpoint has no super-resolution head; use --superres lanczos or none")
+        return pl.super_resolve(frames, models.superres)
+    if mode.startswith("lanczos"):
+        return pl.super_resolve(frames, None, scale=float(mode[7:] or 2))
+    raise pl.PipelineError(f"unknown --superres {mode!r}; use none, head, or lanczos[scale]")
+
+
+def generate(args) -> dict:
+    from .audio import load_audio_file
+    from .video import write_mp4
+
+    torch.manual_seed(args.seed)
+    models = load_models(args.checkpoint, args.device)
+    size = models.denoiser.config.image_size
+    portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
+                                   allow_centre_crop=args.centre_crop)
+    wave, sr = load_audio_file(args.audio)
+    audio = pl.encode_audio(wave, sr, args.fps, models.denoiser.config.audio)
+    spec = pl.EmotionSpec(args.emotion, args.intensity, blend=parse_blend(args.blend), keyframes=args.keyframes)
+    start = time.perf_counter()
+    frames = render_video(models, portrait, audio, spec, spacing=args.steps, sampler=args.sampler, seed=args.seed,
+                          superres=args.superres, paste_back=args.paste_back)
+    seconds = time.perf_counter() - start
+    write_mp4(args.out, frames, audio.fps, audio=audio.waveform, sample_rate=audio.config.sample_rate)
+    return {"out": os.path.abspath(args.out), "frames": int(len(frames)), "fps": audio.fps,
+            "audio_seconds": round(audio.seconds, 3), "size": list(frames.shape[1:3]),
+            "generation_seconds": round(seconds, 1), "frames_per_second": round(len(frames) / seconds, 3)}
+
+
+def contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
+                  frames: int = 8, spacing: str = pl.DEFAULT_SPACING,
+                  intensities=CONTACT_INTENSITIES) -> np.ndarray:
+    """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
+    all rendered as one batch. Intensity 0 is neutral in every column (Eq. 14 at k = 0)."""
+    import cv2
+
+    short = pl.AudioFeatures(audio.features[:frames], audio.waveform, audio.fps, audio.config)
+    psis, cells = [], []
+    for k in intensities:
+        for emotion in EMOTIONS:
+            spec = pl.EmotionSpec(emotion, k)
+            psis.append(pl.emotion_expressions(models.generator, short.num_frames, spec, fps=audio.fps, seed=seed))
+            cells.append((emotion, k))
+    batch = crop[None].expand(len(psis), -1, -1, -1)
+    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), spacing=spacing, seed=seed)[-1]
+    s = out.shape[-1]
+    grid = (out.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+    rows = [np.concatenate(list(grid[r * len(EMOTIONS):(r + 1) * len(EMOTIONS)]), axis=1)
+            for r in range(len(intensities))]
+    sheet = np.concatenate(rows, axis=0)
+    scale = max(1, 96 // s)
+    sheet = cv2.resize(sheet, (sheet.shape[1] * scale, sheet.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    cell = s * scale
+    header = np.full((16, sheet.shape[1], 3), 255, np.uint8)
+    for j, emotion in enumerate(EMOTIONS):
+        cv2.putText(header, emotion, (j * cell + 2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    side = np.full((16 + sheet.shape[0], 40, 3), 255, np.uint8)
+    for r, k in enumerate(intensities):
+        cv2.putText(side, f"k={k:g}", (2, 16 + r * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    sheet = np.concatenate([side, np.concatenate([header, sheet], axis=0)], axis=1)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    cv2.imwrite(path, sheet[..., ::-1])
+    return sheet
+
+
+def demo(args) -> dict:
+    """The embedded default: demo checkpoint, shipped portraits and speech; writes two videos and a sheet."""
+    from .audio import load_audio_file
+    from .video import write_mp4
+
+    start = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    models = load_models(args.checkpoint, args.device)
+    size = models.denoiser.config.image_size
+    wave, sr = load_audio_file(DEMO_SPEECH)
+    audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)
+    spec = pl.EmotionSpec(args.emotion, args.intensity)
+    report = {"checkpoint": os.path.basename(args.checkpoint), "emotion": args.emotion, "intensity": args.intensity,
+              "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "outputs": []}
+    photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
+    procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
+    # both portraits in one batch: one autoregressive pass renders two videos
+    psi = pl.emotion_expressions(models.generator, audio.num_frames, spec, fps=audio.fps, seed=args.seed)
+    t0 = time.perf_counter()
+
+    def report_progress(event: pl.FrameProgress):
+        if event.image is not None and (event.frame + 1) % 15 == 0:
+            print(f"  frame {event.frame + 1}/{event.total_frames}", flush=True)
+
+    crops = torch.stack([photo.crop_tensor(), procedural.crop_tensor()])
+    frames = pl.generate_frames(models.denoiser, crops, audio, psi, spacing=args.steps, seed=args.seed,
+                                callback=report_progress)
+    report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
+    for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
+        video = apply_superres(frames[:, b], models, "head" if models.superres is not None else "lanczos2")
+        crop_path = os.path.join(args.out, f"{name}_{args.emotion}.mp4")
+        write_mp4(crop_path, (video.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy(), audio.fps,
+                  audio=audio.waveform, sample_rate=audio.config.sample_rate)
+        report["outputs"].append(crop_path)
+        if name == "photo":
+            full_path = os.path.join(args.out, f"{name}_{args.emotion}_pasted.mp4")
+            write_mp4(full_path, pl.paste_back_frames(video, portrait), audio.fps, audio=audio.waveform,
+                      sample_rate=audio.config.sample_rate)
+            report["outputs"].append(full_path)
+    sheet_path = os.path.join(args.out, "contact_sheet.png")
+    contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, spacing=args.steps)
+    report["outputs"].append(sheet_path)
+    report["total_seconds"] = round(time.perf_counter() - start, 1)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emodiffhead_core", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint bundle (default: the demo checkpoint)")
+    common.add_argument("--steps", default=pl.DEFAULT_SPACING, help=f"sampling steps: a respacing such as ddim10, 25, 250 (default {pl.DEFAULT_SPACING})")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
+    common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")
+
+    p = sub.add_parser("generate", parents=[common], help="portrait + speech + emotion -> mp4")
+    p.add_argument("--portrait", required=True, help="image file with a face")
+    p.add_argument("--audio", required=True, help="speech recording (wav, flac, mp3, ...)")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--sampler", default=pl.DEFAULT_SAMPLER, choices=pl.SAMPLERS)
+    p.add_argument("--blend", default=None, help="several emotions at once, e.g. happy:0.6,surprised:0.3")
+    p.add_argument("--keyframes", default=None, help="an emotion timeline, e.g. '0:neutral:0, 1.5:happy:1, 3:sad:0.8'")
+    p.add_argument("--superres", default="none", help="none, head (the checkpoint's SR head) or lanczos[scale]")
+    p.add_argument("--paste-back", action="store_true", help="paste the face back into the full portrait")
+    p.add_argument("--face-index", type=int, default=0, help="which face, 0 = the largest")
+    p.add_argument("--centre-crop", action="store_true", help="use a centre crop when no face is found")
+    p.set_defaults(func=generate)
+
+    p = sub.add_parser("demo", parents=[common], help="the embedded demo: shipped portraits and speech")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=demo)
+
+    args = parser.parse_args(argv)
+    try:
+        report = args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report))
+    return 0

@@ -1,0 +1,235 @@
+"""The ComfyUI nodes: contracts, the whole chain in-process (tiny checkpoint, stand-in folder_paths/comfy),
+cancel, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import comfy_stubs
+from emodiffhead_core.checkpoint import save_checkpoint
+from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SuperResConfig
+from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
+
+ROOT = comfy_stubs.ROOT
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    state = comfy_stubs.install(str(base))
+    pack = comfy_stubs.load_pack()
+    torch.manual_seed(0)
+    folder = os.path.join(state.folder_paths.models_dir, "emodiffhead")
+    os.makedirs(folder, exist_ok=True)
+    den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"])
+    gen = ExpressionGenerator(EXPRESSION_PRESETS["tiny"])
+    sr = SuperResolver(SuperResConfig(channels=8, num_blocks=1))
+    save_checkpoint(os.path.join(folder, "tiny.safetensors"), {"denoiser": den, "expression_generator": gen,
+                                                                "superres": sr})
+    save_checkpoint(os.path.join(folder, "sr_only.safetensors"), {"superres": sr})
+    state.pack = pack
+    state.nodes = pack.NODE_CLASS_MAPPINGS
+    yield state
+    comfy_stubs.uninstall()
+
+
+def _node_error():
+    return sys.modules["ComfyUI-EMOdiffhead.nodes.bridge"].NodeError
+
+
+def _node(comfy, name):
+    return comfy.nodes[name]()
+
+
+def _image(arr):
+    return torch.from_numpy(np.asarray(arr, np.float32) / 255.0)[None]
+
+
+def _speech_audio(seconds=0.3, sr=44100, channels=2):
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    return {"waveform": torch.from_numpy(np.stack([wave] * channels)).float()[None], "sample_rate": sr}
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return data.astronaut()
+
+
+def test_pack_imports_without_comfyui():
+    code = ("import sys; sys.path.insert(0, %r); import comfy_stubs; pack = comfy_stubs.load_pack(); "
+            "assert 'folder_paths' not in sys.modules and 'comfy' not in sys.modules; "
+            "print(len(pack.NODE_CLASS_MAPPINGS))" % os.path.join(ROOT, "tests"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) == 9
+
+
+def test_node_contracts(comfy):
+    assert set(comfy.nodes) == set(comfy.pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for name, cls in comfy.nodes.items():
+        spec = cls.INPUT_TYPES()
+        assert set(spec) <= {"required", "optional", "hidden"} and "required" in spec
+        for section in spec.values():
+            for input_name, entry in section.items():
+                assert isinstance(entry, tuple) and len(entry) == 2, (name, input_name)
+                assert entry[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert isinstance(cls.RETURN_TYPES, tuple)
+        assert cls.CATEGORY == "EMOdiffhead" and callable(getattr(cls, cls.FUNCTION))
+        if cls.RETURN_TYPES:
+            assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+        # the function accepts every declared input by name
+        import inspect
+
+        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        for section in spec.values():
+            assert set(section) <= set(params), name
+    ckpts = comfy.nodes["LoadEMOdiffheadModel"].INPUT_TYPES()["required"]["ckpt_name"][0]
+    assert "tiny.safetensors" in ckpts
+
+
+def test_the_nodes_chain_into_a_video(comfy, astronaut):
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")
+    portrait, crop = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
+    assert crop.shape == (1, 32, 32, 3)
+    feats, count, audio = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
+    assert count == 9 and audio["sample_rate"] == 44100 and audio["waveform"].shape == (1, 2, 13230)
+    expr, = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "happy", 0.8, 1)
+    assert expr.psi.shape == (9, 50)
+    comfy.progress.clear()
+    checks_before = comfy.checks
+    images, fps, audio_out = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, "ddim", 0,
+                                                                       audio=audio)
+    assert images.shape == (9, 32, 32, 3) and fps == 30.0 and audio_out is audio
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert len(comfy.progress) == 9 and all(p[2] for p in comfy.progress)       # a preview per frame
+    assert comfy.checks - checks_before >= 9 * 2                                  # an interrupt check per step
+    up, = _node(comfy, "EMOdiffheadSuperResolve").upscale(images, "sr_head", model=model)
+    assert up.shape == (9, 64, 64, 3)
+    twice, = _node(comfy, "EMOdiffheadSuperResolve").upscale(images, "lanczos", 2.0, repeat=2)
+    assert twice.shape == (9, 128, 128, 3)
+    full, = _node(comfy, "EMOdiffheadPasteBack").paste(up, portrait, 0.08, "face")
+    assert full.shape == (9, 512, 512, 3)
+    # outside the face, the pasted frames are the portrait itself
+    assert torch.allclose(full[0, :20, :20], _image(astronaut)[0, :20, :20], atol=1 / 255)
+    ui = _node(comfy, "EMOdiffheadSaveExpression").save(expr, "emodiffhead/test")
+    saved = os.path.join(comfy.folder_paths.get_output_directory(), "emodiffhead", "test_00001.json")
+    assert os.path.isfile(saved) and "9 frames" in ui["ui"]["text"][0]
+    assert json.load(open(saved))["frames"] == 9
+    files = comfy.nodes["EMOdiffheadLoadExpression"].INPUT_TYPES()["required"]["file"][0]
+    assert "emodiffhead/test_00001.json" in files
+    loaded, = _node(comfy, "EMOdiffheadLoadExpression").load("emodiffhead/test_00001.json")
+    assert torch.allclose(loaded.psi, expr.psi, atol=1e-5)
+    # a saved expression of another length is resampled to the audio's frames
+    feats2, count2, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.2), 30.0)
+    images2, _, audio2 = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats2, loaded, 2, "ancestral", 0)
+    assert images2.shape[0] == count2 == 6 and audio2["sample_rate"] == 16000
+
+
+def test_cancel_stops_within_one_denoising_step(comfy, astronaut):
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
+    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
+    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
+    expr, = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "sad", 1.0, 0)
+    forwards = []
+    hook = model.denoiser.register_forward_hook(lambda *a: forwards.append(1))
+    comfy.checks = 0
+    comfy.interrupt_after = 4
+    emptied = comfy.emptied
+    try:
+        with pytest.raises(comfy_stubs.Interrupted):
+            _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, "ddim", 0)
+    finally:
+        comfy.interrupt_after = None
+        hook.remove()
+    assert comfy.checks == 5 and len(forwards) == 5     # stopped right after the step where cancel was seen
+    assert comfy.emptied == emptied + 1                 # and freed memory on the way out
+
+
+@pytest.mark.parametrize("case", ["blank", "tiny_image", "batch"])
+def test_bad_portraits_give_clear_errors(comfy, astronaut, case):
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")
+    image = {"blank": _image(np.full((256, 256, 3), 128, np.uint8)),
+             "tiny_image": _image(np.zeros((16, 16, 3), np.uint8)),
+             "batch": torch.cat([_image(astronaut)] * 2)}[case]
+    message = {"blank": "no face found", "tiny_image": "too small", "batch": "batch of 2"}[case]
+    with pytest.raises(_node_error(), match=message):
+        _node(comfy, "EMOdiffheadLoadPortrait").load(model, image)
+
+
+def test_portrait_options(comfy, astronaut):
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")
+    blank = _image(np.full((200, 300, 3), 90, np.uint8))
+    portrait, crop = _node(comfy, "EMOdiffheadLoadPortrait").load(model, blank, centre_crop_if_no_face=True)
+    assert crop.shape == (1, 32, 32, 3)
+    rgba = np.concatenate([astronaut, np.full((512, 512, 1), 255, np.uint8)], axis=2)
+    _, crop_rgba = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(rgba))
+    grey = astronaut.mean(axis=2, keepdims=True).astype(np.uint8)
+    _, crop_grey = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(grey))
+    assert crop_rgba.shape == crop_grey.shape == (1, 32, 32, 3)
+    import cv2
+
+    big = cv2.resize(astronaut, (4000, 4000))
+    big = np.pad(big, ((0, 0), (1000, 1000), (0, 0)), mode="edge")            # 6000 x 4000
+    portrait_big, crop_big = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(big))
+    assert crop_big.shape == (1, 32, 32, 3) and portrait_big.image.shape == (4000, 6000, 3)
+    module = sys.modules[type(_node(comfy, "EMOdiffheadPasteBack")).__module__]
+    frames = torch.rand(3, 32, 32, 3)
+    with pytest.raises(module.NodeError, match="needs .* GB"):
+        old, module.MAX_PASTE_BYTES = module.MAX_PASTE_BYTES, 100 * 1024 ** 2
+        try:
+            _node(comfy, "EMOdiffheadPasteBack").paste(frames, portrait_big)
+        finally:
+            module.MAX_PASTE_BYTES = old
+
+
+def test_bad_audio_emotion_and_checkpoints(comfy):
+    err = _node_error()
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")
+    enc = _node(comfy, "EMOdiffheadAudioEncode")
+    silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+    empty = {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}
+    with pytest.raises(err, match="silent"):
+        enc.encode(model, silent, 30.0)
+    with pytest.raises(err, match="empty"):
+        enc.encode(model, empty, 30.0)
+    with pytest.raises(err, match="AUDIO"):
+        enc.encode(model, {"samples": 1}, 30.0)
+    feats, count, _ = enc.encode(model, _speech_audio(0.1, 16000, 1), 30.0)
+    assert count == 3
+    ten_minutes = _speech_audio(600.0, 8000, 1)
+    feats10, count10, trimmed = enc.encode(model, ten_minutes, 30.0)
+    assert count10 == 18000 and trimmed["waveform"].shape[-1] == 600 * 8000
+    with pytest.raises(err, match="minutes"):
+        enc.encode(model, _speech_audio(601.0, 8000, 1), 30.0)
+    emo = _node(comfy, "EMOdiffheadEmotionVector")
+    with pytest.raises(err, match="out of range"):
+        emo.make(model, feats, "happy", 2.5, 0)
+    with pytest.raises(err, match="unknown emotion"):
+        emo.make(model, feats, "happy", 1.0, 0, blend="joyful:0.5")
+    with pytest.raises(err, match="keyframe"):
+        emo.make(model, feats, "happy", 1.0, 0, keyframes="1.0:happy")
+    loader = _node(comfy, "LoadEMOdiffheadModel")
+    with pytest.raises(err, match="not a generation checkpoint"):
+        loader.load("sr_only.safetensors", "cpu", "auto")
+    with pytest.raises(err, match="not found"):
+        loader.load("missing.safetensors", "cpu", "auto")
+    with pytest.raises(err, match="no EMOdiffhead checkpoint is installed"):
+        loader.load("(no checkpoints found: put .safetensors files in models/emodiffhead)", "cpu", "auto")
+    bad = os.path.join(comfy.folder_paths.models_dir, "emodiffhead", "bad.safetensors")
+    with open(bad, "wb") as fh:
+        fh.write(b"\x80\x04not really a checkpoint")
+    try:
+        with pytest.raises(err, match="pickle"):
+            loader.load("bad.safetensors", "cpu", "auto")
+    finally:
+        os.remove(bad)
+    sr = _node(comfy, "EMOdiffheadSuperResolve")
+    with pytest.raises(err, match="UPSCALE_MODEL"):
+        sr.upscale(torch.rand(1, 8, 8, 3), "upscale_model")
