@@ -35,7 +35,8 @@ def _train(args) -> int:
         from .train_superres import train
     else:
         from .train_regressor import train
-    path = train(args.config, args.data, args.out, resume=args.resume, device=args.device, max_steps=args.steps)
+    path = train(args.config, args.data, args.out, resume=args.resume, device=args.device, max_steps=args.steps,
+                 stop_after=args.stop_after)
     print(f"exported {path}")
     return 0
 
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last saved state")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this step, as if interrupted (continue later with --resume)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="measure checkpoints on a data split",

@@ -123,12 +123,16 @@ def run_steps(*, run_dir: str, total_steps: int, step_fn: Callable[[int], Dict[s
               info: DistInfo, log: CsvLog, resume: bool, checkpoint_every: int, log_every: int,
               on_checkpoint: Optional[Callable[[int], None]] = None, sample_every: int = 0,
               on_sample: Optional[Callable[[int], Dict[str, float]]] = None, desc: str = "train",
-              extra_state: Optional[Callable[[], dict]] = None) -> int:
+              extra_state: Optional[Callable[[], dict]] = None, stop_after: Optional[int] = None) -> int:
     """The resumable loop. ``step_fn(step)`` does one optimisation step and returns scalars to log.
 
     With ``resume`` it restores ``modules`` and ``optimizers`` from <run>/state.* and continues from the
     saved step; data and noise for step s are drawn from generators seeded by (seed, s) inside step_fn,
     so a resumed run makes the same updates as one that was never interrupted.
+    ``stop_after`` ends the loop after that step as if the process had been killed there (the schedule still
+    runs to ``total_steps``; only the states saved so far remain): for time-boxed sessions and resume tests.
+    With several ranks, the end of the run checks that every rank holds the same weights and writes the
+    per-rank checksums to <run>/ddp_check.json.
     """
     start = 0
     if resume and has_state(run_dir):
@@ -159,6 +163,31 @@ def run_steps(*, run_dir: str, total_steps: int, step_fn: Callable[[int], Dict[s
                     on_checkpoint(done)
             if info.world > 1:
                 dist.barrier()
+        if stop_after is not None and done >= stop_after:
+            break
     if bar is not None:
         bar.close()
-    return total_steps if total_steps > start else start
+    if info.world > 1:
+        _check_ranks_agree(run_dir, modules, info)
+    return step + 1 if total_steps > start else start
+
+
+def parameter_checksums(modules: Mapping[str, nn.Module]) -> torch.Tensor:
+    """One float64 sum per parameter tensor (exact enough to tell diverged replicas apart)."""
+    sums = [p.detach().double().sum() for m in modules.values() for p in m.parameters()]
+    return torch.stack(sums).cpu()
+
+
+def _check_ranks_agree(run_dir: str, modules: Mapping[str, nn.Module], info: DistInfo) -> None:
+    import json
+
+    local = parameter_checksums(modules).to(info.device)
+    gathered = [torch.zeros_like(local) for _ in range(info.world)]
+    dist.all_gather(gathered, local)
+    identical = all(torch.equal(gathered[0], g) for g in gathered[1:])
+    if info.main:
+        with open(os.path.join(run_dir, "ddp_check.json"), "w") as fh:
+            json.dump({"world_size": info.world, "identical": identical,
+                       "checksums": [g.cpu().tolist()[:8] for g in gathered]}, fh)
+    if not identical:
+        raise RuntimeError("the ranks ended with different weights; distributed training went out of sync")

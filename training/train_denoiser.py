@@ -59,7 +59,7 @@ def make_cond(model: EMOdiffheadDenoiser, batch: Dict[str, torch.Tensor]) -> Dic
 
 
 def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None,
-          max_steps: int = None) -> str:
+          max_steps: int = None, stop_after: int = None) -> str:
     cfg_file = load_config(config_path, SCHEMA)
     torch.set_num_threads(int(cfg_file["threads"]))
     info = setup_distributed(device)
@@ -116,7 +116,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
               modules={"model": model, "ema": ema.shadow}, optimizers={"opt": opt}, info=info, log=log,
               resume=resume, checkpoint_every=sched["checkpoint_every"], log_every=sched["log_every"],
               on_checkpoint=on_checkpoint, sample_every=sched["sample_every"], on_sample=on_sample,
-              desc="denoiser")
+              desc="denoiser", stop_after=stop_after)
     return os.path.join(out_dir, "denoiser.safetensors")
 
 

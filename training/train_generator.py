@@ -51,7 +51,8 @@ def _windows(seqs, labels, rng, batch, length):
     return torch.from_numpy(np.stack(out)), torch.from_numpy(labels[idx]).long()
 
 
-def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None) -> str:
+def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
+          stop_after: int = None) -> str:
     cfg_file = load_config(config_path, SCHEMA)
     torch.set_num_threads(int(cfg_file["threads"]))
     info = setup_distributed(device)
@@ -111,7 +112,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
               optimizers={"g": opt_g, "d": opt_d}, info=info, log=log, resume=resume,
               checkpoint_every=cfg_file["schedule"]["checkpoint_every"], log_every=cfg_file["schedule"]["log_every"],
               on_checkpoint=on_checkpoint, sample_every=cfg_file["schedule"]["sample_every"], on_sample=on_sample,
-              desc="generator")
+              desc="generator", stop_after=stop_after)
     return os.path.join(out_dir, "expression_generator.safetensors")
 
 

@@ -45,7 +45,8 @@ def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (images * gain + bias + noise).clamp(0, 1)
 
 
-def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None) -> str:
+def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
+          stop_after: int = None) -> str:
     cfg_file = load_config(config_path, SCHEMA)
     torch.set_num_threads(int(cfg_file["threads"]))
     info = setup_distributed(device)
@@ -110,5 +111,5 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
               optimizers={"opt": opt}, info=info, log=log, resume=resume,
               checkpoint_every=cfg_file["schedule"]["checkpoint_every"], log_every=cfg_file["schedule"]["log_every"],
               on_checkpoint=on_checkpoint, sample_every=cfg_file["schedule"]["checkpoint_every"], on_sample=on_sample,
-              desc="regressor")
+              desc="regressor", stop_after=stop_after)
     return os.path.join(out_dir, "regressor.safetensors")

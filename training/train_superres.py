@@ -37,7 +37,8 @@ def psnr01(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(1.0 / ((a - b) ** 2).flatten(1).mean(1).clamp(min=1e-10))).mean())
 
 
-def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None) -> str:
+def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
+          stop_after: int = None) -> str:
     cfg_file = load_config(config_path, SCHEMA)
     torch.set_num_threads(int(cfg_file["threads"]))
     info = setup_distributed(device)
@@ -95,7 +96,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
               optimizers={"opt": opt}, info=info, log=log, resume=resume,
               checkpoint_every=cfg_file["schedule"]["checkpoint_every"], log_every=cfg_file["schedule"]["log_every"],
               on_checkpoint=on_checkpoint, sample_every=cfg_file["schedule"]["checkpoint_every"], on_sample=on_sample,
-              desc="superres")
+              desc="superres", stop_after=stop_after)
     return os.path.join(out_dir, "superres.safetensors")
 
 

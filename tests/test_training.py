@@ -1,0 +1,172 @@
+"""Training: the corpus, configs, every trainer, resume after a kill, DDP on two CPU processes, export,
+evaluation and plots."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from training.clips import ClipDataset
+from training.configfile import TrainingConfigError, load_config
+from training.corpus import generate_corpus, render_clip
+from training.corpus.facemodel import COMPONENT, EXPRESSION_COMPONENTS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "training", "configs")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("corpus"))
+    stats = generate_corpus(out, clips=10, seed=3, size=64, identities=8)
+    assert stats["clips_total"] == 10
+    return out
+
+
+def test_corpus_is_deterministic_and_split_by_identity(corpus):
+    a = render_clip(3, 1, 8, 64)
+    b = render_clip(3, 1, 8, 64)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.psi, b.psi) and np.array_equal(a.audio, b.audio)
+    ds = ClipDataset(corpus)
+    by_identity = {}
+    for meta in ds:
+        by_identity.setdefault(meta["identity"], set()).add(meta["split"])
+        assert meta["emotion"] is not None and meta["n_frames"] >= 30
+    assert all(len(s) == 1 for s in by_identity.values())          # no identity in two splits
+    assert {"train", "val", "test"} <= set.union(*by_identity.values())
+    clip = ds.load(ds.metas()[0])
+    assert clip.frames.shape[1:] == (64, 64, 3) and clip.psi.shape == (len(clip.frames), 50)
+    assert len(clip.audio) == round(len(clip.frames) * 16000 / 30)
+
+
+def test_mouth_follows_the_audio_and_emotions_follow_their_directions(corpus):
+    ds = ClipDataset(corpus)
+    for meta in ds.metas()[:4]:
+        clip = ds.load(meta)
+        speech = clip.extras["psi_speech"][:, COMPONENT["jaw_open"]]
+        corr = np.corrcoef(speech, clip.extras["envelope"])[0, 1]
+        assert corr > 0.9
+        # the rendered mouth opens with psi's jaw component: inner-lip gap vs jaw_open
+        gap = clip.landmarks[:, 66, 1] - clip.landmarks[:, 62, 1]
+        assert np.corrcoef(gap, clip.psi[:, COMPONENT["jaw_open"]])[0, 1] > 0.8
+    assert len(EXPRESSION_COMPONENTS) == 13
+
+
+def test_contact_sheet(tmp_path):
+    from training.corpus import contact_sheet
+
+    sheet = contact_sheet(str(tmp_path / "sheet.png"), seed=0, size=64, identity_indices=(7,), intensities=(0.5, 1.0))
+    assert sheet.shape == (18 + 2 * 64, 8 * 64, 3) and os.path.isfile(tmp_path / "sheet.png")
+
+
+def test_config_files_are_strict(tmp_path):
+    from training.train_denoiser import SCHEMA
+
+    good = json.load(open(os.path.join(CONFIGS, "denoiser_tiny.json")))
+    load_config(os.path.join(CONFIGS, "denoiser_tiny.json"), SCHEMA)
+    bad = dict(good)
+    del bad["loss"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(TrainingConfigError, match=r"bad.json: missing key 'loss'"):
+        load_config(str(path), SCHEMA)
+    bad = json.loads(json.dumps(good))
+    bad["optim"]["learning_rate"] = 1
+    path.write_text(json.dumps(bad))
+    with pytest.raises(TrainingConfigError, match=r"unknown key 'optim.learning_rate'"):
+        load_config(str(path), SCHEMA)
+    path.write_text("{not json")
+    with pytest.raises(TrainingConfigError, match="not valid JSON"):
+        load_config(str(path), SCHEMA)
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def test_a_killed_run_resumes_with_the_same_optimizer_state(corpus, tmp_path):
+    from training.train_denoiser import train
+
+    cfg = os.path.join(CONFIGS, "denoiser_tiny.json")
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    train(cfg, corpus, straight)
+    train(cfg, corpus, killed, stop_after=3)            # killed after step 3; last saved state is step 2
+    assert json.load(open(os.path.join(killed, "state.json")))["step"] == 2
+    train(cfg, corpus, killed, resume=True)              # resumes at step 2, runs 3 and 4
+    assert json.load(open(os.path.join(killed, "state.json")))["step"] == 4
+    a, b = _weights(os.path.join(straight, "state.safetensors")), _weights(os.path.join(killed, "state.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)       # model, EMA and Adam moments all identical
+
+
+def test_ddp_on_two_cpu_processes_keeps_ranks_identical(corpus, tmp_path):
+    out = str(tmp_path / "ddp")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "training", "train", "denoiser", "--config", os.path.join(CONFIGS, "denoiser_tiny.json"),
+           "--data", corpus, "--out", out, "--device", "cpu"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check = json.load(open(os.path.join(out, "ddp_check.json")))
+    assert check["world_size"] == 2 and check["identical"] is True
+    # and the two ranks trained on different examples (otherwise DDP would be trivially in sync)
+    single = str(tmp_path / "single")
+    from training.train_denoiser import train
+
+    train(os.path.join(CONFIGS, "denoiser_tiny.json"), corpus, single)
+    a, b = _weights(os.path.join(out, "state.safetensors")), _weights(os.path.join(single, "state.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("module.model."))
+
+
+def test_every_trainer_exports_a_loadable_checkpoint_and_bundle(corpus, tmp_path):
+    from emodiffhead_core.checkpoint import load_components, read_checkpoint
+    from emodiffhead_core.pipeline import load_bundle
+    from training import train_generator, train_regressor, train_superres
+    from training.export import export
+    from training.plots import plot_run
+
+    parts = {}
+    for name, module, cfg in (("generator", train_generator, "generator_tiny.json"),
+                              ("regressor", train_regressor, "regressor_tiny.json"),
+                              ("superres", train_superres, "superres_tiny.json"),
+                              ("denoiser", __import__("training.train_denoiser", fromlist=["train"]), "denoiser_tiny.json")):
+        run = str(tmp_path / name)
+        parts[name] = module.train(os.path.join(CONFIGS, cfg), corpus, run)
+        assert os.path.isfile(parts[name]) and os.path.isfile(os.path.join(run, "log.csv"))
+        assert os.path.isfile(plot_run(run))
+        load_components(parts[name])
+    assert os.listdir(tmp_path / "generator" / "samples") and os.listdir(tmp_path / "denoiser" / "samples")
+    card = tmp_path / "card.md"
+    card.write_text("# test card\n")
+    bundle = export(str(tmp_path / "bundle.safetensors"), list(parts.values()), card=str(card))
+    ckpt = read_checkpoint(bundle)
+    assert set(ckpt.components) == {"expression_generator", "regressor", "superres", "denoiser"}
+    assert ckpt.info["card"] == "# test card\n" and ckpt.info["denoiser.steps"] == "4"
+    models = load_bundle(bundle)
+    assert models.superres is not None and models.image_size == 32
+    with pytest.raises(ValueError, match="in two of the parts"):
+        export(str(tmp_path / "twice.safetensors"), [parts["generator"], parts["generator"]])
+
+
+def test_evaluate_reports_every_component(corpus, tmp_path):
+    from training.evaluate import evaluate
+    from training.export import export
+    from training import train_generator, train_regressor
+    from training.train_denoiser import train as train_denoiser
+
+    parts = [train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "g")),
+             train_regressor.train(os.path.join(CONFIGS, "regressor_tiny.json"), corpus, str(tmp_path / "r")),
+             train_denoiser(os.path.join(CONFIGS, "denoiser_tiny.json"), corpus, str(tmp_path / "d"))]
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    export(str(folder / "all.safetensors"), parts)
+    report = evaluate(str(folder), corpus, split="train", steps="ddim2")
+    assert set(report) >= {"regressor", "generator", "denoiser"}
+    assert -10 < report["regressor"]["r2_named_mean"] <= 1.0
+    assert 0.0 <= report["generator"]["sample_emotion_accuracy"] <= 1.0
+    assert report["denoiser"]["frames"] == 48 and report["denoiser"]["psnr"] > 0

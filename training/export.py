@@ -1,0 +1,31 @@
+"""`python -m training export`: bundle trained components into the one checkpoint file the nodes load.
+
+Each part is an exported component file (the runs write <run>/<component>.safetensors, EMA weights). The
+bundle keeps every component's config and its training info (prefixed with the component's name), plus
+an optional model card.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+from emodiffhead_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
+
+
+def export(out: str, parts: Sequence[str], card: Optional[str] = None) -> str:
+    components, info = {}, {}
+    for path in parts:
+        ckpt = read_checkpoint(path)
+        for name in ckpt.components:
+            if name in components:
+                raise CheckpointError(f"component {name!r} is in two of the parts ({path}); give each once")
+        components.update(load_components(path))
+        for key, value in ckpt.info.items():
+            prefix = ckpt.components[0] if len(ckpt.components) == 1 else "bundle"
+            info[f"{prefix}.{key}"] = value
+    if card:
+        if not os.path.isfile(card):
+            raise FileNotFoundError(f"model card not found: {card}")
+        with open(card) as fh:
+            info["card"] = fh.read()
+    return save_checkpoint(out, components, info=info)
