@@ -18,7 +18,7 @@ import torch
 
 from . import pipeline as pl
 from .checkpoint import CheckpointError
-from .editing import MAX_INTENSITY
+from .editing import MAX_INTENSITY, parse_blend
 from .emotions import EMOTIONS
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,20 +51,6 @@ def load_image(path: str) -> np.ndarray:
     if img.ndim == 3:
         return img[..., ::-1].copy()
     return img
-
-
-def parse_blend(text: Optional[str]) -> Optional[Dict[str, float]]:
-    """"happy:0.6,surprised:0.3" -> {"happy": 0.6, "surprised": 0.3}."""
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        label, _, value = part.partition(":")
-        try:
-            out[label.strip()] = float(value)
-        except ValueError:
-            raise pl.PipelineError(f"cannot read blend entry {part!r}; write label:intensity, e.g. happy:0.6") from None
-    return out
 
 
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,

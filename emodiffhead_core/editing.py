@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import List, Mapping, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -71,6 +71,25 @@ def blend_expressions(e_neutral: torch.Tensor, e_targets: Mapping[str, torch.Ten
     stacked = torch.stack([sequences[name] for name in names], dim=0)
     w = torch.tensor([float(k) for k in weights.values()], dtype=e_neutral.dtype)
     return blend_from_weights(e_neutral, stacked, w)
+
+
+def parse_blend(text: Optional[str]) -> Optional[Dict[str, float]]:
+    """"happy:0.6, surprised:0.3" -> {"happy": 0.6, "surprised": 0.3}; empty -> None. Labels are checked."""
+    if not text or not text.strip():
+        return None
+    out: Dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        label, sep, value = part.partition(":")
+        try:
+            k = float(value)
+        except ValueError:
+            k = None
+        if not sep or k is None:
+            raise EmotionError(f"cannot read blend entry {part.strip()!r}; write label:intensity, e.g. happy:0.6")
+        out[EMOTIONS[emotion_index(label)]] = k
+    return out
 
 
 # --------------------------------------------------------------------------- keyframes

@@ -17,7 +17,7 @@ from ..emodiffhead_core import pipeline as pl
 from ..emodiffhead_core.audio import samples_for_frames
 from ..emodiffhead_core.checkpoint import CheckpointError
 from ..emodiffhead_core.diffusion.respace import space_timesteps
-from ..emodiffhead_core.editing import MAX_INTENSITY
+from ..emodiffhead_core.editing import MAX_INTENSITY, parse_blend
 from ..emodiffhead_core.emotions import EMOTIONS
 from . import bridge
 from .bridge import NodeError
@@ -170,8 +170,6 @@ class EMOdiffheadEmotionVector:
         }}
 
     def make(self, model, audio_features, emotion, intensity, seed, blend="", keyframes=""):
-        from ..emodiffhead_core.cli import parse_blend
-
         spec = pl.EmotionSpec(emotion, float(intensity), blend=_run(parse_blend, blend.strip() or None),
                               keyframes=keyframes.strip() or None)
         psi = _run(pl.emotion_expressions, model.generator, audio_features.num_frames, spec, fps=audio_features.fps,
