@@ -199,7 +199,7 @@ DENOISER_PRESETS = {
     ),
     "tiny": DenoiserConfig(
         image_size=32, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-        attention_resolutions=(16,), reference_resolutions=(32, 16), num_head_channels=16,
+        attention_resolutions=(16,), reference_resolutions=(16,), num_head_channels=16,
         dropout=0.0, audio_dim=16, expression_embed_dim=16, expression_smoothing=1,
         audio=AudioFeatureConfig(n_mels=16, context=4), diffusion=DiffusionConfig(steps=100),
     ),

@@ -230,6 +230,23 @@ def test_bad_audio_emotion_and_checkpoints(comfy):
             loader.load("bad.safetensors", "cpu", "auto")
     finally:
         os.remove(bad)
+    # a checkpoint whose config does not describe its weights
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    good = os.path.join(comfy.folder_paths.models_dir, "emodiffhead", "tiny.safetensors")
+    with safe_open(good, framework="pt") as fh:
+        meta = dict(fh.metadata())
+    cfg = json.loads(meta["config.denoiser"])
+    cfg["model_channels"] = 32
+    meta["config.denoiser"] = json.dumps(cfg)
+    mismatched = os.path.join(comfy.folder_paths.models_dir, "emodiffhead", "mismatched.safetensors")
+    save_file(load_file(good), mismatched, metadata=meta)
+    try:
+        with pytest.raises(err, match="has shape .* but the model built from"):
+            loader.load("mismatched.safetensors", "cpu", "auto")
+    finally:
+        os.remove(mismatched)
     sr = _node(comfy, "EMOdiffheadSuperResolve")
     with pytest.raises(err, match="UPSCALE_MODEL"):
         sr.upscale(torch.rand(1, 8, 8, 3), "upscale_model")

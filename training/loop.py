@@ -108,6 +108,20 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
+                   clip_params=None, max_norm: Optional[float] = None) -> Optional[float]:
+    """Set the learning rate, backpropagate ``loss``, clip gradients if asked, step. Returns the grad norm."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = None
+    if max_norm is not None:
+        norm = float(torch.nn.utils.clip_grad_norm_(clip_params, max_norm))
+    opt.step()
+    return norm
+
+
 def progress_bar(total: int, initial: int, enabled: bool, desc: str):
     if not enabled:
         return None

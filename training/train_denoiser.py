@@ -21,7 +21,7 @@ from emodiffhead_core.models import EMOdiffheadDenoiser
 
 from .configfile import load_config
 from .data import DenoiserData
-from .loop import EMA, CsvLog, autocast, lr_at, run_steps, setup_distributed, unwrap, wrap_ddp
+from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
 
 SCHEMA = {
     "model": {"preset": "demo", "overrides": {}},
@@ -90,20 +90,15 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
         noise = torch.randn(batch["x0"].shape, generator=gen).to(info.device)
         lr = lr_at(step, optim_cfg["lr"], optim_cfg["warmup"], total)
-        for group in opt.param_groups:
-            group["lr"] = lr
         model.train()
         with autocast(info.device):
             terms = hybrid_loss(diffusion, ddp_model, batch["x0"], t, make_cond(ddp_model, batch), weights,
                                 landmarks=batch["landmarks"], noise=noise)
             loss = terms["loss"].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg["grad_clip"])
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, lr, model.parameters(), optim_cfg["grad_clip"])
         ema.update(model, step)
         out = {k: float(v.detach().mean()) for k, v in terms.items()}
-        out.update(lr=lr, grad_norm=float(grad_norm))
+        out.update(lr=lr, grad_norm=grad_norm)
         return out
 
     def on_sample(done: int) -> Dict[str, float]:

@@ -15,7 +15,7 @@ from emodiffhead_core.models import ExpressionRegressor
 
 from .configfile import load_config
 from .data import FrameData
-from .loop import EMA, CsvLog, autocast, lr_at, run_steps, setup_distributed, wrap_ddp
+from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
 NAMED_COMPONENTS = 13   # training/corpus/facemodel.py EXPRESSION_COMPONENTS
 SCHEMA = {
@@ -79,16 +79,12 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
             images = _augment(images, gen)
         images, psi = images.to(info.device) * 2 - 1, psi.to(info.device)
         lr = lr_at(step, o["lr"], o["warmup"], total)
-        for g in opt.param_groups:
-            g["lr"] = lr
         model.train()
         with autocast(info.device):
             pred = ddp(images)
         err = ((pred.float() - psi) / model.psi_std) ** 2
         loss = (err * weights).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss, lr)
         ema.update(model, step)
         return {"loss": float(loss.detach()), "lr": lr}
 

@@ -16,7 +16,7 @@ from emodiffhead_core.models import SuperResolver
 
 from .configfile import load_config
 from .data import FrameData
-from .loop import EMA, CsvLog, autocast, lr_at, run_steps, setup_distributed, wrap_ddp
+from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
 SCHEMA = {
     "model": {"scale": 2, "channels": 48, "num_blocks": 6},
@@ -63,15 +63,11 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         target, _ = data.batch(rng, o["batch_size"])
         target = target.to(info.device)
         lr = lr_at(step, o["lr"], o["warmup"], total)
-        for g in opt.param_groups:
-            g["lr"] = lr
         model.train()
         with autocast(info.device):
             out = ddp(degrade(target, cfg.scale))
         loss = F.l1_loss(out.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss, lr)
         ema.update(model, step)
         return {"loss": float(loss.detach()), "lr": lr}
 

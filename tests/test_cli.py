@@ -1,0 +1,108 @@
+"""The main job from a shell: generate and demo write valid mp4s whose durations match the audio."""
+import json
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from emodiffhead_core.checkpoint import save_checkpoint
+from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SuperResConfig
+from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    save_checkpoint(path, {"denoiser": EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]),
+                           "expression_generator": ExpressionGenerator(EXPRESSION_PRESETS["tiny"]),
+                           "superres": SuperResolver(SuperResConfig(channels=8, num_blocks=1))})
+    return path
+
+
+def _stream_durations(path):
+    with av.open(path) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        return (float(v.duration * v.time_base), float(a.duration * a.time_base), v.codec_context.name,
+                a.codec_context.name, v.frames)
+
+
+def _run(args):
+    out = subprocess.run([sys.executable, "-m", "emodiffhead_core", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    return out
+
+
+def test_generate_writes_an_mp4_as_long_as_the_audio(bundle, tmp_path):
+    speech = tmp_path / "speech.wav"
+    sr = 22050
+    t = np.arange(int(0.5 * sr)) / sr
+    stereo = np.stack([np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 300 * t)], 1) * 0.3
+    soundfile.write(speech, stereo, sr)
+    out = tmp_path / "out.mp4"
+    result = _run(["generate", "--checkpoint", bundle, "--portrait", os.path.join(ROOT, "assets", "portrait.jpg"),
+                   "--audio", str(speech), "--emotion", "sad", "--intensity", "0.7", "--out", str(out),
+                   "--steps", "ddim2", "--superres", "head", "--seed", "3"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["frames"] == 15 and report["size"] == [64, 64]
+    video_s, audio_s, vcodec, acodec, frames = _stream_durations(str(out))
+    assert vcodec == "h264" and acodec == "aac" and frames == 15
+    assert video_s == pytest.approx(0.5, abs=1e-3) and audio_s == pytest.approx(0.5, abs=1e-3)
+
+
+def test_generate_with_keyframes_and_paste_back(bundle, tmp_path):
+    out = tmp_path / "full.mp4"
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, (0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 150)).astype(np.float32), 16000)
+    result = _run(["generate", "--checkpoint", bundle, "--portrait", os.path.join(ROOT, "assets", "portrait.jpg"),
+                   "--audio", str(speech), "--keyframes", "0:neutral:0, 0.5:happy:1", "--paste-back",
+                   "--out", str(out), "--steps", "ddim2", "--fps", "25"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (512, 512) and v.frames == 25
+
+
+def test_bad_cli_input_gives_clear_errors(bundle, tmp_path):
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, np.zeros(16000, np.float32), 16000)
+    cases = [
+        (["--portrait", str(blank), "--audio", os.path.join(ROOT, "assets", "speech.wav")], "no face found"),
+        (["--portrait", os.path.join(ROOT, "assets", "portrait.jpg"), "--audio", str(speech)], "silent"),
+        (["--portrait", os.path.join(ROOT, "assets", "portrait.jpg"), "--audio", str(tmp_path / "none.wav")], "not found"),
+        (["--portrait", os.path.join(ROOT, "assets", "portrait.jpg"), "--audio", os.path.join(ROOT, "assets", "speech.wav"),
+          "--emotion", "joy"], "unknown emotion"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "x.mp4"
+        result = _run(["generate", "--checkpoint", bundle, "--out", str(out), "--steps", "ddim2", *args])
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr[-500:])
+        assert "Traceback" not in result.stderr and not out.exists()
+    missing = _run(["generate", "--checkpoint", str(tmp_path / "no.safetensors"), "--portrait", "x", "--audio", "y",
+                    "--out", str(tmp_path / "y.mp4")])
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
+
+
+def test_demo_runs_on_the_shipped_assets(bundle, tmp_path):
+    result = _run(["demo", "--checkpoint", bundle, "--out", str(tmp_path / "demo"), "--steps", "ddim2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    names = sorted(os.path.basename(p) for p in report["outputs"])
+    assert names == ["contact_sheet.png", "photo_happy.mp4", "photo_happy_pasted.mp4", "procedural_happy.mp4"]
+    audio_seconds = soundfile.info(os.path.join(ROOT, "assets", "speech.wav")).duration
+    video_s, audio_s, *_ = _stream_durations(os.path.join(tmp_path, "demo", "procedural_happy.mp4"))
+    assert audio_s == pytest.approx(report["audio_seconds"], abs=1e-3)
+    assert video_s == pytest.approx(report["frames"] / 30, abs=1e-3)
+    assert abs(video_s - audio_seconds) < 1 / 30
