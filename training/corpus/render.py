@@ -12,6 +12,8 @@ from typing import Dict
 import cv2
 import numpy as np
 
+from emodiffhead_core.faces import ALIGN_CROP_EYE_RATIO
+
 from .facemodel import TEMPLATE
 
 SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.92, 0.74, 0.62], [0.84, 0.63, 0.50], [0.74, 0.53, 0.39],
@@ -23,9 +25,9 @@ IRIS_COLOURS = np.array([[0.30, 0.18, 0.08], [0.20, 0.35, 0.60], [0.25, 0.45, 0.
 HAIR_STYLES = ("short", "fringe", "long", "side_part", "bald")
 CANONICAL_NOSE_TIP = np.array([0.0, 0.12])
 EYE_DISTANCE = float(np.linalg.norm(TEMPLATE[45] - TEMPLATE[36]))
-# The crop convention shared with real data: nose tip at the crop centre, the crop side is
-# CROP_EYE_RATIO times the outer-eye-corner distance (see emodiffhead_core.faces.ALIGN_CROP_EYE_RATIO).
-CROP_EYE_RATIO = 2.6
+# The crop convention shared with real data and inference (one definition, in the core): nose tip at the
+# crop centre, the crop side is ALIGN_CROP_EYE_RATIO times the outer-eye-corner distance.
+CROP_EYE_RATIO = ALIGN_CROP_EYE_RATIO
 
 
 @dataclass
