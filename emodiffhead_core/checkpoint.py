@@ -18,7 +18,7 @@ import os
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Type
+from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
 from torch import nn

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -55,7 +54,7 @@ def load_image(path: str) -> np.ndarray:
 
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
                  spacing: str, sampler: str, seed: int, superres: str, paste_back: bool,
-                 progress: bool = True) -> np.ndarray:
+                 start_noise: float = pl.DEFAULT_START_NOISE, progress: bool = True) -> np.ndarray:
     """uint8 frames [N, H, W, 3] for one portrait: the aligned crop video (optionally super-resolved) or,
     with ``paste_back``, the full portrait."""
     psi = pl.emotion_expressions(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed)
@@ -67,7 +66,7 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
     frames = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, spacing=spacing,
-                                sampler=sampler, seed=seed, callback=report)[:, 0]
+                                sampler=sampler, seed=seed, callback=report, start_noise=start_noise)[:, 0]
     frames = apply_superres(frames, models, superres)
     if paste_back:
         return np.stack(list(pl.paste_back_frames(frames, portrait)))
@@ -100,7 +99,7 @@ def generate(args) -> dict:
     spec = pl.EmotionSpec(args.emotion, args.intensity, blend=parse_blend(args.blend), keyframes=args.keyframes)
     start = time.perf_counter()
     frames = render_video(models, portrait, audio, spec, spacing=args.steps, sampler=args.sampler, seed=args.seed,
-                          superres=args.superres, paste_back=args.paste_back)
+                          superres=args.superres, paste_back=args.paste_back, start_noise=args.start_noise)
     seconds = time.perf_counter() - start
     write_mp4(args.out, frames, audio.fps, audio=audio.waveform, sample_rate=audio.config.sample_rate)
     return {"out": os.path.abspath(args.out), "frames": int(len(frames)), "fps": audio.fps,
@@ -109,8 +108,8 @@ def generate(args) -> dict:
 
 
 def contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
-                  frames: int = 8, spacing: str = pl.DEFAULT_SPACING,
-                  intensities=CONTACT_INTENSITIES) -> np.ndarray:
+                  frames: int = 8, spacing: str = pl.DEFAULT_SPACING, intensities=CONTACT_INTENSITIES,
+                  start_noise: float = pl.DEFAULT_START_NOISE) -> np.ndarray:
     """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
     all rendered as one batch. Intensity 0 is neutral in every column (Eq. 14 at k = 0)."""
     import cv2
@@ -123,7 +122,8 @@ def contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFea
             psis.append(pl.emotion_expressions(models.generator, short.num_frames, spec, fps=audio.fps, seed=seed))
             cells.append((emotion, k))
     batch = crop[None].expand(len(psis), -1, -1, -1)
-    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), spacing=spacing, seed=seed)[-1]
+    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), spacing=spacing, seed=seed,
+                             start_noise=start_noise)[-1]
     s = out.shape[-1]
     grid = (out.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
     rows = [np.concatenate(list(grid[r * len(EMOTIONS):(r + 1) * len(EMOTIONS)]), axis=1)
@@ -171,7 +171,7 @@ def demo(args) -> dict:
 
     crops = torch.stack([photo.crop_tensor(), procedural.crop_tensor()])
     frames = pl.generate_frames(models.denoiser, crops, audio, psi, spacing=args.steps, seed=args.seed,
-                                callback=report_progress)
+                                callback=report_progress, start_noise=args.start_noise)
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
         video = apply_superres(frames[:, b], models, "head" if models.superres is not None else "lanczos2")
@@ -185,7 +185,8 @@ def demo(args) -> dict:
                       sample_rate=audio.config.sample_rate)
             report["outputs"].append(full_path)
     sheet_path = os.path.join(args.out, "contact_sheet.png")
-    contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, spacing=args.steps)
+    contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, spacing=args.steps,
+                  start_noise=args.start_noise)
     report["outputs"].append(sheet_path)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     return report
@@ -199,6 +200,9 @@ def main(argv=None) -> int:
     common.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint bundle (default: the demo checkpoint)")
     common.add_argument("--steps", default=pl.DEFAULT_SPACING, help=f"sampling steps: a respacing such as ddim10, 25, 250 (default {pl.DEFAULT_SPACING})")
     common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--start-noise", type=float, default=pl.DEFAULT_START_NOISE,
+                        help="1 = every frame from pure noise (the paper); lower = start from the previous frame "
+                             f"noised to that fraction of the schedule (default {pl.DEFAULT_START_NOISE:g})")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

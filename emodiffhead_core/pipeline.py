@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import audio as audio_mod
 from .config import AudioFeatureConfig
-from .diffusion import SAMPLERS, GaussianDiffusion, respace, sample
-from .editing import MAX_INTENSITY, Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
-from .emotions import EMOTIONS, NEUTRAL, EmotionError, emotion_index
+from .diffusion import SAMPLERS, GaussianDiffusion, respace, sample, truncate
+from .diffusion.samplers import randn
+from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
+from .emotions import EMOTIONS, NEUTRAL, emotion_index
 from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
 
 DEFAULT_SPACING = "ddim10"
 DEFAULT_SAMPLER = "ddim"
+DEFAULT_START_NOISE = 1.0
 MAX_AUDIO_SECONDS = 600.0
 
 
@@ -276,7 +277,7 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
                     spacing: Union[str, int, Sequence[int]] = DEFAULT_SPACING, sampler: str = DEFAULT_SAMPLER,
                     eta: float = 0.0, seed: int = 0, callback: Optional[Callable[[FrameProgress], None]] = None,
                     device=None, dtype: Optional[torch.dtype] = None, cache_reference: bool = True,
-                    reinject_identity_every: int = 0) -> torch.Tensor:
+                    reinject_identity_every: int = 0, start_noise: float = DEFAULT_START_NOISE) -> torch.Tensor:
     """Autoregressive generation (section 3.4): frame i is sampled from noise conditioned on the identity
     crop, the motion frames x(i-2), x(i-1) (copies of the identity before the first frame, generated frames
     after), and the audio and expression windows i-n .. i+n.
@@ -289,6 +290,10 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         step, as a literal reading of the paper would; same result, much slower).
     :param reinject_identity_every: if > 0, the oldest motion frame is replaced by the identity crop every
         that many frames, against drift on long videos.
+    :param start_noise: 1.0 samples every frame from pure noise (the paper). Below 1, frame i starts from the
+        previous frame (the identity for frame 0) diffused to timestep start_noise * T, and only the respaced
+        steps at or below that timestep run (like img2img strength). Consecutive frames differ little, so
+        this skips the high-noise steps, where an epsilon-predicting network recovers the image worst.
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """
@@ -312,7 +317,12 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
     if tuple(expression.shape) != (batch, n, cfg.expression_dim):
         raise PipelineError(f"expression must be [{batch}, {n}, {cfg.expression_dim}] (one vector per video frame), "
                             f"got {list(expression.shape)}")
+    if not 0.0 < float(start_noise) <= 1.0:
+        raise PipelineError(f"start_noise must be in (0, 1]; got {start_noise} (1 = from pure noise)")
     process = respace(GaussianDiffusion.from_config(cfg.diffusion), spacing)
+    anchored = float(start_noise) < 1.0
+    if anchored:
+        process = truncate(process, int(round(float(start_noise) * (cfg.diffusion.steps - 1))))
     ident = _frames_to_model(identity.to(device=device, dtype=dtype))
     reference = denoiser.reference_features(ident) if cache_reference else None
     audio_emb = denoiser.encode_audio(audio.features.to(device=device, dtype=dtype))       # [N, D], once
@@ -343,8 +353,13 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
             if callback is not None and info.step < info.total - 1:
                 callback(FrameProgress(frame, n, info.step, info.total))
 
+        start = None
+        if anchored:   # the previous frame, diffused to the first kept step
+            t_first = torch.full((batch,), process.num_timesteps - 1, dtype=torch.long, device=device)
+            noise = randn((batch, 3, size, size), generator, device, dtype)
+            start = process.q_sample(cond["motion"][:, -1] if cfg.n_motion_frames else ident, t_first, noise)
         x = sample(sampler, process, denoiser, (batch, 3, size, size), cond, generator=generator, device=device,
-                   callback=step_callback, eta=eta)
+                   callback=step_callback, eta=eta, noise=start)
         frame01 = ((x.float().clamp(-1, 1) + 1) / 2)
         out[i] = frame01.cpu()
         recent.append(x.to(dtype))

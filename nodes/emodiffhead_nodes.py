@@ -10,7 +10,6 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 
 from ..emodiffhead_core import pipeline as pl
@@ -205,10 +204,13 @@ class EMOdiffheadSampler:
             "audio": ("AUDIO", {"tooltip": "Speech to pass through to the audio output (the trimmed audio of Audio Encode)."}),
             "reinject_identity_every": ("INT", {"default": 0, "min": 0, "max": 1000,
                                                 "tooltip": "Against drift on long videos: every N frames the oldest motion frame is the portrait again (0 = off)."}),
+            "start_noise": ("FLOAT", {"default": pl.DEFAULT_START_NOISE, "min": 0.05, "max": 1.0, "step": 0.05,
+                                      "tooltip": "1 = every frame from pure noise (the paper). Lower = start from the previous frame "
+                                                 "noised this far, running only the steps below it: faster and steadier."}),
         }}
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
-               reinject_identity_every=0):
+               reinject_identity_every=0, start_noise=None):
         n = audio_features.num_frames
         track = expression.resampled(n, audio_features.fps)
         progress = bridge.Progress(n)
@@ -222,7 +224,8 @@ class EMOdiffheadSampler:
         try:
             frames = _run(pl.generate_frames, model.denoiser, portrait.crop_tensor(), audio_features, track.psi,
                           spacing=_spacing(steps, sampler), sampler=sampler, seed=seed, callback=callback,
-                          device=model.device, dtype=model.dtype, reinject_identity_every=reinject_identity_every)
+                          device=model.device, dtype=model.dtype, reinject_identity_every=reinject_identity_every,
+                          start_noise=pl.DEFAULT_START_NOISE if start_noise is None else start_noise)
         finally:
             bridge.soft_empty_cache()
         elapsed = time.perf_counter() - start

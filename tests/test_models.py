@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import denoiser_inputs
-from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
-from emodiffhead_core.diffusion import GaussianDiffusion, LossWeights, beta_schedule, hybrid_loss
+from emodiffhead_core.config import EXPRESSION_PRESETS
+from emodiffhead_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
 from emodiffhead_core.editing import (MAX_INTENSITY, blend_expressions, edit_expression, emotion_direction,
                                       keyframe_weights, parse_keyframes)
 from emodiffhead_core.emotions import EMOTIONS, EmotionError, emotion_index

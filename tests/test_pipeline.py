@@ -5,7 +5,7 @@ import torch
 
 from emodiffhead_core import pipeline as pl
 from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
-from emodiffhead_core.emotions import EMOTIONS, EmotionError
+from emodiffhead_core.emotions import EmotionError
 from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator
 
 
@@ -126,3 +126,33 @@ def test_super_resolve_lanczos_and_model():
             return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
 
     assert pl.super_resolve(frames, Nearest()).shape == (3, 3, 64, 64)
+
+
+def test_start_noise_starts_from_the_previous_frame_and_skips_high_noise_steps():
+    den, gen = _tiny_models()
+    audio = pl.encode_audio(_speech(0.1), 22050, 30, den.config.audio)
+    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
+    identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2))
+    events = []
+    frames = pl.generate_frames(den, identity, audio, psi, spacing="ddim10", seed=1, start_noise=0.45,
+                                callback=events.append)
+    per_frame = [e for e in events if e.frame == 0]
+    assert per_frame[-1].total_steps == 5                     # ddim10 keeps 0,100,...,900: five are <= 450
+    # with almost no noise the first frame stays next to its anchor, the identity
+    near = pl.generate_frames(den, identity, audio, psi, spacing="ddim10", seed=1, start_noise=0.05)
+    assert (near[0, 0] - identity).abs().mean() < 0.05
+    assert frames.shape == near.shape
+    with pytest.raises(pl.PipelineError, match="start_noise"):
+        pl.generate_frames(den, identity, audio, psi, spacing="ddim10", start_noise=0.0)
+
+
+def test_truncate_keeps_the_low_steps_and_the_original_timesteps():
+    from emodiffhead_core.diffusion import GaussianDiffusion, beta_schedule, respace, truncate
+
+    base = GaussianDiffusion(beta_schedule("cosine", 1000))
+    spaced = respace(base, "ddim10")
+    low = truncate(spaced, 450)
+    assert low.timestep_map.tolist() == [0, 100, 200, 300, 400]
+    assert np.allclose(low.alphas_cumprod, base.alphas_cumprod[[0, 100, 200, 300, 400]], rtol=1e-12)
+    assert spaced.num_timesteps == 10                         # the process it came from is unchanged
+    assert truncate(spaced, -5).timestep_map.tolist() == [0]

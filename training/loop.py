@@ -157,10 +157,8 @@ def run_steps(*, run_dir: str, total_steps: int, step_fn: Callable[[int], Dict[s
         print(f"--resume: no saved state in {run_dir}; starting from step 0", flush=True)
     bar = progress_bar(total_steps, start, info.main, desc)
     t0 = time.perf_counter()
-    last = {}
     for step in range(start, total_steps):
         scalars = step_fn(step)
-        last = scalars
         done = step + 1
         if bar is not None:
             bar.update(1)

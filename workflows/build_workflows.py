@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKPOINT = "emodiffhead_demo.safetensors"
+DEFAULT_START_NOISE = 1.0   # emodiffhead_core.pipeline.DEFAULT_START_NOISE (checked by tests/test_workflows.py)
 PORTRAIT = "portrait.jpg"
 SPEECH = "speech.wav"
 
@@ -26,7 +27,7 @@ WIDGETS = {
     "EMOdiffheadLoadPortrait": ["face_index", "detector", "centre_crop_if_no_face"],
     "EMOdiffheadAudioEncode": ["fps"],
     "EMOdiffheadEmotionVector": ["emotion", "intensity", "seed+control", "blend", "keyframes"],
-    "EMOdiffheadSampler": ["steps", "sampler", "seed+control", "reinject_identity_every"],
+    "EMOdiffheadSampler": ["steps", "sampler", "seed+control", "reinject_identity_every", "start_noise"],
     "EMOdiffheadSuperResolve": ["method", "lanczos_scale", "repeat"],
     "EMOdiffheadPasteBack": ["feather", "region"],
     "LoadImage": ["image", "upload=image"],
@@ -143,7 +144,7 @@ def _emotion(graph, model, feats, pos, emotion="happy", intensity=1.0, keyframes
 def _sampler(graph, model, portrait, feats, expr, pos):
     return graph.add("EMOdiffheadSampler", pos, model=(model, 0), portrait=(portrait, 0), audio_features=(feats, 0),
                      expression=(expr, 0), steps=10, sampler="ddim", seed=0, audio=(feats, 2),
-                     reinject_identity_every=0)
+                     reinject_identity_every=0, start_noise=DEFAULT_START_NOISE)
 
 
 def _save(graph, images, sampler, prefix, pos):

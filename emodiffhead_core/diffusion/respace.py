@@ -89,3 +89,10 @@ def keep_timesteps(diffusion: GaussianDiffusion, keep: Iterable[int]) -> Gaussia
         previous = abar
     timestep_map = diffusion.timestep_map[np.asarray(keep, dtype=np.int64)].copy()
     return GaussianDiffusion(np.asarray(new_betas, dtype=np.float64), timestep_map)
+
+
+def truncate(diffusion: GaussianDiffusion, max_timestep: int) -> GaussianDiffusion:
+    """A new process with only the steps whose ORIGINAL timestep is <= ``max_timestep`` (for sampling that
+    starts from a partly noised image instead of pure noise). At least the first step is kept."""
+    keep = [i for i, t in enumerate(diffusion.timestep_map.tolist()) if t <= max_timestep] or [0]
+    return keep_timesteps(diffusion, keep)
