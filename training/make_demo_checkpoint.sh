@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduces checkpoints/emodiffhead_demo.safetensors from nothing, on a CPU (about 7 h on 2 cores; the
+# denoiser is most of it). DATA and RUNS may be set; the defaults are outside the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+DATA=${DATA:-../emodiffhead-data}
+RUNS=${RUNS:-../emodiffhead-runs}
+
+$PY -m training corpus --out "$DATA/corpus64" --clips 960 --identities 64 --seed 0 --size 64 --workers 2 --contact-sheet
+$PY -m training corpus --out "$DATA/corpus128" --clips 160 --identities 64 --seed 0 --size 128 --workers 2
+for model in generator regressor denoiser; do
+    $PY -m training train "$model" --config "training/configs/${model}_demo.json" --data "$DATA/corpus64" --out "$RUNS/$model" --resume
+done
+$PY -m training train superres --config training/configs/superres_demo.json --data "$DATA/corpus128" --out "$RUNS/superres" --resume
+$PY -m training export "$RUNS/denoiser/denoiser.safetensors" "$RUNS/generator/expression_generator.safetensors" \
+    "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
+    --card checkpoints/MODEL_CARD.md --out checkpoints/emodiffhead_demo.safetensors
+$PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64" --split test --json
