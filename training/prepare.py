@@ -29,7 +29,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from emodiffhead_core.audio import AudioError, as_fraction, num_video_frames, prepare_waveform, samples_for_frames
-from emodiffhead_core.emotions import MEAD_LEVEL_INTENSITY
+from emodiffhead_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
 from emodiffhead_core.faces import (FaceError, FaceNotFoundError, LandmarkBackend, fan_available, get_backend,
                                     track_landmarks, video_alignments, warp_to_crop)
 from emodiffhead_core.video import (NoAudioStreamError, VideoError, iter_frames, probe_video, read_audio_track)
@@ -39,7 +39,6 @@ from .clips import Clip, write_clip, write_index
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 SAMPLE_RATE = 16000
 MIN_FRAMES = 2
-MEAD_EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
 MEAD_VIEWS = ("front", "down", "top", "left_30", "left_60", "right_30", "right_60")
 _SPEAKER = re.compile(r"^[MW]\d{3}$", re.IGNORECASE)
 _LEVEL = re.compile(r"(?:^|[/_\-])level[_\-]?([1-3])(?=$|[/_\-.])", re.IGNORECASE)
@@ -70,7 +69,7 @@ def parse_labels(path: str, root: Optional[str] = None) -> dict:
     speaker = next((p.upper() for p in parts if _SPEAKER.match(p)), None)
     if speaker is None:
         speaker = next((t.upper() for t in tokens if _SPEAKER.match(t)), None)
-    emotion = next((t for t in tokens if t in MEAD_EMOTIONS), None)
+    emotion = next((t for t in tokens if t in EMOTIONS), None)
     level = None
     m = _LEVEL.search("/".join(parts))
     if m and emotion is not None:
