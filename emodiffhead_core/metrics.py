@@ -41,6 +41,22 @@ def r2_per_component(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return 1.0 - ss_res / np.maximum(ss_tot, 1e-12)
 
 
+def r2_within_groups(pred: np.ndarray, target: np.ndarray, groups: Sequence) -> np.ndarray:
+    """R^2 of each column after removing each group's mean from prediction and target.
+
+    With groups = identities this measures how well expression CHANGES are tracked, leaving out a constant
+    per-person offset, which a single image cannot separate from the person's face shape (a face with
+    high brows and a neutral face with raised brows can look the same).
+    """
+    pred, target = np.asarray(pred, np.float64).copy(), np.asarray(target, np.float64).copy()
+    groups = np.asarray(groups)
+    for g in np.unique(groups):
+        sel = groups == g
+        pred[sel] -= pred[sel].mean(0)
+        target[sel] -= target[sel].mean(0)
+    return r2_per_component(pred, target)
+
+
 # --------------------------------------------------------------------------- FLIE (Eq. 20)
 @dataclass
 class FlieResult:

@@ -83,3 +83,4 @@ def test_smoothing_is_a_replicate_padded_moving_average():
     assert out == pytest.approx([0, 1, 1, 1, 0])
     with pytest.raises(ValueError):
         smooth_sequence(seq, 4)
+

@@ -128,13 +128,14 @@ class FrameData:
         metas = ds.metas(split)[:limit] if limit else ds.metas(split)
         if not metas:
             raise ClipFormatError(f"{root} has no clips in split {split!r}")
-        frames, psis = [], []
+        frames, psis, owners = [], [], []
         for meta in metas:
             clip = ds.load(meta, with_audio=False)
             f = np.asarray(clip.frames)
             if size is not None and f.shape[1] != size:
                 f, _ = resize_clip_frames(f, np.asarray(clip.landmarks), size)
             frames.append(f)
+            owners.append(np.full(len(f), meta["identity"], dtype=object))
             if need_psi:
                 if clip.psi is None:
                     raise ClipFormatError(f"clip {meta['clip_id']} has no psi.npy; the regressor needs expression "
@@ -142,6 +143,7 @@ class FrameData:
                 psis.append(np.asarray(clip.psi, dtype=np.float32))
         self.frames = torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2).contiguous()   # uint8
         self.psi = torch.from_numpy(np.concatenate(psis)) if need_psi else None
+        self.identity = np.concatenate(owners)    # the identity each frame belongs to
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -19,7 +19,7 @@ import torch
 from emodiffhead_core.checkpoint import load_components, read_checkpoint
 from emodiffhead_core.diffusion import GaussianDiffusion, respace, sample
 from emodiffhead_core.emotions import EMOTIONS, emotion_index
-from emodiffhead_core.metrics import EmotionClassifier, psnr, r2_per_component, ssim
+from emodiffhead_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 
 from .clips import ClipDataset
 from .data import DenoiserData, FrameData
@@ -76,9 +76,14 @@ def evaluate_regressor(regressor, data_dir: str, split: str, max_frames: int = 4
     pred = torch.cat([regressor(images[i: i + 256]) for i in range(0, len(images), 256)]).numpy()
     target = frames.psi[idx].numpy()
     r2 = r2_per_component(pred[:, :NAMED], target[:, :NAMED])
+    within = r2_within_groups(pred[:, :NAMED], target[:, :NAMED], frames.identity[idx.numpy()])
     rmse = np.sqrt(((pred[:, :NAMED] - target[:, :NAMED]) ** 2).mean(0))
-    return {"frames": int(len(idx)), "r2_named_mean": float(r2.mean()), "r2_named_min": float(r2.min()),
-            "r2_named": [round(float(v), 4) for v in r2], "rmse_named_mean": float(rmse.mean())}
+    return {"frames": int(len(idx)), "identities": int(len(set(frames.identity[idx.numpy()]))),
+            "r2_named_mean": float(r2.mean()), "r2_named_min": float(r2.min()),
+            "r2_named": [round(float(v), 4) for v in r2],
+            "r2_within_identity_named_mean": float(within.mean()),
+            "r2_within_identity_named": [round(float(v), 4) for v in within],
+            "rmse_named_mean": float(rmse.mean())}
 
 
 @torch.no_grad()
