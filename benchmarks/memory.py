@@ -1,0 +1,199 @@
+"""Peak memory of generation against the length of the audio.
+
+    python -m benchmarks.memory --json [--checkpoint PATH] [--seconds 2,10,60] [--steps ddim2] [--device cpu|cuda]
+
+Each length runs in a FRESH subprocess (so each peak belongs to one length): load the bundle, encode the
+speech (assets/speech.wav repeated to the length), make the expression track (happy, k = 0.7), generate
+the frames, and report peak RSS (getrusage) and, on a GPU, peak CUDA memory (max_memory_allocated after
+the models are loaded). Memory does not depend on the number of denoising steps, so a few steps are used
+(--steps, default ddim2) and 60 s finish in minutes on a CPU.
+
+What "flat in length" means here: `generate_frames` moves every finished frame to the host at once, so
+device memory must not grow with the length, and host memory may grow only by the output frames
+(N x 3 x S x S float32, allocated up front) plus the per-frame inputs (audio features, expression
+vectors). Both are reported next to the peaks (``output_frames_mb``, ``inputs_mb``) together with the
+host growth during generation (``host_growth_mb``), so the check can be read off; ``host_growth_per_output_mb``
+is the slope of that growth against the output size between the shortest and the longest run (1.0 = the
+output frames explain all of it).
+
+Prints ONE JSON line; writes <out-dir>/memory.json and memory.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from . import common
+
+SPEECH = os.path.join(common.ROOT, "assets", "speech.wav")
+
+
+def speech_of_length(seconds: float, sample_rate_hint: int = 16000):
+    """(waveform, sample rate): the shipped speech sample repeated to ``seconds`` (a tone burst train when
+    the asset is missing)."""
+    from emodiffhead_core.audio import load_audio_file
+
+    if os.path.isfile(SPEECH):
+        wave, sr = load_audio_file(SPEECH)
+        wave = np.asarray(wave, np.float32)
+        if wave.ndim > 1:
+            wave = wave.mean(axis=0) if wave.shape[0] < wave.shape[-1] else wave.mean(axis=1)
+    else:
+        sr = sample_rate_hint
+        t = np.arange(sr) / sr
+        wave = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    reps = int(np.ceil(seconds * sr / len(wave)))
+    return np.tile(wave, reps)[: int(round(seconds * sr))], sr
+
+
+def child(args) -> dict:
+    """One length, in this process: returns the measurements."""
+    from emodiffhead_core.pipeline import EmotionSpec, emotion_expressions, encode_audio, generate_frames, load_bundle
+
+    common.set_threads(args.threads)
+    device = common.pick_device(args.device)
+    bundle = load_bundle(args.checkpoint, device=device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        model_cuda_mb = torch.cuda.memory_allocated() / 2 ** 20
+        torch.cuda.reset_peak_memory_stats()
+    size = bundle.image_size
+    identity = torch.full((3, size, size), 0.5)
+    # warm-up: 0.2 s through every stage, so that imported libraries (librosa ...), the mel filter bank and
+    # the allocator's first buffers are in the baseline and not counted as growth with length
+    warm_wave, warm_sr = speech_of_length(0.2)
+    warm = encode_audio(warm_wave, warm_sr, args.fps, bundle.audio_config)
+    warm_psi = emotion_expressions(bundle.generator, warm.num_frames, EmotionSpec("happy", 0.7), fps=args.fps)
+    generate_frames(bundle.denoiser, identity, warm, warm_psi, spacing=args.steps, sampler="ddim", device=device)
+    del warm, warm_psi
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    wave, sr = speech_of_length(args.seconds)
+    rss_before = common.current_rss_mb()
+    peak_before = common.peak_rss_mb()
+    audio = encode_audio(wave, sr, args.fps, bundle.audio_config)
+    n = audio.num_frames
+    psi = emotion_expressions(bundle.generator, n, EmotionSpec("happy", 0.7), fps=args.fps)
+    start = time.perf_counter()
+    frames = generate_frames(bundle.denoiser, identity, audio, psi, spacing=args.steps, sampler="ddim", device=device)
+    seconds = time.perf_counter() - start
+    out = {"seconds": args.seconds, "frames": n, "image_size": size, "steps": args.steps,
+           "peak_rss_mb": common.peak_rss_mb(), "rss_before_generation_mb": rss_before,
+           "peak_rss_before_generation_mb": peak_before,
+           "output_frames_mb": frames.numel() * frames.element_size() / 2 ** 20,
+           "inputs_mb": (audio.features.numel() * audio.features.element_size() + psi.numel() * psi.element_size()
+                         + audio.waveform.nbytes) / 2 ** 20,
+           "generation_seconds": seconds, "device": device,
+           "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
+           "model_cuda_mb": model_cuda_mb if cuda else None}
+    out["host_growth_mb"] = out["peak_rss_mb"] - rss_before
+    return out
+
+
+def run_lengths(args) -> dict:
+    """Every length in its own subprocess; returns the JSON record."""
+    from emodiffhead_core.checkpoint import read_checkpoint  # noqa: F401 - fail early on a bad file
+
+    common.set_threads(args.threads)
+    checkpoint = args.checkpoint or common.default_checkpoint()
+    if not os.path.isfile(checkpoint):
+        raise common.BenchmarkError(f"checkpoint {checkpoint} does not exist")
+    device = common.pick_device(args.device)
+    lengths = [float(s) for s in args.seconds_list.split(",") if s.strip()]
+    runs = []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([common.ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    start = time.perf_counter()
+    for seconds in lengths:
+        cmd = [sys.executable, "-m", "benchmarks.memory", "--child", "--seconds", str(seconds), "--checkpoint",
+               checkpoint, "--steps", args.steps, "--device", device, "--threads", str(args.threads), "--fps", str(args.fps)]
+        proc = subprocess.run(cmd, cwd=common.ROOT, env=env, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise common.BenchmarkError(f"the {seconds:g} s run failed (exit {proc.returncode}): "
+                                        f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+        runs.append(json.loads(lines[-1]))
+    first, last = runs[0], runs[-1]
+    d_out = last["output_frames_mb"] - first["output_frames_mb"]
+    slope = (last["host_growth_mb"] - first["host_growth_mb"]) / d_out if d_out > 0 else None
+    cuda = [r["peak_cuda_mb"] for r in runs]
+    record = {
+        "checkpoint": os.path.abspath(checkpoint), "checkpoint_step": common.checkpoint_step(checkpoint),
+        "device": device, "machine": common.machine_info(device), "threads": args.threads, "steps": args.steps,
+        "seconds": [r["seconds"] for r in runs], "frames": [r["frames"] for r in runs],
+        "peak_rss_mb": [r["peak_rss_mb"] for r in runs], "peak_cuda_mb": cuda if all(c is not None for c in cuda) else None,
+        "rss_before_generation_mb": [r["rss_before_generation_mb"] for r in runs],
+        "host_growth_mb": [r["host_growth_mb"] for r in runs],
+        "output_frames_mb": [r["output_frames_mb"] for r in runs], "inputs_mb": [r["inputs_mb"] for r in runs],
+        "host_growth_per_output_mb": slope,
+        "host_growth_minus_output_mb": [r["host_growth_mb"] - r["output_frames_mb"] for r in runs],
+        "device_peak_spread_mb": (max(cuda) - min(cuda)) if all(c is not None for c in cuda) else None,
+        "generation_seconds": [r["generation_seconds"] for r in runs],
+        "seconds_total": time.perf_counter() - start,
+    }
+    os.makedirs(args.out_dir, exist_ok=True)
+    record["json"] = common.write_json(os.path.join(args.out_dir, "memory.json"), record)
+    record["plot"] = plot(os.path.join(args.out_dir, "memory.png"), record)
+    return record
+
+
+def plot(path: str, r: dict) -> str:
+    plt = common.plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    s = r["seconds"]
+    ax.plot(s, r["peak_rss_mb"], "o-", label="peak RSS (host)")
+    base = [b + o for b, o in zip(r["rss_before_generation_mb"], r["output_frames_mb"])]
+    ax.plot(s, base, "x--", label="RSS before generation + output frames")
+    if r.get("peak_cuda_mb"):
+        ax.plot(s, r["peak_cuda_mb"], "s-", label="peak CUDA memory")
+    ax.set_xlabel("audio length (s)")
+    ax.set_ylabel("MB")
+    ax.set_title(f"memory vs length ({r['device']}, {r['steps']}, step {r.get('checkpoint_step')})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.add_argument("--checkpoint", default=None, help="bundle with denoiser + expression generator")
+    p.add_argument("--seconds-list", "--lengths", dest="seconds_list", default="2,10,60",
+                   help="audio lengths in seconds, comma-separated (default 2,10,60)")
+    p.add_argument("--steps", default="ddim2", help="spacing (memory does not depend on it; default ddim2)")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default cuda when available)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out-dir", default=common.RESULTS_DIR)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        record = child(args) if args.child else run_lengths(args)
+    except (common.BenchmarkError, ValueError, FileNotFoundError) as exc:
+        common.print_json({"error": str(exc)})
+        return 2
+    common.print_json(record)
+    if not args.json and not args.child:
+        for k in ("seconds", "peak_rss_mb", "peak_cuda_mb", "host_growth_mb", "output_frames_mb", "host_growth_per_output_mb"):
+            print(f"{k:>26}: {common.rounded(record[k])}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""Speed and quality of the sampler: default settings against paper-literal inference, and a sweep.
+
+    python -m benchmarks.speed --json [--checkpoint PATH] [--clips K] [--frames F] [--paper-frames P]
+                               [--steps SPACING] [--sampler S]
+    python -m benchmarks.speed --sweep --json [--configs ddim5:ddim,ddim10:ddim,...]
+
+Default mode: on K held-out corpus clips (test-split identities, rendered on the fly; identity frame = the
+clip's first frame; the clip's audio and ground-truth psi as conditions) it runs full autoregressive
+rollouts (no teacher forcing) of F frames with the default sampler (pipeline.DEFAULT_SPACING /
+DEFAULT_SAMPLER, ReferenceNet computed once per video) and, on the same model in the same process,
+paper-literal inference (every training step, 1000 for the paper's schedule, ancestral sampling, the
+ReferenceNet recomputed at every step) for the first P frames of the first --paper-clips clips (it is
+~100x slower). Quality against ground truth: PSNR/SSIM per frame, lip sync (Pearson r of the regressed
+jaw opening psi[:, 0] with the speech envelope at offset 0; needs an expression regressor and >= 20
+frames). The ``*_matched`` keys measure the default run on exactly the frames paper-literal produced.
+
+Sweep mode: steps against quality for several spacings/samplers: PSNR/SSIM, lip sync, FLIE (psi regressed
+from videos of one held-out identity at intensities k = 0..1 in --flie-levels levels), fps. Writes
+<out-dir>/sweep.json and sweep.png. The default steps/sampler are chosen from it.
+
+Prints ONE JSON line; writes <out-dir>/speed.json + speed.png (or sweep.*).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import common
+
+DEFAULT_SWEEP = "ddim5:ddim,ddim10:ddim,ddim20:ddim,ddim50:ddim,25:ancestral,100:ancestral"
+GOAL_SPEEDUP = 60.0
+GOAL_PSNR_MARGIN_DB = 0.5
+GOAL_LIPSYNC_RELATIVE = 0.05
+
+
+def _spacing_steps(spacing, total: int) -> int:
+    from emodiffhead_core.diffusion.respace import space_timesteps
+
+    return len(space_timesteps(total, spacing))
+
+
+def run_mode(denoiser, clips, spacing, sampler, cache_reference, extractor, seed=0, max_frames=None, device=None):
+    """Generate every clip with one setting; returns per-clip frames, total seconds and quality."""
+    out = {"frames": 0, "seconds": 0.0, "cpu_seconds": 0.0, "psnr": [], "ssim": [], "lipsync": [], "lipsync_gt_frames": [],
+           "mouth_corr_gt": [], "lipsync_confidence": [], "lipsync_best_offset": [], "videos": [], "psnr_per_frame": []}
+    for clip in clips:
+        frames, seconds, cpu_seconds = common.timed_generation(denoiser, clip, spacing, sampler, seed=seed,
+                                                               cache_reference=cache_reference,
+                                                               max_frames=max_frames, device=device)
+        out["videos"].append(frames)
+        out["frames"] += len(frames)
+        out["seconds"] += seconds
+        out["cpu_seconds"] += cpu_seconds
+        print(f"  clip {clip.clip_index}: {len(frames)} frames, {spacing} {sampler}, cache {cache_reference}: "
+              f"{seconds:.1f} s", file=sys.stderr, flush=True)
+        q = common.frame_quality(frames, clip.frames)
+        out["psnr"].append(q["psnr"])
+        out["ssim"].append(q["ssim"])
+        out["psnr_per_frame"].append(q["psnr_per_frame"])
+        ls = common.lip_sync_quality(frames, clip, extractor)
+        for key in ("lipsync", "lipsync_gt_frames", "mouth_corr_gt", "lipsync_confidence", "lipsync_best_offset"):
+            out[key].append(ls[key])
+    out["fps"] = out["frames"] / out["seconds"] if out["seconds"] > 0 else None
+    out["fps_cpu_time"] = out["frames"] / out["cpu_seconds"] if out["cpu_seconds"] > 0 else None
+    return out
+
+
+def matched_quality(videos: List[torch.Tensor], clips, extractor, frames: int) -> Dict[str, Optional[float]]:
+    """Quality of already generated videos restricted to their first ``frames`` frames."""
+    ps, ss, ls = [], [], []
+    for video, clip in zip(videos, clips):
+        v = video[:frames]
+        q = common.frame_quality(v, clip.frames)
+        ps.append(q["psnr"])
+        ss.append(q["ssim"])
+        ls.append(common.lip_sync_quality(v, clip, extractor)["lipsync"])
+    return {"psnr": common.mean_or_none(ps), "ssim": common.mean_or_none(ss), "lipsync": common.mean_or_none(ls)}
+
+
+def _extractor(models):
+    from emodiffhead_core.metrics_video import PsiExtractor
+
+    return PsiExtractor(models.regressor) if models.regressor is not None else None
+
+
+def _header(models, device, args) -> dict:
+    return {"checkpoint": os.path.abspath(models.checkpoint), "checkpoint_step": models.step,
+            "regressor": os.path.abspath(models.regressor_path) if models.regressor_path else None,
+            "device": device, "machine": common.machine_info(device), "threads": torch.get_num_threads(),
+            "image_size": models.bundle.image_size, "seed": args.seed,
+            "clock": "fps = frames / wall-clock seconds of generate_frames; *_cpu_time: / CPU seconds of this "
+                     "process (steadier on a shared CPU with one torch thread; meaningless on a GPU)"}
+
+
+def speed(args) -> dict:
+    """The default-vs-paper-literal comparison (see the module docstring); returns the JSON record."""
+    from emodiffhead_core.pipeline import DEFAULT_SAMPLER, DEFAULT_SPACING
+
+    device = common.pick_device(args.device)
+    models = common.load_models(args.checkpoint, device, args.regressor)
+    den = models.bundle.denoiser
+    total = den.config.diffusion.steps
+    spacing = args.steps or DEFAULT_SPACING
+    sampler = args.sampler or DEFAULT_SAMPLER
+    extractor = _extractor(models)
+    start = time.perf_counter()
+    clips = common.held_out_clips(args.clips, args.frames, models.bundle.image_size, den.config.audio)
+    default = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device)
+    record = _header(models, device, args)
+    record.update({
+        "steps": spacing, "sampler": sampler, "denoising_steps_default": _spacing_steps(spacing, total),
+        "clips": [c.clip_index for c in clips], "frames_default": default["frames"],
+        "fps_default": default["fps"], "fps_default_cpu_time": default["fps_cpu_time"], "psnr_gt_default": common.mean_or_none(default["psnr"]),
+        "ssim_gt_default": common.mean_or_none(default["ssim"]), "lipsync_default": common.mean_or_none(default["lipsync"]),
+        "lipsync_confidence_default": common.mean_or_none(default["lipsync_confidence"]),
+        "mouth_corr_gt_default": common.mean_or_none(default["mouth_corr_gt"]),
+        "lipsync_ground_truth": common.mean_or_none(default["lipsync_gt_frames"]),
+        "lipsync_source": "regressed psi[:, 0] vs audio envelope, Pearson r at offset 0" if extractor else None,
+    })
+    paper = None
+    if args.paper_frames > 0 and args.paper_clips > 0:
+        paper_clips = clips[: args.paper_clips]
+        paper = run_mode(den, paper_clips, str(total), "ancestral", False, extractor, seed=args.seed,
+                         max_frames=args.paper_frames, device=device)
+        matched = matched_quality(default["videos"][: len(paper_clips)], paper_clips, extractor,
+                                  min(args.paper_frames, min(len(v) for v in paper["videos"])))
+        record.update({
+            "paper_literal": f"{total} steps, ancestral, ReferenceNet recomputed at every step",
+            "paper_literal_steps": total,
+            "paper_literal_clips": [c.clip_index for c in paper_clips], "frames_paper_literal": paper["frames"],
+            "note": (f"paper-literal ran on the first {args.paper_frames} frames of {len(paper_clips)} clip(s) "
+                     f"(default: {args.frames} frames of {len(clips)} clips) because it is ~100x slower; the *_matched "
+                     "keys are the default run on exactly those frames"),
+            "fps_paper_literal": paper["fps"], "fps_paper_literal_cpu_time": paper["fps_cpu_time"],
+            "speedup_vs_paper_literal": (default["fps"] / paper["fps"]) if paper["fps"] else None,
+            "speedup_vs_paper_literal_cpu_time": (default["fps_cpu_time"] / paper["fps_cpu_time"])
+            if paper["fps_cpu_time"] and default["fps_cpu_time"] else None,
+            "psnr_gt_paper_literal": common.mean_or_none(paper["psnr"]),
+            "ssim_gt_paper_literal": common.mean_or_none(paper["ssim"]),
+            "lipsync_paper_literal": common.mean_or_none(paper["lipsync"]),
+            "mouth_corr_gt_paper_literal": common.mean_or_none(paper["mouth_corr_gt"]),
+            "psnr_gt_default_matched": matched["psnr"], "ssim_gt_default_matched": matched["ssim"],
+            "lipsync_default_matched": matched["lipsync"],
+        })
+        record["goals"] = goals(record)
+    else:
+        record.update({"fps_paper_literal": None, "speedup_vs_paper_literal": None, "psnr_gt_paper_literal": None,
+                       "lipsync_paper_literal": None, "frames_paper_literal": 0})
+    record["seconds_total"] = time.perf_counter() - start
+    record["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    os.makedirs(args.out_dir, exist_ok=True)
+    record["json"] = common.write_json(os.path.join(args.out_dir, "speed.json"),
+                                       dict(record, psnr_per_frame_default=default["psnr_per_frame"],
+                                            psnr_per_frame_paper_literal=paper["psnr_per_frame"] if paper else None))
+    record["plot"] = plot_speed(os.path.join(args.out_dir, "speed.png"), record, default, paper)
+    return record
+
+
+def goals(r: dict) -> dict:
+    """The team's targets, on the matched frames: speedup >= 60; default PSNR >= paper-literal PSNR - 0.5 dB;
+    default lip sync no more than 5% below paper-literal's (``lipsync_within_5pct``; a default that is
+    better passes) - ``lipsync_relative_difference`` = (default - paper) / |paper| is reported with its sign,
+    and ``lipsync_abs_within_5pct`` is the two-sided reading. None where a number is missing."""
+    sp = r.get("speedup_vs_paper_literal")
+    pd, pp = r.get("psnr_gt_default_matched"), r.get("psnr_gt_paper_literal")
+    ld, lp = r.get("lipsync_default_matched"), r.get("lipsync_paper_literal")
+    lr = (ld - lp) / abs(lp) if ld is not None and lp not in (None, 0) else None
+    return {"speedup_ge_60": None if sp is None else bool(sp >= GOAL_SPEEDUP),
+            "psnr_difference_db": None if pd is None or pp is None else pd - pp,
+            "psnr_within_0.5dB": None if pd is None or pp is None else bool(pd >= pp - GOAL_PSNR_MARGIN_DB),
+            "lipsync_relative_difference": lr,
+            "lipsync_within_5pct": None if lr is None else bool(lr >= -GOAL_LIPSYNC_RELATIVE),
+            "lipsync_abs_within_5pct": None if lr is None else bool(abs(lr) <= GOAL_LIPSYNC_RELATIVE)}
+
+
+def plot_speed(path: str, r: dict, default: dict, paper: Optional[dict]) -> str:
+    plt = common.plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = [f"default\n{r['steps']} {r['sampler']}"]
+    fps = [r["fps_default"]]
+    if paper:
+        names.append(f"paper-literal\n{r['paper_literal_steps']} ancestral, no cache")
+        fps.append(r["fps_paper_literal"])
+    axes[0].bar(names, fps, color=["tab:blue", "tab:red"][: len(fps)])
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("frames per second")
+    title = f"speed on {r['device']}"
+    if r.get("speedup_vs_paper_literal"):
+        title += f": {r['speedup_vs_paper_literal']:.0f}x"
+    axes[0].set_title(title)
+    for i, curve in enumerate(default["psnr_per_frame"]):
+        axes[1].plot(curve, color="tab:blue", alpha=0.8, label="default" if i == 0 else None)
+    if paper:
+        for i, curve in enumerate(paper["psnr_per_frame"]):
+            axes[1].plot(curve, "o-", color="tab:red", ms=3, label="paper-literal" if i == 0 else None)
+    axes[1].set_xlabel("frame")
+    axes[1].set_ylabel("PSNR to ground truth (dB)")
+    axes[1].set_title(f"quality (step {r.get('checkpoint_step')})")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- sweep
+def parse_configs(text: str) -> List[tuple]:
+    """'ddim10:ddim,100:ancestral' -> [('ddim10', 'ddim'), ('100', 'ancestral')]."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        spacing, _, sampler = item.partition(":")
+        if sampler not in ("ddim", "ancestral"):
+            raise common.BenchmarkError(f"sweep config {item!r}: write SPACING:SAMPLER with sampler ddim or ancestral")
+        out.append((spacing, sampler))
+    if not out:
+        raise common.BenchmarkError("--configs is empty")
+    return out
+
+
+def sweep(args) -> dict:
+    """Steps against quality (see the module docstring); returns the JSON record."""
+    from emodiffhead_core.metrics_video import flie_from_psi, generate_intensity_videos
+
+    device = common.pick_device(args.device)
+    models = common.load_models(args.checkpoint, device, args.regressor)
+    den, gen = models.bundle.denoiser, models.bundle.generator
+    total = den.config.diffusion.steps
+    extractor = _extractor(models)
+    start = time.perf_counter()
+    clips = common.held_out_clips(args.clips, args.frames, models.bundle.image_size, den.config.audio)
+    flie_clip = common.truncate_audio(clips[0].audio, args.flie_frames)
+    record = _header(models, device, args)
+    record.update({"mode": "sweep", "clips": [c.clip_index for c in clips], "frames_per_clip": args.frames,
+                   "flie_levels": args.flie_levels, "flie_frames": flie_clip.num_frames, "flie_emotion": args.flie_emotion,
+                   "flie_identity_clip": clips[0].clip_index, "lipsync_ground_truth": None})
+    if extractor is not None:
+        record["lipsync_ground_truth"] = common.mean_or_none(
+            [common.lip_sync_quality(torch.from_numpy(c.frames).permute(0, 3, 1, 2).float() / 255, c, extractor)["lipsync"]
+             for c in clips])
+    os.makedirs(args.out_dir, exist_ok=True)
+    json_path = os.path.join(args.out_dir, "sweep.json")
+    rows = []
+    for spacing, sampler in parse_configs(args.configs):
+        res = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device)
+        row = {"spacing": spacing, "sampler": sampler, "denoising_steps": _spacing_steps(spacing, total),
+               "fps": res["fps"], "fps_cpu_time": res["fps_cpu_time"], "frames": res["frames"], "psnr": common.mean_or_none(res["psnr"]),
+               "ssim": common.mean_or_none(res["ssim"]), "lipsync": common.mean_or_none(res["lipsync"]),
+               "mouth_corr_gt": common.mean_or_none(res["mouth_corr_gt"]),
+               "lipsync_confidence": common.mean_or_none(res["lipsync_confidence"])}
+        row.update({"flie": None, "flie_named": None, "flie_kept_dims": None})
+        if extractor is not None and args.flie_levels >= 2:
+            videos = generate_intensity_videos(den, gen, clips[0].identity, flie_clip, args.flie_emotion,
+                                               args.flie_levels, spacing=spacing, sampler=sampler, seed=args.seed,
+                                               device=device)
+            psi = [extractor(v) for v in videos]
+            try:
+                full = flie_from_psi(psi)
+                named = flie_from_psi(psi, dims=range(13))
+                row.update({"flie": full.flie, "flie_named": named.flie, "flie_kept_dims": int(len(full.result.kept)),
+                            "flie_step_jaw_open": [float(v) for v in full.result.steps[:, 0]]})
+            except ValueError as exc:
+                row["flie_error"] = str(exc)
+        rows.append(row)
+        print(f"  {spacing:>8} {sampler:<9} fps {row['fps']:.3f}  psnr {row['psnr']:.2f}  lipsync {row['lipsync']}  "
+              f"flie {row['flie']}", file=sys.stderr, flush=True)
+        common.write_json(json_path, dict(record, rows=rows, complete=False))     # partial results survive a kill
+    record.update({"rows": rows, "complete": True, "seconds_total": time.perf_counter() - start,
+                   "load_average_at_end": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None})
+    record["json"] = common.write_json(json_path, record)
+    record["plot"] = plot_sweep(os.path.join(args.out_dir, "sweep.png"), record)
+    return record
+
+
+def plot_sweep(path: str, r: dict) -> str:
+    plt = common.plt()
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    panels = [("psnr", "PSNR to ground truth (dB)"), ("lipsync", "lip sync r (regressed jaw vs envelope)"),
+              ("flie", "FLIE (lower = more linear)"), ("fps", "frames per second")]
+    for ax, (key, label) in zip(axes, panels):
+        for sampler, marker in (("ddim", "o-"), ("ancestral", "s--")):
+            pts = [(row["denoising_steps"], row[key]) for row in r["rows"] if row["sampler"] == sampler and row[key] is not None]
+            if pts:
+                xs, ys = zip(*sorted(pts))
+                ax.plot(xs, ys, marker, label=sampler)
+        if key == "lipsync" and r.get("lipsync_ground_truth") is not None:
+            ax.axhline(r["lipsync_ground_truth"], color="grey", ls=":", label="ground-truth frames")
+        ax.set_xscale("log")
+        ax.set_xlabel("denoising steps per frame")
+        ax.set_ylabel(label)
+        if key in ("flie", "fps"):
+            ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"steps vs quality, checkpoint step {r.get('checkpoint_step')}, {r['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print only the JSON line (default also prints a summary to stderr)")
+    p.add_argument("--checkpoint", default=None, help="bundle with denoiser + expression generator (default: "
+                                                       "$EMODIFFHEAD_CHECKPOINT or the one in checkpoints/)")
+    p.add_argument("--regressor", default=None, help="checkpoint with an expression regressor (default: the bundle's)")
+    p.add_argument("--clips", type=int, default=2, help="held-out clips (default 2)")
+    p.add_argument("--frames", type=int, default=48, help="frames per clip (default 48)")
+    p.add_argument("--paper-frames", type=int, default=24, help="frames of the paper-literal run per clip (default 24; 0 skips it)")
+    p.add_argument("--paper-clips", type=int, default=1, help="clips of the paper-literal run (default 1)")
+    p.add_argument("--steps", default=None, help="spacing of the default run (default pipeline.DEFAULT_SPACING)")
+    p.add_argument("--sampler", default=None, choices=("ddim", "ancestral"), help="default pipeline.DEFAULT_SAMPLER")
+    p.add_argument("--sweep", action="store_true", help="steps-versus-quality sweep instead")
+    p.add_argument("--configs", default=DEFAULT_SWEEP, help=f"sweep settings SPACING:SAMPLER,... (default {DEFAULT_SWEEP})")
+    p.add_argument("--flie-levels", type=int, default=4, help="sweep: intensity levels L for FLIE (k = 0..1; default 4; 0 skips)")
+    p.add_argument("--flie-frames", type=int, default=16, help="sweep: frames per FLIE video (default 16)")
+    p.add_argument("--flie-emotion", default="happy", help="sweep: emotion of the FLIE videos (default happy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default cuda when available)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out-dir", default=common.RESULTS_DIR, help="where speed.json/png or sweep.json/png go")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    common.set_threads(args.threads)
+    try:
+        record = sweep(args) if args.sweep else speed(args)
+    except (common.BenchmarkError, ValueError, FileNotFoundError) as exc:
+        common.print_json({"error": str(exc)})
+        return 2
+    common.print_json(record)
+    if not args.json:
+        keys = ("fps_default", "fps_paper_literal", "speedup_vs_paper_literal", "psnr_gt_default",
+                "psnr_gt_paper_literal", "lipsync_default", "lipsync_paper_literal", "goals")
+        for k in keys:
+            if k in record:
+                print(f"{k:>28}: {common.rounded(record[k])}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

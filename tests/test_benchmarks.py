@@ -1,0 +1,113 @@
+"""Smoke tests of the benchmark scripts' machinery on a tiny random bundle (keys and types, not timings)."""
+import json
+import os
+
+import pytest
+import torch
+
+from benchmarks import common, gpu_throughput, memory, speed
+
+NUM = (int, float)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread here: on a busy 2-core machine two OpenMP threads wait on each other for a whole
+    time slice at every small op (the tiny models' tests ran 50x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    from emodiffhead_core.checkpoint import save_checkpoint
+    from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, RegressorConfig
+    from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator, ExpressionRegressor
+
+    torch.manual_seed(0)
+    den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
+    with torch.no_grad():                      # the output head starts at zero: perturb it
+        for p in den.parameters():
+            p.add_(torch.randn(p.shape) * 0.02)
+    path = str(tmp_path_factory.mktemp("bench") / "tiny.safetensors")
+    save_checkpoint(path, {"denoiser": den, "expression_generator": ExpressionGenerator(EXPRESSION_PRESETS["tiny"]),
+                           "regressor": ExpressionRegressor(RegressorConfig(image_size=32, channels=8))},
+                    info={"steps": "3"})
+    return path
+
+
+def _last_json(capsys):
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert len(lines) == 1, "a benchmark prints exactly one JSON line"
+    return json.loads(lines[0])
+
+
+def test_held_out_clips_are_test_split_and_deterministic():
+    from emodiffhead_core.config import DENOISER_PRESETS
+
+    assert common.test_clip_indices(3) == [7, 15, 23]
+    cfg = DENOISER_PRESETS["tiny"]
+    a = common.held_out_clips(1, 5, 32, cfg.audio)[0]
+    b = common.held_out_clips(1, 5, 32, cfg.audio)[0]
+    assert a.meta["split"] == "test" and a.num_frames == 5 and a.frames.shape == (5, 32, 32, 3)
+    assert torch.equal(a.identity, b.identity) and a.audio.features.shape[0] == 5
+    assert torch.allclose(a.identity, torch.from_numpy(a.frames[0]).permute(2, 0, 1).float() / 255)
+
+
+def test_speed_default_reports_both_modes(tiny_bundle, tmp_path, capsys):
+    rc = speed.main(["--json", "--checkpoint", tiny_bundle, "--clips", "1", "--frames", "20", "--paper-frames", "2",
+                     "--steps", "ddim2", "--out-dir", str(tmp_path)])
+    r = _last_json(capsys)
+    assert rc == 0, r
+    for key in ("fps_default", "fps_paper_literal", "speedup_vs_paper_literal", "psnr_gt_default",
+                "psnr_gt_paper_literal", "lipsync_default", "ssim_gt_default", "psnr_gt_default_matched"):
+        assert isinstance(r[key], NUM), key
+    assert r["lipsync_paper_literal"] is None                  # 2 frames are too few for lip sync
+    assert r["steps"] == "ddim2" and r["sampler"] == "ddim" and r["device"] == "cpu"
+    assert r["frames_default"] == 20 and r["frames_paper_literal"] == 2 and r["paper_literal_steps"] == 100
+    assert r["checkpoint_step"] == 3 and set(r["goals"]) >= {"speedup_ge_60", "psnr_within_0.5dB", "lipsync_within_5pct"}
+    assert os.path.isfile(r["plot"]) and os.path.isfile(r["json"])
+
+
+def test_speed_sweep_rows(tiny_bundle, tmp_path, capsys):
+    rc = speed.main(["--json", "--sweep", "--checkpoint", tiny_bundle, "--clips", "1", "--frames", "3",
+                     "--configs", "ddim2:ddim,2:ancestral", "--flie-levels", "2", "--flie-frames", "2",
+                     "--out-dir", str(tmp_path)])
+    r = _last_json(capsys)
+    assert rc == 0, r
+    assert [(row["spacing"], row["sampler"]) for row in r["rows"]] == [("ddim2", "ddim"), ("2", "ancestral")]
+    for row in r["rows"]:
+        assert isinstance(row["fps"], NUM) and isinstance(row["psnr"], NUM) and row["denoising_steps"] == 2
+        assert row["flie"] is None or isinstance(row["flie"], NUM)
+    assert os.path.isfile(os.path.join(tmp_path, "sweep.json")) and os.path.isfile(os.path.join(tmp_path, "sweep.png"))
+    assert speed.main(["--sweep", "--checkpoint", tiny_bundle, "--configs", "ddim2:euler"]) == 2
+    assert "error" in _last_json(capsys)
+
+
+def test_memory_runs_each_length_in_a_subprocess(tiny_bundle, tmp_path, capsys):
+    rc = memory.main(["--json", "--checkpoint", tiny_bundle, "--lengths", "0.2,0.4", "--out-dir", str(tmp_path)])
+    r = _last_json(capsys)
+    assert rc == 0, r
+    assert r["seconds"] == [0.2, 0.4] and r["frames"] == [6, 12]
+    assert all(isinstance(v, NUM) and v > 0 for v in r["peak_rss_mb"])
+    assert r["peak_cuda_mb"] is None and len(r["output_frames_mb"]) == 2
+    assert r["output_frames_mb"][1] == pytest.approx(2 * r["output_frames_mb"][0])
+    assert os.path.isfile(r["plot"])
+
+
+def test_gpu_throughput_without_cuda_fails_cleanly(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert gpu_throughput.main(["--json"]) == 2
+    assert "CUDA is not available" in _last_json(capsys)["error"]
+
+
+def test_gpu_throughput_machinery_on_cpu(tmp_path, capsys):
+    rc = gpu_throughput.main(["--json", "--cpu-smoke", "--preset", "tiny", "--size", "32", "--frames", "2",
+                              "--steps", "ddim2", "--modes", "fp32,bf16", "--out-dir", str(tmp_path)])
+    r = _last_json(capsys)
+    assert rc == 0, r
+    assert set(r["modes"]) == {"fp32", "bf16"} and all(isinstance(r["fps"][m], NUM) for m in ("fp32", "bf16"))
+    assert r["modes"]["bf16"]["first_frame_mean_abs_diff_vs_fp32"] < 0.5
