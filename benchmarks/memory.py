@@ -150,8 +150,8 @@ def plot(path: str, r: dict) -> str:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     s = r["seconds"]
     ax.plot(s, r["peak_rss_mb"], "o-", label="peak RSS (host)")
-    base = [b + o for b, o in zip(r["rss_before_generation_mb"], r["output_frames_mb"])]
-    ax.plot(s, base, "x--", label="RSS before generation + output frames")
+    base = [b + o + i for b, o, i in zip(r["rss_before_generation_mb"], r["output_frames_mb"], r["inputs_mb"])]
+    ax.plot(s, base, "x--", label="RSS before generation + output frames + inputs")
     if r.get("peak_cuda_mb"):
         ax.plot(s, r["peak_cuda_mb"], "s-", label="peak CUDA memory")
     ax.set_xlabel("audio length (s)")

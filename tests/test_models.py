@@ -97,6 +97,24 @@ def test_reference_features_broadcast_over_a_batch(tiny_config):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_every_parameter_takes_part_in_the_training_loss():
+    """DDP (without find_unused_parameters) requires every parameter to receive a gradient: no dead layers,
+    e.g. past the ReferenceNet's last fusion point, and the audio encoder trained through the loss."""
+    from emodiffhead_core.config import preset
+
+    for name in ("tiny", "demo"):
+        cfg = preset("denoiser", name)
+        model = EMOdiffheadDenoiser(cfg)
+        inputs = denoiser_inputs(cfg, batch=1)
+        a = cfg.audio
+        features = torch.randn(1, 2 * cfg.audio_window + 1, a.n_mels, a.context)
+        inputs["audio_emb"] = model.encode_audio(features)
+        x = torch.randn(1, 3, cfg.image_size, cfg.image_size)
+        model(x, torch.tensor([1]), **inputs).square().sum().backward()
+        unused = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not unused, (name, unused)
+
+
 def test_tiny_forward_backward_is_fast(tiny_config):
     model = EMOdiffheadDenoiser(tiny_config)
     inputs = denoiser_inputs(tiny_config, batch=1)

@@ -70,7 +70,8 @@ def _layout(cfg: DenoiserConfig, stem_channels: int) -> Dict[str, List[_StageSpe
 class _Stage(nn.Module):
     """One stage: a residual block (or a resampler), optional self-attention, optional reference fusion."""
 
-    def __init__(self, spec: _StageSpec, cfg: DenoiserConfig, emb_dim: Optional[int], fuse: bool):
+    def __init__(self, spec: _StageSpec, cfg: DenoiserConfig, emb_dim: Optional[int], fuse: bool,
+                 build_tail: bool = True):
         super().__init__()
         self.spec = spec
         self.res2 = None
@@ -90,6 +91,8 @@ class _Stage(nn.Module):
             self.attention = SelfAttention(spec.out_ch, cfg.num_head_channels)
         if fuse and spec.fusion:
             self.fusion = ReferenceFusion(spec.out_ch, cfg.num_head_channels)
+        if not build_tail:   # a truncated ReferenceNet stops at this stage's recorded features
+            return
         if spec.kind == "middle":
             self.res2 = ResBlock(spec.out_ch, spec.out_ch, emb_dim, cfg.dropout)
         if spec.kind == "up_res":
@@ -128,14 +131,20 @@ class _UNetBody(nn.Module):
         layout = _layout(cfg, stem_channels)
         self.fusion_points = [s.name for part in layout.values() for s in part if s.fusion]
         order = [s.name for part in layout.values() for s in part]
-        keep = set(order)
+        keep, last_stage = set(order), None
         if truncate_after_last_fusion:
-            # The ReferenceNet never runs past its last fusion point: build nothing beyond it.
+            # The ReferenceNet never runs past its last fusion point: build nothing beyond it, not even the
+            # second block or upsampler of that stage (DDP requires every parameter to receive a gradient).
             last = order.index(self.fusion_points[-1]) if self.fusion_points else -1
             keep = set(order[:last + 1])
-        self.input_stages = nn.ModuleList(_Stage(s, cfg, emb_dim, fuse) for s in layout["input"] if s.name in keep)
-        self.middle = _Stage(layout["middle"][0], cfg, emb_dim, fuse) if "mid" in keep else None
-        self.output_stages = nn.ModuleList(_Stage(s, cfg, emb_dim, fuse) for s in layout["output"] if s.name in keep)
+            last_stage = order[last] if last >= 0 else None
+
+        def stage(s):
+            return _Stage(s, cfg, emb_dim, fuse, build_tail=s.name != last_stage)
+
+        self.input_stages = nn.ModuleList(stage(s) for s in layout["input"] if s.name in keep)
+        self.middle = stage(layout["middle"][0]) if "mid" in keep else None
+        self.output_stages = nn.ModuleList(stage(s) for s in layout["output"] if s.name in keep)
 
     def run(self, x, cond=None, reference: Optional[ReferenceFeatures] = None, record: Optional[dict] = None,
             stop_after: Optional[str] = None):
