@@ -195,12 +195,13 @@ class _Stop(Exception):
 
 
 def timed_generation(denoiser, clip: HeldOutClip, spacing, sampler: str, cache_reference: bool = True,
-                     seed: int = 0, max_frames: Optional[int] = None, device=None, expression=None):
+                     seed: int = 0, max_frames: Optional[int] = None, device=None, expression=None,
+                     start_noise: Optional[float] = None):
     """Generate the clip's video (a full autoregressive rollout from the identity frame, no teacher
     forcing) and time it. With ``max_frames`` the rollout stops after that many frames; the conditions
     are the same as for the full clip. Returns (frames [n, 3, S, S] float in [0, 1], wall seconds, CPU
     seconds of this process - the fairer clock on a shared CPU with one torch thread)."""
-    from emodiffhead_core.pipeline import generate_frames
+    from emodiffhead_core.pipeline import DEFAULT_START_NOISE, generate_frames
 
     done: List[torch.Tensor] = []
     limit = max_frames if max_frames is not None else clip.num_frames
@@ -218,7 +219,8 @@ def timed_generation(denoiser, clip: HeldOutClip, spacing, sampler: str, cache_r
     cpu_start = time.process_time()
     try:
         generate_frames(denoiser, clip.identity, clip.audio, psi, spacing=spacing, sampler=sampler, seed=seed,
-                        cache_reference=cache_reference, callback=callback, device=device)
+                        cache_reference=cache_reference, callback=callback, device=device,
+                        start_noise=DEFAULT_START_NOISE if start_noise is None else start_noise)
     except _Stop:
         pass
     sync()

@@ -33,7 +33,8 @@ import torch
 
 from . import common
 
-DEFAULT_SWEEP = "ddim5:ddim,ddim10:ddim,ddim20:ddim,ddim50:ddim,25:ancestral,100:ancestral"
+DEFAULT_SWEEP = ("ddim5:ddim,ddim10:ddim,ddim20:ddim,ddim50:ddim,25:ancestral,100:ancestral,"
+                 "ddim10:ddim:0.7,ddim10:ddim:0.5,ddim10:ddim:0.3,ddim20:ddim:0.5")
 GOAL_SPEEDUP = 60.0
 GOAL_PSNR_MARGIN_DB = 0.5
 GOAL_LIPSYNC_RELATIVE = 0.05
@@ -45,14 +46,16 @@ def _spacing_steps(spacing, total: int) -> int:
     return len(space_timesteps(total, spacing))
 
 
-def run_mode(denoiser, clips, spacing, sampler, cache_reference, extractor, seed=0, max_frames=None, device=None):
+def run_mode(denoiser, clips, spacing, sampler, cache_reference, extractor, seed=0, max_frames=None, device=None,
+             start_noise=None):
     """Generate every clip with one setting; returns per-clip frames, total seconds and quality."""
     out = {"frames": 0, "seconds": 0.0, "cpu_seconds": 0.0, "psnr": [], "ssim": [], "lipsync": [], "lipsync_gt_frames": [],
            "mouth_corr_gt": [], "lipsync_confidence": [], "lipsync_best_offset": [], "videos": [], "psnr_per_frame": []}
     for clip in clips:
         frames, seconds, cpu_seconds = common.timed_generation(denoiser, clip, spacing, sampler, seed=seed,
                                                                cache_reference=cache_reference,
-                                                               max_frames=max_frames, device=device)
+                                                               max_frames=max_frames, device=device,
+                                                               start_noise=start_noise)
         out["videos"].append(frames)
         out["frames"] += len(frames)
         out["seconds"] += seconds
@@ -100,7 +103,7 @@ def _header(models, device, args) -> dict:
 
 def speed(args) -> dict:
     """The default-vs-paper-literal comparison (see the module docstring); returns the JSON record."""
-    from emodiffhead_core.pipeline import DEFAULT_SAMPLER, DEFAULT_SPACING
+    from emodiffhead_core.pipeline import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_START_NOISE
 
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
@@ -108,13 +111,15 @@ def speed(args) -> dict:
     total = den.config.diffusion.steps
     spacing = args.steps or DEFAULT_SPACING
     sampler = args.sampler or DEFAULT_SAMPLER
+    start_noise = DEFAULT_START_NOISE if args.start_noise is None else args.start_noise
     extractor = _extractor(models)
     start = time.perf_counter()
     clips = common.held_out_clips(args.clips, args.frames, models.bundle.image_size, den.config.audio)
-    default = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device)
+    default = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device,
+                       start_noise=start_noise)
     record = _header(models, device, args)
     record.update({
-        "steps": spacing, "sampler": sampler, "denoising_steps_default": _spacing_steps(spacing, total),
+        "steps": spacing, "sampler": sampler, "start_noise": start_noise, "denoising_steps_default": _spacing_steps(spacing, total),
         "clips": [c.clip_index for c in clips], "frames_default": default["frames"],
         "fps_default": default["fps"], "fps_default_cpu_time": default["fps_cpu_time"], "psnr_gt_default": common.mean_or_none(default["psnr"]),
         "ssim_gt_default": common.mean_or_none(default["ssim"]), "lipsync_default": common.mean_or_none(default["lipsync"]),
@@ -127,7 +132,7 @@ def speed(args) -> dict:
     if args.paper_frames > 0 and args.paper_clips > 0:
         paper_clips = clips[: args.paper_clips]
         paper = run_mode(den, paper_clips, str(total), "ancestral", False, extractor, seed=args.seed,
-                         max_frames=args.paper_frames, device=device)
+                         max_frames=args.paper_frames, device=device, start_noise=1.0)
         matched = matched_quality(default["videos"][: len(paper_clips)], paper_clips, extractor,
                                   min(args.paper_frames, min(len(v) for v in paper["videos"])))
         record.update({
@@ -182,7 +187,7 @@ def goals(r: dict) -> dict:
 def plot_speed(path: str, r: dict, default: dict, paper: Optional[dict]) -> str:
     plt = common.plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    names = [f"default\n{r['steps']} {r['sampler']}"]
+    names = [f"default\n{r['steps']} {r['sampler']} s{r.get('start_noise', 1.0):g}"]
     fps = [r["fps_default"]]
     if paper:
         names.append(f"paper-literal\n{r['paper_literal_steps']} ancestral, no cache")
@@ -211,16 +216,24 @@ def plot_speed(path: str, r: dict, default: dict, paper: Optional[dict]) -> str:
 
 # --------------------------------------------------------------------------- sweep
 def parse_configs(text: str) -> List[tuple]:
-    """'ddim10:ddim,100:ancestral' -> [('ddim10', 'ddim'), ('100', 'ancestral')]."""
+    """'ddim10:ddim,ddim10:ddim:0.5,100:ancestral' -> [('ddim10', 'ddim', 1.0), ('ddim10', 'ddim', 0.5),
+    ('100', 'ancestral', 1.0)]: SPACING:SAMPLER[:START_NOISE], start noise 1 (pure noise) when left out."""
     out = []
     for item in text.split(","):
         item = item.strip()
         if not item:
             continue
-        spacing, _, sampler = item.partition(":")
-        if sampler not in ("ddim", "ancestral"):
-            raise common.BenchmarkError(f"sweep config {item!r}: write SPACING:SAMPLER with sampler ddim or ancestral")
-        out.append((spacing, sampler))
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or parts[1] not in ("ddim", "ancestral"):
+            raise common.BenchmarkError(f"sweep config {item!r}: write SPACING:SAMPLER[:START_NOISE] with sampler "
+                                        "ddim or ancestral")
+        try:
+            start_noise = float(parts[2]) if len(parts) == 3 else 1.0
+        except ValueError:
+            raise common.BenchmarkError(f"sweep config {item!r}: START_NOISE must be a number in (0, 1]") from None
+        if not 0.0 < start_noise <= 1.0:
+            raise common.BenchmarkError(f"sweep config {item!r}: START_NOISE must be in (0, 1]")
+        out.append((parts[0], parts[1], start_noise))
     if not out:
         raise common.BenchmarkError("--configs is empty")
     return out
@@ -229,6 +242,7 @@ def parse_configs(text: str) -> List[tuple]:
 def sweep(args) -> dict:
     """Steps against quality (see the module docstring); returns the JSON record."""
     from emodiffhead_core.metrics_video import flie_from_psi, generate_intensity_videos
+    from emodiffhead_core.pipeline import sampling_process
 
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
@@ -249,9 +263,11 @@ def sweep(args) -> dict:
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "sweep.json")
     rows = []
-    for spacing, sampler in parse_configs(args.configs):
-        res = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device)
-        row = {"spacing": spacing, "sampler": sampler, "denoising_steps": _spacing_steps(spacing, total),
+    for spacing, sampler, start_noise in parse_configs(args.configs):
+        res = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device,
+                       start_noise=start_noise)
+        kept = sampling_process(den.config.diffusion, spacing, start_noise).num_timesteps
+        row = {"spacing": spacing, "sampler": sampler, "start_noise": start_noise, "denoising_steps": kept,
                "fps": res["fps"], "fps_cpu_time": res["fps_cpu_time"], "frames": res["frames"], "psnr": common.mean_or_none(res["psnr"]),
                "ssim": common.mean_or_none(res["ssim"]), "lipsync": common.mean_or_none(res["lipsync"]),
                "mouth_corr_gt": common.mean_or_none(res["mouth_corr_gt"]),
@@ -260,7 +276,7 @@ def sweep(args) -> dict:
         if extractor is not None and args.flie_levels >= 2:
             videos = generate_intensity_videos(den, gen, clips[0].identity, flie_clip, args.flie_emotion,
                                                args.flie_levels, spacing=spacing, sampler=sampler, seed=args.seed,
-                                               device=device)
+                                               device=device, start_noise=start_noise)
             psi = [extractor(v) for v in videos]
             try:
                 full = flie_from_psi(psi)
@@ -270,7 +286,7 @@ def sweep(args) -> dict:
             except ValueError as exc:
                 row["flie_error"] = str(exc)
         rows.append(row)
-        print(f"  {spacing:>8} {sampler:<9} fps {row['fps']:.3f}  psnr {row['psnr']:.2f}  lipsync {row['lipsync']}  "
+        print(f"  {spacing:>8} {sampler:<9} s{start_noise:<4g} fps {row['fps']:.3f}  psnr {row['psnr']:.2f}  lipsync {row['lipsync']}  "
               f"flie {row['flie']}", file=sys.stderr, flush=True)
         common.write_json(json_path, dict(record, rows=rows, complete=False))     # partial results survive a kill
     record.update({"rows": rows, "complete": True, "seconds_total": time.perf_counter() - start,
@@ -286,11 +302,14 @@ def plot_sweep(path: str, r: dict) -> str:
     panels = [("psnr", "PSNR to ground truth (dB)"), ("lipsync", "lip sync r (regressed jaw vs envelope)"),
               ("flie", "FLIE (lower = more linear)"), ("fps", "frames per second")]
     for ax, (key, label) in zip(axes, panels):
-        for sampler, marker in (("ddim", "o-"), ("ancestral", "s--")):
-            pts = [(row["denoising_steps"], row[key]) for row in r["rows"] if row["sampler"] == sampler and row[key] is not None]
+        series = sorted({(row["sampler"], row.get("start_noise", 1.0)) for row in r["rows"]}, key=lambda k: (k[0], -k[1]))
+        for sampler, start_noise in series:
+            pts = [(row["denoising_steps"], row[key]) for row in r["rows"] if row["sampler"] == sampler
+                   and row.get("start_noise", 1.0) == start_noise and row[key] is not None]
             if pts:
                 xs, ys = zip(*sorted(pts))
-                ax.plot(xs, ys, marker, label=sampler)
+                label = sampler if start_noise == 1.0 else f"{sampler}, from previous frame at {start_noise:g}T"
+                ax.plot(xs, ys, ("o-" if sampler == "ddim" else "s--") if start_noise == 1.0 else "^:", label=label)
         if key == "lipsync" and r.get("lipsync_ground_truth") is not None:
             ax.axhline(r["lipsync_ground_truth"], color="grey", ls=":", label="ground-truth frames")
         ax.set_xscale("log")
@@ -321,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-clips", type=int, default=1, help="clips of the paper-literal run (default 1)")
     p.add_argument("--steps", default=None, help="spacing of the default run (default pipeline.DEFAULT_SPACING)")
     p.add_argument("--sampler", default=None, choices=("ddim", "ancestral"), help="default pipeline.DEFAULT_SAMPLER")
+    p.add_argument("--start-noise", type=float, default=None,
+                   help="start noise of the default run (default pipeline.DEFAULT_START_NOISE)")
     p.add_argument("--sweep", action="store_true", help="steps-versus-quality sweep instead")
-    p.add_argument("--configs", default=DEFAULT_SWEEP, help=f"sweep settings SPACING:SAMPLER,... (default {DEFAULT_SWEEP})")
+    p.add_argument("--configs", default=DEFAULT_SWEEP, help=f"sweep settings SPACING:SAMPLER[:START_NOISE],... (default {DEFAULT_SWEEP})")
     p.add_argument("--flie-levels", type=int, default=4, help="sweep: intensity levels L for FLIE (k = 0..1; default 4; 0 skips)")
     p.add_argument("--flie-frames", type=int, default=16, help="sweep: frames per FLIE video (default 16)")
     p.add_argument("--flie-emotion", default="happy", help="sweep: emotion of the FLIE videos (default happy)")

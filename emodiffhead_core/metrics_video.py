@@ -279,21 +279,23 @@ def intensity_levels(levels: int) -> np.ndarray:
 @torch.no_grad()
 def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int, *,
                               spacing="ddim10", sampler: str = "ddim", seed: int = 0, expression_seed: int = 0,
+                              start_noise: Optional[float] = None,
                               cache_reference: bool = True, device=None) -> List[torch.Tensor]:
     """Videos [N, 3, S, S] of one identity speaking ``audio`` with ``emotion`` at k = 0, 1/L, .., 1.
 
     The expression conditions follow Eq. 14 with the same generator noise (``expression_seed``) at every
     level, and every video is sampled with the same ``seed`` (common random numbers), so the videos differ
-    only by the intensity.
+    only by the intensity. ``start_noise`` None = the pipeline's default.
     """
-    from .pipeline import EmotionSpec, emotion_expressions, generate_frames
+    from .pipeline import DEFAULT_START_NOISE, EmotionSpec, emotion_expressions, generate_frames
 
+    start_noise = DEFAULT_START_NOISE if start_noise is None else start_noise
     videos = []
     for k in intensity_levels(levels):
         psi = emotion_expressions(generator, audio.num_frames, EmotionSpec(emotion, float(k)), fps=audio.fps,
                                   seed=expression_seed)
         frames = generate_frames(denoiser, identity, audio, psi, spacing=spacing, sampler=sampler, seed=seed,
-                                 cache_reference=cache_reference, device=device)
+                                 cache_reference=cache_reference, device=device, start_noise=start_noise)
         videos.append(frames[:, 0])
     return videos
 

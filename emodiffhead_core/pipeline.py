@@ -272,6 +272,24 @@ def _frames_to_model(frames: torch.Tensor) -> torch.Tensor:
     return frames * 2.0 - 1.0
 
 
+def sampling_process(diffusion_cfg, spacing=DEFAULT_SPACING, start_noise: float = DEFAULT_START_NOISE):
+    """The respaced process the sampler walks; with start_noise < 1 it is truncated to the kept steps at or
+    below start_noise * T (a new object each call: the shared schedule is never modified)."""
+    if not 0.0 < float(start_noise) <= 1.0:
+        raise PipelineError(f"start_noise must be in (0, 1]; got {start_noise} (1 = from pure noise)")
+    process = respace(GaussianDiffusion.from_config(diffusion_cfg), spacing)
+    if float(start_noise) < 1.0:
+        process = truncate(process, int(round(float(start_noise) * (diffusion_cfg.steps - 1))))
+    return process
+
+
+def anchored_start(process, previous: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """x at the first kept step of a truncated process: the previous frame diffused there (Eq. 2)."""
+    t_first = torch.full((previous.shape[0],), process.num_timesteps - 1, dtype=torch.long, device=previous.device)
+    noise = randn(tuple(previous.shape), generator, previous.device, previous.dtype)
+    return process.q_sample(previous, t_first, noise)
+
+
 @torch.no_grad()
 def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expression: torch.Tensor, *,
                     spacing: Union[str, int, Sequence[int]] = DEFAULT_SPACING, sampler: str = DEFAULT_SAMPLER,
@@ -317,12 +335,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
     if tuple(expression.shape) != (batch, n, cfg.expression_dim):
         raise PipelineError(f"expression must be [{batch}, {n}, {cfg.expression_dim}] (one vector per video frame), "
                             f"got {list(expression.shape)}")
-    if not 0.0 < float(start_noise) <= 1.0:
-        raise PipelineError(f"start_noise must be in (0, 1]; got {start_noise} (1 = from pure noise)")
-    process = respace(GaussianDiffusion.from_config(cfg.diffusion), spacing)
+    process = sampling_process(cfg.diffusion, spacing, start_noise)
     anchored = float(start_noise) < 1.0
-    if anchored:
-        process = truncate(process, int(round(float(start_noise) * (cfg.diffusion.steps - 1))))
     ident = _frames_to_model(identity.to(device=device, dtype=dtype))
     reference = denoiser.reference_features(ident) if cache_reference else None
     audio_emb = denoiser.encode_audio(audio.features.to(device=device, dtype=dtype))       # [N, D], once
@@ -354,10 +368,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
                 callback(FrameProgress(frame, n, info.step, info.total))
 
         start = None
-        if anchored:   # the previous frame, diffused to the first kept step
-            t_first = torch.full((batch,), process.num_timesteps - 1, dtype=torch.long, device=device)
-            noise = randn((batch, 3, size, size), generator, device, dtype)
-            start = process.q_sample(cond["motion"][:, -1] if cfg.n_motion_frames else ident, t_first, noise)
+        if anchored:
+            start = anchored_start(process, cond["motion"][:, -1] if cfg.n_motion_frames else ident, generator)
         x = sample(sampler, process, denoiser, (batch, 3, size, size), cond, generator=generator, device=device,
                    callback=step_callback, eta=eta, noise=start)
         frame01 = ((x.float().clamp(-1, 1) + 1) / 2)

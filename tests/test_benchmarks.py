@@ -73,17 +73,22 @@ def test_speed_default_reports_both_modes(tiny_bundle, tmp_path, capsys):
 
 def test_speed_sweep_rows(tiny_bundle, tmp_path, capsys):
     rc = speed.main(["--json", "--sweep", "--checkpoint", tiny_bundle, "--clips", "1", "--frames", "3",
-                     "--configs", "ddim2:ddim,2:ancestral", "--flie-levels", "2", "--flie-frames", "2",
+                     "--configs", "ddim2:ddim,2:ancestral,ddim4:ddim:0.5", "--flie-levels", "2", "--flie-frames", "2",
                      "--out-dir", str(tmp_path)])
     r = _last_json(capsys)
     assert rc == 0, r
-    assert [(row["spacing"], row["sampler"]) for row in r["rows"]] == [("ddim2", "ddim"), ("2", "ancestral")]
+    assert [(row["spacing"], row["sampler"], row["start_noise"]) for row in r["rows"]] == [
+        ("ddim2", "ddim", 1.0), ("2", "ancestral", 1.0), ("ddim4", "ddim", 0.5)]
+    # ddim4 of 100 steps keeps 0, 25, 50, 75; from the previous frame at 0.5 T (t <= 50) three remain
+    assert [row["denoising_steps"] for row in r["rows"]] == [2, 2, 3]
     for row in r["rows"]:
-        assert isinstance(row["fps"], NUM) and isinstance(row["psnr"], NUM) and row["denoising_steps"] == 2
+        assert isinstance(row["fps"], NUM) and isinstance(row["psnr"], NUM)
         assert row["flie"] is None or isinstance(row["flie"], NUM)
     assert os.path.isfile(os.path.join(tmp_path, "sweep.json")) and os.path.isfile(os.path.join(tmp_path, "sweep.png"))
     assert speed.main(["--sweep", "--checkpoint", tiny_bundle, "--configs", "ddim2:euler"]) == 2
     assert "error" in _last_json(capsys)
+    assert speed.main(["--sweep", "--checkpoint", tiny_bundle, "--configs", "ddim2:ddim:1.5"]) == 2
+    assert "START_NOISE must be in (0, 1]" in _last_json(capsys)["error"]
 
 
 def test_memory_runs_each_length_in_a_subprocess(tiny_bundle, tmp_path, capsys):

@@ -170,3 +170,11 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert -10 < report["regressor"]["r2_named_mean"] <= 1.0
     assert 0.0 <= report["generator"]["sample_emotion_accuracy"] <= 1.0
     assert report["denoiser"]["frames"] == 48 and report["denoiser"]["psnr"] > 0
+    # anchored evaluation: the previous real frame diffused to 2% of T and denoised by the (barely trained)
+    # model stays close to the next real frame; from pure noise it cannot be
+    from emodiffhead_core.checkpoint import load_components
+    from training.evaluate import evaluate_denoiser
+
+    den = load_components(parts[2], ["denoiser"])["denoiser"]
+    anchored = evaluate_denoiser(den, corpus, "train", spacing="ddim10", frames=8, start_noise=0.02)
+    assert anchored["start_noise"] == 0.02 and anchored["psnr"] > report["denoiser"]["psnr"] + 5

@@ -54,7 +54,7 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate
 
     report = evaluate(args.checkpoints, args.data, split=args.split, max_clips=args.max_clips,
-                      steps=args.steps, seed=args.seed)
+                      steps=args.steps, seed=args.seed, start_noise=args.start_noise)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -124,6 +124,9 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test", help="split to evaluate (default test: held-out identities)")
     p.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips")
     p.add_argument("--steps", default="ddim25", help="sampler spacing for the denoiser (default ddim25)")
+    p.add_argument("--start-noise", type=float, default=1.0,
+                   help="denoiser: 1 = from pure noise (default); below 1 = from the previous real frame diffused "
+                        "to start_noise*T, as the sampler's anchored mode does")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from emodiffhead_core.checkpoint import load_components, read_checkpoint
-from emodiffhead_core.diffusion import GaussianDiffusion, respace, sample
+from emodiffhead_core.diffusion import sample
 from emodiffhead_core.emotions import EMOTIONS, emotion_index
 from emodiffhead_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
+from emodiffhead_core.pipeline import anchored_start, sampling_process
 
 from .clips import ClipDataset
 from .data import DenoiserData, FrameData
@@ -106,12 +107,15 @@ def evaluate_generator(generator, classifier: EmotionClassifier, data_dir: str, 
 
 @torch.no_grad()
 def evaluate_denoiser(denoiser, data_dir: str, split: str, spacing: str = "ddim25", frames: int = 48,
-                      max_clips: Optional[int] = None, seed: int = 0, batch: int = 16) -> dict:
+                      max_clips: Optional[int] = None, seed: int = 0, batch: int = 16,
+                      start_noise: float = 1.0) -> dict:
+    """PSNR/SSIM of single frames generated with ground-truth motion frames (one autoregressive step, no
+    drift); start_noise < 1 starts from the previous real frame diffused to that level, as inference does."""
     cfg = denoiser.config
     data = DenoiserData(data_dir, cfg, split, limit=max_clips)
     rng = np.random.default_rng([seed, 77])
     picks = [(int(c), int(rng.integers(data.lengths[c]))) for c in rng.choice(len(data), size=frames)]
-    process = respace(GaussianDiffusion.from_config(cfg.diffusion), spacing)
+    process = sampling_process(cfg.diffusion, spacing, start_noise)
     gen = torch.Generator().manual_seed(seed)
     psnrs, ssims = [], []
     start = time.perf_counter()
@@ -120,18 +124,19 @@ def evaluate_denoiser(denoiser, data_dir: str, split: str, spacing: str = "ddim2
         x = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         cond = {"identity": x["identity"], "motion": x["motion"], "audio_emb": denoiser.encode_audio(x["audio"]),
                 "expression": x["expression"], "reference": denoiser.reference_features(x["identity"])}
-        out = sample("ddim", process, denoiser, x["x0"].shape, cond, generator=gen)
+        x_first = anchored_start(process, x["motion"][:, -1], gen) if start_noise < 1.0 else None
+        out = sample("ddim", process, denoiser, x["x0"].shape, cond, generator=gen, noise=x_first)
         for pred, target in zip(out, x["x0"]):
             p = ((pred.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
             t = ((target + 1) / 2).permute(1, 2, 0).numpy()
             psnrs.append(psnr(p, t))
             ssims.append(ssim(p, t))
-    return {"frames": len(picks), "spacing": spacing, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
+    return {"frames": len(picks), "spacing": spacing, "start_noise": start_noise, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
             "psnr_std": float(np.std(psnrs)), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Optional[int] = None,
-             steps: str = "ddim25", seed: int = 0) -> dict:
+             steps: str = "ddim25", seed: int = 0, start_noise: float = 1.0) -> dict:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     found = find_components(checkpoints)
     report = {"checkpoints": {k: os.path.basename(v) for k, v in found.items()}, "data": os.path.abspath(data),
@@ -144,5 +149,6 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["generator"] = evaluate_generator(gen, fit_emotion_classifier(data, seed), data, split, seed=seed)
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
-        report["denoiser"] = evaluate_denoiser(den, data, split, spacing=steps, max_clips=max_clips, seed=seed)
+        report["denoiser"] = evaluate_denoiser(den, data, split, spacing=steps, max_clips=max_clips, seed=seed,
+                                               start_noise=start_noise)
     return report
