@@ -28,7 +28,6 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 
 from . import common
@@ -247,7 +246,6 @@ def sweep(args) -> dict:
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
     den, gen = models.bundle.denoiser, models.bundle.generator
-    total = den.config.diffusion.steps
     extractor = _extractor(models)
     start = time.perf_counter()
     clips = common.held_out_clips(args.clips, args.frames, models.bundle.image_size, den.config.audio)

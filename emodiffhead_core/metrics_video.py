@@ -44,10 +44,9 @@ Metrics and their formulas
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
