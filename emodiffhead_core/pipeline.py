@@ -26,9 +26,13 @@ from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_wei
 from .emotions import EMOTIONS, NEUTRAL, emotion_index
 from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
 
+# Chosen from the sweep in benchmarks/README.md (demo checkpoint, held-out clips, full rollouts): starting
+# each frame from the previous one diffused to 0.5 T instead of pure noise raised rollout PSNR from 17.3 to
+# 24.0 dB, lip sync r from 0.86 to 0.89 and lowered FLIE from 12.7 to 6.9, at 1.9x the frame rate.
+# start_noise = 1 is the paper's sampler. ddim10 keeps 6 steps below 0.5 T (ddim5: 3, as good on the demo).
 DEFAULT_SPACING = "ddim10"
 DEFAULT_SAMPLER = "ddim"
-DEFAULT_START_NOISE = 1.0
+DEFAULT_START_NOISE = 0.5
 MAX_AUDIO_SECONDS = 600.0
 
 

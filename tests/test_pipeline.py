@@ -68,19 +68,19 @@ def test_generate_frames_is_seeded_autoregressive_and_cancellable():
     n = audio.num_frames
     psi = pl.emotion_expressions(gen, n, pl.EmotionSpec("angry", 0.7))
     identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
-    events = []
-    a = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=5, callback=events.append)
-    b = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=5)
-    c = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=6)
+    events = []   # from pure noise (start_noise 1): all three ddim3 steps run for every frame
+    a = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=5, callback=events.append)
+    b = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=5)
+    c = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=6)
     assert a.shape == (n, 1, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert len(events) == n * 3 and sum(e.image is not None for e in events) == n
     assert [(e.frame, e.step) for e in events[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
     # the paper-literal variant (ReferenceNet recomputed at every step) gives the same frames
-    literal = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", seed=5, cache_reference=False)
+    literal = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=5, cache_reference=False)
     assert torch.allclose(literal, a, atol=1e-5)
     # a batch of identities renders independent videos
-    two = pl.generate_frames(den, torch.stack([identity, identity.flip(2)]), audio, psi, spacing="ddim3", seed=5)
+    two = pl.generate_frames(den, torch.stack([identity, identity.flip(2)]), audio, psi, spacing="ddim3", start_noise=1.0, seed=5)
     assert two.shape == (n, 2, 3, 32, 32)
 
     def cancel(event):
@@ -88,7 +88,7 @@ def test_generate_frames_is_seeded_autoregressive_and_cancellable():
             raise pl.Cancelled()
 
     with pytest.raises(pl.Cancelled):
-        pl.generate_frames(den, identity, audio, psi, spacing="ddim3", callback=cancel)
+        pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, callback=cancel)
 
 
 def test_motion_frames_come_from_identity_then_from_generated_frames():
