@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from . import config as config_mod
+from .atomic import atomic_output
 
 FORMAT = "emodiffhead"
 FORMAT_VERSION = 1
@@ -90,20 +90,8 @@ def save_checkpoint(path: str, components: Mapping[str, nn.Module], info: Option
         metadata[f"info.{key}"] = str(value)
     from safetensors.torch import save_file
 
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".safetensors", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".partial.safetensors") as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes the file private; a checkpoint is not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from .atomic import atomic_output
 from .audio import as_fraction, frame_sample_positions
 
 AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
@@ -348,69 +348,59 @@ def write_mp4(path, frames: Union[np.ndarray, Iterable], fps: Union[float, Fract
     if sample_rate not in AAC_SAMPLE_RATES and audio is not None:
         raise VideoError(f"AAC cannot store {sample_rate} Hz audio; resample to one of {AAC_SAMPLE_RATES}")
     audio_arr = None if audio is None else _audio_array(audio)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=folder)
-    os.close(fd)
     try:
-        options = {"movie_timescale": str(_movie_timescale(rate, sample_rate if audio_arr is not None else None))}
-        with av.open(tmp, "w", format="mp4", options=options) as container:
-            vs = None
-            astream = None
-            n = 0
-            fed = 0      # audio samples fed so far
-            width = height = None
-            for frame in frames:
-                img = _frame_uint8(frame)
-                if vs is None:
-                    height, width = img.shape[:2]
-                    for codec in ("libx264", "h264"):
-                        try:
-                            vs = container.add_stream(codec, rate=rate)
-                            break
-                        except Exception:
-                            vs = None
+        with atomic_output(path) as tmp:
+            options = {"movie_timescale": str(_movie_timescale(rate, sample_rate if audio_arr is not None else None))}
+            with av.open(tmp, "w", format="mp4", options=options) as container:
+                vs = None
+                astream = None
+                n = 0
+                fed = 0      # audio samples fed so far
+                width = height = None
+                for frame in frames:
+                    img = _frame_uint8(frame)
                     if vs is None:
-                        raise VideoError("this PyAV build has no H.264 encoder (libx264); install the PyPI `av` wheel")
-                    vs.width, vs.height = width + width % 2, height + height % 2
-                    vs.pix_fmt = "yuv420p"
-                    vs.codec_context.time_base = Fraction(rate.denominator, rate.numerator)
-                    vs.options = {"crf": str(int(crf)), "preset": str(preset)}
-                    if audio_arr is not None:
-                        astream = container.add_stream("aac", rate=sample_rate)
-                        astream.layout = "mono" if audio_arr.shape[0] == 1 else "stereo"
-                        astream.bit_rate = 96000 if audio_arr.shape[0] == 1 else 160000
-                elif img.shape[:2] != (height, width):
-                    raise VideoError(f"frame {n} is {img.shape[1]}x{img.shape[0]} but frame 0 is {width}x{height}; "
-                                     "all frames must have the same size")
-                if width % 2 or height % 2:
-                    img = np.pad(img, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-                vf.pts = n
-                vf.time_base = vs.codec_context.time_base
-                for packet in vs.encode(vf):
+                        height, width = img.shape[:2]
+                        for codec in ("libx264", "h264"):
+                            try:
+                                vs = container.add_stream(codec, rate=rate)
+                                break
+                            except Exception:
+                                vs = None
+                        if vs is None:
+                            raise VideoError("this PyAV build has no H.264 encoder (libx264); install the PyPI `av` wheel")
+                        vs.width, vs.height = width + width % 2, height + height % 2
+                        vs.pix_fmt = "yuv420p"
+                        vs.codec_context.time_base = Fraction(rate.denominator, rate.numerator)
+                        vs.options = {"crf": str(int(crf)), "preset": str(preset)}
+                        if audio_arr is not None:
+                            astream = container.add_stream("aac", rate=sample_rate)
+                            astream.layout = "mono" if audio_arr.shape[0] == 1 else "stereo"
+                            astream.bit_rate = 96000 if audio_arr.shape[0] == 1 else 160000
+                    elif img.shape[:2] != (height, width):
+                        raise VideoError(f"frame {n} is {img.shape[1]}x{img.shape[0]} but frame 0 is {width}x{height}; "
+                                         "all frames must have the same size")
+                    if width % 2 or height % 2:
+                        img = np.pad(img, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+                    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                    vf.pts = n
+                    vf.time_base = vs.codec_context.time_base
+                    for packet in vs.encode(vf):
+                        container.mux(packet)
+                    n += 1
+                    if astream is not None:   # interleave: audio up to the end of this frame
+                        end = min(audio_arr.shape[1], int(frame_sample_positions(n + 1, rate, sample_rate)[-1]))
+                        fed = _feed_audio(av, container, astream, audio_arr, fed, end, sample_rate)
+                if vs is None:
+                    raise VideoError("no frames to write; a video needs at least one frame")
+                for packet in vs.encode():
                     container.mux(packet)
-                n += 1
-                if astream is not None:   # interleave: audio up to the end of this frame
-                    end = min(audio_arr.shape[1], int(frame_sample_positions(n + 1, rate, sample_rate)[-1]))
-                    fed = _feed_audio(av, container, astream, audio_arr, fed, end, sample_rate)
-            if vs is None:
-                raise VideoError("no frames to write; a video needs at least one frame")
-            for packet in vs.encode():
-                container.mux(packet)
-            if astream is not None:
-                fed = _feed_audio(av, container, astream, audio_arr, fed, audio_arr.shape[1], sample_rate)
-                for packet in astream.encode():
-                    container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, getattr(av, "FFmpegError", ())):   # encoder/muxer failures; others keep their type
-            raise VideoError(f"cannot write {path}: {exc}") from exc
-        raise
+                if astream is not None:
+                    fed = _feed_audio(av, container, astream, audio_arr, fed, audio_arr.shape[1], sample_rate)
+                    for packet in astream.encode():
+                        container.mux(packet)
+    except getattr(av, "FFmpegError", ()) as exc:   # encoder/muxer failures; others keep their type
+        raise VideoError(f"cannot write {path}: {exc}") from exc
     return path
 
 

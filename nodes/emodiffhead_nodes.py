@@ -13,6 +13,7 @@ import time
 import torch
 
 from ..emodiffhead_core import pipeline as pl
+from ..emodiffhead_core.atomic import atomic_output
 from ..emodiffhead_core.audio import samples_for_frames
 from ..emodiffhead_core.checkpoint import CheckpointError
 from ..emodiffhead_core.diffusion.respace import space_timesteps
@@ -343,10 +344,8 @@ class EMOdiffheadSaveExpression:
         while os.path.exists(f"{prefix}_{counter:05d}.json"):
             counter += 1
         path = f"{prefix}_{counter:05d}.json"
-        tmp = path + ".partial"
-        with open(tmp, "w") as fh:
+        with atomic_output(path) as tmp, open(tmp, "w") as fh:
             json.dump(expression.to_json(), fh)
-        os.replace(tmp, path)
         rel = os.path.relpath(path, root)
         return {"ui": {"text": [f"saved {rel} ({expression.psi.shape[0]} frames)"]}}
 

@@ -34,7 +34,25 @@ def test_checkpoint_round_trips_bit_exactly(tmp_path, tiny_config):
         assert loaded[name].config == original.config and not loaded[name].training
     info = ckpt.checkpoint_info(path)
     assert info == {"steps": "12", "note": "unit test"}
-    assert [p for p in os.listdir(tmp_path) if p.startswith(".partial")] == []
+    assert os.listdir(tmp_path) == ["m.safetensors"]                  # no temporary file left beside it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask            # not mkstemp's private 0600
+
+
+def test_atomic_output_leaves_the_old_file_when_writing_fails(tmp_path):
+    from emodiffhead_core.atomic import atomic_output
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(str(target)) as tmp, open(tmp, "w") as fh:
+            fh.write("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
+    with atomic_output(str(target)) as tmp, open(tmp, "w") as fh:
+        fh.write("new")
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["out.json"]
 
 
 def test_missing_component_and_unknown_component(tmp_path):
