@@ -306,8 +306,9 @@ def plot_sweep(path: str, r: dict) -> str:
                    and row.get("start_noise", 1.0) == start_noise and row[key] is not None]
             if pts:
                 xs, ys = zip(*sorted(pts))
-                label = sampler if start_noise == 1.0 else f"{sampler}, from previous frame at {start_noise:g}T"
-                ax.plot(xs, ys, ("o-" if sampler == "ddim" else "s--") if start_noise == 1.0 else "^:", label=label)
+                series_name = sampler if start_noise == 1.0 else f"{sampler}, from previous frame at {start_noise:g}T"
+                ax.plot(xs, ys, ("o-" if sampler == "ddim" else "s--") if start_noise == 1.0 else "^:",
+                        label=series_name)
         if key == "lipsync" and r.get("lipsync_ground_truth") is not None:
             ax.axhline(r["lipsync_ground_truth"], color="grey", ls=":", label="ground-truth frames")
         ax.set_xscale("log")
