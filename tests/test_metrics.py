@@ -11,14 +11,7 @@ from emodiffhead_core import metrics_video as MV
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread here: on a busy 2-core machine two OpenMP threads wait on each other for a whole
-    time slice at every small op (the tiny models' tests ran 50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- FLIE

@@ -12,6 +12,13 @@ from typing import Optional, Sequence
 from emodiffhead_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
 
 
+def export_component(out_dir: str, name: str, module, step: int, data_dir: str) -> str:
+    """A trainer's (EMA) weights as ``<out_dir>/<name>.safetensors``: one component, the format `export`
+    bundles and the nodes load."""
+    return save_checkpoint(os.path.join(out_dir, f"{name}.safetensors"), {name: module},
+                           info={"kind": name, "steps": step, "data": os.path.basename(os.path.abspath(data_dir))})
+
+
 def export(out: str, parts: Sequence[str], card: Optional[str] = None) -> str:
     components, info = {}, {}
     for path in parts:

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from emodiffhead_core import config as config_mod
-from emodiffhead_core.checkpoint import save_checkpoint
 from emodiffhead_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss, respace, sample
 from emodiffhead_core.models import EMOdiffheadDenoiser
 
 from .configfile import load_config
 from .data import DenoiserData
+from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
 
 SCHEMA = {
@@ -105,7 +105,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         return _validate(ema.shadow, diffusion, val, sched["sample_spacing"], out_dir, done, seed, weights)
 
     def on_checkpoint(done: int) -> None:
-        export(ema.shadow, os.path.join(out_dir, "denoiser.safetensors"), done, data_dir)
+        export_component(out_dir, "denoiser", ema.shadow, done, data_dir)
 
     run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn,
               modules={"model": model, "ema": ema.shadow}, optimizers={"opt": opt}, info=info, log=log,
@@ -113,11 +113,6 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
               on_checkpoint=on_checkpoint, sample_every=sched["sample_every"], on_sample=on_sample,
               desc="denoiser", stop_after=stop_after)
     return os.path.join(out_dir, "denoiser.safetensors")
-
-
-def export(model, path: str, step: int, data_dir: str) -> None:
-    save_checkpoint(path, {"denoiser": model}, info={"kind": "denoiser", "steps": step,
-                                                      "data": os.path.basename(os.path.abspath(data_dir))})
 
 
 def _validation_set(data_dir, model_cfg, data_cfg, seed):

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from emodiffhead_core import config as config_mod
-from emodiffhead_core.checkpoint import save_checkpoint
 from emodiffhead_core.emotions import EMOTIONS
 from emodiffhead_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator,
                                      discriminator_losses, generator_losses)
 
 from .configfile import load_config
 from .data import emotion_sequences
+from .export import export_component
 from .loop import EMA, CsvLog, run_steps, setup_distributed, unwrap, wrap_ddp
 
 SCHEMA = {
@@ -103,9 +103,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         return {}
 
     def on_checkpoint(done: int) -> None:
-        save_checkpoint(os.path.join(out_dir, "expression_generator.safetensors"), {"expression_generator": ema.shadow},
-                        info={"kind": "expression_generator", "steps": done,
-                              "data": os.path.basename(os.path.abspath(data_dir))})
+        export_component(out_dir, "expression_generator", ema.shadow, done, data_dir)
 
     run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn,
               modules={"generator": gen, "ema": ema.shadow, "d_global": d_g, "d_local": d_l},

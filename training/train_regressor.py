@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from emodiffhead_core import config as config_mod
-from emodiffhead_core.checkpoint import save_checkpoint
 from emodiffhead_core.models import ExpressionRegressor
 
 from .configfile import load_config
 from .data import FrameData
+from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
 NAMED_COMPONENTS = 13   # training/corpus/facemodel.py EXPRESSION_COMPONENTS
@@ -100,8 +100,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         return {"val_r2_named": float(r2.mean())}
 
     def on_checkpoint(done: int) -> None:
-        save_checkpoint(os.path.join(out_dir, "regressor.safetensors"), {"regressor": ema.shadow},
-                        info={"kind": "regressor", "steps": done, "data": os.path.basename(os.path.abspath(data_dir))})
+        export_component(out_dir, "regressor", ema.shadow, done, data_dir)
 
     run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn, modules={"model": model, "ema": ema.shadow},
               optimizers={"opt": opt}, info=info, log=log, resume=resume,

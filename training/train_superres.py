@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from emodiffhead_core import config as config_mod
-from emodiffhead_core.checkpoint import save_checkpoint
 from emodiffhead_core.models import SuperResolver
 
 from .configfile import load_config
 from .data import FrameData
+from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
 SCHEMA = {
@@ -85,8 +85,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         return {"val_psnr": psnr01(out, target), "val_psnr_bilinear": psnr01(bilinear.clamp(0, 1), target)}
 
     def on_checkpoint(done: int) -> None:
-        save_checkpoint(os.path.join(out_dir, "superres.safetensors"), {"superres": ema.shadow},
-                        info={"kind": "superres", "steps": done, "data": os.path.basename(os.path.abspath(data_dir))})
+        export_component(out_dir, "superres", ema.shadow, done, data_dir)
 
     run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn, modules={"model": model, "ema": ema.shadow},
               optimizers={"opt": opt}, info=info, log=log, resume=resume,
