@@ -25,6 +25,17 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
+
+
+def shown_path(path: Optional[str]) -> Optional[str]:
+    """A path for the JSON record: relative to the repository when inside it (records are committed and
+    shared; a machine's absolute paths mean nothing elsewhere), otherwise just the file name."""
+    if path is None:
+        return None
+    full = os.path.abspath(path)
+    if os.path.commonpath([full, ROOT]) == ROOT:
+        return os.path.relpath(full, ROOT)
+    return os.path.basename(full)
 CORPUS_SEED = 0
 CORPUS_IDENTITIES = 64
 

@@ -126,7 +126,7 @@ def run_lengths(args) -> dict:
     slope = (last["host_growth_mb"] - first["host_growth_mb"]) / d_out if d_out > 0 else None
     cuda = [r["peak_cuda_mb"] for r in runs]
     record = {
-        "checkpoint": os.path.abspath(checkpoint), "checkpoint_step": common.checkpoint_step(checkpoint),
+        "checkpoint": common.shown_path(checkpoint), "checkpoint_step": common.checkpoint_step(checkpoint),
         "device": device, "machine": common.machine_info(device), "threads": args.threads, "steps": args.steps,
         "seconds": [r["seconds"] for r in runs], "frames": [r["frames"] for r in runs],
         "peak_rss_mb": [r["peak_rss_mb"] for r in runs], "peak_cuda_mb": cuda if all(c is not None for c in cuda) else None,

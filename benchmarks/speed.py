@@ -92,8 +92,8 @@ def _extractor(models):
 
 
 def _header(models, device, args) -> dict:
-    return {"checkpoint": os.path.abspath(models.checkpoint), "checkpoint_step": models.step,
-            "regressor": os.path.abspath(models.regressor_path) if models.regressor_path else None,
+    return {"checkpoint": common.shown_path(models.checkpoint), "checkpoint_step": models.step,
+            "regressor": common.shown_path(models.regressor_path),
             "device": device, "machine": common.machine_info(device), "threads": torch.get_num_threads(),
             "image_size": models.bundle.image_size, "seed": args.seed,
             "clock": "fps = frames / wall-clock seconds of generate_frames; *_cpu_time: / CPU seconds of this "
