@@ -2,6 +2,7 @@
 evaluation and plots."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -107,7 +108,11 @@ def test_a_killed_run_resumes_with_the_same_optimizer_state(corpus, tmp_path):
 def test_ddp_on_two_cpu_processes_keeps_ranks_identical(corpus, tmp_path):
     out = str(tmp_path / "ddp")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    with socket.socket() as probe:          # a free port: a fixed one may be taken on a shared machine
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", port,
            "-m", "training", "train", "denoiser", "--config", os.path.join(CONFIGS, "denoiser_tiny.json"),
            "--data", corpus, "--out", out, "--device", "cpu"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
