@@ -39,10 +39,11 @@ GOAL_PSNR_MARGIN_DB = 0.5
 GOAL_LIPSYNC_RELATIVE = 0.05
 
 
-def _spacing_steps(spacing, total: int) -> int:
-    from emodiffhead_core.diffusion.respace import space_timesteps
+def _denoising_steps(den, spacing, start_noise: float = 1.0) -> int:
+    """Steps the sampler runs per frame (the respaced steps at or below start_noise * T)."""
+    from emodiffhead_core.pipeline import sampling_process
 
-    return len(space_timesteps(total, spacing))
+    return sampling_process(den.config.diffusion, spacing, start_noise).num_timesteps
 
 
 def run_mode(denoiser, clips, spacing, sampler, cache_reference, extractor, seed=0, max_frames=None, device=None,
@@ -118,7 +119,7 @@ def speed(args) -> dict:
                        start_noise=start_noise)
     record = _header(models, device, args)
     record.update({
-        "steps": spacing, "sampler": sampler, "start_noise": start_noise, "denoising_steps_default": _spacing_steps(spacing, total),
+        "steps": spacing, "sampler": sampler, "start_noise": start_noise, "denoising_steps_default": _denoising_steps(den, spacing, start_noise),
         "clips": [c.clip_index for c in clips], "frames_default": default["frames"],
         "fps_default": default["fps"], "fps_default_cpu_time": default["fps_cpu_time"], "psnr_gt_default": common.mean_or_none(default["psnr"]),
         "ssim_gt_default": common.mean_or_none(default["ssim"]), "lipsync_default": common.mean_or_none(default["lipsync"]),
@@ -241,7 +242,6 @@ def parse_configs(text: str) -> List[tuple]:
 def sweep(args) -> dict:
     """Steps against quality (see the module docstring); returns the JSON record."""
     from emodiffhead_core.metrics_video import flie_from_psi, generate_intensity_videos
-    from emodiffhead_core.pipeline import sampling_process
 
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
@@ -264,8 +264,8 @@ def sweep(args) -> dict:
     for spacing, sampler, start_noise in parse_configs(args.configs):
         res = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device,
                        start_noise=start_noise)
-        kept = sampling_process(den.config.diffusion, spacing, start_noise).num_timesteps
-        row = {"spacing": spacing, "sampler": sampler, "start_noise": start_noise, "denoising_steps": kept,
+        row = {"spacing": spacing, "sampler": sampler, "start_noise": start_noise,
+               "denoising_steps": _denoising_steps(den, spacing, start_noise),
                "fps": res["fps"], "fps_cpu_time": res["fps_cpu_time"], "frames": res["frames"], "psnr": common.mean_or_none(res["psnr"]),
                "ssim": common.mean_or_none(res["ssim"]), "lipsync": common.mean_or_none(res["lipsync"]),
                "mouth_corr_gt": common.mean_or_none(res["mouth_corr_gt"]),
