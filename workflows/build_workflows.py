@@ -153,13 +153,18 @@ def _save(graph, images, sampler, prefix, pos):
               **{"format.codec": "h264"})
 
 
+def _superres(graph, model, samp, repeat):
+    """The checkpoint's SR head applied ``repeat`` times (x2 each) to the sampler's frames."""
+    return graph.add("EMOdiffheadSuperResolve", (1440, 0), images=(samp, 0), method="sr_head", lanczos_scale=2.0,
+                     repeat=repeat, model=(model, 0))
+
+
 def basic() -> Graph:
     g = Graph("EMOdiffhead: portrait + speech + emotion -> video with audio")
     model, portrait, feats = _front(g)
     expr = _emotion(g, model, feats, (720, 300))
     samp = _sampler(g, model, portrait, feats, expr, (1080, 0))
-    sr = g.add("EMOdiffheadSuperResolve", (1440, 0), images=(samp, 0), method="sr_head", lanczos_scale=2.0, repeat=1,
-               model=(model, 0))
+    sr = _superres(g, model, samp, repeat=1)
     _save(g, sr, samp, "emodiffhead/basic", (1800, 0))
     return g
 
@@ -189,8 +194,7 @@ def keyframes() -> Graph:
     expr = _emotion(g, model, feats, (720, 300), keyframes="0:neutral:0, 1:happy:1, 2.5:surprised:1, 4:sad:0.8")
     samp = _sampler(g, model, portrait, feats, expr, (1080, 0))
     g.add("EMOdiffheadSaveExpression", (1080, 400), expression=(expr, 0), filename_prefix="emodiffhead/timeline")
-    sr = g.add("EMOdiffheadSuperResolve", (1440, 0), images=(samp, 0), method="sr_head", lanczos_scale=2.0, repeat=1,
-               model=(model, 0))
+    sr = _superres(g, model, samp, repeat=1)
     _save(g, sr, samp, "emodiffhead/keyframes", (1800, 0))
     return g
 
@@ -200,8 +204,7 @@ def paste_back() -> Graph:
     model, portrait, feats = _front(g)
     expr = _emotion(g, model, feats, (720, 300))
     samp = _sampler(g, model, portrait, feats, expr, (1080, 0))
-    sr = g.add("EMOdiffheadSuperResolve", (1440, 0), images=(samp, 0), method="sr_head", lanczos_scale=2.0, repeat=2,
-               model=(model, 0))
+    sr = _superres(g, model, samp, repeat=2)
     full = g.add("EMOdiffheadPasteBack", (1800, 0), images=(sr, 0), portrait=(portrait, 0), feather=0.08, region="face")
     _save(g, full, samp, "emodiffhead/paste_back", (2160, 0))
     return g
