@@ -196,7 +196,8 @@ class EMOdiffheadSampler:
             "audio_features": (AUDIO_FEATURES, {"tooltip": "From Audio Encode."}),
             "expression": (EXPRESSION, {"tooltip": "From Emotion Vector or Load Expression (resampled to the audio's frames)."}),
             "steps": ("INT", {"default": 10, "min": 2, "max": 1000,
-                              "tooltip": "Denoising steps per frame (respaced from the 1000 training steps)."}),
+                              "tooltip": "Respaced steps over the whole schedule (from the 1000 training steps); with start "
+                                         "noise below 1 only those under it run (10 at 0.5 = 6 per frame)."}),
             "sampler": (list(pl.SAMPLERS), {"default": pl.DEFAULT_SAMPLER,
                                             "tooltip": "ddim: deterministic, good at few steps; ancestral: the paper's Eq. 3."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "control_after_generate": "fixed",
