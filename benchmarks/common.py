@@ -172,16 +172,6 @@ class HeldOutClip:
         return int(self.psi.shape[0])
 
 
-def truncate_audio(audio, n: int):
-    """The first ``n`` frames of `pipeline.AudioFeatures` (features and the waveform that covers them)."""
-    from emodiffhead_core.audio import samples_for_frames
-    from emodiffhead_core.pipeline import AudioFeatures
-
-    n = min(int(n), audio.num_frames)
-    samples = samples_for_frames(n, audio.fps, audio.config.sample_rate)
-    return AudioFeatures(audio.features[:n], audio.waveform[:samples], audio.fps, audio.config)
-
-
 def held_out_clips(count: int, frames: int, size: int, audio_config, seed: int = CORPUS_SEED,
                    n_identities: int = CORPUS_IDENTITIES) -> List[HeldOutClip]:
     """Render the first ``count`` test-split clips at ``size`` px; keep at most ``frames`` frames of each."""
@@ -192,7 +182,7 @@ def held_out_clips(count: int, frames: int, size: int, audio_config, seed: int =
     for c in test_clip_indices(count, n_identities):
         clip = render_clip(seed, c, n_identities, size)
         sr, fps = clip.meta["sample_rate"], clip.meta["fps"]
-        audio = truncate_audio(encode_audio(clip.audio, sr, fps, audio_config), frames)
+        audio = encode_audio(clip.audio, sr, fps, audio_config).first(frames)
         n = audio.num_frames
         identity = torch.from_numpy(clip.frames[0]).permute(2, 0, 1).float() / 255.0
         out.append(HeldOutClip(c, clip.meta, identity, audio, torch.from_numpy(clip.psi[:n]).float(),

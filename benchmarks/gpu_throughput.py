@@ -151,8 +151,6 @@ def run_mode(mode: str, den, args, device) -> dict:
     """Warm up and time one mode; returns its entry."""
     from emodiffhead_core.pipeline import DEFAULT_START_NOISE, generate_frames
 
-    from .common import truncate_audio
-
     total = den.config.diffusion.steps
     spacing, sampler, cache = args.steps, "ddim", True
     frames = args.frames
@@ -172,7 +170,7 @@ def run_mode(mode: str, den, args, device) -> dict:
     if mode == "cudagraphs":
         model = GraphedDenoiser(den)
     identity, audio, psi = inputs(den, max(frames, 2), args.batch)
-    warm_audio = truncate_audio(audio, 2)
+    warm_audio = audio.first(2)
     _sync(device)
     t0 = time.perf_counter()
     with autocast:
@@ -186,7 +184,7 @@ def run_mode(mode: str, den, args, device) -> dict:
     cuda = str(device).startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    run_audio = truncate_audio(audio, frames)
+    run_audio = audio.first(frames)
     t0 = time.perf_counter()
     with autocast:
         out = generate_frames(model, identity, run_audio, psi[:frames], spacing=spacing, sampler=sampler, seed=0,

@@ -249,7 +249,7 @@ def sweep(args) -> dict:
     extractor = _extractor(models)
     start = time.perf_counter()
     clips = common.held_out_clips(args.clips, args.frames, models.bundle.image_size, den.config.audio)
-    flie_clip = common.truncate_audio(clips[0].audio, args.flie_frames)
+    flie_clip = clips[0].audio.first(args.flie_frames)
     record = _header(models, device, args)
     record.update({"mode": "sweep", "clips": [c.clip_index for c in clips], "frames_per_clip": args.frames,
                    "flie_levels": args.flie_levels, "flie_frames": flie_clip.num_frames, "flie_emotion": args.flie_emotion,

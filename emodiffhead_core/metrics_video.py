@@ -1051,40 +1051,22 @@ def fvd(real_videos: Sequence, fake_videos: Sequence, extractor: Optional[nn.Mod
 
 
 # --------------------------------------------------------------------------- one call for evaluation scripts
-def generated_video_report(denoiser, generator, identity: torch.Tensor, audio, emotion: str = "neutral",
-                           intensity: float = 1.0, *, expression: Optional[torch.Tensor] = None,
-                           extractor: Optional[Callable] = None, classifier: Optional[EmotionClassifier] = None,
-                           truth_frames=None, descriptor: Optional[FaceDescriptor] = None, reference_image=None,
-                           landmark_backend=None, flie_levels: int = 0, lpips: Optional[LPIPS] = None,
-                           spacing="ddim10", sampler: str = "ddim", seed: int = 0, window: int = 48,
-                           max_offset: int = 8, max_frames: Optional[int] = None, device=None) -> Dict[str, object]:
-    """Generate one video and measure it with every metric whose inputs are available.
+def measure_video(frames: torch.Tensor, audio, *, emotion: Optional[str] = None, truth_frames=None,
+                  extractor: Optional[Callable] = None, classifier: Optional[EmotionClassifier] = None,
+                  descriptor: Optional[FaceDescriptor] = None, reference_image=None, landmark_backend=None,
+                  window: int = 48, max_offset: int = 8) -> Dict[str, float]:
+    """Measure one generated video ([N, 3, S, S] in [0, 1]) with every metric whose inputs are given.
 
-    The condition is ``expression`` ([N, 50], e.g. a clip's ground-truth psi) or, when None, Eq. 14 from
-    ``generator`` for ``emotion`` at ``intensity``. Measured (keys absent when their inputs are missing):
-    ``psnr``/``ssim`` against ``truth_frames``; ``lipsync`` (+ offset, confidence, source) when there are
-    >= 2 max_offset + 4 frames and a mouth signal (``landmark_backend`` or ``extractor``); ``emotion_accuracy``
-    with ``extractor`` + ``classifier``; ``identity`` with ``descriptor`` (against ``reference_image``, default
-    the identity crop; frames are aligned crops); ``flie`` (and ``lie`` with ``lpips``) over ``flie_levels``
-    intensity levels of ``emotion`` when flie_levels >= 2 and an extractor is given.
-    ``max_frames`` keeps only the first frames of the audio (and of ``expression``).
-    Returns a flat dict of numbers (plus 'frames' and the settings).
+    ``psnr``/``ssim`` against ``truth_frames``; ``lipsync`` (+ offset, confidence, source) against ``audio``'s
+    waveform when there are >= 2 max_offset + 4 frames and a mouth signal (``landmark_backend`` or
+    ``extractor``); ``emotion_accuracy`` for ``emotion`` with ``extractor`` + ``classifier``; ``identity`` with
+    ``descriptor`` against ``reference_image`` (the frames are aligned crops). Keys are absent when their
+    inputs are missing.
     """
-    from .audio import samples_for_frames
     from .metrics import psnr, ssim
-    from .pipeline import AudioFeatures, EmotionSpec, emotion_expressions, generate_frames
 
-    if max_frames is not None and max_frames < audio.num_frames:
-        keep = samples_for_frames(int(max_frames), audio.fps, audio.config.sample_rate)
-        audio = AudioFeatures(audio.features[:max_frames], audio.waveform[:keep], audio.fps, audio.config)
-        expression = expression[:max_frames] if expression is not None else None
-    n = audio.num_frames
-    psi_cond = expression if expression is not None else emotion_expressions(
-        generator, n, EmotionSpec(emotion, float(intensity)), fps=audio.fps, seed=seed)
-    frames = generate_frames(denoiser, identity, audio, psi_cond, spacing=spacing, sampler=sampler, seed=seed,
-                             device=device)[:, 0]
-    report: Dict[str, object] = {"frames": int(n), "spacing": str(spacing), "sampler": sampler,
-                                 "emotion": emotion, "intensity": float(intensity)}
+    n = len(frames)
+    report: Dict[str, float] = {}
     if truth_frames is not None:
         truth = frames_to_tensor(truth_frames)[:n]
         pairs = [(f.permute(1, 2, 0).numpy().astype(np.float64), t.permute(1, 2, 0).numpy().astype(np.float64))
@@ -1101,14 +1083,52 @@ def generated_video_report(denoiser, generator, identity: torch.Tensor, audio, e
         report.update({"lipsync": ls.sync.correlation, "lipsync_best_offset": ls.sync.best_offset,
                        "lipsync_confidence": ls.sync.confidence,
                        "lipsync_source": "psi" if mouth is not None else ls.source})
-    if psi is not None and classifier is not None:
-        report["emotion_accuracy"] = video_emotion_accuracy([psi], [emotion], classifier, window).accuracy
-    if descriptor is not None:
-        ref = reference_image if reference_image is not None else frames_to_uint8(identity)[0]
-        report["identity"] = identity_similarity(ref, frames, descriptor, assume_aligned=True).similarity
+    if psi is not None and classifier is not None and emotion is not None:
+        report["emotion_accuracy"] = video_emotion_accuracy([psi], [emotion], classifier, min(window, n)).accuracy
+    if descriptor is not None and reference_image is not None:
+        report["identity"] = identity_similarity(reference_image, frames, descriptor, assume_aligned=True).similarity
+    return report
+
+
+def generated_video_report(denoiser, generator, identity: torch.Tensor, audio, emotion: str = "neutral",
+                           intensity: float = 1.0, *, expression: Optional[torch.Tensor] = None,
+                           extractor: Optional[Callable] = None, classifier: Optional[EmotionClassifier] = None,
+                           truth_frames=None, descriptor: Optional[FaceDescriptor] = None, reference_image=None,
+                           landmark_backend=None, flie_levels: int = 0, lpips: Optional[LPIPS] = None,
+                           spacing="ddim10", sampler: str = "ddim", seed: int = 0, window: int = 48,
+                           max_offset: int = 8, max_frames: Optional[int] = None, device=None,
+                           start_noise: Optional[float] = None) -> Dict[str, object]:
+    """Generate one video and measure it (`measure_video`) with every metric whose inputs are available.
+
+    The condition is ``expression`` ([N, 50], e.g. a clip's ground-truth psi) or, when None, Eq. 14 from
+    ``generator`` for ``emotion`` at ``intensity``. The identity reference defaults to the identity crop.
+    ``flie`` (and ``lie`` with ``lpips``) over ``flie_levels`` intensity levels of ``emotion`` when
+    flie_levels >= 2 and an extractor is given. ``max_frames`` keeps only the first frames of the audio
+    (and of ``expression``); ``start_noise`` None = the pipeline's default.
+    Returns a flat dict of numbers (plus 'frames' and the settings).
+    """
+    from .pipeline import DEFAULT_START_NOISE, EmotionSpec, emotion_expressions, generate_frames
+
+    start_noise = DEFAULT_START_NOISE if start_noise is None else start_noise
+    if max_frames is not None and max_frames < audio.num_frames:
+        audio = audio.first(max_frames)
+        expression = expression[:max_frames] if expression is not None else None
+    n = audio.num_frames
+    psi_cond = expression if expression is not None else emotion_expressions(
+        generator, n, EmotionSpec(emotion, float(intensity)), fps=audio.fps, seed=seed)
+    frames = generate_frames(denoiser, identity, audio, psi_cond, spacing=spacing, sampler=sampler, seed=seed,
+                             device=device, start_noise=start_noise)[:, 0]
+    report: Dict[str, object] = {"frames": int(n), "spacing": str(spacing), "sampler": sampler,
+                                 "start_noise": float(start_noise), "emotion": emotion, "intensity": float(intensity)}
+    if descriptor is not None and reference_image is None:
+        reference_image = frames_to_uint8(identity)[0]
+    report.update(measure_video(frames, audio, emotion=emotion, truth_frames=truth_frames, extractor=extractor,
+                                classifier=classifier, descriptor=descriptor, reference_image=reference_image,
+                                landmark_backend=landmark_backend, window=window, max_offset=max_offset))
     if flie_levels >= 2 and extractor is not None and emotion != "neutral":
         videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, flie_levels, spacing=spacing,
-                                           sampler=sampler, seed=seed, expression_seed=seed, device=device)
+                                           sampler=sampler, seed=seed, expression_seed=seed, device=device,
+                                           start_noise=start_noise)
         try:
             report["flie"] = flie_from_videos(videos, extractor).flie
         except ValueError as exc:
@@ -1116,3 +1136,4 @@ def generated_video_report(denoiser, generator, identity: torch.Tensor, audio, e
         if lpips is not None:
             report["lie"] = lie(videos, lpips).lie
     return report
+

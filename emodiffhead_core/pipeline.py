@@ -145,6 +145,12 @@ class AudioFeatures:
     def seconds(self) -> float:
         return len(self.waveform) / self.config.sample_rate
 
+    def first(self, frames: int) -> "AudioFeatures":
+        """The first ``frames`` frames (features and the waveform that covers exactly them)."""
+        n = max(0, min(int(frames), self.num_frames))
+        keep = audio_mod.samples_for_frames(n, self.fps, self.config.sample_rate)
+        return AudioFeatures(self.features[:n], self.waveform[:keep], self.fps, self.config)
+
 
 def encode_audio(waveform: np.ndarray, sample_rate: int, fps: float, cfg: AudioFeatureConfig,
                  max_seconds: float = MAX_AUDIO_SECONDS, allow_silence: bool = False) -> AudioFeatures:
