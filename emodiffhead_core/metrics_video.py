@@ -692,9 +692,10 @@ def identity_similarity(reference, frames, descriptor: Optional[FaceDescriptor] 
                         assume_aligned: bool = False) -> IdentityResult:
     """Identity consistency: mean cosine similarity of dlib face descriptors between a real portrait
     ``reference`` (any image `faces.to_rgb_uint8` takes) and every frame (anything `frames_to_tensor` takes, or
-    a single image). ``assume_aligned`` treats frames without a detected face as aligned crops."""
+    a single image). ``assume_aligned`` treats images without a detected face (the reference too) as aligned
+    crops."""
     desc = descriptor or FaceDescriptor()
-    ref = desc(reference)
+    ref = desc(reference, assume_aligned=assume_aligned)
     sims, found = [], 0
     for img in frames_to_uint8(frames):
         d, detected = desc.describe(img, assume_aligned=assume_aligned)

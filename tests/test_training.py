@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from emodiffhead_core.emotions import EMOTIONS
 
 from training.clips import ClipDataset
 from training.configfile import TrainingConfigError, load_config
@@ -61,6 +62,34 @@ def test_contact_sheet(tmp_path):
 
     sheet = contact_sheet(str(tmp_path / "sheet.png"), seed=0, size=64, identity_indices=(7,), intensities=(0.5, 1.0))
     assert sheet.shape == (18 + 2 * 64, 8 * 64, 3) and os.path.isfile(tmp_path / "sheet.png")
+
+
+def test_denoiser_data_identity_from_a_neutral_clip_and_motion_dropout(corpus, tiny_config):
+    from training.data import DenoiserData
+
+    same = DenoiserData(corpus, tiny_config, "train")
+    assert list(same.identity_clip) == list(range(len(same)))
+    data = DenoiserData(corpus, tiny_config, "train", identity_from="neutral_clip", motion_dropout=1.0)
+    neutral = {c.meta["identity"]: i for i, c in enumerate(data.clips) if c.meta["emotion"] == "neutral"}
+    assert neutral, "the test corpus should hold a neutral clip"
+    for i, c in enumerate(data.clips):
+        j = data.identity_clip[i]
+        assert data.clips[j].meta["identity"] == c.meta["identity"]
+        assert j == neutral.get(c.meta["identity"], i)
+    emotional = [i for i, c in enumerate(data.clips) if data.identity_clip[i] != i]
+    assert emotional, "the test corpus should hold an emotional clip of an identity with a neutral clip"
+    i = emotional[0]                   # its identity frame is the neutral clip's frame, not its own
+    ex = data.sample(i, 5, 3)
+    want = data.clips[data.identity_clip[i]].frames[3].float() / 127.5 - 1
+    assert torch.equal(ex["identity"], want)
+    ex = data.sample(0, 7, 2, motion_from_identity=True)
+    assert torch.equal(ex["motion"], ex["identity"][None].expand_as(ex["motion"]))
+    kept = data.sample(0, 7, 2)
+    assert not torch.equal(kept["motion"], ex["motion"])       # otherwise the previous frames
+    batch = data.batch(np.random.default_rng(0), 4)             # motion_dropout 1: every example
+    assert torch.equal(batch["motion"], batch["identity"][:, None].expand_as(batch["motion"]))
+    with pytest.raises(ValueError, match="identity_from"):
+        DenoiserData(corpus, tiny_config, "train", identity_from="random")
 
 
 def test_config_files_are_strict(tmp_path):
@@ -170,8 +199,15 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     export(str(folder / "all.safetensors"), parts)
-    report = evaluate(str(folder), corpus, split="train", steps="ddim2")
-    assert set(report) >= {"regressor", "generator", "denoiser"}
+    report = evaluate(str(folder), corpus, split="train", steps="ddim2", videos=1, video_frames=24)
+    assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
+    videos = report["videos"]
+    assert len(videos["clips"]) == 1 and videos["psnr"] > 0 and 0 < videos["ssim"] <= 1
+    assert -1 <= videos["lipsync"] <= 1 and 0 <= videos["emotion_accuracy"] <= 1
+    assert set(videos["emotion_accuracy_per_emotion"]) == set(EMOTIONS)
+    assert "flie" in videos or "flie_error" in videos
+    assert set(videos["skipped"]) >= {"lie", "fid", "fvd"}          # no user weights given
+    assert "identity" in videos or "identity" in videos["skipped"]
     assert -10 < report["regressor"]["r2_named_mean"] <= 1.0
     assert 0.0 <= report["generator"]["sample_emotion_accuracy"] <= 1.0
     assert report["denoiser"]["frames"] == 48 and report["denoiser"]["psnr"] > 0

@@ -54,7 +54,9 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate
 
     report = evaluate(args.checkpoints, args.data, split=args.split, max_clips=args.max_clips,
-                      steps=args.steps, seed=args.seed, start_noise=args.start_noise)
+                      steps=args.steps, seed=args.seed, start_noise=args.start_noise, videos=args.videos,
+                      video_frames=args.video_frames, deca=args.deca, lpips_lin=args.lpips_lin,
+                      lpips_backbone=args.lpips_backbone, inception=args.inception, i3d=args.i3d)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -127,6 +129,16 @@ def main(argv=None) -> int:
     p.add_argument("--start-noise", type=float, default=1.0,
                    help="denoiser: 1 = from pure noise (default); below 1 = from the previous real frame diffused "
                         "to start_noise*T, as the sampler's anchored mode does")
+    p.add_argument("--videos", type=int, default=2,
+                   help="clips for the video metrics on full rollouts with the default sampler (0 skips them; "
+                        "default 2)")
+    p.add_argument("--video-frames", type=int, default=48, help="frames per evaluated video (default 48)")
+    p.add_argument("--deca", default=None, help="DECA's deca_model.tar: psi from frames with DECA's encoder instead "
+                                                "of the bundle's regressor (FLAME/DECA licence: non-commercial)")
+    p.add_argument("--lpips-lin", default=None, help="LPIPS linear-layer weights (for LIE)")
+    p.add_argument("--lpips-backbone", default=None, help="LPIPS backbone (AlexNet/VGG) weights (for LIE)")
+    p.add_argument("--inception", default=None, help="Inception-v3 weights (for FID)")
+    p.add_argument("--i3d", default=None, help="I3D weights (for FVD)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)

@@ -41,11 +41,30 @@ class LoadedClip:
     landmarks: torch.Tensor     # [N, 68, 2]
 
 
-class DenoiserData:
-    """All clips of a split in memory; `batch(rng)` draws (clip, frame, identity frame) triples."""
+IDENTITY_SOURCES = ("same_clip", "neutral_clip")
 
-    def __init__(self, root: str, cfg: DenoiserConfig, split: str = "train", limit: Optional[int] = None):
+
+class DenoiserData:
+    """All clips of a split in memory; `batch(rng)` draws (clip, frame, identity frame) triples.
+
+    ``identity_from``: where the identity frame comes from. "same_clip" (section 3.2.2: a random frame of
+    the clip itself) lets the network copy the clip's emotion from the identity and motion frames instead of
+    reading it from the expression condition; "neutral_clip" takes it from a neutral clip of the same
+    identity when the split has one (else the clip itself), as at inference, where the portrait is usually
+    neutral. ``motion_dropout``: the probability that an example's motion frames are copies of the identity
+    frame (as for the first frame of a video), so the expression condition, not the previous frames, has to
+    carry the emotion.
+    """
+
+    def __init__(self, root: str, cfg: DenoiserConfig, split: str = "train", limit: Optional[int] = None,
+                 identity_from: str = "same_clip", motion_dropout: float = 0.0):
+        if identity_from not in IDENTITY_SOURCES:
+            raise ValueError(f"identity_from must be one of {IDENTITY_SOURCES}, got {identity_from!r}")
+        if not 0.0 <= motion_dropout <= 1.0:
+            raise ValueError(f"motion_dropout must be in [0, 1], got {motion_dropout}")
         self.cfg = cfg
+        self.identity_from = identity_from
+        self.motion_dropout = float(motion_dropout)
         ds = ClipDataset(root)
         metas = ds.metas(split)
         if limit:
@@ -67,6 +86,13 @@ class DenoiserData:
             self.clips.append(LoadedClip(meta, frames_u8, torch.from_numpy(feats), psi,
                                          torch.from_numpy(np.asarray(landmarks, dtype=np.float32))))
         self.lengths = np.array([len(c.frames) for c in self.clips])
+        # for each clip: the clip whose frames serve as identity frames (itself, or a neutral clip of its identity)
+        neutral = {}
+        for i, c in enumerate(self.clips):
+            if c.meta.get("emotion") == "neutral":
+                neutral.setdefault(c.meta["identity"], i)
+        self.identity_clip = np.array([neutral.get(c.meta["identity"], i) if identity_from == "neutral_clip" else i
+                                       for i, c in enumerate(self.clips)])
         self._audio_offsets = window_offsets(cfg.audio_window)
         self._expr_offsets = window_offsets(cfg.expression_window)
         self._motion_offsets = motion_offsets(cfg.n_motion_frames)
@@ -74,13 +100,17 @@ class DenoiserData:
     def __len__(self) -> int:
         return len(self.clips)
 
-    def sample(self, clip_index: int, frame: int, identity_frame: int) -> Dict[str, torch.Tensor]:
-        """One training example: frame ``frame`` of a clip with the given identity frame."""
+    def sample(self, clip_index: int, frame: int, identity_frame: int,
+               motion_from_identity: bool = False) -> Dict[str, torch.Tensor]:
+        """One training example: frame ``frame`` of a clip, with frame ``identity_frame`` of its identity clip
+        (`identity_clip`) as the identity; ``motion_from_identity`` makes the motion frames identity copies."""
         c = self.clips[clip_index]
         frames = c.frames[: frame + 1].float() / 127.5 - 1.0
-        identity = c.frames[identity_frame].float() / 127.5 - 1.0
-        source = motion_source(frames[:frame], identity, self.cfg.n_motion_frames)
-        motion = gather_windows(source, motion_centre(frame, self.cfg.n_motion_frames), self._motion_offsets)[0]
+        identity = self.clips[self.identity_clip[clip_index]].frames[identity_frame].float() / 127.5 - 1.0
+        previous = frames[:0] if motion_from_identity else frames[:frame]
+        source = motion_source(previous, identity, self.cfg.n_motion_frames)
+        centre = motion_centre(0 if motion_from_identity else frame, self.cfg.n_motion_frames)
+        motion = gather_windows(source, centre, self._motion_offsets)[0]
         return {
             "x0": frames[frame],
             "identity": identity,
@@ -95,8 +125,9 @@ class DenoiserData:
         clip_ids = rng.choice(len(self.clips), size=batch_size, p=self.lengths / self.lengths.sum())
         items = []
         for c in clip_ids:
-            n = self.lengths[c]
-            items.append(self.sample(int(c), int(rng.integers(n)), int(rng.integers(n))))
+            n, n_identity = self.lengths[c], self.lengths[self.identity_clip[c]]
+            drop = self.motion_dropout > 0 and rng.random() < self.motion_dropout
+            items.append(self.sample(int(c), int(rng.integers(n)), int(rng.integers(n_identity)), drop))
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 

