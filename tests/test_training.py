@@ -134,6 +134,25 @@ def test_a_killed_run_resumes_with_the_same_optimizer_state(corpus, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)       # model, EMA and Adam moments all identical
 
 
+def test_init_from_fine_tunes_from_an_exported_denoiser(corpus, tmp_path):
+    from training.configfile import TrainingConfigError
+    from training.train_denoiser import train
+
+    cfg = os.path.join(CONFIGS, "denoiser_tiny.json")
+    first = train(cfg, corpus, str(tmp_path / "first"))
+    frozen = json.load(open(cfg))
+    frozen["optim"]["lr"] = 0.0                   # with lr 0 the fine-tuned weights are the initial ones
+    frozen_path = tmp_path / "frozen.json"
+    frozen_path.write_text(json.dumps(frozen))
+    second = train(str(frozen_path), corpus, str(tmp_path / "second"), init_from=first)
+    a, b = _weights(first), _weights(second)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = dict(frozen, model={"preset": "tiny", "overrides": {"model_channels": 32}})
+    frozen_path.write_text(json.dumps(other))
+    with pytest.raises(TrainingConfigError, match="another model config"):
+        train(str(frozen_path), corpus, str(tmp_path / "third"), init_from=first)
+
+
 def test_ddp_on_two_cpu_processes_keeps_ranks_identical(corpus, tmp_path):
     out = str(tmp_path / "ddp")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)

@@ -35,8 +35,13 @@ def _train(args) -> int:
         from .train_superres import train
     else:
         from .train_regressor import train
+    extra = {}
+    if args.init_from:
+        if args.model != "denoiser":
+            raise SystemExit("--init-from is implemented for the denoiser only")
+        extra["init_from"] = args.init_from
     path = train(args.config, args.data, args.out, resume=args.resume, device=args.device, max_steps=args.steps,
-                 stop_after=args.stop_after)
+                 stop_after=args.stop_after, **extra)
     print(f"exported {path}")
     return 0
 
@@ -116,6 +121,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this step, as if interrupted (continue later with --resume)")
+    p.add_argument("--init-from", default=None,
+                   help="denoiser: start from the weights of an exported checkpoint (fine-tuning, e.g. the demo "
+                        "checkpoint on real data); its config must match the config file's model section")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="measure checkpoints on a data split",

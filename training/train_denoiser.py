@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from emodiffhead_core import config as config_mod
+from emodiffhead_core.checkpoint import load_components
 from emodiffhead_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss, respace, sample
 from emodiffhead_core.models import EMOdiffheadDenoiser
 
-from .configfile import load_config
+from .configfile import TrainingConfigError, load_config
 from .data import DenoiserData
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
@@ -60,7 +61,9 @@ def make_cond(model: EMOdiffheadDenoiser, batch: Dict[str, torch.Tensor]) -> Dic
 
 
 def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None,
-          max_steps: int = None, stop_after: int = None) -> str:
+          max_steps: int = None, stop_after: int = None, init_from: str = None) -> str:
+    """Train the denoiser; ``init_from`` starts from the weights of an exported checkpoint's denoiser (fine-tuning;
+    same model config required; a fresh optimizer and schedule), ``resume`` from the run folder's own state."""
     cfg_file = load_config(config_path, SCHEMA)
     torch.set_num_threads(int(cfg_file["threads"]))
     info = setup_distributed(device)
@@ -72,6 +75,12 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
 
     torch.manual_seed(seed)   # identical initial weights on every rank
     model = EMOdiffheadDenoiser(model_cfg).to(info.device)
+    if init_from:
+        start = load_components(init_from, ["denoiser"])["denoiser"]
+        if start.config != model_cfg:
+            raise TrainingConfigError(f"{init_from}: its denoiser was built from another model config than "
+                                      f"{config_path}'s model section; fine-tune with the same preset and overrides")
+        model.load_state_dict(start.state_dict())
     ema = EMA(model, optim_cfg["ema_decay"])
     ddp_model = wrap_ddp(model, info)
     opt = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=0.0)
