@@ -230,6 +230,11 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert -10 < report["regressor"]["r2_named_mean"] <= 1.0
     assert 0.0 <= report["generator"]["sample_emotion_accuracy"] <= 1.0
     assert report["denoiser"]["frames"] == 48 and report["denoiser"]["psnr"] > 0
+    sens = report["denoiser"]["condition_sensitivity"]
+    assert set(sens["loss"]) == {"true", "expression_shuffled", "audio_shuffled"}
+    assert all(v > 0 for v in sens["loss"].values())
+    assert sens["expression_relative_increase"] == pytest.approx(
+        sens["loss"]["expression_shuffled"] / sens["loss"]["true"] - 1)
     # anchored evaluation: the previous real frame diffused to 2% of T and denoised by the (barely trained)
     # model stays close to the next real frame; from pure noise it cannot be
     from emodiffhead_core.checkpoint import load_components

@@ -4,7 +4,8 @@
 - expression generator: the share of its samples that an emotion classifier trained on the TRAIN split's
   psi assigns to the emotion asked for (and the same classifier's accuracy on real psi of the split);
 - denoiser: single-frame PSNR / SSIM of samples given ground-truth motion frames, audio and expression
-  (identity = the clip's first frame), on held-out identities when the split is "test";
+  (identity = the clip's first frame), on held-out identities when the split is "test"; and how much its
+  loss depends on the expression and audio conditions (`condition_sensitivity`);
 - videos (denoiser + generator, the paper's metrics on full autoregressive rollouts with the default
   sampler): PSNR / SSIM / lip sync / identity against the split's clips (their audio and ground-truth psi),
   emotion accuracy of videos generated for each of the eight emotions, FLIE (and LIE with LPIPS weights)
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from emodiffhead_core.checkpoint import load_components, read_checkpoint
-from emodiffhead_core.diffusion import sample
+from emodiffhead_core.diffusion import GaussianDiffusion, sample
 from emodiffhead_core.emotions import EMOTIONS, emotion_index
 from emodiffhead_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 from emodiffhead_core.pipeline import (DEFAULT_SPACING, DEFAULT_START_NOISE, EmotionSpec, anchored_start,
@@ -142,6 +143,40 @@ def evaluate_denoiser(denoiser, data_dir: str, split: str, spacing: str = "ddim2
 
 
 @torch.no_grad()
+def condition_sensitivity(denoiser, data_dir: str, split: str, examples: int = 64, fractions=(0.05, 0.2, 0.4),
+                          seed: int = 0, batch: int = 32) -> dict:
+    """How much the denoiser uses each condition: its noise-prediction MSE on examples set up as at inference
+    (identity frame from a neutral clip of the person when there is one, motion frames = identity copies)
+    with the true conditions, and with the expression or the audio windows shuffled across the batch (same
+    noise, same t at the given fractions of T). A relative increase near 0 means the network ignores that
+    condition."""
+    cfg = denoiser.config
+    data = DenoiserData(data_dir, cfg, split, identity_from="neutral_clip", motion_dropout=1.0)
+    diffusion = GaussianDiffusion.from_config(cfg.diffusion)
+    timesteps = [int(round(f * (cfg.diffusion.steps - 1))) for f in fractions]
+    rng = np.random.default_rng([seed, 31])
+    gen = torch.Generator().manual_seed(seed)
+    losses = {"true": [], "expression_shuffled": [], "audio_shuffled": []}
+    for start in range(0, examples, batch):
+        b = data.batch(rng, min(batch, examples - start))
+        n = len(b["x0"])
+        perm = torch.roll(torch.arange(n), 1)          # every example gets another example's condition
+        audio = denoiser.encode_audio(b["audio"])
+        for step in timesteps:
+            t = torch.full((n,), step)
+            noise = torch.randn(b["x0"].shape, generator=gen)
+            x_t = diffusion.q_sample(b["x0"], t, noise)
+            for name, a, e in (("true", audio, b["expression"]), ("expression_shuffled", audio, b["expression"][perm]),
+                               ("audio_shuffled", audio[perm], b["expression"])):
+                out = denoiser(x_t, t, identity=b["identity"], motion=b["motion"], audio_emb=a, expression=e)
+                losses[name].append(float(((out[:, :3] - noise) ** 2).mean()))
+    mean = {k: float(np.mean(v)) for k, v in losses.items()}
+    return {"loss": mean, "timesteps": timesteps, "examples": examples,
+            "expression_relative_increase": mean["expression_shuffled"] / mean["true"] - 1.0,
+            "audio_relative_increase": mean["audio_shuffled"] / mean["true"] - 1.0}
+
+
+@torch.no_grad()
 def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
                     clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
                     flie_levels: int = 4, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
@@ -243,6 +278,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
         report["denoiser"] = evaluate_denoiser(den, data, split, spacing=steps, max_clips=max_clips, seed=seed,
                                                start_noise=start_noise)
+        report["denoiser"]["condition_sensitivity"] = condition_sensitivity(den, data, split, seed=seed)
         if "expression_generator" in found and videos > 0:
             report["videos"] = evaluate_videos(
                 den, gen, data, split, clips=videos, frames=video_frames, seed=seed,
