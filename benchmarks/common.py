@@ -327,3 +327,11 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
+
+
+def save_plot(fig, path: str) -> str:
+    """Lay out, write (PNG, 110 dpi) and close a benchmark figure; returns the path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt().close(fig)
+    return path

@@ -277,10 +277,7 @@ def main(argv=None) -> int:
         ax.set_yscale("log")
         ax.set_ylabel("frames per second")
         ax.set_title(f"{record['machine'].get('gpu', device)}: {den.config.image_size} px, {args.steps}, batch {args.batch}")
-        fig.tight_layout()
-        record["plot"] = os.path.join(args.out_dir, "gpu_throughput.png")
-        fig.savefig(record["plot"], dpi=110)
-        plt.close(fig)
+        record["plot"] = common.save_plot(fig, os.path.join(args.out_dir, "gpu_throughput.png"))
     except Exception as exc:  # noqa: BLE001 - the numbers matter more than the picture
         record["plot_error"] = str(exc)
     common.print_json(record)

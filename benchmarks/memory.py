@@ -158,10 +158,7 @@ def plot(path: str, r: dict) -> str:
     ax.set_ylabel("MB")
     ax.set_title(f"memory vs length ({r['device']}, {r['steps']}, step {r.get('checkpoint_step')})")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_plot(fig, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -208,10 +208,7 @@ def plot_speed(path: str, r: dict, default: dict, paper: Optional[dict]) -> str:
     axes[1].set_ylabel("PSNR to ground truth (dB)")
     axes[1].set_title(f"quality (step {r.get('checkpoint_step')})")
     axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_plot(fig, path)
 
 
 # --------------------------------------------------------------------------- sweep
@@ -319,10 +316,7 @@ def plot_sweep(path: str, r: dict) -> str:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(f"steps vs quality, checkpoint step {r.get('checkpoint_step')}, {r['device']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_plot(fig, path)
 
 
 # --------------------------------------------------------------------------- command line
