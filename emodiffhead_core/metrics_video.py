@@ -1127,14 +1127,23 @@ def generated_video_report(denoiser, generator, identity: torch.Tensor, audio, e
                                 classifier=classifier, descriptor=descriptor, reference_image=reference_image,
                                 landmark_backend=landmark_backend, window=window, max_offset=max_offset))
     if flie_levels >= 2 and extractor is not None and emotion != "neutral":
-        videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, flie_levels, spacing=spacing,
-                                           sampler=sampler, seed=seed, expression_seed=seed, device=device,
-                                           start_noise=start_noise)
-        try:
-            report["flie"] = flie_from_videos(videos, extractor).flie
-        except ValueError as exc:
-            report["flie_error"] = str(exc)
-        if lpips is not None:
-            report["lie"] = lie(videos, lpips).lie
+        report.update(intensity_metrics(denoiser, generator, identity, audio, emotion, flie_levels, extractor, lpips,
+                                        spacing=spacing, sampler=sampler, seed=seed, expression_seed=seed,
+                                        device=device, start_noise=start_noise))
     return report
+
+
+def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int,
+                      extractor: Callable, lpips: Optional[LPIPS] = None, **generation) -> Dict[str, object]:
+    """``flie`` (or ``flie_error`` when FLIE is undefined) and, with ``lpips``, ``lie`` of the intensity videos
+    of ``emotion`` (`generate_intensity_videos`; keyword arguments go there)."""
+    videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, **generation)
+    out: Dict[str, object] = {}
+    try:
+        out["flie"] = flie_from_videos(videos, extractor).flie
+    except ValueError as exc:
+        out["flie_error"] = str(exc)
+    if lpips is not None:
+        out["lie"] = lie(videos, lpips).lie
+    return out
 

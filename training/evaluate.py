@@ -233,16 +233,10 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         report["emotion_accuracy"] = float(np.mean(list(accuracy.values())))
         report["emotion_accuracy_per_emotion"] = accuracy
     if extractor is not None and flie_levels >= 2:
-        videos = mv.generate_intensity_videos(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
-                                              flie_levels, expression_seed=seed, **gen_opts)
-        try:
-            report["flie"] = mv.flie_from_videos(videos, extractor).flie
-        except ValueError as exc:
-            report["flie_error"] = str(exc)
-        report.update(flie_emotion=flie_emotion, flie_levels=flie_levels)
-        if lpips is not None:
-            report["lie"] = mv.lie(videos, lpips).lie
-        else:
+        report.update(mv.intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
+                                           flie_levels, extractor, lpips, expression_seed=seed, **gen_opts),
+                      flie_emotion=flie_emotion, flie_levels=flie_levels)
+        if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
     if inception is not None:
         report["fid"] = mv.fid(torch.cat(real), torch.cat(fake), inception)
