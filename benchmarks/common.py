@@ -51,7 +51,7 @@ def default_checkpoint() -> str:
     env = os.environ.get("EMODIFFHEAD_CHECKPOINT")
     if env:
         return env
-    from emodiffhead_core.checkpoint import read_checkpoint
+    from emodiff_core.checkpoint import read_checkpoint
 
     for path in sorted(glob.glob(os.path.join(ROOT, "checkpoints", "*.safetensors"))):
         try:
@@ -66,7 +66,7 @@ def default_checkpoint() -> str:
 
 def checkpoint_step(path: str) -> Optional[int]:
     """The denoiser's training step recorded in the checkpoint's info (None when absent)."""
-    from emodiffhead_core.checkpoint import read_checkpoint
+    from emodiff_core.checkpoint import read_checkpoint
 
     info = read_checkpoint(path).info
     for key in ("denoiser.steps", "steps", "denoiser.step", "step"):
@@ -90,8 +90,8 @@ class Models:
 def load_models(checkpoint: Optional[str], device: str = "cpu", regressor: Optional[str] = None) -> Models:
     """The bundle (denoiser + expression generator) and the expression regressor used to measure frames:
     ``regressor`` (a checkpoint holding one) if given, else the bundle's own if it has one, else None."""
-    from emodiffhead_core.checkpoint import load_components, read_checkpoint
-    from emodiffhead_core.pipeline import load_bundle
+    from emodiff_core.checkpoint import load_components, read_checkpoint
+    from emodiff_core.pipeline import load_bundle
 
     path = checkpoint or default_checkpoint()
     if not os.path.isfile(path):
@@ -175,7 +175,7 @@ class HeldOutClip:
 def held_out_clips(count: int, frames: int, size: int, audio_config, seed: int = CORPUS_SEED,
                    n_identities: int = CORPUS_IDENTITIES) -> List[HeldOutClip]:
     """Render the first ``count`` test-split clips at ``size`` px; keep at most ``frames`` frames of each."""
-    from emodiffhead_core.pipeline import encode_audio
+    from emodiff_core.pipeline import encode_audio
     from training.corpus.generate import render_clip
 
     out = []
@@ -202,7 +202,7 @@ def timed_generation(denoiser, clip: HeldOutClip, spacing, sampler: str, cache_r
     forcing) and time it. With ``max_frames`` the rollout stops after that many frames; the conditions
     are the same as for the full clip. Returns (frames [n, 3, S, S] float in [0, 1], wall seconds, CPU
     seconds of this process - the fairer clock on a shared CPU with one torch thread)."""
-    from emodiffhead_core.pipeline import DEFAULT_START_NOISE, generate_frames
+    from emodiff_core.pipeline import DEFAULT_START_NOISE, generate_frames
 
     done: List[torch.Tensor] = []
     limit = max_frames if max_frames is not None else clip.num_frames
@@ -232,7 +232,7 @@ def timed_generation(denoiser, clip: HeldOutClip, spacing, sampler: str, cache_r
 # --------------------------------------------------------------------------- quality
 def frame_quality(frames: torch.Tensor, truth: np.ndarray) -> Dict[str, float]:
     """Mean PSNR (dB) and SSIM over frames of generated frames [n, 3, S, S] against ground truth uint8 [>= n, S, S, 3]."""
-    from emodiffhead_core.metrics import psnr, ssim
+    from emodiff_core.metrics import psnr, ssim
 
     ps, ss = [], []
     for i, f in enumerate(frames):
@@ -247,7 +247,7 @@ def lip_sync_quality(frames: torch.Tensor, clip: HeldOutClip, extractor, max_off
     """Lip sync of generated frames against the clip's speech (`metrics_video.video_lip_sync`, mouth = regressed
     psi[:, 0]), next to the same measure on the ground-truth frames and the correlation of the generated mouth
     with the ground truth's. None values when there is no regressor or too few frames (< 2 max_offset + 4)."""
-    from emodiffhead_core.metrics_video import video_lip_sync
+    from emodiff_core.metrics_video import video_lip_sync
 
     n = len(frames)
     empty = {"lipsync": None, "lipsync_best_offset": None, "lipsync_confidence": None, "lipsync_gt_frames": None,
@@ -256,7 +256,7 @@ def lip_sync_quality(frames: torch.Tensor, clip: HeldOutClip, extractor, max_off
         return empty
     gen_mouth = np.asarray(extractor(frames), np.float64)[:, 0]
     gt_mouth = np.asarray(extractor(clip.frames[:n]), np.float64)[:, 0]
-    from emodiffhead_core.audio import samples_for_frames
+    from emodiff_core.audio import samples_for_frames
 
     wave = clip.waveform[: samples_for_frames(n, clip.audio.fps, clip.sample_rate)]
     gen = video_lip_sync(None, wave, clip.audio.fps, clip.sample_rate, mouth=gen_mouth, max_offset=max_offset).sync

@@ -108,11 +108,11 @@ class GraphedDenoiser(torch.nn.Module):
 
 def build_denoiser(args, device):
     """The paper-preset denoiser (random, slightly perturbed weights) or the bundle's."""
-    from emodiffhead_core.config import DENOISER_PRESETS
-    from emodiffhead_core.models import EMOdiffheadDenoiser
+    from emodiff_core.config import DENOISER_PRESETS
+    from emodiff_core.models import EMOdiffheadDenoiser
 
     if args.checkpoint:
-        from emodiffhead_core.pipeline import load_bundle
+        from emodiff_core.pipeline import load_bundle
 
         return load_bundle(args.checkpoint, device=device).denoiser.eval()
     cfg = DENOISER_PRESETS[args.preset]
@@ -130,7 +130,7 @@ def build_denoiser(args, device):
 
 def inputs(den, frames: int, batch: int):
     """Random identity crops and audio features, and a fixed expression track, for ``frames`` frames."""
-    from emodiffhead_core.pipeline import AudioFeatures
+    from emodiff_core.pipeline import AudioFeatures
 
     cfg = den.config
     g = torch.Generator().manual_seed(1)
@@ -149,7 +149,7 @@ def _sync(device) -> None:
 
 def run_mode(mode: str, den, args, device) -> dict:
     """Warm up and time one mode; returns its entry."""
-    from emodiffhead_core.pipeline import DEFAULT_START_NOISE, generate_frames
+    from emodiff_core.pipeline import DEFAULT_START_NOISE, generate_frames
 
     total = den.config.diffusion.steps
     spacing, sampler, cache = args.steps, "ddim", True
@@ -192,7 +192,7 @@ def run_mode(mode: str, den, args, device) -> dict:
                               start_noise=1.0 if mode == "paper_literal" else DEFAULT_START_NOISE)
     _sync(device)
     seconds = time.perf_counter() - t0
-    from emodiffhead_core.diffusion.respace import space_timesteps
+    from emodiff_core.diffusion.respace import space_timesteps
 
     steps = len(space_timesteps(total, spacing))
     return {"fps": frames * args.batch / seconds, "frames": frames, "batch": args.batch, "spacing": spacing,

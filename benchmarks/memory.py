@@ -38,7 +38,7 @@ SPEECH = os.path.join(common.ROOT, "assets", "speech.wav")
 def speech_of_length(seconds: float, sample_rate_hint: int = 16000):
     """(waveform, sample rate): the shipped speech sample repeated to ``seconds`` (a tone burst train when
     the asset is missing)."""
-    from emodiffhead_core.audio import load_audio_file
+    from emodiff_core.audio import load_audio_file
 
     if os.path.isfile(SPEECH):
         wave, sr = load_audio_file(SPEECH)
@@ -55,7 +55,7 @@ def speech_of_length(seconds: float, sample_rate_hint: int = 16000):
 
 def child(args) -> dict:
     """One length, in this process: returns the measurements."""
-    from emodiffhead_core.pipeline import EmotionSpec, emotion_expressions, encode_audio, generate_frames, load_bundle
+    from emodiff_core.pipeline import EmotionSpec, emotion_expressions, encode_audio, generate_frames, load_bundle
 
     common.set_threads(args.threads)
     device = common.pick_device(args.device)
@@ -101,7 +101,7 @@ def child(args) -> dict:
 
 def run_lengths(args) -> dict:
     """Every length in its own subprocess; returns the JSON record."""
-    from emodiffhead_core.checkpoint import read_checkpoint  # noqa: F401 - fail early on a bad file
+    from emodiff_core.checkpoint import read_checkpoint  # noqa: F401 - fail early on a bad file
 
     common.set_threads(args.threads)
     checkpoint = args.checkpoint or common.default_checkpoint()

@@ -41,7 +41,7 @@ GOAL_LIPSYNC_RELATIVE = 0.05
 
 def _denoising_steps(den, spacing, start_noise: float = 1.0) -> int:
     """Steps the sampler runs per frame (the respaced steps at or below start_noise * T)."""
-    from emodiffhead_core.pipeline import sampling_process
+    from emodiff_core.pipeline import sampling_process
 
     return sampling_process(den.config.diffusion, spacing, start_noise).num_timesteps
 
@@ -87,7 +87,7 @@ def matched_quality(videos: List[torch.Tensor], clips, extractor, frames: int) -
 
 
 def _extractor(models):
-    from emodiffhead_core.metrics_video import PsiExtractor
+    from emodiff_core.metrics_video import PsiExtractor
 
     return PsiExtractor(models.regressor) if models.regressor is not None else None
 
@@ -103,7 +103,7 @@ def _header(models, device, args) -> dict:
 
 def speed(args) -> dict:
     """The default-vs-paper-literal comparison (see the module docstring); returns the JSON record."""
-    from emodiffhead_core.pipeline import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_START_NOISE
+    from emodiff_core.pipeline import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_START_NOISE
 
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
@@ -238,7 +238,7 @@ def parse_configs(text: str) -> List[tuple]:
 
 def sweep(args) -> dict:
     """Steps against quality (see the module docstring); returns the JSON record."""
-    from emodiffhead_core.metrics_video import flie_from_psi, generate_intensity_videos
+    from emodiff_core.metrics_video import flie_from_psi, generate_intensity_videos
 
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)

@@ -1,4 +1,4 @@
-"""EMOdiffhead nodes (ComfyUI V1 node API): thin adapters over emodiffhead_core.pipeline.
+"""EMOdiffhead nodes (ComfyUI V1 node API): thin adapters over emodiff_core.pipeline.
 
 Chain: Load EMOdiffhead Model -> Load Portrait (IMAGE) -> Audio Encode (AUDIO) -> Emotion Vector ->
 EMOdiffhead Sampler -> IMAGE frames + FLOAT fps + AUDIO -> (Super-Resolve, Paste Back) -> core CreateVideo
@@ -12,13 +12,13 @@ import time
 
 import torch
 
-from ..emodiffhead_core import pipeline as pl
-from ..emodiffhead_core.atomic import atomic_output
-from ..emodiffhead_core.audio import samples_for_frames
-from ..emodiffhead_core.checkpoint import CheckpointError
-from ..emodiffhead_core.diffusion.respace import space_timesteps
-from ..emodiffhead_core.editing import MAX_INTENSITY, parse_blend
-from ..emodiffhead_core.emotions import EMOTIONS
+from ..emodiff_core import pipeline as pl
+from ..emodiff_core.atomic import atomic_output
+from ..emodiff_core.audio import samples_for_frames
+from ..emodiff_core.checkpoint import CheckpointError
+from ..emodiff_core.diffusion.respace import space_timesteps
+from ..emodiff_core.editing import MAX_INTENSITY, parse_blend
+from ..emodiff_core.emotions import EMOTIONS
 from . import bridge
 from .bridge import NodeError
 

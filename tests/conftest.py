@@ -23,7 +23,7 @@ def one_torch_thread():
 
 @pytest.fixture
 def tiny_config():
-    from emodiffhead_core.config import DENOISER_PRESETS
+    from emodiff_core.config import DENOISER_PRESETS
 
     return DENOISER_PRESETS["tiny"]
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from emodiffhead_core import audio
-from emodiffhead_core.config import AudioFeatureConfig
-from emodiffhead_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
+from emodiff_core import audio
+from emodiff_core.config import AudioFeatureConfig
+from emodiff_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
                                       smooth_sequence, window_indices, window_offsets)
 
 

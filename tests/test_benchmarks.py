@@ -15,9 +15,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from emodiffhead_core.checkpoint import save_checkpoint
-    from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, RegressorConfig
-    from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator, ExpressionRegressor
+    from emodiff_core.checkpoint import save_checkpoint
+    from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, RegressorConfig
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator, ExpressionRegressor
 
     torch.manual_seed(0)
     den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
@@ -38,7 +38,7 @@ def _last_json(capsys):
 
 
 def test_held_out_clips_are_test_split_and_deterministic():
-    from emodiffhead_core.config import DENOISER_PRESETS
+    from emodiff_core.config import DENOISER_PRESETS
 
     assert common.test_clip_indices(3) == [7, 15, 23]
     cfg = DENOISER_PRESETS["tiny"]

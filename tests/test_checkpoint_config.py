@@ -6,10 +6,10 @@ import pickle
 import pytest
 import torch
 
-from emodiffhead_core import checkpoint as ckpt
-from emodiffhead_core.config import (DENOISER_PRESETS, EXPRESSION_PRESETS, ConfigError, DenoiserConfig,
+from emodiff_core import checkpoint as ckpt
+from emodiff_core.config import (DENOISER_PRESETS, EXPRESSION_PRESETS, ConfigError, DenoiserConfig,
                                      SuperResConfig, from_dict, from_json, preset, to_dict, to_json)
-from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
+from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
 
 
 def _randomised(module, seed=0):
@@ -41,7 +41,7 @@ def test_checkpoint_round_trips_bit_exactly(tmp_path, tiny_config):
 
 
 def test_atomic_output_leaves_the_old_file_when_writing_fails(tmp_path):
-    from emodiffhead_core.atomic import atomic_output
+    from emodiff_core.atomic import atomic_output
 
     target = tmp_path / "out.json"
     target.write_text("old")

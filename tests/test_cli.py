@@ -10,9 +10,9 @@ import pytest
 import soundfile
 import torch
 
-from emodiffhead_core.checkpoint import save_checkpoint
-from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SuperResConfig
-from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
+from emodiff_core.checkpoint import save_checkpoint
+from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SuperResConfig
+from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +35,7 @@ def _stream_durations(path):
 
 
 def _run(args):
-    out = subprocess.run([sys.executable, "-m", "emodiffhead_core", *args], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "emodiff_core", *args], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     return out
 

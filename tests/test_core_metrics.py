@@ -1,9 +1,9 @@
-"""Metrics of emodiffhead_core.metrics used by training/evaluate.py."""
+"""Metrics of emodiff_core.metrics used by training/evaluate.py."""
 import numpy as np
 
 
 def test_r2_within_groups_ignores_per_group_offsets():
-    from emodiffhead_core.metrics import r2_per_component, r2_within_groups
+    from emodiff_core.metrics import r2_per_component, r2_within_groups
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(5), 40)

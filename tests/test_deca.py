@@ -1,12 +1,12 @@
-"""emodiffhead_core.deca: DECA-format loading (random weights made here; DECA's are never shipped) and psi."""
+"""emodiff_core.deca: DECA-format loading (random weights made here; DECA's are never shipped) and psi."""
 import collections
 
 import numpy as np
 import pytest
 import torch
 
-from emodiffhead_core import deca as D
-from emodiffhead_core.faces import template_landmarks
+from emodiff_core import deca as D
+from emodiff_core.faces import template_landmarks
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from emodiffhead_core.diffusion import (GaussianDiffusion, LossWeights, beta_schedule, hybrid_loss, respace,
+from emodiff_core.diffusion import (GaussianDiffusion, LossWeights, beta_schedule, hybrid_loss, respace,
                                         sample_ancestral, sample_ddim, space_timesteps)
-from emodiffhead_core.diffusion.losses import (box_masks, discretized_gaussian_log_likelihood, landmark_boxes,
+from emodiff_core.diffusion.losses import (box_masks, discretized_gaussian_log_likelihood, landmark_boxes,
                                                masked_mse, normal_kl, region_masks)
 
 

@@ -1,4 +1,4 @@
-"""emodiffhead_core.faces: detection (dlib, FAN with local random weights), alignment, paste-back."""
+"""emodiff_core.faces: detection (dlib, FAN with local random weights), alignment, paste-back."""
 import math
 import os
 import socket
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from emodiffhead_core import faces as F
+from emodiff_core import faces as F
 
 skdata = pytest.importorskip("skimage.data")
 

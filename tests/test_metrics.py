@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from emodiffhead_core import metrics as M
-from emodiffhead_core import metrics_video as MV
+from emodiff_core import metrics as M
+from emodiff_core import metrics_video as MV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,8 +72,8 @@ def test_flie_from_per_frame_psi_takes_level_means():
 
 # --------------------------------------------------------------------------- psi extraction
 def _tiny_regressor():
-    from emodiffhead_core.config import RegressorConfig
-    from emodiffhead_core.models import ExpressionRegressor
+    from emodiff_core.config import RegressorConfig
+    from emodiff_core.models import ExpressionRegressor
 
     torch.manual_seed(0)
     return ExpressionRegressor(RegressorConfig(image_size=32, channels=8)).eval()
@@ -88,9 +88,9 @@ def test_psi_extractor_regressor_and_errors(tmp_path):
     assert np.allclose(ex(u8), psi, atol=0.05)
     with pytest.raises(MV.MetricWeightsError, match="regressor"):
         MV.PsiExtractor()
-    from emodiffhead_core.checkpoint import save_checkpoint
-    from emodiffhead_core.config import EXPRESSION_PRESETS
-    from emodiffhead_core.models import ExpressionGenerator
+    from emodiff_core.checkpoint import save_checkpoint
+    from emodiff_core.config import EXPRESSION_PRESETS
+    from emodiff_core.models import ExpressionGenerator
 
     path = save_checkpoint(str(tmp_path / "gen.safetensors"), {"expression_generator": ExpressionGenerator(EXPRESSION_PRESETS["tiny"])})
     with pytest.raises(MV.MetricWeightsError, match="no 'regressor'"):
@@ -100,9 +100,9 @@ def test_psi_extractor_regressor_and_errors(tmp_path):
 
 
 def test_video_flie_on_tiny_models():
-    from emodiffhead_core import pipeline as pl
-    from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
-    from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core import pipeline as pl
+    from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
 
     torch.manual_seed(0)
     den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
@@ -186,7 +186,7 @@ def test_weight_files_are_loaded_without_running_pickled_code(tmp_path):
 
 # --------------------------------------------------------------------------- emotion accuracy
 def test_video_emotion_accuracy_with_a_fitted_classifier():
-    from emodiffhead_core.emotions import EMOTIONS
+    from emodiff_core.emotions import EMOTIONS
 
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, (len(EMOTIONS), 50))
@@ -337,10 +337,10 @@ def test_fid_fvd_need_user_weights_and_load_them(tmp_path):
 
 
 def test_generated_video_report_on_tiny_models(tmp_path):
-    from emodiffhead_core import pipeline as pl
-    from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
-    from emodiffhead_core.emotions import EMOTIONS
-    from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core import pipeline as pl
+    from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
+    from emodiff_core.emotions import EMOTIONS
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
 
     torch.manual_seed(0)
     den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
@@ -375,7 +375,7 @@ class _StubDeca:
 
 
 def test_psi_extractor_with_deca_uses_alignment_template_for_crops():
-    from emodiffhead_core.faces import template_landmarks
+    from emodiff_core.faces import template_landmarks
 
     deca = _StubDeca()
     ex = MV.PsiExtractor(deca=deca)

@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from conftest import denoiser_inputs
-from emodiffhead_core.config import EXPRESSION_PRESETS
-from emodiffhead_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
-from emodiffhead_core.editing import (MAX_INTENSITY, blend_expressions, edit_expression, emotion_direction,
+from emodiff_core.config import EXPRESSION_PRESETS
+from emodiff_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
+from emodiff_core.editing import (MAX_INTENSITY, blend_expressions, edit_expression, emotion_direction,
                                       keyframe_weights, parse_keyframes)
-from emodiffhead_core.emotions import EMOTIONS, EmotionError, emotion_index
-from emodiffhead_core.models import (EMOdiffheadDenoiser, ExpressionGenerator, GlobalDiscriminator,
+from emodiff_core.emotions import EMOTIONS, EmotionError, emotion_index
+from emodiff_core.models import (EMOdiffheadDenoiser, ExpressionGenerator, GlobalDiscriminator,
                                      LocalDiscriminator, discriminator_losses, generator_losses)
-from emodiffhead_core.models.layers import ResBlock
+from emodiff_core.models.layers import ResBlock
 
 
 def test_conditional_block_computes_eq13_exactly():
@@ -100,7 +100,7 @@ def test_reference_features_broadcast_over_a_batch(tiny_config):
 def test_every_parameter_takes_part_in_the_training_loss():
     """DDP (without find_unused_parameters) requires every parameter to receive a gradient: no dead layers,
     e.g. past the ReferenceNet's last fusion point, and the audio encoder trained through the loss."""
-    from emodiffhead_core.config import preset
+    from emodiff_core.config import preset
 
     for name in ("tiny", "demo"):
         cfg = preset("denoiser", name)

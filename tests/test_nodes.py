@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import comfy_stubs
-from emodiffhead_core.checkpoint import save_checkpoint
-from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SuperResConfig
-from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
+from emodiff_core.checkpoint import save_checkpoint
+from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SuperResConfig
+from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
 
 ROOT = comfy_stubs.ROOT
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from emodiffhead_core import pipeline as pl
-from emodiffhead_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
-from emodiffhead_core.emotions import EmotionError
-from emodiffhead_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+from emodiff_core import pipeline as pl
+from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
+from emodiff_core.emotions import EmotionError
+from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
 
 
 def _tiny_models(seed=0):
@@ -147,7 +147,7 @@ def test_start_noise_starts_from_the_previous_frame_and_skips_high_noise_steps()
 
 
 def test_truncate_keeps_the_low_steps_and_the_original_timesteps():
-    from emodiffhead_core.diffusion import GaussianDiffusion, beta_schedule, respace, truncate
+    from emodiff_core.diffusion import GaussianDiffusion, beta_schedule, respace, truncate
 
     base = GaussianDiffusion(beta_schedule("cosine", 1000))
     spaced = respace(base, "ddim10")

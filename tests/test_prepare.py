@@ -15,10 +15,10 @@ import torch
 pytest.importorskip("dlib")
 pytest.importorskip("av")
 
-from emodiffhead_core.audio import samples_for_frames
-from emodiffhead_core.emotions import MEAD_LEVEL_INTENSITY
-from emodiffhead_core.faces import apply_affine
-from emodiffhead_core.video import write_mp4
+from emodiff_core.audio import samples_for_frames
+from emodiff_core.emotions import MEAD_LEVEL_INTENSITY
+from emodiff_core.faces import apply_affine
+from emodiff_core.video import write_mp4
 from training.clips import ClipDataset
 from training.prepare import PrepareError, parse_labels, prepare
 
@@ -145,7 +145,7 @@ def test_bad_deca_file_fails_before_any_work(corpus_clip, tmp_path):
 
 
 def test_deca_psi_with_random_weights(corpus_clip, tmp_path):
-    from emodiffhead_core.deca import DecaFlameEncoder
+    from emodiff_core.deca import DecaFlameEncoder
 
     torch.manual_seed(0)
     deca = tmp_path / "deca_model.tar"

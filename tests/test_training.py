@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from emodiffhead_core.emotions import EMOTIONS
+from emodiff_core.emotions import EMOTIONS
 
 from training.clips import ClipDataset
 from training.configfile import TrainingConfigError, load_config
@@ -177,8 +177,8 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(corpus, tmp_path):
 
 
 def test_every_trainer_exports_a_loadable_checkpoint_and_bundle(corpus, tmp_path):
-    from emodiffhead_core.checkpoint import load_components, read_checkpoint
-    from emodiffhead_core.pipeline import load_bundle
+    from emodiff_core.checkpoint import load_components, read_checkpoint
+    from emodiff_core.pipeline import load_bundle
     from training import train_generator, train_regressor, train_superres
     from training.export import export
     from training.plots import plot_run
@@ -237,7 +237,7 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
         sens["loss"]["expression_shuffled"] / sens["loss"]["true"] - 1)
     # anchored evaluation: the previous real frame diffused to 2% of T and denoised by the (barely trained)
     # model stays close to the next real frame; from pure noise it cannot be
-    from emodiffhead_core.checkpoint import load_components
+    from emodiff_core.checkpoint import load_components
     from training.evaluate import evaluate_denoiser
 
     den = load_components(parts[2], ["denoiser"])["denoiser"]

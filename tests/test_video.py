@@ -1,4 +1,4 @@
-"""emodiffhead_core.video: mp4 writing (H.264 + AAC, atomic, exact durations) and reading."""
+"""emodiff_core.video: mp4 writing (H.264 + AAC, atomic, exact durations) and reading."""
 import os
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from emodiffhead_core.video import (CorruptVideoError, NoAudioStreamError, NoVideoStreamError, VideoError,
+from emodiff_core.video import (CorruptVideoError, NoAudioStreamError, NoVideoStreamError, VideoError,
                                     VideoNotFoundError, iter_frames, probe_video, read_video, write_mp4)
 
 SR = 16000

@@ -27,7 +27,7 @@ def test_workflow_files_are_up_to_date():
 
 
 def test_workflows_use_the_pipeline_defaults():
-    from emodiffhead_core import pipeline
+    from emodiff_core import pipeline
 
     assert _builder().DEFAULT_START_NOISE == pipeline.DEFAULT_START_NOISE
 

@@ -2,5 +2,5 @@
 expression GAN, the denoiser, the super-resolution head and the expression regressor, evaluation and
 export to the checkpoints the nodes load. Entry point: ``python -m training <command>``.
 
-This package imports emodiffhead_core, never the ComfyUI nodes.
+This package imports emodiff_core, never the ComfyUI nodes.
 """

@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from emodiffhead_core.audio import samples_for_frames
+from emodiff_core.audio import samples_for_frames
 
 FORMAT = "emodiffhead-clips"
 VERSION = 1

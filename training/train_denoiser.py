@@ -14,10 +14,10 @@ from typing import Dict
 import numpy as np
 import torch
 
-from emodiffhead_core import config as config_mod
-from emodiffhead_core.checkpoint import load_components
-from emodiffhead_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss, respace, sample
-from emodiffhead_core.models import EMOdiffheadDenoiser
+from emodiff_core import config as config_mod
+from emodiff_core.checkpoint import load_components
+from emodiff_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss, respace, sample
+from emodiff_core.models import EMOdiffheadDenoiser
 
 from .configfile import TrainingConfigError, load_config
 from .data import DenoiserData

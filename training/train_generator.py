@@ -12,9 +12,9 @@ from typing import Dict
 import numpy as np
 import torch
 
-from emodiffhead_core import config as config_mod
-from emodiffhead_core.emotions import EMOTIONS
-from emodiffhead_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator,
+from emodiff_core import config as config_mod
+from emodiff_core.emotions import EMOTIONS
+from emodiff_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator,
                                      discriminator_losses, generator_losses)
 
 from .configfile import load_config

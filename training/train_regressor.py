@@ -9,8 +9,8 @@ from typing import Dict
 import numpy as np
 import torch
 
-from emodiffhead_core import config as config_mod
-from emodiffhead_core.models import ExpressionRegressor
+from emodiff_core import config as config_mod
+from emodiff_core.models import ExpressionRegressor
 
 from .configfile import load_config
 from .data import FrameData

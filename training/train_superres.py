@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emodiffhead_core import config as config_mod
-from emodiffhead_core.models import SuperResolver
+from emodiff_core import config as config_mod
+from emodiff_core.models import SuperResolver
 
 from .configfile import load_config
 from .data import FrameData

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKPOINT = "emodiffhead_demo.safetensors"
-DEFAULT_START_NOISE = 0.5   # emodiffhead_core.pipeline.DEFAULT_START_NOISE (checked by tests/test_workflows.py)
+DEFAULT_START_NOISE = 0.5   # emodiff_core.pipeline.DEFAULT_START_NOISE (checked by tests/test_workflows.py)
 PORTRAIT = "portrait.jpg"
 SPEECH = "speech.wav"
 

@@ -14,7 +14,7 @@ from typing import Dict
 
 import numpy as np
 
-from emodiffhead_core.config import EXPRESSION_DIM
+from emodiff_core.config import EXPRESSION_DIM
 
 NUM_LANDMARKS = 68
 JAW = np.arange(0, 17)

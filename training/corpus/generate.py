@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from emodiffhead_core.audio import num_video_frames, samples_for_frames
-from emodiffhead_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
+from emodiff_core.audio import num_video_frames, samples_for_frames
+from emodiff_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
 
 from ..clips import Clip, write_clip, write_index
 from . import speech

@@ -12,7 +12,7 @@ from typing import Dict
 import cv2
 import numpy as np
 
-from emodiffhead_core.faces import ALIGN_CROP_EYE_RATIO
+from emodiff_core.faces import ALIGN_CROP_EYE_RATIO
 
 from .facemodel import TEMPLATE
 

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from emodiffhead_core.audio import frame_centre_samples, resample
+from emodiff_core.audio import frame_centre_samples, resample
 
 SENTENCES = (
     "The orange boat drifted slowly past the harbour wall.",

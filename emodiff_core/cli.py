@@ -1,4 +1,4 @@
-"""The main job from a shell: ``python -m emodiffhead_core generate|demo``.
+"""The main job from a shell: ``python -m emodiff_core generate|demo``.
 
 generate: portrait + speech + emotion (label and intensity, a blend, or keyframes) -> mp4 (H.264 + AAC)
 whose duration equals the audio's. demo: the same on the shipped portrait and speech with the demo
@@ -193,7 +193,7 @@ def demo(args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emodiffhead_core", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m emodiff_core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
