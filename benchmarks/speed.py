@@ -238,7 +238,9 @@ def parse_configs(text: str) -> List[tuple]:
 
 def sweep(args) -> dict:
     """Steps against quality (see the module docstring); returns the JSON record."""
-    from emodiff_core.metrics_video import flie_from_psi, generate_intensity_videos
+    from emodiff_core.evaluation import generate_intensity_videos
+    from emodiff_core.metrics_video import flie_from_psi
+    from emodiff_core.sampling import SamplingSettings
 
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
@@ -269,9 +271,9 @@ def sweep(args) -> dict:
                "lipsync_confidence": common.mean_or_none(res["lipsync_confidence"])}
         row.update({"flie": None, "flie_named": None, "flie_kept_dims": None})
         if extractor is not None and args.flie_levels >= 2:
+            settings = SamplingSettings.parse(f"{sampler}{str(spacing).removeprefix('ddim')}@{start_noise}")
             videos = generate_intensity_videos(den, gen, clips[0].identity, flie_clip, args.flie_emotion,
-                                               args.flie_levels, spacing=spacing, sampler=sampler, seed=args.seed,
-                                               device=device, start_noise=start_noise)
+                                               args.flie_levels, settings=settings, seed=args.seed, device=device)
             psi = [extractor(v) for v in videos]
             try:
                 full = flie_from_psi(psi)

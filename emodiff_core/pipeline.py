@@ -113,9 +113,10 @@ def prepare_portrait(image, size: int, backend="auto", face_index: int = 0, allo
     of an error.
     """
     from . import faces
+    from .landmarks import detect_portrait
 
     rgb = faces.to_rgb_uint8(image)
-    landmarks = faces.detect_portrait(rgb, backend=backend, face_index=face_index, allow_centre_crop=allow_centre_crop)
+    landmarks = detect_portrait(rgb, backend=backend, face_index=face_index, allow_centre_crop=allow_centre_crop)
     crop, aligned = faces.align_face(rgb, landmarks, size, rotate=rotate)
     return Portrait(rgb, landmarks, crop, aligned)
 

@@ -1,4 +1,5 @@
-"""emodiff_core.faces: detection (dlib, FAN with local random weights), alignment, paste-back."""
+"""emodiff_core.landmarks: detection (dlib, FAN with local random weights); emodiff_core.faces: alignment,
+paste-back."""
 import math
 import os
 import socket
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from emodiff_core import faces as F
+from emodiff_core import landmarks as LM
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -22,12 +24,12 @@ def astronaut():
 @pytest.fixture(scope="module")
 def dlib_backend():
     pytest.importorskip("dlib")
-    return F.get_backend("dlib")
+    return LM.get_backend("dlib")
 
 
 @pytest.fixture(scope="module")
 def astronaut_landmarks(astronaut, dlib_backend):
-    return F.detect_portrait(astronaut, dlib_backend)
+    return LM.detect_portrait(astronaut, dlib_backend)
 
 
 # --------------------------------------------------------------------------- detection
@@ -54,7 +56,7 @@ def test_image_normalisation_rgba_grey_float(astronaut, dlib_backend, astronaut_
     assert np.all(F.to_rgb_uint8(rgba)[:, :60] == F.RGBA_BACKGROUND)
     for img in (grey, grey[..., None], rgba, astronaut.astype(np.float32) / 255.0,
                 torch.from_numpy(astronaut.astype(np.float32) / 255.0)[None]):
-        lm = F.detect_portrait(img, dlib_backend)
+        lm = LM.detect_portrait(img, dlib_backend)
         assert np.abs(lm - astronaut_landmarks).mean() < 2.0
     with pytest.raises(F.FaceError, match="0..1"):
         F.to_rgb_uint8(astronaut.astype(np.float32))
@@ -64,13 +66,13 @@ def test_image_normalisation_rgba_grey_float(astronaut, dlib_backend, astronaut_
 
 def test_tiny_image_is_rejected_clearly(dlib_backend):
     with pytest.raises(F.FaceError, match=r"16x16 px, too small to hold a face"):
-        F.detect_portrait(np.zeros((16, 16, 3), np.uint8), dlib_backend)
+        LM.detect_portrait(np.zeros((16, 16, 3), np.uint8), dlib_backend)
 
 
 def test_huge_image_detects_on_a_downscaled_copy(astronaut, dlib_backend, astronaut_landmarks):
     big = np.full((4000, 6000, 3), 90, np.uint8)
     big[1000:3048, 2500:4548] = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_LINEAR)
-    lm = F.detect_portrait(big, dlib_backend)
+    lm = LM.detect_portrait(big, dlib_backend)
     expected = astronaut_landmarks * 4 + np.array([2500, 1000])
     assert np.abs(lm - expected).mean() < 8.0            # 2 px at the astronaut's own scale
     crop, aligned = F.align_face(big, lm, 128)
@@ -83,9 +85,9 @@ def test_huge_image_detects_on_a_downscaled_copy(astronaut, dlib_backend, astron
 
 def test_blank_image_and_centre_crop(dlib_backend):
     blank = np.full((300, 400, 3), 200, np.uint8)
-    with pytest.raises(F.FaceNotFoundError, match="enable centre crop"):
-        F.detect_portrait(blank, dlib_backend)
-    lm = F.detect_portrait(blank, dlib_backend, allow_centre_crop=True)
+    with pytest.raises(LM.FaceNotFoundError, match="enable centre crop"):
+        LM.detect_portrait(blank, dlib_backend)
+    lm = LM.detect_portrait(blank, dlib_backend, allow_centre_crop=True)
     assert lm.shape == (68, 2)
     # the template's crop is the central square of the image
     ramp = np.tile(np.linspace(0, 255, 400).astype(np.uint8)[None, :, None], (300, 1, 3))
@@ -96,7 +98,7 @@ def test_blank_image_and_centre_crop(dlib_backend):
 
 def test_face_index_out_of_range(astronaut, dlib_backend):
     with pytest.raises(F.FaceError, match="face_index 1 requested but 1 face"):
-        F.detect_portrait(astronaut, dlib_backend, face_index=1)
+        LM.detect_portrait(astronaut, dlib_backend, face_index=1)
 
 
 # --------------------------------------------------------------------------- alignment
@@ -138,15 +140,15 @@ def test_warp_follows_the_continuous_pixel_convention():
 def test_video_alignment_smooths_and_tracks(astronaut, dlib_backend, astronaut_landmarks):
     shifts = [0, 2, 4, 6, 8, 10]
     frames = [np.roll(astronaut, s, axis=1) for s in shifts]
-    lms, found = F.track_landmarks(frames, dlib_backend)
+    lms, found = LM.track_landmarks(frames, dlib_backend)
     assert lms.shape == (6, 68, 2) and found.all()
     assert np.allclose(lms[:, 30, 0] - lms[0, 30, 0], shifts, atol=1.5)
     crops, aligned = F.align_video(frames, lms, 64, smoothing=2.0)
     assert crops.shape == (6, 64, 64, 3) and len(aligned) == 6
     nose = np.stack([a.landmarks[30] for a in aligned])
     assert np.abs(nose - 32).max() < 2.0
-    with pytest.raises(F.FaceNotFoundError, match="frame"):
-        F.track_landmarks([np.full((200, 200, 3), 128, np.uint8)] * 3, dlib_backend, max_gap=1)
+    with pytest.raises(LM.FaceNotFoundError, match="frame"):
+        LM.track_landmarks([np.full((200, 200, 3), 128, np.uint8)] * 3, dlib_backend, max_gap=1)
 
 
 # --------------------------------------------------------------------------- paste-back
@@ -208,7 +210,7 @@ def _write_random_fan_weights(checkpoints: str):
 
     torch.manual_seed(0)
     os.makedirs(checkpoints, exist_ok=True)
-    torch.save(FAN(4).state_dict(), os.path.join(checkpoints, F.FAN_WEIGHTS))
+    torch.save(FAN(4).state_dict(), os.path.join(checkpoints, LM.FAN_WEIGHTS))
     net = s3fd()
     with torch.no_grad():
         for name, mod in net.named_children():
@@ -222,22 +224,22 @@ def _write_random_fan_weights(checkpoints: str):
                     mod.bias.copy_(torch.tensor([-5.0, 5.0]))
                 else:
                     mod.bias[-1] = -5.0
-    torch.save(net.state_dict(), os.path.join(checkpoints, F.S3FD_WEIGHTS))
+    torch.save(net.state_dict(), os.path.join(checkpoints, LM.S3FD_WEIGHTS))
 
 
 def test_fan_weight_names_match_the_installed_face_alignment(face_alignment_module):
-    assert F._fan_weight_names(face_alignment_module) == (F.FAN_WEIGHTS, F.S3FD_WEIGHTS)
+    assert LM._fan_weight_names(face_alignment_module) == (LM.FAN_WEIGHTS, LM.S3FD_WEIGHTS)
 
 
 def test_fan_missing_weights_error_says_where(face_alignment_module, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(F.LandmarkBackendError) as exc:
-        F.FanBackend()
+    with pytest.raises(LM.LandmarkBackendError) as exc:
+        LM.FanBackend()
     msg = str(exc.value)
     assert os.path.join(str(tmp_path), "hub", "checkpoints") in msg
-    assert F.FAN_WEIGHTS in msg and F.S3FD_WEIGHTS in msg and "never downloads" in msg
-    assert not F.fan_available()
-    assert isinstance(F.get_backend("auto"), F.DlibBackend)
+    assert LM.FAN_WEIGHTS in msg and LM.S3FD_WEIGHTS in msg and "never downloads" in msg
+    assert not LM.fan_available()
+    assert isinstance(LM.get_backend("auto"), LM.DlibBackend)
 
 
 def test_fan_backend_loads_local_weights_without_network(face_alignment_module, tmp_path, monkeypatch):
@@ -249,12 +251,12 @@ def test_fan_backend_loads_local_weights_without_network(face_alignment_module, 
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    assert F.fan_available()
+    assert LM.fan_available()
     denormal = torch.set_flush_denormal(True)   # random deep weights produce denormals: very slow on CPU
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        backend = F.FanBackend()
+        backend = LM.FanBackend()
         img = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)
         dets = backend.detect(img)
         assert len(dets) == 1

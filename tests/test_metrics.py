@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from emodiff_core import evaluation as EV
+from emodiff_core import feature_nets as FN
 from emodiff_core import metrics as M
 from emodiff_core import metrics_video as MV
+from emodiff_core.sampling import SamplingSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +52,7 @@ def test_flie_needs_three_levels():
         M.flie(np.zeros((2, 5)))
     with pytest.raises(ValueError, match="does not change"):
         M.flie(np.ones((4, 3)))
-    with pytest.raises(MV.MetricInputError, match="3 or more"):
+    with pytest.raises(FN.MetricInputError, match="3 or more"):
         MV.flie_from_psi([np.zeros((4, 3))] * 2)
 
 
@@ -86,14 +89,14 @@ def test_psi_extractor_regressor_and_errors(tmp_path):
     assert psi.shape == (5, 50) and psi.dtype == np.float32 and ex.source == "regressor"
     u8 = (frames[:, 0].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     assert np.allclose(ex(u8), psi, atol=0.05)
-    with pytest.raises(MV.MetricWeightsError, match="regressor"):
+    with pytest.raises(FN.MetricWeightsError, match="regressor"):
         MV.PsiExtractor()
     from emodiff_core.checkpoint import save_checkpoint
     from emodiff_core.config import EXPRESSION_PRESETS
     from emodiff_core.models import ExpressionGenerator
 
     path = save_checkpoint(str(tmp_path / "gen.safetensors"), {"expression_generator": ExpressionGenerator(EXPRESSION_PRESETS["tiny"])})
-    with pytest.raises(MV.MetricWeightsError, match="no 'regressor'"):
+    with pytest.raises(FN.MetricWeightsError, match="no 'regressor'"):
         MV.PsiExtractor.from_files(regressor_path=path)
     path = save_checkpoint(str(tmp_path / "reg.safetensors"), {"regressor": _tiny_regressor()})
     assert MV.PsiExtractor.from_files(regressor_path=path)(frames).shape == (5, 50)
@@ -112,18 +115,18 @@ def test_video_flie_on_tiny_models():
     gen = ExpressionGenerator(EXPRESSION_PRESETS["tiny"]).eval()
     t = np.arange(int(0.1 * 16000)) / 16000
     audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, 30, den.config.audio)
-    result, videos = MV.video_flie(den, gen, torch.rand(3, 32, 32), audio, "happy", MV.PsiExtractor(_tiny_regressor()),
-                                   levels=2, spacing="ddim2")
+    result, videos = EV.video_flie(den, gen, torch.rand(3, 32, 32), audio, "happy", MV.PsiExtractor(_tiny_regressor()),
+                                   levels=2, settings=SamplingSettings.parse("ddim2"))
     assert len(videos) == 3 and videos[0].shape == (audio.num_frames, 3, 32, 32)
     assert np.isfinite(result.flie) and result.mean_psi.shape == (3, 50)
-    with pytest.raises(MV.MetricInputError, match="at least 2"):
+    with pytest.raises(FN.MetricInputError, match="at least 2"):
         MV.intensity_levels(1)
 
 
 # --------------------------------------------------------------------------- LPIPS / LIE
 def _lpips_files(tmp_path, net="alex", fmt="pt"):
     torch.manual_seed(1)
-    model = MV.LPIPS(net)
+    model = FN.LPIPS(net)
     lins = {f"lin{i}.model.1.weight": lin.weight.detach().abs().clone() for i, lin in enumerate(model.lins)}
     backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     backbone["classifier.1.weight"] = torch.zeros(4, 4)      # a full torchvision state dict has more keys
@@ -143,7 +146,7 @@ def _lpips_files(tmp_path, net="alex", fmt="pt"):
 @pytest.mark.parametrize("net,fmt", [("alex", "pt"), ("vgg", "safetensors")])
 def test_lpips_loader_and_lie_properties(tmp_path, net, fmt):
     lin, bb = _lpips_files(tmp_path, net, fmt)
-    model = MV.load_lpips(lin, bb)
+    model = FN.load_lpips(lin, bb)
     assert model.backbone.net == net
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(3, 3, 48, 48, generator=g), torch.rand(3, 3, 48, 48, generator=g)
@@ -159,18 +162,18 @@ def test_lpips_loader_and_lie_properties(tmp_path, net, fmt):
 
 def test_lpips_errors_are_clear(tmp_path):
     lin, bb = _lpips_files(tmp_path, "alex")
-    with pytest.raises(MV.MetricWeightsError, match="LIE needs LPIPS"):
+    with pytest.raises(FN.MetricWeightsError, match="LIE needs LPIPS"):
         MV.lie([torch.rand(2, 3, 32, 32)] * 3, None)
-    with pytest.raises(MV.MetricWeightsError, match="no weight file given"):
-        MV.load_lpips(None, bb)
-    with pytest.raises(MV.MetricWeightsError, match="does not exist"):
-        MV.load_lpips(lin, str(tmp_path / "missing.pth"))
+    with pytest.raises(FN.MetricWeightsError, match="no weight file given"):
+        FN.load_lpips(None, bb)
+    with pytest.raises(FN.MetricWeightsError, match="does not exist"):
+        FN.load_lpips(lin, str(tmp_path / "missing.pth"))
     torch.save({"lin0.model.1.weight": torch.ones(1, 64, 1, 1)}, tmp_path / "partial.pth")
-    with pytest.raises(MV.MetricWeightsError, match="lin0..lin4"):
-        MV.load_lpips(str(tmp_path / "partial.pth"), bb)
+    with pytest.raises(FN.MetricWeightsError, match="lin0..lin4"):
+        FN.load_lpips(str(tmp_path / "partial.pth"), bb)
     vgg_lin, _ = _lpips_files(tmp_path, "vgg")
-    with pytest.raises(MV.MetricWeightsError, match="lacks 'features.0.weight'|shape"):
-        MV.load_lpips(vgg_lin, bb)                       # VGG linear heads with AlexNet backbone weights
+    with pytest.raises(FN.MetricWeightsError, match="lacks 'features.0.weight'|shape"):
+        FN.load_lpips(vgg_lin, bb)                       # VGG linear heads with AlexNet backbone weights
 
 
 class _NotAStateDict:
@@ -180,8 +183,8 @@ class _NotAStateDict:
 def test_weight_files_are_loaded_without_running_pickled_code(tmp_path):
     path = tmp_path / "object.pth"
     torch.save({"obj": _NotAStateDict()}, path)
-    with pytest.raises(MV.MetricWeightsError, match="weights_only"):
-        MV.load_weight_file(str(path), "test net")
+    with pytest.raises(FN.MetricWeightsError, match="weights_only"):
+        FN.load_weight_file(str(path), "test net")
 
 
 # --------------------------------------------------------------------------- emotion accuracy
@@ -199,7 +202,7 @@ def test_video_emotion_accuracy_with_a_fitted_classifier():
     assert r.accuracy == 1.0 and r.windows == 3 and r.per_emotion == {"happy": 1.0, "sad": 1.0}
     wrong = MV.video_emotion_accuracy(videos, ["angry", "sad"], clf)
     assert wrong.accuracy == pytest.approx(1 / 3) and wrong.per_emotion["angry"] == 0.0
-    assert MV.psi_windows(np.zeros((100, 50)), 48).shape == (2, 48, 50)
+    assert MV.psi_sequence_windows(np.zeros((100, 50)), 48).shape == (2, 48, 50)
 
 
 # --------------------------------------------------------------------------- lip sync
@@ -222,7 +225,7 @@ def test_lip_sync_recovers_a_known_offset():
     noise = np.random.default_rng(5).normal(size=n)
     r_noise = MV.video_lip_sync(None, wave, fps, sr, mouth=noise)
     assert r_noise.sync.confidence < 0.3 and abs(r_noise.sync.correlation) < 0.3
-    with pytest.raises(MV.MetricInputError, match="at least 20 frames"):
+    with pytest.raises(FN.MetricInputError, match="at least 20 frames"):
         MV.video_lip_sync(None, wave, fps, sr, mouth=mouth[:10])
 
 
@@ -234,7 +237,7 @@ def test_lip_sync_mouth_from_psi_extractor():
     extractor = lambda f: np.stack([env, np.zeros(n)], 1)       # a stand-in regressor: jaw_open = envelope
     r = MV.video_lip_sync(frames, wave, fps, sr, extractor=extractor)
     assert r.source == "psi" and r.sync.best_offset == 0 and r.correlation == pytest.approx(1.0)
-    with pytest.raises(MV.MetricInputError, match="no mouth signal"):
+    with pytest.raises(FN.MetricInputError, match="no mouth signal"):
         MV.video_lip_sync(frames, wave, fps, sr)
 
 
@@ -257,7 +260,7 @@ def test_identity_similarity_of_dlib_descriptors(descriptor):
     other = cv2.imread(os.path.join(ROOT, "assets", "portrait_procedural.png"))[..., ::-1]
     r_other = MV.identity_similarity(face, np.ascontiguousarray(other), descriptor)
     assert r_other.similarity < r_moved.similarity - 0.03
-    with pytest.raises(MV.MetricInputError, match="no face"):
+    with pytest.raises(FN.MetricInputError, match="no face"):
         MV.identity_similarity(face, skdata.chelsea(), descriptor)
     # an aligned crop without a detectable face is measured at the alignment template's box
     r_aligned = MV.identity_similarity(face, skdata.chelsea(), descriptor, assume_aligned=True)
@@ -287,25 +290,25 @@ def test_frechet_distance_from_samples_matches_the_formula():
     y = rng.normal(0, 1, (20000, 3)) * np.array([1.0, 2.0, 0.5]) + np.array([1.0, 0.0, 0.0])
     expected = 1.0 + 0.0 + 1.0 + 0.25
     assert MV.frechet_distance_from_features(x, y) == pytest.approx(expected, abs=0.08)
-    with pytest.raises(MV.MetricInputError):
+    with pytest.raises(FN.MetricInputError):
         MV.feature_statistics(np.zeros((1, 3)))
 
 
 def test_fid_fvd_need_user_weights_and_load_them(tmp_path):
-    with pytest.raises(MV.MetricWeightsError, match="Inception"):
-        MV.load_inception(None)
-    with pytest.raises(MV.MetricWeightsError, match="I3D"):
-        MV.load_i3d(str(tmp_path / "nope.pt"))
-    with pytest.raises(MV.MetricWeightsError, match="FID needs"):
+    with pytest.raises(FN.MetricWeightsError, match="Inception"):
+        FN.load_inception(None)
+    with pytest.raises(FN.MetricWeightsError, match="I3D"):
+        FN.load_i3d(str(tmp_path / "nope.pt"))
+    with pytest.raises(FN.MetricWeightsError, match="FID needs"):
         MV.fid(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), None)
-    with pytest.raises(MV.MetricWeightsError, match="FVD needs"):
+    with pytest.raises(FN.MetricWeightsError, match="FVD needs"):
         MV.fvd([torch.rand(16, 3, 8, 8)], [torch.rand(16, 3, 8, 8)], None)
     torch.manual_seed(0)
-    inc = MV.InceptionV3Features()
+    inc = FN.InceptionV3Features()
     state = inc.state_dict()
     state["fc.weight"] = torch.zeros(1008, 2048)          # pytorch-fid's file has the classifier too
     torch.save(state, tmp_path / "inception.pth")
-    loaded = MV.load_inception(str(tmp_path / "inception.pth"))
+    loaded = FN.load_inception(str(tmp_path / "inception.pth"))
     frames = torch.rand(2, 3, 40, 40)
     with torch.no_grad():
         assert torch.allclose(loaded(frames), inc.eval()(frames), atol=1e-5)
@@ -318,11 +321,11 @@ def test_fid_fvd_need_user_weights_and_load_them(tmp_path):
     assert expected > 0
     del state["Mixed_7c.branch_pool.conv.weight"]
     torch.save(state, tmp_path / "broken.pth")
-    with pytest.raises(MV.MetricWeightsError, match="lacks 'Mixed_7c.branch_pool.conv.weight'"):
-        MV.load_inception(str(tmp_path / "broken.pth"))
-    i3d = MV.I3DFeatures()
+    with pytest.raises(FN.MetricWeightsError, match="lacks 'Mixed_7c.branch_pool.conv.weight'"):
+        FN.load_inception(str(tmp_path / "broken.pth"))
+    i3d = FN.I3DFeatures()
     torch.save(i3d.state_dict(), tmp_path / "i3d.pt")
-    loaded3 = MV.load_i3d(str(tmp_path / "i3d.pt"))
+    loaded3 = FN.load_i3d(str(tmp_path / "i3d.pt"))
     assert loaded3.input_size == 224
     loaded3.input_size = 64                       # a quick check at a small size (FVD itself uses 224)
     clips = MV.video_clips(torch.rand(18, 3, 16, 16), length=9)
@@ -332,7 +335,7 @@ def test_fid_fvd_need_user_weights_and_load_them(tmp_path):
     tiny3d = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten())
     videos = [torch.rand(18, 3, 8, 8), torch.rand(9, 3, 8, 8)]
     assert MV.fvd(videos, videos, tiny3d, length=9) == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(MV.MetricInputError, match="fewer than the clip length"):
+    with pytest.raises(FN.MetricInputError, match="fewer than the clip length"):
         MV.fvd([torch.rand(5, 3, 8, 8)], videos, tiny3d, length=9)
 
 
@@ -352,11 +355,11 @@ def test_generated_video_report_on_tiny_models(tmp_path):
     x = torch.randn(16, 48, 50)
     clf = M.EmotionClassifier.fit(x, torch.arange(16) % len(EMOTIONS), len(EMOTIONS), steps=5)
     lin, bb = _lpips_files(tmp_path, "alex")
-    r = MV.generated_video_report(den, gen, torch.rand(3, 32, 32), audio, "happy", 0.8,
+    r = EV.generated_video_report(den, gen, torch.rand(3, 32, 32), audio, "happy", 0.8,
                                   extractor=MV.PsiExtractor(_tiny_regressor()), classifier=clf,
                                   truth_frames=torch.rand(audio.num_frames, 3, 32, 32), flie_levels=2,
-                                  lpips=MV.load_lpips(lin, bb), spacing="ddim2")
-    assert r["frames"] == 21
+                                  lpips=FN.load_lpips(lin, bb), settings=SamplingSettings.parse("ddim2"))
+    assert r["frames"] == 21 and (r["sampler"], r["steps"], r["start_noise"]) == ("ddim", 2, 0.5)
     for key in ("psnr", "ssim", "lipsync", "lipsync_confidence", "emotion_accuracy", "lie"):
         assert isinstance(r[key], float), key
     assert "flie" in r or "flie_error" in r
@@ -382,5 +385,5 @@ def test_psi_extractor_with_deca_uses_alignment_template_for_crops():
     assert ex.source == "deca" and ex(torch.rand(3, 3, 64, 64)).shape == (3, 50)
     n, lms = deca.seen
     assert n == 3 and np.allclose(lms[0], template_landmarks((64, 64, 3)))
-    with pytest.raises(MV.MetricInputError, match="not the jaw"):
+    with pytest.raises(FN.MetricInputError, match="not the jaw"):
         MV.mouth_opening_from_frames(torch.rand(3, 3, 64, 64), extractor=ex)

@@ -238,8 +238,9 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     # anchored evaluation: the previous real frame diffused to 2% of T and denoised by the (barely trained)
     # model stays close to the next real frame; from pure noise it cannot be
     from emodiff_core.checkpoint import load_components
+    from emodiff_core.sampling import SamplingSettings
     from training.evaluate import evaluate_denoiser
 
     den = load_components(parts[2], ["denoiser"])["denoiser"]
-    anchored = evaluate_denoiser(den, corpus, "train", spacing="ddim10", frames=8, start_noise=0.02)
+    anchored = evaluate_denoiser(den, corpus, "train", SamplingSettings.parse("ddim10@0.02"), frames=8)
     assert anchored["start_noise"] == 0.02 and anchored["psnr"] > report["denoiser"]["psnr"] + 5

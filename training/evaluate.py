@@ -23,17 +23,18 @@ import numpy as np
 import torch
 
 from emodiff_core.checkpoint import load_components, read_checkpoint
-from emodiff_core.diffusion import GaussianDiffusion, sample
+from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (DEFAULT_SPACING, DEFAULT_START_NOISE, EmotionSpec, anchored_start,
-                                       emotion_expressions, encode_audio, generate_frames, sampling_process)
+from emodiff_core.pipeline import EmotionSpec, emotion_expressions, encode_audio, generate_frames
+from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
 from .data import DenoiserData, FrameData, resize_clip_frames
 
 NAMED = 13
 WINDOW = 48
+SINGLE_FRAME_SETTINGS = SamplingSettings(steps=25, start_noise=1.0)   # evaluate_denoiser's default: DDIM, 25 steps
 
 
 def find_components(folder: str) -> Dict[str, str]:
@@ -51,9 +52,10 @@ def find_components(folder: str) -> Dict[str, str]:
     return found
 
 
-def psi_windows(data_dir: str, split: str, min_intensity: float = 0.6, window: int = WINDOW, per_clip: int = 2,
-                seed: int = 0):
-    """Labelled psi windows [M, window, 50] for the emotion classifier (neutral + clips at k >= min_intensity)."""
+def labelled_psi_windows(data_dir: str, split: str, min_intensity: float = 0.6, window: int = WINDOW,
+                         per_clip: int = 2, seed: int = 0):
+    """Labelled psi windows of a data split's clips for the emotion classifier: (windows [M, window, 50], labels
+    [M]), ``per_clip`` random windows of each neutral clip and each clip at k >= min_intensity."""
     ds = ClipDataset(data_dir)
     rng = np.random.default_rng(seed)
     seqs, labels = [], []
@@ -71,7 +73,7 @@ def psi_windows(data_dir: str, split: str, min_intensity: float = 0.6, window: i
 
 
 def fit_emotion_classifier(data_dir: str, seed: int = 0) -> EmotionClassifier:
-    x, y = psi_windows(data_dir, "train", seed=seed)
+    x, y = labelled_psi_windows(data_dir, "train", seed=seed)
     return EmotionClassifier.fit(x, y, len(EMOTIONS))
 
 
@@ -106,23 +108,23 @@ def evaluate_generator(generator, classifier: EmotionClassifier, data_dir: str, 
         acc = classifier.accuracy(seqs, labels)
         per_emotion[emotion] = round(acc, 4)
         total_correct += acc * samples
-    real_x, real_y = psi_windows(data_dir, split, min_intensity=0.99, seed=seed)
+    real_x, real_y = labelled_psi_windows(data_dir, split, min_intensity=0.99, seed=seed)
     return {"samples_per_emotion": samples, "sample_emotion_accuracy": total_correct / (samples * len(EMOTIONS)),
             "per_emotion": per_emotion, "classifier_accuracy_on_real_psi": classifier.accuracy(real_x, real_y),
             "real_windows": int(len(real_y))}
 
 
 @torch.no_grad()
-def evaluate_denoiser(denoiser, data_dir: str, split: str, spacing: str = "ddim25", frames: int = 48,
-                      max_clips: Optional[int] = None, seed: int = 0, batch: int = 16,
-                      start_noise: float = 1.0) -> dict:
+def evaluate_denoiser(denoiser, data_dir: str, split: str, settings: SamplingSettings = SINGLE_FRAME_SETTINGS,
+                      frames: int = 48, max_clips: Optional[int] = None, seed: int = 0, batch: int = 16) -> dict:
     """PSNR/SSIM of single frames generated with ground-truth motion frames (one autoregressive step, no
-    drift); start_noise < 1 starts from the previous real frame diffused to that level, as inference does."""
+    drift), sampled with ``settings``; a start noise < 1 starts from the previous real frame diffused to that
+    level, as inference does."""
     cfg = denoiser.config
     data = DenoiserData(data_dir, cfg, split, limit=max_clips)
     rng = np.random.default_rng([seed, 77])
     picks = [(int(c), int(rng.integers(data.lengths[c]))) for c in rng.choice(len(data), size=frames)]
-    process = sampling_process(cfg.diffusion, spacing, start_noise)
+    process = settings.process_for(cfg.diffusion)
     gen = torch.Generator().manual_seed(seed)
     psnrs, ssims = [], []
     start = time.perf_counter()
@@ -131,14 +133,14 @@ def evaluate_denoiser(denoiser, data_dir: str, split: str, spacing: str = "ddim2
         x = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         cond = {"identity": x["identity"], "motion": x["motion"], "audio_emb": denoiser.encode_audio(x["audio"]),
                 "expression": x["expression"], "reference": denoiser.reference_features(x["identity"])}
-        x_first = anchored_start(process, x["motion"][:, -1], gen) if start_noise < 1.0 else None
-        out = sample("ddim", process, denoiser, x["x0"].shape, cond, generator=gen, noise=x_first)
+        x_first = anchored_start(process, x["motion"][:, -1], gen) if settings.anchored else None
+        out = settings.run(process, denoiser, x["x0"].shape, cond, generator=gen, noise=x_first)
         for pred, target in zip(out, x["x0"]):
             p = ((pred.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
             t = ((target + 1) / 2).permute(1, 2, 0).numpy()
             psnrs.append(psnr(p, t))
             ssims.append(ssim(p, t))
-    return {"frames": len(picks), "spacing": spacing, "start_noise": start_noise, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
+    return {"frames": len(picks), **settings.to_dict(), "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
             "psnr_std": float(np.std(psnrs)), "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -180,11 +182,11 @@ def condition_sensitivity(denoiser, data_dir: str, split: str, examples: int = 6
 def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
                     clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
                     flie_levels: int = 4, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
-                    i3d=None, spacing: str = DEFAULT_SPACING, start_noise: float = DEFAULT_START_NOISE,
-                    seed: int = 0) -> dict:
-    """The paper's video metrics on full rollouts (see the module docstring). Missing inputs (no extractor,
-    no weights) leave their keys out and say why under ``skipped``."""
+                    i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0) -> dict:
+    """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring). Missing
+    inputs (no extractor, no weights) leave their keys out and say why under ``skipped``."""
     from emodiff_core import metrics_video as mv
+    from emodiff_core.evaluation import intensity_metrics
 
     data = ClipDataset(data_dir)
     metas = sorted(data.metas(split), key=lambda m: m["clip_id"])[:clips]
@@ -192,7 +194,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         raise ValueError(f"{data_dir} has no clips in split {split!r}")
     cfg = denoiser.config
     start = time.perf_counter()
-    gen_opts = dict(spacing=spacing, start_noise=start_noise, seed=seed)
+    gen_opts = dict(settings=settings, seed=seed)
     per_clip, real, fake, skipped = [], [], [], {}
     first = None
     for meta in metas:
@@ -211,8 +213,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                                          descriptor=descriptor, reference_image=truth[0]))
         real.append(torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255.0)
         fake.append(video)
-    report = {"clips": [m["clip_id"] for m in metas], "frames_per_clip": frames, "spacing": spacing,
-              "start_noise": start_noise}
+    report = {"clips": [m["clip_id"] for m in metas], "frames_per_clip": frames, **settings.to_dict()}
     for key in ("psnr", "ssim", "lipsync", "identity"):
         values = [c[key] for c in per_clip if key in c]
         if values:
@@ -233,8 +234,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         report["emotion_accuracy"] = float(np.mean(list(accuracy.values())))
         report["emotion_accuracy_per_emotion"] = accuracy
     if extractor is not None and flie_levels >= 2:
-        report.update(mv.intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
-                                           flie_levels, extractor, lpips, expression_seed=seed, **gen_opts),
+        report.update(intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
+                                        flie_levels, extractor, lpips, expression_seed=seed, **gen_opts),
                       flie_emotion=flie_emotion, flie_levels=flie_levels)
         if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
@@ -255,7 +256,10 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              steps: str = "ddim25", seed: int = 0, start_noise: float = 1.0, videos: int = 2,
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None) -> dict:
-    from emodiff_core import metrics_video as mv
+    """Every evaluation the checkpoints in ``checkpoints`` allow. ``steps`` (a `SamplingSettings` text form
+    without the start noise, e.g. "ddim25") and ``start_noise`` are the single-frame denoiser evaluation's
+    sampling; the videos use the default settings (`sampling.DEFAULT`)."""
+    from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     found = find_components(checkpoints)
@@ -270,17 +274,17 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
-        report["denoiser"] = evaluate_denoiser(den, data, split, spacing=steps, max_clips=max_clips, seed=seed,
-                                               start_noise=start_noise)
+        settings = SamplingSettings.parse(steps).replace(start_noise=start_noise)
+        report["denoiser"] = evaluate_denoiser(den, data, split, settings, max_clips=max_clips, seed=seed)
         report["denoiser"]["condition_sensitivity"] = condition_sensitivity(den, data, split, seed=seed)
         if "expression_generator" in found and videos > 0:
             report["videos"] = evaluate_videos(
                 den, gen, data, split, clips=videos, frames=video_frames, seed=seed,
                 extractor=_psi_extractor(reg if "regressor" in found else None, deca),
                 classifier=classifier, descriptor=_face_descriptor(),
-                lpips=mv.load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
-                inception=mv.load_inception(inception) if inception else None,
-                i3d=mv.load_i3d(i3d) if i3d else None)
+                lpips=load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
+                inception=load_inception(inception) if inception else None,
+                i3d=load_i3d(i3d) if i3d else None)
     return report
 
 
@@ -294,9 +298,10 @@ def _psi_extractor(regressor, deca_path: Optional[str]):
 
 def _face_descriptor():
     """dlib's descriptor when dlib and face_recognition_models are installed (they are requirements), else None."""
-    from emodiff_core import metrics_video as mv
+    from emodiff_core.feature_nets import MetricWeightsError
+    from emodiff_core.metrics_video import FaceDescriptor
 
     try:
-        return mv.FaceDescriptor()
-    except mv.MetricWeightsError:
+        return FaceDescriptor()
+    except MetricWeightsError:
         return None

@@ -3,7 +3,7 @@
 For every video found (mp4, avi, mov, mkv, webm; searched recursively):
     1. the audio track is decoded, mixed to mono and resampled to 16 kHz (emodiff_core.audio);
     2. frames are decoded at ``fps`` (nearest source frame per output time) and 68 landmarks are found per
-       frame with the chosen backend (`emodiff_core.faces.track_landmarks`: one face is followed, short
+       frame with the chosen backend (`emodiff_core.landmarks.track_landmarks`: one face is followed, short
        detector misses are bridged);
     3. the crop is centred on the nose tip with side 2.6 x the outer-eye distance (section 4.2 of the paper,
        the corpus convention), smoothed over time, and every frame is cropped to ``size`` x ``size``;
@@ -30,8 +30,8 @@ import numpy as np
 
 from emodiff_core.audio import AudioError, as_fraction, num_video_frames, prepare_waveform, samples_for_frames
 from emodiff_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
-from emodiff_core.faces import (FaceError, FaceNotFoundError, LandmarkBackend, fan_available, get_backend,
-                                    track_landmarks, video_alignments, warp_to_crop)
+from emodiff_core.faces import FaceError, video_alignments, warp_to_crop
+from emodiff_core.landmarks import FaceNotFoundError, LandmarkBackend, fan_available, get_backend, track_landmarks
 from emodiff_core.video import (NoAudioStreamError, VideoError, iter_frames, probe_video, read_audio_track)
 
 from .clips import Clip, write_clip, write_index

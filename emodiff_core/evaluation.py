@@ -1,0 +1,105 @@
+"""Generate videos in order to measure them: the layer above `pipeline` (which generates) and `metrics_video`
+(which measures videos it is given).
+
+- `generate_intensity_videos`: one identity speaking one audio with one emotion at k = 0, 1/L, .., 1 (Eq. 14,
+  common random numbers), the input of FLIE and LIE;
+- `video_flie`: those videos and their FLIE (`metrics_video.flie_from_videos`);
+- `intensity_metrics`: FLIE and, with LPIPS, LIE of those videos;
+- `generated_video_report`: one video generated and measured with every metric whose inputs are available
+  (`metrics_video.measure_video`), what an evaluation script calls.
+
+Every function samples with one `sampling.SamplingSettings` (``settings``, default `sampling.DEFAULT`); the
+reports carry its fields (sampler, steps, start_noise, eta).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .feature_nets import LPIPS
+from .metrics import EmotionClassifier
+from .metrics_video import (FaceDescriptor, VideoFlie, flie_from_videos, frames_to_uint8, intensity_levels, lie,
+                            measure_video)
+from .pipeline import EmotionSpec, emotion_expressions, generate_frames
+from .sampling import DEFAULT, SamplingSettings
+
+
+@torch.no_grad()
+def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int, *,
+                              settings: SamplingSettings = DEFAULT, seed: int = 0, expression_seed: int = 0,
+                              cache_reference: bool = True, device=None) -> List[torch.Tensor]:
+    """Videos [N, 3, S, S] of one identity speaking ``audio`` with ``emotion`` at k = 0, 1/L, .., 1.
+
+    The expression conditions follow Eq. 14 with the same generator noise (``expression_seed``) at every
+    level, and every video is sampled with the same ``settings`` and ``seed`` (common random numbers), so the
+    videos differ only by the intensity.
+    """
+    videos = []
+    for k in intensity_levels(levels):
+        psi = emotion_expressions(generator, audio.num_frames, EmotionSpec(emotion, float(k)), fps=audio.fps,
+                                  seed=expression_seed)
+        frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
+                                 cache_reference=cache_reference, device=device)
+        videos.append(frames[:, 0])
+    return videos
+
+
+def video_flie(denoiser, generator, identity: torch.Tensor, audio, emotion: str, extractor: Callable,
+               levels: int = 15, dims: Optional[Sequence[int]] = None, **generation) -> Tuple[VideoFlie, List[torch.Tensor]]:
+    """Generate the intensity videos (`generate_intensity_videos`, keyword arguments go there) and compute
+    their FLIE with psi from ``extractor`` (a `metrics_video.PsiExtractor`). Returns (VideoFlie, videos)."""
+    videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, **generation)
+    return flie_from_videos(videos, extractor, dims=dims, intensities=intensity_levels(levels)), videos
+
+
+def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int,
+                      extractor: Callable, lpips: Optional[LPIPS] = None, **generation) -> Dict[str, object]:
+    """``flie`` (or ``flie_error`` when FLIE is undefined) and, with ``lpips``, ``lie`` of the intensity videos
+    of ``emotion`` (`generate_intensity_videos`; keyword arguments go there)."""
+    videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, **generation)
+    out: Dict[str, object] = {}
+    try:
+        out["flie"] = flie_from_videos(videos, extractor).flie
+    except ValueError as exc:
+        out["flie_error"] = str(exc)
+    if lpips is not None:
+        out["lie"] = lie(videos, lpips).lie
+    return out
+
+
+def generated_video_report(denoiser, generator, identity: torch.Tensor, audio, emotion: str = "neutral",
+                           intensity: float = 1.0, *, expression: Optional[torch.Tensor] = None,
+                           extractor: Optional[Callable] = None, classifier: Optional[EmotionClassifier] = None,
+                           truth_frames=None, descriptor: Optional[FaceDescriptor] = None, reference_image=None,
+                           landmark_backend=None, flie_levels: int = 0, lpips: Optional[LPIPS] = None,
+                           settings: SamplingSettings = DEFAULT, seed: int = 0, window: int = 48,
+                           max_offset: int = 8, max_frames: Optional[int] = None, device=None) -> Dict[str, object]:
+    """Generate one video and measure it (`metrics_video.measure_video`) with every metric whose inputs are
+    available.
+
+    The condition is ``expression`` ([N, 50], e.g. a clip's ground-truth psi) or, when None, Eq. 14 from
+    ``generator`` for ``emotion`` at ``intensity``. The identity reference defaults to the identity crop.
+    ``flie`` (and ``lie`` with ``lpips``) over ``flie_levels`` intensity levels of ``emotion`` when
+    flie_levels >= 2 and an extractor is given. ``max_frames`` keeps only the first frames of the audio
+    (and of ``expression``). Every video is sampled with ``settings``.
+    Returns a flat dict of numbers (plus 'frames' and the settings' fields: sampler, steps, start_noise, eta).
+    """
+    if max_frames is not None and max_frames < audio.num_frames:
+        audio = audio.first(max_frames)
+        expression = expression[:max_frames] if expression is not None else None
+    n = audio.num_frames
+    psi_cond = expression if expression is not None else emotion_expressions(
+        generator, n, EmotionSpec(emotion, float(intensity)), fps=audio.fps, seed=seed)
+    frames = generate_frames(denoiser, identity, audio, psi_cond, settings=settings, seed=seed, device=device)[:, 0]
+    report: Dict[str, object] = {"frames": int(n), **settings.to_dict(), "emotion": emotion,
+                                 "intensity": float(intensity)}
+    if descriptor is not None and reference_image is None:
+        reference_image = frames_to_uint8(identity)[0]
+    report.update(measure_video(frames, audio, emotion=emotion, truth_frames=truth_frames, extractor=extractor,
+                                classifier=classifier, descriptor=descriptor, reference_image=reference_image,
+                                landmark_backend=landmark_backend, window=window, max_offset=max_offset))
+    if flie_levels >= 2 and extractor is not None and emotion != "neutral":
+        report.update(intensity_metrics(denoiser, generator, identity, audio, emotion, flie_levels, extractor, lpips,
+                                        settings=settings, seed=seed, expression_seed=seed, device=device))
+    return report
