@@ -140,7 +140,7 @@ def run_steps(*, run_dir: str, total_steps: int, step_fn: Callable[[int], Dict[s
               extra_state: Optional[Callable[[], dict]] = None, stop_after: Optional[int] = None) -> int:
     """The resumable loop. ``step_fn(step)`` does one optimisation step and returns scalars to log.
 
-    With ``resume`` it restores ``modules`` and ``optimizers`` from <run>/state.* and continues from the
+    With ``resume`` it restores ``modules`` and ``optimizers`` from <run>/state.safetensors and continues from the
     saved step; data and noise for step s are drawn from generators seeded by (seed, s) inside step_fn,
     so a resumed run makes the same updates as one that was never interrupted.
     ``stop_after`` ends the loop after that step as if the process had been killed there (the schedule still
