@@ -13,14 +13,20 @@ Presets:
   16 px only (a quarter of the input, like the paper's 32 of 128): fusing at 32 px too made a training
   step three times slower on the CPU for an identity that the concatenated identity frame already carries.
 - ``tiny``: 32 px, for tests: a forward+backward on a 2-core CPU well under a second.
+
+The super-resolution head and the expression regressor have ``demo`` and ``tiny`` presets too (the shipped
+checkpoint's and the tests' sizes). `build` is the one way to make a config from a preset name and overrides
+(what the training files' ``model`` sections hold).
 """
 from __future__ import annotations
 
+import collections.abc
+import copy
 import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 EXPRESSION_DIM = 50  # FLAME/DECA expression vector length (psi in R^50)
 
@@ -213,14 +219,62 @@ EXPRESSION_PRESETS = {
 }
 
 
-def preset(kind: str, name: str):
-    """Return the named preset of a config kind ('denoiser' or 'expression')."""
-    table = {"denoiser": DENOISER_PRESETS, "expression": EXPRESSION_PRESETS}.get(kind)
-    if table is None:
-        raise ConfigError(f"unknown config kind {kind!r}; choose 'denoiser' or 'expression'")
+SUPERRES_PRESETS = {
+    "demo": SuperResConfig(scale=2, channels=32, num_blocks=4),     # the shipped checkpoint's head
+    "tiny": SuperResConfig(scale=2, channels=8, num_blocks=1),
+}
+
+REGRESSOR_PRESETS = {
+    "demo": RegressorConfig(image_size=64, channels=32),            # the shipped checkpoint's regressor
+    "tiny": RegressorConfig(image_size=32, channels=8),
+}
+
+# kind -> (config class, presets): the kinds `preset` and `build` know
+KINDS = {
+    "denoiser": (DenoiserConfig, DENOISER_PRESETS),
+    "expression": (ExpressionConfig, EXPRESSION_PRESETS),
+    "superres": (SuperResConfig, SUPERRES_PRESETS),
+    "regressor": (RegressorConfig, REGRESSOR_PRESETS),
+}
+
+
+def preset(kind: str, name: str, where: Optional[str] = None):
+    """Return the named preset of a config kind ('denoiser', 'expression', 'superres' or 'regressor')."""
+    context = f"{where}: " if where else ""
+    if kind not in KINDS:
+        raise ConfigError(f"{context}unknown config kind {kind!r}; choose one of {', '.join(KINDS)}")
+    table = KINDS[kind][1]
     if name not in table:
-        raise ConfigError(f"unknown {kind} preset {name!r}; choose one of {sorted(table)}")
+        raise ConfigError(f"{context}unknown {kind} preset {name!r}; choose one of {sorted(table)}")
     return table[name]
+
+
+def build(kind: str, preset_name: str, overrides: Optional[Mapping[str, Any]] = None, where: str = "config"):
+    """The config of ``kind`` made from preset ``preset_name`` with ``overrides`` deep-merged into it, read
+    back with the strict `from_dict` (so an override of an unknown field, or of the wrong type, is an error
+    that names ``where`` and the key).
+
+    Deep merge: a nested section (``audio``, ``diffusion``) takes only the keys the override gives, e.g.
+    ``{"diffusion": {"steps": 100}}`` keeps the preset's schedule; any other value replaces the preset's.
+    """
+    base = preset(kind, preset_name, where)
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{where}: overrides must be an object of field values, got {type(overrides).__name__}")
+    merged = deep_merge(to_dict(base), overrides)
+    return from_dict(KINDS[kind][0], merged, where=f"{where} (preset {preset_name!r} with overrides)")
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """A new dict: ``base`` with ``overrides`` merged in, recursively where both sides hold a mapping."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 # --------------------------------------------------------------------------- (de)serialisation
@@ -234,23 +288,32 @@ def to_json(config) -> str:
 
 
 def from_dict(cls, data: Mapping[str, Any], where: str = "config"):
-    """Build dataclass ``cls`` from ``data``, strictly: every field present, nothing unknown.
+    """Build dataclass ``cls`` from ``data``, strictly: every field present, nothing unknown; nested
+    dataclass fields are read the same way.
 
-    ``where`` names the source in error messages (a file, a checkpoint).
+    ``where`` names the source in error messages (a file, a checkpoint); the messages name a nested key by
+    its dotted path from the top (``optim.lr``).
     """
+    return _from_mapping(cls, data, where, "")
+
+
+def _from_mapping(cls, data, where: str, path: str):
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        what = f"key {path!r}" if path else "the top level"
+        raise ConfigError(f"{where}: {what} must be an object (the fields of {cls.__name__}), "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    prefix = f"{path}." if path else ""
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__} (known keys: {', '.join(names)})")
+        raise ConfigError(f"{where}: unknown key {prefix + str(unknown[0])!r} for {cls.__name__}; remove it or fix "
+                          f"its spelling (known keys{' in ' + repr(path) if path else ''}: {', '.join(names)})")
     missing = [n for n in names if n not in data]
     if missing:
-        raise ConfigError(f"{where}: missing key {missing[0]!r} for {cls.__name__}")
-    kwargs = {}
-    for name in names:
-        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+        raise ConfigError(f"{where}: missing key {prefix + missing[0]!r} for {cls.__name__}; add it "
+                          f"({cls.__name__} needs: {', '.join(names)})")
+    kwargs = {name: _coerce(hints[name], data[name], where, prefix + name) for name in names}
     config = cls(**kwargs)
     if hasattr(config, "validate"):
         try:
@@ -268,29 +331,34 @@ def from_json(cls, text: str, where: str = "config"):
     return from_dict(cls, data, where)
 
 
-def _coerce(hint, value, where: str):
+def _coerce(hint, value, where: str, path: str):
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
+        return _from_mapping(hint, value, where, path)
     origin = typing.get_origin(hint)
     if origin in (tuple, Tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: {path}: expected a list, got {value!r}")
         (item_type, _ellipsis) = typing.get_args(hint)
-        return tuple(_coerce(item_type, v, where) for v in value)
+        return tuple(_coerce(item_type, v, where, path) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        # free-form mappings (a training file's model overrides): checked by whoever reads them
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: {path}: expected an object, got {value!r}")
+        return copy.deepcopy(dict(value))
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: {path}: expected true/false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: {path}: expected an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: {path}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: {path}: expected a string, got {value!r}")
         return value
     return value

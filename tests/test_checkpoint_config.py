@@ -153,3 +153,40 @@ def test_configs_round_trip_and_are_strict():
         from_dict(DenoiserConfig, bad_res)
     with pytest.raises(ConfigError, match="unknown denoiser preset"):
         preset("denoiser", "huge")
+
+
+def test_build_deep_merges_overrides_into_a_preset_and_reads_them_strictly():
+    from emodiff_core.config import KINDS, build
+
+    tiny = DENOISER_PRESETS["tiny"]
+    assert build("denoiser", "tiny", {}, where="x") == tiny
+    merged = build("denoiser", "tiny", {"diffusion": {"steps": 50}, "channel_mult": [1, 2], "dropout": 0})
+    assert merged.diffusion.steps == 50 and merged.diffusion.schedule == tiny.diffusion.schedule
+    assert merged.channel_mult == (1, 2) and merged.dropout == 0.0 and merged.audio == tiny.audio
+    assert tiny.diffusion.steps == 100                          # the preset itself is untouched
+    with pytest.raises(ConfigError, match=r"f.json: model .*unknown key 'diffusion.stepz' for DiffusionConfig"):
+        build("denoiser", "tiny", {"diffusion": {"stepz": 50}}, where="f.json: model")
+    with pytest.raises(ConfigError, match=r"unknown key 'colour' for ExpressionConfig; remove it"):
+        build("expression", "demo", {"colour": 1})
+    with pytest.raises(ConfigError, match=r"scale: expected an integer, got '2'"):
+        build("superres", "demo", {"scale": "2"})
+    with pytest.raises(ConfigError, match=r"superres.scale must be 2 or 4"):
+        build("superres", "demo", {"scale": 3})
+    with pytest.raises(ConfigError, match=r"f.json: unknown regressor preset 'paper'; choose one of \['demo', 'tiny'\]"):
+        build("regressor", "paper", where="f.json")
+    with pytest.raises(ConfigError, match="unknown config kind 'vae'"):
+        build("vae", "demo")
+    for kind, (cls, presets) in KINDS.items():                 # every preset is valid and round-trips
+        for name, cfg in presets.items():
+            assert build(kind, name) == cfg and from_json(cls, to_json(cfg)) == cfg
+
+
+def test_demo_presets_are_the_shipped_checkpoints_configs():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                        "emodiffhead_demo.safetensors")
+    if not os.path.isfile(path) or os.path.getsize(path) < 1024:
+        pytest.skip("the demo checkpoint is not in this checkout")
+    shipped = ckpt.read_checkpoint(path).configs
+    for component, kind in (("denoiser", "denoiser"), ("expression_generator", "expression"),
+                            ("superres", "superres"), ("regressor", "regressor")):
+        assert shipped[component] == preset(kind, "demo"), component

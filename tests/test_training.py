@@ -1,5 +1,6 @@
 """Training: the corpus, configs, every trainer, resume after a kill, DDP on two CPU processes, export,
 evaluation and plots."""
+import dataclasses
 import json
 import os
 import socket
@@ -93,24 +94,106 @@ def test_denoiser_data_identity_from_a_neutral_clip_and_motion_dropout(corpus, t
 
 
 def test_config_files_are_strict(tmp_path):
-    from training.train_denoiser import SCHEMA
+    from training.train_denoiser import DenoiserTrainingConfig
 
     good = json.load(open(os.path.join(CONFIGS, "denoiser_tiny.json")))
-    load_config(os.path.join(CONFIGS, "denoiser_tiny.json"), SCHEMA)
-    bad = dict(good)
-    del bad["loss"]
+    cfg = load_config(os.path.join(CONFIGS, "denoiser_tiny.json"), DenoiserTrainingConfig)
+    assert cfg.schedule.sample_steps == 3 and cfg.loss.lip == 0.2 and cfg.data.identity_from == "same_clip"
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(bad))
-    with pytest.raises(TrainingConfigError, match=r"bad.json: missing key 'loss'"):
-        load_config(str(path), SCHEMA)
-    bad = json.loads(json.dumps(good))
-    bad["optim"]["learning_rate"] = 1
-    path.write_text(json.dumps(bad))
-    with pytest.raises(TrainingConfigError, match=r"unknown key 'optim.learning_rate'"):
-        load_config(str(path), SCHEMA)
+
+    def refused(edit, pattern):
+        bad = json.loads(json.dumps(good))
+        edit(bad)
+        path.write_text(json.dumps(bad))
+        with pytest.raises(TrainingConfigError, match=pattern):
+            load_config(str(path), DenoiserTrainingConfig)
+
+    refused(lambda c: c.pop("loss"), r"bad.json: missing key 'loss'")
+    refused(lambda c: c["optim"].update(learning_rate=1), r"bad.json: unknown key 'optim.learning_rate'")
+    refused(lambda c: c["loss"].pop("eye"), r"missing key 'loss.eye'")
+    refused(lambda c: c["schedule"].update(sample_steps="ddim3"), r"schedule.sample_steps: expected an integer")
+    refused(lambda c: c["data"].update(identity_from="random"), r"bad.json: data.identity_from must be one of")
+    refused(lambda c: c["optim"].update(batch_size=0), r"optim.batch_size must be positive")
     path.write_text("{not json")
     with pytest.raises(TrainingConfigError, match="not valid JSON"):
-        load_config(str(path), SCHEMA)
+        load_config(str(path), DenoiserTrainingConfig)
+    with pytest.raises(TrainingConfigError, match="config file not found"):
+        load_config(str(tmp_path / "nope.json"), DenoiserTrainingConfig)
+
+
+def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
+    from emodiff_core import config as core
+    from training.configfile import ModelSection
+    from training.train_denoiser import DenoiserTrainingConfig
+    from training.train_generator import GeneratorTrainingConfig
+    from training.train_regressor import RegressorTrainingConfig
+    from training.train_superres import SuperResTrainingConfig
+
+    schemas = {"denoiser": (DenoiserTrainingConfig, "denoiser"), "generator": (GeneratorTrainingConfig, "expression"),
+               "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres")}
+    names = sorted(os.listdir(CONFIGS))
+    assert len(names) == 8
+    for name in names:
+        schema, kind = schemas[name.split("_")[0]]
+        cfg = load_config(name, schema)                       # a bare name is found in training/configs
+        model = cfg.model.build(kind, name)
+        assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
+    # the shipped sizes of the former literal model sections are the presets now
+    assert core.preset("superres", "demo") == core.SuperResConfig(scale=2, channels=32, num_blocks=4)
+    assert core.preset("regressor", "tiny") == core.RegressorConfig(image_size=32, channels=8, expression_dim=50)
+    # overrides merge deeply and are checked by the core's strict reader, naming the file and the key
+    section = ModelSection("tiny", {"diffusion": {"steps": 50}, "audio": {"n_mels": 8}})
+    built = section.build("denoiser", "my.json")
+    assert built.diffusion.steps == 50 and built.diffusion.schedule == "cosine"
+    assert built.audio.n_mels == 8 and built.audio.context == core.DENOISER_PRESETS["tiny"].audio.context
+    with pytest.raises(TrainingConfigError, match=r"my.json: model .*unknown key 'audio.n_melz'"):
+        ModelSection("tiny", {"audio": {"n_melz": 8}}).build("denoiser", "my.json")
+    with pytest.raises(TrainingConfigError, match=r"my.json: model: unknown regressor preset 'huge'"):
+        ModelSection("huge", {}).build("regressor", "my.json")
+
+
+def test_sample_steps_beyond_the_schedule_is_refused_before_training(corpus, tmp_path):
+    from training.train_denoiser import train
+
+    cfg = json.load(open(os.path.join(CONFIGS, "denoiser_tiny.json")))
+    cfg["schedule"]["sample_steps"] = 101                       # the tiny preset has 100 diffusion steps
+    path = tmp_path / "steps.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match=r"steps.json: schedule.sample_steps: .*use at most 100"):
+        train(str(path), corpus, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "state.safetensors")
+
+
+def test_validation_is_off_only_for_an_empty_split(corpus, tiny_config, tmp_path, capsys):
+    from training import train_denoiser, train_regressor, train_superres
+    from training.clips import ClipFormatError
+
+    data = load_config("denoiser_tiny.json", train_denoiser.DenoiserTrainingConfig).data
+    val = train_denoiser._validation_set(corpus, tiny_config, data, seed=0, announce=True)
+    assert val["x0"].shape == (data.val_examples, 3, 32, 32)
+    nothing = dataclasses.replace(data, val_split="nosuchsplit")
+    assert train_denoiser._validation_set(corpus, tiny_config, nothing, seed=0, announce=True) is None
+    assert train_regressor._validation_set(corpus, "nosuchsplit", 32, announce=True) is None
+    assert train_superres._validation_set(corpus, "nosuchsplit", 64, announce=False) is None
+    said = capsys.readouterr().out
+    assert said.count("validation is off") == 2 and "no clips in split 'nosuchsplit'" in said
+    # anything else is an error, not a silent "no validation": here a dataset folder without its index
+    with pytest.raises(ClipFormatError, match="not a clip dataset"):
+        train_regressor._validation_set(str(tmp_path), "val", 32, announce=True)
+
+
+def test_metrics_and_ranges_of_the_trainers():
+    from training.data import frames_to_model_range, mean_psnr, model_range_to_01
+
+    frames = np.zeros((2, 4, 4, 3), np.uint8)
+    frames[1] = 255
+    x = frames_to_model_range(frames)
+    assert x.shape == (2, 3, 4, 4) and x[0].eq(-1).all() and x[1].eq(1).all()
+    assert torch.equal(model_range_to_01(x), torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.full((2, 3, 4, 4), 0.1)
+    b[1] = 0.01                                           # per image: 20 dB and 40 dB
+    assert mean_psnr(a, b) == pytest.approx(30.0)
 
 
 def _weights(path):
@@ -120,15 +203,16 @@ def _weights(path):
 
 
 def test_a_killed_run_resumes_with_the_same_optimizer_state(corpus, tmp_path):
+    from training.state import read_step
     from training.train_denoiser import train
 
     cfg = os.path.join(CONFIGS, "denoiser_tiny.json")
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     train(cfg, corpus, straight)
     train(cfg, corpus, killed, stop_after=3)            # killed after step 3; last saved state is step 2
-    assert json.load(open(os.path.join(killed, "state.json")))["step"] == 2
+    assert read_step(killed) == 2
     train(cfg, corpus, killed, resume=True)              # resumes at step 2, runs 3 and 4
-    assert json.load(open(os.path.join(killed, "state.json")))["step"] == 4
+    assert read_step(killed) == 4 and sorted(os.listdir(killed)) == sorted(os.listdir(straight))
     a, b = _weights(os.path.join(straight, "state.safetensors")), _weights(os.path.join(killed, "state.safetensors"))
     assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)       # model, EMA and Adam moments all identical

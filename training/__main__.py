@@ -110,8 +110,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("train", help="train one model",
                        description="Train the expression generator (GAN), the denoiser, the super-resolution head or "
-                                   "the expression regressor. Writes log.csv, samples/, state.* (for --resume) and "
-                                   "the exported <model>.safetensors into --out.")
+                                   "the expression regressor. Writes log.csv, samples/, state.safetensors (for "
+                                   "--resume) and the exported <model>.safetensors into --out.")
     p.add_argument("model", choices=("generator", "denoiser", "superres", "regressor"))
     p.add_argument("--config", required=True, help="JSON config (see training/configs/)")
     p.add_argument("--data", required=True, help="clip dataset folder")

@@ -1,51 +1,80 @@
-"""Training configuration files (JSON), read strictly: a missing or unknown key is an error that names the
-file and the key, and says what to do."""
+"""Training configuration files (JSON), read strictly into frozen dataclasses.
+
+Each trainer declares its file as a frozen dataclass (nested sections are dataclasses too) and `load_config`
+reads the JSON with the core's strict `emodiff_core.config.from_dict`, the same reader the model configs
+and checkpoints use: a missing or unknown key, or a value of the wrong type, is an error that names the file
+and the dotted key. The ``model`` section (`ModelSection`) names a preset of `emodiff_core.config` and
+overrides of its fields, turned into a model config by `emodiff_core.config.build`.
+"""
 from __future__ import annotations
 
-import copy
 import json
 import os
-from typing import Any, Dict, Mapping
+from dataclasses import dataclass
+from typing import Any, Dict, Type, TypeVar
+
+from emodiff_core import config as config_mod
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+EXAMPLES_HINT = f"the shipped files in {CONFIG_DIR} show every key of each trainer's file"
+
+T = TypeVar("T")
 
 
-class TrainingConfigError(ValueError):
-    pass
+class TrainingConfigError(config_mod.ConfigError):
+    """A training file is missing, unreadable, or does not match its trainer's schema."""
 
 
-def load_config(path: str, schema: Mapping[str, Any]) -> Dict[str, Any]:
-    """Read ``path`` (JSON) and check it against ``schema``, a nested dict of default values whose keys are
-    all required. Returns the parsed dict."""
-    if not os.path.isfile(path):
-        alt = os.path.join(CONFIG_DIR, path)
-        if os.path.isfile(alt):
-            path = alt
-        else:
-            raise TrainingConfigError(f"config file not found: {path} (the shipped ones are in {CONFIG_DIR})")
+@dataclass(frozen=True)
+class ModelSection:
+    """``preset``: a preset name of `emodiff_core.config` for the trainer's model kind; ``overrides``: fields
+    to change, deep-merged (``{"diffusion": {"steps": 100}}`` changes only the step count)."""
+
+    preset: str
+    overrides: Dict[str, Any]
+
+    def build(self, kind: str, path: str):
+        """The model config this section describes; errors name ``path`` and the key."""
+        try:
+            return config_mod.build(kind, self.preset, self.overrides, where=f"{path}: model")
+        except TrainingConfigError:
+            raise
+        except config_mod.ConfigError as exc:
+            raise TrainingConfigError(f"{exc} (model.preset picks a preset of emodiff_core/config.py; "
+                                      "model.overrides changes its fields)") from None
+
+
+def resolve_path(path: str) -> str:
+    """``path`` itself, or the shipped config of that name in training/configs/."""
+    if os.path.isfile(path):
+        return path
+    shipped = os.path.join(CONFIG_DIR, path)
+    if os.path.isfile(shipped):
+        return shipped
+    raise TrainingConfigError(f"config file not found: {path} (the shipped ones are in {CONFIG_DIR})")
+
+
+def load_config(path: str, schema: Type[T]) -> T:
+    """Read ``path`` (JSON; a bare name is looked up in training/configs/) into the frozen dataclass
+    ``schema``. Every key is required and none may be unknown."""
+    path = resolve_path(path)
     try:
         with open(path) as fh:
             data = json.load(fh)
     except json.JSONDecodeError as exc:
         raise TrainingConfigError(f"{path}: not valid JSON ({exc})") from None
-    _check(data, schema, path, "")
-    return data
+    try:
+        return config_mod.from_dict(schema, data, where=path)
+    except config_mod.ConfigError as exc:
+        raise TrainingConfigError(f"{exc}; {EXAMPLES_HINT}") from None
 
 
-def _check(data, schema, path, where):
-    if not isinstance(data, dict):
-        raise TrainingConfigError(f"{path}: {where or 'the top level'} must be an object")
-    for key, default in schema.items():
-        name = f"{where}.{key}" if where else key
-        if key not in data:
-            raise TrainingConfigError(f"{path}: missing key '{name}' (add it; the default is {json.dumps(default)})")
-        if isinstance(default, dict) and default:
-            _check(data[key], default, path, name)
-    for key in data:
-        if key not in schema:
-            name = f"{where}.{key}" if where else key
-            raise TrainingConfigError(f"{path}: unknown key '{name}'; known keys here: {', '.join(schema)}")
+def require(condition: bool, message: str) -> None:
+    """For the sections' ``validate``: `from_dict` prefixes the file name to the message."""
+    if not condition:
+        raise config_mod.ConfigError(message)
 
 
-def default_config(schema: Mapping[str, Any]) -> Dict[str, Any]:
-    return copy.deepcopy(dict(schema))
+def require_positive(section: str, **values) -> None:
+    for key, value in values.items():
+        require(value > 0, f"{section + '.' if section else ''}{key} must be positive, got {value}")

@@ -3,7 +3,7 @@ window gathering, motion frames, expression smoothing), so training sees exactly
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, TypeVar
 
 import cv2
 import numpy as np
@@ -12,15 +12,44 @@ import torch
 from emodiff_core.audio import frame_features
 from emodiff_core.config import DenoiserConfig
 from emodiff_core.emotions import emotion_index
+from emodiff_core.metrics import psnr
 from emodiff_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
                                       smooth_sequence, window_offsets)
 
-from .clips import ClipDataset, ClipFormatError
+from .clips import ClipDataset, ClipFormatError, EmptySplitError
+
+T = TypeVar("T")
 
 
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
+def frames_to_model_range(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in the models' [-1, 1] range (not [0, 1] like
+    `emodiff_core.metrics_video.frames_to_tensor`)."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def model_range_to_01(images: torch.Tensor) -> torch.Tensor:
+    """Images in the models' [-1, 1] range -> [0, 1] (clamped), the range the metrics take."""
+    return ((images.clamp(-1, 1) + 1) / 2)
+
+
+def mean_psnr(images: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean over a batch of each image's PSNR (`emodiff_core.metrics.psnr`) for [B, C, H, W] images in [0, 1]
+    (clamped: the images as they would be shown)."""
+    images, targets = images.clamp(0, 1).cpu().numpy(), targets.clamp(0, 1).cpu().numpy()
+    return float(np.mean([psnr(a, b) for a, b in zip(images, targets)]))
+
+
+def optional_validation_data(make: Callable[[], T], split: str, announce: bool) -> Optional[T]:
+    """``make()`` (the validation data of ``split``), or None when the dataset has no clips in that split:
+    validation is then off, and ``announce`` says so with the reason. Any other error (a broken clip, a
+    missing psi) is raised: it would break training too."""
+    try:
+        return make()
+    except EmptySplitError as exc:
+        if announce:
+            print(f"validation is off: {exc} (put clips in split {split!r} or point data.val_split at a "
+                  "split that has some)", flush=True)
+        return None
 
 
 def resize_clip_frames(frames: np.ndarray, landmarks: np.ndarray, size: int):
@@ -70,7 +99,7 @@ class DenoiserData:
         if limit:
             metas = metas[:limit]
         if not metas:
-            raise ClipFormatError(f"{root} has no clips in split {split!r}")
+            raise EmptySplitError(root, split)
         if ds.sample_rate != cfg.audio.sample_rate:
             raise ClipFormatError(f"{root} has {ds.sample_rate} Hz audio; the model expects {cfg.audio.sample_rate} Hz")
         self.clips: List[LoadedClip] = []
@@ -158,7 +187,7 @@ class FrameData:
         ds = ClipDataset(root)
         metas = ds.metas(split)[:limit] if limit else ds.metas(split)
         if not metas:
-            raise ClipFormatError(f"{root} has no clips in split {split!r}")
+            raise EmptySplitError(root, split)
         frames, psis, owners = [], [], []
         for meta in metas:
             clip = ds.load(meta, with_audio=False)

@@ -7,38 +7,85 @@ highest level), cut into random windows of ``data.length`` frames.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Dict
 
 import numpy as np
 import torch
 
-from emodiff_core import config as config_mod
 from emodiff_core.emotions import EMOTIONS
 from emodiff_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator,
                                      discriminator_losses, generator_losses)
 
-from .configfile import load_config
+from .configfile import ModelSection, load_config, require, require_positive
 from .data import emotion_sequences
 from .export import export_component
 from .loop import EMA, CsvLog, run_steps, setup_distributed, unwrap, wrap_ddp
 
-SCHEMA = {
-    "model": {"preset": "demo", "overrides": {}},
-    "loss": {"lambda_mse": 1.0, "lambda_cls": 1.0},
-    "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "batch_size": 32, "steps": 3000, "ema_decay": 0.995},
-    "data": {"split": "train", "length": 48, "min_intensity": 0.99},
-    "schedule": {"log_every": 25, "checkpoint_every": 250, "sample_every": 500},
-    "seed": 0,
-    "threads": 2,
-}
+
+@dataclass(frozen=True)
+class LossSection:
+    """lambda_MSE and lambda_cls of Eq. 19."""
+
+    lambda_mse: float
+    lambda_cls: float
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr_g: float
+    lr_d: float
+    batch_size: int
+    steps: int
+    ema_decay: float
+
+    def validate(self) -> None:
+        require(self.lr_g >= 0 and self.lr_d >= 0, "optim.lr_g and optim.lr_d must be >= 0")
+        require_positive("optim", batch_size=self.batch_size, steps=self.steps)
+        require(0.0 <= self.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``length``: frames per training window; ``min_intensity``: emotional clips below it are left out."""
+
+    split: str
+    length: int
+    min_intensity: float
+
+    def validate(self) -> None:
+        require(self.length >= 2, f"data.length must be at least 2 frames, got {self.length}")
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    log_every: int
+    checkpoint_every: int
+    sample_every: int
+
+    def validate(self) -> None:
+        require_positive("schedule", log_every=self.log_every, checkpoint_every=self.checkpoint_every)
+        require(self.sample_every >= 0, f"schedule.sample_every must be >= 0, got {self.sample_every}")
+
+
+@dataclass(frozen=True)
+class GeneratorTrainingConfig:
+    """An expression-GAN training file (training/configs/generator_*.json)."""
+
+    model: ModelSection
+    loss: LossSection
+    optim: OptimSection
+    data: DataSection
+    schedule: ScheduleSection
+    seed: int
+    threads: int
+
+    def validate(self) -> None:
+        require_positive("", threads=self.threads)
+
+
 LOG_FIELDS = ["step", "seconds", "d_total", "d_global", "d_local", "d_cls", "g_total", "g_adv_global",
               "g_adv_local", "g_mse", "g_cls", "class_accuracy"]
-
-
-def build_config(section: dict, where: str) -> config_mod.ExpressionConfig:
-    merged = config_mod.to_dict(config_mod.preset("expression", section["preset"]))
-    merged.update(section["overrides"])
-    return config_mod.from_dict(config_mod.ExpressionConfig, merged, where=f"{where}: model")
 
 
 def _windows(seqs, labels, rng, batch, length):
@@ -53,23 +100,23 @@ def _windows(seqs, labels, rng, batch, length):
 
 def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
           stop_after: int = None) -> str:
-    cfg_file = load_config(config_path, SCHEMA)
-    torch.set_num_threads(int(cfg_file["threads"]))
+    cfg_file = load_config(config_path, GeneratorTrainingConfig)
+    torch.set_num_threads(cfg_file.threads)
     info = setup_distributed(device)
-    cfg = build_config(cfg_file["model"], config_path)
-    o, d, lw = cfg_file["optim"], cfg_file["data"], cfg_file["loss"]
-    seed = int(cfg_file["seed"])
-    total = int(max_steps or o["steps"])
+    cfg = cfg_file.model.build("expression", config_path)
+    o, d, lw, sched = cfg_file.optim, cfg_file.data, cfg_file.loss, cfg_file.schedule
+    seed = cfg_file.seed
+    total = int(max_steps or o.steps)
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(seed)
     gen, d_g, d_l = ExpressionGenerator(cfg), GlobalDiscriminator(cfg), LocalDiscriminator(cfg)
     for m in (gen, d_g, d_l):
         m.to(info.device)
-    ema = EMA(gen, o["ema_decay"])
+    ema = EMA(gen, o.ema_decay)
     gen_ddp, dg_ddp, dl_ddp = (wrap_ddp(m, info) for m in (gen, d_g, d_l))
-    opt_g = torch.optim.Adam(gen.parameters(), lr=o["lr_g"], betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(list(d_g.parameters()) + list(d_l.parameters()), lr=o["lr_d"], betas=(0.5, 0.999))
-    seqs, labels = emotion_sequences(data_dir, d["split"], d["length"], d["min_intensity"])
+    opt_g = torch.optim.Adam(gen.parameters(), lr=o.lr_g, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(list(d_g.parameters()) + list(d_l.parameters()), lr=o.lr_d, betas=(0.5, 0.999))
+    seqs, labels = emotion_sequences(data_dir, d.split, d.length, d.min_intensity)
     present = sorted(set(labels.tolist()))
     if info.main:
         print(f"generator data: {len(seqs)} sequences, emotions present: {[EMOTIONS[i] for i in present]}", flush=True)
@@ -78,15 +125,15 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
         gen_t = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        real, y = _windows(seqs, labels, rng, o["batch_size"], d["length"])
+        real, y = _windows(seqs, labels, rng, o.batch_size, d.length)
         real, y = real.to(info.device), y.to(info.device)
         z = torch.randn(len(y), cfg.noise_dim, generator=gen_t).to(info.device)
-        fake = gen_ddp(y, d["length"], z=z)
+        fake = gen_ddp(y, d.length, z=z)
         d_losses = discriminator_losses(dg_ddp, dl_ddp, real, fake.detach(), y)
         opt_d.zero_grad(set_to_none=True)
         d_losses["total"].backward()
         opt_d.step()
-        g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw["lambda_mse"], lw["lambda_cls"])
+        g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw.lambda_mse, lw.lambda_cls)
         opt_g.zero_grad(set_to_none=True)
         g_losses["total"].backward()
         opt_g.step()
@@ -99,7 +146,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         return out
 
     def on_sample(done: int) -> Dict[str, float]:
-        _plot_samples(ema.shadow, os.path.join(out_dir, "samples", f"step{done:07d}.png"), d["length"], seed)
+        _plot_samples(ema.shadow, os.path.join(out_dir, "samples", f"step{done:07d}.png"), d.length, seed)
         return {}
 
     def on_checkpoint(done: int) -> None:
@@ -108,8 +155,8 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn,
               modules={"generator": gen, "ema": ema.shadow, "d_global": d_g, "d_local": d_l},
               optimizers={"g": opt_g, "d": opt_d}, info=info, log=log, resume=resume,
-              checkpoint_every=cfg_file["schedule"]["checkpoint_every"], log_every=cfg_file["schedule"]["log_every"],
-              on_checkpoint=on_checkpoint, sample_every=cfg_file["schedule"]["sample_every"], on_sample=on_sample,
+              checkpoint_every=sched.checkpoint_every, log_every=sched.log_every,
+              on_checkpoint=on_checkpoint, sample_every=sched.sample_every, on_sample=on_sample,
               desc="generator", stop_after=stop_after)
     return os.path.join(out_dir, "expression_generator.safetensors")
 

@@ -4,36 +4,74 @@ frames (FLIE, emotion accuracy). The loss is the squared error of standardised p
 from __future__ import annotations
 
 import os
-from typing import Dict
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
-from emodiff_core import config as config_mod
+from emodiff_core.metrics import r2_per_component
 from emodiff_core.models import ExpressionRegressor
 
-from .configfile import load_config
-from .data import FrameData
+from .configfile import ModelSection, load_config, require, require_positive
+from .data import FrameData, optional_validation_data
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
 NAMED_COMPONENTS = 13   # training/corpus/facemodel.py EXPRESSION_COMPONENTS
-SCHEMA = {
-    "model": {"image_size": 64, "channels": 32},
-    "optim": {"lr": 1e-3, "batch_size": 64, "steps": 4000, "warmup": 100, "ema_decay": 0.998},
-    "data": {"split": "train", "val_split": "val", "augment": True},
-    "schedule": {"log_every": 50, "checkpoint_every": 500},
-    "seed": 0,
-    "threads": 2,
-}
+VAL_FRAMES = 2000       # validation frames drawn once per evaluation
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr: float
+    batch_size: int
+    steps: int
+    warmup: int
+    ema_decay: float
+
+    def validate(self) -> None:
+        require(self.lr >= 0 and self.warmup >= 0, "optim.lr and optim.warmup must be >= 0")
+        require_positive("optim", batch_size=self.batch_size, steps=self.steps)
+        require(0.0 <= self.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``augment``: brightness/contrast jitter and noise on the training images."""
+
+    split: str
+    val_split: str
+    augment: bool
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    """The validation R^2 is measured at every checkpoint."""
+
+    log_every: int
+    checkpoint_every: int
+
+    def validate(self) -> None:
+        require_positive("schedule", log_every=self.log_every, checkpoint_every=self.checkpoint_every)
+
+
+@dataclass(frozen=True)
+class RegressorTrainingConfig:
+    """An expression-regressor training file (training/configs/regressor_*.json)."""
+
+    model: ModelSection
+    optim: OptimSection
+    data: DataSection
+    schedule: ScheduleSection
+    seed: int
+    threads: int
+
+    def validate(self) -> None:
+        require_positive("", threads=self.threads)
+
+
 LOG_FIELDS = ["step", "seconds", "loss", "lr", "val_r2_named"]
-
-
-def r2_per_component(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Coefficient of determination of each column."""
-    ss_res = ((pred - target) ** 2).sum(0)
-    ss_tot = ((target - target.mean(0)) ** 2).sum(0).clamp(min=1e-12)
-    return 1.0 - ss_res / ss_tot
 
 
 def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -47,38 +85,34 @@ def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
           stop_after: int = None) -> str:
-    cfg_file = load_config(config_path, SCHEMA)
-    torch.set_num_threads(int(cfg_file["threads"]))
+    cfg_file = load_config(config_path, RegressorTrainingConfig)
+    torch.set_num_threads(cfg_file.threads)
     info = setup_distributed(device)
-    cfg = config_mod.from_dict(config_mod.RegressorConfig, dict(cfg_file["model"], expression_dim=50),
-                               where=f"{config_path}: model")
-    o, d = cfg_file["optim"], cfg_file["data"]
-    seed, total = int(cfg_file["seed"]), int(max_steps or o["steps"])
+    cfg = cfg_file.model.build("regressor", config_path)
+    o, d, sched = cfg_file.optim, cfg_file.data, cfg_file.schedule
+    seed, total = cfg_file.seed, int(max_steps or o.steps)
     os.makedirs(out_dir, exist_ok=True)
-    data = FrameData(data_dir, d["split"], size=cfg.image_size, need_psi=True)
-    try:
-        val = FrameData(data_dir, d["val_split"], size=cfg.image_size, need_psi=True)
-    except Exception:
-        val = None
+    data = FrameData(data_dir, d.split, size=cfg.image_size, need_psi=True)
+    val = _validation_set(data_dir, d.val_split, cfg.image_size, announce=info.main)
     torch.manual_seed(seed)
     model = ExpressionRegressor(cfg).to(info.device)
     model.psi_mean.copy_(data.psi.mean(0))
     model.psi_std.copy_(data.psi.std(0).clamp(min=1e-4))
-    ema = EMA(model, o["ema_decay"])
+    ema = EMA(model, o.ema_decay)
     ddp = wrap_ddp(model, info)
-    opt = torch.optim.AdamW(model.parameters(), lr=o["lr"], weight_decay=1e-4)
-    weights = torch.full((50,), 0.1, device=info.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=1e-4)
+    weights = torch.full((cfg.expression_dim,), 0.1, device=info.device)
     weights[:NAMED_COMPONENTS] = 1.0
     log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS)
 
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        images, psi = data.batch(rng, o["batch_size"])
-        if d["augment"]:
+        images, psi = data.batch(rng, o.batch_size)
+        if d.augment:
             images = _augment(images, gen)
         images, psi = images.to(info.device) * 2 - 1, psi.to(info.device)
-        lr = lr_at(step, o["lr"], o["warmup"], total)
+        lr = lr_at(step, o.lr, o.warmup, total)
         model.train()
         with autocast(info.device):
             pred = ddp(images)
@@ -93,10 +127,10 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         if val is None:
             return {}
         rng = np.random.default_rng([seed, 12345])
-        idx = torch.from_numpy(rng.choice(len(val), size=min(2000, len(val)), replace=False))
+        idx = torch.from_numpy(rng.choice(len(val), size=min(VAL_FRAMES, len(val)), replace=False))
         images = val.frames[idx].float().to(info.device) / 127.5 - 1
         pred = torch.cat([ema.shadow(images[i: i + 256]) for i in range(0, len(images), 256)]).cpu()
-        r2 = r2_per_component(pred, val.psi[idx])[:NAMED_COMPONENTS]
+        r2 = r2_per_component(pred.float().numpy(), val.psi[idx].numpy())[:NAMED_COMPONENTS]
         return {"val_r2_named": float(r2.mean())}
 
     def on_checkpoint(done: int) -> None:
@@ -104,7 +138,12 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
 
     run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn, modules={"model": model, "ema": ema.shadow},
               optimizers={"opt": opt}, info=info, log=log, resume=resume,
-              checkpoint_every=cfg_file["schedule"]["checkpoint_every"], log_every=cfg_file["schedule"]["log_every"],
-              on_checkpoint=on_checkpoint, sample_every=cfg_file["schedule"]["checkpoint_every"], on_sample=on_sample,
+              checkpoint_every=sched.checkpoint_every, log_every=sched.log_every,
+              on_checkpoint=on_checkpoint, sample_every=sched.checkpoint_every, on_sample=on_sample,
               desc="regressor", stop_after=stop_after)
     return os.path.join(out_dir, "regressor.safetensors")
+
+
+def _validation_set(data_dir: str, split: str, size: int, announce: bool) -> Optional[FrameData]:
+    """The frames and psi of the validation split, or None when the dataset has no clips in it."""
+    return optional_validation_data(lambda: FrameData(data_dir, split, size=size, need_psi=True), split, announce)

@@ -4,28 +4,75 @@ downsampled by the scale (area filter, as a smaller render would be), the target
 from __future__ import annotations
 
 import os
-from typing import Dict
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emodiff_core import config as config_mod
 from emodiff_core.models import SuperResolver
 
-from .configfile import load_config
-from .data import FrameData
+from .configfile import ModelSection, load_config, require, require_positive
+from .data import FrameData, mean_psnr, optional_validation_data
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
-SCHEMA = {
-    "model": {"scale": 2, "channels": 48, "num_blocks": 6},
-    "optim": {"lr": 5e-4, "batch_size": 16, "steps": 3000, "warmup": 100, "ema_decay": 0.998},
-    "data": {"split": "train", "val_split": "val", "target_size": 128},
-    "schedule": {"log_every": 50, "checkpoint_every": 500},
-    "seed": 0,
-    "threads": 2,
-}
+VAL_CLIPS = 8   # validation clips loaded (frames are drawn from them)
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr: float
+    batch_size: int
+    steps: int
+    warmup: int
+    ema_decay: float
+
+    def validate(self) -> None:
+        require(self.lr >= 0 and self.warmup >= 0, "optim.lr and optim.warmup must be >= 0")
+        require_positive("optim", batch_size=self.batch_size, steps=self.steps)
+        require(0.0 <= self.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``target_size``: the frames are resized to it (the output size); the input is that / model.scale."""
+
+    split: str
+    val_split: str
+    target_size: int
+
+    def validate(self) -> None:
+        require_positive("data", target_size=self.target_size)
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    """The validation PSNR is measured at every checkpoint."""
+
+    log_every: int
+    checkpoint_every: int
+
+    def validate(self) -> None:
+        require_positive("schedule", log_every=self.log_every, checkpoint_every=self.checkpoint_every)
+
+
+@dataclass(frozen=True)
+class SuperResTrainingConfig:
+    """A super-resolution training file (training/configs/superres_*.json)."""
+
+    model: ModelSection
+    optim: OptimSection
+    data: DataSection
+    schedule: ScheduleSection
+    seed: int
+    threads: int
+
+    def validate(self) -> None:
+        require_positive("", threads=self.threads)
+
+
 LOG_FIELDS = ["step", "seconds", "loss", "lr", "val_psnr", "val_psnr_bilinear"]
 
 
@@ -33,36 +80,29 @@ def degrade(images: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(images, scale_factor=1.0 / scale, mode="area")
 
 
-def psnr01(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((10 * torch.log10(1.0 / ((a - b) ** 2).flatten(1).mean(1).clamp(min=1e-10))).mean())
-
-
 def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
           stop_after: int = None) -> str:
-    cfg_file = load_config(config_path, SCHEMA)
-    torch.set_num_threads(int(cfg_file["threads"]))
+    cfg_file = load_config(config_path, SuperResTrainingConfig)
+    torch.set_num_threads(cfg_file.threads)
     info = setup_distributed(device)
-    cfg = config_mod.from_dict(config_mod.SuperResConfig, cfg_file["model"], where=f"{config_path}: model")
-    o, d = cfg_file["optim"], cfg_file["data"]
-    seed, total = int(cfg_file["seed"]), int(max_steps or o["steps"])
+    cfg = cfg_file.model.build("superres", config_path)
+    o, d, sched = cfg_file.optim, cfg_file.data, cfg_file.schedule
+    seed, total = cfg_file.seed, int(max_steps or o.steps)
     os.makedirs(out_dir, exist_ok=True)
-    data = FrameData(data_dir, d["split"], size=d["target_size"])
-    try:
-        val = FrameData(data_dir, d["val_split"], size=d["target_size"], limit=8)
-    except Exception:
-        val = None
+    data = FrameData(data_dir, d.split, size=d.target_size)
+    val = _validation_set(data_dir, d.val_split, d.target_size, announce=info.main)
     torch.manual_seed(seed)
     model = SuperResolver(cfg).to(info.device)
-    ema = EMA(model, o["ema_decay"])
+    ema = EMA(model, o.ema_decay)
     ddp = wrap_ddp(model, info)
-    opt = torch.optim.Adam(model.parameters(), lr=o["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=o.lr)
     log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS)
 
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
-        target, _ = data.batch(rng, o["batch_size"])
+        target, _ = data.batch(rng, o.batch_size)
         target = target.to(info.device)
-        lr = lr_at(step, o["lr"], o["warmup"], total)
+        lr = lr_at(step, o.lr, o.warmup, total)
         model.train()
         with autocast(info.device):
             out = ddp(degrade(target, cfg.scale))
@@ -82,17 +122,22 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         out = ema.shadow(low)
         bilinear = F.interpolate(low, scale_factor=cfg.scale, mode="bilinear", align_corners=False)
         _save_strip(os.path.join(out_dir, "samples", f"step{done:07d}.png"), bilinear[:4], out[:4], target[:4])
-        return {"val_psnr": psnr01(out, target), "val_psnr_bilinear": psnr01(bilinear.clamp(0, 1), target)}
+        return {"val_psnr": mean_psnr(out, target), "val_psnr_bilinear": mean_psnr(bilinear, target)}
 
     def on_checkpoint(done: int) -> None:
         export_component(out_dir, "superres", ema.shadow, done, data_dir)
 
     run_steps(run_dir=out_dir, total_steps=total, step_fn=step_fn, modules={"model": model, "ema": ema.shadow},
               optimizers={"opt": opt}, info=info, log=log, resume=resume,
-              checkpoint_every=cfg_file["schedule"]["checkpoint_every"], log_every=cfg_file["schedule"]["log_every"],
-              on_checkpoint=on_checkpoint, sample_every=cfg_file["schedule"]["checkpoint_every"], on_sample=on_sample,
+              checkpoint_every=sched.checkpoint_every, log_every=sched.log_every,
+              on_checkpoint=on_checkpoint, sample_every=sched.checkpoint_every, on_sample=on_sample,
               desc="superres", stop_after=stop_after)
     return os.path.join(out_dir, "superres.safetensors")
+
+
+def _validation_set(data_dir: str, split: str, size: int, announce: bool) -> Optional[FrameData]:
+    """Frames of the validation split's first clips, or None when the dataset has no clips in it."""
+    return optional_validation_data(lambda: FrameData(data_dir, split, size=size, limit=VAL_CLIPS), split, announce)
 
 
 def _save_strip(path, *columns):
