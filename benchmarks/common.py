@@ -23,7 +23,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from emodiff_core.paths import CHECKPOINT_DIR, PACK_ROOT as ROOT
+
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 
 
@@ -53,7 +54,7 @@ def default_checkpoint() -> str:
         return env
     from emodiff_core.checkpoint import read_checkpoint
 
-    for path in sorted(glob.glob(os.path.join(ROOT, "checkpoints", "*.safetensors"))):
+    for path in sorted(glob.glob(os.path.join(CHECKPOINT_DIR, "*.safetensors"))):
         try:
             comps = read_checkpoint(path).components
         except ValueError:
@@ -195,14 +196,13 @@ class _Stop(Exception):
     pass
 
 
-def timed_generation(denoiser, clip: HeldOutClip, spacing, sampler: str, cache_reference: bool = True,
-                     seed: int = 0, max_frames: Optional[int] = None, device=None, expression=None,
-                     start_noise: Optional[float] = None):
+def timed_generation(denoiser, clip: HeldOutClip, settings, cache_reference: bool = True,
+                     seed: int = 0, max_frames: Optional[int] = None, device=None, expression=None):
     """Generate the clip's video (a full autoregressive rollout from the identity frame, no teacher
     forcing) and time it. With ``max_frames`` the rollout stops after that many frames; the conditions
-    are the same as for the full clip. Returns (frames [n, 3, S, S] float in [0, 1], wall seconds, CPU
+    are the same as for the full clip; ``settings`` is a `sampling.SamplingSettings`. Returns (frames [n, 3, S, S] float in [0, 1], wall seconds, CPU
     seconds of this process - the fairer clock on a shared CPU with one torch thread)."""
-    from emodiff_core.pipeline import DEFAULT_START_NOISE, generate_frames
+    from emodiff_core.pipeline import generate_frames
 
     done: List[torch.Tensor] = []
     limit = max_frames if max_frames is not None else clip.num_frames
@@ -219,9 +219,8 @@ def timed_generation(denoiser, clip: HeldOutClip, spacing, sampler: str, cache_r
     start = time.perf_counter()
     cpu_start = time.process_time()
     try:
-        generate_frames(denoiser, clip.identity, clip.audio, psi, spacing=spacing, sampler=sampler, seed=seed,
-                        cache_reference=cache_reference, callback=callback, device=device,
-                        start_noise=DEFAULT_START_NOISE if start_noise is None else start_noise)
+        generate_frames(denoiser, clip.identity, clip.audio, psi, settings=settings, seed=seed,
+                        cache_reference=cache_reference, callback=callback, device=device)
     except _Stop:
         pass
     sync()

@@ -1,6 +1,6 @@
 """GPU throughput of autoregressive generation at 128 px: fp32 vs bf16 autocast vs torch.compile vs CUDA graphs.
 
-    python -m benchmarks.gpu_throughput --json [--preset paper] [--frames 24] [--steps ddim10] [--batch 1]
+    python -m benchmarks.gpu_throughput --json [--preset paper] [--frames 24] [--steps 10] [--batch 1]
                                         [--modes fp32,bf16,compile,cudagraphs,paper_literal] [--checkpoint PATH]
 
 A denoiser of the ``paper`` preset (128 px; random weights unless --checkpoint gives a bundle: throughput
@@ -149,10 +149,11 @@ def _sync(device) -> None:
 
 def run_mode(mode: str, den, args, device) -> dict:
     """Warm up and time one mode; returns its entry."""
-    from emodiff_core.pipeline import DEFAULT_START_NOISE, generate_frames
+    from emodiff_core.pipeline import generate_frames
+    from emodiff_core.sampling import DEFAULT, PAPER
 
     total = den.config.diffusion.steps
-    spacing, sampler, cache = args.steps, "ddim", True
+    settings, cache = DEFAULT.replace(steps=args.steps), True
     frames = args.frames
     model = den
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
@@ -160,7 +161,7 @@ def run_mode(mode: str, den, args, device) -> dict:
                 if mode in ("bf16", "compile", "cudagraphs") else contextlib.nullcontext())
     compile_seconds = None
     if mode == "paper_literal":
-        spacing, sampler, cache, frames = str(total), "ancestral", False, args.paper_frames
+        settings, cache, frames = PAPER.replace(steps=total), False, args.paper_frames
     if mode == "compile":
         import copy
 
@@ -174,8 +175,8 @@ def run_mode(mode: str, den, args, device) -> dict:
     _sync(device)
     t0 = time.perf_counter()
     with autocast:
-        generate_frames(model, identity, warm_audio, psi[:2], spacing=spacing if mode != "paper_literal" else args.steps,
-                        sampler="ddim" if mode == "paper_literal" else sampler, seed=0,
+        # the paper-literal mode warms up with the short default sampler: 1000 steps per frame are not needed
+        generate_frames(model, identity, warm_audio, psi[:2], settings=DEFAULT.replace(steps=args.steps), seed=0,
                         cache_reference=cache, device=device)
     _sync(device)
     warm_seconds = time.perf_counter() - t0
@@ -187,16 +188,13 @@ def run_mode(mode: str, den, args, device) -> dict:
     run_audio = audio.first(frames)
     t0 = time.perf_counter()
     with autocast:
-        out = generate_frames(model, identity, run_audio, psi[:frames], spacing=spacing, sampler=sampler, seed=0,
-                              cache_reference=cache, device=device,
-                              start_noise=1.0 if mode == "paper_literal" else DEFAULT_START_NOISE)
+        out = generate_frames(model, identity, run_audio, psi[:frames], settings=settings, seed=0,
+                              cache_reference=cache, device=device)
     _sync(device)
     seconds = time.perf_counter() - t0
-    from emodiff_core.diffusion.respace import space_timesteps
-
-    steps = len(space_timesteps(total, spacing))
-    return {"fps": frames * args.batch / seconds, "frames": frames, "batch": args.batch, "spacing": spacing,
-            "sampler": sampler, "cache_reference": cache, "denoising_steps": steps,
+    steps = settings.denoising_steps(total)
+    return {"fps": frames * args.batch / seconds, "frames": frames, "batch": args.batch, "sampling": settings.label,
+            "cache_reference": cache, "denoising_steps": steps,
             "ms_per_step": seconds / (frames * steps) * 1000, "seconds": seconds, "warmup_seconds": warm_seconds,
             "compile_seconds": compile_seconds,
             "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
@@ -213,7 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=24, help="frames per timed run (default 24)")
     p.add_argument("--paper-frames", type=int, default=2, help="frames of the paper_literal mode (default 2)")
     p.add_argument("--batch", type=int, default=1, help="independent videos generated together (default 1)")
-    p.add_argument("--steps", default="ddim10", help="spacing of the DDIM modes (default ddim10)")
+    p.add_argument("--steps", type=int, default=10, help="DDIM steps of the default-sampler modes (default 10)")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out-dir", default=common.RESULTS_DIR)
@@ -276,7 +274,7 @@ def main(argv=None) -> int:
         ax.bar(names, [results[m]["fps"] for m in names])
         ax.set_yscale("log")
         ax.set_ylabel("frames per second")
-        ax.set_title(f"{record['machine'].get('gpu', device)}: {den.config.image_size} px, {args.steps}, batch {args.batch}")
+        ax.set_title(f"{record['machine'].get('gpu', device)}: {den.config.image_size} px, {args.steps} steps, batch {args.batch}")
         record["plot"] = common.save_plot(fig, os.path.join(args.out_dir, "gpu_throughput.png"))
     except Exception as exc:  # noqa: BLE001 - the numbers matter more than the picture
         record["plot_error"] = str(exc)

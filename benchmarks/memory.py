@@ -1,12 +1,12 @@
 """Peak memory of generation against the length of the audio.
 
-    python -m benchmarks.memory --json [--checkpoint PATH] [--seconds 2,10,60] [--steps ddim2] [--device cpu|cuda]
+    python -m benchmarks.memory --json [--checkpoint PATH] [--seconds 2,10,60] [--steps 2] [--device cpu|cuda]
 
 Each length runs in a FRESH subprocess (so each peak belongs to one length): load the bundle, encode the
 speech (assets/speech.wav repeated to the length), make the expression track (happy, k = 0.7), generate
 the frames, and report peak RSS (getrusage) and, on a GPU, peak CUDA memory (max_memory_allocated after
 the models are loaded). Memory does not depend on the number of denoising steps, so a few steps are used
-(--steps, default ddim2) and 60 s finish in minutes on a CPU.
+(--steps, default 2 DDIM steps) and 60 s finish in minutes on a CPU.
 
 What "flat in length" means here: `generate_frames` moves every finished frame to the host at once, so
 device memory must not grow with the length, and host memory may grow only by the output frames
@@ -30,9 +30,9 @@ import time
 import numpy as np
 import torch
 
-from . import common
+from emodiff_core.paths import DEMO_SPEECH as SPEECH
 
-SPEECH = os.path.join(common.ROOT, "assets", "speech.wav")
+from . import common
 
 
 def speech_of_length(seconds: float, sample_rate_hint: int = 16000):
@@ -56,6 +56,9 @@ def speech_of_length(seconds: float, sample_rate_hint: int = 16000):
 def child(args) -> dict:
     """One length, in this process: returns the measurements."""
     from emodiff_core.pipeline import EmotionSpec, emotion_expressions, encode_audio, generate_frames, load_bundle
+    from emodiff_core.sampling import DEFAULT
+
+    settings = DEFAULT.replace(steps=args.steps)
 
     common.set_threads(args.threads)
     device = common.pick_device(args.device)
@@ -72,7 +75,7 @@ def child(args) -> dict:
     warm_wave, warm_sr = speech_of_length(0.2)
     warm = encode_audio(warm_wave, warm_sr, args.fps, bundle.audio_config)
     warm_psi = emotion_expressions(bundle.generator, warm.num_frames, EmotionSpec("happy", 0.7), fps=args.fps)
-    generate_frames(bundle.denoiser, identity, warm, warm_psi, spacing=args.steps, sampler="ddim", device=device)
+    generate_frames(bundle.denoiser, identity, warm, warm_psi, settings=settings, device=device)
     del warm, warm_psi
     if cuda:
         torch.cuda.synchronize()
@@ -84,7 +87,7 @@ def child(args) -> dict:
     n = audio.num_frames
     psi = emotion_expressions(bundle.generator, n, EmotionSpec("happy", 0.7), fps=args.fps)
     start = time.perf_counter()
-    frames = generate_frames(bundle.denoiser, identity, audio, psi, spacing=args.steps, sampler="ddim", device=device)
+    frames = generate_frames(bundle.denoiser, identity, audio, psi, settings=settings, device=device)
     seconds = time.perf_counter() - start
     out = {"seconds": args.seconds, "frames": n, "image_size": size, "steps": args.steps,
            "peak_rss_mb": common.peak_rss_mb(), "rss_before_generation_mb": rss_before,
@@ -114,7 +117,7 @@ def run_lengths(args) -> dict:
     start = time.perf_counter()
     for seconds in lengths:
         cmd = [sys.executable, "-m", "benchmarks.memory", "--child", "--seconds", str(seconds), "--checkpoint",
-               checkpoint, "--steps", args.steps, "--device", device, "--threads", str(args.threads), "--fps", str(args.fps)]
+               checkpoint, "--steps", str(args.steps), "--device", device, "--threads", str(args.threads), "--fps", str(args.fps)]
         proc = subprocess.run(cmd, cwd=common.ROOT, env=env, capture_output=True, text=True)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
         if proc.returncode != 0 or not lines:
@@ -156,7 +159,7 @@ def plot(path: str, r: dict) -> str:
         ax.plot(s, r["peak_cuda_mb"], "s-", label="peak CUDA memory")
     ax.set_xlabel("audio length (s)")
     ax.set_ylabel("MB")
-    ax.set_title(f"memory vs length ({r['device']}, {r['steps']}, step {r.get('checkpoint_step')})")
+    ax.set_title(f"memory vs length ({r['device']}, {r['steps']} steps, step {r.get('checkpoint_step')})")
     ax.legend(fontsize=8)
     return common.save_plot(fig, path)
 
@@ -168,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="bundle with denoiser + expression generator")
     p.add_argument("--seconds-list", "--lengths", dest="seconds_list", default="2,10,60",
                    help="audio lengths in seconds, comma-separated (default 2,10,60)")
-    p.add_argument("--steps", default="ddim2", help="spacing (memory does not depend on it; default ddim2)")
+    p.add_argument("--steps", type=int, default=2, help="DDIM steps (memory does not depend on them; default 2)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--device", default=None, help="cpu or cuda (default cuda when available)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

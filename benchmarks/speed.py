@@ -1,20 +1,20 @@
 """Speed and quality of the sampler: default settings against paper-literal inference, and a sweep.
 
     python -m benchmarks.speed --json [--checkpoint PATH] [--clips K] [--frames F] [--paper-frames P]
-                               [--steps SPACING] [--sampler S]
-    python -m benchmarks.speed --sweep --json [--configs ddim5:ddim,ddim10:ddim,...]
+                               [--steps N] [--sampler S] [--start-noise X]
+    python -m benchmarks.speed --sweep --json [--configs ddim5@1,ddim10@0.5,...]
 
 Default mode: on K held-out corpus clips (test-split identities, rendered on the fly; identity frame = the
 clip's first frame; the clip's audio and ground-truth psi as conditions) it runs full autoregressive
-rollouts (no teacher forcing) of F frames with the default sampler (pipeline.DEFAULT_SPACING /
-DEFAULT_SAMPLER, ReferenceNet computed once per video) and, on the same model in the same process,
+rollouts (no teacher forcing) of F frames with the default sampling settings (`sampling.DEFAULT`,
+ReferenceNet computed once per video) and, on the same model in the same process,
 paper-literal inference (every training step, 1000 for the paper's schedule, ancestral sampling, the
 ReferenceNet recomputed at every step) for the first P frames of the first --paper-clips clips (it is
 ~100x slower). Quality against ground truth: PSNR/SSIM per frame, lip sync (Pearson r of the regressed
 jaw opening psi[:, 0] with the speech envelope at offset 0; needs an expression regressor and >= 20
 frames). The ``*_matched`` keys measure the default run on exactly the frames paper-literal produced.
 
-Sweep mode: steps against quality for several spacings/samplers: PSNR/SSIM, lip sync, FLIE (psi regressed
+Sweep mode: steps against quality for several sampling settings (`SamplingSettings` labels): PSNR/SSIM, lip sync, FLIE (psi regressed
 from videos of one held-out identity at intensities k = 0..1 in --flie-levels levels), fps. Writes
 <out-dir>/sweep.json and sweep.png. The default steps/sampler are chosen from it.
 
@@ -30,37 +30,31 @@ from typing import Dict, List, Optional
 
 import torch
 
+from emodiff_core.sampling import DEFAULT, NAMES, Sampler, SamplingSettings
+
 from . import common
 
-DEFAULT_SWEEP = ("ddim5:ddim,ddim10:ddim,ddim20:ddim,ddim50:ddim,25:ancestral,100:ancestral,"
-                 "ddim10:ddim:0.7,ddim10:ddim:0.5,ddim10:ddim:0.3,ddim20:ddim:0.5")
+DEFAULT_SWEEP = ",".join(SamplingSettings(sampler, steps, start).label for sampler, steps, start in (
+    [(Sampler.DDIM, n, 1.0) for n in (5, 10, 20, 50)] + [(Sampler.ANCESTRAL, n, 1.0) for n in (25, 100)]
+    + [(Sampler.DDIM, 10, s) for s in (0.7, 0.5, 0.3)] + [(Sampler.DDIM, 20, 0.5)]))
 GOAL_SPEEDUP = 60.0
 GOAL_PSNR_MARGIN_DB = 0.5
 GOAL_LIPSYNC_RELATIVE = 0.05
 
 
-def _denoising_steps(den, spacing, start_noise: float = 1.0) -> int:
-    """Steps the sampler runs per frame (the respaced steps at or below start_noise * T)."""
-    from emodiff_core.pipeline import sampling_process
-
-    return sampling_process(den.config.diffusion, spacing, start_noise).num_timesteps
-
-
-def run_mode(denoiser, clips, spacing, sampler, cache_reference, extractor, seed=0, max_frames=None, device=None,
-             start_noise=None):
+def run_mode(denoiser, clips, settings, cache_reference, extractor, seed=0, max_frames=None, device=None):
     """Generate every clip with one setting; returns per-clip frames, total seconds and quality."""
     out = {"frames": 0, "seconds": 0.0, "cpu_seconds": 0.0, "psnr": [], "ssim": [], "lipsync": [], "lipsync_gt_frames": [],
            "mouth_corr_gt": [], "lipsync_confidence": [], "lipsync_best_offset": [], "videos": [], "psnr_per_frame": []}
     for clip in clips:
-        frames, seconds, cpu_seconds = common.timed_generation(denoiser, clip, spacing, sampler, seed=seed,
+        frames, seconds, cpu_seconds = common.timed_generation(denoiser, clip, settings, seed=seed,
                                                                cache_reference=cache_reference,
-                                                               max_frames=max_frames, device=device,
-                                                               start_noise=start_noise)
+                                                               max_frames=max_frames, device=device)
         out["videos"].append(frames)
         out["frames"] += len(frames)
         out["seconds"] += seconds
         out["cpu_seconds"] += cpu_seconds
-        print(f"  clip {clip.clip_index}: {len(frames)} frames, {spacing} {sampler}, cache {cache_reference}: "
+        print(f"  clip {clip.clip_index}: {len(frames)} frames, {settings.label}, cache {cache_reference}: "
               f"{seconds:.1f} s", file=sys.stderr, flush=True)
         q = common.frame_quality(frames, clip.frames)
         out["psnr"].append(q["psnr"])
@@ -103,23 +97,23 @@ def _header(models, device, args) -> dict:
 
 def speed(args) -> dict:
     """The default-vs-paper-literal comparison (see the module docstring); returns the JSON record."""
-    from emodiff_core.pipeline import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_START_NOISE
+    from emodiff_core.sampling import PAPER, SamplingError
 
+    try:
+        settings = SamplingSettings(args.sampler, args.steps, args.start_noise)
+    except SamplingError as exc:
+        raise common.BenchmarkError(str(exc)) from None
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
     den = models.bundle.denoiser
     total = den.config.diffusion.steps
-    spacing = args.steps or DEFAULT_SPACING
-    sampler = args.sampler or DEFAULT_SAMPLER
-    start_noise = DEFAULT_START_NOISE if args.start_noise is None else args.start_noise
     extractor = _extractor(models)
     start = time.perf_counter()
     clips = common.held_out_clips(args.clips, args.frames, models.bundle.image_size, den.config.audio)
-    default = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device,
-                       start_noise=start_noise)
+    default = run_mode(den, clips, settings, True, extractor, seed=args.seed, device=device)
     record = _header(models, device, args)
     record.update({
-        "steps": spacing, "sampler": sampler, "start_noise": start_noise, "denoising_steps_default": _denoising_steps(den, spacing, start_noise),
+        "sampling": settings.label, **settings.to_dict(), "denoising_steps_default": settings.denoising_steps(total),
         "clips": [c.clip_index for c in clips], "frames_default": default["frames"],
         "fps_default": default["fps"], "fps_default_cpu_time": default["fps_cpu_time"], "psnr_gt_default": common.mean_or_none(default["psnr"]),
         "ssim_gt_default": common.mean_or_none(default["ssim"]), "lipsync_default": common.mean_or_none(default["lipsync"]),
@@ -131,8 +125,8 @@ def speed(args) -> dict:
     paper = None
     if args.paper_frames > 0 and args.paper_clips > 0:
         paper_clips = clips[: args.paper_clips]
-        paper = run_mode(den, paper_clips, str(total), "ancestral", False, extractor, seed=args.seed,
-                         max_frames=args.paper_frames, device=device, start_noise=1.0)
+        paper = run_mode(den, paper_clips, PAPER.replace(steps=total), False, extractor, seed=args.seed,
+                         max_frames=args.paper_frames, device=device)
         matched = matched_quality(default["videos"][: len(paper_clips)], paper_clips, extractor,
                                   min(args.paper_frames, min(len(v) for v in paper["videos"])))
         record.update({
@@ -187,7 +181,7 @@ def goals(r: dict) -> dict:
 def plot_speed(path: str, r: dict, default: dict, paper: Optional[dict]) -> str:
     plt = common.plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    names = [f"default\n{r['steps']} {r['sampler']} s{r.get('start_noise', 1.0):g}"]
+    names = [f"default\n{r['sampling']}"]
     fps = [r["fps_default"]]
     if paper:
         names.append(f"paper-literal\n{r['paper_literal_steps']} ancestral, no cache")
@@ -212,25 +206,19 @@ def plot_speed(path: str, r: dict, default: dict, paper: Optional[dict]) -> str:
 
 
 # --------------------------------------------------------------------------- sweep
-def parse_configs(text: str) -> List[tuple]:
-    """'ddim10:ddim,ddim10:ddim:0.5,100:ancestral' -> [('ddim10', 'ddim', 1.0), ('ddim10', 'ddim', 0.5),
-    ('100', 'ancestral', 1.0)]: SPACING:SAMPLER[:START_NOISE], start noise 1 (pure noise) when left out."""
+def parse_configs(text: str) -> List[SamplingSettings]:
+    """'ddim10@1,ddim10@0.5,ancestral100@1' -> the `SamplingSettings` of each (their text form: sampler, steps,
+    and the start noise after '@'; without it, the default's)."""
+    from emodiff_core.sampling import SamplingError
+
     out = []
     for item in text.split(","):
-        item = item.strip()
-        if not item:
+        if not item.strip():
             continue
-        parts = item.split(":")
-        if len(parts) not in (2, 3) or parts[1] not in ("ddim", "ancestral"):
-            raise common.BenchmarkError(f"sweep config {item!r}: write SPACING:SAMPLER[:START_NOISE] with sampler "
-                                        "ddim or ancestral")
         try:
-            start_noise = float(parts[2]) if len(parts) == 3 else 1.0
-        except ValueError:
-            raise common.BenchmarkError(f"sweep config {item!r}: START_NOISE must be a number in (0, 1]") from None
-        if not 0.0 < start_noise <= 1.0:
-            raise common.BenchmarkError(f"sweep config {item!r}: START_NOISE must be in (0, 1]")
-        out.append((parts[0], parts[1], start_noise))
+            out.append(SamplingSettings.parse(item))
+        except SamplingError as exc:
+            raise common.BenchmarkError(f"sweep config {item.strip()!r}: {exc}") from None
     if not out:
         raise common.BenchmarkError("--configs is empty")
     return out
@@ -240,8 +228,7 @@ def sweep(args) -> dict:
     """Steps against quality (see the module docstring); returns the JSON record."""
     from emodiff_core.evaluation import generate_intensity_videos
     from emodiff_core.metrics_video import flie_from_psi
-    from emodiff_core.sampling import SamplingSettings
-
+    configs = parse_configs(args.configs)        # a bad config fails before any work
     device = common.pick_device(args.device)
     models = common.load_models(args.checkpoint, device, args.regressor)
     den, gen = models.bundle.denoiser, models.bundle.generator
@@ -260,18 +247,16 @@ def sweep(args) -> dict:
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "sweep.json")
     rows = []
-    for spacing, sampler, start_noise in parse_configs(args.configs):
-        res = run_mode(den, clips, spacing, sampler, True, extractor, seed=args.seed, device=device,
-                       start_noise=start_noise)
-        row = {"spacing": spacing, "sampler": sampler, "start_noise": start_noise,
-               "denoising_steps": _denoising_steps(den, spacing, start_noise),
+    for settings in configs:
+        res = run_mode(den, clips, settings, True, extractor, seed=args.seed, device=device)
+        row = {"sampling": settings.label, **settings.to_dict(),
+               "denoising_steps": settings.denoising_steps(den.config.diffusion.steps),
                "fps": res["fps"], "fps_cpu_time": res["fps_cpu_time"], "frames": res["frames"], "psnr": common.mean_or_none(res["psnr"]),
                "ssim": common.mean_or_none(res["ssim"]), "lipsync": common.mean_or_none(res["lipsync"]),
                "mouth_corr_gt": common.mean_or_none(res["mouth_corr_gt"]),
                "lipsync_confidence": common.mean_or_none(res["lipsync_confidence"])}
         row.update({"flie": None, "flie_named": None, "flie_kept_dims": None})
         if extractor is not None and args.flie_levels >= 2:
-            settings = SamplingSettings.parse(f"{sampler}{str(spacing).removeprefix('ddim')}@{start_noise}")
             videos = generate_intensity_videos(den, gen, clips[0].identity, flie_clip, args.flie_emotion,
                                                args.flie_levels, settings=settings, seed=args.seed, device=device)
             psi = [extractor(v) for v in videos]
@@ -283,7 +268,7 @@ def sweep(args) -> dict:
             except ValueError as exc:
                 row["flie_error"] = str(exc)
         rows.append(row)
-        print(f"  {spacing:>8} {sampler:<9} s{start_noise:<4g} fps {row['fps']:.3f}  psnr {row['psnr']:.2f}  lipsync {row['lipsync']}  "
+        print(f"  {settings.label:>16} fps {row['fps']:.3f}  psnr {row['psnr']:.2f}  lipsync {row['lipsync']}  "
               f"flie {row['flie']}", file=sys.stderr, flush=True)
         common.write_json(json_path, dict(record, rows=rows, complete=False))     # partial results survive a kill
     record.update({"rows": rows, "complete": True, "seconds_total": time.perf_counter() - start,
@@ -306,7 +291,7 @@ def plot_sweep(path: str, r: dict) -> str:
             if pts:
                 xs, ys = zip(*sorted(pts))
                 series_name = sampler if start_noise == 1.0 else f"{sampler}, from previous frame at {start_noise:g}T"
-                ax.plot(xs, ys, ("o-" if sampler == "ddim" else "s--") if start_noise == 1.0 else "^:",
+                ax.plot(xs, ys, ("o-" if sampler == Sampler.DDIM.value else "s--") if start_noise == 1.0 else "^:",
                         label=series_name)
         if key == "lipsync" and r.get("lipsync_ground_truth") is not None:
             ax.axhline(r["lipsync_ground_truth"], color="grey", ls=":", label="ground-truth frames")
@@ -333,12 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=48, help="frames per clip (default 48)")
     p.add_argument("--paper-frames", type=int, default=24, help="frames of the paper-literal run per clip (default 24; 0 skips it)")
     p.add_argument("--paper-clips", type=int, default=1, help="clips of the paper-literal run (default 1)")
-    p.add_argument("--steps", default=None, help="spacing of the default run (default pipeline.DEFAULT_SPACING)")
-    p.add_argument("--sampler", default=None, choices=("ddim", "ancestral"), help="default pipeline.DEFAULT_SAMPLER")
-    p.add_argument("--start-noise", type=float, default=None,
-                   help="start noise of the default run (default pipeline.DEFAULT_START_NOISE)")
+    p.add_argument("--steps", type=int, default=DEFAULT.steps, help=f"steps of the default run (default {DEFAULT.steps})")
+    p.add_argument("--sampler", default=DEFAULT.sampler.value, choices=NAMES,
+                   help=f"sampler of the default run (default {DEFAULT.sampler.value})")
+    p.add_argument("--start-noise", type=float, default=DEFAULT.start_noise,
+                   help=f"start noise of the default run (default {DEFAULT.start_noise:g})")
     p.add_argument("--sweep", action="store_true", help="steps-versus-quality sweep instead")
-    p.add_argument("--configs", default=DEFAULT_SWEEP, help=f"sweep settings SPACING:SAMPLER[:START_NOISE],... (default {DEFAULT_SWEEP})")
+    p.add_argument("--configs", default=DEFAULT_SWEEP, help=f"sweep settings <sampler><steps>[@<start noise>],... (default {DEFAULT_SWEEP})")
     p.add_argument("--flie-levels", type=int, default=4, help="sweep: intensity levels L for FLIE (k = 0..1; default 4; 0 skips)")
     p.add_argument("--flie-frames", type=int, default=16, help="sweep: frames per FLIE video (default 16)")
     p.add_argument("--flie-emotion", default="happy", help="sweep: emotion of the FLIE videos (default happy)")

@@ -190,11 +190,16 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], wher
 
 def load_components(path: str, names: Optional[Iterable[str]] = None, device="cpu",
                     dtype: Optional[torch.dtype] = None) -> Dict[str, nn.Module]:
-    """Build and load components from a checkpoint, in eval mode.
+    """Build and load components from a checkpoint file, in eval mode (see `build_components`)."""
+    return build_components(read_checkpoint(path), names, device=device, dtype=dtype)
+
+
+def build_components(ckpt: Checkpoint, names: Optional[Iterable[str]] = None, device="cpu",
+                     dtype: Optional[torch.dtype] = None) -> Dict[str, nn.Module]:
+    """Build and load components of an opened checkpoint (`read_checkpoint`), in eval mode.
 
     ``names``: components that must be present (an error names the missing one); default all.
     """
-    ckpt = read_checkpoint(path)
     wanted = list(names) if names is not None else list(ckpt.components)
     base = os.path.basename(ckpt.path)
     for component in wanted:

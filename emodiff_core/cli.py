@@ -19,14 +19,9 @@ from . import pipeline as pl
 from .checkpoint import CheckpointError
 from .editing import MAX_INTENSITY, parse_blend
 from .emotions import EMOTIONS
+from .paths import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, DEMO_PORTRAIT, DEMO_PORTRAIT_PROCEDURAL, DEMO_SPEECH
+from .sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES, SamplingSettings
 
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKPOINT_DIR = os.path.join(PACKAGE_ROOT, "checkpoints")
-DEFAULT_CHECKPOINT = os.path.join(CHECKPOINT_DIR, "emodiffhead_demo.safetensors")
-ASSETS = os.path.join(PACKAGE_ROOT, "assets")
-DEMO_PORTRAIT = os.path.join(ASSETS, "portrait.jpg")
-DEMO_PORTRAIT_PROCEDURAL = os.path.join(ASSETS, "portrait_procedural.png")
-DEMO_SPEECH = os.path.join(ASSETS, "speech.wav")
 CONTACT_INTENSITIES = (0.0, 0.5, 1.0)
 
 
@@ -53,8 +48,8 @@ def load_image(path: str) -> np.ndarray:
 
 
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
-                 spacing: str, sampler: str, seed: int, superres: str, paste_back: bool,
-                 start_noise: float = pl.DEFAULT_START_NOISE, progress: bool = True) -> np.ndarray:
+                 settings: SamplingSettings, seed: int, superres: str, paste_back: bool,
+                 progress: bool = True) -> np.ndarray:
     """uint8 frames [N, H, W, 3] for one portrait: the aligned crop video (optionally super-resolved) or,
     with ``paste_back``, the full portrait."""
     psi = pl.emotion_expressions(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed)
@@ -65,12 +60,18 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             rate = (event.frame + 1) / (time.perf_counter() - start)
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
-    frames = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, spacing=spacing,
-                                sampler=sampler, seed=seed, callback=report, start_noise=start_noise)[:, 0]
+    frames = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, settings=settings, seed=seed,
+                                callback=report)[:, 0]
     frames = apply_superres(frames, models, superres)
     if paste_back:
         return np.stack(list(pl.paste_back_frames(frames, portrait)))
     return (frames.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+
+
+def sampling_settings(args) -> SamplingSettings:
+    """The sampling settings the command line asks for (validated: e.g. --eta with the ancestral sampler is an
+    error, not ignored)."""
+    return SamplingSettings(args.sampler, args.steps, args.start_noise, eta=args.eta)
 
 
 def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str) -> torch.Tensor:
@@ -89,6 +90,7 @@ def generate(args) -> dict:
     from .audio import load_audio_file
     from .video import write_mp4
 
+    settings = sampling_settings(args)       # validated before any work
     torch.manual_seed(args.seed)
     models = load_models(args.checkpoint, args.device)
     size = models.denoiser.config.image_size
@@ -98,18 +100,18 @@ def generate(args) -> dict:
     audio = pl.encode_audio(wave, sr, args.fps, models.denoiser.config.audio)
     spec = pl.EmotionSpec(args.emotion, args.intensity, blend=parse_blend(args.blend), keyframes=args.keyframes)
     start = time.perf_counter()
-    frames = render_video(models, portrait, audio, spec, spacing=args.steps, sampler=args.sampler, seed=args.seed,
-                          superres=args.superres, paste_back=args.paste_back, start_noise=args.start_noise)
+    frames = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
+                          superres=args.superres, paste_back=args.paste_back)
     seconds = time.perf_counter() - start
     write_mp4(args.out, frames, audio.fps, audio=audio.waveform, sample_rate=audio.config.sample_rate)
     return {"out": os.path.abspath(args.out), "frames": int(len(frames)), "fps": audio.fps,
-            "audio_seconds": round(audio.seconds, 3), "size": list(frames.shape[1:3]),
+            "audio_seconds": round(audio.seconds, 3), "size": list(frames.shape[1:3]), "sampling": settings.to_dict(),
             "generation_seconds": round(seconds, 1), "frames_per_second": round(len(frames) / seconds, 3)}
 
 
 def contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
-                  frames: int = 8, spacing: str = pl.DEFAULT_SPACING, intensities=CONTACT_INTENSITIES,
-                  start_noise: float = pl.DEFAULT_START_NOISE) -> np.ndarray:
+                  frames: int = 8, settings: SamplingSettings = DEFAULT_SAMPLING,
+                  intensities=CONTACT_INTENSITIES) -> np.ndarray:
     """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
     all rendered as one batch. Intensity 0 is neutral in every column (Eq. 14 at k = 0)."""
     import cv2
@@ -122,8 +124,7 @@ def contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFea
             psis.append(pl.emotion_expressions(models.generator, short.num_frames, spec, fps=audio.fps, seed=seed))
             cells.append((emotion, k))
     batch = crop[None].expand(len(psis), -1, -1, -1)
-    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), spacing=spacing, seed=seed,
-                             start_noise=start_noise)[-1]
+    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), settings=settings, seed=seed)[-1]
     s = out.shape[-1]
     grid = (out.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
     rows = [np.concatenate(list(grid[r * len(EMOTIONS):(r + 1) * len(EMOTIONS)]), axis=1)
@@ -151,6 +152,7 @@ def demo(args) -> dict:
     from .video import write_mp4
 
     start = time.perf_counter()
+    settings = sampling_settings(args)
     os.makedirs(args.out, exist_ok=True)
     models = load_models(args.checkpoint, args.device)
     size = models.denoiser.config.image_size
@@ -158,7 +160,8 @@ def demo(args) -> dict:
     audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)
     spec = pl.EmotionSpec(args.emotion, args.intensity)
     report = {"checkpoint": os.path.basename(args.checkpoint), "emotion": args.emotion, "intensity": args.intensity,
-              "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "outputs": []}
+              "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "sampling": settings.to_dict(),
+              "outputs": []}
     photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
     procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
     # both portraits in one batch: one autoregressive pass renders two videos
@@ -170,8 +173,8 @@ def demo(args) -> dict:
             print(f"  frame {event.frame + 1}/{event.total_frames}", flush=True)
 
     crops = torch.stack([photo.crop_tensor(), procedural.crop_tensor()])
-    frames = pl.generate_frames(models.denoiser, crops, audio, psi, spacing=args.steps, seed=args.seed,
-                                callback=report_progress, start_noise=args.start_noise)
+    frames = pl.generate_frames(models.denoiser, crops, audio, psi, settings=settings, seed=args.seed,
+                                callback=report_progress)
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
         video = apply_superres(frames[:, b], models, "head" if models.superres is not None else "lanczos2")
@@ -185,8 +188,7 @@ def demo(args) -> dict:
                       sample_rate=audio.config.sample_rate)
             report["outputs"].append(full_path)
     sheet_path = os.path.join(args.out, "contact_sheet.png")
-    contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, spacing=args.steps,
-                  start_noise=args.start_noise)
+    contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, settings=settings)
     report["outputs"].append(sheet_path)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     return report
@@ -198,11 +200,16 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint bundle (default: the demo checkpoint)")
-    common.add_argument("--steps", default=pl.DEFAULT_SPACING, help=f"sampling steps: a respacing such as ddim10, 25, 250 (default {pl.DEFAULT_SPACING})")
+    common.add_argument("--steps", type=int, default=DEFAULT_SAMPLING.steps,
+                        help=f"denoising steps over the whole schedule (default {DEFAULT_SAMPLING.steps}; with start "
+                             "noise below 1 only those under it run)")
+    common.add_argument("--sampler", default=DEFAULT_SAMPLING.sampler.value, choices=SAMPLER_NAMES,
+                        help="DDIM: deterministic, good at few steps; ancestral: the paper's Eq. 3")
+    common.add_argument("--eta", type=float, default=None, help="DDIM only: 0 deterministic (default), 1 = DDPM's variance")
     common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--start-noise", type=float, default=pl.DEFAULT_START_NOISE,
+    common.add_argument("--start-noise", type=float, default=DEFAULT_SAMPLING.start_noise,
                         help="1 = every frame from pure noise (the paper); lower = start from the previous frame "
-                             f"noised to that fraction of the schedule (default {pl.DEFAULT_START_NOISE:g})")
+                             f"noised to that fraction of the schedule (default {DEFAULT_SAMPLING.start_noise:g})")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")
@@ -212,7 +219,6 @@ def main(argv=None) -> int:
     p.add_argument("--audio", required=True, help="speech recording (wav, flac, mp3, ...)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--sampler", default=pl.DEFAULT_SAMPLER, choices=pl.SAMPLERS)
     p.add_argument("--blend", default=None, help="several emotions at once, e.g. happy:0.6,surprised:0.3")
     p.add_argument("--keyframes", default=None, help="an emotion timeline, e.g. '0:neutral:0, 1.5:happy:1, 3:sad:0.8'")
     p.add_argument("--superres", default="none", help="none, head (the checkpoint's SR head) or lanczos[scale]")

@@ -20,19 +20,12 @@ import torch
 
 from . import audio as audio_mod
 from .config import AudioFeatureConfig
-from .diffusion import SAMPLERS, GaussianDiffusion, respace, sample, truncate
-from .diffusion.samplers import randn
+from . import sampling
+from .sampling import SamplingSettings
 from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
 from .emotions import EMOTIONS, NEUTRAL, emotion_index
 from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
 
-# Chosen from the sweep in benchmarks/README.md (demo checkpoint, held-out clips, full rollouts): starting
-# each frame from the previous one diffused to 0.5 T instead of pure noise raised rollout PSNR from 17.3 to
-# 24.0 dB, lip sync r from 0.86 to 0.89 and lowered FLIE from 12.7 to 6.9, at 1.9x the frame rate.
-# start_noise = 1 is the paper's sampler. ddim10 keeps 6 steps below 0.5 T (ddim5: 3, as good on the demo).
-DEFAULT_SPACING = "ddim10"
-DEFAULT_SAMPLER = "ddim"
-DEFAULT_START_NOISE = 0.5
 MAX_AUDIO_SECONDS = 600.0
 
 
@@ -73,16 +66,17 @@ def load_bundle(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> 
     """
     import os
 
-    from .checkpoint import CheckpointError, load_components, read_checkpoint
+    from .checkpoint import CheckpointError, build_components, read_checkpoint
 
-    present = read_checkpoint(path).components
+    ckpt = read_checkpoint(path)            # the file is read once
+    present = ckpt.components
     missing = [c for c in ("denoiser", "expression_generator") if c not in present]
     if missing:
         raise CheckpointError(f"{os.path.basename(path)} holds {', '.join(present)} but not {', '.join(missing)}: "
                               "it is not a generation checkpoint (pick one exported with a denoiser and an "
                               "expression generator)")
     names = ["denoiser", "expression_generator"] + (["superres"] if "superres" in present else [])
-    comps = load_components(path, names, device=device)
+    comps = build_components(ckpt, names, device=device)
     comps["denoiser"].to(dtype=dtype)
     return ModelBundle(comps["denoiser"], comps["expression_generator"], comps.get("superres"),
                        name=os.path.basename(path), device=torch.device(device), dtype=dtype)
@@ -283,52 +277,34 @@ def _frames_to_model(frames: torch.Tensor) -> torch.Tensor:
     return frames * 2.0 - 1.0
 
 
-def sampling_process(diffusion_cfg, spacing=DEFAULT_SPACING, start_noise: float = DEFAULT_START_NOISE):
-    """The respaced process the sampler walks; with start_noise < 1 it is truncated to the kept steps at or
-    below start_noise * T (a new object each call: the shared schedule is never modified)."""
-    if not 0.0 < float(start_noise) <= 1.0:
-        raise PipelineError(f"start_noise must be in (0, 1]; got {start_noise} (1 = from pure noise)")
-    process = respace(GaussianDiffusion.from_config(diffusion_cfg), spacing)
-    if float(start_noise) < 1.0:
-        process = truncate(process, int(round(float(start_noise) * (diffusion_cfg.steps - 1))))
-    return process
-
-
-def anchored_start(process, previous: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """x at the first kept step of a truncated process: the previous frame diffused there (Eq. 2)."""
-    t_first = torch.full((previous.shape[0],), process.num_timesteps - 1, dtype=torch.long, device=previous.device)
-    noise = randn(tuple(previous.shape), generator, previous.device, previous.dtype)
-    return process.q_sample(previous, t_first, noise)
-
-
 @torch.no_grad()
 def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expression: torch.Tensor, *,
-                    spacing: Union[str, int, Sequence[int]] = DEFAULT_SPACING, sampler: str = DEFAULT_SAMPLER,
-                    eta: float = 0.0, seed: int = 0, callback: Optional[Callable[[FrameProgress], None]] = None,
-                    device=None, dtype: Optional[torch.dtype] = None, cache_reference: bool = True,
-                    reinject_identity_every: int = 0, start_noise: float = DEFAULT_START_NOISE) -> torch.Tensor:
+                    settings: SamplingSettings = sampling.DEFAULT, seed: int = 0,
+                    callback: Optional[Callable[[FrameProgress], None]] = None, device=None,
+                    dtype: Optional[torch.dtype] = None, cache_reference: bool = True,
+                    reinject_identity_every: int = 0) -> torch.Tensor:
     """Autoregressive generation (section 3.4): frame i is sampled from noise conditioned on the identity
     crop, the motion frames x(i-2), x(i-1) (copies of the identity before the first frame, generated frames
     after), and the audio and expression windows i-n .. i+n.
 
     :param identity: [B, 3, S, S] or [3, S, S] in [0, 1]: B independent videos share the audio.
     :param expression: [N, 50] or [B, N, 50] expression vectors (smoothed here as the model's config says).
-    :param spacing: respacing of the training steps ("ddim10", "50", a list ...); a new process is built
-        for every call, the model's own schedule is never modified.
+    :param settings: the sampler, its step count and options, and the start noise (`sampling.SamplingSettings`).
+        1.0 start noise samples every frame from pure noise (the paper). Below 1, frame i starts from the
+        previous frame (the identity for frame 0) diffused to timestep start_noise * T, and only the spaced
+        steps at or below that timestep run (like img2img strength). Consecutive frames differ little, so
+        this skips the high-noise steps, where an epsilon-predicting network recovers the image worst. A new
+        process is built for every call; the model's own schedule is never modified.
     :param cache_reference: compute the ReferenceNet features once per video (False recomputes them at every
         step, as a literal reading of the paper would; same result, much slower).
     :param reinject_identity_every: if > 0, the oldest motion frame is replaced by the identity crop every
         that many frames, against drift on long videos.
-    :param start_noise: 1.0 samples every frame from pure noise (the paper). Below 1, frame i starts from the
-        previous frame (the identity for frame 0) diffused to timestep start_noise * T, and only the respaced
-        steps at or below that timestep run (like img2img strength). Consecutive frames differ little, so
-        this skips the high-noise steps, where an epsilon-predicting network recovers the image worst.
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """
     cfg = denoiser.config
-    if sampler not in SAMPLERS:
-        raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if not isinstance(settings, SamplingSettings):
+        raise PipelineError(f"settings must be a sampling.SamplingSettings, got {type(settings).__name__}")
     if audio.config != cfg.audio:
         raise PipelineError("the audio features were computed with another audio configuration than this model's; "
                             "encode the audio with this model's settings")
@@ -346,8 +322,7 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
     if tuple(expression.shape) != (batch, n, cfg.expression_dim):
         raise PipelineError(f"expression must be [{batch}, {n}, {cfg.expression_dim}] (one vector per video frame), "
                             f"got {list(expression.shape)}")
-    process = sampling_process(cfg.diffusion, spacing, start_noise)
-    anchored = float(start_noise) < 1.0
+    process = settings.process_for(cfg.diffusion)
     ident = _frames_to_model(identity.to(device=device, dtype=dtype))
     reference = denoiser.reference_features(ident) if cache_reference else None
     audio_emb = denoiser.encode_audio(audio.features.to(device=device, dtype=dtype))       # [N, D], once
@@ -379,10 +354,10 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
                 callback(FrameProgress(frame, n, info.step, info.total))
 
         start = None
-        if anchored:
-            start = anchored_start(process, cond["motion"][:, -1] if cfg.n_motion_frames else ident, generator)
-        x = sample(sampler, process, denoiser, (batch, 3, size, size), cond, generator=generator, device=device,
-                   callback=step_callback, eta=eta, noise=start)
+        if settings.anchored:
+            start = sampling.anchored_start(process, cond["motion"][:, -1] if cfg.n_motion_frames else ident, generator)
+        x = settings.run(process, denoiser, (batch, 3, size, size), cond, generator=generator, device=device,
+                         callback=step_callback, noise=start)
         frame01 = ((x.float().clamp(-1, 1) + 1) / 2)
         out[i] = frame01.cpu()
         recent.append(x.to(dtype))

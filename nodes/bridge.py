@@ -11,9 +11,9 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ..emodiff_core.paths import CHECKPOINT_DIR as PACK_CHECKPOINTS
+
 MODEL_FOLDER = "emodiffhead"
-PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACK_CHECKPOINTS = os.path.join(PACK_ROOT, "checkpoints")
 NO_CHECKPOINTS = "(no checkpoints found: put .safetensors files in models/emodiffhead)"
 
 

@@ -16,9 +16,9 @@ from ..emodiff_core import pipeline as pl
 from ..emodiff_core.atomic import atomic_output
 from ..emodiff_core.audio import samples_for_frames
 from ..emodiff_core.checkpoint import CheckpointError
-from ..emodiff_core.diffusion.respace import space_timesteps
 from ..emodiff_core.editing import MAX_INTENSITY, parse_blend
 from ..emodiff_core.emotions import EMOTIONS
+from ..emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES, SamplingSettings
 from . import bridge
 from .bridge import NodeError
 
@@ -43,17 +43,6 @@ def _run(fn, *args, **kwargs):
         raise
     except ValueError as exc:
         raise _user_error(exc) from None
-
-
-def _spacing(steps: int, sampler: str):
-    """DDIM uses the DDIM stride ("ddimN") when one gives exactly N steps, else an even fractional spacing."""
-    if sampler == "ddim":
-        try:
-            space_timesteps(1000, f"ddim{steps}")
-            return f"ddim{steps}"
-        except ValueError:
-            pass
-    return str(steps)
 
 
 class LoadEMOdiffheadModel:
@@ -195,18 +184,18 @@ class EMOdiffheadSampler:
             "portrait": (PORTRAIT, {"tooltip": "From Load Portrait."}),
             "audio_features": (AUDIO_FEATURES, {"tooltip": "From Audio Encode."}),
             "expression": (EXPRESSION, {"tooltip": "From Emotion Vector or Load Expression (resampled to the audio's frames)."}),
-            "steps": ("INT", {"default": 10, "min": 2, "max": 1000,
+            "steps": ("INT", {"default": DEFAULT_SAMPLING.steps, "min": 2, "max": 1000,
                               "tooltip": "Respaced steps over the whole schedule (from the 1000 training steps); with start "
                                          "noise below 1 only those under it run (10 at 0.5 = 6 per frame)."}),
-            "sampler": (list(pl.SAMPLERS), {"default": pl.DEFAULT_SAMPLER,
-                                            "tooltip": "ddim: deterministic, good at few steps; ancestral: the paper's Eq. 3."}),
+            "sampler": (list(SAMPLER_NAMES), {"default": DEFAULT_SAMPLING.sampler.value,
+                                            "tooltip": "DDIM: deterministic, good at few steps; ancestral: the paper's Eq. 3."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "control_after_generate": "fixed",
                              "tooltip": "Seed of the sampling noise."}),
         }, "optional": {
             "audio": ("AUDIO", {"tooltip": "Speech to pass through to the audio output (the trimmed audio of Audio Encode)."}),
             "reinject_identity_every": ("INT", {"default": 0, "min": 0, "max": 1000,
                                                 "tooltip": "Against drift on long videos: every N frames the oldest motion frame is the portrait again (0 = off)."}),
-            "start_noise": ("FLOAT", {"default": pl.DEFAULT_START_NOISE, "min": 0.05, "max": 1.0, "step": 0.05,
+            "start_noise": ("FLOAT", {"default": DEFAULT_SAMPLING.start_noise, "min": 0.05, "max": 1.0, "step": 0.05,
                                       "tooltip": "1 = every frame from pure noise (the paper). Lower = start from the previous frame "
                                                  "noised this far, running only the steps below it: faster and steadier."}),
         }}
@@ -214,6 +203,8 @@ class EMOdiffheadSampler:
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
                reinject_identity_every=0, start_noise=None):
         n = audio_features.num_frames
+        settings = _run(SamplingSettings, sampler, steps,
+                        DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise)
         track = expression.resampled(n, audio_features.fps)
         progress = bridge.Progress(n)
 
@@ -225,9 +216,8 @@ class EMOdiffheadSampler:
         start = time.perf_counter()
         try:
             frames = _run(pl.generate_frames, model.denoiser, portrait.crop_tensor(), audio_features, track.psi,
-                          spacing=_spacing(steps, sampler), sampler=sampler, seed=seed, callback=callback,
-                          device=model.device, dtype=model.dtype, reinject_identity_every=reinject_identity_every,
-                          start_noise=pl.DEFAULT_START_NOISE if start_noise is None else start_noise)
+                          settings=settings, seed=seed, callback=callback, device=model.device, dtype=model.dtype,
+                          reinject_identity_every=reinject_identity_every)
         finally:
             bridge.soft_empty_cache()
         elapsed = time.perf_counter() - start

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from benchmarks import common, gpu_throughput, memory, speed
+from emodiff_core.sampling import Sampler, SamplingSettings
 
 NUM = (int, float)
 
@@ -51,37 +52,40 @@ def test_held_out_clips_are_test_split_and_deterministic():
 
 def test_speed_default_reports_both_modes(tiny_bundle, tmp_path, capsys):
     rc = speed.main(["--json", "--checkpoint", tiny_bundle, "--clips", "1", "--frames", "20", "--paper-frames", "2",
-                     "--steps", "ddim2", "--out-dir", str(tmp_path)])
+                     "--steps", "2", "--out-dir", str(tmp_path)])
     r = _last_json(capsys)
     assert rc == 0, r
     for key in ("fps_default", "fps_paper_literal", "speedup_vs_paper_literal", "psnr_gt_default",
                 "psnr_gt_paper_literal", "lipsync_default", "ssim_gt_default", "psnr_gt_default_matched"):
         assert isinstance(r[key], NUM), key
     assert r["lipsync_paper_literal"] is None                  # 2 frames are too few for lip sync
-    assert r["steps"] == "ddim2" and r["sampler"] == "ddim" and r["device"] == "cpu"
+    assert r["sampling"] == SamplingSettings(steps=2).label and r["steps"] == 2 and r["device"] == "cpu"
+    assert r["sampler"] == Sampler.DDIM.value and r["start_noise"] == 0.5
     assert r["frames_default"] == 20 and r["frames_paper_literal"] == 2 and r["paper_literal_steps"] == 100
     assert r["checkpoint_step"] == 3 and set(r["goals"]) >= {"speedup_ge_60", "psnr_within_0.5dB", "lipsync_within_5pct"}
     assert os.path.isfile(r["plot"]) and os.path.isfile(r["json"])
 
 
 def test_speed_sweep_rows(tiny_bundle, tmp_path, capsys):
+    configs = [SamplingSettings(Sampler.DDIM, 2, 1.0), SamplingSettings(Sampler.ANCESTRAL, 2, 1.0),
+               SamplingSettings(Sampler.DDIM, 4, 0.5)]
     rc = speed.main(["--json", "--sweep", "--checkpoint", tiny_bundle, "--clips", "1", "--frames", "3",
-                     "--configs", "ddim2:ddim,2:ancestral,ddim4:ddim:0.5", "--flie-levels", "2", "--flie-frames", "2",
+                     "--configs", ",".join(s.label for s in configs), "--flie-levels", "2", "--flie-frames", "2",
                      "--out-dir", str(tmp_path)])
     r = _last_json(capsys)
     assert rc == 0, r
-    assert [(row["spacing"], row["sampler"], row["start_noise"]) for row in r["rows"]] == [
-        ("ddim2", "ddim", 1.0), ("2", "ancestral", 1.0), ("ddim4", "ddim", 0.5)]
-    # ddim4 of 100 steps keeps 0, 25, 50, 75; from the previous frame at 0.5 T (t <= 50) three remain
+    assert [(row["sampling"], row["sampler"], row["steps"], row["start_noise"]) for row in r["rows"]] == [
+        (s.label, s.sampler.value, s.steps, s.start_noise) for s in configs]
+    # 4 DDIM steps of 100 keeps 0, 25, 50, 75; from the previous frame at 0.5 T (t <= 50) three remain
     assert [row["denoising_steps"] for row in r["rows"]] == [2, 2, 3]
     for row in r["rows"]:
         assert isinstance(row["fps"], NUM) and isinstance(row["psnr"], NUM)
         assert row["flie"] is None or isinstance(row["flie"], NUM)
     assert os.path.isfile(os.path.join(tmp_path, "sweep.json")) and os.path.isfile(os.path.join(tmp_path, "sweep.png"))
-    assert speed.main(["--sweep", "--checkpoint", tiny_bundle, "--configs", "ddim2:euler"]) == 2
-    assert "error" in _last_json(capsys)
-    assert speed.main(["--sweep", "--checkpoint", tiny_bundle, "--configs", "ddim2:ddim:1.5"]) == 2
-    assert "START_NOISE must be in (0, 1]" in _last_json(capsys)["error"]
+    assert speed.main(["--sweep", "--checkpoint", tiny_bundle, "--configs", "euler2@1"]) == 2
+    assert "unknown sampler 'euler'" in _last_json(capsys)["error"]
+    assert speed.main(["--sweep", "--checkpoint", tiny_bundle, "--configs", configs[0].label + ".5"]) == 2
+    assert "start_noise must be in (0, 1]" in _last_json(capsys)["error"]
 
 
 def test_memory_runs_each_length_in_a_subprocess(tiny_bundle, tmp_path, capsys):
@@ -104,7 +108,7 @@ def test_gpu_throughput_without_cuda_fails_cleanly(capsys):
 
 def test_gpu_throughput_machinery_on_cpu(tmp_path, capsys):
     rc = gpu_throughput.main(["--json", "--cpu-smoke", "--preset", "tiny", "--size", "32", "--frames", "2",
-                              "--steps", "ddim2", "--modes", "fp32,bf16", "--out-dir", str(tmp_path)])
+                              "--steps", "2", "--modes", "fp32,bf16", "--out-dir", str(tmp_path)])
     r = _last_json(capsys)
     assert rc == 0, r
     assert set(r["modes"]) == {"fp32", "bf16"} and all(isinstance(r["fps"][m], NUM) for m in ("fp32", "bf16"))

@@ -49,7 +49,7 @@ def test_generate_writes_an_mp4_as_long_as_the_audio(bundle, tmp_path):
     out = tmp_path / "out.mp4"
     result = _run(["generate", "--checkpoint", bundle, "--portrait", os.path.join(ROOT, "assets", "portrait.jpg"),
                    "--audio", str(speech), "--emotion", "sad", "--intensity", "0.7", "--out", str(out),
-                   "--steps", "ddim2", "--superres", "head", "--seed", "3"])
+                   "--steps", "2", "--superres", "head", "--seed", "3"])
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["frames"] == 15 and report["size"] == [64, 64]
@@ -64,7 +64,7 @@ def test_generate_with_keyframes_and_paste_back(bundle, tmp_path):
     soundfile.write(speech, (0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 150)).astype(np.float32), 16000)
     result = _run(["generate", "--checkpoint", bundle, "--portrait", os.path.join(ROOT, "assets", "portrait.jpg"),
                    "--audio", str(speech), "--keyframes", "0:neutral:0, 0.5:happy:1", "--paste-back",
-                   "--out", str(out), "--steps", "ddim2", "--fps", "25"])
+                   "--out", str(out), "--steps", "2", "--fps", "25"])
     assert result.returncode == 0, result.stderr[-2000:]
     with av.open(str(out)) as c:
         v = c.streams.video[0]
@@ -84,10 +84,12 @@ def test_bad_cli_input_gives_clear_errors(bundle, tmp_path):
         (["--portrait", os.path.join(ROOT, "assets", "portrait.jpg"), "--audio", str(tmp_path / "none.wav")], "not found"),
         (["--portrait", os.path.join(ROOT, "assets", "portrait.jpg"), "--audio", os.path.join(ROOT, "assets", "speech.wav"),
           "--emotion", "joy"], "unknown emotion"),
+        (["--portrait", os.path.join(ROOT, "assets", "portrait.jpg"), "--audio", os.path.join(ROOT, "assets", "speech.wav"),
+          "--sampler", "ancestral", "--eta", "0.5"], "eta is a DDIM option"),
     ]
     for args, message in cases:
         out = tmp_path / "x.mp4"
-        result = _run(["generate", "--checkpoint", bundle, "--out", str(out), "--steps", "ddim2", *args])
+        result = _run(["generate", "--checkpoint", bundle, "--out", str(out), "--steps", "2", *args])
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr[-500:])
         assert "Traceback" not in result.stderr and not out.exists()
     missing = _run(["generate", "--checkpoint", str(tmp_path / "no.safetensors"), "--portrait", "x", "--audio", "y",
@@ -96,7 +98,7 @@ def test_bad_cli_input_gives_clear_errors(bundle, tmp_path):
 
 
 def test_demo_runs_on_the_shipped_assets(bundle, tmp_path):
-    result = _run(["demo", "--checkpoint", bundle, "--out", str(tmp_path / "demo"), "--steps", "ddim2"])
+    result = _run(["demo", "--checkpoint", bundle, "--out", str(tmp_path / "demo"), "--steps", "2"])
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     names = sorted(os.path.basename(p) for p in report["outputs"])

@@ -180,31 +180,28 @@ def test_region_masks_are_vectorised_and_area_normalised():
 
 # --------------------------------------------------------------------------- respacing
 def test_space_timesteps_forms():
-    assert space_timesteps(1000, "ddim25") == list(range(0, 1000, 40))
     s250 = space_timesteps(1000, "250")
     assert len(s250) == 250 and s250[0] == 0 and s250[-1] == 999
     assert space_timesteps(1000, 10) == space_timesteps(1000, "10")
     assert space_timesteps(100, [99, 0, 50, 50]) == [0, 50, 99]
     sections = space_timesteps(300, "10,5,1")
     assert len(sections) == 16 and sections[-1] == 200
-    for bad in ("ddim7x", "abc", "0", [1000], []):
+    for bad in ("7x", "abc", "0", "1001", [1000], []):
         with pytest.raises(ValueError):
             space_timesteps(1000, bad)
-    with pytest.raises(ValueError):
-        space_timesteps(1000, "ddim999")
 
 
 def test_respacing_returns_a_new_process_and_feeds_original_t():
     base = GaussianDiffusion(beta_schedule("cosine", 1000))
     betas_before = base.betas.copy()
     map_before = base.timestep_map.copy()
-    a = respace(base, "ddim25")
-    b = respace(base, "ddim25")
+    a = respace(base, list(range(0, 1000, 40)))
+    b = respace(base, list(range(0, 1000, 40)))
     assert a is not base and a.schedule_equals(b)
     assert np.array_equal(base.betas, betas_before) and np.array_equal(base.timestep_map, map_before)
     assert a.num_timesteps == 25
     # recomputed betas reproduce the base's abar at the kept steps
-    kept = np.array(space_timesteps(1000, "ddim25"))
+    kept = np.arange(0, 1000, 40)
     assert np.allclose(a.alphas_cumprod, base.alphas_cumprod[kept], rtol=1e-12)
     seen = []
 
@@ -233,7 +230,7 @@ class _ToyModel(torch.nn.Module):
 def test_ddim_eta0_is_deterministic_for_a_seed_and_seeds_differ():
     torch.manual_seed(0)
     model = _ToyModel()
-    d = respace(GaussianDiffusion(beta_schedule("cosine", 1000)), "ddim10")
+    d = respace(GaussianDiffusion(beta_schedule("cosine", 1000)), list(range(0, 1000, 100)))
     run = lambda seed: sample_ddim(d, model, (2, 3, 8, 8), {}, eta=0.0, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         a, b, c = run(7), run(7), run(8)

@@ -9,7 +9,7 @@ from emodiff_core import evaluation as EV
 from emodiff_core import feature_nets as FN
 from emodiff_core import metrics as M
 from emodiff_core import metrics_video as MV
-from emodiff_core.sampling import SamplingSettings
+from emodiff_core.sampling import Sampler, SamplingSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,7 +116,7 @@ def test_video_flie_on_tiny_models():
     t = np.arange(int(0.1 * 16000)) / 16000
     audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, 30, den.config.audio)
     result, videos = EV.video_flie(den, gen, torch.rand(3, 32, 32), audio, "happy", MV.PsiExtractor(_tiny_regressor()),
-                                   levels=2, settings=SamplingSettings.parse("ddim2"))
+                                   levels=2, settings=SamplingSettings(steps=2))
     assert len(videos) == 3 and videos[0].shape == (audio.num_frames, 3, 32, 32)
     assert np.isfinite(result.flie) and result.mean_psi.shape == (3, 50)
     with pytest.raises(FN.MetricInputError, match="at least 2"):
@@ -358,8 +358,8 @@ def test_generated_video_report_on_tiny_models(tmp_path):
     r = EV.generated_video_report(den, gen, torch.rand(3, 32, 32), audio, "happy", 0.8,
                                   extractor=MV.PsiExtractor(_tiny_regressor()), classifier=clf,
                                   truth_frames=torch.rand(audio.num_frames, 3, 32, 32), flie_levels=2,
-                                  lpips=FN.load_lpips(lin, bb), settings=SamplingSettings.parse("ddim2"))
-    assert r["frames"] == 21 and (r["sampler"], r["steps"], r["start_noise"]) == ("ddim", 2, 0.5)
+                                  lpips=FN.load_lpips(lin, bb), settings=SamplingSettings(steps=2))
+    assert r["frames"] == 21 and (r["sampler"], r["steps"], r["start_noise"]) == (Sampler.DDIM.value, 2, 0.5)
     for key in ("psnr", "ssim", "lipsync", "lipsync_confidence", "emotion_accuracy", "lie"):
         assert isinstance(r[key], float), key
     assert "flie" in r or "flie_error" in r

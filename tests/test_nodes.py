@@ -13,6 +13,7 @@ import comfy_stubs
 from emodiff_core.checkpoint import save_checkpoint
 from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SuperResConfig
 from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator, SuperResolver
+from emodiff_core.sampling import Sampler
 
 ROOT = comfy_stubs.ROOT
 
@@ -104,10 +105,13 @@ def test_the_nodes_chain_into_a_video(comfy, astronaut):
     assert expr.psi.shape == (9, 50)
     comfy.progress.clear()
     checks_before = comfy.checks
-    images, fps, audio_out = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, "ddim", 0,
+    images, fps, audio_out = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, Sampler.DDIM.value, 0,
                                                                        audio=audio)
     assert images.shape == (9, 32, 32, 3) and fps == 30.0 and audio_out is audio
     assert 0.0 <= images.min() and images.max() <= 1.0
+    # a sampler the core does not know is a node error before any sampling (not a silent fallback)
+    with pytest.raises(_node_error(), match="unknown sampler 'euler'"):
+        _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, "euler", 0)
     assert len(comfy.progress) == 9 and all(p[2] for p in comfy.progress)       # a preview per frame
     assert comfy.checks - checks_before >= 9 * 2                                  # an interrupt check per step
     up, = _node(comfy, "EMOdiffheadSuperResolve").upscale(images, "sr_head", model=model)
@@ -144,7 +148,7 @@ def test_cancel_stops_within_one_denoising_step(comfy, astronaut):
     emptied = comfy.emptied
     try:
         with pytest.raises(comfy_stubs.Interrupted):
-            _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, "ddim", 0)
+            _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, Sampler.DDIM.value, 0)
     finally:
         comfy.interrupt_after = None
         hook.remove()

@@ -7,6 +7,7 @@ from emodiff_core import pipeline as pl
 from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
 from emodiff_core.emotions import EmotionError
 from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+from emodiff_core.sampling import SamplingSettings
 
 
 def _tiny_models(seed=0):
@@ -68,19 +69,19 @@ def test_generate_frames_is_seeded_autoregressive_and_cancellable():
     n = audio.num_frames
     psi = pl.emotion_expressions(gen, n, pl.EmotionSpec("angry", 0.7))
     identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
-    events = []   # from pure noise (start_noise 1): all three ddim3 steps run for every frame
-    a = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=5, callback=events.append)
-    b = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=5)
-    c = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=6)
+    events = []   # from pure noise (start_noise 1): all three DDIM steps run for every frame
+    a = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, start_noise=1.0), seed=5, callback=events.append)
+    b = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, start_noise=1.0), seed=5)
+    c = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, start_noise=1.0), seed=6)
     assert a.shape == (n, 1, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert len(events) == n * 3 and sum(e.image is not None for e in events) == n
     assert [(e.frame, e.step) for e in events[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
     # the paper-literal variant (ReferenceNet recomputed at every step) gives the same frames
-    literal = pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, seed=5, cache_reference=False)
+    literal = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, start_noise=1.0), seed=5, cache_reference=False)
     assert torch.allclose(literal, a, atol=1e-5)
     # a batch of identities renders independent videos
-    two = pl.generate_frames(den, torch.stack([identity, identity.flip(2)]), audio, psi, spacing="ddim3", start_noise=1.0, seed=5)
+    two = pl.generate_frames(den, torch.stack([identity, identity.flip(2)]), audio, psi, settings=SamplingSettings(steps=3, start_noise=1.0), seed=5)
     assert two.shape == (n, 2, 3, 32, 32)
 
     def cancel(event):
@@ -88,7 +89,7 @@ def test_generate_frames_is_seeded_autoregressive_and_cancellable():
             raise pl.Cancelled()
 
     with pytest.raises(pl.Cancelled):
-        pl.generate_frames(den, identity, audio, psi, spacing="ddim3", start_noise=1.0, callback=cancel)
+        pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, start_noise=1.0), callback=cancel)
 
 
 def test_motion_frames_come_from_identity_then_from_generated_frames():
@@ -104,7 +105,7 @@ def test_motion_frames_come_from_identity_then_from_generated_frames():
     audio = pl.encode_audio(_speech(0.15), 22050, 30, den.config.audio)
     psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
     identity = torch.rand(3, 32, 32)
-    frames = pl.generate_frames(den, identity, audio, psi, spacing="ddim2", seed=0)
+    frames = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=2), seed=0)
     ident = identity * 2 - 1
     steps = 2
     first, second, third = seen[0], seen[steps], seen[2 * steps]
@@ -134,25 +135,13 @@ def test_start_noise_starts_from_the_previous_frame_and_skips_high_noise_steps()
     psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
     identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2))
     events = []
-    frames = pl.generate_frames(den, identity, audio, psi, spacing="ddim10", seed=1, start_noise=0.45,
+    frames = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=10, start_noise=0.45), seed=1,
                                 callback=events.append)
     per_frame = [e for e in events if e.frame == 0]
-    assert per_frame[-1].total_steps == 5                     # ddim10 keeps 0,100,...,900: five are <= 450
+    assert per_frame[-1].total_steps == 5                     # 10 DDIM steps keep 0,100,...,900: five are <= 450
     # with almost no noise the first frame stays next to its anchor, the identity
-    near = pl.generate_frames(den, identity, audio, psi, spacing="ddim10", seed=1, start_noise=0.05)
+    near = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=10, start_noise=0.05), seed=1)
     assert (near[0, 0] - identity).abs().mean() < 0.05
     assert frames.shape == near.shape
-    with pytest.raises(pl.PipelineError, match="start_noise"):
-        pl.generate_frames(den, identity, audio, psi, spacing="ddim10", start_noise=0.0)
-
-
-def test_truncate_keeps_the_low_steps_and_the_original_timesteps():
-    from emodiff_core.diffusion import GaussianDiffusion, beta_schedule, respace, truncate
-
-    base = GaussianDiffusion(beta_schedule("cosine", 1000))
-    spaced = respace(base, "ddim10")
-    low = truncate(spaced, 450)
-    assert low.timestep_map.tolist() == [0, 100, 200, 300, 400]
-    assert np.allclose(low.alphas_cumprod, base.alphas_cumprod[[0, 100, 200, 300, 400]], rtol=1e-12)
-    assert spaced.num_timesteps == 10                         # the process it came from is unchanged
-    assert truncate(spaced, -5).timestep_map.tolist() == [0]
+    with pytest.raises(pl.PipelineError, match="SamplingSettings"):
+        pl.generate_frames(den, identity, audio, psi, settings=10)

@@ -26,10 +26,17 @@ def test_workflow_files_are_up_to_date():
         assert os.path.isfile(os.path.join(ROOT, "workflows", f"{name}.jpg")), f"{name}.jpg thumbnail missing"
 
 
-def test_workflows_use_the_pipeline_defaults():
-    from emodiff_core import pipeline
+def test_workflows_use_the_default_sampling_settings():
+    from emodiff_core.sampling import DEFAULT
 
-    assert _builder().DEFAULT_START_NOISE == pipeline.DEFAULT_START_NOISE
+    for name in _builder().WORKFLOWS:
+        with open(os.path.join(ROOT, "workflows", "api", f"{name}.json")) as fh:
+            graph = json.load(fh)
+        samplers = [node["inputs"] for node in graph.values() if node["class_type"] == "EMOdiffheadSampler"]
+        assert samplers, name
+        for inputs in samplers:
+            assert (inputs["sampler"], inputs["steps"], inputs["start_noise"]) == (
+                DEFAULT.sampler.value, DEFAULT.steps, DEFAULT.start_noise), name
 
 
 def test_widget_order_matches_the_nodes(tmp_path):

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import OrderedDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))       # the pack root, for the core's sampling defaults
+from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING  # noqa: E402
+
 CHECKPOINT = "emodiffhead_demo.safetensors"
-DEFAULT_START_NOISE = 0.5   # emodiff_core.pipeline.DEFAULT_START_NOISE (checked by tests/test_workflows.py)
 PORTRAIT = "portrait.jpg"
 SPEECH = "speech.wav"
 
@@ -143,8 +146,8 @@ def _emotion(graph, model, feats, pos, emotion="happy", intensity=1.0, keyframes
 
 def _sampler(graph, model, portrait, feats, expr, pos):
     return graph.add("EMOdiffheadSampler", pos, model=(model, 0), portrait=(portrait, 0), audio_features=(feats, 0),
-                     expression=(expr, 0), steps=10, sampler="ddim", seed=0, audio=(feats, 2),
-                     reinject_identity_every=0, start_noise=DEFAULT_START_NOISE)
+                     expression=(expr, 0), steps=DEFAULT_SAMPLING.steps, sampler=DEFAULT_SAMPLING.sampler.value,
+                     seed=0, audio=(feats, 2), reinject_identity_every=0, start_noise=DEFAULT_SAMPLING.start_noise)
 
 
 def _save(graph, images, sampler, prefix, pos):

@@ -1,5 +1,8 @@
 """Timestep respacing: sample with a subset of the training steps.
 
+Which steps a sampler keeps for a given step count (DDIM's integer stride, say) is the sampling policy's
+decision (`emodiff_core.sampling`); this module only turns a spacing into a new process.
+
 `respace` never touches its argument: it returns a NEW `GaussianDiffusion` whose betas are recomputed
 over the kept steps (1 - abar_k / abar_prev_kept) and whose ``timestep_map`` sends each new step index to
 the original timestep, which is what the network is called with. Respacing a respaced process composes
@@ -22,8 +25,6 @@ def space_timesteps(num_timesteps: int, spacing: Spacing) -> List[int]:
     :param spacing: one of
         - an int or a string of digits, "250": that many steps at an even (fractional) stride, first and
           last step included;
-        - "ddimN": the integer stride that gives exactly N steps starting at 0 (as in DDIM); an error if
-          no integer stride does;
         - comma-separated counts, "10,15,20": the range is cut into equal sections and each section is
           spaced with its own count;
         - a sequence of ints: exactly those steps.
@@ -36,22 +37,12 @@ def space_timesteps(num_timesteps: int, spacing: Spacing) -> List[int]:
     if isinstance(spacing, (int, np.integer)):
         spacing = str(int(spacing))
     if not isinstance(spacing, str) or not spacing.strip():
-        raise ValueError(f"cannot read timestep spacing {spacing!r}: use e.g. '250', 'ddim25', '10,15' or a list")
+        raise ValueError(f"cannot read timestep spacing {spacing!r}: use e.g. '250', '10,15' or a list")
     text = spacing.strip().lower()
-    if text.startswith("ddim"):
-        try:
-            wanted = int(text[4:])
-        except ValueError:
-            raise ValueError(f"cannot read {spacing!r}: 'ddim' must be followed by a step count, e.g. 'ddim25'") from None
-        for stride in range(1, num_timesteps):
-            if len(range(0, num_timesteps, stride)) == wanted:
-                return list(range(0, num_timesteps, stride))
-        raise ValueError(f"no integer stride gives exactly {wanted} steps out of {num_timesteps}; "
-                         f"use '{wanted}' (fractional stride) instead")
     try:
         counts = [int(c) for c in text.split(",")]
     except ValueError:
-        raise ValueError(f"cannot read timestep spacing {spacing!r}: use e.g. '250', 'ddim25' or '10,15,20'") from None
+        raise ValueError(f"cannot read timestep spacing {spacing!r}: use e.g. '250' or '10,15,20'") from None
     return _sectioned(num_timesteps, counts)
 
 

@@ -3,7 +3,7 @@
 Both run a (possibly respaced) `GaussianDiffusion` with any ``model(x, t, **cond)``, draw every random
 number from an optional ``torch.Generator`` (so a seed fixes the result, on any device: noise is drawn on
 the generator's device and moved), and call ``callback(StepInfo)`` after each step; a callback cancels the
-run by raising.
+run by raising. Which sampler runs, with which options, is chosen by `emodiff_core.sampling.SamplingSettings`.
 """
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from typing import Callable, Mapping, Optional, Sequence
 import torch
 
 from .process import GaussianDiffusion
-
-SAMPLERS = ("ddim", "ancestral")
-
 
 @dataclass
 class StepInfo:
@@ -89,13 +86,3 @@ def sample_ddim(diffusion: GaussianDiffusion, model: Callable, shape, cond: Mapp
 
     return _loop(diffusion, model, shape, cond, step, generator=generator, noise=noise, device=device,
                  callback=callback, clip_denoised=clip_denoised)
-
-
-def sample(name: str, diffusion: GaussianDiffusion, model: Callable, shape, cond: Mapping, **kwargs) -> torch.Tensor:
-    """Dispatch by sampler name ('ddim' or 'ancestral')."""
-    if name == "ddim":
-        return sample_ddim(diffusion, model, shape, cond, **kwargs)
-    if name == "ancestral":
-        kwargs.pop("eta", None)
-        return sample_ancestral(diffusion, model, shape, cond, **kwargs)
-    raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
