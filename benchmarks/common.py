@@ -88,7 +88,7 @@ class Models:
     step: Optional[int]
 
 
-def load_models(checkpoint: Optional[str], device: str = "cpu", regressor: Optional[str] = None) -> Models:
+def load_benchmark_models(checkpoint: Optional[str], device: str = "cpu", regressor: Optional[str] = None) -> Models:
     """The bundle (denoiser + expression generator) and the expression regressor used to measure frames:
     ``regressor`` (a checkpoint holding one) if given, else the bundle's own if it has one, else None."""
     from emodiff_core.checkpoint import load_components, read_checkpoint

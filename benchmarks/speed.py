@@ -104,7 +104,7 @@ def speed(args) -> dict:
     except SamplingError as exc:
         raise common.BenchmarkError(str(exc)) from None
     device = common.pick_device(args.device)
-    models = common.load_models(args.checkpoint, device, args.regressor)
+    models = common.load_benchmark_models(args.checkpoint, device, args.regressor)
     den = models.bundle.denoiser
     total = den.config.diffusion.steps
     extractor = _extractor(models)
@@ -230,7 +230,7 @@ def sweep(args) -> dict:
     from emodiff_core.metrics_video import flie_from_psi
     configs = parse_configs(args.configs)        # a bad config fails before any work
     device = common.pick_device(args.device)
-    models = common.load_models(args.checkpoint, device, args.regressor)
+    models = common.load_benchmark_models(args.checkpoint, device, args.regressor)
     den, gen = models.bundle.denoiser, models.bundle.generator
     extractor = _extractor(models)
     start = time.perf_counter()

@@ -109,7 +109,7 @@ def generate(args) -> dict:
             "generation_seconds": round(seconds, 1), "frames_per_second": round(len(frames) / seconds, 3)}
 
 
-def contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
+def emotion_contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
                   frames: int = 8, settings: SamplingSettings = DEFAULT_SAMPLING,
                   intensities=CONTACT_INTENSITIES) -> np.ndarray:
     """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
@@ -188,7 +188,7 @@ def demo(args) -> dict:
                       sample_rate=audio.config.sample_rate)
             report["outputs"].append(full_path)
     sheet_path = os.path.join(args.out, "contact_sheet.png")
-    contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, settings=settings)
+    emotion_contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, settings=settings)
     report["outputs"].append(sheet_path)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     return report

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .emotions import EMOTIONS
+from .paths import CHECKPOINT_DIR
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER_TO_EMOTION = {"angry": "angry", "disgust": "disgusted", "fear": "fear", "happy": "happy", "sad": "sad",
@@ -56,9 +57,7 @@ SHARED_EMOTIONS = tuple(FER_TO_EMOTION[label] for label in FER_LABELS if label !
 INPUT_SIZE = 64
 FORMAT = "fer_mini_xception"
 FORMAT_VERSION = "1"
-# <pack>/checkpoints, beside this package (the pack's shipped weights)
-DEFAULT_FER_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
-                                   "fer_mini_xception.safetensors")
+DEFAULT_FER_WEIGHTS = os.path.join(CHECKPOINT_DIR, "fer_mini_xception.safetensors")   # shipped with the pack
 
 
 class FerWeightsError(ValueError):

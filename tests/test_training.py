@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from emodiff_core.emotions import EMOTIONS
+from emodiff_core.sampling import SamplingSettings
 
 from training.clips import ClipDataset
 from training.configfile import TrainingConfigError, load_config
@@ -59,9 +60,9 @@ def test_mouth_follows_the_audio_and_emotions_follow_their_directions(corpus):
 
 
 def test_contact_sheet(tmp_path):
-    from training.corpus import contact_sheet
+    from training.corpus import corpus_contact_sheet
 
-    sheet = contact_sheet(str(tmp_path / "sheet.png"), seed=0, size=64, identity_indices=(7,), intensities=(0.5, 1.0))
+    sheet = corpus_contact_sheet(str(tmp_path / "sheet.png"), seed=0, size=64, identity_indices=(7,), intensities=(0.5, 1.0))
     assert sheet.shape == (18 + 2 * 64, 8 * 64, 3) and os.path.isfile(tmp_path / "sheet.png")
 
 
@@ -111,7 +112,7 @@ def test_config_files_are_strict(tmp_path):
     refused(lambda c: c.pop("loss"), r"bad.json: missing key 'loss'")
     refused(lambda c: c["optim"].update(learning_rate=1), r"bad.json: unknown key 'optim.learning_rate'")
     refused(lambda c: c["loss"].pop("eye"), r"missing key 'loss.eye'")
-    refused(lambda c: c["schedule"].update(sample_steps="ddim3"), r"schedule.sample_steps: expected an integer")
+    refused(lambda c: c["schedule"].update(sample_steps="3"), r"schedule.sample_steps: expected an integer")
     refused(lambda c: c["data"].update(identity_from="random"), r"bad.json: data.identity_from must be one of")
     refused(lambda c: c["optim"].update(batch_size=0), r"optim.batch_size must be positive")
     path.write_text("{not json")
@@ -302,7 +303,7 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     export(str(folder / "all.safetensors"), parts)
-    report = evaluate(str(folder), corpus, split="train", steps="ddim2", videos=1, video_frames=24)
+    report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1, video_frames=24)
     assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
     videos = report["videos"]
     assert len(videos["clips"]) == 1 and videos["psnr"] > 0 and 0 < videos["ssim"] <= 1
@@ -322,9 +323,8 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     # anchored evaluation: the previous real frame diffused to 2% of T and denoised by the (barely trained)
     # model stays close to the next real frame; from pure noise it cannot be
     from emodiff_core.checkpoint import load_components
-    from emodiff_core.sampling import SamplingSettings
     from training.evaluate import evaluate_denoiser
 
     den = load_components(parts[2], ["denoiser"])["denoiser"]
-    anchored = evaluate_denoiser(den, corpus, "train", SamplingSettings.parse("ddim10@0.02"), frames=8)
+    anchored = evaluate_denoiser(den, corpus, "train", SamplingSettings(steps=10, start_noise=0.02), frames=8)
     assert anchored["start_noise"] == 0.02 and anchored["psnr"] > report["denoiser"]["psnr"] + 5

@@ -11,7 +11,7 @@ import sys
 
 
 def _corpus(args) -> int:
-    from .corpus import contact_sheet, generate_corpus
+    from .corpus import corpus_contact_sheet, generate_corpus
 
     def progress(done, total):
         if done == total or done % max(1, total // 20) == 0:
@@ -20,7 +20,7 @@ def _corpus(args) -> int:
     stats = generate_corpus(args.out, clips=args.clips, seed=args.seed, size=args.size,
                             identities=args.identities, workers=args.workers, progress=progress)
     if args.contact_sheet:
-        contact_sheet(os.path.join(args.out, "contact_sheet.png"), seed=args.seed, size=args.size)
+        corpus_contact_sheet(os.path.join(args.out, "contact_sheet.png"), seed=args.seed, size=args.size)
         stats["contact_sheet"] = os.path.join(args.out, "contact_sheet.png")
     print(json.dumps(stats))
     return 0
@@ -56,10 +56,13 @@ def _prepare(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from emodiff_core.sampling import SamplingSettings
+
     from .evaluate import evaluate
 
+    settings = SamplingSettings(args.sampler, args.steps, args.start_noise)   # a bad combination fails here
     report = evaluate(args.checkpoints, args.data, split=args.split, max_clips=args.max_clips,
-                      steps=args.steps, seed=args.seed, start_noise=args.start_noise, videos=args.videos,
+                      settings=settings, seed=args.seed, videos=args.videos,
                       video_frames=args.video_frames, deca=args.deca, lpips_lin=args.lpips_lin,
                       lpips_backbone=args.lpips_backbone, inception=args.inception, i3d=args.i3d)
     print(json.dumps(report, indent=None if args.json else 2))
@@ -75,6 +78,10 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
+    from emodiff_core.sampling import NAMES as SAMPLER_NAMES
+
+    from .evaluate import SINGLE_FRAME_SETTINGS
+
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,8 +140,11 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="clip dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate (default test: held-out identities)")
     p.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips")
-    p.add_argument("--steps", default="ddim25", help="sampler spacing for the denoiser (default ddim25)")
-    p.add_argument("--start-noise", type=float, default=1.0,
+    p.add_argument("--steps", type=int, default=SINGLE_FRAME_SETTINGS.steps,
+                   help=f"denoiser: sampling steps (default {SINGLE_FRAME_SETTINGS.steps})")
+    p.add_argument("--sampler", default=SINGLE_FRAME_SETTINGS.sampler.value, choices=SAMPLER_NAMES,
+                   help=f"denoiser: sampler (default {SINGLE_FRAME_SETTINGS.sampler.value})")
+    p.add_argument("--start-noise", type=float, default=SINGLE_FRAME_SETTINGS.start_noise,
                    help="denoiser: 1 = from pure noise (default); below 1 = from the previous real frame diffused "
                         "to start_noise*T, as the sampler's anchored mode does")
     p.add_argument("--videos", type=int, default=2,

@@ -253,12 +253,11 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
 
 
 def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Optional[int] = None,
-             steps: str = "ddim25", seed: int = 0, start_noise: float = 1.0, videos: int = 2,
+             settings: SamplingSettings = SINGLE_FRAME_SETTINGS, seed: int = 0, videos: int = 2,
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None) -> dict:
-    """Every evaluation the checkpoints in ``checkpoints`` allow. ``steps`` (a `SamplingSettings` text form
-    without the start noise, e.g. "ddim25") and ``start_noise`` are the single-frame denoiser evaluation's
-    sampling; the videos use the default settings (`sampling.DEFAULT`)."""
+    """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
+    evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`)."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -274,7 +273,6 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
-        settings = SamplingSettings.parse(steps).replace(start_noise=start_noise)
         report["denoiser"] = evaluate_denoiser(den, data, split, settings, max_clips=max_clips, seed=seed)
         report["denoiser"]["condition_sensitivity"] = condition_sensitivity(den, data, split, seed=seed)
         if "expression_generator" in found and videos > 0:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
@@ -280,11 +279,7 @@ def prepare(videos: Union[str, Sequence[str]], out: str, landmarks: Union[str, L
         try:
             clip = prepare_video(path, cid, parse_labels(path, root), backend, size, split, fps_f, encoder,
                                  smoothing=smoothing, max_gap=max_gap)
-            try:
-                write_clip(out, clip)
-            except BaseException:
-                shutil.rmtree(final + ".partial", ignore_errors=True)
-                raise
+            write_clip(out, clip)            # cleans up its own temporary folder on failure
         except PrepareError as exc:
             if strict:
                 raise

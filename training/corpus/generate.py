@@ -213,7 +213,7 @@ def generate_corpus(out: str, clips: int, seed: int, size: int = 64, identities:
             "speech": "espeak-ng" if speech.espeak_available() else "babble"}
 
 
-def contact_sheet(path: str, seed: int, size: int = 64, identity_indices: Sequence[int] = (7, 15, 23, 31),
+def corpus_contact_sheet(path: str, seed: int, size: int = 64, identity_indices: Sequence[int] = (7, 15, 23, 31),
                   intensities: Sequence[float] = (1 / 3, 2 / 3, 1.0)) -> np.ndarray:
     """A PNG grid: rows = identities x intensities, columns = MEAD's eight emotions (mouth closed, frontal)."""
     import cv2
