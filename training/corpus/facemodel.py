@@ -93,30 +93,34 @@ def _expression_basis(rng: np.random.Generator) -> np.ndarray:
     w[lower_outer, 1] = -0.012
 
     s = B[COMPONENT["lip_corner_up"]]
-    s[corners, 1] = -0.10
-    s[corners, 0] = 0.045 * _side(corners)
-    s[[49, 53, 55, 59, 61, 63, 65, 67], 1] = -0.045
-    s[[57, 66], 1] = 0.012
+    s[corners, 1] = -0.13
+    s[corners, 0] = 0.05 * _side(corners)
+    s[[49, 53, 55, 59, 61, 63, 65, 67], 1] = -0.055
+    s[[57, 66], 1] = 0.015
 
     u = B[COMPONENT["upper_lip_raise"]]
-    u[upper_outer, 1] = -0.085 * np.array([0.6, 0.9, 1.0, 0.9, 0.6])
-    u[upper_inner, 1] = -0.07
-    u[NOSE_BOTTOM, 1] = -0.02
+    u[upper_outer, 1] = -0.11 * np.array([0.6, 0.9, 1.0, 0.9, 0.6])
+    u[upper_inner, 1] = -0.10          # the upper lip leaves the lower one: upper teeth show
+    u[NOSE_BOTTOM, 1] = -0.025
 
     ib = B[COMPONENT["inner_brow_raise"]]
-    ib[[21, 22], 1] = -0.13
-    ib[[20, 23], 1] = -0.09
-    ib[[19, 24], 1] = -0.045
+    ib[[21, 22], 1] = -0.17
+    ib[[20, 23], 1] = -0.12
+    ib[[19, 24], 1] = -0.06
+    ib[[18, 25], 1] = -0.02
 
     ob = B[COMPONENT["outer_brow_raise"]]
-    ob[[17, 26], 1] = -0.13
-    ob[[18, 25], 1] = -0.10
-    ob[[19, 24], 1] = -0.06
+    ob[[17, 26], 1] = -0.16
+    ob[[18, 25], 1] = -0.13
+    ob[[19, 24], 1] = -0.08
+    ob[[20, 23], 1] = -0.03
 
     bl = B[COMPONENT["brow_lower"]]
     bl[np.r_[BROW_R_IMG, BROW_L_IMG], 1] = 0.10
-    bl[[20, 21, 22, 23], 0] = -0.045 * _side([20, 21, 22, 23])
-    bl[[21, 22], 1] = 0.12
+    bl[[20, 23], 1] = 0.13
+    bl[[21, 22], 1] = 0.16             # the inner ends most: the brows slant down towards the nose
+    bl[[20, 21, 22, 23], 0] = -0.06 * _side([20, 21, 22, 23])
+    bl[UPPER_LIDS, 1] = 0.012           # the lowered brow presses on the upper lids
     bl[[27], 1] = 0.02
 
     eo = B[COMPONENT["eye_openness"]]
@@ -124,16 +128,18 @@ def _expression_basis(rng: np.random.Generator) -> np.ndarray:
     eo[LOWER_LIDS, 1] = 0.018
 
     cr = B[COMPONENT["cheek_raise"]]
-    cr[LOWER_LIDS, 1] = -0.035
+    cr[LOWER_LIDS, 1] = -0.045
     cr[corners, 1] = -0.03
     cr[[31, 35], 1] = -0.012
     cr[[2, 3, 13, 14], 0] = 0.015 * _side([2, 3, 13, 14])
 
     nw = B[COMPONENT["nose_wrinkle"]]
-    nw[NOSE_BOTTOM, 1] = -0.04
-    nw[[31, 35], 0] = 0.025 * _side([31, 35])
-    nw[[21, 22], 1] = 0.045
-    nw[upper_outer, 1] = -0.03
+    nw[NOSE_BOTTOM, 1] = -0.045
+    nw[[31, 35], 0] = 0.03 * _side([31, 35])
+    nw[[21, 22], 1] = 0.06
+    nw[[20, 23], 1] = 0.03
+    nw[upper_outer, 1] = -0.035
+    nw[LOWER_LIDS, 1] = -0.015
     nw[[28, 29], 1] = -0.01
 
     lp = B[COMPONENT["lip_press"]]
@@ -143,13 +149,13 @@ def _expression_basis(rng: np.random.Generator) -> np.ndarray:
     lp[lower_inner, 1] = -0.008
 
     ct = B[COMPONENT["contempt"]]
-    ct[[54, 64], 1] = -0.09
-    ct[[54, 64], 0] = 0.045
-    ct[[53, 55, 63, 65], 1] = -0.04
+    ct[[54, 64], 1] = -0.11
+    ct[[54, 64], 0] = 0.05
+    ct[[53, 55, 63, 65], 1] = -0.05
 
     ld = B[COMPONENT["lower_lip_depress"]]
-    ld[lower_outer, 1] = 0.06 * np.array([0.6, 0.9, 1.0, 0.9, 0.6])
-    ld[lower_inner, 1] = 0.05
+    ld[lower_outer, 1] = 0.08 * np.array([0.6, 0.9, 1.0, 0.9, 0.6])
+    ld[lower_inner, 1] = 0.07          # the lower lip leaves the upper one: lower teeth show
 
     # Components 13..49: smooth low-energy fields (a random combination of the named actions' shapes and
     # a global smooth warp), scaled to a few thousandths of a unit.
@@ -231,21 +237,32 @@ def apply_pose(points: np.ndarray, pose: HeadPose, depth: np.ndarray = DEPTH) ->
 
 def emotion_directions() -> Dict[str, np.ndarray]:
     """The population-mean direction of each MEAD emotion in psi (before per-identity variation)."""
+    # FACS action units per emotion (the amplitudes were tuned so that a FER2013 classifier reads the rendered
+    # faces, within what each emotion's AUs allow; training/fer_confusion.py measures it)
     spec = {
         "neutral": {},
-        "angry": {"brow_lower": 1.0, "eye_openness": 0.35, "lip_press": 0.9, "nose_wrinkle": 0.25,
-                  "lip_corner_up": -0.3},
-        "contempt": {"contempt": 1.1, "eye_openness": -0.25, "brow_lower": 0.15, "lip_press": 0.35},
-        "disgusted": {"nose_wrinkle": 1.0, "upper_lip_raise": 0.9, "brow_lower": 0.5, "lip_corner_up": -0.45,
-                      "eye_openness": -0.35, "cheek_raise": 0.3},
-        "fear": {"inner_brow_raise": 1.0, "outer_brow_raise": 0.45, "brow_lower": 0.35, "eye_openness": 0.9,
-                 "mouth_width": 0.7, "jaw_open": 0.2, "lower_lip_depress": 0.45},
+        # AU4 brows lowered and drawn together, AU5 upper lids raised, AU7 lids tightened (brow_lower presses the
+        # upper lid), AU10/16/25 upper lip raised and teeth bared, AU23/24 lips pressed
+        "angry": {"brow_lower": 1.25, "eye_openness": 0.3, "lip_press": 0.6, "upper_lip_raise": 0.4,
+                  "lip_corner_up": -0.55, "nose_wrinkle": 0.2, "lower_lip_depress": 0.15, "jaw_open": 0.12},
+        # AU14 one lip corner tightened and raised
+        "contempt": {"contempt": 1.3, "eye_openness": -0.25, "brow_lower": 0.15, "lip_press": 0.35},
+        # AU9 nose wrinkled, AU10 upper lip raised, AU6/7 cheeks up and eyes narrowed, AU4 brows lowered
+        "disgusted": {"nose_wrinkle": 0.9, "upper_lip_raise": 0.7, "cheek_raise": 0.7, "eye_openness": -0.8,
+                      "brow_lower": 0.4, "lip_corner_up": -0.3, "lip_press": -0.3},
+        # AU1+2+4 brows raised and drawn together, AU5 upper lids raised far, AU20 lips stretched, AU25/26 mouth
+        # open, AU16 lower lip down
+        "fear": {"inner_brow_raise": 1.0, "outer_brow_raise": 0.1, "brow_lower": 0.4, "eye_openness": 1.55,
+                 "mouth_width": 0.42, "lip_corner_up": -0.35, "jaw_open": 0.22, "lower_lip_depress": 0.17},
+        # AU6 cheeks raised, AU12 lip corners pulled up and out, AU25 lips apart
         "happy": {"lip_corner_up": 1.2, "cheek_raise": 1.0, "mouth_width": 0.5, "eye_openness": -0.3,
                   "jaw_open": 0.1},
-        "sad": {"inner_brow_raise": 0.9, "lip_corner_up": -1.0, "eye_openness": -0.35, "brow_lower": 0.2,
-                "lower_lip_depress": 0.25},
-        "surprised": {"outer_brow_raise": 1.0, "inner_brow_raise": 0.85, "eye_openness": 1.0, "jaw_open": 0.55,
-                      "lip_press": -0.3},
+        # AU1 (+4) inner brows raised, AU15 lip corners down, AU17 chin raised (lips pressed up), lids drooping
+        "sad": {"inner_brow_raise": 0.85, "brow_lower": 0.05, "lip_corner_up": -0.87, "eye_openness": -0.45,
+                "lip_press": 0.36, "lower_lip_depress": 0.25, "cheek_raise": 0.15},
+        # AU1+2 brows raised high, AU5 upper lids raised, AU26/27 jaw dropped with relaxed (narrower) lips
+        "surprised": {"outer_brow_raise": 1.1, "inner_brow_raise": 0.9, "eye_openness": 1.2, "jaw_open": 0.8,
+                      "mouth_width": -0.4, "lip_press": -0.3},
     }
     out = {}
     for emotion, parts in spec.items():

@@ -5,19 +5,25 @@ randomness from ``numpy.random.default_rng([seed, c])``, so a corpus can be gene
 resumed, or extended, and any clip can be regenerated exactly.
 
 psi per frame = identity's resting offset
-              + k * (identity's direction of the clip's emotion) * onset(t)     (emotion, Eq. 14's k)
+              + sum over emotions of weight(t) * identity's direction of that emotion
+                (extras["emotion_weights"]: k * onset(t) of the clip's emotion, Eq. 14's k; in a share of
+                clips a change from another emotion or intensity, meta "emotion_change")
               + mouth components driven by the audio (jaw open, width, lip press)
               + blinks (eye openness dips)
               + small smooth noise on the low-energy components 13..49.
 Identities are split train/val/test by identity (index mod 8: 6 -> val, 7 -> test), so one-shot
 generalisation to unseen faces is measurable.
+
+Counterfactual twins: ``render_twin_frames`` renders chosen frames of a stored clip with another psi (same
+identity, pose, speech and blinks when only the emotion part changes), from the clip's meta and extras.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -116,27 +122,145 @@ def clip_speech(identity: Identity, rng: np.random.Generator, emotion: str, samp
     return np.concatenate([pad[0], wave.astype(np.float32), pad[1]])
 
 
-def render_clip(seed: int, clip_index: int, n_identities: int, size: int, fps: int = 30,
-                sample_rate: int = 16000, max_seconds: float = 4.0, emotion: Optional[str] = None) -> Clip:
-    identity = make_identity(seed, clip_index % n_identities)
-    rng = np.random.default_rng([seed, clip_index])
+EMOTION_CHANGE_SHARE = 0.18      # share of emotional clips whose emotion changes mid-clip
+CORPUS_VERSION = 2               # meta["corpus_version"]: clips that carry what render_twin_frames needs
+RIG_CACHE_SIZE = 64              # identities kept rendered-ready (about 1.3 MB each at 64 px, 5 MB at 128 px)
+
+
+@dataclass
+class IdentityRig:
+    """What renders any frame of one identity at one size: the identity, its renderer (cached background,
+    lighting and texture) and its canonical outlines (forehead, hair, ears, neck, shoulders)."""
+
+    identity: Identity
+    renderer: Renderer
+    outlines: Dict[str, np.ndarray]
+    size: int
+
+
+@functools.lru_cache(maxsize=RIG_CACHE_SIZE)
+def identity_rig(seed: int, index: int, size: int) -> IdentityRig:
+    identity = make_identity(seed, index)
+    shape = TEMPLATE + np.tensordot(identity.beta, IDENTITY_BASIS, axes=1)
+    return IdentityRig(identity, Renderer(identity.appearance, size), outline_points(shape, identity.appearance), size)
+
+
+def render_frames(rig: IdentityRig, psi: np.ndarray, pose: HeadPose):
+    """(frames uint8 [n, S, S, 3], landmarks [n, 68, 2] in pixels) of one identity for psi [n, 50] and a pose
+    of n frames. The pixels are a function of (identity, psi, pose) alone."""
+    n, size = len(psi), rig.size
+    landmarks = canonical_to_pixels(apply_pose(landmarks_canonical(rig.identity.beta, psi), pose), size)
+    posed = {name: canonical_to_pixels(apply_pose(np.broadcast_to(pts, (n,) + pts.shape), pose,
+                                                  np.full(len(pts), OUTLINE_DEPTH[name])), size)
+             for name, pts in rig.outlines.items()}
+    frames = np.stack([rig.renderer.render(landmarks[i], {k: v[i] for k, v in posed.items()}, psi[i])
+                       for i in range(n)]) if n else np.zeros((0, size, size, 3), np.uint8)
+    return frames, landmarks
+
+
+def _as_stored(x: np.ndarray) -> np.ndarray:
+    """x rounded to float32 as the clip stores it (then float64): frames are rendered from the stored values, so
+    a twin rendered from the files reproduces them exactly."""
+    return np.asarray(x, np.float32).astype(np.float64)
+
+
+def _pose_of(array: np.ndarray) -> HeadPose:
+    a = _as_stored(array)
+    return HeadPose(a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4])
+
+
+def _smoothstep(u: np.ndarray) -> np.ndarray:
+    u = np.clip(u, 0, 1)
+    return u * u * (3 - 2 * u)
+
+
+def emotion_weights_to_psi(identity: Identity, weights: np.ndarray) -> np.ndarray:
+    """psi's emotion part [n, 50] for per-frame emotion weights [n, 8] (EMOTIONS order) of this identity:
+    sum over emotions of weight * the identity's direction (neutral's direction is zero)."""
+    directions = np.stack([identity.directions[e] for e in EMOTIONS])
+    return np.asarray(weights, np.float64) @ directions
+
+
+@dataclass
+class EmotionPlan:
+    """A clip's emotion: the final emotion with its MEAD level and k, and (for an emotion change) the emotion it
+    changes from, that one's k, where the change is centred (as a fraction of the clip) and how long it takes."""
+
+    emotion: str
+    level: Optional[int]
+    intensity: float
+    change_from: Optional[str] = None
+    change_intensity: float = 0.0
+    change_centre: float = 0.0      # fraction of the clip's duration
+    change_seconds: float = 0.0
+
+    @property
+    def changes(self) -> bool:
+        return self.change_from is not None
+
+
+def _draw_emotion_plan(rng: np.random.Generator, emotion: Optional[str], emotion_change: Optional[bool]) -> EmotionPlan:
+    """The first draws of a clip. An emotion change (EMOTION_CHANGE_SHARE of the emotional clips; never into
+    neutral, so a clip labelled neutral is neutral throughout) comes from another emotion or from the same
+    one at a clearly different intensity, around 30-55 % of the clip, as a quick switch (0.1 s) or a ramp
+    (0.4-1.2 s), so the final emotion holds for the last part of the clip."""
     if emotion is None:
         emotion = EMOTIONS[rng.integers(len(EMOTIONS))]
     level, k = choose_intensity(rng, emotion)
+    draw = rng.random() < EMOTION_CHANGE_SHARE
+    if emotion == "neutral" or not (draw if emotion_change is None else emotion_change):
+        return EmotionPlan(emotion, level, k)
+    first = EMOTIONS[1 + rng.integers(len(EMOTIONS) - 1)]
+    _, k_first = choose_intensity(rng, first)
+    if first == emotion and abs(k_first - k) < 0.25:
+        k_first = k - 0.5 if k > 0.55 else k + 0.5
+    seconds = 0.1 if rng.random() < 0.4 else float(rng.uniform(0.4, 1.2))
+    return EmotionPlan(emotion, level, k, first, float(k_first), float(rng.uniform(0.3, 0.55)), seconds)
+
+
+def clip_emotion_plan(seed: int, clip_index: int) -> EmotionPlan:
+    """The emotion plan of corpus clip ``clip_index`` (what render_clip draws first), without rendering it."""
+    return _draw_emotion_plan(np.random.default_rng([seed, clip_index]), None, None)
+
+
+def _emotion_track(rng: np.random.Generator, plan: EmotionPlan, n: int, fps: int):
+    """Per-frame emotion weights [n, 8] (EMOTIONS order, before the wobble) and the final emotion's onset [n]
+    (its weight / k). A steady clip holds its emotion from the start or ramps up from neutral."""
+    t = np.arange(n) / fps
+    weights = np.zeros((n, len(EMOTIONS)))
+    if plan.changes:
+        onset = _smoothstep((t - (plan.change_centre * n / fps - plan.change_seconds / 2)) / plan.change_seconds)
+        weights[:, EMOTIONS.index(plan.change_from)] += plan.change_intensity * (1 - onset)
+    elif rng.random() < 0.6:
+        onset = np.ones(n)
+    else:
+        start, length = rng.uniform(0.0, 0.6), rng.uniform(0.3, 0.8)
+        onset = _smoothstep((t - start) / length)
+    weights[:, EMOTIONS.index(plan.emotion)] += plan.intensity * onset
+    return weights, onset
+
+
+def render_clip(seed: int, clip_index: int, n_identities: int, size: int, fps: int = 30,
+                sample_rate: int = 16000, max_seconds: float = 4.0, emotion: Optional[str] = None,
+                emotion_change: Optional[bool] = None) -> Clip:
+    """Clip ``clip_index`` of the corpus ``seed``. ``emotion`` forces the (final) emotion; ``emotion_change``
+    forces (True) or forbids (False) a mid-clip emotion change (default: EMOTION_CHANGE_SHARE of emotional
+    clips)."""
+    index = clip_index % n_identities
+    rig = identity_rig(seed, index, size)
+    identity = rig.identity
+    rng = np.random.default_rng([seed, clip_index])
+    plan = _draw_emotion_plan(rng, emotion, emotion_change)
+    emotion, level, k = plan.emotion, plan.level, plan.intensity
     wave = clip_speech(identity, rng, emotion, sample_rate)[: int(max_seconds * sample_rate)]
     n = num_video_frames(len(wave), fps, sample_rate)
     wave = wave[: samples_for_frames(n, fps, sample_rate)]
 
-    # emotion with onset: held from the start, or ramping up from neutral
-    t = np.arange(n) / fps
-    if rng.random() < 0.6:
-        onset = np.ones(n)
-    else:
-        start, length = rng.uniform(0.0, 0.6), rng.uniform(0.3, 0.8)
-        u = np.clip((t - start) / length, 0, 1)
-        onset = u * u * (3 - 2 * u)
+    weights, onset = _emotion_track(rng, plan, n, fps)
     wobble = 1.0 + 0.08 * _smooth_noise(rng, n, fps, 1)[:, 0]
-    psi_emotion = k * onset[:, None] * wobble[:, None] * identity.directions[emotion][None]
+    weights = weights * wobble[:, None]
+    weights[:, EMOTIONS.index("neutral")] = np.clip(1.0 - weights.sum(1), 0, 1)   # the rest of the face is neutral
+    psi_emotion = emotion_weights_to_psi(identity, weights)
     drive = speech.mouth_drive(wave, fps, n, sample_rate)
     psi_speech = np.zeros((n, EXPRESSION_DIM))
     for name in SPEECH_COMPONENTS:
@@ -146,33 +270,65 @@ def render_clip(seed: int, clip_index: int, n_identities: int, size: int, fps: i
     psi_noise = np.zeros((n, EXPRESSION_DIM))
     psi_noise[:, NUM_NAMED:] = 0.15 * _smooth_noise(rng, n, fps, EXPRESSION_DIM - NUM_NAMED, (0.2, 1.5))
     psi_noise[:, :NUM_NAMED] = 0.02 * _smooth_noise(rng, n, fps, NUM_NAMED, (0.2, 1.5))
-    psi = identity.rest[None] + psi_emotion + psi_speech + psi_blink + psi_noise
+    psi = _as_stored(identity.rest[None] + psi_emotion + psi_speech + psi_blink + psi_noise)
 
     # head motion: slow yaw/roll/scale/translation, and a small nod with the speech envelope
     pose_noise = _smooth_noise(rng, n, fps, 5, (0.05, 0.4))
     amplitude = rng.uniform(0.3, 1.0)
-    pose = HeadPose(yaw=0.12 * amplitude * pose_noise[:, 0], roll=0.04 * amplitude * pose_noise[:, 1],
-                    scale=1.0 + 0.025 * amplitude * pose_noise[:, 2],
-                    tx=0.05 * amplitude * pose_noise[:, 3], ty=0.04 * amplitude * pose_noise[:, 4] + 0.02 * drive["envelope"])
-    canonical = landmarks_canonical(identity.beta, psi)
-    landmarks = canonical_to_pixels(apply_pose(canonical, pose), size)
-    shape = TEMPLATE + np.tensordot(identity.beta, IDENTITY_BASIS, axes=1)
-    outlines = outline_points(shape, identity.appearance)
-    posed_outlines = {name: canonical_to_pixels(apply_pose(np.broadcast_to(pts, (n,) + pts.shape), pose,
-                                                           np.full(len(pts), OUTLINE_DEPTH[name])), size)
-                      for name, pts in outlines.items()}
-    renderer = Renderer(identity.appearance, size)
-    frames = np.stack([renderer.render(landmarks[i], {k_: v[i] for k_, v in posed_outlines.items()})
-                       for i in range(n)])
+    pose_array = np.stack([0.12 * amplitude * pose_noise[:, 0], 0.04 * amplitude * pose_noise[:, 1],
+                           1.0 + 0.025 * amplitude * pose_noise[:, 2], 0.05 * amplitude * pose_noise[:, 3],
+                           0.04 * amplitude * pose_noise[:, 4] + 0.02 * drive["envelope"]], 1)
+    frames, landmarks = render_frames(rig, psi, _pose_of(pose_array))
     meta = {"clip_id": f"c{clip_index:06d}", "identity": f"id{identity.index:04d}", "split": identity.split,
             "emotion": emotion, "level": level, "intensity": k, "fps": fps, "sample_rate": sample_rate,
             "size": size, "source": "procedural", "psi_source": "ground_truth", "voice": identity.voice,
-            "speech": "espeak-ng" if speech.espeak_available() else "babble"}
+            "speech": "espeak-ng" if speech.espeak_available() else "babble",
+            # what render_twin_frames needs to rebuild the identity
+            "corpus_version": CORPUS_VERSION, "corpus_seed": int(seed), "identity_index": int(index),
+            "n_identities": int(n_identities),
+            # True: the emotion changes mid-clip ("emotion" is the final one); per-frame truth in emotion_weights
+            "emotion_change": plan.changes}
+    if plan.changes:
+        meta.update(emotion_from=plan.change_from, intensity_from=plan.change_intensity,
+                    emotion_change_time=plan.change_centre * n / fps, emotion_change_seconds=plan.change_seconds)
     extras = {"psi_emotion": psi_emotion.astype(np.float32), "psi_speech": psi_speech.astype(np.float32),
-              "envelope": drive["envelope"].astype(np.float32),
-              "pose": np.stack([pose.yaw, pose.roll, pose.scale, pose.tx, pose.ty], 1).astype(np.float32),
+              "emotion_weights": weights.astype(np.float32),
+              "envelope": drive["envelope"].astype(np.float32), "pose": pose_array.astype(np.float32),
               "onset": onset.astype(np.float32)}
     return Clip(meta, frames, wave, landmarks.astype(np.float32), psi.astype(np.float32), extras)
+
+
+def _rig_of_clip(meta: Mapping, size: Optional[int]) -> IdentityRig:
+    missing = [key for key in ("corpus_seed", "identity_index") if key not in meta]
+    if meta.get("source") != "procedural" or missing:
+        raise ValueError(f"clip {meta.get('clip_id')!r} is not a procedural corpus clip with "
+                         f"{', '.join(missing) or 'its identity'} in its meta (corpus version >= {CORPUS_VERSION}); "
+                         "regenerate the corpus with python -m training corpus")
+    size = int(size or meta["size"])
+    if size not in (64, 128):
+        raise ValueError(f"size must be 64 or 128, got {size}")
+    return identity_rig(int(meta["corpus_seed"]), int(meta["identity_index"]), size)
+
+
+def render_twin_frames(meta: Mapping, extras: Mapping[str, np.ndarray], psi: np.ndarray,
+                       frame_indices: Sequence[int], size: Optional[int] = None):
+    """Counterfactual frames of a corpus clip: frames ``frame_indices`` rendered with ``psi`` [len(frame_indices),
+    50] instead of the clip's own psi, with the clip's identity and head pose (from ``meta`` and ``extras``).
+
+    Given the clip's own psi rows it reproduces the clip's frames exactly. Keep speech and blinks by changing
+    only psi's emotion part: the neutral twin is ``psi - extras["psi_emotion"]`` (rows of the chosen frames),
+    another emotion ``psi - psi_emotion + emotion_psi(meta, weights)``. Returns (frames uint8 [n, S, S, 3],
+    landmarks float [n, 68, 2]) at ``size`` (default the clip's size)."""
+    rig = _rig_of_clip(meta, size)
+    idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    psi = _as_stored(psi).reshape(len(idx), EXPRESSION_DIM)
+    return render_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]))
+
+
+def emotion_psi(meta: Mapping, weights: np.ndarray) -> np.ndarray:
+    """psi's emotion part [n, 50] of the clip's identity for emotion weights [n, 8] (EMOTIONS order; a row
+    with weight k on one emotion is that emotion at intensity k, as in extras["emotion_weights"])."""
+    return emotion_weights_to_psi(_rig_of_clip(meta, None).identity, np.atleast_2d(weights))
 
 
 def _work(args):
@@ -214,26 +370,20 @@ def generate_corpus(out: str, clips: int, seed: int, size: int = 64, identities:
 
 
 def corpus_contact_sheet(path: str, seed: int, size: int = 64, identity_indices: Sequence[int] = (7, 15, 23, 31),
-                  intensities: Sequence[float] = (1 / 3, 2 / 3, 1.0)) -> np.ndarray:
+                         intensities: Sequence[float] = (1 / 3, 2 / 3, 1.0)) -> np.ndarray:
     """A PNG grid: rows = identities x intensities, columns = MEAD's eight emotions (mouth closed, frontal)."""
     import cv2
 
     rows: List[np.ndarray] = []
+    frontal = HeadPose(*(np.zeros(1) for _ in range(2)), np.ones(1), np.zeros(1), np.zeros(1))
     for idx in identity_indices:
-        identity = make_identity(seed, idx)
-        renderer = Renderer(identity.appearance, size)
-        shape = TEMPLATE + np.tensordot(identity.beta, IDENTITY_BASIS, axes=1)
-        outlines = outline_points(shape, identity.appearance)
-        pose = HeadPose(*(np.zeros(1) for _ in range(2)), np.ones(1), np.zeros(1), np.zeros(1))
-        posed = {k: canonical_to_pixels(apply_pose(v[None], pose, np.full(len(v), OUTLINE_DEPTH[k]))[0], size)
-                 for k, v in outlines.items()}
+        rig = identity_rig(seed, idx, size)
         for k in intensities:
             row = []
             for emotion in EMOTIONS:
-                psi = identity.rest + k * identity.directions[emotion]
+                psi = rig.identity.rest + k * rig.identity.directions[emotion]
                 psi[COMPONENT["lip_press"]] += 0.2
-                lm = canonical_to_pixels(apply_pose(landmarks_canonical(identity.beta, psi[None]), pose)[0], size)
-                row.append(renderer.render(lm, posed))
+                row.append(render_frames(rig, psi[None], frontal)[0][0])
             rows.append(np.concatenate(row, axis=1))
     sheet = np.concatenate(rows, axis=0)
     header = np.full((18, sheet.shape[1], 3), 255, np.uint8)

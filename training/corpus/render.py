@@ -1,8 +1,11 @@
-"""Rendering a procedural face from its 68 landmarks: anti-aliased polygons on a supersampled canvas.
+"""Rendering a procedural face from its 68 landmarks and its expression psi: anti-aliased polygons on a
+supersampled canvas, with expression shading.
 
 Identities differ in skin, hair (colour and style), eye colour, lips, background, lighting and skin
-texture. Everything an expression changes (brows, lids, lips, jaw) is drawn from the landmarks, so the
-pixels follow psi exactly.
+texture. Everything an expression changes is drawn from the landmarks (brows, lids, lips, jaw, teeth) and
+from psi's named components (folds and wrinkles as soft darker lines, cheek bulges as soft highlights, the
+lower teeth bared by lower_lip_depress; ``MARK_STRENGTH``), so the pixels are a function of the identity,
+psi and the head pose, continuous in psi.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 
 from emodiff_core.faces import ALIGN_CROP_EYE_RATIO
 
-from .facemodel import TEMPLATE
+from .facemodel import COMPONENT, TEMPLATE
 
 SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.92, 0.74, 0.62], [0.84, 0.63, 0.50], [0.74, 0.53, 0.39],
                        [0.60, 0.42, 0.30], [0.45, 0.31, 0.22], [0.34, 0.23, 0.17]])
@@ -61,7 +64,8 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
     return Appearance(
         skin=np.clip(skin, 0, 1), hair=np.clip(hair, 0, 1), hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
         hairline=float(rng.uniform(-0.95, -0.72)), iris=IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))],
-        lips=lips, brow=np.clip(hair * 0.7 + skin * 0.1, 0, 1), brow_thickness=float(rng.uniform(0.035, 0.07)),
+        lips=lips, brow=np.clip(np.minimum(hair * 0.7 + skin * 0.1, skin * 0.5), 0, 1),   # brows always read darker
+        brow_thickness=float(rng.uniform(0.06, 0.09)),
         clothes=rng.uniform(0.05, 0.9, 3), background=background, background_pattern=int(rng.integers(3)),
         light_angle=float(rng.uniform(0, 2 * np.pi)), light_strength=float(rng.uniform(0.05, 0.3)),
         texture_amplitude=float(rng.uniform(0.005, 0.025)), texture_seed=int(rng.integers(2 ** 31)),
@@ -147,26 +151,39 @@ class Renderer:
     # -- drawing helpers (pixel coordinates of the output size; scaled by the supersampling factor)
     # Landmarks use continuous pixel coordinates: the centre of pixel (row r, col c) is (c + 0.5, r + 0.5).
     # OpenCV draws with pixel centres at integers, so a point p lands on the canvas at p * ss - 0.5.
-    def _canvas(self, pts) -> np.ndarray:
-        return np.asarray(pts, dtype=np.float64) * self.ss - 0.5
+    # ``origin`` (x, y) draws into a window of the canvas that starts at that canvas pixel; an integer shift,
+    # so a window gets exactly the pixels the full canvas would.
+    def _canvas(self, pts, origin=(0, 0)) -> np.ndarray:
+        return np.asarray(pts, dtype=np.float64) * self.ss - 0.5 - np.asarray(origin, dtype=np.float64)
 
-    def _pts(self, pts: np.ndarray) -> np.ndarray:
-        return np.round(self._canvas(pts) * 16).astype(np.int32).reshape(-1, 1, 2)
+    def _pts(self, pts: np.ndarray, origin=(0, 0)) -> np.ndarray:
+        return np.round(self._canvas(pts, origin) * 16).astype(np.int32).reshape(-1, 1, 2)
 
-    def _fill(self, img, pts, colour):
-        cv2.fillPoly(img, [self._pts(pts)], tuple(float(c) for c in colour), lineType=cv2.LINE_AA, shift=4)
+    def _fill(self, img, pts, colour, origin=(0, 0)):
+        cv2.fillPoly(img, [self._pts(pts, origin)], tuple(float(c) for c in colour), lineType=cv2.LINE_AA, shift=4)
 
-    def _line(self, img, pts, colour, thickness, closed=False):
+    def _line(self, img, pts, colour, thickness, closed=False, origin=(0, 0)):
         t = max(1, int(round(thickness * self.ss)))
-        cv2.polylines(img, [self._pts(pts)], closed, tuple(float(c) for c in colour), t, lineType=cv2.LINE_AA, shift=4)
+        cv2.polylines(img, [self._pts(pts, origin)], closed, tuple(float(c) for c in colour), t,
+                      lineType=cv2.LINE_AA, shift=4)
 
-    def _circle(self, img, centre, radius, colour):
-        c = tuple(int(v) for v in np.round(self._canvas(centre) * 16))
+    def _circle(self, img, centre, radius, colour, origin=(0, 0)):
+        c = tuple(int(v) for v in np.round(self._canvas(centre, origin) * 16))
         cv2.circle(img, c, int(round(radius * self.ss * 16)), tuple(float(v) for v in colour), -1,
                    lineType=cv2.LINE_AA, shift=4)
 
-    def render(self, lm: np.ndarray, outlines: Dict[str, np.ndarray]) -> np.ndarray:
-        """uint8 RGB [size, size, 3] from landmarks [68, 2] and outlines, both in output pixel coordinates."""
+    def _window(self, pts, margin: float):
+        """(y0, y1, x0, x1) canvas window around points (output pixels) plus ``margin`` output pixels."""
+        c = self._canvas(pts)
+        m = margin * self.ss + 2
+        n = self.size * self.ss
+        x0, y0 = (int(np.clip(np.floor(v - m), 0, n)) for v in c.min(0))
+        x1, y1 = (int(np.clip(np.ceil(v + m) + 1, 0, n)) for v in c.max(0))
+        return y0, max(y0, y1), x0, max(x0, x1)
+
+    def render(self, lm: np.ndarray, outlines: Dict[str, np.ndarray], psi: np.ndarray) -> np.ndarray:
+        """uint8 RGB [size, size, 3] from landmarks [68, 2] and outlines, both in output pixel coordinates, and
+        the frame's expression vector psi (its named components drive the folds and wrinkles)."""
         app = self.app
         n = self.size * self.ss
         unit = self.size / (CROP_EYE_RATIO * EYE_DISTANCE)
@@ -183,40 +200,219 @@ class Renderer:
         self._fill(img, face, skin)
         self._fill(fg, face, (1.0,))
         # skin texture and lighting on everything in front of the background
-        img = img * (1 + self.texture * fg) * np.where(fg > 0, self.light, 1.0)
+        factor = self.texture * fg
+        factor += 1
+        factor *= np.where(fg > 0, self.light, np.float32(1))
+        img *= factor
+        # expression folds, wrinkles and bulges on the face (inside its outline, under brows, eyes and mouth)
+        y0, y1, x0, x1 = self._window(face, 3 * BLOB_BLUR * unit)   # the blur's edge stays off the face
+        face_mask = np.zeros((y1 - y0, x1 - x0, 1), np.float32)
+        self._fill(face_mask, face, (1.0,), origin=(x0, y0))
+        face_mask *= self._shading(expression_shading(lm, psi), (y0, y1, x0, x1))
+        face_mask += 1
+        img[y0:y1, x0:x1] *= face_mask
         if app.hair_style != "bald":
             self._fill(img, outlines["hair_front"], app.hair)
-        # brows
-        for brow in (lm[17:22], lm[22:27]):
-            self._line(img, brow, app.brow, app.brow_thickness * unit)
-        # eyes: white, iris clipped to the lids, lid line
+        # brows: tapered bands, thickest a little inside the middle
+        for brow in (lm[17:22], lm[22:27][::-1]):        # both from the outer end to the inner end
+            self._fill(img, _band(brow, app.brow_thickness * unit * np.array([0.55, 0.85, 1.0, 1.0, 0.9])), app.brow)
+        # eyes: white, iris clipped to the lids, lash line on the upper lid
         for eye in (lm[36:42], lm[42:48]):
-            mask = np.zeros((n, n, 1), np.float32)
-            self._fill(mask, eye, (1.0,))
-            layer = np.zeros((n, n, 3), np.float32)
-            self._fill(layer, eye, (0.93, 0.92, 0.9))
             centre = (eye[0] + eye[3]) / 2
-            self._circle(layer, centre, 0.062 * unit, app.iris)
-            self._circle(layer, centre, 0.028 * unit, (0.02, 0.02, 0.02))
-            img = img * (1 - mask) + layer * mask
-            self._line(img, eye[[0, 1, 2, 3]], skin * 0.35, 0.022 * unit)
+
+            def draw_eye(layer, origin, centre=centre, eye=eye):
+                self._fill(layer, eye, (0.93, 0.92, 0.9), origin)
+                self._circle(layer, centre, 0.062 * unit, app.iris, origin)
+                self._circle(layer, centre, 0.028 * unit, (0.02, 0.02, 0.02), origin)
+            self._composite(img, eye, draw_eye)
+            self._line(img, eye[[0, 1, 2, 3]], skin * 0.3, 0.03 * unit)
+            self._line(img, eye[[3, 4, 5, 0]], skin * 0.6, 0.014 * unit)
         # nose: bottom curve and nostrils
         self._line(img, lm[31:36], skin * 0.6, 0.02 * unit)
         for k in (32, 34):
             self._circle(img, lm[k] + np.array([0, -0.015 * unit]), 0.022 * unit, skin * 0.35)
-        shade = -np.sign(np.cos(app.light_angle)) * 0.03 * unit
-        self._line(img, lm[27:31] + np.array([shade, 0]), skin * 0.8, 0.02 * unit)
-        # mouth: lips, cavity, teeth
+        shade_x = -np.sign(np.cos(app.light_angle)) * 0.03 * unit
+        self._line(img, lm[27:31] + np.array([shade_x, 0]), skin * 0.8, 0.02 * unit)
+        # mouth: lips, cavity, upper and lower teeth, the line between the lips
         self._fill(img, lm[48:60], app.lips)
-        inner = lm[60:68]
-        mask = np.zeros((n, n, 1), np.float32)
-        self._fill(mask, inner, (1.0,))
-        layer = np.zeros((n, n, 3), np.float32)
-        self._fill(layer, inner, (0.18, 0.05, 0.06))
-        upper = lm[[60, 61, 62, 63, 64]]
-        teeth = np.concatenate([upper, upper[::-1] + np.array([0, 0.06 * unit])])
-        self._fill(layer, teeth, (0.92, 0.9, 0.85))
-        img = img * (1 - mask) + layer * mask
-        self._line(img, lm[[60, 61, 62, 63, 64]], app.lips * 0.55, 0.018 * unit)
+        # the lower teeth show as far as the lower lip is pulled down off them (lower_lip_depress, AU16/20)
+        bare = 0.05 * float(np.clip(psi[COMPONENT["lower_lip_depress"]], 0, 1))
+
+        def draw_mouth(layer, origin):
+            self._fill(layer, lm[60:68], (0.18, 0.05, 0.06), origin)
+            upper = lm[[60, 61, 62, 63, 64]]
+            self._fill(layer, np.concatenate([upper, upper[::-1] + np.array([0, 0.06 * unit])]), (0.92, 0.9, 0.85),
+                       origin)
+            if bare > 0:
+                lower = lm[[64, 65, 66, 67, 60]]
+                self._fill(layer, np.concatenate([lower, lower[::-1] - np.array([0, bare * unit])]),
+                           (0.85, 0.83, 0.78), origin)
+        self._composite(img, lm[60:68], draw_mouth)
+        self._line(img, lm[[60, 61, 62, 63, 64]], app.lips * 0.45, 0.022 * unit)
         out = cv2.resize(np.clip(img, 0, 1), (self.size, self.size), interpolation=cv2.INTER_AREA)
         return (out * 255.0 + 0.5).astype(np.uint8)
+
+    def _composite(self, img, outline, draw):
+        """Replace the inside of polygon ``outline`` by what ``draw(layer, origin)`` paints (e.g. an eye clipped
+        to its lids), working in the polygon's window only."""
+        y0, y1, x0, x1 = self._window(outline, 1)
+        mask = np.zeros((y1 - y0, x1 - x0, 1), np.float32)
+        self._fill(mask, outline, (1.0,), origin=(x0, y0))
+        layer = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        draw(layer, (x0, y0))
+        view = img[y0:y1, x0:x1]
+        view *= 1 - mask
+        view += layer * mask
+
+    def _shading(self, marks: "ShadingMarks", window) -> np.ndarray:
+        """Multiplicative skin shading [h, w, 1] of a canvas window (0 = none) from folds (thin lines) and soft
+        bulges/shadows."""
+        y0, y1, x0, x1 = window
+        unit = self.size / (CROP_EYE_RATIO * EYE_DISTANCE)
+        shade = np.zeros((y1 - y0, x1 - x0), np.float32)
+        for layer, sigma in ((marks.lines, LINE_BLUR), (marks.blobs, BLOB_BLUR)):
+            if not layer:
+                continue
+            acc = np.zeros_like(shade)
+            for weight, draw in layer:
+                canvas = np.zeros_like(shade)
+                draw(self, canvas, (x0, y0))
+                acc += weight * canvas
+            # the blur treats the window's edge as a mirror; the face mask hides what is outside the face anyway
+            shade += cv2.GaussianBlur(acc, (0, 0), sigma * unit * self.ss)
+        return shade[..., None]
+
+
+# Expression shading, in face units (1 = the outer-eye-corner distance / 1.2): folds are soft lines, bulges and
+# shadows soft ellipses. Each mark's strength is a linear function of the positive parts of named psi components
+# ("-name": of the negative part), so k = 0.5 shows half the fold and psi alone decides the pixels. Strength s
+# multiplies the skin by (1 - s) along a fold before the blur (1 + s for a highlight).
+MARK_STRENGTH = {
+    "nasolabial": {"lip_corner_up": 0.30, "cheek_raise": 0.25, "upper_lip_raise": 0.30, "nose_wrinkle": 0.15},
+    "crows_feet": {"cheek_raise": 0.30},                    # AU6
+    "lower_lid_bulge": {"cheek_raise": 0.22},               # AU6
+    "cheek_highlight": {"cheek_raise": 0.16},               # AU6 (lightens)
+    "glabella": {"brow_lower": 0.45},                       # AU4: vertical furrows between the brows
+    "brow_shadow": {"brow_lower": 0.22},                    # AU4: the lowered brow shades the eye
+    "forehead": {"outer_brow_raise": 0.22},                 # AU2: wrinkles across the forehead
+    "forehead_middle": {"inner_brow_raise": 0.24},          # AU1: wrinkles over the inner brows
+    "nose_lines": {"nose_wrinkle": 0.45},                   # AU9
+    "mouth_corner_lines": {"-lip_corner_up": 0.35},         # AU15
+    "contempt_dimple": {"contempt": 0.5},                   # AU14 (one side)
+    "chin_boss": {"lip_press": 0.2},                        # AU17/24
+}
+LINE_BLUR = 0.02      # Gaussian sigma of fold lines
+BLOB_BLUR = 0.05      # Gaussian sigma of bulges and shadows
+FOLD_WIDTH = 0.045
+
+
+@dataclass
+class ShadingMarks:
+    lines: list   # (weight, draw(renderer, canvas, unit)) ; weight < 0 darkens, > 0 lightens
+    blobs: list
+
+
+def mark_strengths(psi: np.ndarray) -> Dict[str, float]:
+    """The strength of every shading mark for expression psi (named components first)."""
+    out = {}
+    for mark, terms in MARK_STRENGTH.items():
+        total = 0.0
+        for name, coef in terms.items():
+            value = float(psi[COMPONENT[name.lstrip("-")]])
+            total += coef * max(0.0, -value if name.startswith("-") else value)
+        out[mark] = total
+    return out
+
+
+def _band(points: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """A closed polygon around a polyline [K, 2] with the given full widths per point."""
+    tangent = np.gradient(points, axis=0)
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1) * (widths[:, None] / 2)
+    return np.concatenate([points + normal, (points - normal)[::-1]])
+
+
+def _bezier(p0, p1, p2, steps: int = 9) -> np.ndarray:
+    t = np.linspace(0, 1, steps)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+
+
+def expression_shading(lm: np.ndarray, psi: np.ndarray) -> ShadingMarks:
+    """Folds, wrinkles, bulges and shadows of the expression (FACS cues) from landmarks [68, 2] (pixels) and psi.
+
+    Positions follow the landmarks (so the head pose); strengths follow psi (``MARK_STRENGTH``): nasolabial
+    folds, crow's feet, lower-lid bulge and cheek highlight (AU6/9/10/12), glabellar furrows and brow shadow
+    (AU4), forehead wrinkles (AU1/2), nose-bridge lines (AU9), lines down from the lip corners (AU15), the
+    contempt dimple (AU14, image-right corner) and the chin boss under pressed lips.
+    """
+    strength = mark_strengths(psi)
+    ex = lm[45] - lm[36]
+    eye_px = np.linalg.norm(ex)
+    ex = ex / (eye_px + 1e-9)
+    ey = np.array([-ex[1], ex[0]])                      # the face's down direction
+    u = eye_px / EYE_DISTANCE                             # posed pixels per face unit
+
+    def at(p, a, b):
+        """p + a face units along the face's x axis + b units down."""
+        return p + u * (a * ex + b * ey)
+
+    def lines(polys, width=FOLD_WIDTH):
+        def draw(r, canvas, origin):
+            for poly in polys:
+                r._line(canvas, poly, (1.0,), width * u, origin=origin)
+        return draw
+
+    def ellipses(centres, axes):
+        def draw(r, canvas, origin):
+            angle = float(np.degrees(np.arctan2(ex[1], ex[0])))
+            for centre in centres:
+                cv2.ellipse(canvas, tuple(int(v) for v in np.round(r._canvas(centre, origin) * 16)),
+                            tuple(int(round(a * u * r.ss * 16)) for a in axes), angle, 0, 360, (1.0,), -1,
+                            lineType=cv2.LINE_AA, shift=4)
+        return draw
+
+    out = ShadingMarks([], [])
+    # per side: sign (image-left -1), nose wing, lip corner, outer eye corner, lower lid (outer, inner),
+    # brow inner end, brow middle, upper lid
+    sides = ((-1, 31, 48, 36, [41, 40], 21, 19, [37, 38]), (1, 35, 54, 45, [46, 47], 22, 24, [43, 44]))
+
+    def add(mark, layer, draw, sign=-1.0):
+        if strength[mark] > 0:                          # a zero-strength mark adds nothing: skip drawing it
+            layer.append((sign * strength[mark], draw))
+
+    polys = []
+    for s, wing, corner, *_ in sides:
+        p0, p2 = at(lm[wing], s * 0.05, -0.03), at(lm[corner], s * 0.07, 0.08)
+        polys.append(_bezier(p0, at((p0 + p2) / 2, s * 0.05, 0), p2))
+    add("nasolabial", out.lines, lines(polys))
+    feet, lids, highlights = [], [], []
+    for s, _, _, outer, lower, *_ in sides:
+        for dy in (-0.035, 0.01, 0.055):
+            feet.append(np.stack([at(lm[outer], s * 0.045, dy), at(lm[outer], s * 0.12, 1.7 * dy)]))
+        lids.append(np.stack([at(lm[outer], -s * 0.02, 0.05), at(lm[lower[0]], 0, 0.045),
+                              at(lm[lower[1]], 0, 0.045), at(lm[outer - s * 3], s * 0.02, 0.04)]))
+        highlights.append(at(lm[lower].mean(0), s * 0.05, 0.17))
+    add("crows_feet", out.lines, lines(feet, 0.035))
+    add("lower_lid_bulge", out.lines, lines(lids))
+    add("cheek_highlight", out.blobs, ellipses(highlights, (0.13, 0.08)), sign=1.0)
+    add("glabella", out.lines, lines([np.stack([at(lm[inner], -s * 0.03, -0.06), at(lm[inner], -s * 0.035, 0.07)])
+                                      for s, _, _, _, _, inner, _, _ in sides]))
+    add("brow_shadow", out.blobs, ellipses([(lm[mid] + lm[lid].mean(0)) / 2 for s, *_, mid, lid in sides],
+                                           (0.16, 0.06)))
+    brows = np.concatenate([lm[17:22], lm[22:27]])
+    add("forehead", out.lines, lines([brows - u * d * ey for d in (0.10, 0.185, 0.27)], 0.03))
+    bump = np.array([0.0, 0.02, 0.035, 0.035, 0.02, 0.0])[:, None]
+    add("forehead_middle", out.lines, lines([brows[2:8] - u * (d + bump) * ey for d in (0.10, 0.18, 0.26)], 0.03))
+    polys = []
+    for f in (0.25, 0.45, 0.65):
+        centre = lm[27] + f * (lm[29] - lm[27])
+        polys.append(np.stack([at(centre, -0.065, 0.015), at(centre, 0, 0), at(centre, 0.065, 0.015)]))
+    for s, *_, inner, _, _ in sides:
+        polys.append(np.stack([at(lm[28], s * 0.05, 0.0), at(lm[inner], s * 0.03, 0.14)]))
+    add("nose_lines", out.lines, lines(polys, 0.035))
+    add("mouth_corner_lines", out.lines, lines([_bezier(at(lm[corner], s * 0.02, 0.01), at(lm[corner], s * 0.045, 0.06),
+                                                        at(lm[corner], s * 0.04, 0.14)) for s, _, corner, *_ in sides]))
+    p = lm[54]
+    add("contempt_dimple", out.lines, lines([_bezier(at(p, 0.03, -0.05), at(p, 0.075, 0.0), at(p, 0.03, 0.055))]))
+    add("chin_boss", out.lines, lines([_bezier(at(lm[58], 0, 0.07), at(lm[57], 0, 0.1), at(lm[56], 0, 0.07))]))
+    return out
