@@ -14,9 +14,9 @@ Presets:
   step three times slower on the CPU for an identity that the concatenated identity frame already carries.
 - ``tiny``: 32 px, for tests: a forward+backward on a 2-core CPU well under a second.
 
-The super-resolution head and the expression regressor have ``demo`` and ``tiny`` presets too (the shipped
-checkpoint's and the tests' sizes). `build` is the one way to make a config from a preset name and overrides
-(what the training files' ``model`` sections hold).
+The super-resolution head, the expression regressor and the emotion judge have ``demo`` and ``tiny`` presets
+too (the shipped checkpoints' and the tests' sizes). `build` is the one way to make a config from a preset name
+and overrides (what the training files' ``model`` sections hold).
 """
 from __future__ import annotations
 
@@ -105,6 +105,19 @@ class DenoiserConfig:
     expression_smoothing: int = 1
     audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # The condition sees (psi - expression_mean) * expression_scale, per component: psi standardised with the
+    # training data's statistics (a scale of 0 drops a component). Empty = raw psi, as before these fields.
+    expression_mean: Tuple[float, ...] = ()
+    expression_scale: Tuple[float, ...] = ()
+    # Channels of a learned spatial map of the expression window (image_size/8 square, upsampled and added to
+    # the first feature map, zero-initialised): lets psi say WHERE the face changes, which FiLM's per-channel
+    # scales cannot. 0 = off (the paper's FiLM-only conditioning).
+    expression_spatial: int = 0
+
+    # Keys that configs written by earlier versions lack, with the value that reproduces what those versions
+    # built (read by `from_dict`): old checkpoints keep loading unchanged.
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"expression_mean": (), "expression_scale": (),
+                                                      "expression_spatial": 0}
 
     @property
     def in_channels(self) -> int:
@@ -140,6 +153,13 @@ class DenoiserConfig:
         _require(self.audio_window >= 0 and self.expression_window >= 0, "windows must be >= 0")
         _require(self.expression_smoothing >= 1 and self.expression_smoothing % 2 == 1,
                  "expression_smoothing must be an odd number of frames (1 = off)")
+        _require(len(self.expression_mean) == len(self.expression_scale) in (0, self.expression_dim),
+                 f"expression_mean and expression_scale must both be empty or both have {self.expression_dim} values")
+        _require(all(s >= 0 and s == s and abs(s) != float("inf") for s in self.expression_scale)
+                 and all(m == m and abs(m) != float("inf") for m in self.expression_mean),
+                 "expression_mean must be finite and expression_scale finite and >= 0")
+        _require(self.expression_spatial >= 0 and (self.expression_spatial == 0 or self.image_size % 8 == 0),
+                 "expression_spatial must be >= 0 (and image_size divisible by 8 when it is used)")
         self.audio.validate()
         self.diffusion.validate()
 
@@ -190,6 +210,31 @@ class RegressorConfig:
         _require(self.image_size >= 16 and self.channels > 0, "regressor.image_size >= 16 and channels > 0")
 
 
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Emotion judge: an aligned face crop (RGB in [0, 1]) -> logits over the eight MEAD emotions
+    (`emotions.EMOTIONS`, in that order) and, with ``intensity_head``, the emotion's intensity k in [0, 1].
+    It measures which emotion generated frames show (training/evaluate.py).
+
+    A CNN of four stride-2 levels (``channels`` x 1, 2, 4, 4) down to a 1/16 feature map, flattened (so the
+    head knows where on the face a feature is: brows vs mouth) into ``hidden_dim`` units.
+    """
+
+    image_size: int = 64
+    channels: int = 16
+    hidden_dim: int = 128
+    dropout: float = 0.2
+    intensity_head: bool = True
+
+    def validate(self) -> None:
+        _require(self.image_size >= 16 and self.image_size % 16 == 0,
+                 "judge.image_size must be a multiple of 16, at least 16 (four stride-2 levels)")
+        _require(self.channels > 0 and self.channels % 4 == 0,
+                 "judge.channels must be a positive multiple of 4 (GroupNorm uses groups of 4 channels)")
+        _require(self.hidden_dim > 0, "judge.hidden_dim must be positive")
+        _require(0.0 <= self.dropout < 1.0, "judge.dropout must be in [0, 1)")
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -229,17 +274,23 @@ REGRESSOR_PRESETS = {
     "tiny": RegressorConfig(image_size=32, channels=8),
 }
 
+JUDGE_PRESETS = {
+    "demo": JudgeConfig(image_size=64, channels=16, hidden_dim=128, dropout=0.2),   # checkpoints/emotion_judge
+    "tiny": JudgeConfig(image_size=32, channels=4, hidden_dim=16, dropout=0.0),
+}
+
 # kind -> (config class, presets): the kinds `preset` and `build` know
 KINDS = {
     "denoiser": (DenoiserConfig, DENOISER_PRESETS),
     "expression": (ExpressionConfig, EXPRESSION_PRESETS),
     "superres": (SuperResConfig, SUPERRES_PRESETS),
     "regressor": (RegressorConfig, REGRESSOR_PRESETS),
+    "judge": (JudgeConfig, JUDGE_PRESETS),
 }
 
 
 def preset(kind: str, name: str, where: Optional[str] = None):
-    """Return the named preset of a config kind ('denoiser', 'expression', 'superres' or 'regressor')."""
+    """Return the named preset of a config kind ('denoiser', 'expression', 'superres', 'regressor' or 'judge')."""
     context = f"{where}: " if where else ""
     if kind not in KINDS:
         raise ConfigError(f"{context}unknown config kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -309,10 +360,12 @@ def _from_mapping(cls, data, where: str, path: str):
     if unknown:
         raise ConfigError(f"{where}: unknown key {prefix + str(unknown[0])!r} for {cls.__name__}; remove it or fix "
                           f"its spelling (known keys{' in ' + repr(path) if path else ''}: {', '.join(names)})")
-    missing = [n for n in names if n not in data]
+    added = getattr(cls, "ADDED_KEYS", {})
+    missing = [n for n in names if n not in data and n not in added]
     if missing:
         raise ConfigError(f"{where}: missing key {prefix + missing[0]!r} for {cls.__name__}; add it "
                           f"({cls.__name__} needs: {', '.join(names)})")
+    data = {**{k: v for k, v in added.items() if k not in data}, **data}
     kwargs = {name: _coerce(hints[name], data[name], where, prefix + name) for name in names}
     config = cls(**kwargs)
     if hasattr(config, "validate"):

@@ -7,6 +7,7 @@ benchmarks) passes a `SamplingSettings` value; none of them spells a sampler nam
     SamplingSettings()                                  the default: DDIM, 10 steps, from the previous frame at 0.5 T
     SamplingSettings(Sampler.ANCESTRAL, steps=1000, start_noise=1.0)   the paper's sampler, literally
     SamplingSettings.parse("ddim25@1")                  the text form used on command lines and in reports
+    SamplingSettings(guidance=3.0)                      classifier-free guidance on the expression (`guidance`)
 
 Step count -> spacing: DDIM keeps every s-th step starting at 0, s the smallest integer stride that gives exactly
 ``steps`` steps (DDIM's uniform skip), when one does, else an even fractional stride with the first and last step; the ancestral
@@ -50,7 +51,7 @@ class Sampler(str, enum.Enum):
 
 
 NAMES = tuple(s.value for s in Sampler)
-_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.eE+-]+))?\s*$")
+_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.e+-]+))?\s*(?:g\s*([0-9.e+-]+))?\s*$")
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,17 @@ class SamplingSettings:
     :param start_noise: in (0, 1]; 1 = every frame from pure noise (the paper), lower = from the previous frame
         noised to that fraction of the schedule (fewer steps are then actually run, see `denoising_steps`)
     :param eta: DDIM only: 0 deterministic, 1 matches DDPM's posterior variance; ``None`` = 0
+    :param guidance: classifier-free guidance on the expression condition, w >= 0: the noise prediction is
+        eps(neutral psi) + w (eps(psi) - eps(neutral psi)); 1 = the conditional model alone (no extra cost),
+        above 1 exaggerates the emotion (two network evaluations per step). Needs the neutral expression
+        sequence (`pipeline.emotion_expression_pair`) and a model trained with expression dropout.
     """
 
     sampler: Sampler = Sampler.DDIM
     steps: int = 10
     start_noise: float = 0.5
     eta: Optional[float] = None
+    guidance: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "sampler", Sampler.parse(self.sampler))
@@ -78,6 +84,10 @@ class SamplingSettings:
         if not 0.0 < start <= 1.0:
             raise SamplingError(f"start_noise must be in (0, 1]; got {self.start_noise} (1 = from pure noise)")
         object.__setattr__(self, "start_noise", start)
+        guidance = float(self.guidance)
+        if not 0.0 <= guidance < float("inf"):
+            raise SamplingError(f"guidance must be a number >= 0 (1 = off), got {self.guidance}")
+        object.__setattr__(self, "guidance", guidance)
         if self.eta is not None:
             if self.sampler is not Sampler.DDIM:
                 raise SamplingError(f"eta is a DDIM option; the {self.sampler.value} sampler does not take it")
@@ -88,26 +98,35 @@ class SamplingSettings:
     # ----------------------------------------------------------------- text form
     @classmethod
     def parse(cls, text: str, **options) -> "SamplingSettings":
-        """``"<sampler><steps>[@<start_noise>]"``, e.g. ``ddim10``, ``ddim25@1``, ``ancestral1000@1``. Without
-        ``@`` the start noise is the default's. ``options`` (e.g. ``eta``) are passed on."""
+        """``"<sampler><steps>[@<start_noise>][g<guidance>]"``, e.g. ``ddim10``, ``ddim25@1``, ``ancestral1000@1``,
+        ``ddim10@0.5g3``. Without ``@`` the start noise is the default's, without ``g`` guidance is off (1).
+        ``options`` (e.g. ``eta``) are passed on."""
         match = _TEXT.match(str(text).lower())
         if not match:
             raise SamplingError(f"cannot read sampling settings {text!r}: write <sampler><steps>[@<start noise>], "
                                 f"e.g. ddim10 or ancestral1000@1 (samplers: {', '.join(NAMES)})")
-        name, steps, start = match.groups()
+        name, steps, start, guidance = match.groups()
         try:
             start_noise = float(start) if start is not None else DEFAULT.start_noise
+            scale = float(guidance) if guidance is not None else 1.0
         except ValueError:
-            raise SamplingError(f"cannot read the start noise in {text!r}") from None
-        return cls(Sampler.parse(name), int(steps), start_noise, **options)
+            raise SamplingError(f"cannot read the start noise or guidance in {text!r}") from None
+        return cls(Sampler.parse(name), int(steps), start_noise, guidance=scale, **options)
 
     @property
     def label(self) -> str:
         """The text form `parse` reads back (eta is not part of it)."""
-        return f"{self.sampler.value}{self.steps}@{self.start_noise:g}"
+        text = f"{self.sampler.value}{self.steps}@{self.start_noise:g}"
+        return text if self.guidance == 1.0 else f"{text}g{self.guidance:g}"
+
+    @property
+    def guided(self) -> bool:
+        """Whether sampling runs classifier-free guidance (two network evaluations per step)."""
+        return self.guidance != 1.0
 
     def to_dict(self) -> dict:
-        return {"sampler": self.sampler.value, "steps": self.steps, "start_noise": self.start_noise, "eta": self.eta}
+        return {"sampler": self.sampler.value, "steps": self.steps, "start_noise": self.start_noise, "eta": self.eta,
+                "guidance": self.guidance}
 
     def replace(self, **changes) -> "SamplingSettings":
         return dataclasses.replace(self, **changes)

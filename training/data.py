@@ -13,10 +13,12 @@ from emodiff_core.audio import frame_features
 from emodiff_core.config import DenoiserConfig
 from emodiff_core.emotions import emotion_index
 from emodiff_core.metrics import psnr
+from emodiff_core.diffusion.losses import emotion_region_mask
 from emodiff_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
                                       smooth_sequence, window_offsets)
 
 from .clips import ClipDataset, ClipFormatError, EmptySplitError
+from .twins import ClipTwins
 
 T = TypeVar("T")
 
@@ -68,6 +70,17 @@ class LoadedClip:
     features: torch.Tensor      # [N, n_mels, context]
     expression: torch.Tensor    # [N, 50], smoothed as the model's config says
     landmarks: torch.Tensor     # [N, 68, 2]
+    twins: Optional[ClipTwins] = None            # corpus clips: the clip re-rendered with another emotion
+    neutral_expression: Optional[torch.Tensor] = None   # [N, 50] smoothed psi of the neutral twin
+
+
+@dataclass(frozen=True)
+class TwinOptions:
+    """``share``: probability that an example is built from counterfactual twins (clips that have them);
+    ``target_share``: of those, the probability that the target is itself a twin (see `DenoiserData`)."""
+
+    share: float = 0.0
+    target_share: float = 0.0
 
 
 IDENTITY_SOURCES = ("same_clip", "neutral_clip")
@@ -86,12 +99,13 @@ class DenoiserData:
     """
 
     def __init__(self, root: str, cfg: DenoiserConfig, split: str = "train", limit: Optional[int] = None,
-                 identity_from: str = "same_clip", motion_dropout: float = 0.0):
+                 identity_from: str = "same_clip", motion_dropout: float = 0.0, twins: TwinOptions = TwinOptions()):
         if identity_from not in IDENTITY_SOURCES:
             raise ValueError(f"identity_from must be one of {IDENTITY_SOURCES}, got {identity_from!r}")
         if not 0.0 <= motion_dropout <= 1.0:
             raise ValueError(f"motion_dropout must be in [0, 1], got {motion_dropout}")
         self.cfg = cfg
+        self.twin_options = twins
         self.identity_from = identity_from
         self.motion_dropout = float(motion_dropout)
         ds = ClipDataset(root)
@@ -112,8 +126,11 @@ class DenoiserData:
             feats = frame_features(clip.audio, meta["fps"], cfg.audio, num_frames=len(frames))
             psi = smooth_sequence(torch.from_numpy(np.asarray(clip.psi, dtype=np.float32)), cfg.expression_smoothing)
             frames_u8 = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+            twin = ClipTwins.of(meta, clip.extras, clip.psi, cfg.image_size)
+            neutral = (smooth_sequence(torch.from_numpy(twin.neutral_psi), cfg.expression_smoothing)
+                       if twin is not None else None)
             self.clips.append(LoadedClip(meta, frames_u8, torch.from_numpy(feats), psi,
-                                         torch.from_numpy(np.asarray(landmarks, dtype=np.float32))))
+                                         torch.from_numpy(np.asarray(landmarks, dtype=np.float32)), twin, neutral))
         self.lengths = np.array([len(c.frames) for c in self.clips])
         # for each clip: the clip whose frames serve as identity frames (itself, or a neutral clip of its identity)
         neutral = {}
@@ -129,6 +146,10 @@ class DenoiserData:
     def __len__(self) -> int:
         return len(self.clips)
 
+    @property
+    def has_twins(self) -> bool:
+        return any(c.twins is not None for c in self.clips)
+
     def sample(self, clip_index: int, frame: int, identity_frame: int,
                motion_from_identity: bool = False) -> Dict[str, torch.Tensor]:
         """One training example: frame ``frame`` of a clip, with frame ``identity_frame`` of its identity clip
@@ -137,35 +158,139 @@ class DenoiserData:
         frames = c.frames[: frame + 1].float() / 127.5 - 1.0
         identity = self.clips[self.identity_clip[clip_index]].frames[identity_frame].float() / 127.5 - 1.0
         previous = frames[:0] if motion_from_identity else frames[:frame]
-        source = motion_source(previous, identity, self.cfg.n_motion_frames)
-        centre = motion_centre(0 if motion_from_identity else frame, self.cfg.n_motion_frames)
-        motion = gather_windows(source, centre, self._motion_offsets)[0]
-        return {
+        item = {
             "x0": frames[frame],
             "identity": identity,
-            "motion": motion,
+            "motion": self._motion(previous, identity, 0 if motion_from_identity else frame),
             "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
             "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
             "landmarks": c.landmarks[frame],
         }
+        self._add_neutral(c, frame, item)
+        return item
+
+    def _motion(self, previous: torch.Tensor, identity: torch.Tensor, frame: int) -> torch.Tensor:
+        source = motion_source(previous, identity, self.cfg.n_motion_frames)
+        return gather_windows(source, motion_centre(frame, self.cfg.n_motion_frames), self._motion_offsets)[0]
+
+    def _add_neutral(self, c: LoadedClip, frame: int, item: Dict[str, torch.Tensor],
+                     rendered_neutral: Optional[torch.Tensor] = None) -> None:
+        """The null condition of guidance and the emotion-region mask: the neutral twin's expression window,
+        and the pixels where the target differs from the neutral twin of its frame (empty without twins)."""
+        if c.twins is None:
+            item["neutral_expression"] = item["expression"]
+            item["emotion_mask"] = torch.zeros(1, *item["x0"].shape[1:])
+            return
+        item["neutral_expression"] = gather_windows(c.neutral_expression, [frame], self._expr_offsets)[0]
+        if rendered_neutral is None:
+            rendered_neutral = c.twins.render(c.twins.neutral_psi[[frame]], [frame])[0][0]
+        item["emotion_mask"] = emotion_region_mask(item["x0"][None], rendered_neutral[None])[0]
+
+    def twin_sample(self, clip_index: int, frame: int, identity_frame: int, rng: np.random.Generator,
+                    target_twin: bool = False) -> Dict[str, torch.Tensor]:
+        """A counterfactual example: identity frame and motion frames from twins of the clip (the neutral twin,
+        or, for the motion frames, half the time a twin with another emotion at another intensity), so the
+        target's emotion is only in its expression window. With ``target_twin`` the target is itself a twin
+        (neutral or another emotion, half each) with that twin's psi."""
+        c = self.clips[clip_index]
+        tw = c.twins
+        n_motion = self.cfg.n_motion_frames
+        previous = [i for i in range(frame - n_motion, frame) if i >= 0]
+        motion_psi = tw.neutral_psi if rng.random() < 0.5 else tw.with_other_emotion(rng)
+        rows = [tw.neutral_psi[identity_frame], tw.neutral_psi[frame]] + [motion_psi[i] for i in previous]
+        indices = [identity_frame, frame] + previous
+        target_psi = None
+        if target_twin:
+            target_psi = tw.neutral_psi if rng.random() < 0.5 else tw.with_other_emotion(rng)
+            rows.append(target_psi[frame])
+            indices.append(frame)
+        images, landmarks = tw.render(np.stack(rows), indices)
+        identity, neutral_frame = images[0], images[1]
+        motion = self._motion(images[2: 2 + len(previous)], identity, len(previous))
+        item = {"x0": c.frames[frame].float() / 127.5 - 1.0, "identity": identity, "motion": motion,
+                "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
+                "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
+                "landmarks": c.landmarks[frame]}
+        if target_psi is not None:
+            smoothed = smooth_sequence(torch.from_numpy(target_psi), self.cfg.expression_smoothing)
+            item.update(x0=images[-1], landmarks=landmarks[-1],
+                        expression=gather_windows(smoothed, [frame], self._expr_offsets)[0])
+        self._add_neutral(c, frame, item, rendered_neutral=neutral_frame)
+        return item
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> Dict[str, torch.Tensor]:
         # clips weighted by length, so every frame of the split is equally likely
         clip_ids = rng.choice(len(self.clips), size=batch_size, p=self.lengths / self.lengths.sum())
         items = []
+        opts = self.twin_options
         for c in clip_ids:
             n, n_identity = self.lengths[c], self.lengths[self.identity_clip[c]]
+            if opts.share > 0 and self.clips[c].twins is not None and rng.random() < opts.share:
+                items.append(self.twin_sample(int(c), int(rng.integers(n)), int(rng.integers(n)), rng,
+                                              target_twin=rng.random() < opts.target_share))
+                continue
             drop = self.motion_dropout > 0 and rng.random() < self.motion_dropout
             items.append(self.sample(int(c), int(rng.integers(n)), int(rng.integers(n_identity)), drop))
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
+    def probe_batch(self, rng: np.random.Generator, examples: int, min_intensity: float = 0.6
+                    ) -> Dict[str, torch.Tensor]:
+        """Twin examples for `training.probes`: frames of emotional clips (k >= ``min_intensity``) where the
+        emotion has set in, their neutral twins, identity and motion frames from the neutral twin."""
+        candidates = [(i, f) for i, c in enumerate(self.clips) if c.twins is not None
+                      and c.meta.get("emotion") not in (None, "neutral") and not c.meta.get("emotion_change")
+                      and (c.meta.get("intensity") or 0.0) >= min_intensity
+                      for f in np.flatnonzero(c.twins.onset >= 0.9)]
+        if not candidates:
+            raise ClipFormatError("no emotional clips with twins at full onset for the emotion probes")
+        picks = rng.choice(len(candidates), size=min(examples, len(candidates)), replace=False)
+        items = []
+        for k in picks:
+            clip_index, frame = candidates[k]
+            c = self.clips[clip_index]
+            n_motion = self.cfg.n_motion_frames
+            previous = [i for i in range(frame - n_motion, frame) if i >= 0]
+            identity_frame = int(rng.integers(len(c.frames)))
+            indices = [identity_frame, frame] + previous
+            images, _ = c.twins.render(c.twins.neutral_psi[indices], indices)
+            items.append({"x0": c.frames[frame].float() / 127.5 - 1.0, "twin": images[1], "identity": images[0],
+                          "motion": self._motion(images[2:], images[0], len(previous)),
+                          "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
+                          "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
+                          "neutral_expression": gather_windows(c.neutral_expression, [frame], self._expr_offsets)[0],
+                          "landmarks": c.landmarks[frame]})
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def expression_statistics(psi: np.ndarray, keep: int, min_std: float = 1e-3):
+    """(mean, scale) per component for `DenoiserConfig.expression_mean/expression_scale` from psi rows [M, D]:
+    the condition then sees (psi - mean) / std on the first ``keep`` components and nothing of the rest.
+
+    Why drop components: in the procedural corpus components 13..49 are per-identity offsets that move the
+    face by under 0.1 px yet dominate psi's length (std 0.3 against the named actions' ~0.1-0.5), so a
+    condition network reacts to them more than to the emotion. Real psi (DECA) keeps all 50 (keep = 50).
+    ``min_std`` guards components that never move in the data."""
+    psi = np.asarray(psi, dtype=np.float64)
+    if psi.ndim != 2 or len(psi) < 2:
+        raise ValueError("expression statistics need at least two psi rows [M, D]")
+    if not 1 <= keep <= psi.shape[1]:
+        raise ValueError(f"keep must be in [1, {psi.shape[1]}], got {keep}")
+    mean = psi.mean(axis=0)
+    scale = 1.0 / np.maximum(psi.std(axis=0), min_std)
+    scale[keep:] = 0.0
+    mean[keep:] = 0.0
+    return tuple(float(v) for v in mean), tuple(float(v) for v in scale)
+
 
 def emotion_sequences(root: str, split: str, length: int, min_intensity: float = 0.99):
     """Labelled psi sequences for the expression GAN: clips at full intensity (MEAD level 3, as the paper
-    trains on) plus neutral clips. Returns (list of [N_i, 50] arrays, labels)."""
+    trains on) plus neutral clips; clips whose emotion changes (`meta["emotion_change"]`) are left out.
+    Returns (list of [N_i, 50] arrays, labels)."""
     ds = ClipDataset(root)
     seqs, labels = [], []
     for meta in ds.metas(split, labelled=True):
+        if meta.get("emotion_change"):      # one label per sequence: clips whose emotion changes have none
+            continue
         if meta["emotion"] != "neutral" and (meta.get("intensity") or 0.0) < min_intensity:
             continue
         clip = ds.load(meta, with_audio=False)

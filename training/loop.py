@@ -110,9 +110,10 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
                    clip_params=None, max_norm: Optional[float] = None) -> Optional[float]:
-    """Set the learning rate, backpropagate ``loss``, clip gradients if asked, step. Returns the grad norm."""
+    """Set the learning rate (times a group's ``lr_mult``, when it has one), backpropagate ``loss``, clip
+    gradients if asked, step. Returns the grad norm."""
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     norm = None

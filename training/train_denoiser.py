@@ -9,9 +9,11 @@ core's default sampler, `emodiff_core.sampling.SamplingSettings`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -22,9 +24,11 @@ from emodiff_core.models import EMOdiffheadDenoiser
 from emodiff_core.sampling import SamplingError, SamplingSettings
 
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
-from .data import IDENTITY_SOURCES, DenoiserData, mean_psnr, model_range_to_01, optional_validation_data
+from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, expression_statistics, mean_psnr, model_range_to_01,
+                   optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
+from .probes import emotion_probes
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,49 @@ class ScheduleSection:
 
 
 @dataclass(frozen=True)
+class EmotionSection:
+    """What makes the denoiser read psi (issue 9; all off in files written before this section existed).
+
+    ``twin_share``: share of examples built from counterfactual twins (corpus clips only): identity frame from
+    the clip's neutral twin, motion frames from its neutral twin or a twin with another emotion, so the
+    target's emotion is only in psi. ``twin_target_share``: of those, the share whose target is itself a twin
+    (neutral or another emotion, with that twin's psi). ``expression_dropout``: share of examples whose
+    expression window is the neutral twin's (classifier-free guidance's null condition).
+    ``standardise_expression``: fit per-component psi statistics on the training split and store them in the
+    model config (`DenoiserConfig.expression_mean/scale`), keeping the first ``expression_components``.
+    ``expression_lr_mult``: learning-rate multiplier of the expression path (its MLPs and FiLM projections).
+    ``reset_expression_path``: with --init-from, re-initialise the expression MLPs and zero their FiLM
+    projections (the input's scale changes when psi becomes standardised). ``probe_examples``: twin examples
+    of the x0-response / swap probes logged at every sample step (0 = off; `training.probes`)."""
+
+    twin_share: float
+    twin_target_share: float
+    expression_dropout: float
+    standardise_expression: bool
+    expression_components: int
+    expression_lr_mult: float
+    reset_expression_path: bool
+    probe_examples: int
+
+    def validate(self) -> None:
+        for name in ("twin_share", "twin_target_share", "expression_dropout"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 1.0, f"emotion.{name} must be in [0, 1], got {value}")
+        require(1 <= self.expression_components <= 50,
+                f"emotion.expression_components must be in [1, 50], got {self.expression_components}")
+        require(self.expression_lr_mult > 0, f"emotion.expression_lr_mult must be positive, got {self.expression_lr_mult}")
+        require(self.probe_examples >= 0, f"emotion.probe_examples must be >= 0, got {self.probe_examples}")
+
+
+EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout": 0.0,
+               "standardise_expression": False, "expression_components": 50, "expression_lr_mult": 1.0,
+               "reset_expression_path": False, "probe_examples": 0}
+
+
+@dataclass(frozen=True)
 class DenoiserTrainingConfig:
-    """A denoiser training file (training/configs/denoiser_*.json). ``loss`` holds the weights of Eq. 16."""
+    """A denoiser training file (training/configs/denoiser_*.json). ``loss`` holds the weights of Eq. 16 (and
+    the emotion-region weight), ``emotion`` the recipe that makes the network read psi."""
 
     model: ModelSection
     loss: LossWeights
@@ -86,12 +131,18 @@ class DenoiserTrainingConfig:
     schedule: ScheduleSection
     seed: int
     threads: int
+    emotion: EmotionSection
+
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"emotion": EMOTION_OFF}
 
     def validate(self) -> None:
         require_positive("", threads=self.threads)
 
 
-LOG_FIELDS = ["step", "seconds", "loss", "simple", "vlb", "lip", "eye", "lr", "grad_norm", "val_psnr", "val_loss"]
+LOG_FIELDS = ["step", "seconds", "loss", "simple", "vlb", "lip", "eye", "emotion", "lr", "grad_norm", "val_psnr",
+              "val_loss", "x0_response_0.2", "x0_response_0.4", "x0_response_0.6", "swap_loss", "swap_loss_mask"]
+EXPRESSION_PATH = ("unet.expression_frame_embed.", "unet.expression_embed.", "unet.expression_spatial",
+                   ".film.expression.")
 
 
 def make_cond(model: EMOdiffheadDenoiser, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -119,22 +170,39 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                                   f"{model_cfg.diffusion.steps}") from None
     os.makedirs(out_dir, exist_ok=True)
 
+    emotion = cfg_file.emotion
+    twins = TwinOptions(emotion.twin_share, emotion.twin_target_share)
+    data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
+                        motion_dropout=data_cfg.motion_dropout, twins=twins)
+    if emotion.standardise_expression:   # statistics of the condition as the network sees it (smoothed psi)
+        mean, scale = expression_statistics(torch.cat([c.expression for c in data.clips]).numpy(),
+                                            keep=emotion.expression_components)
+        model_cfg = dataclasses.replace(model_cfg, expression_mean=mean, expression_scale=scale)
+        data.cfg = model_cfg
     torch.manual_seed(seed)   # identical initial weights on every rank
     model = EMOdiffheadDenoiser(model_cfg).to(info.device)
     if init_from:
         start = load_components(init_from, ["denoiser"])["denoiser"]
-        if start.config != model_cfg:
+        # what a fine-tune may add to the model it starts from: psi statistics and the spatial expression map
+        added = dict(expression_mean=(), expression_scale=(), expression_spatial=0)
+        if dataclasses.replace(start.config, **added) != dataclasses.replace(model_cfg, **added):
             raise TrainingConfigError(f"{init_from}: its denoiser was built from another model config than "
                                       f"{config_path}'s model section; fine-tune with the same preset and overrides")
-        model.load_state_dict(start.state_dict())
+        result = model.load_state_dict(start.state_dict(), strict=False)
+        new = [k for k in result.missing_keys if not k.startswith("unet.expression_spatial")]
+        if new or result.unexpected_keys:
+            raise TrainingConfigError(f"{init_from}: its denoiser's weights do not fit {config_path}'s model "
+                                      f"(missing {new[:3]}, unexpected {result.unexpected_keys[:3]})")
+        if emotion.reset_expression_path:
+            reset_expression_path(model)
     ema = EMA(model, optim_cfg.ema_decay)
     ddp_model = wrap_ddp(model, info)
-    opt = torch.optim.AdamW(model.parameters(), lr=optim_cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(parameter_groups(model, emotion.expression_lr_mult), lr=optim_cfg.lr, weight_decay=0.0)
     diffusion = GaussianDiffusion.from_config(model_cfg.diffusion)
     weights = cfg_file.loss
-    data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
-                        motion_dropout=data_cfg.motion_dropout)
     val = _validation_set(data_dir, model_cfg, data_cfg, seed, announce=info.main)
+    probe = (_probe_set(data_dir, model_cfg, data_cfg, emotion.probe_examples, seed, announce=info.main)
+             if emotion.probe_examples else None)
     log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS)
     motion_noise = data_cfg.motion_noise
 
@@ -142,6 +210,9 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         rng = np.random.default_rng([seed, step, info.rank])
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         batch = {k: v.to(info.device) for k, v in data.batch(rng, optim_cfg.batch_size).items()}
+        if emotion.expression_dropout > 0 and "neutral_expression" in batch:   # the null condition of guidance
+            drop = torch.from_numpy(rng.random(len(batch["x0"])) < emotion.expression_dropout).to(info.device)
+            batch["expression"] = torch.where(drop[:, None, None], batch["neutral_expression"], batch["expression"])
         if motion_noise > 0:   # robustness to the drift of autoregressive inference
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
@@ -150,7 +221,8 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         model.train()
         with autocast(info.device):
             terms = hybrid_loss(diffusion, ddp_model, batch["x0"], t, make_cond(ddp_model, batch), weights,
-                                landmarks=batch["landmarks"], noise=noise)
+                                landmarks=batch["landmarks"], noise=noise,
+                                emotion_mask=batch.get("emotion_mask") if weights.emotion > 0 else None)
             loss = terms["loss"].mean()
         grad_norm = optimizer_step(opt, loss, lr, model.parameters(), optim_cfg.grad_clip)
         ema.update(model, step)
@@ -159,7 +231,10 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         return out
 
     def on_sample(done: int) -> Dict[str, float]:
-        return _validate(ema.shadow, diffusion, val, sampling, out_dir, done, seed, weights)
+        out = _validate(ema.shadow, diffusion, val, sampling, out_dir, done, seed, weights)
+        if probe is not None:
+            out.update(emotion_probes(ema.shadow, diffusion, probe, seed=seed))
+        return out
 
     def on_checkpoint(done: int) -> None:
         export_component(out_dir, "denoiser", ema.shadow, done, data_dir)
@@ -182,6 +257,46 @@ def _validation_set(data_dir: str, model_cfg, data_cfg: DataSection, seed: int,
         return None
     rng = np.random.default_rng([seed, 999_999])
     return val.batch(rng, data_cfg.val_examples)
+
+
+def _probe_set(data_dir: str, model_cfg, data_cfg: DataSection, examples: int, seed: int,
+               announce: bool) -> Optional[Dict[str, torch.Tensor]]:
+    """A fixed batch of twin examples of the validation split for `training.probes`, or None without twins."""
+    val = optional_validation_data(lambda: DenoiserData(data_dir, model_cfg, data_cfg.val_split,
+                                                        twins=TwinOptions(share=1.0)),
+                                   data_cfg.val_split, announce)
+    if val is None:
+        return None
+    if not val.has_twins:
+        if announce:
+            print("emotion probes are off: the validation clips have no counterfactual twins (corpus clips only)",
+                  flush=True)
+        return None
+    return val.probe_batch(np.random.default_rng([seed, 424_242]), examples)
+
+
+def expression_path(model: EMOdiffheadDenoiser):
+    """(name, parameter) of the expression condition's path: its MLPs and every FiLM projection it drives."""
+    return [(n, p) for n, p in model.named_parameters() if any(key in n for key in EXPRESSION_PATH)]
+
+
+def parameter_groups(model: EMOdiffheadDenoiser, expression_lr_mult: float):
+    """Optimizer groups: the expression path with its learning-rate multiplier (`optimizer_step`), the rest."""
+    names = {n for n, _ in expression_path(model)}
+    rest = [p for n, p in model.named_parameters() if n not in names]
+    return [{"params": rest}, {"params": [p for _, p in expression_path(model)], "lr_mult": expression_lr_mult}]
+
+
+@torch.no_grad()
+def reset_expression_path(model: EMOdiffheadDenoiser) -> None:
+    """Fresh expression MLPs and zeroed expression FiLM projections (the condition starts as a no-op again),
+    for fine-tuning a model whose psi input changes meaning (standardised psi)."""
+    for module in list(model.unet.expression_frame_embed.modules()) + list(model.unet.expression_embed.modules()):
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+    for name, p in expression_path(model):
+        if ".film.expression." in name:
+            p.zero_()
 
 
 @torch.no_grad()

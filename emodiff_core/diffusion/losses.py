@@ -11,6 +11,7 @@ which is lambda = 1e-7 here, 10^4 times weaker. Our ``vlb_weight`` is lambda in 
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
@@ -98,6 +99,17 @@ def region_masks(landmarks: torch.Tensor, height: int, width: int, margin: Optio
     return {"mouth": mouth, "eyes": eyes}
 
 
+def emotion_region_mask(target: torch.Tensor, neutral_twin: torch.Tensor, threshold: float = 2.0 / 127.5,
+                        grow: int = 1) -> torch.Tensor:
+    """{0,1} mask [B, 1, H, W] of the pixels where a frame differs from its neutral twin (frames in [-1, 1]) by
+    more than ``threshold`` in any channel, grown by ``grow`` pixels (a max filter)."""
+    diff = (target - neutral_twin).abs().amax(dim=1, keepdim=True)
+    mask = (diff > threshold).to(target.dtype)
+    if grow > 0:
+        mask = torch.nn.functional.max_pool2d(mask, 2 * grow + 1, stride=1, padding=grow)
+    return mask
+
+
 def masked_mse(target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sample squared error averaged over the masked pixels and channels (normalised by mask area).
 
@@ -111,20 +123,32 @@ def masked_mse(target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tenso
 # --------------------------------------------------------------------------- hybrid objective
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of Eq. 16. ``vlb`` is lambda_vlb in the improved-DDPM convention (see module docstring)."""
+    """Weights of Eq. 16. ``vlb`` is lambda_vlb in the improved-DDPM convention (see module docstring).
+
+    ``emotion`` (our addition, 0 = off) weights the noise error on the pixels where the target differs from
+    its neutral twin (the emotion's region, `emotion_region_mask`): the emotion is a few pixels of thin
+    edges that the whole-image loss barely sees, so without it the network can ignore its expression input.
+    """
 
     vlb: float = 0.001
     lip: float = 0.2
     eye: float = 0.1
+    emotion: float = 0.0
+
+    # read by config.from_dict: loss sections written before `emotion` existed mean "off"
+    ADDED_KEYS: typing.ClassVar[Mapping[str, float]] = {"emotion": 0.0}
 
 
 def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: Mapping,
                 weights: LossWeights = LossWeights(), landmarks: Optional[torch.Tensor] = None,
-                noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-    """Eq. 16: L_simple + lambda_vlb L_vlb + lambda_lip L_lip + lambda_eye L_eye, per sample.
+                noise: Optional[torch.Tensor] = None, emotion_mask: Optional[torch.Tensor] = None
+                ) -> Dict[str, torch.Tensor]:
+    """Eq. 16: L_simple + lambda_vlb L_vlb + lambda_lip L_lip + lambda_eye L_eye, per sample, plus
+    ``weights.emotion`` times the noise error on ``emotion_mask`` [B, 1, H, W] when given.
 
     Returns a dict of per-sample tensors: ``simple`` (Eq. 6), ``vlb`` (the per-step term in bits/dim),
-    ``lip``, ``eye`` and ``loss`` (the weighted total). Take ``.mean()`` of ``loss`` to optimise.
+    ``lip``, ``eye``, ``emotion`` (when a mask is given) and ``loss`` (the weighted total). Take ``.mean()``
+    of ``loss`` to optimise.
     The vlb term sees the network's epsilon through a stop-gradient, so it trains only v (improved DDPM).
     """
     if noise is None:
@@ -142,5 +166,8 @@ def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: 
         terms["lip"] = masked_mse(noise, eps, masks["mouth"])
         terms["eye"] = masked_mse(noise, eps, masks["eyes"])
         loss = loss + weights.lip * terms["lip"] + weights.eye * terms["eye"]
+    if emotion_mask is not None:
+        terms["emotion"] = masked_mse(noise, eps, emotion_mask.to(x_start.dtype))
+        loss = loss + weights.emotion * terms["emotion"]
     terms["loss"] = loss
     return terms

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import DenoiserConfig
@@ -147,12 +148,15 @@ class _UNetBody(nn.Module):
         self.output_stages = nn.ModuleList(stage(s) for s in layout["output"] if s.name in keep)
 
     def run(self, x, cond=None, reference: Optional[ReferenceFeatures] = None, record: Optional[dict] = None,
-            stop_after: Optional[str] = None):
+            stop_after: Optional[str] = None, input_bias: Optional[torch.Tensor] = None):
+        """``input_bias`` is added to the first feature map (the spatial expression map)."""
         reference = reference or {}
         skips = []
         h = x
         for stage in self.input_stages:
             h = stage(h, cond, reference.get(stage.spec.name), record)
+            if input_bias is not None and stage.spec.kind == "conv_in":
+                h = h + input_bias
             skips.append(h)
             if stage.spec.name == stop_after:
                 return h
@@ -197,6 +201,16 @@ class DenoisingUNet(nn.Module):
         # e^(i)' = per-frame expression embedding; the 2n+1 embeddings of the window are then combined.
         self.expression_frame_embed = mlp([cfg.expression_dim, cfg.expression_embed_dim, cfg.expression_embed_dim])
         self.expression_embed = mlp([expr_frames * cfg.expression_embed_dim, emb_dim, emb_dim])
+        # psi standardisation from the config (not weights: non-persistent, so state dicts are unchanged)
+        self.standardise_expression = bool(cfg.expression_scale)
+        if self.standardise_expression:
+            self.register_buffer("expression_mean", torch.tensor(cfg.expression_mean, dtype=torch.float32), persistent=False)
+            self.register_buffer("expression_scale", torch.tensor(cfg.expression_scale, dtype=torch.float32), persistent=False)
+        if cfg.expression_spatial:
+            side = cfg.image_size // 8
+            self.expression_spatial_map = nn.Linear(expr_frames * cfg.expression_embed_dim,
+                                                    cfg.expression_spatial * side * side)
+            self.expression_spatial_proj = zero_module(nn.Conv2d(cfg.expression_spatial, mc, 3, padding=1))
         self.body = _UNetBody(cfg, stem_channels=cfg.in_channels, emb_dim=emb_dim, fuse=True)
         self.out = nn.Sequential(normalization(mc), nn.SiLU(), zero_module(nn.Conv2d(mc, cfg.out_channels, 3, padding=1)))
 
@@ -213,8 +227,20 @@ class DenoisingUNet(nn.Module):
         dtype = self.time_embed[0].weight.dtype
         t_emb = self.time_embed(timestep_embedding(t, cfg.model_channels).to(dtype))
         a_emb = self.audio_embed(audio_emb.to(dtype).flatten(1))
-        e_emb = self.expression_embed(self.expression_frame_embed(expression.to(dtype)).flatten(1))
-        return {"time": t_emb, "audio": a_emb, "expression": e_emb}
+        e_frames = self.expression_frame_embed(self.condition_expression(expression).to(dtype)).flatten(1)
+        cond = {"time": t_emb, "audio": a_emb, "expression": self.expression_embed(e_frames)}
+        if cfg.expression_spatial:
+            side = cfg.image_size // 8
+            grid = self.expression_spatial_map(e_frames).view(b, cfg.expression_spatial, side, side)
+            grid = F.interpolate(grid, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
+            cond["expression_map"] = self.expression_spatial_proj(grid)
+        return cond
+
+    def condition_expression(self, expression: torch.Tensor) -> torch.Tensor:
+        """psi as the condition sees it: standardised per component when the config carries statistics."""
+        if not self.standardise_expression:
+            return expression
+        return (expression - self.expression_mean.to(expression)) * self.expression_scale.to(expression)
 
     def forward(self, x_t, t, identity, motion, audio_emb, expression, reference: ReferenceFeatures):
         cfg = self.config
@@ -225,7 +251,7 @@ class DenoisingUNet(nn.Module):
             raise ValueError(f"motion must be [batch, {cfg.n_motion_frames}, 3, {h}, {w}], got {list(motion.shape)}")
         x = torch.cat([x_t, identity.expand(b, -1, -1, -1), motion.reshape(b, -1, h, w)], dim=1)
         cond = self.embed_conditions(t, audio_emb, expression)
-        return self.out(self.body.run(x, cond, reference))
+        return self.out(self.body.run(x, cond, reference, input_bias=cond.pop("expression_map", None)))
 
 
 class EMOdiffheadDenoiser(nn.Module):

@@ -1,0 +1,51 @@
+"""Classifier-free guidance on the expression condition (an addition to the paper, issue 9).
+
+The denoiser is trained with its expression window replaced, for a share of the examples, by the window of
+the clip's neutral twin (the same psi with the emotion part removed: mouth, blinks and resting face kept).
+At sampling time the emotion can then be amplified:
+
+    eps_guided = eps(x_t | neutral psi) + w * (eps(x_t | psi) - eps(x_t | neutral psi))
+
+w = 1 is the conditional model alone; w > 1 pushes the frame further along what the emotion changes. The
+null condition is the NEUTRAL psi (not zeros) so that guidance amplifies the emotion only, never the mouth
+motion that psi also carries. The learned variance (the v channels) is taken from the conditional pass.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+
+class ExpressionGuidance:
+    """Wraps a denoiser ``model(x, t, **cond)``; ``cond`` must also hold ``neutral_expression`` (the null
+    condition's expression window, shaped like ``expression``). Both passes run as one batch."""
+
+    def __init__(self, model: Callable, scale: float, image_channels: int = 3):
+        self.model = model
+        self.scale = float(scale)
+        self.image_channels = image_channels
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        neutral = cond.pop("neutral_expression")
+        b = x.shape[0]
+        doubled = {key: _double(value, b) for key, value in cond.items() if key != "expression"}
+        doubled["expression"] = torch.cat([cond["expression"], neutral.to(cond["expression"])], dim=0)
+        out = self.model(torch.cat([x, x]), torch.cat([t, t]), **doubled)
+        c = self.image_channels
+        with_emotion, without = out[:b], out[b:]
+        eps = without[:, :c] + self.scale * (with_emotion[:, :c] - without[:, :c])
+        return torch.cat([eps, with_emotion[:, c:]], dim=1)
+
+
+def _double(value, batch: int):
+    """A condition repeated for the second (neutral) pass; per-video tensors of batch 1 broadcast as they are."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):          # ReferenceNet features
+        return {k: _double(v, batch) for k, v in value.items()}
+    if torch.is_tensor(value) and value.shape[0] == batch:
+        return torch.cat([value, value], dim=0)
+    if torch.is_tensor(value) and value.shape[0] == 1:
+        return value
+    raise ValueError(f"cannot pair a condition of batch {value.shape[0]} with a batch of {batch}")

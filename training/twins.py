@@ -1,0 +1,68 @@
+"""Counterfactual twins of a corpus clip, for the denoiser's data loader and the emotion probes.
+
+A twin is the same clip (identity, head pose, speech mouth, blinks) rendered with another emotion part of psi:
+the neutral twin (psi - the clip's emotion part) or a twin showing another emotion at another intensity. Given
+identity and motion frames from twins, the only way to get the target's expression right is to read psi.
+Rendering is the corpus' own (`training.corpus.render_twin_frames`), so twins are exact, not approximations.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from emodiff_core.emotions import EMOTIONS, NEUTRAL
+
+OTHER_INTENSITY = (0.3, 1.0)     # intensity range of the "another emotion" twins
+
+
+class ClipTwins:
+    """Twins of one corpus clip at the model's image size. Build with `of` (None for clips without twins)."""
+
+    def __init__(self, meta: Mapping, extras: Mapping[str, np.ndarray], psi: np.ndarray, size: int):
+        self.meta = dict(meta)
+        self.extras = {k: np.asarray(extras[k]) for k in ("pose", "psi_emotion")}
+        self.size = int(size)
+        self.neutral_psi = (np.asarray(psi, np.float32) - self.extras["psi_emotion"]).astype(np.float32)
+        onset = extras.get("onset")
+        self.onset = np.asarray(onset, np.float32) if onset is not None else np.ones(len(self.neutral_psi), np.float32)
+        self.emotion = meta.get("emotion")
+
+    @classmethod
+    def of(cls, meta: Mapping, extras: Mapping[str, np.ndarray], psi: Optional[np.ndarray],
+           size: int) -> Optional["ClipTwins"]:
+        """Twins of a procedural clip that carries what rendering them needs (corpus version >= 2), else None."""
+        if (psi is None or meta.get("source") != "procedural" or "corpus_seed" not in meta
+                or not {"pose", "psi_emotion"} <= set(extras)):
+            return None
+        return cls(meta, extras, psi, size)
+
+    def render(self, psi_rows: np.ndarray, frame_indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frames ``frame_indices`` rendered with ``psi_rows`` [K, 50]: images [K, 3, S, S] in [-1, 1] and their
+        landmarks [K, 68, 2] in pixels of the model's size S."""
+        from .corpus.generate import render_twin_frames
+
+        native = int(self.meta["size"])
+        frames, landmarks = render_twin_frames(self.meta, self.extras, np.asarray(psi_rows, np.float32),
+                                               list(frame_indices), native)
+        frames = np.asarray(frames)
+        if native != self.size:
+            frames = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames])
+            landmarks = np.asarray(landmarks) * (self.size / native)
+        images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return images, torch.from_numpy(np.asarray(landmarks, np.float32))
+
+    def with_emotion(self, emotion: str, intensity: float) -> np.ndarray:
+        """psi [N, 50] of the twin showing ``emotion`` at ``intensity`` over the whole clip."""
+        from .corpus.generate import emotion_psi
+
+        weights = np.zeros((1, len(EMOTIONS)), np.float32)
+        weights[0, EMOTIONS.index(emotion)] = float(intensity)
+        return (self.neutral_psi + emotion_psi(self.meta, weights)[0][None]).astype(np.float32)
+
+    def with_other_emotion(self, rng: np.random.Generator) -> np.ndarray:
+        """psi of a twin with an emotion other than the clip's (and not neutral), at a random intensity."""
+        choices = [e for e in EMOTIONS if e not in (NEUTRAL, self.emotion)]
+        return self.with_emotion(choices[int(rng.integers(len(choices)))], float(rng.uniform(*OTHER_INTENSITY)))
