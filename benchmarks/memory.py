@@ -17,6 +17,16 @@ is the slope of that growth against the output size between the shortest and the
 output frames explain all of it).
 
 Prints ONE JSON line; writes <out-dir>/memory.json and memory.png.
+
+    python -m benchmarks.memory --paste-back --json [--seconds-list 3,30] [--max-sides 0,1920] [--steps 2]
+
+Paste-back mode: the real command line, ``python -m emodiff_core generate --paste-back --superres head`` (lanczos2
+when the checkpoint has no SR head), on a
+6000x4000 photo (assets/portrait.jpg upscaled to 4000x4000 and widened by mirroring, written to a temporary
+folder) for each length and each --max-side, every run a fresh subprocess whose peak RSS is read from
+os.wait4. The CLI streams frames (sample, super-resolve, paste, encode), so the peak must not grow with the
+length: ``peak_ratio_longest_over_shortest`` per max side, goal <= 1.10, and full size (max side 0) under
+4 GB. Writes <out-dir>/memory_paste_back.json.
 """
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -164,13 +175,103 @@ def plot(path: str, r: dict) -> str:
     return common.save_plot(fig, path)
 
 
+PHOTO_SIZE = (6000, 4000)          # width, height: a 24-megapixel camera photo
+PASTE_GOAL_MB = 4096.0
+PASTE_GOAL_RATIO = 1.10
+
+
+def big_photo(path: str, size=PHOTO_SIZE) -> str:
+    """assets/portrait.jpg upscaled to the photo's height and widened by mirroring its sides (the face keeps its
+    proportions), written as JPEG to ``path``."""
+    import cv2
+
+    from emodiff_core.paths import DEMO_PORTRAIT
+
+    width, height = size
+    image = cv2.imread(DEMO_PORTRAIT)
+    if image is None:
+        raise common.BenchmarkError(f"cannot read {DEMO_PORTRAIT}")
+    image = cv2.resize(image, (height, height), interpolation=cv2.INTER_CUBIC)
+    pad = max(0, width - height)
+    image = cv2.copyMakeBorder(image, 0, 0, pad // 2, pad - pad // 2, cv2.BORDER_REFLECT)
+    cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
+def peak_rss_of(cmd, **kwargs):
+    """(exit status, stdout, stderr, peak RSS in MB) of a command run as one child process (os.wait4 reads
+    that child's own maximum resident set size)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, **kwargs)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read(), err.read(), usage.ru_maxrss / 1024.0
+
+
+def run_paste_back(args) -> dict:
+    """Peak RSS of `generate --paste-back` on a 24 MP photo, per length and max side (see the docstring)."""
+    import soundfile
+
+    checkpoint = args.checkpoint or common.default_checkpoint()
+    if not os.path.isfile(checkpoint):
+        raise common.BenchmarkError(f"checkpoint {checkpoint} does not exist")
+    from emodiff_core.checkpoint import read_checkpoint
+
+    superres = "head" if "superres" in read_checkpoint(checkpoint).components else "lanczos2"
+    lengths = [float(s) for s in args.seconds_list.split(",") if s.strip()]
+    sides = [int(s) for s in args.max_sides.split(",") if s.strip()]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    runs = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        photo = big_photo(os.path.join(folder, "photo.jpg"))
+        for seconds in lengths:
+            wave, sr = speech_of_length(seconds)
+            wav = os.path.join(folder, f"speech_{seconds:g}.wav")
+            soundfile.write(wav, wave, sr)
+            for side in sides:
+                out = os.path.join(folder, f"out_{seconds:g}_{side}.mp4")
+                cmd = [sys.executable, "-m", "emodiff_core", "generate", "--checkpoint", checkpoint, "--portrait", photo,
+                       "--audio", wav, "--out", out, "--paste-back", "--max-side", str(side), "--superres", superres,
+                       "--steps", str(args.steps), "--device", "cpu", "--plot", "none"]
+                t0 = time.perf_counter()
+                rc, stdout, stderr, peak = peak_rss_of(cmd, cwd=common.ROOT, env=env)
+                if rc != 0:
+                    raise common.BenchmarkError(f"generate ({seconds:g} s, max side {side}) failed (exit {rc}): "
+                                                f"{stderr.strip()[-800:]}")
+                report = json.loads([l for l in stdout.splitlines() if l.startswith("{")][-1])
+                runs.append({"seconds": seconds, "max_side": side, "frames": report["frames"], "size": report["size"],
+                             "peak_rss_mb": peak, "mp4_mb": os.path.getsize(out) / 2 ** 20,
+                             "wall_seconds": time.perf_counter() - t0})
+                os.remove(out)
+    ratios = {}
+    for side in sides:
+        peaks = [r["peak_rss_mb"] for r in runs if r["max_side"] == side]
+        ratios[str(side)] = peaks[-1] / peaks[0]
+    full = [r["peak_rss_mb"] for r in runs if r["max_side"] == 0]
+    record = {"checkpoint": common.shown_path(checkpoint), "photo": list(PHOTO_SIZE), "steps": args.steps,
+              "superres": superres, "runs": runs, "peak_ratio_longest_over_shortest": ratios,
+              "goal_full_size_peak_mb": PASTE_GOAL_MB, "goal_ratio": PASTE_GOAL_RATIO,
+              "goals_met": {"full_size_under_goal": bool(full) and max(full) < PASTE_GOAL_MB,
+                            "flat_in_length": all(v <= PASTE_GOAL_RATIO for v in ratios.values())},
+              "machine": common.machine_info("cpu"), "seconds_total": time.perf_counter() - start}
+    os.makedirs(args.out_dir, exist_ok=True)
+    record["json"] = common.write_json(os.path.join(args.out_dir, "memory_paste_back.json"), record)
+    return record
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--checkpoint", default=None, help="bundle with denoiser + expression generator")
-    p.add_argument("--seconds-list", "--lengths", dest="seconds_list", default="2,10,60",
-                   help="audio lengths in seconds, comma-separated (default 2,10,60)")
+    p.add_argument("--seconds-list", "--lengths", dest="seconds_list", default=None,
+                   help="audio lengths in seconds, comma-separated (default 2,10,60; with --paste-back 3,30)")
+    p.add_argument("--paste-back", action="store_true",
+                   help="measure `generate --paste-back` on a 6000x4000 photo instead (see above)")
+    p.add_argument("--max-sides", default="0,1920", help="with --paste-back: --max-side values (default 0,1920)")
     p.add_argument("--steps", type=int, default=2, help="DDIM steps (memory does not depend on them; default 2)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--device", default=None, help="cpu or cuda (default cuda when available)")
@@ -183,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.seconds_list is None:
+        args.seconds_list = "3,30" if args.paste_back else "2,10,60"
     try:
+        if args.paste_back:
+            record = run_paste_back(args)
+            common.print_json(record)
+            return 0
         record = child(args) if args.child else run_lengths(args)
     except (common.BenchmarkError, ValueError, FileNotFoundError) as exc:
         common.print_json({"error": str(exc)})

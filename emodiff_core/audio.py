@@ -25,6 +25,15 @@ LOGMEL_SCALE = 4.5
 # Loudness normalisation target: the 95th percentile of 20 ms frame RMS is set to this (about -18 dBFS).
 TARGET_LOUD_RMS = 0.125
 SILENCE_PEAK = 1e-4  # below this peak amplitude (-80 dBFS) a recording counts as silent
+# Silent video frames (`silent_frames`): the frame's RMS is below SILENCE_FLOOR_DB (dBFS), or more than
+# SILENCE_BELOW_LOUD_DB under the recording's loud passages (so room noise in the pauses of a normal
+# recording counts as silence). A silent stretch ends only when the level rises SILENCE_HYSTERESIS_DB above
+# the threshold (no flicker on a noise floor near it), and stretches shorter than MIN_SILENCE_SECONDS stay
+# speech: gaps between words and stop consonants are part of lip motion, which the model renders itself.
+SILENCE_FLOOR_DB = -60.0
+SILENCE_BELOW_LOUD_DB = 35.0
+SILENCE_HYSTERESIS_DB = 6.0
+MIN_SILENCE_SECONDS = 0.25
 
 
 class AudioError(ValueError):
@@ -116,17 +125,66 @@ def is_silent(waveform: np.ndarray) -> bool:
     return waveform.size == 0 or float(np.abs(waveform).max()) < SILENCE_PEAK
 
 
+def _loud_rms(waveform: np.ndarray, sample_rate: int) -> float:
+    """RMS of the loud passages: the 95th percentile of 20 ms frame RMS."""
+    hop = max(1, sample_rate // 50)
+    n = len(waveform) // hop
+    if n == 0:
+        return float(np.sqrt(np.mean(waveform ** 2))) if waveform.size else 0.0
+    frames = waveform[: n * hop].reshape(n, hop)
+    return float(np.percentile(np.sqrt((frames ** 2).mean(axis=1)), 95))
+
+
+def silent_frames(waveform: np.ndarray, fps: Number, sample_rate: int, num_frames: Optional[int] = None) -> np.ndarray:
+    """bool [N]: which video frames of mono ``waveform`` are silence (a pause, or no sound at all).
+
+    Frame i spans samples [round(i sr / fps), round((i + 1) sr / fps)). It is silent when its RMS is below the
+    threshold max(SILENCE_FLOOR_DB, loud - SILENCE_BELOW_LOUD_DB) (loud = `normalise_loudness`'s measure of
+    the loud passages), with SILENCE_HYSTERESIS_DB of hysteresis; silent stretches shorter than
+    MIN_SILENCE_SECONDS are not counted, unless they are the whole clip.
+    """
+    if num_frames is None:
+        num_frames = num_video_frames(len(waveform), fps, sample_rate)
+    if num_frames < 1:
+        return np.zeros(0, bool)
+    bounds = frame_sample_positions(num_frames + 1, fps, sample_rate).clip(0, len(waveform))
+    energy = np.concatenate([[0.0], np.cumsum(np.square(waveform, dtype=np.float64))])
+    length = np.maximum(bounds[1:] - bounds[:-1], 1)
+    rms = np.sqrt(np.maximum(energy[bounds[1:]] - energy[bounds[:-1]], 0.0) / length)
+    level = 20.0 * np.log10(np.maximum(rms, 1e-10))
+    loud = 20.0 * np.log10(max(_loud_rms(waveform, sample_rate), 1e-10))
+    threshold = max(SILENCE_FLOOR_DB, loud - SILENCE_BELOW_LOUD_DB)
+    silent = np.zeros(num_frames, bool)
+    state = bool(level[0] < threshold)
+    for i, db in enumerate(level):
+        if state and db > threshold + SILENCE_HYSTERESIS_DB:
+            state = False
+        elif not state and db < threshold:
+            state = True
+        silent[i] = state
+    min_frames = max(1, int(math.ceil(MIN_SILENCE_SECONDS * float(as_fraction(fps)))))
+    start = None
+    for i in range(num_frames + 1):           # drop silent runs shorter than min_frames
+        if i < num_frames and silent[i]:
+            start = i if start is None else start
+        elif start is not None:
+            if i - start < min_frames and not (start == 0 and i == num_frames):    # a silent clip stays silent
+                silent[start:i] = False
+            start = None
+    return silent
+
+
+def silence_feature_value() -> float:
+    """The normalised log-mel value of digital silence (every mel bin at the floor): what the model saw in the
+    silent padding before and after every training sentence, where the mouth is closed and still."""
+    return float((math.log(LOGMEL_FLOOR) - LOGMEL_OFFSET) / LOGMEL_SCALE)
+
+
 def normalise_loudness(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     """Scale so that loud passages (95th percentile of 20 ms RMS) sit at TARGET_LOUD_RMS; silence stays."""
     if is_silent(waveform):
         return waveform
-    hop = max(1, sample_rate // 50)
-    n = len(waveform) // hop
-    if n == 0:
-        rms = float(np.sqrt(np.mean(waveform ** 2)))
-    else:
-        frames = waveform[: n * hop].reshape(n, hop)
-        rms = float(np.percentile(np.sqrt((frames ** 2).mean(axis=1)), 95))
+    rms = _loud_rms(waveform, sample_rate)
     if rms <= 0:
         return waveform
     out = waveform * (TARGET_LOUD_RMS / rms)

@@ -1,7 +1,7 @@
 """The checkpoint format: safetensors with the configs and a format version in the metadata.
 
 A file holds one or more named components (``denoiser``, ``expression_generator``, ``superres``,
-``regressor``, ...). Tensor names are ``<component>.<parameter>``; the metadata holds
+``regressor``, ``emotion_judge``). Tensor names are ``<component>.<parameter>``; the metadata holds
 
     format = "emodiffhead", format_version = "1", components = JSON list of names,
     config.<component> = the component's config as JSON, info.<key> = free text (model card, steps...).
@@ -49,12 +49,13 @@ def register_component(name: str, config_cls: type, build: Callable[[object], nn
 
 def _registry() -> Dict[str, ComponentType]:
     if not _REGISTRY:
-        from .models import ExpressionGenerator, EMOdiffheadDenoiser, ExpressionRegressor, SuperResolver
+        from .models import EmotionJudge, ExpressionGenerator, EMOdiffheadDenoiser, ExpressionRegressor, SuperResolver
 
         register_component("denoiser", config_mod.DenoiserConfig, EMOdiffheadDenoiser)
         register_component("expression_generator", config_mod.ExpressionConfig, ExpressionGenerator)
         register_component("superres", config_mod.SuperResConfig, SuperResolver)
         register_component("regressor", config_mod.RegressorConfig, ExpressionRegressor)
+        register_component("emotion_judge", config_mod.JudgeConfig, EmotionJudge)
     return _REGISTRY
 
 

@@ -1,8 +1,11 @@
 """The main job from a shell: ``python -m emodiff_core generate|demo``.
 
 generate: portrait + speech + emotion (label and intensity, a blend, or keyframes) -> mp4 (H.264 + AAC)
-whose duration equals the audio's. demo: the same on the shipped portrait and speech with the demo
-checkpoint, plus a contact sheet of emotions x intensities.
+whose duration equals the audio's, and a plot of the emotion over time written before sampling starts.
+Silence (the whole recording or pauses) gives a face with a closed, still mouth. Frames are super-resolved,
+pasted back and encoded one after another, so memory does not grow with the photo's size times the length.
+demo: the same on the shipped portrait and speech with the demo checkpoint, plus a contact sheet of
+emotions x intensities.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import os
 import sys
 import time
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +27,10 @@ from .paths import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, DEMO_PORTRAIT, DEMO_PORTR
 from .sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES, SamplingSettings
 
 CONTACT_INTENSITIES = (0.0, 0.5, 1.0)
+# Longest side of pasted-back videos unless --max-side says otherwise: full HD. The CLI streams frames into
+# the encoder, so this bounds file size and encoding time, not memory (--max-side 0 keeps the photo's size).
+DEFAULT_MAX_SIDE = 1920
+SUPERRES_CHUNK = 16          # frames super-resolved at a time while streaming
 
 
 def load_models(path: str = DEFAULT_CHECKPOINT, device="cpu") -> pl.ModelBundle:
@@ -48,10 +56,14 @@ def load_image(path: str) -> np.ndarray:
 
 
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
-                 settings: SamplingSettings, seed: int, superres: str, paste_back: bool,
-                 progress: bool = True) -> np.ndarray:
-    """uint8 frames [N, H, W, 3] for one portrait: the aligned crop video (optionally super-resolved) or,
-    with ``paste_back``, the full portrait."""
+                 settings: SamplingSettings, seed: int, superres: str, paste_back: bool, max_side: int = 0,
+                 progress: bool = True) -> Tuple[Iterator[np.ndarray], float]:
+    """(uint8 frames [H, W, 3], one at a time, seconds spent sampling) for one portrait: the aligned crop video
+    (optionally super-resolved) or, with ``paste_back``, the portrait at `pl.paste_output_size`(max_side).
+
+    Sampling runs first (its crops are small: S x S floats per frame); super-resolution and paste-back run
+    lazily as the caller consumes the frames, so a full-size frame exists once at a time."""
+    check_superres(models, superres)         # before minutes of sampling, not after
     psi = pl.emotion_expressions(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed)
     start = time.perf_counter()
 
@@ -60,12 +72,13 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             rate = (event.frame + 1) / (time.perf_counter() - start)
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
-    frames = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, settings=settings, seed=seed,
-                                callback=report)[:, 0]
-    frames = apply_superres(frames, models, superres)
+    crops = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, settings=settings, seed=seed,
+                               callback=report, **pl.silence_handling(audio))[:, 0]
+    seconds = time.perf_counter() - start
+    frames = iter_superres(crops, models, superres)
     if paste_back:
-        return np.stack(list(pl.paste_back_frames(frames, portrait)))
-    return (frames.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+        return pl.paste_back_frames(frames, portrait, max_side=max_side), seconds
+    return ((f.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy() for f in frames), seconds
 
 
 def sampling_settings(args) -> SamplingSettings:
@@ -74,39 +87,91 @@ def sampling_settings(args) -> SamplingSettings:
     return SamplingSettings(args.sampler, args.steps, args.start_noise, eta=args.eta)
 
 
+def check_superres(models: pl.ModelBundle, mode: str) -> None:
+    if mode == "head" and models.superres is None:
+        raise pl.PipelineError("this checkpoint has no super-resolution head; use --superres lanczos or none")
+    if mode == "none" or mode == "head":
+        return
+    try:
+        scale = float(mode[7:] or 2) if mode.startswith("lanczos") else None
+    except ValueError:
+        scale = None
+    if scale is None or not 1.0 <= scale <= 8.0:
+        raise pl.PipelineError(f"unknown --superres {mode!r}; use none, head, or lanczos[scale] with a scale of 1 to 8, "
+                               "e.g. lanczos2")
+
+
 def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str) -> torch.Tensor:
+    check_superres(models, mode)
     if mode == "none":
         return frames
     if mode == "head":
-        if models.superres is None:
-            raise pl.PipelineError("this checkpoint has no super-resolution head; use --superres lanczos or none")
         return pl.super_resolve(frames, models.superres)
-    if mode.startswith("lanczos"):
-        return pl.super_resolve(frames, None, scale=float(mode[7:] or 2))
-    raise pl.PipelineError(f"unknown --superres {mode!r}; use none, head, or lanczos[scale]")
+    return pl.super_resolve(frames, None, scale=float(mode[7:] or 2))
+
+
+def iter_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str, chunk: int = SUPERRES_CHUNK):
+    """`apply_superres` SUPERRES_CHUNK frames at a time, yielding [3, H, W] frames: the upscaled video is never
+    held whole."""
+    for start in range(0, len(frames), chunk):
+        yield from apply_superres(frames[start:start + chunk], models, mode)
+
+
+def emotion_plot_path(args) -> str:
+    """Where the emotion plot goes: --plot, or beside the video as <out without .mp4>.emotion.png; '' = none."""
+    if args.plot == "none":
+        return ""
+    if args.plot:
+        return args.plot
+    root, ext = os.path.splitext(args.out)
+    return (root if ext.lower() == ".mp4" else args.out) + ".emotion.png"
 
 
 def generate(args) -> dict:
     from .audio import load_audio_file
+    from .emotion_plot import emotion_plot, save_plot
     from .video import write_mp4
 
     settings = sampling_settings(args)       # validated before any work
+    if args.max_side < 0:
+        raise pl.PipelineError(f"--max-side {args.max_side} must be >= 0 (0 = the portrait's own size)")
+    plot_path = emotion_plot_path(args)
+    for path, what in ((args.out, "--out"), (plot_path, "--plot")):
+        if path and os.path.isdir(path):
+            raise pl.PipelineError(f"{what} {path} is a folder; give a file name")
     torch.manual_seed(args.seed)
     models = load_models(args.checkpoint, args.device)
+    check_superres(models, args.superres)
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
                                    allow_centre_crop=args.centre_crop)
     wave, sr = load_audio_file(args.audio)
     audio = pl.encode_audio(wave, sr, args.fps, models.denoiser.config.audio)
     spec = pl.EmotionSpec(args.emotion, args.intensity, blend=parse_blend(args.blend), keyframes=args.keyframes)
+    if plot_path:       # the emotion curve, to look at while sampling runs
+        save_plot(plot_path, emotion_plot(spec, audio.num_frames, audio.fps, silent=audio.silent))
+        print(f"emotion plot: {plot_path}", flush=True)
+    else:
+        spec.weights(audio.num_frames, audio.fps)        # bad keyframes/blends fail before sampling either way
+    frames, seconds = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
+                                   superres=args.superres, paste_back=args.paste_back, max_side=args.max_side)
     start = time.perf_counter()
-    frames = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
-                          superres=args.superres, paste_back=args.paste_back)
-    seconds = time.perf_counter() - start
-    write_mp4(args.out, frames, audio.fps, audio=audio.waveform, sample_rate=audio.config.sample_rate)
-    return {"out": os.path.abspath(args.out), "frames": int(len(frames)), "fps": audio.fps,
-            "audio_seconds": round(audio.seconds, 3), "size": list(frames.shape[1:3]), "sampling": settings.to_dict(),
-            "generation_seconds": round(seconds, 1), "frames_per_second": round(len(frames) / seconds, 3)}
+    shape = []
+
+    def counted(frames):
+        for frame in frames:
+            shape[:] = frame.shape[:2]
+            yield frame
+
+    write_mp4(args.out, counted(frames), audio.fps, audio=audio.waveform, sample_rate=audio.config.sample_rate)
+    report = {"out": os.path.abspath(args.out), "frames": audio.num_frames, "fps": audio.fps,
+              "audio_seconds": round(audio.seconds, 3), "silent_seconds": round(audio.silent_seconds, 3),
+              "size": [int(v) for v in shape], "sampling": settings.to_dict(), "generation_seconds": round(seconds, 1),
+              "frames_per_second": round(audio.num_frames / max(seconds, 1e-9), 3),
+              "write_seconds": round(time.perf_counter() - start, 1)}
+    if plot_path:
+        report["emotion_plot"] = os.path.abspath(plot_path)
+    return report
 
 
 def emotion_contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
@@ -174,7 +239,7 @@ def demo(args) -> dict:
 
     crops = torch.stack([photo.crop_tensor(), procedural.crop_tensor()])
     frames = pl.generate_frames(models.denoiser, crops, audio, psi, settings=settings, seed=args.seed,
-                                callback=report_progress)
+                                callback=report_progress, **pl.silence_handling(audio))
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
         video = apply_superres(frames[:, b], models, "head" if models.superres is not None else "lanczos2")
@@ -223,6 +288,12 @@ def main(argv=None) -> int:
     p.add_argument("--keyframes", default=None, help="an emotion timeline, e.g. '0:neutral:0, 1.5:happy:1, 3:sad:0.8'")
     p.add_argument("--superres", default="none", help="none, head (the checkpoint's SR head) or lanczos[scale]")
     p.add_argument("--paste-back", action="store_true", help="paste the face back into the full portrait")
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                   help=f"with --paste-back: the video's longest side in pixels; larger portraits are scaled down "
+                        f"(default {DEFAULT_MAX_SIDE}, 0 = the portrait's own size)")
+    p.add_argument("--plot", default=None,
+                   help="where to write the emotion-over-time plot (PNG), before sampling starts; default "
+                        "<out>.emotion.png beside the video, 'none' for no plot")
     p.add_argument("--face-index", type=int, default=0, help="which face, 0 = the largest")
     p.add_argument("--centre-crop", action="store_true", help="use a centre crop when no face is found")
     p.set_defaults(func=generate)

@@ -224,6 +224,14 @@ class AlignedCrop:
         """Crop coordinates -> original coordinates."""
         return apply_affine(self.inverse, points)
 
+    def for_resized_image(self, height: int, width: int) -> "AlignedCrop":
+        """The same crop of the original resized to ``width`` x ``height`` (e.g. a smaller paste-back output):
+        original coordinates scale by (width / W, height / H); crop coordinates and landmarks are unchanged."""
+        h, w = self.image_shape
+        to_image = np.diag([w / float(width), h / float(height)])          # resized -> original coordinates
+        m = np.concatenate([self.matrix[:, :2] @ to_image, self.matrix[:, 2:]], axis=1)
+        return AlignedCrop(m, invert_affine(m), self.size, (int(height), int(width)), self.landmarks)
+
     def resized(self, size: int) -> "AlignedCrop":
         """The same crop region at another crop resolution (e.g. a model output at 64 px of a 256 px crop)."""
         k = size / float(self.size)

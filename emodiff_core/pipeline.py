@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,12 +21,18 @@ import torch
 from . import audio as audio_mod
 from .config import AudioFeatureConfig
 from . import sampling
+from .guidance import ExpressionGuidance
 from .sampling import SamplingSettings
 from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
 from .emotions import EMOTIONS, NEUTRAL, emotion_index
 from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
 
 MAX_AUDIO_SECONDS = 600.0
+# Silence (see `silence_handling`): a video that starts silent first renders this long of silence and drops it;
+# a pause is left to the model for PAUSE_SETTLE_SECONDS (the mouth closes) before its frames are held.
+SILENT_START_LEAD_IN_SECONDS = 1.0
+PAUSE_SETTLE_SECONDS = 0.2
+HOLD_SEED_OFFSET = 7919         # held frames draw their (identical) noise from seed + this, not the main stream
 
 
 class PipelineError(ValueError):
@@ -115,13 +121,34 @@ def prepare_portrait(image, size: int, backend="auto", face_index: int = 0, allo
     return Portrait(rgb, landmarks, crop, aligned)
 
 
-def paste_back_frames(frames: torch.Tensor, portrait: Portrait, feather: float = 0.08, region: str = "face"):
-    """Generated crops [N, 3, S, S] in [0, 1] (any S) back into the full-resolution portrait, one frame at a
-    time: yields uint8 [H, W, 3]."""
+def paste_output_size(image_shape: Sequence[int], max_side: int = 0) -> Tuple[int, int]:
+    """(height, width) of pasted-back frames: the portrait's size, scaled down (aspect kept) so that its longer
+    side is at most ``max_side``; 0 = the original size. Never scales up."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if int(max_side) < 0:
+        raise PipelineError(f"max side {max_side} must be >= 0 (0 = the portrait's own size)")
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / float(max(h, w))
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+def paste_back_frames(frames: Iterable[torch.Tensor], portrait: Portrait, feather: float = 0.08,
+                      region: str = "face", max_side: int = 0) -> Iterator[np.ndarray]:
+    """Generated crops ([N, 3, S, S] in [0, 1], any S, or an iterable of [3, S, S]) back into the portrait, one
+    frame at a time: yields uint8 [H, W, 3] at `paste_output_size`(portrait, ``max_side``). Only the frame
+    being pasted is held at full size, so memory does not grow with the number of frames."""
+    import cv2
+
     from . import faces
 
-    crops = (frames.clamp(0, 1) * 255.0 + 0.5).byte().permute(0, 2, 3, 1).numpy()
-    return faces.paste_back(iter(crops), portrait.image, portrait.aligned, feather=feather, region=region)
+    h, w = paste_output_size(portrait.image.shape, max_side)
+    image, aligned = portrait.image, portrait.aligned
+    if (h, w) != tuple(image.shape[:2]):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        aligned = aligned.for_resized_image(h, w)
+    crops = ((f.clamp(0, 1) * 255.0 + 0.5).byte().permute(1, 2, 0).numpy() for f in frames)
+    return faces.paste_back(crops, image, aligned, feather=feather, region=region)
 
 
 # --------------------------------------------------------------------------- audio
@@ -131,6 +158,7 @@ class AudioFeatures:
     waveform: np.ndarray        # mono at config.sample_rate, trimmed to exactly N frames
     fps: float
     config: AudioFeatureConfig
+    silent: Optional[torch.Tensor] = None   # bool [N]: frames in a silent stretch (`audio.silent_frames`)
 
     @property
     def num_frames(self) -> int:
@@ -144,13 +172,53 @@ class AudioFeatures:
         """The first ``frames`` frames (features and the waveform that covers exactly them)."""
         n = max(0, min(int(frames), self.num_frames))
         keep = audio_mod.samples_for_frames(n, self.fps, self.config.sample_rate)
-        return AudioFeatures(self.features[:n], self.waveform[:keep], self.fps, self.config)
+        return AudioFeatures(self.features[:n], self.waveform[:keep], self.fps, self.config,
+                             None if self.silent is None else self.silent[:n])
+
+    @property
+    def silent_seconds(self) -> float:
+        return 0.0 if self.silent is None else float(self.silent.sum()) / self.fps
+
+
+def silent_start_lead_in(audio: AudioFeatures) -> int:
+    """Frames to generate and drop before frame 0 (`generate_frames`' ``lead_in``) when the audio starts with
+    silence: SILENT_START_LEAD_IN_SECONDS of it. Without them a silent start shows the model moving the
+    portrait's mouth to its own closed rest over the first second (measured on the demo model); 0 when the
+    audio starts with sound."""
+    if audio.silent is None or audio.num_frames == 0 or not bool(audio.silent[0]):
+        return 0
+    return int(round(SILENT_START_LEAD_IN_SECONDS * audio.fps))
+
+
+def silent_hold_frames(audio: AudioFeatures) -> Optional[torch.Tensor]:
+    """bool [N]: the frames `generate_frames` holds (``hold``): every silent frame, except the first
+    PAUSE_SETTLE_SECONDS of a pause after sound (there the model closes the mouth itself). None without a
+    silence mask."""
+    if audio.silent is None:
+        return None
+    silent = audio.silent.numpy().astype(bool)
+    hold = np.zeros(len(silent), bool)
+    settle = int(round(PAUSE_SETTLE_SECONDS * audio.fps))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        hold[start if start == 0 else start + settle: stop] = True
+    return torch.from_numpy(hold)
+
+
+def silence_handling(audio: AudioFeatures) -> dict:
+    """`generate_frames` options for the audio's silence: ``lead_in`` and ``hold`` (pass as ``**``)."""
+    return {"lead_in": silent_start_lead_in(audio), "hold": silent_hold_frames(audio)}
 
 
 def encode_audio(waveform: np.ndarray, sample_rate: int, fps: float, cfg: AudioFeatureConfig,
-                 max_seconds: float = MAX_AUDIO_SECONDS, allow_silence: bool = False) -> AudioFeatures:
+                 max_seconds: float = MAX_AUDIO_SECONDS) -> AudioFeatures:
     """Any rate and channel count -> 16 kHz mono -> per-frame features. The frame count follows the audio:
-    floor(duration * fps) frames, and the waveform is trimmed to exactly those frames."""
+    floor(duration * fps) frames, and the waveform is trimmed to exactly those frames.
+
+    Silence is valid input (a listening face, a pause): frames in a silent stretch (`audio.silent_frames`:
+    the whole clip, or pauses of 0.25 s and more) are marked in ``silent`` and get the features of digital
+    silence (`audio.silence_feature_value`), the input the model learned a closed, still mouth from, whatever
+    room noise the recording has there."""
     if not (1.0 <= float(fps) <= 120.0):
         raise PipelineError(f"fps {fps} is out of range; use 1 to 120 (30 is what the model was trained at)")
     mono = audio_mod.prepare_waveform(np.asarray(waveform), int(sample_rate), cfg.sample_rate)
@@ -162,12 +230,11 @@ def encode_audio(waveform: np.ndarray, sample_rate: int, fps: float, cfg: AudioF
     if n < 1:
         raise PipelineError(f"the audio is {seconds * 1000:.0f} ms long, shorter than one video frame at {fps:g} fps; "
                             "use a longer recording")
-    if audio_mod.is_silent(mono) and not allow_silence:
-        raise PipelineError("the audio is silent (its peak is below -80 dBFS), so there is nothing to lip-sync; "
-                            "check the file or the audio node feeding this one")
     mono = mono[: audio_mod.samples_for_frames(n, fps, cfg.sample_rate)]
     feats = audio_mod.frame_features(mono, fps, cfg, num_frames=n)
-    return AudioFeatures(torch.from_numpy(feats), mono, float(fps), cfg)
+    silent = audio_mod.silent_frames(mono, fps, cfg.sample_rate, n)
+    feats[silent] = audio_mod.silence_feature_value()
+    return AudioFeatures(torch.from_numpy(feats), mono, float(fps), cfg, torch.from_numpy(silent))
 
 
 # --------------------------------------------------------------------------- emotion
@@ -207,6 +274,13 @@ def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: floa
     The neutral and every target sequence come from the expression generator with the SAME noise z, so the
     differences e_j - e_n isolate the emotions.
     """
+    return emotion_expression_pair(generator, num_frames, spec, fps, seed)[0]
+
+
+@torch.no_grad()
+def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0):
+    """(psi, e_n): the per-frame expression vectors of `emotion_expressions` and the neutral sequence e_n they
+    were made from (the null condition of classifier-free guidance, `guidance.ExpressionGuidance`)."""
     if num_frames < 1:
         raise PipelineError("num_frames must be at least 1")
     weights = spec.weights(num_frames, fps)                       # [N, 8]
@@ -218,8 +292,8 @@ def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: floa
     seqs = generator(labels, num_frames, z=z.expand(len(labels), -1)).float().cpu()
     e_n = seqs[0]
     if not used:
-        return e_n
-    return blend_from_weights(e_n, seqs[1:], weights[:, used].float())
+        return e_n, e_n
+    return blend_from_weights(e_n, seqs[1:], weights[:, used].float()), e_n
 
 
 @dataclass
@@ -277,12 +351,23 @@ def _frames_to_model(frames: torch.Tensor) -> torch.Tensor:
     return frames * 2.0 - 1.0
 
 
+def _per_video(sequence: torch.Tensor, batch: int, frames: int, dims: int, what: str) -> torch.Tensor:
+    """[N, D] (shared by the batch) or [B, N, D] -> [B, N, D], checked."""
+    if sequence.dim() == 2:
+        sequence = sequence[None].expand(batch, -1, -1)
+    if tuple(sequence.shape) != (batch, frames, dims):
+        raise PipelineError(f"{what} must be [{batch}, {frames}, {dims}] (one vector per video frame), "
+                            f"got {list(sequence.shape)}")
+    return sequence
+
+
 @torch.no_grad()
 def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expression: torch.Tensor, *,
                     settings: SamplingSettings = sampling.DEFAULT, seed: int = 0,
                     callback: Optional[Callable[[FrameProgress], None]] = None, device=None,
                     dtype: Optional[torch.dtype] = None, cache_reference: bool = True,
-                    reinject_identity_every: int = 0) -> torch.Tensor:
+                    reinject_identity_every: int = 0, lead_in: int = 0, hold: Optional[torch.Tensor] = None,
+                    neutral_expression: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Autoregressive generation (section 3.4): frame i is sampled from noise conditioned on the identity
     crop, the motion frames x(i-2), x(i-1) (copies of the identity before the first frame, generated frames
     after), and the audio and expression windows i-n .. i+n.
@@ -299,6 +384,16 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         step, as a literal reading of the paper would; same result, much slower).
     :param reinject_identity_every: if > 0, the oldest motion frame is replaced by the identity crop every
         that many frames, against drift on long videos.
+    :param lead_in: frames generated before frame 0 on frame 0's conditions and dropped, so that the video
+        starts from the model's own rendering of those conditions rather than from the portrait (see
+        `silent_start_lead_in`); their denoising steps are reported to ``callback`` as frame 0's.
+    :param hold: bool [N], frames to hold (silence, `silent_hold_frames`): each is rendered from one rest state,
+        the frame generated just before the hold began (as both motion frames and the start-noise anchor),
+        with the same noise for every held frame, so only its own conditions (its expression: emotion,
+        blinks) change the face. Left free, the autoregression drifts in silence: on the demo model the
+        mouth and eyes wandered over seconds (benchmarks/README.md, silence).
+    :param neutral_expression: like ``expression``: the neutral sequence e_n it was made from (the second
+        value of `emotion_expression_pair`); needed, and only used, when ``settings.guidance`` is not 1.
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """
@@ -317,30 +412,47 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         raise PipelineError(f"the identity crop must be 3x{size}x{size} for this model, got {list(identity.shape[1:])}")
     batch = identity.shape[0]
     n = audio.num_frames
-    if expression.dim() == 2:
-        expression = expression[None].expand(batch, -1, -1)
-    if tuple(expression.shape) != (batch, n, cfg.expression_dim):
-        raise PipelineError(f"expression must be [{batch}, {n}, {cfg.expression_dim}] (one vector per video frame), "
-                            f"got {list(expression.shape)}")
+    expression = _per_video(expression, batch, n, cfg.expression_dim, "expression")
+    model = denoiser
+    if settings.guided:
+        if neutral_expression is None:
+            raise PipelineError(f"guidance {settings.guidance:g} needs the neutral expression sequence the emotion "
+                                "was made from (pipeline.emotion_expression_pair); set guidance to 1 without it")
+        neutral_expression = _per_video(neutral_expression, batch, n, cfg.expression_dim, "neutral expression")
+        model = ExpressionGuidance(denoiser, settings.guidance)
     process = settings.process_for(cfg.diffusion)
     ident = _frames_to_model(identity.to(device=device, dtype=dtype))
     reference = denoiser.reference_features(ident) if cache_reference else None
     audio_emb = denoiser.encode_audio(audio.features.to(device=device, dtype=dtype))       # [N, D], once
     expr = torch.stack([smooth_sequence(e.float(), cfg.expression_smoothing) for e in expression]).to(device, dtype)
+    neutral = (torch.stack([smooth_sequence(e.float(), cfg.expression_smoothing) for e in neutral_expression])
+               .to(device, dtype) if settings.guided else None)
     a_off, e_off = window_offsets(cfg.audio_window), window_offsets(cfg.expression_window)
     m_off = motion_offsets(cfg.n_motion_frames)
     recent: List[torch.Tensor] = []          # the last n_motion generated frames, on the device
     out = torch.empty(n, batch, 3, size, size)
     generator = torch.Generator().manual_seed(int(seed))
-    for i in range(n):
+    lead_in = max(0, int(lead_in))
+    held_frames = None if hold is None else torch.as_tensor(hold, dtype=torch.bool).reshape(-1)
+    if held_frames is not None and len(held_frames) != n:
+        raise PipelineError(f"hold must have one entry per video frame ({n}), got {len(held_frames)}")
+    rest = None                               # the rest state of the current hold, on the device
+    for j in range(n + lead_in):
+        i = max(0, j - lead_in)               # the frame whose conditions are used (lead-in frames: frame 0's)
+        held = held_frames is not None and j >= lead_in and bool(held_frames[i])
+        if not held:
+            rest = None
+        elif rest is None:
+            rest = recent[-1] if recent else ident
+        frame_generator = torch.Generator().manual_seed(int(seed) + HOLD_SEED_OFFSET) if held else generator
         # Motion frames through the shared window helper: virtual index v < n_motion is the identity.
-        virtual = window_indices(motion_centre(i, cfg.n_motion_frames), m_off, i + cfg.n_motion_frames)[0]
+        virtual = window_indices(motion_centre(j, cfg.n_motion_frames), m_off, j + cfg.n_motion_frames)[0]
         motion = []
         for v in virtual.tolist():
             k = v - cfg.n_motion_frames
-            use_identity = k < 0 or (reinject_identity_every and k == i - cfg.n_motion_frames
-                                     and i % reinject_identity_every == 0)
-            motion.append(ident if use_identity else recent[k - (i - len(recent))])
+            use_identity = k < 0 or (reinject_identity_every and k == j - cfg.n_motion_frames
+                                     and j % reinject_identity_every == 0)
+            motion.append(rest if held else ident if use_identity else recent[k - (j - len(recent))])
         cond = {
             "identity": ident,
             "motion": torch.stack(motion, dim=1),
@@ -348,6 +460,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
             "expression": expr[:, window_indices([i], e_off, n)[0].to(device)],
             "reference": reference,
         }
+        if neutral is not None:
+            cond["neutral_expression"] = neutral[:, window_indices([i], e_off, n)[0].to(device)]
 
         def step_callback(info, frame=i):
             if callback is not None and info.step < info.total - 1:
@@ -355,14 +469,16 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
 
         start = None
         if settings.anchored:
-            start = sampling.anchored_start(process, cond["motion"][:, -1] if cfg.n_motion_frames else ident, generator)
-        x = settings.run(process, denoiser, (batch, 3, size, size), cond, generator=generator, device=device,
+            anchor = rest if held else cond["motion"][:, -1] if cfg.n_motion_frames else ident
+            start = sampling.anchored_start(process, anchor, frame_generator)
+        x = settings.run(process, model, (batch, 3, size, size), cond, generator=frame_generator, device=device,
                          callback=step_callback, noise=start)
-        frame01 = ((x.float().clamp(-1, 1) + 1) / 2)
-        out[i] = frame01.cpu()
         recent.append(x.to(dtype))
         if len(recent) > cfg.n_motion_frames:
             recent.pop(0)
+        if j < lead_in:
+            continue
+        out[i] = ((x.float().clamp(-1, 1) + 1) / 2).cpu()
         if callback is not None:
             callback(FrameProgress(i, n, process.num_timesteps - 1, process.num_timesteps, out[i]))
     return out

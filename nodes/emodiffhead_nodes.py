@@ -17,6 +17,7 @@ from ..emodiff_core.atomic import atomic_output
 from ..emodiff_core.audio import samples_for_frames
 from ..emodiff_core.checkpoint import CheckpointError
 from ..emodiff_core.editing import MAX_INTENSITY, parse_blend
+from ..emodiff_core.emotion_plot import emotion_plot
 from ..emodiff_core.emotions import EMOTIONS
 from ..emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES, SamplingSettings
 from . import bridge
@@ -28,6 +29,10 @@ PORTRAIT = "EMODIFFHEAD_PORTRAIT"
 AUDIO_FEATURES = "EMODIFFHEAD_AUDIO"
 EXPRESSION = "EMODIFFHEAD_EXPRESSION"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Paste Back returns one IMAGE batch (float32, 12 bytes a pixel) that ComfyUI holds whole, so it cannot stream:
+# the output size is the only lever on memory. Default longest side 1280: 8 s at 30 fps of a 3:2 photo is
+# 3.1 GB; refused above MAX_PASTE_BYTES with the size that would fit.
+PASTE_MAX_SIDE = 1280
 MAX_PASTE_BYTES = 8 * 1024 ** 3
 
 
@@ -119,7 +124,8 @@ class EMOdiffheadAudioEncode:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (MODEL, {"tooltip": "The features follow the model's audio settings."}),
-            "audio": ("AUDIO", {"tooltip": "Speech: any sample rate and channel count (resampled to 16 kHz mono)."}),
+            "audio": ("AUDIO", {"tooltip": "Speech: any sample rate and channel count (resampled to 16 kHz mono). "
+                                           "Silence (all of it, or pauses of 0.25 s and more) gives a closed, still mouth."}),
             "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 0.01,
                               "tooltip": "Video frame rate. The model was trained at 30 fps."}),
         }}
@@ -136,9 +142,11 @@ class EMOdiffheadEmotionVector:
                    "neutral-to-target direction), or a blend, or a keyframed timeline.")
     CATEGORY = CATEGORY
     FUNCTION = "make"
-    RETURN_TYPES = (EXPRESSION,)
-    RETURN_NAMES = ("expression",)
-    OUTPUT_TOOLTIPS = ("Per-frame expression vectors (psi).",)
+    RETURN_TYPES = (EXPRESSION, "IMAGE")
+    RETURN_NAMES = ("expression", "emotion_plot")
+    OUTPUT_TOOLTIPS = ("Per-frame expression vectors (psi).",
+                       "The emotion over time: intensity of each emotion (y) against seconds (x), keyframes as dashed "
+                       "lines, silent stretches of the audio shaded. Connect to Preview Image to check it before sampling.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -165,7 +173,9 @@ class EMOdiffheadEmotionVector:
                    seed=seed)
         description = {"emotion": emotion, "intensity": float(intensity), "blend": blend.strip(),
                        "keyframes": keyframes.strip(), "seed": int(seed), "model": model.name}
-        return (pl.ExpressionTrack(psi, audio_features.fps, description),)
+        plot = emotion_plot(spec, audio_features.num_frames, audio_features.fps, silent=audio_features.silent)
+        plot_image = (torch.from_numpy(plot).float() / 255.0)[None].to(bridge.intermediate_device())
+        return (pl.ExpressionTrack(psi, audio_features.fps, description), plot_image)
 
 
 class EMOdiffheadSampler:
@@ -217,7 +227,8 @@ class EMOdiffheadSampler:
         try:
             frames = _run(pl.generate_frames, model.denoiser, portrait.crop_tensor(), audio_features, track.psi,
                           settings=settings, seed=seed, callback=callback, device=model.device, dtype=model.dtype,
-                          reinject_identity_every=reinject_identity_every)
+                          reinject_identity_every=reinject_identity_every,
+                          **pl.silence_handling(audio_features))
         finally:
             bridge.soft_empty_cache()
         elapsed = time.perf_counter() - start
@@ -274,12 +285,13 @@ class EMOdiffheadSuperResolve:
 
 
 class EMOdiffheadPasteBack:
-    DESCRIPTION = "Pastes the generated face crops back into the full-resolution portrait with a feathered mask."
+    DESCRIPTION = ("Pastes the generated face crops back into the portrait with a feathered mask, at the portrait's "
+                   "size or scaled down to max_side.")
     CATEGORY = CATEGORY
     FUNCTION = "paste"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("Full-resolution frames.",)
+    OUTPUT_TOOLTIPS = ("The portrait with the animated face, one frame per crop, longest side at most max_side.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -290,19 +302,28 @@ class EMOdiffheadPasteBack:
                                   "tooltip": "Width of the soft mask edge, as a fraction of the crop."}),
             "region": (["face", "crop"], {"default": "face",
                                           "tooltip": "face: blend only the face; crop: the whole crop square."}),
+            "max_side": ("INT", {"default": PASTE_MAX_SIDE, "min": 0, "max": 16384, "step": 16,
+                                 "tooltip": "Longest side of the output in pixels; larger portraits are scaled down "
+                                            "(0 = the portrait's own size). The frames are one IMAGE batch in memory "
+                                            "(12 bytes a pixel per frame), so this sets how much memory they take."}),
         }}
 
-    def paste(self, images, portrait, feather=0.08, region="face"):
+    def paste(self, images, portrait, feather=0.08, region="face", max_side=PASTE_MAX_SIDE):
         frames = bridge.image_to_frames(images)
-        h, w = portrait.image.shape[:2]
-        need = frames.shape[0] * h * w * 3 * 4
-        if need > MAX_PASTE_BYTES:
-            raise NodeError(f"pasting {frames.shape[0]} frames into a {w}x{h} portrait needs {need / 1024 ** 3:.1f} GB "
-                            "of memory; scale the portrait down first (e.g. ImageScale before Load Portrait) or "
-                            "use shorter audio")
-        out = torch.empty(frames.shape[0], h, w, 3)
-        progress = bridge.Progress(frames.shape[0])
-        for i, frame in enumerate(_run(pl.paste_back_frames, frames, portrait, feather=feather, region=region)):
+        n = frames.shape[0]
+        h, w = _run(pl.paste_output_size, portrait.image.shape, max_side)
+        need = n * h * w * 3 * 4
+        if need > MAX_PASTE_BYTES:         # before any work: the batch would not fit
+            fit = int(max(h, w) * (MAX_PASTE_BYTES / need) ** 0.5) // 16 * 16
+            advice = (f"set max_side to {fit} or less" if fit >= 64 else "use shorter audio") + \
+                " (or split the audio into parts)"
+            raise NodeError(f"pasting {n} frames at {w}x{h} needs {need / 1024 ** 3:.1f} GB of memory (ComfyUI holds "
+                            f"the whole IMAGE batch, 12 bytes a pixel); the limit is {MAX_PASTE_BYTES / 1024 ** 3:.1f} GB: "
+                            f"{advice}")
+        out = torch.empty(n, h, w, 3)
+        progress = bridge.Progress(n)
+        for i, frame in enumerate(_run(pl.paste_back_frames, frames, portrait, feather=feather, region=region,
+                                       max_side=max_side)):
             out[i] = torch.from_numpy(frame).float() / 255.0
             if i % 16 == 0:
                 bridge.check_interrupt()

@@ -113,3 +113,28 @@ def test_gpu_throughput_machinery_on_cpu(tmp_path, capsys):
     assert rc == 0, r
     assert set(r["modes"]) == {"fp32", "bf16"} and all(isinstance(r["fps"][m], NUM) for m in ("fp32", "bf16"))
     assert r["modes"]["bf16"]["first_frame_mean_abs_diff_vs_fp32"] < 0.5
+
+
+def test_memory_paste_back_mode_measures_the_command_line(tiny_bundle, tmp_path, capsys):
+    rc = memory.main(["--paste-back", "--json", "--checkpoint", tiny_bundle, "--seconds-list", "0.2,0.3",
+                      "--max-sides", "256", "--steps", "2", "--out-dir", str(tmp_path)])
+    r = _last_json(capsys)
+    assert rc == 0, r
+    assert [(run["seconds"], run["max_side"], run["size"]) for run in r["runs"]] == [(0.2, 256, [171, 256]),
+                                                                                    (0.3, 256, [171, 256])]
+    assert all(run["peak_rss_mb"] > 50 for run in r["runs"]) and isinstance(r["peak_ratio_longest_over_shortest"]["256"], NUM)
+    assert os.path.isfile(os.path.join(tmp_path, "memory_paste_back.json"))
+
+
+def test_silence_benchmark_reports_mouth_motion_per_case(tiny_bundle, tmp_path, capsys):
+    from benchmarks import silence
+
+    rc = silence.main(["--json", "--checkpoint", tiny_bundle, "--seconds", "0.5", "--seeds", "0", "--steps", "2",
+                       "--no-ablations", "--out-dir", str(tmp_path)])
+    r = _last_json(capsys)
+    assert rc == 0, r
+    assert set(r["cases"]) == {"speech", "silence", "room_tone"}
+    for case in r["cases"].values():
+        assert case["0"]["frames"] == 15 and isinstance(case["0"]["mouth_std"], NUM) and case["0"]["blinks"] >= 0
+    assert r["cases"]["silence"]["0"]["silent_seconds"] == 0.5 and r["cases"]["speech"]["0"]["silent_seconds"] < 0.5
+    assert isinstance(r["min_ratio_over_seeds"]["silence"], NUM) and isinstance(r["goal_met"], bool)

@@ -268,3 +268,15 @@ def test_fan_backend_loads_local_weights_without_network(face_alignment_module, 
         torch.set_num_threads(threads)
         torch.set_flush_denormal(False)
     del denormal
+
+
+def test_aligned_crop_for_a_resized_image_maps_the_same_points():
+    from emodiff_core.faces import AlignedCrop
+
+    aligned = AlignedCrop.from_params((3000.0, 2000.0), 900.0, 0.2, 64, (4000, 6000))
+    small = aligned.for_resized_image(1280, 1920)
+    points = np.array([[2800.0, 1900.0], [3300.0, 2250.0]])
+    scaled = points * np.array([1920 / 6000, 1280 / 4000])
+    assert np.allclose(small.to_crop(scaled), aligned.to_crop(points))
+    assert np.allclose(small.to_original(aligned.to_crop(points)), scaled)
+    assert small.image_shape == (1280, 1920) and small.size == aligned.size

@@ -101,8 +101,9 @@ def test_the_nodes_chain_into_a_video(comfy, astronaut):
     assert crop.shape == (1, 32, 32, 3)
     feats, count, audio = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
     assert count == 9 and audio["sample_rate"] == 44100 and audio["waveform"].shape == (1, 2, 13230)
-    expr, = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "happy", 0.8, 1)
+    expr, plot = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "happy", 0.8, 1)
     assert expr.psi.shape == (9, 50)
+    assert plot.shape == (1, 240, 640, 3) and 0.0 <= plot.min() and plot.max() <= 1.0
     comfy.progress.clear()
     checks_before = comfy.checks
     images, fps, audio_out = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, Sampler.DDIM.value, 0,
@@ -119,7 +120,15 @@ def test_the_nodes_chain_into_a_video(comfy, astronaut):
     twice, = _node(comfy, "EMOdiffheadSuperResolve").upscale(images, "lanczos", 2.0, repeat=2)
     assert twice.shape == (9, 128, 128, 3)
     full, = _node(comfy, "EMOdiffheadPasteBack").paste(up, portrait, 0.08, "face")
-    assert full.shape == (9, 512, 512, 3)
+    assert full.shape == (9, 512, 512, 3)          # smaller than the default max_side: the portrait's own size
+    half, = _node(comfy, "EMOdiffheadPasteBack").paste(up, portrait, 0.08, "face", max_side=256)
+    assert half.shape == (9, 256, 256, 3)
+    import cv2
+
+    def thumb(img):                            # both at 64 px: a misplaced face would differ locally
+        return cv2.resize(img.numpy(), (64, 64), interpolation=cv2.INTER_AREA)
+
+    assert np.abs(thumb(half[0]) - thumb(full[0])).max() < 0.05                   # the same picture, smaller
     # outside the face, the pasted frames are the portrait itself
     assert torch.allclose(full[0, :20, :20], _image(astronaut)[0, :20, :20], atol=1 / 255)
     ui = _node(comfy, "EMOdiffheadSaveExpression").save(expr, "emodiffhead/test")
@@ -140,7 +149,7 @@ def test_cancel_stops_within_one_denoising_step(comfy, astronaut):
     model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
     portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
     feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
-    expr, = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "sad", 1.0, 0)
+    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "sad", 1.0, 0)
     forwards = []
     hook = model.denoiser.register_forward_hook(lambda *a: forwards.append(1))
     comfy.checks = 0
@@ -185,24 +194,33 @@ def test_portrait_options(comfy, astronaut):
     assert crop_big.shape == (1, 32, 32, 3) and portrait_big.image.shape == (4000, 6000, 3)
     module = sys.modules[type(_node(comfy, "EMOdiffheadPasteBack")).__module__]
     frames = torch.rand(3, 32, 32, 3)
-    with pytest.raises(module.NodeError, match="needs .* GB"):
-        old, module.MAX_PASTE_BYTES = module.MAX_PASTE_BYTES, 100 * 1024 ** 2
-        try:
-            _node(comfy, "EMOdiffheadPasteBack").paste(frames, portrait_big)
-        finally:
-            module.MAX_PASTE_BYTES = old
+    # the default output size keeps a 24 MP portrait's frames small: longest side 1280
+    scaled, = _node(comfy, "EMOdiffheadPasteBack").paste(frames, portrait_big)
+    assert scaled.shape == (3, 853, 1280, 3)
+    # the original size on request; over the limit it is refused before any work, with a max_side that fits
+    old, module.MAX_PASTE_BYTES = module.MAX_PASTE_BYTES, 100 * 1024 ** 2
+    try:
+        with pytest.raises(module.NodeError, match=r"3 frames at 6000x4000 needs 0.8 GB .* set max_side to (\d+)") as info:
+            _node(comfy, "EMOdiffheadPasteBack").paste(frames, portrait_big, max_side=0)
+        import re
+
+        fit = int(re.search(r"set max_side to (\d+)", str(info.value)).group(1))
+        fitted, = _node(comfy, "EMOdiffheadPasteBack").paste(frames, portrait_big, max_side=fit)
+        assert max(fitted.shape[1:3]) == fit and fitted.numel() * 4 <= module.MAX_PASTE_BYTES
+    finally:
+        module.MAX_PASTE_BYTES = old
 
 
 def test_bad_audio_emotion_and_checkpoints(comfy):
     err = _node_error()
     model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")
     enc = _node(comfy, "EMOdiffheadAudioEncode")
-    silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
     empty = {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}
-    with pytest.raises(err, match="silent"):
-        enc.encode(model, silent, 30.0)
+    blip = {"waveform": torch.full((1, 1, 160), 0.1), "sample_rate": 16000}       # 10 ms
     with pytest.raises(err, match="empty"):
         enc.encode(model, empty, 30.0)
+    with pytest.raises(err, match="shorter than one video frame"):
+        enc.encode(model, blip, 30.0)
     with pytest.raises(err, match="AUDIO"):
         enc.encode(model, {"samples": 1}, 30.0)
     feats, count, _ = enc.encode(model, _speech_audio(0.1, 16000, 1), 30.0)
@@ -254,3 +272,19 @@ def test_bad_audio_emotion_and_checkpoints(comfy):
     sr = _node(comfy, "EMOdiffheadSuperResolve")
     with pytest.raises(err, match="UPSCALE_MODEL"):
         sr.upscale(torch.rand(1, 8, 8, 3), "upscale_model")
+
+
+def test_silence_gives_frames_and_a_shaded_plot(comfy, astronaut):
+    """Silent audio is a listening face: Audio Encode, Emotion Vector and the Sampler all accept it."""
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")
+    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
+    silent = {"waveform": torch.zeros(1, 2, 22050 // 5), "sample_rate": 22050}          # 0.2 s, stereo
+    feats, count, audio = _node(comfy, "EMOdiffheadAudioEncode").encode(model, silent, 30.0)
+    assert count == 6 and bool(feats.silent.all())
+    expr, plot = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "sad", 1.0, 0)
+    from emodiff_core.emotion_plot import SILENCE_COLOUR
+
+    shade = torch.tensor(SILENCE_COLOUR, dtype=torch.float32) / 255.0
+    assert ((plot[0] - shade).abs().max(dim=-1).values < 1e-3).any()           # the silent stretch is shaded
+    images, fps, _ = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 2, "ddim", 0, audio=audio)
+    assert images.shape == (6, 32, 32, 3) and fps == 30.0

@@ -34,9 +34,8 @@ def test_encode_audio_counts_frames_and_trims():
     assert len(a.waveform) == 16000 and a.seconds == pytest.approx(1.0)
     short = pl.encode_audio(_speech(0.1), 22050, 25, cfg)
     assert short.num_frames == 2
-    for bad, message in ((np.zeros(22050, np.float32), "silent"), (np.zeros(100, np.float32), "shorter than one")):
-        with pytest.raises(pl.PipelineError, match=message):
-            pl.encode_audio(bad, 22050, 30, cfg)
+    with pytest.raises(pl.PipelineError, match="shorter than one"):      # silence is valid: see test_silence.py
+        pl.encode_audio(np.zeros(100, np.float32), 22050, 30, cfg)
     with pytest.raises(pl.PipelineError, match="minutes"):
         pl.encode_audio(_speech(2.0), 22050, 30, cfg, max_seconds=1.0)
 

@@ -127,17 +127,23 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
     from training.configfile import ModelSection
     from training.train_denoiser import DenoiserTrainingConfig
     from training.train_generator import GeneratorTrainingConfig
+    from training.train_judge import JudgeTrainingConfig
     from training.train_regressor import RegressorTrainingConfig
     from training.train_superres import SuperResTrainingConfig
 
     schemas = {"denoiser": (DenoiserTrainingConfig, "denoiser"), "generator": (GeneratorTrainingConfig, "expression"),
-               "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres")}
+               "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
+               "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert len(names) == 8
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 11
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
         model = cfg.model.build(kind, name)
+        if name == "denoiser_emotion.json":                   # the emotion fine-tune adds the spatial map
+            assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
+            assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
+            continue
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
     # the shipped sizes of the former literal model sections are the presets now
     assert core.preset("superres", "demo") == core.SuperResConfig(scale=2, channels=32, num_blocks=4)

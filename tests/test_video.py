@@ -129,3 +129,11 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
     with pytest.raises(VideoError):
         write_mp4(path, frames, 30)
     assert len(read_video(path).frames) == 3
+
+
+def test_encoder_lookahead_is_shortened_for_huge_frames():
+    from emodiff_core.video import DEFAULT_LOOKAHEAD, MIN_LOOKAHEAD, encoder_lookahead
+
+    assert encoder_lookahead(1920, 1080) == DEFAULT_LOOKAHEAD        # ordinary video: x264's own default
+    assert encoder_lookahead(6000, 4000) == 11                       # 24 MP: ~768 MB of lookahead frames
+    assert encoder_lookahead(20000, 20000) == MIN_LOOKAHEAD

@@ -33,6 +33,8 @@ def _train(args) -> int:
         from .train_generator import train
     elif args.model == "superres":
         from .train_superres import train
+    elif args.model == "judge":
+        from .train_judge import train
     else:
         from .train_regressor import train
     extra = {}
@@ -58,13 +60,15 @@ def _prepare(args) -> int:
 def _evaluate(args) -> int:
     from emodiff_core.sampling import SamplingSettings
 
-    from .evaluate import evaluate
+    from .evaluate import default_judge, evaluate
 
     settings = SamplingSettings(args.sampler, args.steps, args.start_noise)   # a bad combination fails here
     report = evaluate(args.checkpoints, args.data, split=args.split, max_clips=args.max_clips,
                       settings=settings, seed=args.seed, videos=args.videos,
                       video_frames=args.video_frames, deca=args.deca, lpips_lin=args.lpips_lin,
-                      lpips_backbone=args.lpips_backbone, inception=args.inception, i3d=args.i3d)
+                      lpips_backbone=args.lpips_backbone, inception=args.inception, i3d=args.i3d,
+                      judge=args.judge or default_judge(args.checkpoints),
+                      control_identities=args.control_identities, control_frames=args.control_frames)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -80,7 +84,7 @@ def _export(args) -> int:
 def main(argv=None) -> int:
     from emodiff_core.sampling import NAMES as SAMPLER_NAMES
 
-    from .evaluate import SINGLE_FRAME_SETTINGS
+    from .evaluate import CONTROL_FRAMES, CONTROL_SETTLE, SINGLE_FRAME_SETTINGS
 
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,10 +120,10 @@ def main(argv=None) -> int:
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train one model",
-                       description="Train the expression generator (GAN), the denoiser, the super-resolution head or "
-                                   "the expression regressor. Writes log.csv, samples/, state.safetensors (for "
-                                   "--resume) and the exported <model>.safetensors into --out.")
-    p.add_argument("model", choices=("generator", "denoiser", "superres", "regressor"))
+                       description="Train the expression generator (GAN), the denoiser, the super-resolution head, "
+                                   "the expression regressor or the emotion judge. Writes log.csv, samples/, "
+                                   "state.safetensors (for --resume) and the exported <model>.safetensors into --out.")
+    p.add_argument("model", choices=("generator", "denoiser", "superres", "regressor", "judge"))
     p.add_argument("--config", required=True, help="JSON config (see training/configs/)")
     p.add_argument("--data", required=True, help="clip dataset folder")
     p.add_argument("--out", required=True, help="run folder")
@@ -135,7 +139,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("evaluate", help="measure checkpoints on a data split",
                        description="Regressor psi error, generator emotion accuracy, denoiser single-frame PSNR/SSIM "
-                                   "with ground-truth motion frames, and more (see training/README.md).")
+                                   "with ground-truth motion frames, the emotion judge's accuracy and the emotion "
+                                   "control of generated videos, and more (see training/README.md).")
     p.add_argument("--checkpoints", required=True, help="folder of exported .safetensors checkpoints")
     p.add_argument("--data", required=True, help="clip dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate (default test: held-out identities)")
@@ -157,6 +162,16 @@ def main(argv=None) -> int:
     p.add_argument("--lpips-backbone", default=None, help="LPIPS backbone (AlexNet/VGG) weights (for LIE)")
     p.add_argument("--inception", default=None, help="Inception-v3 weights (for FID)")
     p.add_argument("--i3d", default=None, help="I3D weights (for FVD)")
+    p.add_argument("--judge", default=None,
+                   help="emotion judge checkpoint (python -m training train judge) for the judge's accuracy and the "
+                        "emotion-control report (default: the one in --checkpoints, else the shipped "
+                        "checkpoints/emotion_judge.safetensors if present)")
+    p.add_argument("--control-identities", type=int, default=4,
+                   help="emotion control: held-out identities, each with videos of 8 emotions x 5 intensities "
+                        "(0 skips it; default 4)")
+    p.add_argument("--control-frames", type=int, default=CONTROL_FRAMES,
+                   help=f"emotion control: frames per video, the first {CONTROL_SETTLE} not judged "
+                        f"(default {CONTROL_FRAMES})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)

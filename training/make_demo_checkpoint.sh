@@ -7,17 +7,34 @@ PY=${PY:-python}
 DATA=${DATA:-../emodiffhead-data}
 RUNS=${RUNS:-../emodiffhead-runs}
 
+# the regressor and the emotion judge need many faces to generalise to unseen ones: 1024 identities (768 in the
+# train split; the test identities are the same people as corpus64's, index mod 8 = 7, and are never trained on)
+wide_corpus() {
+    $PY -m training corpus --out "$DATA/corpus64_wide" --clips 1024 --identities 1024 --seed 0 --size 64 --workers 2
+}
+# checkpoints/emotion_judge.safetensors, the classifier `evaluate` judges generated emotions with (not part of the
+# bundle). `training/make_demo_checkpoint.sh judge` retrains only it; after a change of the corpus generator give
+# new DATA and RUNS folders (clips and runs already there are kept and resumed, not redone).
+train_judge() {
+    $PY -m training train judge --config training/configs/judge_demo.json --data "$DATA/corpus64_wide" --out "$RUNS/judge" --resume
+    cp "$RUNS/judge/emotion_judge.safetensors" checkpoints/emotion_judge.safetensors
+}
+if [ "${1:-all}" = judge ]; then
+    wide_corpus
+    train_judge
+    exit 0
+fi
+
 $PY -m training corpus --out "$DATA/corpus64" --clips 960 --identities 64 --seed 0 --size 64 --workers 2 --contact-sheet
 $PY -m training corpus --out "$DATA/corpus128" --clips 160 --identities 64 --seed 0 --size 128 --workers 2
-# the regressor needs many faces to generalise to unseen ones: 1024 identities (768 in the train split; the
-# test identities are the same people as corpus64's, index mod 8 = 7, and are never trained on)
-$PY -m training corpus --out "$DATA/corpus64_wide" --clips 1024 --identities 1024 --seed 0 --size 64 --workers 2
+wide_corpus
 # The shipped denoiser and regressor are the step-6500 and step-2500 checkpoints of 12000- and 4000-step
 # schedules (see checkpoints/MODEL_CARD.md); --stop-after reproduces exactly that. Drop it to train fully.
 $PY -m training train generator --config training/configs/generator_demo.json --data "$DATA/corpus64" --out "$RUNS/generator" --resume
 $PY -m training train denoiser --config training/configs/denoiser_demo.json --data "$DATA/corpus64" --out "$RUNS/denoiser" --resume --stop-after 6500
 $PY -m training train regressor --config training/configs/regressor_demo.json --data "$DATA/corpus64_wide" --out "$RUNS/regressor" --resume --stop-after 2500
 $PY -m training train superres --config training/configs/superres_demo.json --data "$DATA/corpus128" --out "$RUNS/superres" --resume
+train_judge
 $PY -m training export "$RUNS/denoiser/denoiser.safetensors" "$RUNS/generator/expression_generator.safetensors" \
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
     --card checkpoints/MODEL_CARD.md --out checkpoints/emodiffhead_demo.safetensors

@@ -32,18 +32,19 @@ WIDGETS = {
     "EMOdiffheadEmotionVector": ["emotion", "intensity", "seed+control", "blend", "keyframes"],
     "EMOdiffheadSampler": ["steps", "sampler", "seed+control", "reinject_identity_every", "start_noise"],
     "EMOdiffheadSuperResolve": ["method", "lanczos_scale", "repeat"],
-    "EMOdiffheadPasteBack": ["feather", "region"],
+    "EMOdiffheadPasteBack": ["feather", "region", "max_side"],
     "LoadImage": ["image", "upload=image"],
     "LoadAudio": ["audio", "audioUI=None", "upload=None"],
     "CreateVideo": ["fps"],
     "SaveVideo": ["filename_prefix", "format", "format.codec"],
     "ImageStitch": ["direction", "match_image_size", "spacing_width", "spacing_color"],
+    "PreviewImage": [],
 }
 OUTPUTS = {
     "LoadEMOdiffheadModel": [("model", "EMODIFFHEAD_MODEL")],
     "EMOdiffheadLoadPortrait": [("portrait", "EMODIFFHEAD_PORTRAIT"), ("aligned_crop", "IMAGE")],
     "EMOdiffheadAudioEncode": [("audio_features", "EMODIFFHEAD_AUDIO"), ("frame_count", "INT"), ("audio", "AUDIO")],
-    "EMOdiffheadEmotionVector": [("expression", "EMODIFFHEAD_EXPRESSION")],
+    "EMOdiffheadEmotionVector": [("expression", "EMODIFFHEAD_EXPRESSION"), ("emotion_plot", "IMAGE")],
     "EMOdiffheadSampler": [("images", "IMAGE"), ("fps", "FLOAT"), ("audio", "AUDIO")],
     "EMOdiffheadSuperResolve": [("images", "IMAGE")],
     "EMOdiffheadPasteBack": [("images", "IMAGE")],
@@ -52,6 +53,7 @@ OUTPUTS = {
     "CreateVideo": [("VIDEO", "VIDEO")],
     "SaveVideo": [("video", "VIDEO")],
     "ImageStitch": [("IMAGE", "IMAGE")],
+    "PreviewImage": [],
 }
 LINKED_WIDGET_VALUES = {("CreateVideo", "fps"): 30.0}
 INPUT_TYPES = {"model": "EMODIFFHEAD_MODEL", "portrait": "EMODIFFHEAD_PORTRAIT", "audio_features": "EMODIFFHEAD_AUDIO",
@@ -199,6 +201,7 @@ def keyframes() -> Graph:
     g.add("EMOdiffheadSaveExpression", (1080, 400), expression=(expr, 0), filename_prefix="emodiffhead/timeline")
     sr = _superres(g, model, samp, repeat=1)
     _save(g, sr, samp, "emodiffhead/keyframes", (1800, 0))
+    g.add("PreviewImage", (720, 560), images=(expr, 1))          # the emotion curve (added last: ids stay stable)
     return g
 
 
@@ -208,7 +211,8 @@ def paste_back() -> Graph:
     expr = _emotion(g, model, feats, (720, 300))
     samp = _sampler(g, model, portrait, feats, expr, (1080, 0))
     sr = _superres(g, model, samp, repeat=2)
-    full = g.add("EMOdiffheadPasteBack", (1800, 0), images=(sr, 0), portrait=(portrait, 0), feather=0.08, region="face")
+    full = g.add("EMOdiffheadPasteBack", (1800, 0), images=(sr, 0), portrait=(portrait, 0), feather=0.08, region="face",
+                 max_side=1280)
     _save(g, full, samp, "emodiffhead/paste_back", (2160, 0))
     return g
 

@@ -1,0 +1,284 @@
+"""What makes the denoiser read its expression input: psi standardisation, the emotion-region loss,
+classifier-free guidance on the expression, and the probes that measure it."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from emodiff_core import config as C
+from emodiff_core import pipeline as pl
+from emodiff_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
+from emodiff_core.diffusion.losses import emotion_region_mask
+from emodiff_core.guidance import ExpressionGuidance
+from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+from emodiff_core.sampling import SamplingError, SamplingSettings
+from training.probes import emotion_probes
+
+TINY = C.DENOISER_PRESETS["tiny"]
+
+
+def _tiny(cfg=TINY, seed=0):
+    torch.manual_seed(seed)
+    den = EMOdiffheadDenoiser(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():      # the conditional projections start at zero: give every path some weight
+        for p in den.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return den
+
+
+def _inputs(cfg=TINY, batch=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    s, w = cfg.image_size, 2 * cfg.expression_window + 1
+    return {"identity": torch.rand(batch, 3, s, s, generator=g) * 2 - 1,
+            "motion": torch.rand(batch, cfg.n_motion_frames, 3, s, s, generator=g) * 2 - 1,
+            "audio_emb": torch.randn(batch, 2 * cfg.audio_window + 1, cfg.audio_dim, generator=g),
+            "expression": torch.randn(batch, w, cfg.expression_dim, generator=g)}
+
+
+# --------------------------------------------------------------------------- psi standardisation
+def test_standardised_psi_is_in_the_config_and_a_zero_scale_drops_a_component():
+    mean = tuple(float(v) for v in np.linspace(-1, 1, 50))
+    scale = tuple([2.0] * 13 + [0.0] * 37)
+    cfg = dataclasses.replace(TINY, expression_mean=mean, expression_scale=scale)
+    den = _tiny(cfg)
+    psi = torch.randn(3, 50)
+    assert torch.allclose(den.unet.condition_expression(psi), (psi - torch.tensor(mean)) * torch.tensor(scale))
+    x = _inputs(cfg)
+    t = torch.tensor([10, 50])
+    with torch.no_grad():
+        a = den(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), t, **x)
+        moved = dict(x, expression=x["expression"].clone())
+        moved["expression"][..., 20:] += 5.0                 # dropped components: no effect
+        b = den(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), t, **moved)
+        moved["expression"][..., 2] += 1.0                   # a kept one: an effect
+        c = den(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), t, **moved)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    # statistics are config, not weights: the state dict is unchanged, so older checkpoints load into it
+    assert set(den.state_dict()) == set(_tiny().state_dict())
+    # a config written before these fields existed reads as raw psi; a malformed one is refused
+    old = C.to_dict(TINY)
+    del old["expression_mean"], old["expression_scale"]
+    assert C.from_dict(C.DenoiserConfig, old).expression_scale == ()
+    with pytest.raises(C.ConfigError, match="both be empty or both have 50"):
+        C.from_dict(C.DenoiserConfig, dict(C.to_dict(TINY), expression_mean=[0.0] * 3, expression_scale=[1.0] * 3))
+    with pytest.raises(C.ConfigError, match=">= 0"):
+        C.from_dict(C.DenoiserConfig, dict(C.to_dict(TINY), expression_mean=[0.0] * 50, expression_scale=[-1.0] * 50))
+
+
+def test_the_spatial_expression_map_starts_as_a_no_op_and_learns_where():
+    cfg = dataclasses.replace(TINY, expression_spatial=4)
+    plain, spatial = _tiny(), EMOdiffheadDenoiser(cfg)     # a "trained" model, fine-tuned with the map added
+    missing = spatial.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("unet.expression_spatial") for k in missing)
+    x = _inputs(cfg)
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 50])
+    with torch.no_grad():
+        assert torch.equal(plain(x_t, t, **x), spatial(x_t, t, **x))       # zero-initialised projection
+    out = spatial(x_t, t, **x)
+    out.square().mean().backward()
+    assert spatial.unet.expression_spatial_proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        spatial.unet.expression_spatial_proj.weight.normal_(0, 0.1)
+        moved = dict(x, expression=x["expression"] + 1.0)
+        assert not torch.allclose(spatial(x_t, t, **x), spatial(x_t, t, **moved))
+
+
+# --------------------------------------------------------------------------- emotion-region loss
+def test_emotion_region_mask_and_loss_term():
+    target = torch.zeros(1, 3, 8, 8)
+    twin = target.clone()
+    twin[0, 1, 3, 4] = 0.5                                  # one pixel differs in one channel
+    mask = emotion_region_mask(target, twin, grow=1)
+    assert mask.shape == (1, 1, 8, 8) and mask.sum() == 9 and mask[0, 0, 2:5, 3:6].min() == 1
+    assert emotion_region_mask(target, twin, grow=0).sum() == 1
+    assert emotion_region_mask(target, target + 0.001).sum() == 0       # below the threshold
+    d = GaussianDiffusion.from_config(TINY.diffusion)
+
+    def model(x, t, **cond):
+        return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+    noise = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain = hybrid_loss(d, model, target, torch.tensor([5]), {}, LossWeights(), noise=noise)
+    weighted = hybrid_loss(d, model, target, torch.tensor([5]), {}, LossWeights(emotion=9.0), noise=noise,
+                           emotion_mask=mask)
+    expected = float((noise ** 2 * mask).sum() / (mask.sum() * 3))
+    assert weighted["emotion"].item() == pytest.approx(expected, rel=1e-5)
+    assert weighted["loss"].item() == pytest.approx(plain["loss"].item() + 9.0 * expected, rel=1e-5)
+    # loss sections written before the emotion weight existed mean "off"
+    assert C.from_dict(LossWeights, {"vlb": 0.001, "lip": 0.2, "eye": 0.1}).emotion == 0.0
+
+
+# --------------------------------------------------------------------------- guidance
+def test_expression_guidance_is_the_cfg_combination_in_one_batch():
+    den = _tiny()
+    x = _inputs()
+    neutral = torch.randn(x["expression"].shape, generator=torch.Generator().manual_seed(5))
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([30, 60])
+    with torch.no_grad():
+        cond = den(x_t, t, **x)
+        uncond = den(x_t, t, **dict(x, expression=neutral))
+        for w in (0.0, 1.0, 3.0):
+            guided = ExpressionGuidance(den, w)(x_t, t, **x, neutral_expression=neutral)
+            assert torch.allclose(guided[:, :3], uncond[:, :3] + w * (cond[:, :3] - uncond[:, :3]), atol=1e-5)
+            assert torch.allclose(guided[:, 3:], cond[:, 3:], atol=1e-5)      # variance of the conditional pass
+
+
+def test_generate_frames_with_guidance():
+    den = _tiny()
+    gen = ExpressionGenerator(C.EXPRESSION_PRESETS["tiny"]).eval()
+    t = np.arange(int(0.1 * 16000)) / 16000
+    audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, 30, TINY.audio)
+    psi, e_n = pl.emotion_expression_pair(gen, audio.num_frames, pl.EmotionSpec("happy", 1.0), seed=1)
+    assert torch.equal(psi, pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec("happy", 1.0), seed=1))
+    identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(3))
+    plain = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3), seed=4)
+    one = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, guidance=1.0), seed=4,
+                             neutral_expression=e_n)
+    three = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, guidance=3.0), seed=4,
+                               neutral_expression=e_n)
+    assert torch.equal(plain, one) and not torch.allclose(plain, three)
+    with pytest.raises(pl.PipelineError, match="neutral expression"):
+        pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, guidance=2.0))
+    s = SamplingSettings(guidance=2.5)
+    assert s.guided and s.label == "ddim10@0.5g2.5" and SamplingSettings.parse(s.label) == s
+    with pytest.raises(SamplingError, match="guidance"):
+        SamplingSettings(guidance=-1.0)
+
+
+# --------------------------------------------------------------------------- probes
+def _twin_batch(cfg=TINY, batch=3):
+    x = _inputs(cfg, batch)
+    g = torch.Generator().manual_seed(9)
+    twin = torch.rand(batch, 3, 32, 32, generator=g) * 2 - 1
+    emotion = torch.zeros_like(twin)
+    emotion[:, :, 8:14, 10:22] = 0.4                         # the emotion: a brighter band
+    return {"x0": (twin + emotion).clamp(-1, 1), "twin": twin, "identity": x["identity"], "motion": x["motion"],
+            "audio": torch.randn(batch, 2 * cfg.audio_window + 1, cfg.audio.n_mels, cfg.audio.context, generator=g),
+            "expression": x["expression"], "neutral_expression": x["expression"] * 0.0}
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts x0 = the target when given the target's psi and = the twin when given neutral psi: a model that
+    renders the emotion from psi alone (response 1) or, with ``reads_psi`` False, never (response 0)."""
+
+    def __init__(self, batch, diffusion, reads_psi=True):
+        super().__init__()
+        self.batch, self.d, self.reads_psi = batch, diffusion, reads_psi
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def encode_audio(self, features):
+        return torch.zeros(features.shape[0], features.shape[1], TINY.audio_dim)
+
+    def reference_features(self, identity):
+        return {}
+
+    def forward(self, x_t, t, **cond):
+        emotional = self.reads_psi and bool(cond["expression"].abs().sum() > 0)
+        target = self.batch["x0"] if emotional else self.batch["twin"]
+        idx = torch.tensor([int(np.searchsorted(self.d.timestep_map, int(t[0])))] * len(t))
+        abar = self.d.extract(self.d.alphas_cumprod, idx, x_t)
+        eps = (x_t - abar.sqrt() * target) / (1 - abar).sqrt()
+        return torch.cat([eps, torch.zeros_like(eps)], 1)
+
+
+def test_probes_read_one_for_a_model_that_renders_psi_and_zero_for_one_that_ignores_it():
+    d = GaussianDiffusion.from_config(TINY.diffusion)
+    batch = _twin_batch()
+    reads = emotion_probes(_Oracle(batch, d, True), d, batch)
+    ignores = emotion_probes(_Oracle(batch, d, False), d, batch)
+    for level in (0.2, 0.4, 0.6):
+        assert reads[f"x0_response_{level:g}"] == pytest.approx(1.0, abs=1e-4)
+        assert ignores[f"x0_response_{level:g}"] == pytest.approx(0.0, abs=1e-6)
+    assert reads["swap_loss"] > 0 and reads["swap_loss_mask"] > reads["swap_loss"]
+    assert ignores["swap_loss"] == pytest.approx(0.0, abs=1e-6)
+    # a real (tiny, random) denoiser: finite numbers, and it leaves the model in the mode it found
+    den = _tiny().train()
+    out = emotion_probes(den, d, batch)
+    assert den.training and all(np.isfinite(v) for v in out.values())
+    with pytest.raises(ValueError, match="missing twin"):
+        emotion_probes(den, d, {k: v for k, v in batch.items() if k != "twin"})
+
+
+# --------------------------------------------------------------------------- twins in the data loader, training
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from training.corpus import generate_corpus
+
+    out = str(tmp_path_factory.mktemp("twin_corpus"))
+    generate_corpus(out, clips=8, seed=5, size=64, identities=8)
+    return out
+
+
+def test_twin_examples_keep_the_emotion_in_psi_only(corpus):
+    from training.data import DenoiserData, TwinOptions
+
+    cfg = dataclasses.replace(C.DENOISER_PRESETS["demo"])
+    data = DenoiserData(corpus, cfg, "train", twins=TwinOptions(share=1.0, target_share=0.0))
+    assert data.has_twins
+    emotional = next(i for i, c in enumerate(data.clips) if c.meta["emotion"] != "neutral" and c.twins is not None)
+    c = data.clips[emotional]
+    frame = int(np.argmax(c.twins.onset))
+    item = data.twin_sample(emotional, frame, 0, np.random.default_rng(0))
+    neutral_identity, _ = c.twins.render(c.twins.neutral_psi[[0]], [0])
+    assert torch.equal(item["identity"], neutral_identity[0])                  # identity from the neutral twin
+    assert torch.equal(item["x0"], c.frames[frame].float() / 127.5 - 1.0)      # the clip's own target
+    assert item["emotion_mask"].sum() > 0                                      # where the emotion shows
+    neutral_frame, _ = c.twins.render(c.twins.neutral_psi[[frame]], [frame])
+    outside = item["emotion_mask"][0] == 0
+    assert torch.allclose(item["x0"][:, outside], neutral_frame[0][:, outside], atol=2.0 / 127.5 + 1e-6)
+    assert not torch.equal(item["expression"], item["neutral_expression"])
+    # a twin target carries that twin's psi: the neutral twin target has the neutral window
+    rng = np.random.default_rng(3)
+    targets = [data.twin_sample(emotional, frame, 0, rng, target_twin=True) for _ in range(6)]
+    assert any(torch.equal(t["expression"], t["neutral_expression"]) for t in targets)
+    batch = data.batch(np.random.default_rng(1), 4)
+    assert set(batch) >= {"neutral_expression", "emotion_mask"} and batch["emotion_mask"].shape == (4, 1, 64, 64)
+    probe = data.probe_batch(np.random.default_rng(2), 3)
+    assert probe["twin"].shape == probe["x0"].shape and (probe["x0"] - probe["twin"]).abs().max() > 0
+
+
+def test_expression_statistics_standardise_and_drop():
+    from training.data import expression_statistics
+
+    rng = np.random.default_rng(0)
+    psi = rng.normal(size=(500, 50)) * np.linspace(0.1, 2, 50) + np.arange(50)
+    mean, scale = expression_statistics(psi, keep=13)
+    z = (psi - np.array(mean)) * np.array(scale)
+    assert np.allclose(z[:, :13].mean(0), 0, atol=1e-9) and np.allclose(z[:, :13].std(0), 1, atol=1e-9)
+    assert np.all(z[:, 13:] == 0) and len(mean) == len(scale) == 50
+    with pytest.raises(ValueError):
+        expression_statistics(psi, keep=0)
+
+
+def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
+    import csv
+    import json
+
+    from emodiff_core.checkpoint import load_components
+    from training.configfile import CONFIG_DIR
+    from training.train_denoiser import train
+
+    with open(f"{CONFIG_DIR}/denoiser_tiny.json") as fh:
+        base = json.load(fh)
+    plain = train(f"{CONFIG_DIR}/denoiser_tiny.json", corpus, str(tmp_path / "plain"))
+    recipe = dict(base, loss=dict(base["loss"], emotion=4.0),
+                  model={"preset": "tiny", "overrides": {"expression_spatial": 2}},
+                  emotion={"twin_share": 0.5, "twin_target_share": 0.5, "expression_dropout": 0.5,
+                           "standardise_expression": True, "expression_components": 13, "expression_lr_mult": 5.0,
+                           "reset_expression_path": True, "probe_examples": 2})
+    recipe["data"] = dict(base["data"], val_split="train")
+    path = tmp_path / "emotion.json"
+    path.write_text(json.dumps(recipe))
+    out = train(str(path), corpus, str(tmp_path / "emotion"), init_from=plain)
+    den = load_components(out, ["denoiser"])["denoiser"]
+    assert den.config.expression_spatial == 2 and den.config.expression_scale[13:] == (0.0,) * 37
+    assert all(s > 0 for s in den.config.expression_scale[:13])
+    with open(tmp_path / "emotion" / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    sampled = [r for r in rows if r["x0_response_0.4"]]
+    assert sampled and all(np.isfinite(float(r["swap_loss_mask"])) for r in sampled)
+    assert any(r["emotion"] for r in rows)

@@ -1,0 +1,204 @@
+"""The emotion judge: the network and its config, checkpoints, frame targets, the trainer, the Spearman helper
+and the emotion-control report of training/evaluate.py."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from emodiff_core import config as core
+from emodiff_core.checkpoint import CheckpointError, load_components, save_checkpoint
+from emodiff_core.emotions import EMOTIONS
+from emodiff_core.models import EmotionJudge
+
+from training.train_judge import (DEFAULT_RULE, SKIPPED, JudgeFrames, LabelRule, emotion_weights, frame_targets,
+                                  judge_report, spearman)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "training", "configs")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """10 corpus clips of 8 identities, plus: a neutral clip of the test identity (its portrait), an
+    emotion-change clip without per-frame weights (to be skipped) and one with them (to be used)."""
+    from training.clips import write_clip, write_index
+    from training.corpus import generate_corpus, render_clip
+
+    out = str(tmp_path_factory.mktemp("judge_corpus"))
+    generate_corpus(out, clips=10, seed=3, size=64, identities=8)
+    write_clip(out, render_clip(3, 15, 8, 64, emotion="neutral"))            # identity 7: the test split
+    unweighted = render_clip(3, 16, 8, 64, emotion="happy")
+    unweighted.meta["emotion_change"] = True
+    unweighted.extras.pop("emotion_weights", None)
+    write_clip(out, unweighted)
+    weighted = render_clip(3, 17, 8, 64, emotion="sad")
+    n = len(weighted.frames)
+    w = np.zeros((n, len(EMOTIONS)), np.float32)
+    w[: n // 2, EMOTIONS.index("sad")] = 1.0                                  # sad, then angry
+    w[n // 2:, EMOTIONS.index("angry")] = 1.0
+    weighted.meta["emotion_change"] = True
+    weighted.extras["emotion_weights"] = w
+    write_clip(out, weighted)
+    write_index(out, 30, 16000, 64, "procedural")
+    return out
+
+
+# --------------------------------------------------------------------------- network and config
+def test_judge_shapes_and_input_checks():
+    judge = EmotionJudge(core.preset("judge", "tiny")).eval()
+    for size in (32, 64):                                    # other sizes are resized to the configured one
+        out = judge(torch.rand(3, 3, size, size))
+        assert out.logits.shape == (3, len(EMOTIONS)) and out.intensity.shape == (3,)
+        assert ((out.intensity > 0) & (out.intensity < 1)).all()
+    probs = judge.probabilities(torch.rand(5, 3, 32, 32), batch_size=2)
+    assert probs.shape == (5, 8) and torch.allclose(probs.sum(1), torch.ones(5))
+    assert judge.probabilities(torch.zeros(0, 3, 32, 32)).shape == (0, 8)
+    no_head = EmotionJudge(core.build("judge", "tiny", {"intensity_head": False}))
+    assert no_head(torch.rand(1, 3, 32, 32)).intensity is None
+    with pytest.raises(ValueError, match=r"RGB images \[B, 3, H, W\]"):
+        judge(torch.rand(2, 1, 32, 32))
+
+
+def test_judge_config_is_strict():
+    assert core.preset("judge", "demo").image_size == 64
+    assert core.build("judge", "tiny", {"hidden_dim": 32}).hidden_dim == 32
+    data = core.to_dict(core.preset("judge", "tiny"))
+    with pytest.raises(core.ConfigError, match="unknown key 'width' for JudgeConfig"):
+        core.from_dict(core.JudgeConfig, dict(data, width=3))
+    del data["dropout"]
+    with pytest.raises(core.ConfigError, match="missing key 'dropout'"):
+        core.from_dict(core.JudgeConfig, data)
+    with pytest.raises(core.ConfigError, match="multiple of 4"):
+        core.build("judge", "tiny", {"channels": 6})
+    with pytest.raises(core.ConfigError, match="multiple of 16"):
+        core.build("judge", "tiny", {"image_size": 40})
+    with pytest.raises(core.ConfigError, match="unknown judge preset 'huge'"):
+        core.preset("judge", "huge")
+
+
+def test_judge_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    judge = EmotionJudge(core.preset("judge", "tiny")).eval()
+    path = save_checkpoint(str(tmp_path / "judge.safetensors"), {"emotion_judge": judge})
+    loaded = load_components(path, ["emotion_judge"])["emotion_judge"]
+    assert loaded.config == judge.config
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x).logits, judge(x).logits)
+    from emodiff_core.models import ExpressionRegressor
+
+    with pytest.raises(CheckpointError, match="has a RegressorConfig, expected JudgeConfig"):
+        save_checkpoint(str(tmp_path / "bad.safetensors"),
+                        {"emotion_judge": ExpressionRegressor(core.preset("regressor", "tiny"))})
+
+
+# --------------------------------------------------------------------------- targets
+def test_frame_targets_follow_the_effective_intensity():
+    sad = EMOTIONS.index("sad")
+    onset = np.array([0.0, 0.05, 0.2, 0.5, 1.0])
+    w = emotion_weights({"clip_id": "x", "emotion": "sad", "intensity": 1.0}, {"onset": onset}, 5)
+    labels, k = frame_targets(w, DEFAULT_RULE)
+    # below 0.1 neutral, 0.1 .. 0.4 left out, from 0.4 the emotion
+    assert labels.tolist() == [0, 0, SKIPPED, sad, sad]
+    assert np.allclose(k, onset)
+    level1 = emotion_weights({"clip_id": "x", "emotion": "sad", "intensity": 1 / 3}, {"onset": np.ones(3)}, 3)
+    assert frame_targets(level1)[0].tolist() == [SKIPPED] * 3               # MEAD level 1: too faint to label
+    assert frame_targets(level1, LabelRule(0.1, 0.25, 0.75))[0].tolist() == [sad] * 3
+    neutral = emotion_weights({"clip_id": "x", "emotion": "neutral", "intensity": 0.0}, {}, 2)
+    assert frame_targets(neutral)[0].tolist() == [0, 0]
+    assert emotion_weights({"clip_id": "x", "emotion": None}, {}, 2) is None
+    # emotion changes: the per-frame weights, a blend without a dominant emotion is left out
+    change = {"clip_id": "x", "emotion": "sad", "emotion_change": True}
+    assert emotion_weights(change, {}, 3) is None
+    blend = np.zeros((3, 8))
+    blend[0, sad] = 0.9
+    blend[1, [sad, 1]] = 0.5
+    blend[2, 0] = 1.0                                       # the neutral column is ignored
+    labels, k = frame_targets(emotion_weights(change, {"emotion_weights": blend}, 3))
+    assert labels.tolist() == [sad, SKIPPED, 0] and np.allclose(k, [0.9, 1.0, 0.0])
+    with pytest.raises(ValueError, match=r"emotion_weights'\] must be \[4, 8\]"):
+        emotion_weights(change, {"emotion_weights": blend}, 4)
+    with pytest.raises(core.ConfigError, match="neutral_below <= emotion_from"):
+        core.from_dict(LabelRule, {"neutral_below": 0.5, "emotion_from": 0.2, "dominant_share": 0.8})
+
+
+def test_spearman_on_known_inputs():
+    assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)          # 1 - 6 * 4 / (5 * 24)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5.0))   # tied ranks 2.5
+    assert spearman([0, 0.5, 1.0], [0.9, 0.5, 0.1]) == pytest.approx(-1.0)
+    assert spearman([1, 10, 100], [1, 2, 3]) == pytest.approx(1.0)                   # ranks, not values
+    assert spearman([1, 1, 1], [1, 2, 3]) is None and spearman([1], [2]) is None
+    with pytest.raises(ValueError, match="same length"):
+        spearman([1, 2], [1, 2, 3])
+
+
+# --------------------------------------------------------------------------- trainer
+def test_trainer_exports_a_loadable_judge_and_skips_unweighted_changes(corpus, tmp_path):
+    from training.__main__ import main
+
+    frames = JudgeFrames(corpus, "train", 32, stride=4)
+    assert frames.skipped_clips == ["c000016"]
+    change = frames.clip_id == "c000017"
+    assert change.any() and set(frames.labels[torch.from_numpy(change)].tolist()) <= {
+        EMOTIONS.index("sad"), EMOTIONS.index("angry"), SKIPPED}
+    images, labels, k = frames.batch(np.random.default_rng(0), 6)
+    assert images.shape == (6, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+
+    run = str(tmp_path / "judge")
+    assert main(["train", "judge", "--config", os.path.join(CONFIGS, "judge_tiny.json"), "--data", corpus,
+                 "--out", run]) == 0
+    judge = load_components(os.path.join(run, "emotion_judge.safetensors"))["emotion_judge"]
+    assert isinstance(judge, EmotionJudge) and judge.config == core.preset("judge", "tiny")
+    log = open(os.path.join(run, "log.csv")).read()
+    assert "val_accuracy_k1" in log.splitlines()[0] and len(log.splitlines()) >= 5
+    report = judge_report(judge, JudgeFrames(corpus, "train", 32, stride=4))
+    assert 0 <= report["accuracy_labelled"] <= 1 and set(report["per_emotion_k1"]) == set(EMOTIONS)
+    assert np.asarray(report["confusion_k1"]).sum() == report["frames_k1"]
+    assert 0 <= report["intensity_mae"] <= 1
+
+    from training.evaluate import evaluate
+
+    only_judge = evaluate(run, corpus, split="train")        # a folder with a judge alone: its accuracy only
+    assert set(only_judge) >= {"judge"} and "emotion_control" not in only_judge
+
+
+# --------------------------------------------------------------------------- emotion control
+def test_emotion_control_report_keys_and_ranges(corpus):
+    from emodiff_core.fer_net import load_fer_classifier
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core.sampling import SamplingSettings
+
+    from training.evaluate import emotion_control_report
+
+    torch.manual_seed(0)
+    denoiser = EMOdiffheadDenoiser(core.preset("denoiser", "tiny")).eval()
+    generator = ExpressionGenerator(core.preset("expression", "tiny")).eval()
+    judge = EmotionJudge(core.preset("judge", "tiny")).eval()
+    levels = (0.0, 0.5, 1.0)
+    report = emotion_control_report(denoiser, generator, judge, corpus, "test", identities=4, intensities=levels,
+                                    frames=6, settle_frames=2, settings=SamplingSettings(steps=2, start_noise=1.0),
+                                    fer=load_fer_classifier())
+    assert [u["identity"] for u in report["identities"]] == ["id0007"]        # the one test identity
+    assert report["videos_per_identity"] == 1 + 7 * 2 and report["videos"] == 15
+    for key in ("video_accuracy_k1", "frame_accuracy_k1", "neutral_share_k0", "neutral_frame_share_k0"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert set(report["per_emotion_k1"]) == set(EMOTIONS)
+    assert np.asarray(report["confusion_k1"]).sum() == 8                       # 8 videos at k = 1
+    assert set(report["asked_probability"]) == set(EMOTIONS) - {"neutral"}
+    for curve in report["asked_probability"].values():
+        assert list(curve) == ["0.000", "0.500", "1.000"] and all(0 <= p <= 1 for p in curve.values())
+    for rho in report["spearman_per_emotion"].values():
+        assert rho is None or -1 - 1e-9 <= rho <= 1 + 1e-9
+    assert report["spearman_mean"] is None or -1 <= report["spearman_mean"] <= 1
+    assert set(report["video_accuracy_per_intensity"]) == {"0.000", "0.500", "1.000"}
+    assert report["video_accuracy_per_intensity"]["0.000"] is None                 # k = 0 is only neutral
+    assert set(report["judged_intensity"]) == set(report["asked_probability"])
+    fer = report["fer"]
+    assert 0 <= fer["shared_emotion_frame_accuracy_k1"] <= 1 and fer["chance"] == pytest.approx(1 / 6)
+    assert fer["frames"] == 8 * 4                            # 8 videos at k = 1, 4 judged frames each
+    truth = report["ground_truth"]
+    assert truth["clips"] >= 2 and truth["per_emotion_k1"]["neutral"]["videos"] >= 1
+    assert report["seconds"] > 0 and report["chance"] == pytest.approx(1 / 8)
+    with pytest.raises(ValueError, match="must exceed settle_frames"):
+        emotion_control_report(denoiser, generator, judge, corpus, "test", frames=4, settle_frames=4)
