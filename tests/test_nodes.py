@@ -286,5 +286,5 @@ def test_silence_gives_frames_and_a_shaded_plot(comfy, astronaut):
 
     shade = torch.tensor(SILENCE_COLOUR, dtype=torch.float32) / 255.0
     assert ((plot[0] - shade).abs().max(dim=-1).values < 1e-3).any()           # the silent stretch is shaded
-    images, fps, _ = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 2, "ddim", 0, audio=audio)
+    images, fps, _ = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, audio=audio)
     assert images.shape == (6, 32, 32, 3) and fps == 30.0
