@@ -99,7 +99,8 @@ def run_cli_case(name: str, args, checkpoint: str, folder: str, extractor, seed:
     report = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
     video = read_video(out, with_audio=False)
     result = mouth_and_eyes(video.frames, extractor, video.fps)
-    result.update(silent_seconds=report["silent_seconds"], command=" ".join(["python"] + cmd[1:]))
+    shown = [common.shown_path(a) if a in (checkpoint, args.portrait) else a for a in cmd[1:]]   # no machine paths
+    result.update(silent_seconds=report["silent_seconds"], command=" ".join(["python"] + shown))
     return result
 
 

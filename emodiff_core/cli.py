@@ -31,6 +31,8 @@ CONTACT_INTENSITIES = (0.0, 0.5, 1.0)
 # the encoder, so this bounds file size and encoding time, not memory (--max-side 0 keeps the photo's size).
 DEFAULT_MAX_SIDE = 1920
 SUPERRES_CHUNK = 16          # frames super-resolved at a time while streaming
+M_MMAP_THRESHOLD = -3        # glibc's mallopt parameter number
+STREAMING_MMAP_THRESHOLD = 1 << 20
 
 
 def load_models(path: str = DEFAULT_CHECKPOINT, device="cpu") -> pl.ModelBundle:
@@ -117,6 +119,24 @@ def iter_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str, chunk
         yield from apply_superres(frames[start:start + chunk], models, mode)
 
 
+def map_big_buffers_while_streaming() -> bool:
+    """Fix glibc's mmap threshold at 1 MiB for the streaming phase (super-resolve, paste, encode), so that
+    frame-sized buffers are mapped when allocated and returned to the system when freed. Left dynamic, glibc
+    raises the threshold after the first such free and serves later ones from the heap, which keeps what
+    they fragment: measured at --max-side 1920, 1.46 GB peak RSS after 900 frames against 1.27-1.32 GB after
+    90; fixed, 1.27 GB for both. Set after sampling, which this slows by a third (page faults on its
+    activations). Returns False where glibc is not there (nothing changes)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        done = bool(libc.mallopt(M_MMAP_THRESHOLD, STREAMING_MMAP_THRESHOLD))
+        libc.malloc_trim(0)             # and give back what sampling left free on the heap
+        return done
+    except (OSError, AttributeError):
+        return False
+
+
 def emotion_plot_path(args) -> str:
     """Where the emotion plot goes: --plot, or beside the video as <out without .mp4>.emotion.png; '' = none."""
     if args.plot == "none":
@@ -155,6 +175,7 @@ def generate(args) -> dict:
         spec.weights(audio.num_frames, audio.fps)        # bad keyframes/blends fail before sampling either way
     frames, seconds = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
                                    superres=args.superres, paste_back=args.paste_back, max_side=args.max_side)
+    map_big_buffers_while_streaming()      # sampling is done; what follows allocates frame-sized buffers
     start = time.perf_counter()
     shape = []
 
