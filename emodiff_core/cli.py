@@ -66,7 +66,7 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
     Sampling runs first (its crops are small: S x S floats per frame); super-resolution and paste-back run
     lazily as the caller consumes the frames, so a full-size frame exists once at a time."""
     check_superres(models, superres)         # before minutes of sampling, not after
-    psi = pl.emotion_expressions(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed)
+    psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed)
     start = time.perf_counter()
 
     def report(event: pl.FrameProgress):
@@ -75,7 +75,7 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
     crops = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, settings=settings, seed=seed,
-                               callback=report, **pl.silence_handling(audio))[:, 0]
+                               callback=report, neutral_expression=neutral, **pl.silence_handling(audio))[:, 0]
     seconds = time.perf_counter() - start
     frames = iter_superres(crops, models, superres)
     if paste_back:
@@ -86,7 +86,7 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
 def sampling_settings(args) -> SamplingSettings:
     """The sampling settings the command line asks for (validated: e.g. --eta with the ancestral sampler is an
     error, not ignored)."""
-    return SamplingSettings(args.sampler, args.steps, args.start_noise, eta=args.eta)
+    return SamplingSettings(args.sampler, args.steps, args.start_noise, eta=args.eta, guidance=args.guidance)
 
 
 def check_superres(models: pl.ModelBundle, mode: str) -> None:
@@ -162,6 +162,7 @@ def generate(args) -> dict:
     torch.manual_seed(args.seed)
     models = load_models(args.checkpoint, args.device)
     check_superres(models, args.superres)
+    pl.check_guidance(models.denoiser.config, settings)
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
                                    allow_centre_crop=args.centre_crop)
@@ -203,14 +204,16 @@ def emotion_contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.
     import cv2
 
     short = pl.AudioFeatures(audio.features[:frames], audio.waveform, audio.fps, audio.config)
-    psis, cells = [], []
+    psis, neutrals = [], []
     for k in intensities:
         for emotion in EMOTIONS:
-            spec = pl.EmotionSpec(emotion, k)
-            psis.append(pl.emotion_expressions(models.generator, short.num_frames, spec, fps=audio.fps, seed=seed))
-            cells.append((emotion, k))
+            psi, neutral = pl.emotion_expression_pair(models.generator, short.num_frames, pl.EmotionSpec(emotion, k),
+                                                      fps=audio.fps, seed=seed)
+            psis.append(psi)
+            neutrals.append(neutral)
     batch = crop[None].expand(len(psis), -1, -1, -1)
-    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), settings=settings, seed=seed)[-1]
+    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), settings=settings, seed=seed,
+                             neutral_expression=torch.stack(neutrals))[-1]
     s = out.shape[-1]
     grid = (out.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
     rows = [np.concatenate(list(grid[r * len(EMOTIONS):(r + 1) * len(EMOTIONS)]), axis=1)
@@ -251,7 +254,7 @@ def demo(args) -> dict:
     photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
     procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
     # both portraits in one batch: one autoregressive pass renders two videos
-    psi = pl.emotion_expressions(models.generator, audio.num_frames, spec, fps=audio.fps, seed=args.seed)
+    psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=args.seed)
     t0 = time.perf_counter()
 
     def report_progress(event: pl.FrameProgress):
@@ -260,7 +263,7 @@ def demo(args) -> dict:
 
     crops = torch.stack([photo.crop_tensor(), procedural.crop_tensor()])
     frames = pl.generate_frames(models.denoiser, crops, audio, psi, settings=settings, seed=args.seed,
-                                callback=report_progress, **pl.silence_handling(audio))
+                                callback=report_progress, neutral_expression=neutral, **pl.silence_handling(audio))
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
         video = apply_superres(frames[:, b], models, "head" if models.superres is not None else "lanczos2")
@@ -296,6 +299,10 @@ def main(argv=None) -> int:
     common.add_argument("--start-noise", type=float, default=DEFAULT_SAMPLING.start_noise,
                         help="1 = every frame from pure noise (the paper); lower = start from the previous frame "
                              f"noised to that fraction of the schedule (default {DEFAULT_SAMPLING.start_noise:g})")
+    common.add_argument("--guidance", type=float, default=DEFAULT_SAMPLING.guidance,
+                        help="classifier-free guidance on the emotion: 1 = off, above 1 strengthens what the emotion "
+                             "changes (two network passes per step; needs a denoiser trained with expression dropout; "
+                             f"default {DEFAULT_SAMPLING.guidance:g})")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

@@ -113,11 +113,15 @@ class DenoiserConfig:
     # the first feature map, zero-initialised): lets psi say WHERE the face changes, which FiLM's per-channel
     # scales cannot. 0 = off (the paper's FiLM-only conditioning).
     expression_spatial: int = 0
+    # Share of training examples whose expression window was the neutral twin's (training fact, not
+    # architecture): > 0 means the model learned the null condition of classifier-free guidance on the
+    # expression (`guidance.py`); sampling with guidance != 1 on a model with 0 is refused.
+    expression_dropout: float = 0.0
 
     # Keys that configs written by earlier versions lack, with the value that reproduces what those versions
     # built (read by `from_dict`): old checkpoints keep loading unchanged.
     ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"expression_mean": (), "expression_scale": (),
-                                                      "expression_spatial": 0}
+                                                      "expression_spatial": 0, "expression_dropout": 0.0}
 
     @property
     def in_channels(self) -> int:
@@ -158,6 +162,7 @@ class DenoiserConfig:
         _require(all(s >= 0 and s == s and abs(s) != float("inf") for s in self.expression_scale)
                  and all(m == m and abs(m) != float("inf") for m in self.expression_mean),
                  "expression_mean must be finite and expression_scale finite and >= 0")
+        _require(0.0 <= self.expression_dropout < 1.0, "expression_dropout must be in [0, 1)")
         _require(self.expression_spatial >= 0 and (self.expression_spatial == 0 or self.image_size % 8 == 0),
                  "expression_spatial must be >= 0 (and image_size divisible by 8 when it is used)")
         self.audio.validate()

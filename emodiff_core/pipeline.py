@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from .config import AudioFeatureConfig
+from .config import AudioFeatureConfig, DenoiserConfig
 from . import sampling
 from .guidance import ExpressionGuidance
 from .sampling import SamplingSettings
@@ -298,18 +298,30 @@ def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: 
 
 @dataclass
 class ExpressionTrack:
-    """Per-frame expression vectors with their frame rate and a description of how they were made."""
+    """Per-frame expression vectors with their frame rate and a description of how they were made.
+
+    ``neutral`` (optional, shaped like ``psi``) is the neutral sequence e_n the emotion was added to
+    (`emotion_expression_pair`): the null condition of classifier-free guidance. Tracks from other sources
+    (an older expression file, a track made by hand) have none and sample without guidance."""
 
     psi: torch.Tensor            # [N, 50] float32, CPU
     fps: float
     description: dict = field(default_factory=dict)
+    neutral: Optional[torch.Tensor] = None
 
     FORMAT = "emodiffhead-expression"
 
+    def __post_init__(self):
+        if self.neutral is not None and tuple(self.neutral.shape) != tuple(self.psi.shape):
+            raise PipelineError(f"the neutral sequence must be shaped like psi {list(self.psi.shape)}, "
+                                f"got {list(self.neutral.shape)}")
+
     def to_json(self) -> dict:
-        return {"format": self.FORMAT, "version": 1, "fps": self.fps, "frames": int(self.psi.shape[0]),
-                "dims": int(self.psi.shape[1]), "description": self.description,
-                "psi": [[round(float(v), 6) for v in row] for row in self.psi]}
+        data = {"format": self.FORMAT, "version": 1, "fps": self.fps, "frames": int(self.psi.shape[0]),
+                "dims": int(self.psi.shape[1]), "description": self.description, "psi": _table(self.psi)}
+        if self.neutral is not None:
+            data["neutral"] = _table(self.neutral)
+        return data
 
     @classmethod
     def from_json(cls, data: dict, where: str = "expression file") -> "ExpressionTrack":
@@ -317,12 +329,17 @@ class ExpressionTrack:
             raise PipelineError(f"{where} is not an EMOdiffhead expression file (saved by Save Expression)")
         try:
             psi = torch.tensor(data["psi"], dtype=torch.float32)
+            neutral = torch.tensor(data["neutral"], dtype=torch.float32) if "neutral" in data else None
             fps = float(data["fps"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PipelineError(f"{where} is damaged ({exc}); save it again") from None
-        if psi.dim() != 2 or psi.shape[0] < 1 or not torch.isfinite(psi).all():
-            raise PipelineError(f"{where}: psi must be a non-empty [frames, dims] table of finite numbers")
-        return cls(psi, fps, data.get("description", {}))
+        for name, table in (("psi", psi), ("neutral", neutral)):
+            if table is not None and (table.dim() != 2 or table.shape[0] < 1 or not torch.isfinite(table).all()):
+                raise PipelineError(f"{where}: {name} must be a non-empty [frames, dims] table of finite numbers")
+        if neutral is not None and neutral.shape != psi.shape:
+            raise PipelineError(f"{where}: neutral must have the shape of psi {list(psi.shape)}, "
+                                f"got {list(neutral.shape)}")
+        return cls(psi, fps, data.get("description", {}), neutral)
 
     def resampled(self, num_frames: int, fps: float) -> "ExpressionTrack":
         """The track on another frame grid (linear interpolation in time, held at the ends)."""
@@ -334,7 +351,14 @@ class ExpressionTrack:
         lo = pos.floor().long().clamp(0, self.psi.shape[0] - 1)
         hi = (lo + 1).clamp(max=self.psi.shape[0] - 1)
         w = (pos - lo.float())[:, None]
-        return ExpressionTrack(self.psi[lo] * (1 - w) + self.psi[hi] * w, fps, dict(self.description, resampled=True))
+
+        def resample(table):
+            return None if table is None else table[lo] * (1 - w) + table[hi] * w
+        return ExpressionTrack(resample(self.psi), fps, dict(self.description, resampled=True), resample(self.neutral))
+
+
+def _table(values: torch.Tensor) -> list:
+    return [[round(float(v), 6) for v in row] for row in values]
 
 
 # --------------------------------------------------------------------------- sampling
@@ -359,6 +383,13 @@ def _per_video(sequence: torch.Tensor, batch: int, frames: int, dims: int, what:
         raise PipelineError(f"{what} must be [{batch}, {frames}, {dims}] (one vector per video frame), "
                             f"got {list(sequence.shape)}")
     return sequence
+
+
+def check_guidance(cfg: DenoiserConfig, settings: SamplingSettings) -> None:
+    """Guidance needs a denoiser that learned the neutral (null) condition: one trained with expression dropout."""
+    if settings.guided and cfg.expression_dropout <= 0:
+        raise PipelineError(f"guidance {settings.guidance:g}: this denoiser was not trained with expression dropout, "
+                            "so it has no null condition to guide away from; set guidance to 1")
 
 
 @torch.no_grad()
@@ -418,6 +449,7 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         if neutral_expression is None:
             raise PipelineError(f"guidance {settings.guidance:g} needs the neutral expression sequence the emotion "
                                 "was made from (pipeline.emotion_expression_pair); set guidance to 1 without it")
+        check_guidance(cfg, settings)
         neutral_expression = _per_video(neutral_expression, batch, n, cfg.expression_dim, "neutral expression")
         model = ExpressionGuidance(denoiser, settings.guidance)
     process = settings.process_for(cfg.diffusion)

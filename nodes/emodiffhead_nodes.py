@@ -169,13 +169,13 @@ class EMOdiffheadEmotionVector:
     def make(self, model, audio_features, emotion, intensity, seed, blend="", keyframes=""):
         spec = pl.EmotionSpec(emotion, float(intensity), blend=_run(parse_blend, blend.strip() or None),
                               keyframes=keyframes.strip() or None)
-        psi = _run(pl.emotion_expressions, model.generator, audio_features.num_frames, spec, fps=audio_features.fps,
-                   seed=seed)
+        psi, neutral = _run(pl.emotion_expression_pair, model.generator, audio_features.num_frames, spec,
+                            fps=audio_features.fps, seed=seed)
         description = {"emotion": emotion, "intensity": float(intensity), "blend": blend.strip(),
                        "keyframes": keyframes.strip(), "seed": int(seed), "model": model.name}
         plot = emotion_plot(spec, audio_features.num_frames, audio_features.fps, silent=audio_features.silent)
         plot_image = (torch.from_numpy(plot).float() / 255.0)[None].to(bridge.intermediate_device())
-        return (pl.ExpressionTrack(psi, audio_features.fps, description), plot_image)
+        return (pl.ExpressionTrack(psi, audio_features.fps, description, neutral=neutral), plot_image)
 
 
 class EMOdiffheadSampler:
@@ -208,14 +208,23 @@ class EMOdiffheadSampler:
             "start_noise": ("FLOAT", {"default": DEFAULT_SAMPLING.start_noise, "min": 0.05, "max": 1.0, "step": 0.05,
                                       "tooltip": "1 = every frame from pure noise (the paper). Lower = start from the previous frame "
                                                  "noised this far, running only the steps below it: faster and steadier."}),
+            "guidance": ("FLOAT", {"default": DEFAULT_SAMPLING.guidance, "min": 0.0, "max": 10.0, "step": 0.25,
+                                   "tooltip": "Classifier-free guidance on the emotion: 1 = off, above 1 strengthens what the "
+                                              "emotion changes (two network passes per step). Needs an expression from "
+                                              "Emotion Vector and a model trained for it."}),
         }}
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
-               reinject_identity_every=0, start_noise=None):
+               reinject_identity_every=0, start_noise=None, guidance=None):
         n = audio_features.num_frames
         settings = _run(SamplingSettings, sampler, steps,
-                        DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise)
+                        DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise,
+                        guidance=DEFAULT_SAMPLING.guidance if guidance is None else guidance)
         track = expression.resampled(n, audio_features.fps)
+        if settings.guided and track.neutral is None:
+            raise NodeError(f"guidance {settings.guidance:g} needs the neutral sequence the emotion was made from, which "
+                            "this expression lacks (it comes from a file or node that does not keep it); make it with "
+                            "Emotion Vector or set guidance to 1")
         progress = bridge.Progress(n)
 
         def callback(event: pl.FrameProgress):
@@ -227,7 +236,7 @@ class EMOdiffheadSampler:
         try:
             frames = _run(pl.generate_frames, model.denoiser, portrait.crop_tensor(), audio_features, track.psi,
                           settings=settings, seed=seed, callback=callback, device=model.device, dtype=model.dtype,
-                          reinject_identity_every=reinject_identity_every,
+                          reinject_identity_every=reinject_identity_every, neutral_expression=track.neutral,
                           **pl.silence_handling(audio_features))
         finally:
             bridge.soft_empty_cache()

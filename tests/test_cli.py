@@ -109,6 +109,8 @@ def test_bad_cli_input_gives_clear_errors(bundle, tmp_path):
           "--emotion", "joy"], "unknown emotion"),
         (["--portrait", os.path.join(ROOT, "assets", "portrait.jpg"), "--audio", os.path.join(ROOT, "assets", "speech.wav"),
           "--sampler", "ancestral", "--eta", "0.5"], "eta is a DDIM option"),
+        (["--portrait", portrait, "--audio", os.path.join(ROOT, "assets", "speech.wav"), "--guidance", "2"],
+         "not trained with expression dropout"),
     ]
     for args, message in cases:
         out = tmp_path / "x.mp4"

@@ -128,7 +128,7 @@ def test_expression_guidance_is_the_cfg_combination_in_one_batch():
 
 
 def test_generate_frames_with_guidance():
-    den = _tiny()
+    den = _tiny(dataclasses.replace(TINY, expression_dropout=0.1))
     gen = ExpressionGenerator(C.EXPRESSION_PRESETS["tiny"]).eval()
     t = np.arange(int(0.1 * 16000)) / 16000
     audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, 30, TINY.audio)
@@ -143,10 +143,29 @@ def test_generate_frames_with_guidance():
     assert torch.equal(plain, one) and not torch.allclose(plain, three)
     with pytest.raises(pl.PipelineError, match="neutral expression"):
         pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, guidance=2.0))
+    with pytest.raises(pl.PipelineError, match="not trained with expression dropout"):   # no null condition learned
+        pl.generate_frames(_tiny(), identity, audio, psi, settings=SamplingSettings(steps=3, guidance=2.0), seed=4,
+                           neutral_expression=e_n)
     s = SamplingSettings(guidance=2.5)
     assert s.guided and s.label == "ddim10@0.5g2.5" and SamplingSettings.parse(s.label) == s
     with pytest.raises(SamplingError, match="guidance"):
         SamplingSettings(guidance=-1.0)
+
+
+def test_expression_track_keeps_its_neutral_sequence_through_files_and_resampling():
+    psi = torch.randn(12, 50, generator=torch.Generator().manual_seed(0))
+    neutral = torch.randn(12, 50, generator=torch.Generator().manual_seed(1))
+    track = pl.ExpressionTrack(psi, 30.0, {"emotion": "happy"}, neutral=neutral)
+    back = pl.ExpressionTrack.from_json(track.to_json())
+    assert torch.allclose(back.psi, psi, atol=1e-6) and torch.allclose(back.neutral, neutral, atol=1e-6)
+    half = track.resampled(6, 15.0)
+    assert half.neutral.shape == (6, 50) and torch.allclose(half.neutral[0], neutral[0])
+    old = {k: v for k, v in track.to_json().items() if k != "neutral"}     # files saved before the field existed
+    assert pl.ExpressionTrack.from_json(old).neutral is None and pl.ExpressionTrack.from_json(old).resampled(6, 15.0).neutral is None
+    with pytest.raises(pl.PipelineError, match="neutral must have the shape"):
+        pl.ExpressionTrack.from_json(dict(track.to_json(), neutral=[[0.0] * 50] * 3))
+    with pytest.raises(pl.PipelineError, match="shaped like psi"):
+        pl.ExpressionTrack(psi, 30.0, neutral=neutral[:5])
 
 
 # --------------------------------------------------------------------------- probes
@@ -276,6 +295,7 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
     out = train(str(path), corpus, str(tmp_path / "emotion"), init_from=plain)
     den = load_components(out, ["denoiser"])["denoiser"]
     assert den.config.expression_spatial == 2 and den.config.expression_scale[13:] == (0.0,) * 37
+    assert den.config.expression_dropout == 0.5 and load_components(plain, ["denoiser"])["denoiser"].config.expression_dropout == 0
     assert all(s > 0 for s in den.config.expression_scale[:13])
     with open(tmp_path / "emotion" / "log.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -138,7 +138,14 @@ def test_the_nodes_chain_into_a_video(comfy, astronaut):
     files = comfy.nodes["EMOdiffheadLoadExpression"].INPUT_TYPES()["required"]["file"][0]
     assert "emodiffhead/test_00001.json" in files
     loaded, = _node(comfy, "EMOdiffheadLoadExpression").load("emodiffhead/test_00001.json")
-    assert torch.allclose(loaded.psi, expr.psi, atol=1e-5)
+    assert torch.allclose(loaded.psi, expr.psi, atol=1e-5) and torch.allclose(loaded.neutral, expr.neutral, atol=1e-5)
+    # guidance: the tiny model was not trained with expression dropout, and a track without its neutral
+    # sequence cannot be guided; both are node errors before sampling
+    with pytest.raises(_node_error(), match="not trained with expression dropout"):
+        _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, "ddim", 0, guidance=2.0)
+    bare = type(expr)(expr.psi, expr.fps, expr.description)
+    with pytest.raises(_node_error(), match="make it with Emotion Vector or set guidance to 1"):
+        _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, bare, 3, "ddim", 0, guidance=2.0)
     # a saved expression of another length is resampled to the audio's frames
     feats2, count2, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.2), 30.0)
     images2, _, audio2 = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats2, loaded, 2, "ancestral", 0)

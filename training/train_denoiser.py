@@ -179,12 +179,15 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                                             keep=emotion.expression_components)
         model_cfg = dataclasses.replace(model_cfg, expression_mean=mean, expression_scale=scale)
         data.cfg = model_cfg
+    if emotion.expression_dropout > 0:   # recorded: guidance at sampling time needs it (config.DenoiserConfig)
+        model_cfg = dataclasses.replace(model_cfg, expression_dropout=emotion.expression_dropout)
+        data.cfg = model_cfg
     torch.manual_seed(seed)   # identical initial weights on every rank
     model = EMOdiffheadDenoiser(model_cfg).to(info.device)
     if init_from:
         start = load_components(init_from, ["denoiser"])["denoiser"]
         # what a fine-tune may add to the model it starts from: psi statistics and the spatial expression map
-        added = dict(expression_mean=(), expression_scale=(), expression_spatial=0)
+        added = dict(expression_mean=(), expression_scale=(), expression_spatial=0, expression_dropout=0.0)
         if dataclasses.replace(start.config, **added) != dataclasses.replace(model_cfg, **added):
             raise TrainingConfigError(f"{init_from}: its denoiser was built from another model config than "
                                       f"{config_path}'s model section; fine-tune with the same preset and overrides")
