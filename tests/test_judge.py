@@ -202,3 +202,26 @@ def test_emotion_control_report_keys_and_ranges(corpus):
     assert report["seconds"] > 0 and report["chance"] == pytest.approx(1 / 8)
     with pytest.raises(ValueError, match="must exceed settle_frames"):
         emotion_control_report(denoiser, generator, judge, corpus, "test", frames=4, settle_frames=4)
+
+
+def test_emotion_control_with_guidance_needs_a_model_trained_for_it(corpus):
+    import dataclasses
+
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core.pipeline import PipelineError
+    from emodiff_core.sampling import SamplingSettings
+
+    from training.evaluate import emotion_control_report
+
+    torch.manual_seed(0)
+    cfg = core.preset("denoiser", "tiny")
+    generator = ExpressionGenerator(core.preset("expression", "tiny")).eval()
+    judge = EmotionJudge(core.preset("judge", "tiny")).eval()
+    options = dict(identities=1, intensities=(0.0, 1.0), frames=4, settle_frames=2, ground_truth=False)
+    guided = SamplingSettings(steps=2, start_noise=1.0, guidance=3.0)
+    trained = EMOdiffheadDenoiser(dataclasses.replace(cfg, expression_dropout=0.1)).eval()
+    report = emotion_control_report(trained, generator, judge, corpus, "test", settings=guided, **options)
+    assert report["guidance"] == 3.0 and report["videos"] == 8 and "ground_truth" not in report
+    with pytest.raises(PipelineError, match="not trained with expression dropout"):
+        emotion_control_report(EMOdiffheadDenoiser(cfg).eval(), generator, judge, corpus, "test", settings=guided,
+                               **options)

@@ -57,6 +57,16 @@ def _prepare(args) -> int:
     return 0
 
 
+def _float_list(text: str):
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
 def _evaluate(args) -> int:
     from emodiff_core.sampling import SamplingSettings
 
@@ -68,7 +78,8 @@ def _evaluate(args) -> int:
                       video_frames=args.video_frames, deca=args.deca, lpips_lin=args.lpips_lin,
                       lpips_backbone=args.lpips_backbone, inception=args.inception, i3d=args.i3d,
                       judge=args.judge or default_judge(args.checkpoints),
-                      control_identities=args.control_identities, control_frames=args.control_frames)
+                      control_identities=args.control_identities, control_frames=args.control_frames,
+                      guidance=args.guidance)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -82,7 +93,7 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
-    from emodiff_core.sampling import NAMES as SAMPLER_NAMES
+    from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES
 
     from .evaluate import CONTROL_FRAMES, CONTROL_SETTLE, SINGLE_FRAME_SETTINGS
 
@@ -172,6 +183,9 @@ def main(argv=None) -> int:
     p.add_argument("--control-frames", type=int, default=CONTROL_FRAMES,
                    help=f"emotion control: frames per video, the first {CONTROL_SETTLE} not judged "
                         f"(default {CONTROL_FRAMES})")
+    p.add_argument("--guidance", type=_float_list, default=(DEFAULT_SAMPLING.guidance,),
+                   help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
+                        f"reported under guidance_sweep; default {DEFAULT_SAMPLING.guidance:g})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import time
@@ -27,7 +28,7 @@ from emodiff_core.checkpoint import load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import EmotionSpec, emotion_expressions, encode_audio, generate_frames
+from emodiff_core.pipeline import EmotionSpec, check_guidance, emotion_expression_pair, encode_audio, generate_frames
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
@@ -437,7 +438,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
     neutral frame is the portrait and one of its clips the audio; videos of ``frames`` frames are generated in
     ONE batch: neutral, and each of the seven other emotions at every k > 0 of ``intensities`` (psi from the
-    expression generator, `pipeline.emotion_expressions`, same seed: only the emotion differs). Asking any
+    expression generator, `pipeline.emotion_expression_pair`, same seed: only the emotion differs; its neutral
+    sequence is the null condition when ``settings`` has guidance). Asking any
     emotion at k = 0 gives the neutral psi exactly, so the neutral video is every emotion's k = 0. The judge
     (and FER, when ``fer`` is given) reads the frames after the first ``settle_frames``.
 
@@ -473,10 +475,11 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
             continue
         face, _ = resize_clip_frames(portrait[None], np.zeros((1, 68, 2)), cfg.image_size)
         face = torch.from_numpy(np.array(face[0])).permute(2, 0, 1).float() / 255.0
-        psi = torch.stack([emotion_expressions(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed)
-                           for e, k in conditions])
-        video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio, psi,
-                                settings=settings, seed=seed)            # [n, B, 3, S, S]
+        pairs = [emotion_expression_pair(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed)
+                 for e, k in conditions]
+        video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio,
+                                torch.stack([p[0] for p in pairs]), settings=settings, seed=seed,
+                                neutral_expression=torch.stack([p[1] for p in pairs]))     # [n, B, 3, S, S]
         for b, (e, k) in enumerate(conditions):
             generated.append(_judge_video(judge, video[settle_frames:, b], fer, identity, e, k))
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
@@ -516,9 +519,14 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              settings: SamplingSettings = SINGLE_FRAME_SETTINGS, seed: int = 0, videos: int = 2,
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None,
-             judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES) -> dict:
+             judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES,
+             guidance: Sequence[float] = (DEFAULT.guidance,)) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`).
+
+    ``guidance``: the emotion-control videos are sampled with the default settings at each of these guidance
+    scales; ``emotion_control`` is the first's full report and, with more than one, ``guidance_sweep`` holds
+    each scale's headline measures (the videos of ground-truth psi have no neutral sequence: no guidance).
 
     The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
     with one, ``judge`` reports its accuracy on the split's ground truth and, with a denoiser and a generator,
@@ -554,10 +562,23 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
         if "denoiser" in found and "expression_generator" in found and control_identities > 0:
-            report["emotion_control"] = emotion_control_report(
-                den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
-                seed=seed, fer=_fer_classifier())
+            sweep = {}
+            for scale in guidance:
+                control_settings = dataclasses.replace(DEFAULT, guidance=float(scale))
+                check_guidance(den.config, control_settings)
+                control = emotion_control_report(
+                    den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
+                    settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep)
+                report.setdefault("emotion_control", control)
+                sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
+            if len(sweep) > 1:
+                report["guidance_sweep"] = sweep
     return report
+
+
+# what the guidance sweep keeps of each scale's emotion-control report
+GUIDANCE_SWEEP_KEYS = ("guidance", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
+                       "spearman_mean", "video_accuracy_per_intensity", "fer", "seconds")
 
 
 def default_judge(checkpoints: str) -> Optional[str]:
