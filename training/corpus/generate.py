@@ -251,7 +251,57 @@ def render_clip(seed: int, clip_index: int, n_identities: int, size: int, fps: i
     identity = rig.identity
     rng = np.random.default_rng([seed, clip_index])
     plan = _draw_emotion_plan(rng, emotion, emotion_change)
-    emotion, level, k = plan.emotion, plan.level, plan.intensity
+    tracks = clip_tracks(identity, rng, plan, fps, sample_rate, max_seconds)
+    frames, landmarks = render_frames(rig, tracks.psi, _pose_of(tracks.pose))
+    meta = {"clip_id": f"c{clip_index:06d}", "identity": f"id{identity.index:04d}", "split": identity.split,
+            "source": "procedural", **_track_meta(tracks, identity, seed, index, n_identities, fps, sample_rate, size)}
+    return Clip(meta, frames, tracks.wave, landmarks.astype(np.float32), tracks.psi.astype(np.float32),
+                tracks.extras())
+
+
+@dataclass
+class ClipTracks:
+    """Everything of a clip but its pixels: speech, per-frame psi (stored precision) and its parts, head pose."""
+
+    plan: EmotionPlan
+    wave: np.ndarray
+    psi: np.ndarray
+    psi_emotion: np.ndarray
+    psi_speech: np.ndarray
+    weights: np.ndarray
+    envelope: np.ndarray
+    pose: np.ndarray
+    onset: np.ndarray
+
+    def extras(self) -> Dict[str, np.ndarray]:
+        return {"psi_emotion": self.psi_emotion.astype(np.float32), "psi_speech": self.psi_speech.astype(np.float32),
+                "emotion_weights": self.weights.astype(np.float32), "envelope": self.envelope.astype(np.float32),
+                "pose": self.pose.astype(np.float32), "onset": self.onset.astype(np.float32)}
+
+
+def _track_meta(tracks: ClipTracks, identity: Identity, seed: int, index: int, n_identities: int, fps: int,
+                sample_rate: int, size: int) -> dict:
+    plan = tracks.plan
+    n = len(tracks.psi)
+    meta = {"emotion": plan.emotion, "level": plan.level, "intensity": plan.intensity, "fps": fps,
+            "sample_rate": sample_rate, "size": size, "psi_source": "ground_truth", "voice": identity.voice,
+            "speech": "espeak-ng" if speech.espeak_available() else "babble",
+            # what render_twin_frames needs to rebuild the identity
+            "corpus_version": CORPUS_VERSION, "corpus_seed": int(seed), "identity_index": int(index),
+            "n_identities": int(n_identities),
+            # True: the emotion changes mid-clip ("emotion" is the final one); per-frame truth in emotion_weights
+            "emotion_change": plan.changes}
+    if plan.changes:
+        meta.update(emotion_from=plan.change_from, intensity_from=plan.change_intensity,
+                    emotion_change_time=plan.change_centre * n / fps, emotion_change_seconds=plan.change_seconds)
+    return meta
+
+
+def clip_tracks(identity: Identity, rng: np.random.Generator, plan: EmotionPlan, fps: int = 30,
+                sample_rate: int = 16000, max_seconds: float = 4.0) -> ClipTracks:
+    """A clip's speech, psi and head pose for one identity, drawn from ``rng`` after the emotion plan (the
+    procedural and the real-texture corpus share it, so their psi has the same distribution)."""
+    emotion = plan.emotion
     wave = clip_speech(identity, rng, emotion, sample_rate)[: int(max_seconds * sample_rate)]
     n = num_video_frames(len(wave), fps, sample_rate)
     wave = wave[: samples_for_frames(n, fps, sample_rate)]
@@ -278,24 +328,7 @@ def render_clip(seed: int, clip_index: int, n_identities: int, size: int, fps: i
     pose_array = np.stack([0.12 * amplitude * pose_noise[:, 0], 0.04 * amplitude * pose_noise[:, 1],
                            1.0 + 0.025 * amplitude * pose_noise[:, 2], 0.05 * amplitude * pose_noise[:, 3],
                            0.04 * amplitude * pose_noise[:, 4] + 0.02 * drive["envelope"]], 1)
-    frames, landmarks = render_frames(rig, psi, _pose_of(pose_array))
-    meta = {"clip_id": f"c{clip_index:06d}", "identity": f"id{identity.index:04d}", "split": identity.split,
-            "emotion": emotion, "level": level, "intensity": k, "fps": fps, "sample_rate": sample_rate,
-            "size": size, "source": "procedural", "psi_source": "ground_truth", "voice": identity.voice,
-            "speech": "espeak-ng" if speech.espeak_available() else "babble",
-            # what render_twin_frames needs to rebuild the identity
-            "corpus_version": CORPUS_VERSION, "corpus_seed": int(seed), "identity_index": int(index),
-            "n_identities": int(n_identities),
-            # True: the emotion changes mid-clip ("emotion" is the final one); per-frame truth in emotion_weights
-            "emotion_change": plan.changes}
-    if plan.changes:
-        meta.update(emotion_from=plan.change_from, intensity_from=plan.change_intensity,
-                    emotion_change_time=plan.change_centre * n / fps, emotion_change_seconds=plan.change_seconds)
-    extras = {"psi_emotion": psi_emotion.astype(np.float32), "psi_speech": psi_speech.astype(np.float32),
-              "emotion_weights": weights.astype(np.float32),
-              "envelope": drive["envelope"].astype(np.float32), "pose": pose_array.astype(np.float32),
-              "onset": onset.astype(np.float32)}
-    return Clip(meta, frames, wave, landmarks.astype(np.float32), psi.astype(np.float32), extras)
+    return ClipTracks(plan, wave, psi, psi_emotion, psi_speech, weights, drive["envelope"], pose_array, onset)
 
 
 def _rig_of_clip(meta: Mapping, size: Optional[int]) -> IdentityRig:

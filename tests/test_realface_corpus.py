@@ -1,0 +1,196 @@
+"""The real-texture corpus (training/corpus/realface.py): warp mechanics, mouth, blinks, emotions, clip format,
+determinism, held-out material. Faces: a procedural corpus face (exact landmarks) and scikit-image's astronaut,
+a held-out TEST portrait used here only to check mechanics (the corpus itself refuses it)."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from training.clips import ClipDataset
+from training.corpus import realface as rf
+from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, TEMPLATE, HeadPose
+from training.corpus.generate import identity_rig, render_frames
+from training.corpus.render import CROP_EYE_RATIO, EYE_DISTANCE
+
+FRONTAL = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
+
+
+def _procedural_face(index=3):
+    rig = identity_rig(0, index, 128)
+    psi = rig.identity.rest.copy()[None]
+    frames, lm = render_frames(rig, psi, FRONTAL)
+    return frames[0], lm[0]
+
+
+@pytest.fixture(scope="module")
+def sources():
+    a_img, a_lm = _procedural_face(3)
+    b_img, b_lm = _procedural_face(12)
+    faces = [rf.source_from_image(a_img, a_lm, "a.png"), rf.source_from_image(b_img, b_lm, "b.png")]
+    return rf.RealSources(faces, {"a.png": "train", "b.png": "train"}, [])
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    from emodiff_core.landmarks import detect_portrait
+
+    img = data.astronaut()
+    face = rf.source_from_image(img, detect_portrait(img, backend="dlib"), "test_only")
+    return rf.RealSources([face], {"test_only": "train"}, [])
+
+
+def _rig(sources, index=0):
+    rig = rf.real_identity(sources, 0, index)
+    # no crop offset, so the expected geometry is the plain model's
+    return rf.dataclasses.replace(rig, pose_offset=np.zeros(5))
+
+
+def _psi(rig, **parts):
+    psi = rig.identity.rest.copy()
+    for name, value in parts.items():
+        psi[COMPONENT[name]] += value
+    return psi[None]
+
+
+def _polygon_mask(points, size):
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [np.round((points - 0.5) * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+def test_triangulation_keeps_mouth_and_eyes_apart():
+    assert rf.region_is_own(rf.TRIANGLES, list(range(60, 68)))
+    assert rf.region_is_own(rf.TRIANGLES, list(range(36, 42)))
+    assert rf.region_is_own(rf.TRIANGLES, list(range(42, 48)))
+    assert rf.folded_triangles(TEMPLATE) == 0
+    # the mirror map is an involution and maps the (symmetric) template onto itself
+    assert (rf.MIRROR_68[rf.MIRROR_68] == np.arange(68)).all()
+    mirrored = TEMPLATE[rf.MIRROR_68] * [-1, 1]
+    assert np.abs(mirrored - TEMPLATE).max() < 1e-9
+
+
+def test_warp_with_equal_points_is_the_identity():
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.random((96, 96, 3)).astype(np.float32), (0, 0), 2)
+    pts = rf.canon_to_canvas(np.concatenate([TEMPLATE, rf.ANCHORS])) * 96 / rf.CANVAS
+    out = rf.warp_piecewise(img, pts, pts, 96)
+    assert np.abs(out - img).max() < 1e-4
+
+
+def test_jaw_open_opens_the_inner_lips_as_psi_says(sources):
+    rig = _rig(sources)
+    size = 128
+    closed, lm_c = rf.render_real_frames(rig, _psi(rig), FRONTAL, size)
+    opened, lm_o = rf.render_real_frames(rig, _psi(rig, jaw_open=1.0), FRONTAL, size)
+    unit = size / (CROP_EYE_RATIO * EYE_DISTANCE)
+    gap = lambda lm: lm[0, [65, 66, 67], 1].mean() - lm[0, [61, 62, 63], 1].mean()
+    # jaw_open moves the lower inner lip 0.25 face units down (facemodel's basis), the upper one not at all
+    # (from a slightly open mouth, so the lips' no-crossing clamp is not involved)
+    a = rf.render_real_frames(rig, _psi(rig, jaw_open=0.3), FRONTAL, size)[1]
+    b = rf.render_real_frames(rig, _psi(rig, jaw_open=0.8), FRONTAL, size)[1]
+    assert gap(b) - gap(a) == pytest.approx(0.5 * 0.25 * unit, rel=1e-3)
+    assert gap(lm_o) > gap(lm_c) + 0.2 * unit
+    # the pixels follow: inside the open inner lips the mouth interior is dark (cavity) where it was lips/skin
+    inside = _polygon_mask(lm_o[0, 60:68], size)
+    assert inside.sum() > 30
+    lum_open = opened[0][inside].mean()
+    lum_closed = closed[0][inside].mean()
+    assert lum_open < lum_closed - 15
+    # and the chin went down with the jaw: the landmarks are where the warp put them (frame differs below the lips)
+    assert np.abs(opened[0].astype(int) - closed[0].astype(int))[int(lm_c[0, 57, 1]):].mean() > 3
+
+
+def test_blink_closes_the_eyes(astronaut):
+    rig = _rig(astronaut)
+    size = 128
+    open_, lm = rf.render_real_frames(rig, _psi(rig), FRONTAL, size)
+    shut, lm_s = rf.render_real_frames(rig, _psi(rig, eye_openness=-2.2), FRONTAL, size)
+    assert np.abs(lm_s[0, [37, 38], 1] - lm_s[0, [41, 40], 1]).max() < 0.05   # upper lid on the lower one
+    for upper, lower in (([36, 37, 38, 39], [40, 41]), ([42, 43, 44, 45], [46, 47])):
+        # the upper half of the open eye (white, iris, pupil: the most varied patch of the face) is lid skin once
+        # the eye is closed (the lid comes down to the lower lid, where its lash line is)
+        half = np.concatenate([lm[0, upper], (lm[0, upper[2:0:-1]] + lm[0, lower]) / 2])
+        inside = _polygon_mask(half, size)
+        std_open = open_[0][inside].astype(float).mean(-1).std()
+        std_shut = shut[0][inside].astype(float).mean(-1).std()
+        assert inside.sum() >= 10 and std_shut < 0.5 * std_open, (std_open, std_shut)
+
+
+def test_emotion_directions_change_brows_and_mouth(sources):
+    rig = _rig(sources)
+    size = 64
+    neutral, lm = rf.render_real_frames(rig, rig.identity.rest[None], FRONTAL, size)
+    brows = (slice(int(lm[0, 17:27, 1].min()) - 4, int(lm[0, 37:39, 1].max()) + 1), slice(8, 56))
+    mouth = (slice(int(lm[0, 50, 1]) - 3, int(lm[0, 57, 1]) + 4), slice(int(lm[0, 48, 0]) - 4, int(lm[0, 54, 0]) + 5))
+    for emotion in ("angry", "disgusted", "fear", "happy", "sad", "surprised"):
+        psi = (rig.identity.rest + rig.identity.directions[emotion])[None]
+        frame = rf.render_real_frames(rig, psi, FRONTAL, size)[0]
+        diff = np.abs(frame[0].astype(float) - neutral[0].astype(float)).mean(-1)
+        assert max(diff[brows].mean(), diff[mouth].mean()) > 4.0, emotion
+
+
+def _write_faces(folder):
+    os.makedirs(folder, exist_ok=True)
+    for name, index in (("a.png", 3), ("b.png", 12)):
+        img, _ = _procedural_face(index)
+        cv2.imwrite(os.path.join(folder, name), cv2.resize(img, (256, 256), interpolation=cv2.INTER_CUBIC)[..., ::-1])
+
+
+def test_real_corpus_clip_format_and_determinism(tmp_path):
+    faces = str(tmp_path / "faces")
+    _write_faces(faces)
+    from skimage import data
+
+    # a held-out test portrait in the folder is refused, whatever it is called
+    cv2.imwrite(os.path.join(faces, "multi_face.jpg"), data.astronaut()[..., ::-1])
+    out = str(tmp_path / "corpus")
+    stats = rf.generate_real_corpus(out, faces, clips=2, seed=0, size=64, identities=8)
+    assert stats["clips_total"] == 2
+    assert any(s.startswith("multi_face.jpg: held-out") for s in stats["sources"]["skipped"])
+    assert stats["sources"]["faces"] == 2
+    ds = ClipDataset(out)
+    metas = ds.metas()
+    assert len(metas) == 2
+    clip = ds.load(metas[0]["clip_id"], mmap=False)
+    n = len(clip.frames)
+    assert clip.frames.shape == (n, 64, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.psi.shape == (n, EXPRESSION_DIM) and clip.landmarks.shape == (n, 68, 2)
+    assert clip.meta["source"] == "real_texture" and clip.meta["psi_source"] == "ground_truth"
+    assert clip.meta["identity"].startswith("real")
+    for key in ("psi_emotion", "psi_speech", "emotion_weights", "pose", "envelope"):
+        assert len(clip.extras[key]) == n
+    # nothing machine-specific in the meta: sources are file names
+    assert "/" not in json.dumps(clip.meta["real"]["sources"])
+    # deterministic: the same clip rendered again from the stored sources is identical
+    again = rf.render_real_clip(os.path.join(out, rf.SOURCES_CACHE), 0, 0, 8, 64)
+    np.testing.assert_array_equal(again.frames, clip.frames)
+    np.testing.assert_array_equal(again.psi, clip.psi)
+    np.testing.assert_array_equal(again.landmarks, clip.landmarks)
+    # the landmarks are the model's for the stored psi and pose
+    rig = rf._cached_rig(os.path.join(out, rf.SOURCES_CACHE), 0, 0)
+    pose = clip.extras["pose"].astype(np.float64)
+    off = rig.pose_offset
+    posed = HeadPose(pose[:, 0] + off[0], pose[:, 1] + off[1], pose[:, 2] * (1 + off[2]), pose[:, 3] + off[3],
+                     pose[:, 4] + off[4])
+    lm, _ = rf.target_landmarks(rig, clip.psi.astype(np.float64), posed, 64)
+    assert np.abs(lm - clip.landmarks).max() < 1e-3
+    # another seed gives other identities
+    other = rf.real_identity(rf.read_sources(os.path.join(out, rf.SOURCES_CACHE)), 1, 0)
+    assert not np.array_equal(other.canvas, rig.canvas)
+
+
+def test_fit_on_a_real_photo_and_mouth_follows_psi(astronaut):
+    """On a real photo (the astronaut, test-only): dlib's landmarks, the model fit, and a jaw that opens."""
+    face = astronaut.faces[0]
+    assert rf.folded_triangles(face.landmarks) == 0
+    fit = rf.fit_face(face.landmarks, fix_similarity=np.eye(2, 3))
+    assert np.abs(fit.residual).mean() < 0.05            # the model explains the photo's landmarks to ~3 % of a face
+    rig = _rig(astronaut, 0)
+    closed, lm_c = rf.render_real_frames(rig, _psi(rig), FRONTAL, 64)
+    opened, lm_o = rf.render_real_frames(rig, _psi(rig, jaw_open=0.8), FRONTAL, 64)
+    inside = _polygon_mask(lm_o[0, 60:68], 64)
+    assert opened[0][inside].mean() < closed[0][inside].mean() - 20

