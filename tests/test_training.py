@@ -295,6 +295,14 @@ def test_every_trainer_exports_a_loadable_checkpoint_and_bundle(corpus, tmp_path
     assert models.superres is not None and models.image_size == 32
     with pytest.raises(ValueError, match="in two of the parts"):
         export(str(tmp_path / "twice.safetensors"), [parts["generator"], parts["generator"]])
+    # --base: one new part, the bundle's other components (and their training info) kept
+    rebased_path = export(str(tmp_path / "rebased.safetensors"), [parts["denoiser"]], base=bundle)
+    rebased = read_checkpoint(rebased_path)
+    assert set(rebased.components) == set(ckpt.components) and rebased.info["regressor.steps"] == ckpt.info["regressor.steps"]
+    new, old = load_components(rebased_path)["denoiser"], load_components(parts["denoiser"])["denoiser"]
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+    with pytest.raises(ValueError, match="drop --base"):
+        export(str(tmp_path / "all.safetensors"), list(parts.values()), base=bundle)
 
 
 def test_evaluate_reports_every_component(corpus, tmp_path):

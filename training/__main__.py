@@ -109,7 +109,7 @@ def _evaluate_portraits(args) -> int:
 def _export(args) -> int:
     from .export import export
 
-    path = export(args.out, args.parts, card=args.card)
+    path = export(args.out, args.parts, card=args.card, base=args.base)
     print(f"wrote {path}")
     return 0
 
@@ -247,6 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("parts", nargs="+", help="component .safetensors files")
     p.add_argument("--out", required=True, help="output .safetensors")
     p.add_argument("--card", default=None, help="model card (markdown) to embed in the metadata")
+    p.add_argument("--base", default=None, help="a bundle whose components the parts do not replace are kept "
+                                                "(e.g. a fine-tuned denoiser with the demo's other components)")
     p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)

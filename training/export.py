@@ -19,7 +19,9 @@ def export_component(out_dir: str, name: str, module, step: int, data_dir: str) 
                            info={"kind": name, "steps": step, "data": os.path.basename(os.path.abspath(data_dir))})
 
 
-def export(out: str, parts: Sequence[str], card: Optional[str] = None) -> str:
+def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None) -> str:
+    """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
+    with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor."""
     components, info = {}, {}
     for path in parts:
         ckpt = read_checkpoint(path)
@@ -30,6 +32,13 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None) -> str:
         for key, value in ckpt.info.items():
             prefix = ckpt.components[0] if len(ckpt.components) == 1 else "bundle"
             info[f"{prefix}.{key}"] = value
+    if base:
+        kept = [name for name in read_checkpoint(base).components if name not in components]
+        if not kept:
+            raise CheckpointError(f"--base {base}: every one of its components is replaced by the parts; drop --base")
+        components.update(load_components(base, kept))
+        info.update({key: value for key, value in read_checkpoint(base).info.items()
+                     if key.split(".", 1)[0] in kept})
     if card:
         if not os.path.isfile(card):
             raise FileNotFoundError(f"model card not found: {card}")
