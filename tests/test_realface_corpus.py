@@ -140,6 +140,21 @@ def _write_faces(folder):
         cv2.imwrite(os.path.join(folder, name), cv2.resize(img, (256, 256), interpolation=cv2.INTER_CUBIC)[..., ::-1])
 
 
+def _write_speech(folder):
+    """Two 'speakers' of syllable-like tone bursts at 8 kHz; 'held' is kept out of training."""
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    for speaker, f0 in (("voice_a", 140.0), ("held", 220.0)):
+        os.makedirs(os.path.join(folder, speaker), exist_ok=True)
+        for k in range(3):
+            t = np.arange(int(8000 * 1.2)) / 8000
+            env = np.clip(np.sin(2 * np.pi * rng.uniform(2, 4) * t), 0, None)
+            soundfile.write(os.path.join(folder, speaker, f"p{k}.wav"), (0.3 * env * np.sin(2 * np.pi * f0 * t)), 8000)
+    with open(os.path.join(folder, "speech.json"), "w") as f:
+        json.dump({"splits": {"held": "test"}}, f)
+
+
 def test_real_corpus_clip_format_and_determinism(tmp_path):
     faces = str(tmp_path / "faces")
     _write_faces(faces)
@@ -147,9 +162,17 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
 
     # a held-out test portrait in the folder is refused, whatever it is called
     cv2.imwrite(os.path.join(faces, "multi_face.jpg"), data.astronaut()[..., ::-1])
+    speech = str(tmp_path / "speech")
+    _write_speech(speech)
     out = str(tmp_path / "corpus")
-    stats = rf.generate_real_corpus(out, faces, clips=2, seed=0, size=64, identities=8)
+    stats = rf.generate_real_corpus(out, faces, clips=2, seed=0, size=64, identities=8, speech_dir=speech,
+                                    speech_share=1.0)
     assert stats["clips_total"] == 2
+    assert stats["speech"]["speakers"]["held"]["split"] == "test"
+    from training.corpus.realspeech import read_speech, speaker_of
+
+    bank = read_speech(os.path.join(out, "real_speech.npz"))
+    assert speaker_of(bank, 0, 7, "test") == "held" and speaker_of(bank, 0, 0, "train") == "voice_a"
     assert any(s.startswith("multi_face.jpg: held-out") for s in stats["sources"]["skipped"])
     assert stats["sources"]["faces"] == 2
     ds = ClipDataset(out)
@@ -161,15 +184,20 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     assert clip.psi.shape == (n, EXPRESSION_DIM) and clip.landmarks.shape == (n, 68, 2)
     assert clip.meta["source"] == "real_texture" and clip.meta["psi_source"] == "ground_truth"
     assert clip.meta["identity"].startswith("real")
+    # the train identity speaks with the train voice, a real recording resampled to 16 kHz, and its mouth follows it
+    assert clip.meta["speech"] == "real" and clip.meta["voice"] == "voice_a"
+    assert clip.extras["psi_speech"][:, COMPONENT["jaw_open"]].max() > 0.3
     for key in ("psi_emotion", "psi_speech", "emotion_weights", "pose", "envelope"):
         assert len(clip.extras[key]) == n
     # nothing machine-specific in the meta: sources are file names
     assert "/" not in json.dumps(clip.meta["real"]["sources"])
     # deterministic: the same clip rendered again from the stored sources is identical
-    again = rf.render_real_clip(os.path.join(out, rf.SOURCES_CACHE), 0, 0, 8, 64)
+    again = rf.render_real_clip(os.path.join(out, rf.SOURCES_CACHE), 0, 0, 8, 64,
+                                speech_path=os.path.join(out, "real_speech.npz"), speech_share=1.0)
     np.testing.assert_array_equal(again.frames, clip.frames)
     np.testing.assert_array_equal(again.psi, clip.psi)
     np.testing.assert_array_equal(again.landmarks, clip.landmarks)
+    np.testing.assert_allclose(again.audio, clip.audio, atol=2 / 32767)
     # the landmarks are the model's for the stored psi and pose
     rig = rf._cached_rig(os.path.join(out, rf.SOURCES_CACHE), 0, 0)
     pose = clip.extras["pose"].astype(np.float64)
@@ -178,6 +206,11 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
                      pose[:, 4] + off[4])
     lm, _ = rf.target_landmarks(rig, clip.psi.astype(np.float64), posed, 64)
     assert np.abs(lm - clip.landmarks).max() < 1e-3
+    # counterfactual twins: the clip's own psi reproduces its frames; the neutral twin differs where the emotion is
+    rows = [0, n // 2, n - 1]
+    twin, twin_lm = rf.render_real_twin_frames(out, clip.meta, clip.extras, clip.psi[rows], rows)
+    np.testing.assert_array_equal(twin, clip.frames[rows])
+    np.testing.assert_array_equal(twin_lm.astype(np.float32), clip.landmarks[rows])
     # another seed gives other identities
     other = rf.real_identity(rf.read_sources(os.path.join(out, rf.SOURCES_CACHE)), 1, 0)
     assert not np.array_equal(other.canvas, rig.canvas)

@@ -298,11 +298,12 @@ def _track_meta(tracks: ClipTracks, identity: Identity, seed: int, index: int, n
 
 
 def clip_tracks(identity: Identity, rng: np.random.Generator, plan: EmotionPlan, fps: int = 30,
-                sample_rate: int = 16000, max_seconds: float = 4.0) -> ClipTracks:
+                sample_rate: int = 16000, max_seconds: float = 4.0, speech_fn=None) -> ClipTracks:
     """A clip's speech, psi and head pose for one identity, drawn from ``rng`` after the emotion plan (the
-    procedural and the real-texture corpus share it, so their psi has the same distribution)."""
+    procedural and the real-texture corpus share it, so their psi has the same distribution). ``speech_fn``
+    (identity, rng, emotion, sample_rate) -> waveform replaces the synthetic speech (real recordings)."""
     emotion = plan.emotion
-    wave = clip_speech(identity, rng, emotion, sample_rate)[: int(max_seconds * sample_rate)]
+    wave = (speech_fn or clip_speech)(identity, rng, emotion, sample_rate)[: int(max_seconds * sample_rate)]
     n = num_video_frames(len(wave), fps, sample_rate)
     wave = wave[: samples_for_frames(n, fps, sample_rate)]
 

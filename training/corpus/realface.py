@@ -673,26 +673,58 @@ def _mouth(shader: _Shader, img: np.ndarray, lm: np.ndarray, psi: np.ndarray, ri
 
 
 # --------------------------------------------------------------------------- clips, corpus, contact sheet
+REAL_SPEECH_SHARE = 0.5   # share of clips that speak with a real recording when a speech folder is given
+
+
 def render_real_clip(sources_path: str, seed: int, clip_index: int, n_identities: int, size: int, fps: int = 30,
                      sample_rate: int = 16000, max_seconds: float = 4.0, emotion: Optional[str] = None,
-                     emotion_change: Optional[bool] = None, rig: Optional[RealRig] = None) -> Clip:
-    """Clip ``clip_index`` of the real-texture corpus ``seed`` made from the prepared sources file (or ``rig``)."""
+                     emotion_change: Optional[bool] = None, rig: Optional[RealRig] = None,
+                     speech_path: Optional[str] = None, speech_share: float = REAL_SPEECH_SHARE) -> Clip:
+    """Clip ``clip_index`` of the real-texture corpus ``seed`` made from the prepared sources file (or ``rig``);
+    with ``speech_path`` (a prepared real-speech file, ``realspeech``) a share of the clips speak with the
+    identity's real voice instead of espeak-ng."""
     index = clip_index % n_identities
     rig = rig or _cached_rig(sources_path, seed, index)
     rng = np.random.default_rng([seed, clip_index])
     plan = _draw_emotion_plan(rng, emotion, emotion_change)
-    tracks = clip_tracks(rig.identity, rng, plan, fps, sample_rate, max_seconds)
+    speech_fn, speaker = None, None
+    if speech_path and np.random.default_rng([seed, 7_000_019, clip_index]).random() < speech_share:
+        from .realspeech import read_speech, real_clip_speech, speaker_of
+
+        bank = read_speech(speech_path)
+        speaker = speaker_of(bank, seed, index, rig.identity.split)
+        if speaker is not None:
+            def speech_fn(identity, rng, emotion, sample_rate):
+                return real_clip_speech(bank, speaker, rng, sample_rate)
+    tracks = clip_tracks(rig.identity, rng, plan, fps, sample_rate, max_seconds, speech_fn=speech_fn)
     frames, landmarks = render_real_frames(rig, tracks.psi, _pose_of(tracks.pose), size)
     meta = {"clip_id": f"c{clip_index:06d}", "identity": f"real{index:04d}", "split": rig.identity.split,
             "source": SOURCE, **_track_meta(tracks, rig.identity, seed, index, n_identities, fps, sample_rate, size),
             "real": rig.info}
+    if speaker is not None:
+        meta.update(speech="real", voice=speaker)
     return Clip(meta, frames, tracks.wave, landmarks.astype(np.float32), tracks.psi.astype(np.float32),
                 tracks.extras())
 
 
+def render_real_twin_frames(root: str, meta: dict, extras: Dict[str, np.ndarray], psi: np.ndarray,
+                            frame_indices: Sequence[int], size: Optional[int] = None):
+    """Counterfactual frames of a real-texture clip of the corpus in ``root`` (as ``render_twin_frames`` for the
+    procedural corpus): frames ``frame_indices`` rendered with ``psi`` instead of the clip's own, with the clip's
+    identity (rebuilt from ``root/real_sources.npz``, the seed and the identity index in the meta) and head pose.
+    Given the clip's own psi rows it reproduces the clip's frames exactly."""
+    if meta.get("source") != SOURCE:
+        raise ValueError(f"clip {meta.get('clip_id')!r} is not a real-texture clip")
+    rig = _cached_rig(os.path.join(root, SOURCES_CACHE), int(meta["corpus_seed"]), int(meta["identity_index"]))
+    idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    psi = _as_stored(psi).reshape(len(idx), EXPRESSION_DIM)
+    return render_real_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]), int(size or meta["size"]))
+
+
 def _work(args):
-    out, sources_path, seed, index, n_ids, size = args
-    write_clip(out, render_real_clip(sources_path, seed, index, n_ids, size))
+    out, sources_path, seed, index, n_ids, size, speech_path, speech_share = args
+    write_clip(out, render_real_clip(sources_path, seed, index, n_ids, size, speech_path=speech_path,
+                                     speech_share=speech_share))
     return index
 
 
@@ -715,18 +747,25 @@ def prepare_sources(faces_dir: str, out: str, frames_per_video: int = 8) -> Tupl
 
 def generate_real_corpus(out: str, faces_dir: str, clips: int, seed: int, size: int = 64,
                          identities: Optional[int] = None, workers: int = 1, progress=None,
-                         frames_per_video: int = 8) -> dict:
-    """Render ``clips`` real-texture clips into ``out`` (skipping clips already complete there); returns stats."""
+                         frames_per_video: int = 8, speech_dir: Optional[str] = None,
+                         speech_share: float = REAL_SPEECH_SHARE) -> dict:
+    """Render ``clips`` real-texture clips into ``out`` (skipping clips already complete there); returns stats.
+    ``speech_dir``: a folder of real recordings (``realspeech``), spoken in ``speech_share`` of the clips."""
     if clips < 1:
         raise ValueError("--clips must be at least 1")
     if size not in (64, 128):
         raise ValueError("--size must be 64 or 128")
     n_ids = identities or max(8, clips // 10)
     sources_path, sources = prepare_sources(faces_dir, out, frames_per_video)
+    speech_path = None
+    if speech_dir:
+        from .realspeech import prepare_speech, read_speech
+
+        speech_path = prepare_speech(speech_dir, out)
     os.makedirs(os.path.join(out, "clips"), exist_ok=True)
     todo = [i for i in range(clips) if not os.path.isfile(os.path.join(out, "clips", f"c{i:06d}", "meta.json"))]
     start = time.perf_counter()
-    jobs = [(out, sources_path, seed, i, n_ids, size) for i in todo]
+    jobs = [(out, sources_path, seed, i, n_ids, size, speech_path, speech_share) for i in todo]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
@@ -741,9 +780,12 @@ def generate_real_corpus(out: str, faces_dir: str, clips: int, seed: int, size: 
                 progress(done, len(jobs))
     seconds = time.perf_counter() - start
     index = write_index(out, fps=30, sample_rate=16000, size=size, source=SOURCE)
-    return {"clips_rendered": len(jobs), "clips_total": len(index["clips"]), "identities": n_ids,
-            "seconds": seconds, "clips_per_minute": (len(jobs) / seconds * 60) if jobs else None,
-            "sources": sources.summary()}
+    stats = {"clips_rendered": len(jobs), "clips_total": len(index["clips"]), "identities": n_ids,
+             "seconds": seconds, "clips_per_minute": (len(jobs) / seconds * 60) if jobs else None,
+             "sources": sources.summary()}
+    if speech_path:
+        stats["speech"] = read_speech(speech_path).summary()
+    return stats
 
 
 def real_contact_sheet(path: str, sources_path: str, seed: int, size: int = 64,
