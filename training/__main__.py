@@ -22,7 +22,8 @@ def _corpus(args) -> int:
 
         stats = generate_real_corpus(args.out, args.real_faces, clips=args.clips, seed=args.seed, size=args.size,
                                      identities=args.identities, workers=args.workers, progress=progress,
-                                     frames_per_video=args.frames_per_video)
+                                     frames_per_video=args.frames_per_video, speech_dir=args.real_speech,
+                                     speech_share=args.real_speech_share)
         if args.contact_sheet:
             real_contact_sheet(os.path.join(args.out, "contact_sheet.png"), os.path.join(args.out, SOURCES_CACHE),
                                seed=args.seed, size=args.size)
@@ -141,6 +142,11 @@ def main(argv=None) -> int:
                         "training/README.md)")
     p.add_argument("--frames-per-video", type=int, default=8,
                    help="--real-faces: frames taken from each video without a frame list in DIR/sources.json (default 8)")
+    p.add_argument("--real-speech", default=None, metavar="DIR",
+                   help="--real-faces: a folder of real recordings (one sub-folder per speaker, DIR/speech.json for held-out "
+                        "speakers); a share of the clips speak with them instead of espeak-ng")
+    p.add_argument("--real-speech-share", type=float, default=0.5,
+                   help="--real-speech: share of clips with a real recording (default 0.5)")
     p.set_defaults(func=_corpus)
 
     p = sub.add_parser("prepare", help="prepare real videos (MEAD/HDTF-style folders) in the clip format",
