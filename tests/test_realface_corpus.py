@@ -211,6 +211,10 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     twin, twin_lm = rf.render_real_twin_frames(out, clip.meta, clip.extras, clip.psi[rows], rows)
     np.testing.assert_array_equal(twin, clip.frames[rows])
     np.testing.assert_array_equal(twin_lm.astype(np.float32), clip.landmarks[rows])
+    # the contact sheet: a label column + 8 emotions, (1 intensity + 1 mechanics row) per identity
+    sheet = rf.real_contact_sheet(str(tmp_path / "sheet.png"), os.path.join(out, rf.SOURCES_CACHE), 0, 64,
+                                  identity_indices=(0, 7), intensities=(1.0,))
+    assert sheet.shape[0] == 18 + 4 * 64 and sheet.shape[1] > 8 * 64 and os.path.isfile(str(tmp_path / "sheet.png"))
     # another seed gives other identities
     other = rf.real_identity(rf.read_sources(os.path.join(out, rf.SOURCES_CACHE)), 1, 0)
     assert not np.array_equal(other.canvas, rig.canvas)

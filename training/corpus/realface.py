@@ -788,15 +788,44 @@ def generate_real_corpus(out: str, faces_dir: str, clips: int, seed: int, size: 
     return stats
 
 
+def contact_sheet_identities(sources_path: str, seed: int, n_identities: int, count: int = 6) -> List[int]:
+    """Identities worth showing: two morphs and two single-photo identities of the train split, then the first val
+    and test identities."""
+    morphs, singles, held = [], [], {}
+    for i in range(n_identities):
+        split = split_of(i)
+        if split != "train":
+            held.setdefault(split, i)
+            continue
+        rig_info = _cached_rig(sources_path, seed, i).info if len(morphs) < 2 or len(singles) < 2 else None
+        if rig_info is None:
+            continue
+        (morphs if rig_info["morph_alpha"] is not None else singles).append(i)
+    chosen = morphs[:2] + singles[:2]
+    chosen += [held[s] for s in ("val", "test") if s in held]
+    return chosen[:count]
+
+
 def real_contact_sheet(path: str, sources_path: str, seed: int, size: int = 64,
-                       identity_indices: Sequence[int] = (0, 1, 2, 3, 6, 7),
+                       identity_indices: Optional[Sequence[int]] = None, n_identities: Optional[int] = None,
                        intensities: Sequence[float] = (1 / 3, 2 / 3, 1.0), extra_rows: bool = True) -> np.ndarray:
     """A PNG grid: rows = identities x intensities, columns = MEAD's eight emotions (frontal, mouth closed); with
-    ``extra_rows`` one more row per identity: jaw open 0.3/0.6/1, blink half/full, speech-like mouth widths."""
+    ``extra_rows`` one more row per identity: jaw open 0.3/0.6/1, blink half/full, mouth wide/narrow, lower lip
+    down. A label column names each row (identity, split, morph or photo, intensity)."""
+    if identity_indices is None:
+        if n_identities is None:   # the corpus' own count, from the index beside the sources file
+            try:
+                with open(os.path.join(os.path.dirname(sources_path), "dataset.json")) as f:
+                    n_identities = int(json.load(f)["clips"][0]["n_identities"])
+            except (OSError, KeyError, IndexError, ValueError):
+                n_identities = 16
+        identity_indices = contact_sheet_identities(sources_path, seed, n_identities)
     frontal = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
     rows: List[np.ndarray] = []
+    labels: List[List[str]] = []
     for idx in identity_indices:
         rig = _cached_rig(sources_path, seed, idx)
+        kind = "morph" if rig.info["morph_alpha"] is not None else "photo"
         for k in intensities:
             row = []
             for emotion in EMOTIONS:
@@ -804,6 +833,7 @@ def real_contact_sheet(path: str, sources_path: str, seed: int, size: int = 64,
                 psi[COMPONENT["lip_press"]] += 0.2
                 row.append(render_real_frames(rig, psi[None], frontal, size)[0][0])
             rows.append(np.concatenate(row, axis=1))
+            labels.append([f"real{idx:04d}", f"{rig.identity.split} {kind}", f"k={k:.2f}"])
         if extra_rows:
             row = []
             for comp, value in (("jaw_open", 0.3), ("jaw_open", 0.6), ("jaw_open", 1.0), ("eye_openness", -0.6),
@@ -815,11 +845,20 @@ def real_contact_sheet(path: str, sources_path: str, seed: int, size: int = 64,
                     psi[COMPONENT["jaw_open"]] += 0.4
                 row.append(render_real_frames(rig, psi[None], frontal, size)[0][0])
             rows.append(np.concatenate(row, axis=1))
+            labels.append([f"real{idx:04d}", "jaw .3 .6 1", "blink .6 2.2", "width +-, lip"])
     sheet = np.concatenate(rows, axis=0)
+    scale = size / 64
+    label_w = int(76 * scale)
+    column = np.full((sheet.shape[0], label_w, 3), 255, np.uint8)
+    for r, lines in enumerate(labels):
+        for j, text in enumerate(lines):
+            cv2.putText(column, text, (2, int(r * size + (14 + 14 * j) * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.3 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    sheet = np.concatenate([column, sheet], axis=1)
     header = np.full((18, sheet.shape[1], 3), 255, np.uint8)
     for j, emotion in enumerate(EMOTIONS):
-        cv2.putText(header, emotion[:9], (j * size + 2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33 * size / 64, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(header, emotion[:9], (label_w + j * size + 2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33 * scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
     sheet = np.concatenate([header, sheet], axis=0)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     cv2.imwrite(path, sheet[..., ::-1])
