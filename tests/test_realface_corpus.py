@@ -211,6 +211,16 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     twin, twin_lm = rf.render_real_twin_frames(out, clip.meta, clip.extras, clip.psi[rows], rows)
     np.testing.assert_array_equal(twin, clip.frames[rows])
     np.testing.assert_array_equal(twin_lm.astype(np.float32), clip.landmarks[rows])
+    # the denoiser's twins (training.twins) work on real-texture clips of a dataset folder
+    from training.twins import ClipTwins
+
+    assert ClipTwins.of(clip.meta, clip.extras, clip.psi, 64) is None          # without the folder: no twins
+    tw = ClipTwins.of(clip.meta, clip.extras, clip.psi, 64, root=out)
+    images, _ = tw.render(clip.psi[rows], rows)
+    np.testing.assert_allclose(images.numpy(), clip.frames[rows].transpose(0, 3, 1, 2) / 127.5 - 1, atol=1e-6)
+    neutral = tw.neutral_psi
+    happy = tw.with_emotion("happy", 1.0)
+    assert happy[:, COMPONENT["lip_corner_up"]].mean() > neutral[:, COMPONENT["lip_corner_up"]].mean() + 0.8
     # the contact sheet: a label column + 8 emotions, (1 intensity + 1 mechanics row) per identity
     sheet = rf.real_contact_sheet(str(tmp_path / "sheet.png"), os.path.join(out, rf.SOURCES_CACHE), 0, 64,
                                   identity_indices=(0, 7), intensities=(1.0,))

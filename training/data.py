@@ -126,7 +126,7 @@ class DenoiserData:
             feats = frame_features(clip.audio, meta["fps"], cfg.audio, num_frames=len(frames))
             psi = smooth_sequence(torch.from_numpy(np.asarray(clip.psi, dtype=np.float32)), cfg.expression_smoothing)
             frames_u8 = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
-            twin = ClipTwins.of(meta, clip.extras, clip.psi, cfg.image_size)
+            twin = ClipTwins.of(meta, clip.extras, clip.psi, cfg.image_size, root=root)
             neutral = (smooth_sequence(torch.from_numpy(twin.neutral_psi), cfg.expression_smoothing)
                        if twin is not None else None)
             self.clips.append(LoadedClip(meta, frames_u8, torch.from_numpy(feats), psi,

@@ -7,6 +7,7 @@ Rendering is the corpus' own (`training.corpus.render_twin_frames`), so twins ar
 """
 from __future__ import annotations
 
+import os
 from typing import Mapping, Optional, Sequence, Tuple
 
 import cv2
@@ -21,8 +22,10 @@ OTHER_INTENSITY = (0.3, 1.0)     # intensity range of the "another emotion" twin
 class ClipTwins:
     """Twins of one corpus clip at the model's image size. Build with `of` (None for clips without twins)."""
 
-    def __init__(self, meta: Mapping, extras: Mapping[str, np.ndarray], psi: np.ndarray, size: int):
+    def __init__(self, meta: Mapping, extras: Mapping[str, np.ndarray], psi: np.ndarray, size: int,
+                 root: Optional[str] = None):
         self.meta = dict(meta)
+        self.root = root          # the dataset folder (real-texture clips rebuild their identity from it)
         self.extras = {k: np.asarray(extras[k]) for k in ("pose", "psi_emotion")}
         self.size = int(size)
         self.neutral_psi = (np.asarray(psi, np.float32) - self.extras["psi_emotion"]).astype(np.float32)
@@ -32,21 +35,34 @@ class ClipTwins:
 
     @classmethod
     def of(cls, meta: Mapping, extras: Mapping[str, np.ndarray], psi: Optional[np.ndarray],
-           size: int) -> Optional["ClipTwins"]:
-        """Twins of a procedural clip that carries what rendering them needs (corpus version >= 2), else None."""
-        if (psi is None or meta.get("source") != "procedural" or "corpus_seed" not in meta
-                or not {"pose", "psi_emotion"} <= set(extras)):
+           size: int, root: Optional[str] = None) -> Optional["ClipTwins"]:
+        """Twins of a procedural clip that carries what rendering them needs (corpus version >= 2), or of a
+        real-texture clip of the dataset ``root`` (which holds its prepared sources), else None."""
+        if psi is None or "corpus_seed" not in meta or not {"pose", "psi_emotion"} <= set(extras):
             return None
-        return cls(meta, extras, psi, size)
+        if meta.get("source") == "real_texture":
+            from .corpus.realface import SOURCES_CACHE
+
+            if root is None or not os.path.isfile(os.path.join(root, SOURCES_CACHE)):
+                return None
+        elif meta.get("source") != "procedural":
+            return None
+        return cls(meta, extras, psi, size, root)
 
     def render(self, psi_rows: np.ndarray, frame_indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Frames ``frame_indices`` rendered with ``psi_rows`` [K, 50]: images [K, 3, S, S] in [-1, 1] and their
         landmarks [K, 68, 2] in pixels of the model's size S."""
-        from .corpus.generate import render_twin_frames
-
         native = int(self.meta["size"])
-        frames, landmarks = render_twin_frames(self.meta, self.extras, np.asarray(psi_rows, np.float32),
-                                               list(frame_indices), native)
+        if self.meta.get("source") == "real_texture":
+            from .corpus.realface import render_real_twin_frames
+
+            frames, landmarks = render_real_twin_frames(self.root, self.meta, self.extras,
+                                                        np.asarray(psi_rows, np.float32), list(frame_indices), native)
+        else:
+            from .corpus.generate import render_twin_frames
+
+            frames, landmarks = render_twin_frames(self.meta, self.extras, np.asarray(psi_rows, np.float32),
+                                                   list(frame_indices), native)
         frames = np.asarray(frames)
         if native != self.size:
             frames = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames])
@@ -56,7 +72,10 @@ class ClipTwins:
 
     def with_emotion(self, emotion: str, intensity: float) -> np.ndarray:
         """psi [N, 50] of the twin showing ``emotion`` at ``intensity`` over the whole clip."""
-        from .corpus.generate import emotion_psi
+        if self.meta.get("source") == "real_texture":
+            from .corpus.realface import real_emotion_psi as emotion_psi
+        else:
+            from .corpus.generate import emotion_psi
 
         weights = np.zeros((1, len(EMOTIONS)), np.float32)
         weights[0, EMOTIONS.index(emotion)] = float(intensity)

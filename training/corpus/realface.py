@@ -721,6 +721,18 @@ def render_real_twin_frames(root: str, meta: dict, extras: Dict[str, np.ndarray]
     return render_real_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]), int(size or meta["size"]))
 
 
+def real_emotion_psi(meta: dict, weights: np.ndarray) -> np.ndarray:
+    """psi's emotion part [n, 50] of a real-texture clip's identity for emotion weights [n, 8] (as
+    ``generate.emotion_psi``; the identity's emotion directions are the procedural identity's of that seed and
+    index, so no sources are needed)."""
+    from .generate import emotion_weights_to_psi
+
+    if meta.get("source") != SOURCE:
+        raise ValueError(f"clip {meta.get('clip_id')!r} is not a real-texture clip")
+    return emotion_weights_to_psi(make_identity(int(meta["corpus_seed"]), int(meta["identity_index"])),
+                                  np.atleast_2d(weights))
+
+
 def _work(args):
     out, sources_path, seed, index, n_ids, size, speech_path, speech_share = args
     write_clip(out, render_real_clip(sources_path, seed, index, n_ids, size, speech_path=speech_path,
