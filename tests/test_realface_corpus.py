@@ -63,10 +63,14 @@ def _polygon_mask(points, size):
 
 
 def test_triangulation_keeps_mouth_and_eyes_apart():
-    assert rf.region_is_own(rf.TRIANGLES, list(range(60, 68)))
-    assert rf.region_is_own(rf.TRIANGLES, list(range(36, 42)))
-    assert rf.region_is_own(rf.TRIANGLES, list(range(42, 48)))
+    assert rf.region_is_own(rf.TRIANGLES, rf.INNER_LIP_POLY)
+    assert rf.region_is_own(rf.TRIANGLES, rf.EYE_POLYS[0]) and rf.region_is_own(rf.TRIANGLES, rf.EYE_POLYS[1])
     assert rf.folded_triangles(TEMPLATE) == 0
+    # the contour midpoints lie on smooth curves through the landmarks, and follow any similarity exactly
+    dense = rf.densify(TEMPLATE)
+    assert dense.shape == (rf.NUM_CONTROL, 2) and np.array_equal(dense[:68], TEMPLATE)
+    rot = np.array([[0.8, -0.6], [0.6, 0.8]]) * 1.7
+    np.testing.assert_allclose(rf.densify(TEMPLATE @ rot.T + 3.0), dense @ rot.T + 3.0, atol=1e-12)
     # the mirror map is an involution and maps the (symmetric) template onto itself
     assert (rf.MIRROR_68[rf.MIRROR_68] == np.arange(68)).all()
     mirrored = TEMPLATE[rf.MIRROR_68] * [-1, 1]
@@ -76,7 +80,7 @@ def test_triangulation_keeps_mouth_and_eyes_apart():
 def test_warp_with_equal_points_is_the_identity():
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.random((96, 96, 3)).astype(np.float32), (0, 0), 2)
-    pts = rf.canon_to_canvas(np.concatenate([TEMPLATE, rf.ANCHORS])) * 96 / rf.CANVAS
+    pts = rf.canon_to_canvas(rf.control_points(TEMPLATE, rf.ANCHORS)) * 96 / rf.CANVAS
     out = rf.warp_piecewise(img, pts, pts, 96)
     assert np.abs(out - img).max() < 1e-4
 

@@ -91,14 +91,57 @@ ANCHORS, ANCHOR_DEPTH = _anchors()
 ALL_DEPTH = np.concatenate([DEPTH, ANCHOR_DEPTH])
 
 
+# Contours (corner to corner) whose landmarks get Catmull-Rom midpoints as extra control points, so lips, lids and
+# jaw bend smoothly instead of in straight pieces between the sparse 68 points.
+CONTOURS = ([48, 49, 50, 51, 52, 53, 54], [54, 55, 56, 57, 58, 59, 48], [60, 61, 62, 63, 64], [64, 65, 66, 67, 60],
+            [36, 37, 38, 39], [39, 40, 41, 36], [42, 43, 44, 45], [45, 46, 47, 42], list(range(17)))
+
+
+def _contour_index():
+    """(the contours' spans [E, 4] of landmark indices p0..p3 for each midpoint, the dense polygon of a contour
+    list: landmark and midpoint indices in order)."""
+    spans, dense, k = [], [], 68
+    for c in CONTOURS:
+        ext = [c[0]] + c + [c[-1]]
+        poly = []
+        for i in range(len(c) - 1):
+            spans.append(ext[i:i + 4])
+            poly += [c[i], k]
+            k += 1
+        dense.append(poly + [c[-1]])
+    return np.array(spans), dense
+
+
+SPANS, _DENSE = _contour_index()
+NUM_CONTROL = 68 + len(SPANS)
+# dense closed polygons (control-point indices): the inner lips, and each eye's opening
+INNER_LIP_POLY = _DENSE[2][:-1] + _DENSE[3][:-1]
+EYE_POLYS = (_DENSE[4][:-1] + _DENSE[5][:-1], _DENSE[6][:-1] + _DENSE[7][:-1])
+UPPER_LID_DENSE = (_DENSE[4], _DENSE[6])
+
+
+def densify(pts: np.ndarray) -> np.ndarray:
+    """68 landmarks [..., 68, 2] -> control points [..., NUM_CONTROL, 2]: the landmarks and the Catmull-Rom
+    midpoints of the lip, lid and jaw contours ((-p0 + 9 p1 + 9 p2 - p3) / 16; affine-invariant, so the midpoints of
+    a mapped face are the mapped midpoints)."""
+    pts = np.asarray(pts, np.float64)
+    q = pts[..., SPANS, :]                                     # [..., E, 4, 2]
+    mids = (-q[..., 0, :] + 9 * q[..., 1, :] + 9 * q[..., 2, :] - q[..., 3, :]) / 16
+    return np.concatenate([pts, mids], axis=-2)
+
+
+def control_points(pts68: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    return np.concatenate([densify(pts68), anchors], axis=-2)
+
+
 def _triangulation() -> np.ndarray:
-    """One triangulation [M, 3] of the 68 landmarks + anchors, made on the template with the mouth half open so
-    the inner-lip polygon is a region of its own (its triangles use inner-lip points only, like each eye's)."""
+    """One triangulation [M, 3] of the control points (landmarks, contour midpoints, anchors), made on the template
+    with the mouth half open so the inner-lip polygon is a region of its own (its triangles use inner-lip points
+    only, like each eye's)."""
     from scipy.spatial import Delaunay
 
     ref = TEMPLATE + 0.5 * EXPRESSION_BASIS[COMPONENT["jaw_open"]] + 0.5 * EXPRESSION_BASIS[COMPONENT["eye_openness"]]
-    tris = Delaunay(np.concatenate([ref, ANCHORS])).simplices.astype(np.int64)
-    return tris
+    return Delaunay(control_points(ref, ANCHORS)).simplices.astype(np.int64)
 
 
 TRIANGLES = _triangulation()
@@ -243,8 +286,20 @@ def source_from_image(image: np.ndarray, landmarks: np.ndarray, name: str, perso
         px_small = np.concatenate([px_to_canvas[:, :2] @ np.diag([1 / sx, 1 / sy]), px_to_canvas[:, 2:]], 1)
         cvm = np.concatenate([px_small[:, :2], (px_small[:, 2] + px_small[:, :2] @ [0.5, 0.5] - 0.5)[:, None]], 1)
         img, flags = small, cv2.INTER_LINEAR
-    # beyond the photo's edges its border pixels are replicated (a mirror would show shoulders upside down)
+    # beyond the photo's edges: its border pixels replicated (a mirror would show shoulders upside down), then
+    # smoothed into a blurred continuation of the photo, so no streaks run off its edges
     canvas = cv2.warpAffine(img, cvm, (CANVAS, CANVAS), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    valid = cv2.warpAffine(np.ones(img.shape[:2], np.float32), cvm, (CANVAS, CANVAS), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if valid.min() < 0.999:
+        sigma = 0.3 * CANVAS_UNIT
+        f = canvas.astype(np.float32)
+        num = cv2.GaussianBlur(f * valid[..., None], (0, 0), sigma)
+        den = cv2.GaussianBlur(valid, (0, 0), sigma)[..., None]
+        smooth = cv2.GaussianBlur(f, (0, 0), sigma)
+        filled = np.where(den > 0.05, num / np.maximum(den, 1e-6), smooth)
+        keep = (cv2.GaussianBlur(valid, (0, 0), 2.0) * valid)[..., None]
+        canvas = np.clip(keep * f + (1 - keep) * filled + 0.5, 0, 255).astype(np.uint8)
     canon = _apply(_invert(fit.similarity), lm)
     return SourceFace(name, person or name.split("#")[0], canvas, canon.astype(np.float64),
                       float(np.linalg.norm(lm[45] - lm[36])))
@@ -259,7 +314,7 @@ def flip_source(face: SourceFace) -> SourceFace:
 
 
 def _source_points(canon68: np.ndarray) -> np.ndarray:
-    return canon_to_canvas(np.concatenate([canon68, ANCHORS]))
+    return canon_to_canvas(control_points(canon68, ANCHORS))
 
 
 def morph_sources(a: SourceFace, b: SourceFace, alpha: float) -> SourceFace:
@@ -276,8 +331,8 @@ def morph_sources(a: SourceFace, b: SourceFace, alpha: float) -> SourceFace:
 def folded_triangles(canon68: np.ndarray) -> int:
     """How many triangles of the fixed triangulation a landmark set turns over (0 for a usable face)."""
     opened = 0.5 * EXPRESSION_BASIS[COMPONENT["jaw_open"]] + 0.5 * EXPRESSION_BASIS[COMPONENT["eye_openness"]]
-    ref = np.concatenate([TEMPLATE + opened, ANCHORS])[TRIANGLES]
-    pts = np.concatenate([clamp_lids_and_lips(canon68) + opened, ANCHORS])[TRIANGLES]
+    ref = control_points(TEMPLATE + opened, ANCHORS)[TRIANGLES]
+    pts = control_points(clamp_lids_and_lips(canon68) + opened, ANCHORS)[TRIANGLES]
 
     def signed(p):
         return (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])
@@ -577,13 +632,13 @@ def render_real_frames(rig: RealRig, psi: np.ndarray, pose: HeadPose, size: int)
     unit = size / (CROP_EYE_RATIO * EYE_DISTANCE)
     frames = np.zeros((n, size, size, 3), np.uint8)
     for i in range(n):
-        dst = np.concatenate([landmarks[i], anchors[i]]) * ss
-        img = warp_piecewise(rig.canvas, rig.src_points, dst, work)
         lm = landmarks[i]
+        dense = densify(lm)
+        img = warp_piecewise(rig.canvas, rig.src_points, np.concatenate([dense, anchors[i]]) * ss, work)
         scale_i = float(pose.scale[i])
         _shade(shader, img, lm, psi[i], work)
-        _eyes(shader, img, lm, canon[i], rig, unit * scale_i)
-        _mouth(shader, img, lm, psi[i], rig, unit * scale_i)
+        _eyes(shader, img, lm, dense, canon[i], rig, unit * scale_i)
+        _mouth(shader, img, lm, dense, psi[i], rig, unit * scale_i)
         out = cv2.resize(np.clip(img, 0, 1), (size, size), interpolation=cv2.INTER_AREA)
         frames[i] = (out * 255.0 + 0.5).astype(np.uint8)
     return frames, landmarks
@@ -610,7 +665,8 @@ def _shade(shader: _Shader, img: np.ndarray, lm: np.ndarray, psi: np.ndarray, wo
     img *= 1 + SHADING_GAIN * shade * mask
 
 
-def _eyes(shader: _Shader, img: np.ndarray, lm: np.ndarray, canon: np.ndarray, rig: RealRig, unit: float) -> None:
+def _eyes(shader: _Shader, img: np.ndarray, lm: np.ndarray, dense: np.ndarray, canon: np.ndarray, rig: RealRig,
+          unit: float) -> None:
     """Lids over eyes that close: the eye opening filled with the skin around it, a lash line on the upper lid."""
     closure = 1 - _eye_openings(canon) / rig.eye_ref
     work = img.shape[0]
@@ -626,17 +682,20 @@ def _eyes(shader: _Shader, img: np.ndarray, lm: np.ndarray, canon: np.ndarray, r
         skin = np.median(img[probe[:, 1], probe[:, 0]], axis=0)
         layer = np.zeros_like(img)
         mask = np.zeros(img.shape[:2] + (1,), np.float32)
-        shader._fill(mask, pts, (1.0,))
-        shader._line(mask, pts[[0, 1, 2, 3]], (1.0,), 0.02 * unit)
+        lid = dense[UPPER_LID_DENSE[k]]
+        shader._fill(mask, dense[EYE_POLYS[k]], (1.0,))
+        shader._line(mask, lid, (1.0,), 0.02 * unit)
         layer[:] = skin
-        shader._line(layer, pts[[0, 1, 2, 3]], tuple(float(c) for c in skin * 0.45), 0.016 * unit)
+        shader._line(layer, lid, tuple(float(c) for c in skin * 0.45), 0.016 * unit)
         img *= 1 - alpha * mask
         img += alpha * mask * layer
 
 
-def _mouth(shader: _Shader, img: np.ndarray, lm: np.ndarray, psi: np.ndarray, rig: RealRig, unit: float) -> None:
-    """The mouth interior inside the inner lips, faded in as they part (gap 0 -> 1.5 output pixels... in work px)."""
-    inner = lm[60:68]
+def _mouth(shader: _Shader, img: np.ndarray, lm: np.ndarray, dense: np.ndarray, psi: np.ndarray, rig: RealRig,
+           unit: float) -> None:
+    """The mouth interior inside the inner lips (the dense contour the warp bent them to), faded in as they part."""
+    upper, lower = dense[_DENSE[2]], dense[_DENSE[3]]
+    inner = dense[INNER_LIP_POLY]
     gap = float(np.linalg.norm(lm[[65, 66, 67]].mean(0) - lm[[61, 62, 63]].mean(0)))
     alpha = float(_smooth01(gap * shader.ss / 2.5))
     if alpha <= 0:
@@ -657,12 +716,10 @@ def _mouth(shader: _Shader, img: np.ndarray, lm: np.ndarray, psi: np.ndarray, ri
                 lineType=cv2.LINE_AA, shift=4)
     # teeth a little lighter than the skin, never brighter than off-white (they are in the mouth's shadow)
     teeth = tuple(float(v) for v in np.array([1.0, 0.97, 0.9]) * min(0.8, float(rig.skin.mean()) * 1.3))
-    upper = lm[[60, 61, 62, 63, 64]]
     height = min(0.06 * unit, 0.6 * gap)
     shader._fill(layer, np.concatenate([upper, upper[::-1] + height * down]), teeth)
     bare = 0.05 * float(np.clip(psi[COMPONENT["lower_lip_depress"]], 0, 1)) + 0.02 * float(np.clip(gap / unit - 0.2, 0, 1))
     if bare > 0.005:
-        lower = lm[[64, 65, 66, 67, 60]]
         shader._fill(layer, np.concatenate([lower, lower[::-1] - bare * unit * down]),
                      tuple(float(v) * 0.93 for v in teeth))
     soft = 0.35 * shader.ss   # the interior's edges as soft as the photo's
