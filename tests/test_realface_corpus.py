@@ -164,8 +164,15 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     _write_faces(faces)
     from skimage import data
 
-    # a held-out test portrait in the folder is refused, whatever it is called
+    # held-out test portraits in the folder are refused: by name (also prefixed), and by content when renamed
     cv2.imwrite(os.path.join(faces, "multi_face.jpg"), data.astronaut()[..., ::-1])
+    import shutil
+
+    import skimage
+
+    shutil.copyfile(os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png"),
+                    os.path.join(faces, "zz_renamed.png"))
+    cv2.imwrite(os.path.join(faces, "2_astronaut.png"), data.astronaut()[..., ::-1])
     speech = str(tmp_path / "speech")
     _write_speech(speech)
     out = str(tmp_path / "corpus")
@@ -177,7 +184,8 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
 
     bank = read_speech(os.path.join(out, "real_speech.npz"))
     assert speaker_of(bank, 0, 7, "test") == "held" and speaker_of(bank, 0, 0, "train") == "voice_a"
-    assert any(s.startswith("multi_face.jpg: held-out") for s in stats["sources"]["skipped"])
+    for name in ("multi_face.jpg", "zz_renamed.png", "2_astronaut.png"):
+        assert any(s.startswith(f"{name}: held-out") for s in stats["sources"]["skipped"]), name
     assert stats["sources"]["faces"] == 2
     ds = ClipDataset(out)
     metas = ds.metas()
@@ -229,6 +237,13 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     sheet = rf.real_contact_sheet(str(tmp_path / "sheet.png"), os.path.join(out, rf.SOURCES_CACHE), 0, 64,
                                   identity_indices=(0, 7), intensities=(1.0,))
     assert sheet.shape[0] == 18 + 4 * 64 and sheet.shape[1] > 8 * 64 and os.path.isfile(str(tmp_path / "sheet.png"))
+    # resuming with the same folders renders nothing new; with other faces it refuses (the clips would not match)
+    again = rf.generate_real_corpus(out, faces, clips=2, seed=0, size=64, identities=8, speech_dir=speech,
+                                    speech_share=1.0)
+    assert again["clips_rendered"] == 0
+    os.remove(os.path.join(faces, "b.png"))
+    with pytest.raises(ValueError, match="other source faces"):
+        rf.generate_real_corpus(out, faces, clips=3, seed=0, size=64, identities=8)
     # another seed gives other identities
     other = rf.real_identity(rf.read_sources(os.path.join(out, rf.SOURCES_CACHE)), 1, 0)
     assert not np.array_equal(other.canvas, rig.canvas)

