@@ -3,7 +3,8 @@
 A speech folder holds WAV files, one speaker per sub-folder (``<speaker>/*.wav``, any depth below it) or per
 ``speech.json`` entry: {"speakers": {relative path: speaker}, "splits": {speaker: "train" | "val" | "test"}}.
 Speakers without a split are train speakers. An identity of the corpus speaks with one voice: a speaker of its
-split (val/test identities get the held-out speakers, when the folder has any), chosen by (seed, identity).
+split (val/test identities get the held-out speakers, when the folder has any), chosen by (seed, identity)
+with weights min(recorded seconds, 60).
 
 A clip's speech is 1.8-3.2 s of that speaker: whole prompts (silence trimmed) joined by short pauses, or a
 window of a long recording, resampled to 16 kHz, peak-normalised like the corpus' synthetic speech and padded
@@ -53,6 +54,15 @@ class SpeechBank:
                                                             for s, v in sorted(seconds.items())}}
 
 
+def _pcm(wave: np.ndarray) -> np.ndarray:
+    """float32 on the 16-bit grid (what the corpus stores: recordings are 16-bit PCM anyway)."""
+    return np.clip(np.round(np.asarray(wave, np.float64) * 32767), -32768, 32767).astype(np.int16)
+
+
+def _from_pcm(pcm: np.ndarray) -> np.ndarray:
+    return pcm.astype(np.float32) / np.float32(32767)
+
+
 def _trim(wave: np.ndarray, rate: int, margin: float = 0.05) -> np.ndarray:
     peak = float(np.abs(wave).max()) if wave.size else 0.0
     if peak <= 0:
@@ -76,7 +86,7 @@ def load_speech(folder: str) -> SpeechBank:
         rel = os.path.relpath(path, folder).replace(os.sep, "/")
         speaker = given.get(rel) or (rel.split("/")[0] if "/" in rel else os.path.splitext(rel)[0])
         data, rate = load_audio_file(path)
-        wave = _trim(to_mono(data).astype(np.float32), rate)
+        wave = _from_pcm(_pcm(_trim(to_mono(data).astype(np.float32), rate)))
         if len(wave) < 0.3 * rate:
             continue
         bank.speakers.append(speaker)
@@ -94,7 +104,7 @@ def load_speech(folder: str) -> SpeechBank:
 
 def save_speech(path: str, bank: SpeechBank) -> None:
     lengths = np.array([len(w) for w in bank.waves])
-    np.savez_compressed(path, audio=np.concatenate(bank.waves).astype(np.float32), lengths=lengths,
+    np.savez_compressed(path, audio=_pcm(np.concatenate(bank.waves)), lengths=lengths,
                         rates=np.array(bank.rates),
                         info=np.array(json.dumps({"speakers": bank.speakers, "names": bank.names,
                                                   "splits": bank.splits})))
@@ -105,7 +115,7 @@ def read_speech(path: str) -> SpeechBank:
     with np.load(path) as z:
         info = json.loads(str(z["info"]))
         audio, lengths, rates = z["audio"], z["lengths"], z["rates"]
-    waves = np.split(audio, np.cumsum(lengths)[:-1])
+    waves = np.split(_from_pcm(audio), np.cumsum(lengths)[:-1])
     return SpeechBank(info["speakers"], info["names"], list(waves), [int(r) for r in rates], info["splits"])
 
 
@@ -127,13 +137,22 @@ def prepare_speech(folder: str, out: str) -> str:
     return path
 
 
+SPEAKER_WEIGHT_CAP = 60.0   # seconds: a speaker's chance grows with its recorded time, up to this much
+
+
 def speaker_of(bank: SpeechBank, seed: int, identity_index: int, split: str) -> Optional[str]:
-    """The voice of identity ``identity_index``: a speaker of its split (None when the folder has none)."""
+    """The voice of identity ``identity_index``: a speaker of its split (None when the folder has none), drawn
+    with weights min(recorded seconds, 60), so that a 1-second sample is not spoken as often as 25 minutes."""
     pool = bank.pool(split)
     if not pool:
         return None
+    seconds = {s: 0.0 for s in pool}
+    for s, w, r in zip(bank.speakers, bank.waves, bank.rates):
+        if s in seconds:
+            seconds[s] += len(w) / r
+    weights = np.array([min(seconds[s], SPEAKER_WEIGHT_CAP) for s in pool])
     rng = np.random.default_rng([seed, 7_000_011, identity_index])
-    return pool[int(rng.integers(len(pool)))]
+    return pool[int(rng.choice(len(pool), p=weights / weights.sum()))]
 
 
 def real_clip_speech(bank: SpeechBank, speaker: str, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
