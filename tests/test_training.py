@@ -334,6 +334,9 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert all(v > 0 for v in sens["loss"].values())
     assert sens["expression_relative_increase"] == pytest.approx(
         sens["loss"]["expression_shuffled"] / sens["loss"]["true"] - 1)
+    probes = report["denoiser"]["emotion_probes"]            # the corpus has twins: the training log's probes
+    assert probes["examples"] == 32 and {"x0_response_0.2", "x0_response_0.6", "swap_loss", "swap_loss_mask"} <= set(probes)
+    assert all(np.isfinite(v) for v in probes.values())
     # anchored evaluation: the previous real frame diffused to 2% of T and denoised by the (barely trained)
     # model stays close to the next real frame; from pure noise it cannot be
     from emodiff_core.checkpoint import load_components

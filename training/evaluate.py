@@ -32,11 +32,13 @@ from emodiff_core.pipeline import EmotionSpec, check_guidance, emotion_expressio
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
-from .data import DenoiserData, FrameData, resize_clip_frames
+from .data import DenoiserData, FrameData, TwinOptions, resize_clip_frames
+from .probes import emotion_probes
 
 NAMED = 13
 WINDOW = 48
 SINGLE_FRAME_SETTINGS = SamplingSettings(steps=25, start_noise=1.0)   # evaluate_denoiser's default: DDIM, 25 steps
+PROBE_EXAMPLES = 32        # twin examples for the emotion probes (as the training log uses)
 
 
 def find_components(folder: str) -> Dict[str, str]:
@@ -549,6 +551,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
         report["denoiser"] = evaluate_denoiser(den, data, split, settings, max_clips=max_clips, seed=seed)
         report["denoiser"]["condition_sensitivity"] = condition_sensitivity(den, data, split, seed=seed)
+        probes = emotion_probe_report(den, data, split, seed=seed)
+        if probes is not None:
+            report["denoiser"]["emotion_probes"] = probes
         if "expression_generator" in found and videos > 0:
             report["videos"] = evaluate_videos(
                 den, gen, data, split, clips=videos, frames=video_frames, seed=seed,
@@ -579,6 +584,18 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 # what the guidance sweep keeps of each scale's emotion-control report
 GUIDANCE_SWEEP_KEYS = ("guidance", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
                        "spearman_mean", "video_accuracy_per_intensity", "fer", "seconds")
+
+
+def emotion_probe_report(denoiser, data_dir: str, split: str, examples: int = PROBE_EXAMPLES,
+                         seed: int = 0) -> Optional[dict]:
+    """The training log's emotion probes (`training.probes`: x0-response at 0.2/0.4/0.6 T, swap loss) on
+    ``examples`` twin examples of ``split``; None when its clips have no twins (real clips, older corpora)."""
+    data = DenoiserData(data_dir, denoiser.config, split, twins=TwinOptions(share=1.0))
+    if not data.has_twins:
+        return None
+    batch = data.probe_batch(np.random.default_rng([seed, 424_242]), examples)
+    diffusion = GaussianDiffusion.from_config(denoiser.config.diffusion)
+    return {"examples": examples, **emotion_probes(denoiser, diffusion, batch, seed=seed)}
 
 
 def default_judge(checkpoints: str) -> Optional[str]:

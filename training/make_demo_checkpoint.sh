@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces checkpoints/emodiffhead_demo.safetensors from nothing, on a CPU (about 4 h on 2 cores; the
 # denoiser is most of it). DATA and RUNS may be set; the defaults are outside the repository.
+# Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30); the corpus command
+# now renders version 2, so rerunning stage 1 trains on version-2 faces: close to, not byte-identical with, the
+# shipped stage-1 components (generator step 3000 on v1 is replaced in stage 2; SR head and regressor are kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -12,15 +15,22 @@ RUNS=${RUNS:-../emodiffhead-runs}
 wide_corpus() {
     $PY -m training corpus --out "$DATA/corpus64_wide" --clips 1024 --identities 1024 --seed 0 --size 64 --workers 2
 }
+# The emotion stage (issue 9) renders corpus version 2 (FACS emotion directions, shading, counterfactual twins).
+emotion_corpora() {
+    $PY -m training corpus --out "$DATA/corpus64v2" --clips 640 --identities 64 --seed 0 --size 64 --workers 2
+    # the judge needs many faces, each in several emotions: 200 identities x 8 clips (test identities, index
+    # mod 8 = 7, are the same people as corpus64v2's and are never trained on)
+    $PY -m training corpus --out "$DATA/judge64v2" --clips 1600 --identities 200 --seed 0 --size 64 --workers 2
+}
 # checkpoints/emotion_judge.safetensors, the classifier `evaluate` judges generated emotions with (not part of the
 # bundle). `training/make_demo_checkpoint.sh judge` retrains only it; after a change of the corpus generator give
 # new DATA and RUNS folders (clips and runs already there are kept and resumed, not redone).
 train_judge() {
-    $PY -m training train judge --config training/configs/judge_demo.json --data "$DATA/corpus64_wide" --out "$RUNS/judge" --resume
+    $PY -m training train judge --config training/configs/judge_demo.json --data "$DATA/judge64v2" --out "$RUNS/judge" --resume
     cp "$RUNS/judge/emotion_judge.safetensors" checkpoints/emotion_judge.safetensors
 }
 if [ "${1:-all}" = judge ]; then
-    wide_corpus
+    emotion_corpora
     train_judge
     exit 0
 fi
@@ -34,8 +44,17 @@ $PY -m training train generator --config training/configs/generator_demo.json --
 $PY -m training train denoiser --config training/configs/denoiser_demo.json --data "$DATA/corpus64" --out "$RUNS/denoiser" --resume --stop-after 6500
 $PY -m training train regressor --config training/configs/regressor_demo.json --data "$DATA/corpus64_wide" --out "$RUNS/regressor" --resume --stop-after 2500
 $PY -m training train superres --config training/configs/superres_demo.json --data "$DATA/corpus128" --out "$RUNS/superres" --resume
+# Stage 2, emotion (issue 9): the expression generator retrained on corpus v2 (its emotion directions), the
+# stage-1 denoiser fine-tuned with the emotion recipe (training/configs/denoiser_emotion.json: counterfactual
+# twins, emotion-region loss, standardised psi, spatial expression map, expression dropout for guidance),
+# the judge; SR head and regressor as in stage 1. The shipped denoiser ran 2,000 steps, stopped (session end),
+# and finished the remaining 2,000 with --resume from its saved state: the same updates as one run.
+emotion_corpora
+$PY -m training train generator --config training/configs/generator_demo.json --data "$DATA/corpus64v2" --out "$RUNS/generator_v2" --resume
+$PY -m training train denoiser --config training/configs/denoiser_emotion.json --data "$DATA/corpus64v2" \
+    --out "$RUNS/denoiser_emotion" --init-from "$RUNS/denoiser/denoiser.safetensors" --resume
 train_judge
-$PY -m training export "$RUNS/denoiser/denoiser.safetensors" "$RUNS/generator/expression_generator.safetensors" \
+$PY -m training export "$RUNS/denoiser_emotion/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
     --card checkpoints/MODEL_CARD.md --out checkpoints/emodiffhead_demo.safetensors
-$PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64" --split test --json
+$PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
