@@ -536,7 +536,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     videos of ``control_frames`` frames."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     found = find_components(checkpoints)
     report = {"checkpoints": {k: os.path.basename(v) for k, v in found.items()}, "data": os.path.abspath(data),
               "split": split}
