@@ -268,6 +268,26 @@ def summarise(portraits: Sequence[dict], emotions: Sequence[str]) -> dict:
     return summary
 
 
+def _write_report(out: str, header: dict, results: List[dict], skipped: List[dict], sheet_rows: List[dict],
+                  emotions: Sequence[str], complete: bool) -> dict:
+    """contact_sheet.png and report.json for the portraits measured so far (``complete`` False while a run
+    is still going: a stopped run keeps its finished portraits)."""
+    import json
+
+    from emodiff_core.atomic import atomic_output
+
+    contact_sheet(sheet_rows, emotions, os.path.join(out, "contact_sheet.png"))
+    report = {"complete": bool(complete), "checkpoint": header["checkpoint"],
+              "portraits": [r["file"] for r in results], "skipped": list(skipped)}
+    report.update({k: v for k, v in header.items() if k != "checkpoint"})
+    report.update({"summary": summarise(results, emotions), "results": results, "contact_sheet": "contact_sheet.png"})
+    with atomic_output(os.path.join(out, "report.json")) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    return report
+
+
 def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHECKPOINT,
                        seconds: float = DEFAULT_SECONDS, emotions: Sequence[str] = DEFAULT_EMOTIONS,
                        intensity: float = 1.0, out: str = DEFAULT_OUT, seed: int = 0,
@@ -314,6 +334,18 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     psi = torch.stack([p[0] for p in pairs])
     neutral = torch.stack([p[1] for p in pairs])
 
+    header = {
+        "checkpoint": display_path(checkpoint),
+        "audio": {"file": display_path(audio), "seconds_used": round(clip.seconds, 3),
+                  "seconds_in_file": round(full_seconds, 3), "sample_rate_in_file": int(sr),
+                  "silent_seconds": round(clip.silent_seconds, 3), "frames": clip.num_frames, "fps": clip.fps},
+        "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed), "sampling": settings.to_dict(),
+        "superres": "head" if models.superres is not None else "none", "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "detector": {"detect_size": meter.detect_size, "same_person_distance": 0.6,
+                     "fer_crop_fraction": FER_CROP_FRACTION},
+        "videos_saved": bool(save_videos),
+    }
     results, sheet_rows, skipped = [], [], []
     for path in files:
         name = os.path.basename(path)
@@ -369,30 +401,9 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         brief = ", ".join(f"{e}: face {m['face_share']:.2f} id {m['same_person_share']} sharp {m['sharpness']} "
                           f"r {m['lipsync_r']} fer {m['fer']['asked_share']}" for e, m in measures.items())
         log(f"{name}: {total:.0f} s ({made / max(total, 1e-9):.2f} frames/s); {brief}")
+        if path != files[-1]:       # a long run keeps what it has measured if it is stopped
+            _write_report(out, header, results, skipped, sheet_rows, emotions, complete=False)
     if not results:
         raise PortraitEvaluationError(f"no usable portrait in {portraits}: " +
                                       "; ".join(f"{s['file']}: {s['reason']}" for s in skipped))
-    sheet_path = os.path.join(out, "contact_sheet.png")
-    contact_sheet(sheet_rows, emotions, sheet_path)
-    report = {
-        "checkpoint": display_path(checkpoint), "portraits": [r["file"] for r in results], "skipped": skipped,
-        "audio": {"file": display_path(audio), "seconds_used": round(clip.seconds, 3),
-                  "seconds_in_file": round(full_seconds, 3), "sample_rate_in_file": int(sr),
-                  "silent_seconds": round(clip.silent_seconds, 3), "frames": clip.num_frames, "fps": clip.fps},
-        "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed), "sampling": settings.to_dict(),
-        "superres": "head" if models.superres is not None else "none", "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "detector": {"detect_size": meter.detect_size, "same_person_distance": 0.6,
-                     "fer_crop_fraction": FER_CROP_FRACTION},
-        "summary": summarise(results, emotions), "results": results,
-        "contact_sheet": "contact_sheet.png", "videos_saved": bool(save_videos),
-    }
-    import json
-
-    from emodiff_core.atomic import atomic_output
-
-    with atomic_output(os.path.join(out, "report.json")) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    return report
+    return _write_report(out, header, results, skipped, sheet_rows, emotions, complete=True)
