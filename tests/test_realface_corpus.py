@@ -155,6 +155,10 @@ def _write_speech(folder):
             t = np.arange(int(8000 * 1.2)) / 8000
             env = np.clip(np.sin(2 * np.pi * rng.uniform(2, 4) * t), 0, None)
             soundfile.write(os.path.join(folder, speaker, f"p{k}.wav"), (0.3 * env * np.sin(2 * np.pi * f0 * t)), 8000)
+    # a recording whose pauses are as loud as its speech (radio noise) is skipped
+    t = np.arange(8000 * 2) / 8000
+    soundfile.write(os.path.join(folder, "voice_a", "noisy.wav"), 0.2 * np.sin(2 * np.pi * 140 * t)
+                    + 0.2 * rng.normal(size=len(t)), 8000)
     with open(os.path.join(folder, "speech.json"), "w") as f:
         json.dump({"splits": {"held": "test"}}, f)
 
@@ -180,6 +184,7 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
                                     speech_share=1.0)
     assert stats["clips_total"] == 2
     assert stats["speech"]["speakers"]["held"]["split"] == "test"
+    assert any(s.startswith("voice_a/noisy.wav: noise") for s in stats["speech"]["skipped"])
     from training.corpus.realspeech import read_speech, speaker_of
 
     bank = read_speech(os.path.join(out, "real_speech.npz"))

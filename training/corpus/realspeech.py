@@ -13,11 +13,13 @@ same ``speech.mouth_drive`` as espeak-ng speech.
 
 ``python -m training.corpus.collect_real --speech-out DIR ...`` fills such a folder from Debian's
 ``asterisk-core-sounds-en-wav`` (one voice, Allison Smith, CC-BY-SA-3.0: train) and ``codec2-examples``
-(several speakers, LGPL-2.1; ``david4`` and ``mmt1`` are held out for the test/val identities, ``vk5qi``, the
-evaluation voice of ``evaluate-portraits``, is not collected).
+(several speakers, LGPL-2.1; ``morig`` and ``mmt1`` are held out for the test/val identities, ``vk5qi``, the
+evaluation voice of ``evaluate-portraits``, is not collected; ``david4`` and ``vk2tpm_004`` are skipped by
+``noise_floor``: radio noise as loud as the speech).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import json
@@ -42,6 +44,7 @@ class SpeechBank:
     waves: List[np.ndarray]      # float32 mono at the recording's rate, silence trimmed
     rates: List[int]
     splits: Dict[str, str]       # speaker -> split
+    skipped: List[str] = dataclasses.field(default_factory=list)   # "name: why"
 
     def pool(self, split: str) -> List[str]:
         return sorted({s for s in self.speakers if self.splits.get(s) == split})
@@ -51,7 +54,8 @@ class SpeechBank:
         for s, w, r in zip(self.speakers, self.waves, self.rates):
             seconds[s] = seconds.get(s, 0.0) + len(w) / r
         return {"recordings": len(self.waves), "speakers": {s: {"split": self.splits[s], "seconds": round(v, 1)}
-                                                            for s, v in sorted(seconds.items())}}
+                                                            for s, v in sorted(seconds.items())},
+                "skipped": self.skipped}
 
 
 def _pcm(wave: np.ndarray) -> np.ndarray:
@@ -61,6 +65,17 @@ def _pcm(wave: np.ndarray) -> np.ndarray:
 
 def _from_pcm(pcm: np.ndarray) -> np.ndarray:
     return pcm.astype(np.float32) / np.float32(32767)
+
+
+MAX_NOISE_FLOOR = 0.3   # recordings whose quiet parts are this loud relative to the speech are skipped
+
+
+def noise_floor(wave: np.ndarray, rate: int) -> float:
+    """10th-percentile over 95th-percentile RMS of 40 ms windows: ~0.01 for clean speech, 0.6-0.8 for a radio
+    recording whose noise fills the pauses (mouth_drive would keep the mouth open throughout)."""
+    n = max(1, int(0.04 * rate))
+    rms = np.sqrt(np.convolve(np.asarray(wave, np.float64) ** 2, np.ones(n) / n, "valid")[:: max(1, n // 2)])
+    return float(np.percentile(rms, 10) / (np.percentile(rms, 95) + 1e-12))
 
 
 def _trim(wave: np.ndarray, rate: int, margin: float = 0.05) -> np.ndarray:
@@ -81,13 +96,17 @@ def load_speech(folder: str) -> SpeechBank:
     files = sorted(glob.glob(os.path.join(folder, "**", "*.wav"), recursive=True))
     if not files:
         raise FileNotFoundError(f"no .wav files in {folder}")
-    bank = SpeechBank([], [], [], [], {})
+    bank = SpeechBank([], [], [], [], {}, [])
     for path in files:
         rel = os.path.relpath(path, folder).replace(os.sep, "/")
         speaker = given.get(rel) or (rel.split("/")[0] if "/" in rel else os.path.splitext(rel)[0])
         data, rate = load_audio_file(path)
         wave = _from_pcm(_pcm(_trim(to_mono(data).astype(np.float32), rate)))
         if len(wave) < 0.3 * rate:
+            bank.skipped.append(f"{rel}: shorter than 0.3 s")
+            continue
+        if noise_floor(wave, rate) > MAX_NOISE_FLOOR:
+            bank.skipped.append(f"{rel}: noise as loud as the speech (the mouth would never close)")
             continue
         bank.speakers.append(speaker)
         bank.names.append(rel)
@@ -96,6 +115,8 @@ def load_speech(folder: str) -> SpeechBank:
     if not bank.waves:
         raise ValueError(f"no usable recording in {folder}")
     speakers = sorted(set(bank.speakers))
+    missing = sorted(set(spec.get("splits", {})) - set(speakers))
+    bank.skipped += [f"{s}: held-out speaker without usable recordings" for s in missing]
     splits = {s: "train" for s in speakers}
     splits.update({s: v for s, v in spec.get("splits", {}).items() if s in splits})
     bank.splits = splits
@@ -107,7 +128,7 @@ def save_speech(path: str, bank: SpeechBank) -> None:
     np.savez_compressed(path, audio=_pcm(np.concatenate(bank.waves)), lengths=lengths,
                         rates=np.array(bank.rates),
                         info=np.array(json.dumps({"speakers": bank.speakers, "names": bank.names,
-                                                  "splits": bank.splits})))
+                                                  "splits": bank.splits, "skipped": bank.skipped})))
 
 
 @functools.lru_cache(maxsize=2)
@@ -116,7 +137,8 @@ def read_speech(path: str) -> SpeechBank:
         info = json.loads(str(z["info"]))
         audio, lengths, rates = z["audio"], z["lengths"], z["rates"]
     waves = np.split(_from_pcm(audio), np.cumsum(lengths)[:-1])
-    return SpeechBank(info["speakers"], info["names"], list(waves), [int(r) for r in rates], info["splits"])
+    return SpeechBank(info["speakers"], info["names"], list(waves), [int(r) for r in rates], info["splits"],
+                      info.get("skipped", []))
 
 
 def prepare_speech(folder: str, out: str) -> str:
