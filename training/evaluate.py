@@ -28,7 +28,8 @@ from emodiff_core.checkpoint import load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import EmotionSpec, check_guidance, emotion_expression_pair, encode_audio, generate_frames
+from emodiff_core.pipeline import (EmotionSpec, check_guidance, emotion_expression_pair, emotion_expressions, encode_audio,
+                                   generate_frames)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
