@@ -120,6 +120,26 @@ def _sniff(path: str) -> None:
                               f"bytes but the file has {size}); download or export it again")
 
 
+BUNDLE_COMPONENTS = ("denoiser", "expression_generator")    # what a checkpoint needs to make videos
+
+
+def is_other_safetensors(path: str) -> bool:
+    """True when ``path`` is a readable safetensors file that is plainly not a model bundle: another format
+    (e.g. the FER classifier's weights) or an EMOdiffhead file without a denoiser and an expression generator
+    (e.g. the emotion judge). Lists of checkpoints leave those out; a file that cannot be read is not judged
+    here (False), so loading it reports what is wrong."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            return "format" in metadata
+        return not set(BUNDLE_COMPONENTS) <= set(json.loads(metadata.get("components", "[]")))
+    except Exception:       # unreadable or damaged: let the loader say why
+        return False
+
+
 def read_checkpoint(path: str) -> Checkpoint:
     """Open and validate a checkpoint file (format, version, configs); tensors are loaded on CPU."""
     path = os.fspath(path)

@@ -11,6 +11,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ..emodiff_core.checkpoint import is_other_safetensors
 from ..emodiff_core.paths import CHECKPOINT_DIR as PACK_CHECKPOINTS
 
 MODEL_FOLDER = "emodiffhead"
@@ -40,7 +41,9 @@ def register_model_folder() -> None:
 
 def checkpoint_names() -> List[str]:
     register_model_folder()
-    names = [n for n in folder_paths().get_filename_list(MODEL_FOLDER) if n.endswith(".safetensors")]
+    fp = folder_paths()
+    names = [n for n in fp.get_filename_list(MODEL_FOLDER) if n.endswith(".safetensors")
+             and not is_other_safetensors(fp.get_full_path(MODEL_FOLDER, n))]   # e.g. the judge, FER weights
     return sorted(names) or [NO_CHECKPOINTS]
 
 

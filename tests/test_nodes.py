@@ -295,3 +295,30 @@ def test_silence_gives_frames_and_a_shaded_plot(comfy, astronaut):
     assert ((plot[0] - shade).abs().max(dim=-1).values < 1e-3).any()           # the silent stretch is shaded
     images, fps, _ = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, audio=audio)
     assert images.shape == (6, 32, 32, 3) and fps == 30.0
+
+
+def test_checkpoint_list_leaves_out_files_that_are_not_bundles(comfy):
+    from safetensors.torch import save_file
+
+    from emodiff_core import config as core_config
+    from emodiff_core.checkpoint import save_checkpoint
+    from emodiff_core.models.judge import EmotionJudge
+
+    folder = os.path.join(comfy.folder_paths.models_dir, "emodiffhead")
+    judge = os.path.join(folder, "judge_only.safetensors")
+    other = os.path.join(folder, "other_format.safetensors")
+    damaged = os.path.join(folder, "damaged.safetensors")
+    save_checkpoint(judge, {"emotion_judge": EmotionJudge(core_config.preset("judge", "tiny"))})
+    save_file({"w": torch.zeros(1)}, other, metadata={"format": "something_else"})
+    with open(damaged, "wb") as fh:
+        fh.write(b"not a safetensors file")
+    try:
+        names = comfy.nodes["LoadEMOdiffheadModel"].INPUT_TYPES()["required"]["ckpt_name"][0]
+        assert "tiny.safetensors" in names and "damaged.safetensors" in names     # loading it says what is wrong
+        assert "judge_only.safetensors" not in names and "other_format.safetensors" not in names
+        # the pack's own folder: both bundles listed, the judge and the FER weights not
+        assert {"emodiffhead_demo.safetensors", "emodiffhead_emotion.safetensors"} <= set(names)
+        assert not {"emotion_judge.safetensors", "fer_mini_xception.safetensors"} & set(names)
+    finally:
+        for path in (judge, other, damaged):
+            os.remove(path)

@@ -774,8 +774,9 @@ def render_real_clip(sources_path: str, seed: int, clip_index: int, n_identities
         bank = read_speech(speech_path)
         speaker = speaker_of(bank, seed, index, rig.identity.split)
         if speaker is not None:
-            def speech_fn(identity, rng, emotion, sample_rate):
+            def real_speech(identity, rng, emotion, sample_rate):
                 return real_clip_speech(bank, speaker, rng, sample_rate)
+            speech_fn = real_speech
     tracks = clip_tracks(rig.identity, rng, plan, fps, sample_rate, max_seconds, speech_fn=speech_fn)
     frames, landmarks = render_real_frames(rig, tracks.psi, _pose_of(tracks.pose), size)
     meta = {"clip_id": f"c{clip_index:06d}", "identity": f"real{index:04d}", "split": rig.identity.split,

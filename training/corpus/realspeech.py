@@ -31,8 +31,6 @@ import numpy as np
 
 from emodiff_core.audio import load_audio_file, resample, to_mono
 
-from .realface import assign_splits
-
 SPEECH_FILE = "speech.json"
 SPEECH_CACHE = "real_speech.npz"
 
