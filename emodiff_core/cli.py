@@ -10,6 +10,7 @@ emotions x intensities.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -86,10 +87,27 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
 def sampling_settings(args) -> SamplingSettings:
     """The sampling settings the command line asks for (validated: e.g. --eta with the ancestral sampler is an
     error, not ignored)."""
-    return SamplingSettings(args.sampler, args.steps, args.start_noise, eta=args.eta, guidance=args.guidance)
+    guidance = 1.0 if args.guidance is None else args.guidance      # None: the checkpoint's (`with_guidance`)
+    return SamplingSettings(args.sampler, args.steps, args.start_noise, eta=args.eta, guidance=guidance)
+
+
+def with_guidance(settings: SamplingSettings, args, models: pl.ModelBundle) -> SamplingSettings:
+    """``settings`` with the checkpoint's recommended guidance when --guidance was not given."""
+    if args.guidance is not None:
+        return settings
+    return dataclasses.replace(settings, guidance=models.recommended_guidance)
+
+
+def resolve_superres(models: pl.ModelBundle, mode: str) -> str:
+    """``auto`` (the default) -> the checkpoint's SR head, or lanczos2 when it has none: the video a user gets
+    is twice the model's size (128 px for the demo), not its 64 px crops. Other modes as given."""
+    if mode == "auto":
+        return "head" if models.superres is not None else "lanczos2"
+    return mode
 
 
 def check_superres(models: pl.ModelBundle, mode: str) -> None:
+    mode = resolve_superres(models, mode)
     if mode == "head" and models.superres is None:
         raise pl.PipelineError("this checkpoint has no super-resolution head; use --superres lanczos or none")
     if mode == "none" or mode == "head":
@@ -99,12 +117,13 @@ def check_superres(models: pl.ModelBundle, mode: str) -> None:
     except ValueError:
         scale = None
     if scale is None or not 1.0 <= scale <= 8.0:
-        raise pl.PipelineError(f"unknown --superres {mode!r}; use none, head, or lanczos[scale] with a scale of 1 to 8, "
+        raise pl.PipelineError(f"unknown --superres {mode!r}; use auto, none, head, or lanczos[scale] with a scale of 1 to 8, "
                                "e.g. lanczos2")
 
 
 def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str) -> torch.Tensor:
     check_superres(models, mode)
+    mode = resolve_superres(models, mode)
     if mode == "none":
         return frames
     if mode == "head":
@@ -162,6 +181,7 @@ def generate(args) -> dict:
     torch.manual_seed(args.seed)
     models = load_models(args.checkpoint, args.device)
     check_superres(models, args.superres)
+    settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
@@ -244,6 +264,8 @@ def demo(args) -> dict:
     settings = sampling_settings(args)
     os.makedirs(args.out, exist_ok=True)
     models = load_models(args.checkpoint, args.device)
+    settings = with_guidance(settings, args, models)
+    pl.check_guidance(models.denoiser.config, settings)
     size = models.denoiser.config.image_size
     wave, sr = load_audio_file(DEMO_SPEECH)
     audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)
@@ -266,7 +288,7 @@ def demo(args) -> dict:
                                 callback=report_progress, neutral_expression=neutral, **pl.silence_handling(audio))
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
-        video = apply_superres(frames[:, b], models, "head" if models.superres is not None else "lanczos2")
+        video = apply_superres(frames[:, b], models, "auto")
         crop_path = os.path.join(args.out, f"{name}_{args.emotion}.mp4")
         write_mp4(crop_path, (video.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy(), audio.fps,
                   audio=audio.waveform, sample_rate=audio.config.sample_rate)
@@ -299,10 +321,10 @@ def main(argv=None) -> int:
     common.add_argument("--start-noise", type=float, default=DEFAULT_SAMPLING.start_noise,
                         help="1 = every frame from pure noise (the paper); lower = start from the previous frame "
                              f"noised to that fraction of the schedule (default {DEFAULT_SAMPLING.start_noise:g})")
-    common.add_argument("--guidance", type=float, default=DEFAULT_SAMPLING.guidance,
+    common.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance on the emotion: 1 = off, above 1 strengthens what the emotion "
                              "changes (two network passes per step; needs a denoiser trained with expression dropout; "
-                             f"default {DEFAULT_SAMPLING.guidance:g})")
+                             "default: the checkpoint's recommended scale, 1 when it names none)")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")
@@ -314,7 +336,9 @@ def main(argv=None) -> int:
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--blend", default=None, help="several emotions at once, e.g. happy:0.6,surprised:0.3")
     p.add_argument("--keyframes", default=None, help="an emotion timeline, e.g. '0:neutral:0, 1.5:happy:1, 3:sad:0.8'")
-    p.add_argument("--superres", default="none", help="none, head (the checkpoint's SR head) or lanczos[scale]")
+    p.add_argument("--superres", default="auto",
+                   help="auto (default: the checkpoint's SR head, lanczos2 without one), none (the model's own size), "
+                        "head or lanczos[scale]")
     p.add_argument("--paste-back", action="store_true", help="paste the face back into the full portrait")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
                    help=f"with --paste-back: the video's longest side in pixels; larger portraits are scaled down "

@@ -54,6 +54,9 @@ class ModelBundle:
     name: str = ""
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    # the guidance scale its trainers recommend (the bundle's info.sampling.guidance, `python -m training export
+    # --guidance`); 1 = off, for bundles without one. What the CLI samples with unless --guidance is given.
+    recommended_guidance: float = 1.0
 
     @property
     def image_size(self) -> int:
@@ -84,8 +87,30 @@ def load_bundle(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> 
     names = ["denoiser", "expression_generator"] + (["superres"] if "superres" in present else [])
     comps = build_components(ckpt, names, device=device)
     comps["denoiser"].to(dtype=dtype)
+    guidance = recommended_guidance(ckpt.info, comps["denoiser"].config, os.path.basename(path))
     return ModelBundle(comps["denoiser"], comps["expression_generator"], comps.get("superres"),
-                       name=os.path.basename(path), device=torch.device(device), dtype=dtype)
+                       name=os.path.basename(path), device=torch.device(device), dtype=dtype,
+                       recommended_guidance=guidance)
+
+
+GUIDANCE_INFO_KEY = "sampling.guidance"
+
+
+def recommended_guidance(info: Dict[str, str], cfg: DenoiserConfig, name: str = "the checkpoint") -> float:
+    """The guidance scale a bundle's info recommends (`GUIDANCE_INFO_KEY`), checked against its denoiser: a
+    scale other than 1 needs a denoiser trained with expression dropout (`check_guidance`). 1 without one."""
+    from .checkpoint import CheckpointError
+
+    text = info.get(GUIDANCE_INFO_KEY)
+    if text is None:
+        return 1.0
+    try:
+        settings = SamplingSettings(guidance=float(text))
+        check_guidance(cfg, settings)
+    except (ValueError, PipelineError) as exc:
+        raise CheckpointError(f"{name}: its recommended guidance info.{GUIDANCE_INFO_KEY} = {text!r} is unusable "
+                              f"({exc}); re-export it with a valid --guidance") from None
+    return settings.guidance
 
 
 # --------------------------------------------------------------------------- portrait

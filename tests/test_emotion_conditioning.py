@@ -1,6 +1,7 @@
 """What makes the denoiser read its expression input: psi standardisation, the emotion-region loss,
 classifier-free guidance on the expression, and the probes that measure it."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -150,6 +151,43 @@ def test_generate_frames_with_guidance():
     assert s.guided and s.label == "ddim10@0.5g2.5" and SamplingSettings.parse(s.label) == s
     with pytest.raises(SamplingError, match="guidance"):
         SamplingSettings(guidance=-1.0)
+
+
+def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from emodiff_core.checkpoint import CheckpointError, save_checkpoint
+    from training.export import export
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    gen = ExpressionGenerator(C.EXPRESSION_PRESETS["tiny"])
+    guided, plain = str(tmp_path / "guided_parts.safetensors"), str(tmp_path / "plain_parts.safetensors")
+    save_checkpoint(guided, {"denoiser": _tiny(dataclasses.replace(TINY, expression_dropout=0.1)),
+                             "expression_generator": gen})
+    save_checkpoint(plain, {"denoiser": _tiny(), "expression_generator": gen})
+    bundle = export(str(tmp_path / "guided.safetensors"), [guided], guidance=2.0)
+    assert pl.load_bundle(bundle).recommended_guidance == 2.0
+    assert pl.load_bundle(guided).recommended_guidance == 1.0                  # a bundle that names none
+    with pytest.raises(CheckpointError, match="expression dropout"):           # nothing written for a plain one
+        export(str(tmp_path / "refused.safetensors"), [plain], guidance=2.0)
+    assert not (tmp_path / "refused.safetensors").exists()
+    speech = os.path.join(root, "assets", "speech.wav")
+    portrait = os.path.join(root, "assets", "portrait.jpg")
+
+    def run(*extra):
+        out = subprocess.run([sys.executable, "-m", "emodiff_core", "generate", "--checkpoint", bundle, "--portrait",
+                              portrait, "--audio", speech, "--out", str(tmp_path / "v.mp4"), "--steps", "2",
+                              "--fps", "4", "--plot", "none", *extra], cwd=root, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run()
+    assert first["sampling"]["guidance"] == 2.0                                # the checkpoint's scale by default
+    assert first["size"] == [64, 64]                                           # auto: lanczos2 of the 32 px model
+    given = run("--guidance", "1", "--superres", "none")
+    assert given["sampling"]["guidance"] == 1.0 and given["size"] == [32, 32]
 
 
 def test_expression_track_keeps_its_neutral_sequence_through_files_and_resampling():
@@ -302,3 +340,17 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
     sampled = [r for r in rows if r["x0_response_0.4"]]
     assert sampled and all(np.isfinite(float(r["swap_loss_mask"])) for r in sampled)
     assert any(r["emotion"] for r in rows)
+    # a fine-tune of it on a mix of two corpora keeps its psi statistics (its expression path reads psi
+    # through them) and records both folders
+    from emodiff_core.checkpoint import read_checkpoint
+    from training.corpus import generate_corpus
+
+    other = str(tmp_path / "other_corpus")
+    generate_corpus(other, clips=4, seed=6, size=64, identities=4)
+    again = dict(recipe, emotion=dict(recipe["emotion"], reset_expression_path=False))
+    path.write_text(json.dumps(again))
+    more = train(str(path), [corpus, other], str(tmp_path / "mix"), init_from=out)
+    tuned = load_components(more, ["denoiser"])["denoiser"]
+    assert tuned.config.expression_mean == den.config.expression_mean
+    assert tuned.config.expression_scale == den.config.expression_scale
+    assert read_checkpoint(more).info["data"] == f"{os.path.basename(corpus)}+other_corpus"

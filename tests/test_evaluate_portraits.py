@@ -90,11 +90,15 @@ def test_report_contact_sheet_and_ranges(bundle, folders, tmp_path):
         assert video["lipsync_r"] is None or -1.0 <= video["lipsync_r"] <= 1.0
         assert video["fer"]["asked"] == emotion and 0.0 <= video["fer"]["asked_share"] <= 1.0
         assert sum(video["fer"]["labels"].values()) == pytest.approx(1.0, abs=1e-3)
+        # drift: 21 frames are one (partial) second, and both the first and the last 2 s are the whole video
+        assert len(video["same_person_by_second"]) == 1
+        assert video["same_person_first"] == video["same_person_last"] == video["same_person_share"]
+        assert video["drift"] == 0.0
     gen = entry["generation"]
     assert gen["video_frames"] == 42 and gen["seconds"] > 0 and gen["frames_per_second"] > 0
     summary = report["summary"]
     for key in ("face_share", "same_person_share", "sharpness", "sharpness_energy", "fer_reads_asked",
-                "per_emotion", "generation", "targets", "meets_target"):
+                "per_emotion", "generation", "targets", "meets_target", "drift", "same_person_first"):
         assert key in summary
     assert set(summary["fer_reads_asked"]) == set(emotions)
     assert summary["generation"]["video_frames"] == 42
@@ -131,6 +135,9 @@ def test_bad_input_gives_clear_errors(bundle, folders, tmp_path):
     with pytest.raises(PortraitEvaluationError, match="audio file not found"):
         evaluate_portraits(str(folders / "photos"), str(folders / "missing.wav"), checkpoint=bundle,
                            out=str(tmp_path / "a"))
+    with pytest.raises(PortraitEvaluationError, match="--reinject-identity-every"):
+        evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, reinject_identity_every=-1,
+                           out=str(tmp_path / "b"))
     with pytest.raises(PortraitEvaluationError, match="--seconds"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, seconds=0, out=str(tmp_path / "b"))
     with pytest.raises(PortraitEvaluationError, match="no usable portrait.*wall.png"):

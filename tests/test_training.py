@@ -345,3 +345,40 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     den = load_components(parts[2], ["denoiser"])["denoiser"]
     anchored = evaluate_denoiser(den, corpus, "train", SamplingSettings(steps=10, start_noise=0.02), frames=8)
     assert anchored["start_noise"] == 0.02 and anchored["psnr"] > report["denoiser"]["psnr"] + 5
+
+
+def test_blur_motion_blurs_each_example_by_its_own_sigma():
+    import cv2
+    from training.data import blur_motion
+
+    rng = np.random.default_rng(0)
+    motion = torch.from_numpy(rng.uniform(-1, 1, (3, 2, 3, 32, 32)).astype(np.float32))
+    out = blur_motion(motion, [0.0, 1.0, 2.0])
+    assert out.shape == motion.shape and torch.equal(out[0], motion[0])     # sigma 0: untouched
+    want = cv2.GaussianBlur(motion[1, 0, 0].numpy(), (7, 7), 1.0, borderType=cv2.BORDER_REPLICATE)
+    assert np.allclose(out[1, 0, 0].numpy(), want, atol=1e-5)                 # a Gaussian of that sigma
+    energy = [float((x[..., 1:] - x[..., :-1]).abs().mean()) for x in out]   # detail falls with sigma
+    assert energy[0] > energy[1] > energy[2]
+    flat = torch.full((1, 1, 3, 16, 16), 0.25)
+    assert torch.allclose(blur_motion(flat, [1.5]), flat)                   # edges replicated, mean kept
+
+
+def test_several_data_folders_are_read_as_one_dataset(corpus, tmp_path, tiny_config):
+    from training.clips import data_label
+    from training.data import DenoiserData, FrameData
+
+    other = str(tmp_path / "other")
+    generate_corpus(other, clips=4, seed=4, size=64, identities=4)
+    one, two = FrameData(corpus, "train"), FrameData(other, "train")
+    both = FrameData([corpus, other], "train")
+    assert len(both) == len(one) + len(two) and torch.equal(both.frames[len(one):], two.frames)
+    assert len(FrameData([corpus, other], "train", limit=1)) == len(FrameData(corpus, "train", limit=1)) + \
+        len(FrameData(other, "train", limit=1))                               # the limit is per folder
+    data = DenoiserData([corpus, other], tiny_config, "train")
+    assert len(data) == len(DenoiserData(corpus, tiny_config, "train")) + len(DenoiserData(other, tiny_config, "train"))
+    assert data_label([corpus, other]) == f"{os.path.basename(corpus)}+other"
+    with pytest.raises(ValueError, match="twice"):
+        FrameData([corpus, corpus + os.sep], "train")
+    cli = subprocess.run([sys.executable, "-m", "training", "train", "generator", "--config", "generator_tiny.json",
+                          "--data", corpus, other, "--out", str(tmp_path / "g")], cwd=ROOT, capture_output=True, text=True)
+    assert cli.returncode != 0 and "reads one --data folder" in cli.stderr

@@ -51,11 +51,15 @@ def _train(args) -> int:
     else:
         from .train_regressor import train
     extra = {}
+    data = args.data[0] if len(args.data) == 1 else args.data
+    if len(args.data) > 1 and args.model in ("generator", "judge"):
+        raise SystemExit(f"train {args.model} reads one --data folder; several are for the denoiser, superres and "
+                         "regressor")
     if args.init_from:
         if args.model != "denoiser":
             raise SystemExit("--init-from is implemented for the denoiser only")
         extra["init_from"] = args.init_from
-    path = train(args.config, args.data, args.out, resume=args.resume, device=args.device, max_steps=args.steps,
+    path = train(args.config, data, args.out, resume=args.resume, device=args.device, max_steps=args.steps,
                  stop_after=args.stop_after, **extra)
     print(f"exported {path}")
     return 0
@@ -98,11 +102,17 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_portraits(args) -> int:
+    import dataclasses
+
+    from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING
+
     from .evaluate_portraits import evaluate_portraits
 
     report = evaluate_portraits(args.portraits, args.audio, checkpoint=args.checkpoint, seconds=args.seconds,
                                 emotions=args.emotions, intensity=args.intensity, out=args.out, seed=args.seed,
-                                device=args.device, save_videos=args.save_videos)
+                                device=args.device, save_videos=args.save_videos,
+                                settings=dataclasses.replace(DEFAULT_SAMPLING, guidance=args.guidance),
+                                reinject_identity_every=args.reinject_identity_every)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
 
@@ -110,7 +120,7 @@ def _evaluate_portraits(args) -> int:
 def _export(args) -> int:
     from .export import export
 
-    path = export(args.out, args.parts, card=args.card, base=args.base)
+    path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance)
     print(f"wrote {path}")
     return 0
 
@@ -171,7 +181,9 @@ def main(argv=None) -> int:
                                    "state.safetensors (for --resume) and the exported <model>.safetensors into --out.")
     p.add_argument("model", choices=("generator", "denoiser", "superres", "regressor", "judge"))
     p.add_argument("--config", required=True, help="JSON config (see training/configs/)")
-    p.add_argument("--data", required=True, help="clip dataset folder")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="clip dataset folder; denoiser, superres and regressor take several (a training mix, "
+                        "read as one dataset: every frame equally likely)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last saved state")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -244,6 +256,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--save-videos", action="store_true", help="also write every video as an mp4 into --out")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance on the emotion (1 = off, the default; the checkpoint must support it)")
+    p.add_argument("--reinject-identity-every", type=int, default=0,
+                   help="every N frames the oldest motion frame is the portrait again (against drift; 0 = off)")
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON line (default: the summary)")
     p.set_defaults(func=_evaluate_portraits)
 
@@ -255,6 +271,9 @@ def main(argv=None) -> int:
     p.add_argument("--card", default=None, help="model card (markdown) to embed in the metadata")
     p.add_argument("--base", default=None, help="a bundle whose components the parts do not replace are kept "
                                                 "(e.g. a fine-tuned denoiser with the demo's other components)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="the classifier-free guidance scale the CLI samples with by default (1 = off; from "
+                        "`evaluate --guidance` sweeps; the denoiser must have been trained with expression dropout)")
     p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)

@@ -31,7 +31,7 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -55,6 +55,25 @@ class EmptySplitError(ClipFormatError):
     def __init__(self, root: str, split: str):
         super().__init__(f"{root} has no clips in split {split!r}")
         self.root, self.split = root, split
+
+
+DataFolders = Union[str, Sequence[str]]
+
+
+def data_roots(data: DataFolders) -> List[str]:
+    """One dataset folder or several (a training mix, e.g. the procedural and the real-texture corpus): the list.
+    Mixed folders are read as one split: every frame of every folder equally likely."""
+    roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if not roots:
+        raise ValueError("no dataset folder given")
+    if len(set(map(os.path.abspath, roots))) != len(roots):
+        raise ValueError(f"a dataset folder is given twice: {', '.join(map(str, roots))}")
+    return [str(r) for r in roots]
+
+
+def data_label(data: DataFolders) -> str:
+    """The folders' names for a checkpoint's training info ("corpus64v2+real64")."""
+    return "+".join(os.path.basename(os.path.abspath(r)) for r in data_roots(data))
 
 
 @dataclass

@@ -78,3 +78,15 @@ def require(condition: bool, message: str) -> None:
 def require_positive(section: str, **values) -> None:
     for key, value in values.items():
         require(value > 0, f"{section + '.' if section else ''}{key} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    """The ``schedule`` section of the per-frame trainers (superres, regressor, judge): log every
+    ``log_every`` steps; export the EMA weights and measure the validation set every ``checkpoint_every``."""
+
+    log_every: int
+    checkpoint_every: int
+
+    def validate(self) -> None:
+        require_positive("schedule", log_every=self.log_every, checkpoint_every=self.checkpoint_every)

@@ -17,7 +17,7 @@ from emodiff_core.diffusion.losses import emotion_region_mask
 from emodiff_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
                                       smooth_sequence, window_offsets)
 
-from .clips import ClipDataset, ClipFormatError, EmptySplitError
+from .clips import ClipDataset, ClipFormatError, DataFolders, EmptySplitError, data_roots
 from .twins import ClipTwins
 
 T = TypeVar("T")
@@ -89,6 +89,8 @@ IDENTITY_SOURCES = ("same_clip", "neutral_clip")
 class DenoiserData:
     """All clips of a split in memory; `batch(rng)` draws (clip, frame, identity frame) triples.
 
+    ``root``: a dataset folder or several (`training.clips.data_roots`; ``limit`` clips at most of each).
+
     ``identity_from``: where the identity frame comes from. "same_clip" (section 3.2.2: a random frame of
     the clip itself) lets the network copy the clip's emotion from the identity and motion frames instead of
     reading it from the expression condition; "neutral_clip" takes it from a neutral clip of the same
@@ -98,7 +100,7 @@ class DenoiserData:
     carry the emotion.
     """
 
-    def __init__(self, root: str, cfg: DenoiserConfig, split: str = "train", limit: Optional[int] = None,
+    def __init__(self, root: DataFolders, cfg: DenoiserConfig, split: str = "train", limit: Optional[int] = None,
                  identity_from: str = "same_clip", motion_dropout: float = 0.0, twins: TwinOptions = TwinOptions()):
         if identity_from not in IDENTITY_SOURCES:
             raise ValueError(f"identity_from must be one of {IDENTITY_SOURCES}, got {identity_from!r}")
@@ -108,16 +110,18 @@ class DenoiserData:
         self.twin_options = twins
         self.identity_from = identity_from
         self.motion_dropout = float(motion_dropout)
-        ds = ClipDataset(root)
-        metas = ds.metas(split)
-        if limit:
-            metas = metas[:limit]
-        if not metas:
-            raise EmptySplitError(root, split)
-        if ds.sample_rate != cfg.audio.sample_rate:
-            raise ClipFormatError(f"{root} has {ds.sample_rate} Hz audio; the model expects {cfg.audio.sample_rate} Hz")
+        roots = data_roots(root)
+        listed = []
+        for folder in roots:
+            ds = ClipDataset(folder)
+            if ds.sample_rate != cfg.audio.sample_rate:
+                raise ClipFormatError(f"{folder} has {ds.sample_rate} Hz audio; the model expects "
+                                      f"{cfg.audio.sample_rate} Hz")
+            listed += [(folder, ds, meta) for meta in ds.metas(split)[:limit]]
+        if not listed:
+            raise EmptySplitError(", ".join(roots), split)
         self.clips: List[LoadedClip] = []
-        for meta in metas:
+        for root, ds, meta in listed:
             clip = ds.load(meta, mmap=False)
             if clip.psi is None:
                 raise ClipFormatError(f"clip {meta['clip_id']} in {root} has no expression vectors (psi.npy); "
@@ -262,6 +266,26 @@ class DenoiserData:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def blur_motion(motion: torch.Tensor, sigmas) -> torch.Tensor:
+    """Motion frames [B, n, C, H, W] with example b's frames blurred by a Gaussian of std ``sigmas[b]`` pixels
+    (0 = left as they are); a separable kernel of radius ceil(3 sigma), edges replicated."""
+    out = motion.clone()
+    for b, sigma in enumerate(np.asarray(sigmas, dtype=np.float64)):
+        if sigma <= 0.0:
+            continue
+        radius = max(1, int(np.ceil(3.0 * sigma)))
+        x = torch.arange(-radius, radius + 1, dtype=motion.dtype, device=motion.device)
+        kernel = torch.exp(-0.5 * (x / float(sigma)) ** 2)
+        kernel = kernel / kernel.sum()
+        frames = motion[b].reshape(-1, 1, *motion.shape[-2:])
+        frames = torch.nn.functional.pad(frames, (radius, radius, 0, 0), mode="replicate")
+        frames = torch.nn.functional.conv2d(frames, kernel.view(1, 1, 1, -1))
+        frames = torch.nn.functional.pad(frames, (0, 0, radius, radius), mode="replicate")
+        frames = torch.nn.functional.conv2d(frames, kernel.view(1, 1, -1, 1))
+        out[b] = frames.reshape(motion.shape[1:])
+    return out
+
+
 def expression_statistics(psi: np.ndarray, keep: int, min_std: float = 1e-3):
     """(mean, scale) per component for `DenoiserConfig.expression_mean/expression_scale` from psi rows [M, D]:
     the condition then sees (psi - mean) / std on the first ``keep`` components and nothing of the rest.
@@ -305,16 +329,16 @@ def emotion_sequences(root: str, split: str, length: int, min_intensity: float =
 
 
 class FrameData:
-    """Every frame of a split (uint8, in memory) with its psi, for the per-frame models (SR, regressor)."""
+    """Every frame of a split (uint8, in memory) with its psi, for the per-frame models (SR, regressor), from one
+    dataset folder or several (``limit`` clips at most of each)."""
 
-    def __init__(self, root: str, split: str, size: Optional[int] = None, need_psi: bool = False,
+    def __init__(self, root: DataFolders, split: str, size: Optional[int] = None, need_psi: bool = False,
                  limit: Optional[int] = None):
-        ds = ClipDataset(root)
-        metas = ds.metas(split)[:limit] if limit else ds.metas(split)
-        if not metas:
-            raise EmptySplitError(root, split)
+        listed = [(ds, meta) for ds in map(ClipDataset, data_roots(root)) for meta in ds.metas(split)[:limit]]
+        if not listed:
+            raise EmptySplitError(", ".join(data_roots(root)), split)
         frames, psis, owners = [], [], []
-        for meta in metas:
+        for ds, meta in listed:
             clip = ds.load(meta, with_audio=False)
             f = np.asarray(clip.frames)
             if size is not None and f.shape[1] != size:

@@ -2,12 +2,14 @@
 
     python -m training evaluate-portraits --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10]
         [--emotions neutral,happy,sad,surprised] [--intensity 1] [--out DIR] [--json] [--seed 0] [--save-videos]
+        [--guidance 1] [--reinject-identity-every 0]
 
 Every image in DIR (jpg, jpeg, png, bmp, webp, tif, tiff; not recursive, sorted by name) is one portrait; its
 largest face is animated with the first ``--seconds`` of the recording once per emotion, exactly as
 `python -m emodiff_core generate` does it (`pipeline.prepare_portrait`, `pipeline.encode_audio`,
 `pipeline.emotion_expression_pair` at ``--intensity``, `pipeline.generate_frames` with the neutral sequence and
-`pipeline.silence_handling`, the default sampling settings `sampling.DEFAULT`, the same seed), all emotions
+`pipeline.silence_handling`, the default sampling settings `sampling.DEFAULT` with ``--guidance``, the same
+seed, ``--reinject-identity-every`` as the Sampler node's option), all emotions
 of one portrait as one batch. The video measured is the one a user looks at: the checkpoint's super-resolution
 head applied to the sampled crops (64 -> 128 px on the demo checkpoint); a checkpoint without an SR head is
 measured at its own size. Photos where no face is found are skipped and listed under ``skipped`` with the
@@ -26,7 +28,9 @@ Measures, per (portrait, emotion) video, then averaged over videos (``summary``)
    without a detected face count as "not the same person". ``distance_mean`` is the mean distance over frames
    with a face. Why: identity must survive animation; 0.6 is the threshold dlib's model was calibrated for.
    ``reference.crop_distance`` is the same distance for the portrait's own aligned crop at the output size:
-   what a perfect copy of the photo would score at this resolution.
+   what a perfect copy of the photo would score at this resolution. Identity drift: ``same_person_by_second``
+   (the share per second of video), ``same_person_first`` / ``same_person_last`` (the first and the last
+   2 s) and ``drift`` = last - first (0 = none; negative = the face stops being the person as the video goes).
 3. ``sharpness``: mean over frames of H(frame) / H(portrait crop), H = MEDIAN absolute 4-neighbour Laplacian
    of the luma (0..1) over the pixels of the face box of the aligned crop (the canonical landmark template's
    bounding box: jaw to jaw, brows to chin; `metrics_video.high_frequency_amplitude`, `sharpness_ratio`). The
@@ -85,6 +89,7 @@ DEFAULT_OUT = "evaluate_portraits_out"
 FER_CROP_FRACTION = 0.7
 LIPSYNC_MAX_OFFSET = 8
 FER_TARGET_EMOTIONS = ("happy", "sad", "surprised")
+DRIFT_SECONDS = 2          # identity drift: same-person share of the last seconds minus the first
 TARGETS = {"face_share": 0.95, "same_person_share": 0.90, "sharpness": 0.6, "lipsync_r": 0.6,
            "fer_reads_asked": 0.5}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,6 +178,14 @@ def measure_video(frames: np.ndarray, emotion: str, reference_crop: np.ndarray,
            "sharpness": _r(sharp.mean()), "sharpness_first_second": _r(sharp[: max(1, int(round(fps)))].mean()),
            "sharpness_last_second": _r(sharp[-max(1, int(round(fps))):].mean()),
            "sharpness_energy": _r(energy.mean())}
+    if reference_descriptor is not None:      # identity drift: the same measure per second of the video
+        same = faces.found & (np.nan_to_num(faces.distance, nan=np.inf) < SAME_PERSON_DISTANCE)
+        second = max(1, int(round(fps)))
+        out["same_person_by_second"] = [_r(same[i: i + second].mean(), 3) for i in range(0, n, second)]
+        edge = min(DRIFT_SECONDS * second, n)
+        out["same_person_first"] = _r(same[:edge].mean())
+        out["same_person_last"] = _r(same[-edge:].mean())
+        out["drift"] = _r(out["same_person_last"] - out["same_person_first"])
     mouth, with_face = faces.mouth()
     env = audio_envelope(waveform, n, fps, sample_rate)
     out["lipsync_r"] = out["lipsync_best_r"] = out["lipsync_best_offset"] = None
@@ -244,7 +257,8 @@ def summarise(portraits: Sequence[dict], emotions: Sequence[str]) -> dict:
     videos = [v for p in portraits for v in p["videos"].values()]
     summary = {key: _mean(v[key] for v in videos) for key in ("face_share", "same_person_share", "sharpness",
                                                               "sharpness_energy", "lipsync_r", "lipsync_best_r",
-                                                              "distance_mean")}
+                                                              "distance_mean", "same_person_first",
+                                                              "same_person_last", "drift")}
     summary["face_share_min"] = _r(min(v["face_share"] for v in videos))
     summary["fer_reads_asked"] = {e: _mean(p["videos"][e]["fer"]["asked_share"] for p in portraits)
                                   for e in emotions}
@@ -292,7 +306,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        seconds: float = DEFAULT_SECONDS, emotions: Sequence[str] = DEFAULT_EMOTIONS,
                        intensity: float = 1.0, out: str = DEFAULT_OUT, seed: int = 0,
                        settings: SamplingSettings = DEFAULT_SAMPLING, device: str = "cpu", save_videos: bool = False,
-                       fps: float = 30.0, log: Callable[[str], None] = _log) -> dict:
+                       fps: float = 30.0, reinject_identity_every: int = 0,
+                       log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report."""
     from emodiff_core import faces
@@ -303,6 +318,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     from emodiff_core.metrics_video import DlibFaceMeter
 
     emotions = parse_emotions(emotions)
+    if reinject_identity_every < 0:
+        raise PortraitEvaluationError(f"--reinject-identity-every must be >= 0 (0 = off), got {reinject_identity_every}")
     if not seconds > 0:
         raise PortraitEvaluationError(f"--seconds must be > 0, got {seconds}")
     try:
@@ -340,6 +357,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                   "seconds_in_file": round(full_seconds, 3), "sample_rate_in_file": int(sr),
                   "silent_seconds": round(clip.silent_seconds, 3), "frames": clip.num_frames, "fps": clip.fps},
         "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed), "sampling": settings.to_dict(),
+        "reinject_identity_every": int(reinject_identity_every),
         "superres": "head" if models.superres is not None else "none", "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "detector": {"detect_size": meter.detect_size, "same_person_distance": 0.6,
@@ -359,6 +377,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         start = time.perf_counter()
         crops = pl.generate_frames(models.denoiser, portrait.crop_tensor()[None].expand(len(emotions), -1, -1, -1),
                                    clip, psi, settings=settings, seed=seed, neutral_expression=neutral,
+                                   reinject_identity_every=reinject_identity_every,
                                    **pl.silence_handling(clip))              # [N, B, 3, S, S]
         sampling_seconds = time.perf_counter() - start
         start = time.perf_counter()

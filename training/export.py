@@ -10,18 +10,24 @@ import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
+from emodiff_core.pipeline import GUIDANCE_INFO_KEY, recommended_guidance
+
+from .clips import DataFolders, data_label
 
 
-def export_component(out_dir: str, name: str, module, step: int, data_dir: str) -> str:
+def export_component(out_dir: str, name: str, module, step: int, data_dir: DataFolders) -> str:
     """A trainer's (EMA) weights as ``<out_dir>/<name>.safetensors``: one component, the format `export`
     bundles and the nodes load."""
     return save_checkpoint(os.path.join(out_dir, f"{name}.safetensors"), {name: module},
-                           info={"kind": name, "steps": step, "data": os.path.basename(os.path.abspath(data_dir))})
+                           info={"kind": name, "steps": step, "data": data_label(data_dir)})
 
 
-def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None) -> str:
+def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None,
+           guidance: Optional[float] = None) -> str:
     """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
-    with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor."""
+    with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
+    ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
+    samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it."""
     components, info = {}, {}
     for path in parts:
         ckpt = read_checkpoint(path)
@@ -39,6 +45,11 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         components.update(load_components(base, kept))
         info.update({key: value for key, value in read_checkpoint(base).info.items()
                      if key.split(".", 1)[0] in kept})
+    if guidance is not None:
+        if "denoiser" not in components:
+            raise CheckpointError("--guidance recommends a sampling scale for a bundle's denoiser; none is exported")
+        info[GUIDANCE_INFO_KEY] = f"{float(guidance):g}"
+        recommended_guidance(info, components["denoiser"].config, out)       # checked before writing
     if card:
         if not os.path.isfile(card):
             raise FileNotFoundError(f"model card not found: {card}")

@@ -24,7 +24,8 @@ from emodiff_core.models import EMOdiffheadDenoiser
 from emodiff_core.sampling import SamplingError, SamplingSettings
 
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
-from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, expression_statistics, mean_psnr, model_range_to_01,
+from .clips import DataFolders
+from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, blur_motion, expression_statistics, mean_psnr, model_range_to_01,
                    optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
@@ -48,18 +49,27 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class DataSection:
+    """``motion_noise``: std of Gaussian noise on the motion frames; ``motion_blur``: the largest Gaussian blur
+    (sigma, pixels of the model's size) laid on the motion frames of half the examples (`blur_motion`), so that
+    detail lost in generated previous frames is taken back from the identity frame instead of copied on
+    (identity drift on real faces, issue 10); 0 = off, the value of files written before the key existed."""
+
     split: str
     motion_noise: float
     identity_from: str
     motion_dropout: float
     val_split: str
     val_examples: int
+    motion_blur: float
+
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0}
 
     def validate(self) -> None:
         require(self.identity_from in IDENTITY_SOURCES,
                 f"data.identity_from must be one of {', '.join(IDENTITY_SOURCES)}, got {self.identity_from!r}")
         require(0.0 <= self.motion_dropout <= 1.0, f"data.motion_dropout must be in [0, 1], got {self.motion_dropout}")
         require(self.motion_noise >= 0.0, f"data.motion_noise must be >= 0, got {self.motion_noise}")
+        require(self.motion_blur >= 0.0, f"data.motion_blur must be >= 0, got {self.motion_blur}")
         require_positive("data", val_examples=self.val_examples)
 
 
@@ -89,7 +99,8 @@ class EmotionSection:
     (neutral or another emotion, with that twin's psi). ``expression_dropout``: share of examples whose
     expression window is the neutral twin's (classifier-free guidance's null condition).
     ``standardise_expression``: fit per-component psi statistics on the training split and store them in the
-    model config (`DenoiserConfig.expression_mean/scale`), keeping the first ``expression_components``.
+    model config (`DenoiserConfig.expression_mean/scale`), keeping the first ``expression_components``; a
+    fine-tune (--init-from) of a model that has statistics keeps its statistics unless the path is reset.
     ``expression_lr_mult``: learning-rate multiplier of the expression path (its MLPs and FiLM projections).
     ``reset_expression_path``: with --init-from, re-initialise the expression MLPs and zero their FiLM
     projections (the input's scale changes when psi becomes standardised). ``probe_examples``: twin examples
@@ -150,7 +161,7 @@ def make_cond(model: EMOdiffheadDenoiser, batch: Dict[str, torch.Tensor]) -> Dic
             "audio_emb": unwrap(model).encode_audio(batch["audio"]), "expression": batch["expression"]}
 
 
-def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None,
+def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = False, device=None,
           max_steps: int = None, stop_after: int = None, init_from: str = None) -> str:
     """Train the denoiser; ``init_from`` starts from the weights of an exported checkpoint's denoiser (fine-tuning;
     same model config required; a fresh optimizer and schedule), ``resume`` from the run folder's own state."""
@@ -174,7 +185,14 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     twins = TwinOptions(emotion.twin_share, emotion.twin_target_share)
     data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
                         motion_dropout=data_cfg.motion_dropout, twins=twins)
-    if emotion.standardise_expression:   # statistics of the condition as the network sees it (smoothed psi)
+    start = load_components(init_from, ["denoiser"])["denoiser"] if init_from else None
+    keep_statistics = (start is not None and not emotion.reset_expression_path
+                       and bool(start.config.expression_scale))
+    if keep_statistics:   # its expression path reads psi through them: new statistics would change its meaning
+        model_cfg = dataclasses.replace(model_cfg, expression_mean=start.config.expression_mean,
+                                        expression_scale=start.config.expression_scale)
+        data.cfg = model_cfg
+    elif emotion.standardise_expression:   # statistics of the condition as the network sees it (smoothed psi)
         mean, scale = expression_statistics(torch.cat([c.expression for c in data.clips]).numpy(),
                                             keep=emotion.expression_components)
         model_cfg = dataclasses.replace(model_cfg, expression_mean=mean, expression_scale=scale)
@@ -184,8 +202,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         data.cfg = model_cfg
     torch.manual_seed(seed)   # identical initial weights on every rank
     model = EMOdiffheadDenoiser(model_cfg).to(info.device)
-    if init_from:
-        start = load_components(init_from, ["denoiser"])["denoiser"]
+    if start is not None:
         # what a fine-tune may add to the model it starts from: psi statistics and the spatial expression map
         added = dict(expression_mean=(), expression_scale=(), expression_spatial=0, expression_dropout=0.0)
         if dataclasses.replace(start.config, **added) != dataclasses.replace(model_cfg, **added):
@@ -216,6 +233,9 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         if emotion.expression_dropout > 0 and "neutral_expression" in batch:   # the null condition of guidance
             drop = torch.from_numpy(rng.random(len(batch["x0"])) < emotion.expression_dropout).to(info.device)
             batch["expression"] = torch.where(drop[:, None, None], batch["neutral_expression"], batch["expression"])
+        if data_cfg.motion_blur > 0:   # generated previous frames are softer than the clip's
+            sigmas = rng.uniform(0.0, data_cfg.motion_blur, len(batch["x0"])) * (rng.random(len(batch["x0"])) < 0.5)
+            batch["motion"] = blur_motion(batch["motion"], sigmas)
         if motion_noise > 0:   # robustness to the drift of autoregressive inference
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
@@ -250,7 +270,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     return os.path.join(out_dir, "denoiser.safetensors")
 
 
-def _validation_set(data_dir: str, model_cfg, data_cfg: DataSection, seed: int,
+def _validation_set(data_dir: DataFolders, model_cfg, data_cfg: DataSection, seed: int,
                     announce: bool) -> Optional[Dict[str, torch.Tensor]]:
     """A fixed batch of ``data.val_examples`` validation examples, or None when the split has no clips."""
     val = optional_validation_data(
@@ -262,7 +282,7 @@ def _validation_set(data_dir: str, model_cfg, data_cfg: DataSection, seed: int,
     return val.batch(rng, data_cfg.val_examples)
 
 
-def _probe_set(data_dir: str, model_cfg, data_cfg: DataSection, examples: int, seed: int,
+def _probe_set(data_dir: DataFolders, model_cfg, data_cfg: DataSection, examples: int, seed: int,
                announce: bool) -> Optional[Dict[str, torch.Tensor]]:
     """A fixed batch of twin examples of the validation split for `training.probes`, or None without twins."""
     val = optional_validation_data(lambda: DenoiserData(data_dir, model_cfg, data_cfg.val_split,

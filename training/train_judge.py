@@ -34,7 +34,7 @@ from emodiff_core.emotions import EMOTIONS, NEUTRAL, emotion_index
 from emodiff_core.models import EmotionJudge
 
 from .clips import ClipDataset, EmptySplitError
-from .configfile import ModelSection, load_config, require, require_positive
+from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive
 from .data import optional_validation_data, resize_clip_frames
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
@@ -92,17 +92,6 @@ class DataSection:
 
     def validate(self) -> None:
         require_positive("data", frame_stride=self.frame_stride)
-
-
-@dataclass(frozen=True)
-class ScheduleSection:
-    """The validation accuracy is measured at every checkpoint."""
-
-    log_every: int
-    checkpoint_every: int
-
-    def validate(self) -> None:
-        require_positive("schedule", log_every=self.log_every, checkpoint_every=self.checkpoint_every)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import torch
 from emodiff_core.metrics import r2_per_component
 from emodiff_core.models import ExpressionRegressor
 
-from .configfile import ModelSection, load_config, require, require_positive
+from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive
+from .clips import DataFolders
 from .data import FrameData, optional_validation_data
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
@@ -46,17 +47,6 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class ScheduleSection:
-    """The validation R^2 is measured at every checkpoint."""
-
-    log_every: int
-    checkpoint_every: int
-
-    def validate(self) -> None:
-        require_positive("schedule", log_every=self.log_every, checkpoint_every=self.checkpoint_every)
-
-
-@dataclass(frozen=True)
 class RegressorTrainingConfig:
     """An expression-regressor training file (training/configs/regressor_*.json)."""
 
@@ -83,7 +73,7 @@ def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (images * gain + bias + noise).clamp(0, 1)
 
 
-def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
+def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = False, device=None, max_steps=None,
           stop_after: int = None) -> str:
     cfg_file = load_config(config_path, RegressorTrainingConfig)
     torch.set_num_threads(cfg_file.threads)
@@ -144,6 +134,6 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     return os.path.join(out_dir, "regressor.safetensors")
 
 
-def _validation_set(data_dir: str, split: str, size: int, announce: bool) -> Optional[FrameData]:
+def _validation_set(data_dir: DataFolders, split: str, size: int, announce: bool) -> Optional[FrameData]:
     """The frames and psi of the validation split, or None when the dataset has no clips in it."""
     return optional_validation_data(lambda: FrameData(data_dir, split, size=size, need_psi=True), split, announce)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from emodiff_core.models import SuperResolver
 
-from .configfile import ModelSection, load_config, require, require_positive
+from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive
+from .clips import DataFolders
 from .data import FrameData, mean_psnr, optional_validation_data
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
@@ -48,17 +49,6 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class ScheduleSection:
-    """The validation PSNR is measured at every checkpoint."""
-
-    log_every: int
-    checkpoint_every: int
-
-    def validate(self) -> None:
-        require_positive("schedule", log_every=self.log_every, checkpoint_every=self.checkpoint_every)
-
-
-@dataclass(frozen=True)
 class SuperResTrainingConfig:
     """A super-resolution training file (training/configs/superres_*.json)."""
 
@@ -80,7 +70,7 @@ def degrade(images: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(images, scale_factor=1.0 / scale, mode="area")
 
 
-def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
+def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = False, device=None, max_steps=None,
           stop_after: int = None) -> str:
     cfg_file = load_config(config_path, SuperResTrainingConfig)
     torch.set_num_threads(cfg_file.threads)
@@ -135,7 +125,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     return os.path.join(out_dir, "superres.safetensors")
 
 
-def _validation_set(data_dir: str, split: str, size: int, announce: bool) -> Optional[FrameData]:
+def _validation_set(data_dir: DataFolders, split: str, size: int, announce: bool) -> Optional[FrameData]:
     """Frames of the validation split's first clips, or None when the dataset has no clips in it."""
     return optional_validation_data(lambda: FrameData(data_dir, split, size=size, limit=VAL_CLIPS), split, announce)
 

@@ -159,9 +159,9 @@ def _save(graph, images, sampler, prefix, pos):
               **{"format.codec": "h264"})
 
 
-def _superres(graph, model, samp, repeat):
+def _superres(graph, model, samp, repeat, pos=(1440, 0)):
     """The checkpoint's SR head applied ``repeat`` times (x2 each) to the sampler's frames."""
-    return graph.add("EMOdiffheadSuperResolve", (1440, 0), images=(samp, 0), method="sr_head", lanczos_scale=2.0,
+    return graph.add("EMOdiffheadSuperResolve", pos, images=(samp, 0), method="sr_head", lanczos_scale=2.0,
                      repeat=repeat, model=(model, 0))
 
 
@@ -185,12 +185,12 @@ def emotion_sweep() -> Graph:
         expr = _emotion(g, model, feats, (720, 300 * i), emotion, k)
         samp = _sampler(g, model, portrait, feats, expr, (1080, 300 * i))
         first_sampler = first_sampler or samp
-        panels.append(samp)
+        panels.append(_superres(g, model, samp, repeat=1, pos=(1440, 300 * i)))     # 128 px faces, not 64
     stitched = panels[0]
     for i, panel in enumerate(panels[1:]):
-        stitched = g.add("ImageStitch", (1440, 300 * i), image1=(stitched, 0), direction="right", match_image_size=True,
+        stitched = g.add("ImageStitch", (1800, 300 * i), image1=(stitched, 0), direction="right", match_image_size=True,
                          spacing_width=0, spacing_color="white", image2=(panel, 0))
-    _save(g, stitched, first_sampler, "emodiffhead/sweep", (1800, 0))
+    _save(g, stitched, first_sampler, "emodiffhead/sweep", (2160, 0))
     return g
 
 

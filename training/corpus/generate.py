@@ -23,7 +23,7 @@ import functools
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -372,30 +372,44 @@ def _work(args):
     return index
 
 
-def generate_corpus(out: str, clips: int, seed: int, size: int = 64, identities: Optional[int] = None,
-                    workers: int = 1, progress=None) -> dict:
-    """Render ``clips`` clips into ``out`` (skipping clips already complete there); returns stats."""
+def check_corpus_options(clips: int, size: int) -> None:
     if clips < 1:
         raise ValueError("--clips must be at least 1")
     if size not in (64, 128):
         raise ValueError("--size must be 64 or 128")
-    n_ids = identities or max(8, clips // 10)
+
+
+def pending_clips(out: str, clips: int) -> List[int]:
+    """Indices of the first ``clips`` clips not yet complete in ``out`` (a rerun continues a corpus)."""
     os.makedirs(os.path.join(out, "clips"), exist_ok=True)
-    todo = [i for i in range(clips) if not os.path.isfile(os.path.join(out, "clips", f"c{i:06d}", "meta.json"))]
-    start = time.perf_counter()
-    jobs = [(out, seed, i, n_ids, size) for i in todo]
+    return [i for i in range(clips) if not os.path.isfile(os.path.join(out, "clips", f"c{i:06d}", "meta.json"))]
+
+
+def run_clip_jobs(work: Callable, jobs: Sequence, workers: int, progress=None) -> None:
+    """``work(job)`` for every job, in a pool of ``workers`` spawned processes when more than one (``work`` must
+    be a module-level function), calling ``progress(done, total)`` after each."""
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
-            for done, _ in enumerate(pool.imap_unordered(_work, jobs), 1):
+            for done, _ in enumerate(pool.imap_unordered(work, jobs), 1):
                 if progress:
                     progress(done, len(jobs))
-    else:
-        for done, job in enumerate(jobs, 1):
-            _work(job)
-            if progress:
-                progress(done, len(jobs))
+        return
+    for done, job in enumerate(jobs, 1):
+        work(job)
+        if progress:
+            progress(done, len(jobs))
+
+
+def generate_corpus(out: str, clips: int, seed: int, size: int = 64, identities: Optional[int] = None,
+                    workers: int = 1, progress=None) -> dict:
+    """Render ``clips`` clips into ``out`` (skipping clips already complete there); returns stats."""
+    check_corpus_options(clips, size)
+    n_ids = identities or max(8, clips // 10)
+    start = time.perf_counter()
+    jobs = [(out, seed, i, n_ids, size) for i in pending_clips(out, clips)]
+    run_clip_jobs(_work, jobs, workers, progress)
     seconds = time.perf_counter() - start
     index = write_index(out, fps=30, sample_rate=16000, size=size, source="procedural")
     return {"clips_rendered": len(jobs), "clips_total": len(index["clips"]), "identities": n_ids,

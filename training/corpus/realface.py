@@ -45,8 +45,8 @@ from emodiff_core.emotions import EMOTIONS
 from ..clips import Clip, write_clip, write_index
 from .facemodel import (COMPONENT, DEPTH, EXPRESSION_BASIS, EXPRESSION_DIM, IDENTITY_BASIS, NUM_NAMED, TEMPLATE,
                         HeadPose, apply_pose)
-from .generate import (Identity, _as_stored, _draw_emotion_plan, _pose_of, _track_meta, clip_tracks,
-                       make_identity, split_of)
+from .generate import (Identity, _as_stored, _draw_emotion_plan, _pose_of, _track_meta, check_corpus_options,
+                       clip_tracks, make_identity, pending_clips, run_clip_jobs, split_of)
 from .render import CANONICAL_NOSE_TIP, CROP_EYE_RATIO, EYE_DISTANCE, Renderer, canonical_to_pixels, expression_shading
 
 SOURCE = "real_texture"
@@ -853,10 +853,7 @@ def generate_real_corpus(out: str, faces_dir: str, clips: int, seed: int, size: 
                          speech_share: float = REAL_SPEECH_SHARE) -> dict:
     """Render ``clips`` real-texture clips into ``out`` (skipping clips already complete there); returns stats.
     ``speech_dir``: a folder of real recordings (``realspeech``), spoken in ``speech_share`` of the clips."""
-    if clips < 1:
-        raise ValueError("--clips must be at least 1")
-    if size not in (64, 128):
-        raise ValueError("--size must be 64 or 128")
+    check_corpus_options(clips, size)
     n_ids = identities or max(8, clips // 10)
     sources_path, sources = prepare_sources(faces_dir, out, frames_per_video)
     speech_path = None
@@ -864,22 +861,9 @@ def generate_real_corpus(out: str, faces_dir: str, clips: int, seed: int, size: 
         from .realspeech import prepare_speech, read_speech
 
         speech_path = prepare_speech(speech_dir, out)
-    os.makedirs(os.path.join(out, "clips"), exist_ok=True)
-    todo = [i for i in range(clips) if not os.path.isfile(os.path.join(out, "clips", f"c{i:06d}", "meta.json"))]
     start = time.perf_counter()
-    jobs = [(out, sources_path, seed, i, n_ids, size, speech_path, speech_share) for i in todo]
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for done, _ in enumerate(pool.imap_unordered(_work, jobs), 1):
-                if progress:
-                    progress(done, len(jobs))
-    else:
-        for done, job in enumerate(jobs, 1):
-            _work(job)
-            if progress:
-                progress(done, len(jobs))
+    jobs = [(out, sources_path, seed, i, n_ids, size, speech_path, speech_share) for i in pending_clips(out, clips)]
+    run_clip_jobs(_work, jobs, workers, progress)
     seconds = time.perf_counter() - start
     index = write_index(out, fps=30, sample_rate=16000, size=size, source=SOURCE)
     stats = {"clips_rendered": len(jobs), "clips_total": len(index["clips"]), "identities": n_ids,
