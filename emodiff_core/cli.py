@@ -60,7 +60,7 @@ def load_image(path: str) -> np.ndarray:
 
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
                  settings: SamplingSettings, seed: int, superres: str, paste_back: bool, max_side: int = 0,
-                 progress: bool = True) -> Tuple[Iterator[np.ndarray], float]:
+                 progress: bool = True, reinject_identity_every: int = 0) -> Tuple[Iterator[np.ndarray], float]:
     """(uint8 frames [H, W, 3], one at a time, seconds spent sampling) for one portrait: the aligned crop video
     (optionally super-resolved) or, with ``paste_back``, the portrait at `pl.paste_output_size`(max_side).
 
@@ -76,7 +76,8 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
     crops = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, settings=settings, seed=seed,
-                               callback=report, neutral_expression=neutral, **pl.silence_handling(audio))[:, 0]
+                               callback=report, neutral_expression=neutral,
+                               reinject_identity_every=reinject_identity_every, **pl.silence_handling(audio))[:, 0]
     seconds = time.perf_counter() - start
     frames = iter_superres(crops, models, superres)
     if paste_back:
@@ -96,6 +97,15 @@ def with_guidance(settings: SamplingSettings, args, models: pl.ModelBundle) -> S
     if args.guidance is not None:
         return settings
     return dataclasses.replace(settings, guidance=models.recommended_guidance)
+
+
+def reinject_period(args, models: pl.ModelBundle) -> int:
+    """--reinject-identity-every, or the checkpoint's recommended period when it was not given (0 = off)."""
+    if args.reinject_identity_every is None:
+        return models.recommended_reinject_identity_every
+    if args.reinject_identity_every < 0:
+        raise pl.PipelineError(f"--reinject-identity-every {args.reinject_identity_every} must be >= 0 (0 = off)")
+    return args.reinject_identity_every
 
 
 def resolve_superres(models: pl.ModelBundle, mode: str) -> str:
@@ -183,6 +193,7 @@ def generate(args) -> dict:
     check_superres(models, args.superres)
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
+    reinject = reinject_period(args, models)
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
                                    allow_centre_crop=args.centre_crop)
@@ -195,7 +206,8 @@ def generate(args) -> dict:
     else:
         spec.weights(audio.num_frames, audio.fps)        # bad keyframes/blends fail before sampling either way
     frames, seconds = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
-                                   superres=args.superres, paste_back=args.paste_back, max_side=args.max_side)
+                                   superres=args.superres, paste_back=args.paste_back, max_side=args.max_side,
+                                   reinject_identity_every=reinject)
     map_big_buffers_while_streaming()      # sampling is done; what follows allocates frame-sized buffers
     start = time.perf_counter()
     shape = []
@@ -208,7 +220,8 @@ def generate(args) -> dict:
     write_mp4(args.out, counted(frames), audio.fps, audio=audio.waveform, sample_rate=audio.config.sample_rate)
     report = {"out": os.path.abspath(args.out), "frames": audio.num_frames, "fps": audio.fps,
               "audio_seconds": round(audio.seconds, 3), "silent_seconds": round(audio.silent_seconds, 3),
-              "size": [int(v) for v in shape], "sampling": settings.to_dict(), "generation_seconds": round(seconds, 1),
+              "size": [int(v) for v in shape], "sampling": settings.to_dict(), "reinject_identity_every": reinject,
+              "generation_seconds": round(seconds, 1),
               "frames_per_second": round(audio.num_frames / max(seconds, 1e-9), 3),
               "write_seconds": round(time.perf_counter() - start, 1)}
     if plot_path:
@@ -266,13 +279,14 @@ def demo(args) -> dict:
     models = load_models(args.checkpoint, args.device)
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
+    reinject = reinject_period(args, models)
     size = models.denoiser.config.image_size
     wave, sr = load_audio_file(DEMO_SPEECH)
     audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)
     spec = pl.EmotionSpec(args.emotion, args.intensity)
     report = {"checkpoint": os.path.basename(args.checkpoint), "emotion": args.emotion, "intensity": args.intensity,
               "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "sampling": settings.to_dict(),
-              "outputs": []}
+              "reinject_identity_every": reinject, "outputs": []}
     photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
     procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
     # both portraits in one batch: one autoregressive pass renders two videos
@@ -285,7 +299,8 @@ def demo(args) -> dict:
 
     crops = torch.stack([photo.crop_tensor(), procedural.crop_tensor()])
     frames = pl.generate_frames(models.denoiser, crops, audio, psi, settings=settings, seed=args.seed,
-                                callback=report_progress, neutral_expression=neutral, **pl.silence_handling(audio))
+                                callback=report_progress, neutral_expression=neutral, reinject_identity_every=reinject,
+                                **pl.silence_handling(audio))
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
         video = apply_superres(frames[:, b], models, "auto")
@@ -325,6 +340,9 @@ def main(argv=None) -> int:
                         help="classifier-free guidance on the emotion: 1 = off, above 1 strengthens what the emotion "
                              "changes (two network passes per step; needs a denoiser trained with expression dropout; "
                              "default: the checkpoint's recommended scale, 1 when it names none)")
+    common.add_argument("--reinject-identity-every", type=int, default=None,
+                        help="against identity drift: every N frames the oldest motion frame is the portrait again "
+                             "(0 = off; default: the checkpoint's recommended period, 0 when it names none)")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

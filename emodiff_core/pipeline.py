@@ -57,6 +57,8 @@ class ModelBundle:
     # the guidance scale its trainers recommend (the bundle's info.sampling.guidance, `python -m training export
     # --guidance`); 1 = off, for bundles without one. What the CLI samples with unless --guidance is given.
     recommended_guidance: float = 1.0
+    # likewise for `generate_frames`' reinject_identity_every (info.sampling.reinject_identity_every; 0 = off)
+    recommended_reinject_identity_every: int = 0
 
     @property
     def image_size(self) -> int:
@@ -88,12 +90,31 @@ def load_bundle(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> 
     comps = build_components(ckpt, names, device=device)
     comps["denoiser"].to(dtype=dtype)
     guidance = recommended_guidance(ckpt.info, comps["denoiser"].config, os.path.basename(path))
+    reinject = recommended_reinject(ckpt.info, os.path.basename(path))
     return ModelBundle(comps["denoiser"], comps["expression_generator"], comps.get("superres"),
                        name=os.path.basename(path), device=torch.device(device), dtype=dtype,
-                       recommended_guidance=guidance)
+                       recommended_guidance=guidance, recommended_reinject_identity_every=reinject)
 
 
 GUIDANCE_INFO_KEY = "sampling.guidance"
+REINJECT_INFO_KEY = "sampling.reinject_identity_every"
+
+
+def recommended_reinject(info: Dict[str, str], name: str = "the checkpoint") -> int:
+    """The identity re-injection period a bundle's info recommends (`REINJECT_INFO_KEY`), 0 (off) without one."""
+    from .checkpoint import CheckpointError
+
+    text = info.get(REINJECT_INFO_KEY)
+    if text is None:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise CheckpointError(f"{name}: its recommended info.{REINJECT_INFO_KEY} = {text!r} is not a whole number "
+                              ">= 0; re-export it with a valid --reinject-identity-every")
+    return value
 
 
 def recommended_guidance(info: Dict[str, str], cfg: DenoiserConfig, name: str = "the checkpoint") -> float:

@@ -167,9 +167,13 @@ def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
     save_checkpoint(guided, {"denoiser": _tiny(dataclasses.replace(TINY, expression_dropout=0.1)),
                              "expression_generator": gen})
     save_checkpoint(plain, {"denoiser": _tiny(), "expression_generator": gen})
-    bundle = export(str(tmp_path / "guided.safetensors"), [guided], guidance=2.0)
+    bundle = export(str(tmp_path / "guided.safetensors"), [guided], guidance=2.0, reinject_identity_every=2)
     assert pl.load_bundle(bundle).recommended_guidance == 2.0
+    assert pl.load_bundle(bundle).recommended_reinject_identity_every == 2
     assert pl.load_bundle(guided).recommended_guidance == 1.0                  # a bundle that names none
+    assert pl.load_bundle(guided).recommended_reinject_identity_every == 0
+    with pytest.raises(CheckpointError, match="whole number"):
+        export(str(tmp_path / "refused.safetensors"), [guided], reinject_identity_every=-1)
     with pytest.raises(CheckpointError, match="expression dropout"):           # nothing written for a plain one
         export(str(tmp_path / "refused.safetensors"), [plain], guidance=2.0)
     assert not (tmp_path / "refused.safetensors").exists()
@@ -184,10 +188,12 @@ def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     first = run()
-    assert first["sampling"]["guidance"] == 2.0                                # the checkpoint's scale by default
+    assert first["sampling"]["guidance"] == 2.0                                # the checkpoint's settings by default
+    assert first["reinject_identity_every"] == 2
     assert first["size"] == [64, 64]                                           # auto: lanczos2 of the 32 px model
-    given = run("--guidance", "1", "--superres", "none")
+    given = run("--guidance", "1", "--superres", "none", "--reinject-identity-every", "0")
     assert given["sampling"]["guidance"] == 1.0 and given["size"] == [32, 32]
+    assert given["reinject_identity_every"] == 0
 
 
 def test_expression_track_keeps_its_neutral_sequence_through_files_and_resampling():
@@ -327,7 +333,7 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
                   emotion={"twin_share": 0.5, "twin_target_share": 0.5, "expression_dropout": 0.5,
                            "standardise_expression": True, "expression_components": 13, "expression_lr_mult": 5.0,
                            "reset_expression_path": True, "probe_examples": 2})
-    recipe["data"] = dict(base["data"], val_split="train")
+    recipe["data"] = dict(base["data"], val_split="train", motion_blur=1.0)
     path = tmp_path / "emotion.json"
     path.write_text(json.dumps(recipe))
     out = train(str(path), corpus, str(tmp_path / "emotion"), init_from=plain)

@@ -135,15 +135,18 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 11
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 13
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
         model = cfg.model.build(kind, name)
-        if name == "denoiser_emotion.json":                   # the emotion fine-tune adds the spatial map
+        if name in ("denoiser_emotion.json", "denoiser_real.json"):   # the emotion fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
+            assert (cfg.data.motion_blur > 0) == (name == "denoiser_real.json")
             continue
+        if name.startswith("superres"):                      # the real-texture head learns to restore detail
+            assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
     # the shipped sizes of the former literal model sections are the presets now
     assert core.preset("superres", "demo") == core.SuperResConfig(scale=2, channels=32, num_blocks=4)

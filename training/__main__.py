@@ -108,10 +108,11 @@ def _evaluate_portraits(args) -> int:
 
     from .evaluate_portraits import evaluate_portraits
 
+    start_noise = DEFAULT_SAMPLING.start_noise if args.start_noise is None else args.start_noise
+    settings = dataclasses.replace(DEFAULT_SAMPLING, guidance=args.guidance, start_noise=start_noise)
     report = evaluate_portraits(args.portraits, args.audio, checkpoint=args.checkpoint, seconds=args.seconds,
                                 emotions=args.emotions, intensity=args.intensity, out=args.out, seed=args.seed,
-                                device=args.device, save_videos=args.save_videos,
-                                settings=dataclasses.replace(DEFAULT_SAMPLING, guidance=args.guidance),
+                                device=args.device, save_videos=args.save_videos, settings=settings,
                                 reinject_identity_every=args.reinject_identity_every)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
@@ -120,7 +121,8 @@ def _evaluate_portraits(args) -> int:
 def _export(args) -> int:
     from .export import export
 
-    path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance)
+    path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance,
+                  reinject_identity_every=args.reinject_identity_every)
     print(f"wrote {path}")
     return 0
 
@@ -258,8 +260,11 @@ def main(argv=None) -> int:
     p.add_argument("--save-videos", action="store_true", help="also write every video as an mp4 into --out")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance on the emotion (1 = off, the default; the checkpoint must support it)")
-    p.add_argument("--reinject-identity-every", type=int, default=0,
-                   help="every N frames the oldest motion frame is the portrait again (against drift; 0 = off)")
+    p.add_argument("--start-noise", type=float, default=None,
+                   help="sampling's start noise (default: the default sampler's; 1 = every frame from pure noise)")
+    p.add_argument("--reinject-identity-every", type=int, default=None,
+                   help="every N frames the oldest motion frame is the portrait again (against drift; 0 = off; "
+                        "default: the checkpoint's recommended period, as generate)")
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON line (default: the summary)")
     p.set_defaults(func=_evaluate_portraits)
 
@@ -274,6 +279,9 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=None,
                    help="the classifier-free guidance scale the CLI samples with by default (1 = off; from "
                         "`evaluate --guidance` sweeps; the denoiser must have been trained with expression dropout)")
+    p.add_argument("--reinject-identity-every", type=int, default=None,
+                   help="the identity re-injection period the CLI samples with by default (0 = off; from "
+                        "`evaluate-portraits --reinject-identity-every` measurements of identity drift)")
     p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)

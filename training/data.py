@@ -267,8 +267,9 @@ class DenoiserData:
 
 
 def blur_motion(motion: torch.Tensor, sigmas) -> torch.Tensor:
-    """Motion frames [B, n, C, H, W] with example b's frames blurred by a Gaussian of std ``sigmas[b]`` pixels
-    (0 = left as they are); a separable kernel of radius ceil(3 sigma), edges replicated."""
+    """Frames [B, n, C, H, W] (the denoiser's motion frames; the SR head's inputs with n = 1) with example b's
+    frames blurred by a Gaussian of std ``sigmas[b]`` pixels (0 = left as they are); a separable kernel of
+    radius ceil(3 sigma), edges replicated."""
     out = motion.clone()
     for b, sigma in enumerate(np.asarray(sigmas, dtype=np.float64)):
         if sigma <= 0.0:

@@ -9,7 +9,8 @@ largest face is animated with the first ``--seconds`` of the recording once per 
 `python -m emodiff_core generate` does it (`pipeline.prepare_portrait`, `pipeline.encode_audio`,
 `pipeline.emotion_expression_pair` at ``--intensity``, `pipeline.generate_frames` with the neutral sequence and
 `pipeline.silence_handling`, the default sampling settings `sampling.DEFAULT` with ``--guidance``, the same
-seed, ``--reinject-identity-every`` as the Sampler node's option), all emotions
+seed, ``--reinject-identity-every`` as the Sampler node's option, by default the checkpoint's recommended
+period as `generate` takes it), all emotions
 of one portrait as one batch. The video measured is the one a user looks at: the checkpoint's super-resolution
 head applied to the sampled crops (64 -> 128 px on the demo checkpoint); a checkpoint without an SR head is
 measured at its own size. Photos where no face is found are skipped and listed under ``skipped`` with the
@@ -306,7 +307,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        seconds: float = DEFAULT_SECONDS, emotions: Sequence[str] = DEFAULT_EMOTIONS,
                        intensity: float = 1.0, out: str = DEFAULT_OUT, seed: int = 0,
                        settings: SamplingSettings = DEFAULT_SAMPLING, device: str = "cpu", save_videos: bool = False,
-                       fps: float = 30.0, reinject_identity_every: int = 0,
+                       fps: float = 30.0, reinject_identity_every: Optional[int] = None,
                        log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report."""
@@ -318,7 +319,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     from emodiff_core.metrics_video import DlibFaceMeter
 
     emotions = parse_emotions(emotions)
-    if reinject_identity_every < 0:
+    if reinject_identity_every is not None and reinject_identity_every < 0:
         raise PortraitEvaluationError(f"--reinject-identity-every must be >= 0 (0 = off), got {reinject_identity_every}")
     if not seconds > 0:
         raise PortraitEvaluationError(f"--seconds must be > 0, got {seconds}")
@@ -336,6 +337,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     wave = wave[..., : int(round(seconds * sr))]
     models = load_models(checkpoint, device)
     pl.check_guidance(models.denoiser.config, settings)
+    if reinject_identity_every is None:        # as `generate` does: the checkpoint's recommended period
+        reinject_identity_every = models.recommended_reinject_identity_every
     size = models.denoiser.config.image_size
     clip = pl.encode_audio(wave, sr, fps, models.denoiser.config.audio)
     meter = DlibFaceMeter()

@@ -10,7 +10,7 @@ import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
-from emodiff_core.pipeline import GUIDANCE_INFO_KEY, recommended_guidance
+from emodiff_core.pipeline import GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, recommended_guidance, recommended_reinject
 
 from .clips import DataFolders, data_label
 
@@ -23,11 +23,12 @@ def export_component(out_dir: str, name: str, module, step: int, data_dir: DataF
 
 
 def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None,
-           guidance: Optional[float] = None) -> str:
+           guidance: Optional[float] = None, reinject_identity_every: Optional[int] = None) -> str:
     """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
     with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
     ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
-    samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it."""
+    samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it.
+    ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`)."""
     components, info = {}, {}
     for path in parts:
         ckpt = read_checkpoint(path)
@@ -50,6 +51,9 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
             raise CheckpointError("--guidance recommends a sampling scale for a bundle's denoiser; none is exported")
         info[GUIDANCE_INFO_KEY] = f"{float(guidance):g}"
         recommended_guidance(info, components["denoiser"].config, out)       # checked before writing
+    if reinject_identity_every is not None:
+        info[REINJECT_INFO_KEY] = str(reinject_identity_every)
+        recommended_reinject(info, out)                                        # checked before writing
     if card:
         if not os.path.isfile(card):
             raise FileNotFoundError(f"model card not found: {card}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces checkpoints/emodiffhead_demo.safetensors from nothing, on a CPU (about 4 h on 2 cores; the
-# denoiser is most of it). DATA and RUNS may be set; the defaults are outside the repository.
+# Reproduces checkpoints/emodiffhead_demo.safetensors (stage 1) and the checkpoints built on it (stage 2:
+# emodiffhead_emotion.safetensors; stage 3: emodiffhead_real.safetensors) from nothing, on a CPU (about 4 h on 2
+# cores for stage 1, the denoiser most of it). DATA and RUNS may be set; the defaults are outside the repository.
 # Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30); the corpus command
 # now renders version 2, so rerunning stage 1 trains on version-2 faces: close to, not byte-identical with, the
 # shipped stage-1 components (generator step 3000 on v1 is replaced in stage 2; SR head and regressor are kept).
@@ -44,6 +45,9 @@ $PY -m training train generator --config training/configs/generator_demo.json --
 $PY -m training train denoiser --config training/configs/denoiser_demo.json --data "$DATA/corpus64" --out "$RUNS/denoiser" --resume --stop-after 6500
 $PY -m training train regressor --config training/configs/regressor_demo.json --data "$DATA/corpus64_wide" --out "$RUNS/regressor" --resume --stop-after 2500
 $PY -m training train superres --config training/configs/superres_demo.json --data "$DATA/corpus128" --out "$RUNS/superres" --resume
+$PY -m training export "$RUNS/denoiser/denoiser.safetensors" "$RUNS/generator/expression_generator.safetensors" \
+    "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
+    --card checkpoints/MODEL_CARD.md --out checkpoints/emodiffhead_demo.safetensors
 # Stage 2, emotion (issue 9): the expression generator retrained on corpus v2 (its emotion directions), the
 # stage-1 denoiser fine-tuned with the emotion recipe (training/configs/denoiser_emotion.json: counterfactual
 # twins, emotion-region loss, standardised psi, spatial expression map, expression dropout for guidance),
@@ -56,5 +60,23 @@ $PY -m training train denoiser --config training/configs/denoiser_emotion.json -
 train_judge
 $PY -m training export "$RUNS/denoiser_emotion/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
-    --card checkpoints/MODEL_CARD.md --out checkpoints/emodiffhead_demo.safetensors
+    --card checkpoints/MODEL_CARD.md --guidance 2 --out checkpoints/emodiffhead_emotion.safetensors
+# Stage 3, real textures (issue 10): needs the collected real faces and voices (training/README.md section 1b;
+# REALFACES and REALSPEECH folders, outside the repository). The stage-2 denoiser fine-tuned on procedural +
+# real-texture clips (training/configs/denoiser_real.json; the shipped one is its step-3000 export), and the SR
+# head retrained on 128 px real-texture + procedural frames with blurred inputs (superres_real.json).
+if [ -n "${REALFACES:-}" ]; then
+    $PY -m training corpus --out "$DATA/real64" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
+        --real-faces "$REALFACES" --real-speech "$REALSPEECH" --contact-sheet
+    $PY -m training corpus --out "$DATA/real128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2 \
+        --real-faces "$REALFACES" --real-speech "$REALSPEECH"
+    $PY -m training corpus --out "$DATA/proc128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2
+    $PY -m training train denoiser --config training/configs/denoiser_real.json --data "$DATA/corpus64v2" "$DATA/real64" \
+        --out "$RUNS/denoiser_real" --init-from checkpoints/emodiffhead_emotion.safetensors --resume --stop-after 3000
+    $PY -m training train superres --config training/configs/superres_real.json --data "$DATA/real128" "$DATA/proc128" \
+        --out "$RUNS/superres_real" --resume
+    $PY -m training export "$RUNS/denoiser_real/denoiser.safetensors" "$RUNS/superres_real/superres.safetensors" \
+        --base checkpoints/emodiffhead_emotion.safetensors --card checkpoints/MODEL_CARD.md --guidance 2 \
+        --out checkpoints/emodiffhead_real.safetensors
+fi
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json

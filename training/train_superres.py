@@ -4,8 +4,9 @@ downsampled by the scale (area filter, as a smaller render would be), the target
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from emodiff_core.models import SuperResolver
 
 from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive
 from .clips import DataFolders
-from .data import FrameData, mean_psnr, optional_validation_data
+from .data import FrameData, blur_motion, mean_psnr, optional_validation_data
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
@@ -38,14 +39,21 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    """``target_size``: the frames are resized to it (the output size); the input is that / model.scale."""
+    """``target_size``: the frames are resized to it (the output size); the input is that / model.scale.
+    ``input_blur``: the largest Gaussian blur (sigma, input pixels) laid on the input of half the examples: the
+    denoiser's frames are softer than a downsampled photo, so the head learns to restore detail, not only to
+    upscale (0 = off, the value of files written before the key existed; validation inputs are never blurred)."""
 
     split: str
     val_split: str
     target_size: int
+    input_blur: float
+
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"input_blur": 0.0}
 
     def validate(self) -> None:
         require_positive("data", target_size=self.target_size)
+        require(self.input_blur >= 0.0, f"data.input_blur must be >= 0, got {self.input_blur}")
 
 
 @dataclass(frozen=True)
@@ -94,8 +102,12 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
         target = target.to(info.device)
         lr = lr_at(step, o.lr, o.warmup, total)
         model.train()
+        low = degrade(target, cfg.scale)
+        if d.input_blur > 0:
+            sigmas = rng.uniform(0.0, d.input_blur, len(low)) * (rng.random(len(low)) < 0.5)
+            low = blur_motion(low[:, None], sigmas)[:, 0]
         with autocast(info.device):
-            out = ddp(degrade(target, cfg.scale))
+            out = ddp(low)
         loss = F.l1_loss(out.float(), target)
         optimizer_step(opt, loss, lr)
         ema.update(model, step)
