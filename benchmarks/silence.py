@@ -91,7 +91,7 @@ def run_cli_case(name: str, args, checkpoint: str, folder: str, extractor, seed:
     out = os.path.join(folder, f"{name}_{seed}.mp4")
     cmd = [sys.executable, "-m", "emodiff_core", "generate", "--checkpoint", checkpoint, "--portrait", args.portrait,
            "--audio", wav, "--out", out, "--emotion", args.emotion, "--steps", str(args.steps), "--seed", str(seed),
-           "--device", "cpu", "--plot", "none"]
+           "--device", "cpu", "--plot", "none", "--superres", "none"]     # the model's own crops, as regressed
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, cwd=common.ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -127,8 +127,8 @@ def check_superres(models: pl.ModelBundle, mode: str) -> None:
     except ValueError:
         scale = None
     if scale is None or not 1.0 <= scale <= 8.0:
-        raise pl.PipelineError(f"unknown --superres {mode!r}; use auto, none, head, or lanczos[scale] with a scale of 1 to 8, "
-                               "e.g. lanczos2")
+        raise pl.PipelineError(f"unknown --superres {mode!r}; use auto, none, head, or lanczos[scale] with a scale "
+                               "of 1 to 8, e.g. lanczos2")
 
 
 def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str) -> torch.Tensor:
