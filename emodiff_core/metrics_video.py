@@ -702,12 +702,16 @@ class FrameFaces:
         """Share of frames with a detected face."""
         return float(self.found.mean()) if len(self.found) else 0.0
 
+    def same_person(self, threshold: float = SAME_PERSON_DISTANCE) -> np.ndarray:
+        """bool per frame: a face was detected and its descriptor is within ``threshold`` of the reference."""
+        return self.found & (np.nan_to_num(self.distance, nan=np.inf) < threshold)
+
     def same_person_share(self, threshold: float = SAME_PERSON_DISTANCE) -> float:
         """Share of ALL frames whose descriptor is within ``threshold`` of the reference (frames without a
         detected face count as not the same person)."""
         if not len(self.found):
             return 0.0
-        return float(np.sum(self.found & (np.nan_to_num(self.distance, nan=np.inf) < threshold)) / len(self.found))
+        return float(np.sum(self.same_person(threshold)) / len(self.found))
 
     def mouth(self) -> Tuple[Optional[np.ndarray], int]:
         """(mouth opening per frame, frames it was measured on): `mouth_opening` on the frames with a face,

@@ -350,20 +350,20 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert anchored["start_noise"] == 0.02 and anchored["psnr"] > report["denoiser"]["psnr"] + 5
 
 
-def test_blur_motion_blurs_each_example_by_its_own_sigma():
+def test_blur_frames_blurs_each_example_by_its_own_sigma():
     import cv2
-    from training.data import blur_motion
+    from training.data import blur_frames
 
     rng = np.random.default_rng(0)
     motion = torch.from_numpy(rng.uniform(-1, 1, (3, 2, 3, 32, 32)).astype(np.float32))
-    out = blur_motion(motion, [0.0, 1.0, 2.0])
+    out = blur_frames(motion, [0.0, 1.0, 2.0])
     assert out.shape == motion.shape and torch.equal(out[0], motion[0])     # sigma 0: untouched
     want = cv2.GaussianBlur(motion[1, 0, 0].numpy(), (7, 7), 1.0, borderType=cv2.BORDER_REPLICATE)
     assert np.allclose(out[1, 0, 0].numpy(), want, atol=1e-5)                 # a Gaussian of that sigma
     energy = [float((x[..., 1:] - x[..., :-1]).abs().mean()) for x in out]   # detail falls with sigma
     assert energy[0] > energy[1] > energy[2]
     flat = torch.full((1, 1, 3, 16, 16), 0.25)
-    assert torch.allclose(blur_motion(flat, [1.5]), flat)                   # edges replicated, mean kept
+    assert torch.allclose(blur_frames(flat, [1.5]), flat)                   # edges replicated, mean kept
 
 
 def test_several_data_folders_are_read_as_one_dataset(corpus, tmp_path, tiny_config):

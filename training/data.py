@@ -266,24 +266,24 @@ class DenoiserData:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
-def blur_motion(motion: torch.Tensor, sigmas) -> torch.Tensor:
+def blur_frames(batch: torch.Tensor, sigmas) -> torch.Tensor:
     """Frames [B, n, C, H, W] (the denoiser's motion frames; the SR head's inputs with n = 1) with example b's
     frames blurred by a Gaussian of std ``sigmas[b]`` pixels (0 = left as they are); a separable kernel of
     radius ceil(3 sigma), edges replicated."""
-    out = motion.clone()
+    out = batch.clone()
     for b, sigma in enumerate(np.asarray(sigmas, dtype=np.float64)):
         if sigma <= 0.0:
             continue
         radius = max(1, int(np.ceil(3.0 * sigma)))
-        x = torch.arange(-radius, radius + 1, dtype=motion.dtype, device=motion.device)
+        x = torch.arange(-radius, radius + 1, dtype=batch.dtype, device=batch.device)
         kernel = torch.exp(-0.5 * (x / float(sigma)) ** 2)
         kernel = kernel / kernel.sum()
-        frames = motion[b].reshape(-1, 1, *motion.shape[-2:])
-        frames = torch.nn.functional.pad(frames, (radius, radius, 0, 0), mode="replicate")
-        frames = torch.nn.functional.conv2d(frames, kernel.view(1, 1, 1, -1))
-        frames = torch.nn.functional.pad(frames, (0, 0, radius, radius), mode="replicate")
-        frames = torch.nn.functional.conv2d(frames, kernel.view(1, 1, -1, 1))
-        out[b] = frames.reshape(motion.shape[1:])
+        planes = batch[b].reshape(-1, 1, *batch.shape[-2:])
+        planes = torch.nn.functional.pad(planes, (radius, radius, 0, 0), mode="replicate")
+        planes = torch.nn.functional.conv2d(planes, kernel.view(1, 1, 1, -1))
+        planes = torch.nn.functional.pad(planes, (0, 0, radius, radius), mode="replicate")
+        planes = torch.nn.functional.conv2d(planes, kernel.view(1, 1, -1, 1))
+        out[b] = planes.reshape(batch.shape[1:])
     return out
 
 

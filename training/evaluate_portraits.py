@@ -180,7 +180,7 @@ def measure_video(frames: np.ndarray, emotion: str, reference_crop: np.ndarray,
            "sharpness_last_second": _r(sharp[-max(1, int(round(fps))):].mean()),
            "sharpness_energy": _r(energy.mean())}
     if reference_descriptor is not None:      # identity drift: the same measure per second of the video
-        same = faces.found & (np.nan_to_num(faces.distance, nan=np.inf) < SAME_PERSON_DISTANCE)
+        same = faces.same_person(SAME_PERSON_DISTANCE)
         second = max(1, int(round(fps)))
         out["same_person_by_second"] = [_r(same[i: i + second].mean(), 3) for i in range(0, n, second)]
         edge = min(DRIFT_SECONDS * second, n)
