@@ -178,6 +178,11 @@ class EMOdiffheadEmotionVector:
         return (pl.ExpressionTrack(psi, audio_features.fps, description, neutral=neutral), plot_image)
 
 
+# the Sampler's reinject_identity_every widget: "what the checkpoint's metadata recommends" (a fixed widget
+# default cannot follow the model chosen in the graph; the CLI's default does the same)
+MODEL_RECOMMENDS = -1
+
+
 class EMOdiffheadSampler:
     DESCRIPTION = "Generates the talking-head frames autoregressively (one frame after another), with the emotion given."
     CATEGORY = CATEGORY
@@ -203,8 +208,10 @@ class EMOdiffheadSampler:
                              "tooltip": "Seed of the sampling noise."}),
         }, "optional": {
             "audio": ("AUDIO", {"tooltip": "Speech to pass through to the audio output (the trimmed audio of Audio Encode)."}),
-            "reinject_identity_every": ("INT", {"default": 0, "min": 0, "max": 1000,
-                                                "tooltip": "Against drift on long videos: every N frames the oldest motion frame is the portrait again (0 = off)."}),
+            "reinject_identity_every": ("INT", {"default": MODEL_RECOMMENDS, "min": MODEL_RECOMMENDS, "max": 1000,
+                                                "tooltip": "Against identity drift on long videos: every N frames the oldest motion frame "
+                                                           "is the portrait again (0 = off; -1 = what the checkpoint recommends: 2 for "
+                                                           "emodiffhead_real, off for the others)."}),
             "start_noise": ("FLOAT", {"default": DEFAULT_SAMPLING.start_noise, "min": 0.05, "max": 1.0, "step": 0.05,
                                       "tooltip": "1 = every frame from pure noise (the paper). Lower = start from the previous frame "
                                                  "noised this far, running only the steps below it: faster and steadier."}),
@@ -215,8 +222,10 @@ class EMOdiffheadSampler:
         }}
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
-               reinject_identity_every=0, start_noise=None, guidance=None):
+               reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None):
         n = audio_features.num_frames
+        if reinject_identity_every == MODEL_RECOMMENDS:
+            reinject_identity_every = model.recommended_reinject_identity_every
         settings = _run(SamplingSettings, sampler, steps,
                         DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise,
                         guidance=DEFAULT_SAMPLING.guidance if guidance is None else guidance)

@@ -1,5 +1,6 @@
 """The ComfyUI nodes: contracts, the whole chain in-process (tiny checkpoint, stand-in folder_paths/comfy),
 cancel, and bad input."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -150,6 +151,31 @@ def test_the_nodes_chain_into_a_video(comfy, astronaut):
     feats2, count2, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.2), 30.0)
     images2, _, audio2 = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats2, loaded, 2, "ancestral", 0)
     assert images2.shape[0] == count2 == 6 and audio2["sample_rate"] == 16000
+
+
+def test_sampler_reinjects_the_identity_as_the_checkpoint_recommends_by_default(comfy, astronaut, monkeypatch):
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
+    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
+    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
+    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "happy", 1.0, 0)
+    sampler = _node(comfy, "EMOdiffheadSampler")
+    widget = type(sampler).INPUT_TYPES()["optional"]["reinject_identity_every"][1]
+    assert widget["default"] == widget["min"] == -1
+    pl = sys.modules[type(sampler).__module__].pl
+    generate, periods = pl.generate_frames, []
+
+    def spy(*args, **kwargs):
+        periods.append(kwargs["reinject_identity_every"])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "generate_frames", spy)
+    recommends = dataclasses.replace(model, recommended_reinject_identity_every=2)
+    assert model.recommended_reinject_identity_every == 0
+    for bundle, given in ((model, None), (recommends, None), (recommends, 0), (model, 3)):
+        extra = {} if given is None else {"reinject_identity_every": given}
+        images = sampler.sample(bundle, portrait, feats, expr, 2, Sampler.DDIM.value, 0, **extra)[0]
+        assert images.shape[0] == feats.num_frames
+    assert periods == [0, 2, 0, 3]        # -1 follows the checkpoint; an explicit value wins
 
 
 def test_cancel_stops_within_one_denoising_step(comfy, astronaut):

@@ -135,15 +135,16 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 13
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 14
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
         model = cfg.model.build(kind, name)
-        if name in ("denoiser_emotion.json", "denoiser_real.json"):   # the emotion fine-tunes add the spatial map
+        if name.startswith(("denoiser_emotion", "denoiser_real")):   # the emotion fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
-            assert (cfg.data.motion_blur > 0) == (name == "denoiser_real.json")
+            assert (cfg.data.motion_blur > 0) == name.startswith("denoiser_real")
+            assert (cfg.data.reinject_identity > 0) == (name == "denoiser_real_reinject.json")
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
@@ -364,6 +365,45 @@ def test_blur_frames_blurs_each_example_by_its_own_sigma():
     assert energy[0] > energy[1] > energy[2]
     flat = torch.full((1, 1, 3, 16, 16), 0.25)
     assert torch.allclose(blur_frames(flat, [1.5]), flat)                   # edges replicated, mean kept
+
+
+def test_superres_edge_loss_is_the_laplacian_the_sharpness_measure_reads(tmp_path):
+    import cv2
+
+    from training.configfile import CONFIG_DIR, TrainingConfigError, load_config
+    from training.data import blur_frames
+    from training.train_superres import SuperResTrainingConfig, laplacian, superres_loss
+
+    rng = np.random.default_rng(1)
+    target = torch.from_numpy(rng.uniform(0, 1, (2, 3, 24, 24)).astype(np.float32))
+    want = cv2.Laplacian(target[0, 1].numpy(), cv2.CV_32F, ksize=1)          # the 4-neighbour kernel
+    assert np.allclose(laplacian(target)[0, 1, 1:-1, 1:-1].numpy(), want[1:-1, 1:-1], atol=1e-5)
+    assert torch.allclose(laplacian(torch.full((1, 3, 8, 8), 0.7)), torch.zeros(1, 3, 8, 8), atol=1e-6)
+    soft = blur_frames(target[:, None], [1.0, 1.0])[:, 0]
+    assert superres_loss(soft, target, 0.0) == torch.nn.functional.l1_loss(soft, target)
+    assert superres_loss(soft, target, 1.0) > superres_loss(soft, target, 0.0) + 0.1     # blur pays for lost detail
+    assert superres_loss(target, target, 1.0) == 0
+    # files written before the loss section existed read as pixel L1 only; a negative weight is refused
+    assert load_config("superres_demo.json", SuperResTrainingConfig).loss.edge == 0.0
+    with open(f"{CONFIG_DIR}/superres_demo.json") as fh:
+        bad = dict(json.load(fh), loss={"edge": -1.0})
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(TrainingConfigError, match="loss.edge must be >= 0"):
+        load_config(str(tmp_path / "bad.json"), SuperResTrainingConfig)
+
+
+def test_reinject_identity_replaces_the_oldest_motion_frame_of_chosen_examples():
+    from emodiff_core.windows import motion_offsets
+    from training.data import reinject_identity
+
+    assert motion_offsets(2).tolist() == [-2, -1]          # index 0 is x(i-2), the frame re-injection replaces
+    motion = torch.randn(3, 2, 3, 8, 8)
+    identity = torch.randn(3, 3, 8, 8)
+    out = reinject_identity(motion, identity, torch.tensor([True, False, True]))
+    assert out.shape == motion.shape and not torch.equal(out, motion)
+    assert torch.equal(out[0, 0], identity[0]) and torch.equal(out[2, 0], identity[2])
+    assert torch.equal(out[1], motion[1]) and torch.equal(out[:, 1], motion[:, 1])
+    assert torch.equal(reinject_identity(motion[:, :0], identity, torch.ones(3, dtype=torch.bool)), motion[:, :0])
 
 
 def test_several_data_folders_are_read_as_one_dataset(corpus, tmp_path, tiny_config):

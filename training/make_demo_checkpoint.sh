@@ -76,7 +76,7 @@ if [ -n "${REALFACES:-}" ]; then
     $PY -m training train superres --config training/configs/superres_real.json --data "$DATA/real128" "$DATA/proc128" \
         --out "$RUNS/superres_real" --resume
     $PY -m training export "$RUNS/denoiser_real/denoiser.safetensors" "$RUNS/superres_real/superres.safetensors" \
-        --base checkpoints/emodiffhead_emotion.safetensors --card checkpoints/MODEL_CARD.md --guidance 2 \
+        --base checkpoints/emodiffhead_emotion.safetensors --card checkpoints/MODEL_CARD.md --reinject-identity-every 2 \
         --out checkpoints/emodiffhead_real.safetensors
 fi
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
