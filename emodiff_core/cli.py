@@ -116,12 +116,14 @@ def resolve_superres(models: pl.ModelBundle, mode: str) -> str:
     return mode
 
 
-def check_superres(models: pl.ModelBundle, mode: str) -> None:
+def check_superres(models: pl.ModelBundle, mode: str) -> str:
+    """``mode`` resolved (`resolve_superres`) and checked against the checkpoint: "none", "head" or
+    "lanczos<scale>"; a clear error for what cannot run."""
     mode = resolve_superres(models, mode)
     if mode == "head" and models.superres is None:
         raise pl.PipelineError("this checkpoint has no super-resolution head; use --superres lanczos or none")
     if mode == "none" or mode == "head":
-        return
+        return mode
     try:
         scale = float(mode[7:] or 2) if mode.startswith("lanczos") else None
     except ValueError:
@@ -129,11 +131,11 @@ def check_superres(models: pl.ModelBundle, mode: str) -> None:
     if scale is None or not 1.0 <= scale <= 8.0:
         raise pl.PipelineError(f"unknown --superres {mode!r}; use auto, none, head, or lanczos[scale] with a scale "
                                "of 1 to 8, e.g. lanczos2")
+    return mode
 
 
 def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str) -> torch.Tensor:
-    check_superres(models, mode)
-    mode = resolve_superres(models, mode)
+    mode = check_superres(models, mode)
     if mode == "none":
         return frames
     if mode == "head":

@@ -11,7 +11,9 @@ import pytest
 import soundfile
 import torch
 
+from emodiff_core import pipeline as pl
 from emodiff_core.checkpoint import save_checkpoint
+from emodiff_core.cli import load_image
 from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, SUPERRES_PRESETS
 from emodiff_core.faces import align_face, template_landmarks
 from emodiff_core.landmarks import detect_portrait
@@ -82,6 +84,14 @@ def test_report_contact_sheet_and_ranges(bundle, folders, tmp_path):
     (entry,) = report["results"]
     assert entry["output_size"] == 64                                  # tiny: 32 px sampled, x2 SR head
     assert entry["reference"]["face_in_photo"] is True
+    # the resolution ceiling: the photo's own crop at the model's size, super-resolved like the videos
+    models = pl.load_bundle(bundle)
+    portrait = pl.prepare_portrait(load_image(str(folders / "photos" / "astronaut.png")), 32)
+    perfect = pl.super_resolve(portrait.crop_tensor()[None], models.superres)
+    reference, _ = align_face(portrait.image, portrait.landmarks, 64)
+    want = sharpness_ratio((perfect.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy(), reference)[0]
+    assert entry["reference"]["sharpness_ceiling"] == pytest.approx(want, abs=1e-3) and want > 0
+    assert report["summary"]["sharpness_ceiling"] == pytest.approx(want, abs=1e-3)
     assert set(entry["videos"]) == set(emotions)
     for emotion, video in entry["videos"].items():
         assert video["frames"] == 21

@@ -367,31 +367,6 @@ def test_blur_frames_blurs_each_example_by_its_own_sigma():
     assert torch.allclose(blur_frames(flat, [1.5]), flat)                   # edges replicated, mean kept
 
 
-def test_superres_edge_loss_is_the_laplacian_the_sharpness_measure_reads(tmp_path):
-    import cv2
-
-    from training.configfile import CONFIG_DIR, TrainingConfigError, load_config
-    from training.data import blur_frames
-    from training.train_superres import SuperResTrainingConfig, laplacian, superres_loss
-
-    rng = np.random.default_rng(1)
-    target = torch.from_numpy(rng.uniform(0, 1, (2, 3, 24, 24)).astype(np.float32))
-    want = cv2.Laplacian(target[0, 1].numpy(), cv2.CV_32F, ksize=1)          # the 4-neighbour kernel
-    assert np.allclose(laplacian(target)[0, 1, 1:-1, 1:-1].numpy(), want[1:-1, 1:-1], atol=1e-5)
-    assert torch.allclose(laplacian(torch.full((1, 3, 8, 8), 0.7)), torch.zeros(1, 3, 8, 8), atol=1e-6)
-    soft = blur_frames(target[:, None], [1.0, 1.0])[:, 0]
-    assert superres_loss(soft, target, 0.0) == torch.nn.functional.l1_loss(soft, target)
-    assert superres_loss(soft, target, 1.0) > superres_loss(soft, target, 0.0) + 0.1     # blur pays for lost detail
-    assert superres_loss(target, target, 1.0) == 0
-    # files written before the loss section existed read as pixel L1 only; a negative weight is refused
-    assert load_config("superres_demo.json", SuperResTrainingConfig).loss.edge == 0.0
-    with open(f"{CONFIG_DIR}/superres_demo.json") as fh:
-        bad = dict(json.load(fh), loss={"edge": -1.0})
-    (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(TrainingConfigError, match="loss.edge must be >= 0"):
-        load_config(str(tmp_path / "bad.json"), SuperResTrainingConfig)
-
-
 def test_reinject_identity_replaces_the_oldest_motion_frame_of_chosen_examples():
     from emodiff_core.windows import motion_offsets
     from training.data import reinject_identity

@@ -40,10 +40,14 @@ Measures, per (portrait, emotion) video, then averaged over videos (``summary``)
    grows with the square of spatial frequency); its median is the detail of the typical face pixel: skin
    texture, hair, eyelashes on a photo, ~0 on a blurred or flat, mask-like face. 1 = as detailed as the photo,
    a Gaussian blur of sigma 1 px scores about 0.4, sigma 2 px about 0.2 (measured on the demo portrait at
-   128 px); noise can exceed 1. Target >= 0.6. ``sharpness_energy`` is the same ratio with the MEAN SQUARED
-   Laplacian (`high_frequency_energy`, the literal "energy"): it is reported too, but it is dominated by the
-   few strongest edges, so a flat face with hard, over-sharpened outlines (what the demo's SR head makes)
-   scores near a photo on it (0.5-0.9 on the development run, where the median measure gave 0.2).
+   128 px); noise can exceed 1. Target >= 0.6. ``reference.sharpness_ceiling`` (and its mean in ``summary``) is
+   the same ratio for the portrait's own crop at the model's size, super-resolved like the videos: what a
+   model that rendered the photo perfectly at its size would score (0.46-0.72 on the held-out photos at
+   64 -> 128 px: most of the photo's finest detail is gone at 64 px, whatever the denoiser does).
+   ``sharpness_energy`` is the same ratio with the MEAN SQUARED Laplacian (`high_frequency_energy`, the
+   literal "energy"): it is reported too, but it is dominated by the few strongest edges, so a flat face with
+   hard, over-sharpened outlines (what the demo's SR head makes) scores near a photo on it (0.5-0.9 on the
+   development run, where the median measure gave 0.2).
 4. ``lipsync_r``: Pearson r at offset 0 between the mouth opening and the speech envelope, per video frame
    (`metrics.lip_sync`, offsets -8..8 also searched: ``lipsync_best_offset``, ``lipsync_best_r``). Mouth
    opening = mean inner-lip gap (68-point pairs 61-67, 62-66, 63-65) / outer-eye-corner distance, from the
@@ -261,6 +265,7 @@ def summarise(portraits: Sequence[dict], emotions: Sequence[str]) -> dict:
                                                               "distance_mean", "same_person_first",
                                                               "same_person_last", "drift")}
     summary["face_share_min"] = _r(min(v["face_share"] for v in videos))
+    summary["sharpness_ceiling"] = _mean(p["reference"].get("sharpness_ceiling") for p in portraits)
     summary["fer_reads_asked"] = {e: _mean(p["videos"][e]["fer"]["asked_share"] for p in portraits)
                                   for e in emotions}
     summary["per_emotion"] = {e: {key: _mean(p["videos"][e][key] for p in portraits)
@@ -316,7 +321,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     from emodiff_core.cli import load_image, load_models
     from emodiff_core.editing import check_intensity
     from emodiff_core.fer_net import load_fer_classifier
-    from emodiff_core.metrics_video import DlibFaceMeter
+    from emodiff_core.metrics_video import DlibFaceMeter, sharpness_ratio
 
     emotions = parse_emotions(emotions)
     if reinject_identity_every is not None and reinject_identity_every < 0:
@@ -393,7 +398,10 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         original = meter.face(portrait.image)
         reference_descriptor = original[0] if original is not None else None
         crop_face = meter.face(crop_out)
+        perfect = _to_uint8(pl.super_resolve(portrait.crop_tensor()[None], models.superres)
+                            if models.superres is not None else portrait.crop_tensor()[None])
         ref = {"face_in_photo": original is not None, "face_in_crop": crop_face is not None,
+               "sharpness_ceiling": _r(float(sharpness_ratio(perfect, crop_out)[0])),
                "crop_distance": (_r(float(np.linalg.norm(crop_face[0] - reference_descriptor)))
                                  if crop_face is not None and reference_descriptor is not None else None),
                "fer": _fer_reading(fer, crop_out[None])}

@@ -1,6 +1,6 @@
 """Train the super-resolution head behind the Super-Resolve node on corpus frames: the input is the frame
 downsampled by the scale (area filter, as a smaller render would be), the target the frame itself. Loss: L1
-(sharper than L2 for SR), plus, with ``loss.edge``, L1 between the output's and the target's Laplacians."""
+(sharper than L2 for SR)."""
 from __future__ import annotations
 
 import os
@@ -57,21 +57,8 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class LossSection:
-    """``edge``: weight of an L1 loss between the 4-neighbour Laplacians of output and target (`laplacian`),
-    beside the pixel L1 (weight 1). Pixel L1 alone settles on the mean of the details the input leaves open,
-    a smooth face; the edge term pays for fine detail where the target has it (issue 10's sharpness)."""
-
-    edge: float
-
-    def validate(self) -> None:
-        require(self.edge >= 0.0, f"loss.edge must be >= 0, got {self.edge}")
-
-
-@dataclass(frozen=True)
 class SuperResTrainingConfig:
-    """A super-resolution training file (training/configs/superres_*.json). ``loss`` may be left out (files
-    written before it existed: pixel L1 only)."""
+    """A super-resolution training file (training/configs/superres_*.json)."""
 
     model: ModelSection
     optim: OptimSection
@@ -79,9 +66,6 @@ class SuperResTrainingConfig:
     schedule: ScheduleSection
     seed: int
     threads: int
-    loss: LossSection
-
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"loss": {"edge": 0.0}}
 
     def validate(self) -> None:
         require_positive("", threads=self.threads)
@@ -92,23 +76,6 @@ LOG_FIELDS = ["step", "seconds", "loss", "lr", "val_psnr", "val_psnr_bilinear"]
 
 def degrade(images: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(images, scale_factor=1.0 / scale, mode="area")
-
-
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def laplacian(images: torch.Tensor) -> torch.Tensor:
-    """4-neighbour Laplacian of [B, C, H, W] per channel, edges replicated (the operator the sharpness measure
-    of `emodiff_core.metrics_video.high_frequency_amplitude` reads)."""
-    kernel = _LAPLACIAN.to(images)[None, None].expand(images.shape[1], 1, 3, 3)
-    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=images.shape[1])
-
-
-def superres_loss(out: torch.Tensor, target: torch.Tensor, edge: float) -> torch.Tensor:
-    loss = F.l1_loss(out, target)
-    if edge > 0:
-        loss = loss + edge * F.l1_loss(laplacian(out), laplacian(target))
-    return loss
 
 
 def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = False, device=None, max_steps=None,
@@ -141,7 +108,7 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             low = blur_frames(low[:, None], sigmas)[:, 0]
         with autocast(info.device):
             out = ddp(low)
-        loss = superres_loss(out.float(), target, cfg_file.loss.edge)
+        loss = F.l1_loss(out.float(), target)
         optimizer_step(opt, loss, lr)
         ema.update(model, step)
         return {"loss": float(loss.detach()), "lr": lr}
