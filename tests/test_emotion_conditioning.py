@@ -333,7 +333,7 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
                   emotion={"twin_share": 0.5, "twin_target_share": 0.5, "expression_dropout": 0.5,
                            "standardise_expression": True, "expression_components": 13, "expression_lr_mult": 5.0,
                            "reset_expression_path": True, "probe_examples": 2})
-    recipe["data"] = dict(base["data"], val_split="train", motion_blur=1.0, reinject_identity=0.5)
+    recipe["data"] = dict(base["data"], val_split="train", motion_blur=1.0)
     path = tmp_path / "emotion.json"
     path.write_text(json.dumps(recipe))
     out = train(str(path), corpus, str(tmp_path / "emotion"), init_from=plain)

@@ -135,16 +135,15 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 14
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 13
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
         model = cfg.model.build(kind, name)
-        if name.startswith(("denoiser_emotion", "denoiser_real")):   # the emotion fine-tunes add the spatial map
+        if name in ("denoiser_emotion.json", "denoiser_real.json"):   # the emotion fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
-            assert (cfg.data.motion_blur > 0) == name.startswith("denoiser_real")
-            assert (cfg.data.reinject_identity > 0) == (name == "denoiser_real_reinject.json")
+            assert (cfg.data.motion_blur > 0) == (name == "denoiser_real.json")
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
@@ -365,20 +364,6 @@ def test_blur_frames_blurs_each_example_by_its_own_sigma():
     assert energy[0] > energy[1] > energy[2]
     flat = torch.full((1, 1, 3, 16, 16), 0.25)
     assert torch.allclose(blur_frames(flat, [1.5]), flat)                   # edges replicated, mean kept
-
-
-def test_reinject_identity_replaces_the_oldest_motion_frame_of_chosen_examples():
-    from emodiff_core.windows import motion_offsets
-    from training.data import reinject_identity
-
-    assert motion_offsets(2).tolist() == [-2, -1]          # index 0 is x(i-2), the frame re-injection replaces
-    motion = torch.randn(3, 2, 3, 8, 8)
-    identity = torch.randn(3, 3, 8, 8)
-    out = reinject_identity(motion, identity, torch.tensor([True, False, True]))
-    assert out.shape == motion.shape and not torch.equal(out, motion)
-    assert torch.equal(out[0, 0], identity[0]) and torch.equal(out[2, 0], identity[2])
-    assert torch.equal(out[1], motion[1]) and torch.equal(out[:, 1], motion[:, 1])
-    assert torch.equal(reinject_identity(motion[:, :0], identity, torch.ones(3, dtype=torch.bool)), motion[:, :0])
 
 
 def test_several_data_folders_are_read_as_one_dataset(corpus, tmp_path, tiny_config):

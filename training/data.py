@@ -287,16 +287,6 @@ def blur_frames(batch: torch.Tensor, sigmas) -> torch.Tensor:
     return out
 
 
-def reinject_identity(motion: torch.Tensor, identity: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """Motion frames [B, n, C, H, W] with the oldest frame (index 0, `windows.motion_offsets` runs oldest first)
-    of the ``chosen`` examples (bool [B]) replaced by their identity frame [B, C, H, W]: the motion frames of
-    a video sampled with identity re-injection (`pipeline.generate_frames`, ``reinject_identity_every``)."""
-    if motion.shape[1] == 0:
-        return motion
-    oldest = torch.where(chosen.to(torch.bool)[:, None, None, None], identity.to(motion.dtype), motion[:, 0])
-    return torch.cat([oldest[:, None], motion[:, 1:]], dim=1)
-
-
 def expression_statistics(psi: np.ndarray, keep: int, min_std: float = 1e-3):
     """(mean, scale) per component for `DenoiserConfig.expression_mean/expression_scale` from psi rows [M, D]:
     the condition then sees (psi - mean) / std on the first ``keep`` components and nothing of the rest.

@@ -26,7 +26,7 @@ from emodiff_core.sampling import SamplingError, SamplingSettings
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .clips import DataFolders
 from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, blur_frames, expression_statistics, mean_psnr,
-                   model_range_to_01, optional_validation_data, reinject_identity)
+                   model_range_to_01, optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
 from .probes import emotion_probes
@@ -52,11 +52,7 @@ class DataSection:
     """``motion_noise``: std of Gaussian noise on the motion frames; ``motion_blur``: the largest Gaussian blur
     (sigma, pixels of the model's size) laid on the motion frames of half the examples (`blur_frames`), so that
     detail lost in generated previous frames is taken back from the identity frame instead of copied on
-    (identity drift on real faces, issue 10); 0 = off, the value of files written before the key existed.
-    ``reinject_identity``: the share of examples whose oldest motion frame is the identity frame
-    (`reinject_identity`), as at inference with identity re-injection (`pipeline.generate_frames`'
-    ``reinject_identity_every``; 0.5 matches a period of 2), so the network learns that this frame is the
-    portrait rather than the face two frames ago; 0 = off, the value of files written before the key existed."""
+    (identity drift on real faces, issue 10); 0 = off, the value of files written before the key existed."""
 
     split: str
     motion_noise: float
@@ -65,9 +61,8 @@ class DataSection:
     val_split: str
     val_examples: int
     motion_blur: float
-    reinject_identity: float
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0, "reinject_identity": 0.0}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0}
 
     def validate(self) -> None:
         require(self.identity_from in IDENTITY_SOURCES,
@@ -75,8 +70,6 @@ class DataSection:
         require(0.0 <= self.motion_dropout <= 1.0, f"data.motion_dropout must be in [0, 1], got {self.motion_dropout}")
         require(self.motion_noise >= 0.0, f"data.motion_noise must be >= 0, got {self.motion_noise}")
         require(self.motion_blur >= 0.0, f"data.motion_blur must be >= 0, got {self.motion_blur}")
-        require(0.0 <= self.reinject_identity <= 1.0,
-                f"data.reinject_identity must be in [0, 1], got {self.reinject_identity}")
         require_positive("data", val_examples=self.val_examples)
 
 
@@ -246,9 +239,6 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             batch["motion"] = blur_frames(batch["motion"], sigmas)
         if motion_noise > 0:   # robustness to the drift of autoregressive inference
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)
-        if data_cfg.reinject_identity > 0:   # after blur and noise: the portrait reaches the sampler untouched
-            chosen = torch.from_numpy(rng.random(len(batch["x0"])) < data_cfg.reinject_identity).to(info.device)
-            batch["motion"] = reinject_identity(batch["motion"], batch["identity"], chosen)
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
         noise = torch.randn(batch["x0"].shape, generator=gen).to(info.device)
         lr = lr_at(step, optim_cfg.lr, optim_cfg.warmup, total)
