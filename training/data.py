@@ -266,6 +266,12 @@ class DenoiserData:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def half_blurred_sigmas(rng: np.random.Generator, n: int, max_sigma: float) -> np.ndarray:
+    """Blur sigmas for `blur_frames`: half of the ``n`` examples (on average) get one drawn uniformly from
+    [0, ``max_sigma``), the others 0 (the denoiser's motion-frame and the SR head's input blur)."""
+    return rng.uniform(0.0, max_sigma, n) * (rng.random(n) < 0.5)
+
+
 def blur_frames(batch: torch.Tensor, sigmas) -> torch.Tensor:
     """Frames [B, n, C, H, W] (the denoiser's motion frames; the SR head's inputs with n = 1) with example b's
     frames blurred by a Gaussian of std ``sigmas[b]`` pixels (0 = left as they are); a separable kernel of

@@ -25,8 +25,8 @@ from emodiff_core.sampling import SamplingError, SamplingSettings
 
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .clips import DataFolders
-from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, blur_frames, expression_statistics, mean_psnr,
-                   model_range_to_01, optional_validation_data)
+from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, blur_frames, expression_statistics,
+                   half_blurred_sigmas, mean_psnr, model_range_to_01, optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
 from .probes import emotion_probes
@@ -234,8 +234,7 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             drop = torch.from_numpy(rng.random(len(batch["x0"])) < emotion.expression_dropout).to(info.device)
             batch["expression"] = torch.where(drop[:, None, None], batch["neutral_expression"], batch["expression"])
         if data_cfg.motion_blur > 0:   # generated previous frames are softer than the clip's
-            n = len(batch["x0"])
-            sigmas = rng.uniform(0.0, data_cfg.motion_blur, n) * (rng.random(n) < 0.5)
+            sigmas = half_blurred_sigmas(rng, len(batch["x0"]), data_cfg.motion_blur)
             batch["motion"] = blur_frames(batch["motion"], sigmas)
         if motion_noise > 0:   # robustness to the drift of autoregressive inference
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)

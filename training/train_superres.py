@@ -16,7 +16,7 @@ from emodiff_core.models import SuperResolver
 
 from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive
 from .clips import DataFolders
-from .data import FrameData, blur_frames, mean_psnr, optional_validation_data
+from .data import FrameData, blur_frames, half_blurred_sigmas, mean_psnr, optional_validation_data
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
@@ -104,8 +104,7 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
         model.train()
         low = degrade(target, cfg.scale)
         if d.input_blur > 0:
-            sigmas = rng.uniform(0.0, d.input_blur, len(low)) * (rng.random(len(low)) < 0.5)
-            low = blur_frames(low[:, None], sigmas)[:, 0]
+            low = blur_frames(low[:, None], half_blurred_sigmas(rng, len(low), d.input_blur))[:, 0]
         with autocast(info.device):
             out = ddp(low)
         loss = F.l1_loss(out.float(), target)
