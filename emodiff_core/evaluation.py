@@ -28,8 +28,10 @@ from .sampling import DEFAULT, SamplingSettings
 @torch.no_grad()
 def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int, *,
                               settings: SamplingSettings = DEFAULT, seed: int = 0, expression_seed: int = 0,
-                              cache_reference: bool = True, device=None) -> List[torch.Tensor]:
-    """Videos [N, 3, S, S] of one identity speaking ``audio`` with ``emotion`` at k = 0, 1/L, .., 1.
+                              cache_reference: bool = True, device=None,
+                              reinject_identity_every: int = 0) -> List[torch.Tensor]:
+    """Videos [N, 3, S, S] of one identity speaking ``audio`` with ``emotion`` at k = 0, 1/L, .., 1
+    (``reinject_identity_every`` as `pipeline.generate_frames`; 0 = off).
 
     The expression conditions follow Eq. 14 with the same generator noise (``expression_seed``) at every
     level, and every video is sampled with the same ``settings`` and ``seed`` (common random numbers), so the
@@ -40,7 +42,8 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
         psi = emotion_expressions(generator, audio.num_frames, EmotionSpec(emotion, float(k)), fps=audio.fps,
                                   seed=expression_seed)
         frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
-                                 cache_reference=cache_reference, device=device)
+                                 cache_reference=cache_reference, device=device,
+                                 reinject_identity_every=reinject_identity_every)
         videos.append(frames[:, 0])
     return videos
 

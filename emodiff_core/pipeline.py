@@ -96,8 +96,9 @@ def load_bundle(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> 
                        recommended_guidance=guidance, recommended_reinject_identity_every=reinject)
 
 
-GUIDANCE_INFO_KEY = "sampling.guidance"
-REINJECT_INFO_KEY = "sampling.reinject_identity_every"
+SAMPLING_INFO_PREFIX = "sampling"      # a bundle's info keys that recommend how to sample its denoiser
+GUIDANCE_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.guidance"
+REINJECT_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.reinject_identity_every"
 
 
 def recommended_reinject(info: Dict[str, str], name: str = "the checkpoint") -> int:

@@ -225,3 +225,55 @@ def test_emotion_control_with_guidance_needs_a_model_trained_for_it(corpus):
     with pytest.raises(PipelineError, match="not trained with expression dropout"):
         emotion_control_report(EMOdiffheadDenoiser(cfg).eval(), generator, judge, corpus, "test", settings=guided,
                                **options)
+
+
+def test_emotion_control_re_injects_the_portrait_when_asked(corpus, monkeypatch):
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core.sampling import SamplingSettings
+
+    import training.evaluate as ev
+
+    torch.manual_seed(0)
+    denoiser = EMOdiffheadDenoiser(core.preset("denoiser", "tiny")).eval()
+    generator = ExpressionGenerator(core.preset("expression", "tiny")).eval()
+    judge = EmotionJudge(core.preset("judge", "tiny")).eval()
+    generate, periods = ev.generate_frames, []
+
+    def spy(*args, **kwargs):       # what re-injection does to frames is pipeline's (tests/test_pipeline.py)
+        periods.append(kwargs.get("reinject_identity_every", 0))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "generate_frames", spy)
+    options = dict(identities=1, intensities=(0.0, 1.0), frames=5, settle_frames=2, ground_truth=False,
+                   settings=SamplingSettings(steps=2, start_noise=1.0))
+    assert ev.emotion_control_report(denoiser, generator, judge, corpus, "test", **options)["reinject_identity_every"] == 0
+    anchored = ev.emotion_control_report(denoiser, generator, judge, corpus, "test", reinject_identity_every=2, **options)
+    assert anchored["reinject_identity_every"] == 2 and periods == [0, 2]
+    periods.clear()
+    videos = ev.evaluate_videos(denoiser, generator, corpus, "test", clips=1, frames=6, flie_levels=0,
+                                settings=options["settings"], reinject_identity_every=3)
+    assert videos["reinject_identity_every"] == 3 and periods == [3]
+
+
+def test_evaluate_re_injects_the_identity_as_the_denoiser_file_recommends(corpus, tmp_path):
+    from emodiff_core.models import EMOdiffheadDenoiser
+    from emodiff_core.pipeline import REINJECT_INFO_KEY
+    from emodiff_core.sampling import SamplingSettings
+
+    from training.evaluate import evaluate
+
+    torch.manual_seed(0)
+    denoiser = EMOdiffheadDenoiser(core.preset("denoiser", "tiny")).eval()
+    folder = tmp_path / "recommends3"
+    folder.mkdir()
+    save_checkpoint(str(folder / "denoiser.safetensors"), {"denoiser": denoiser}, info={REINJECT_INFO_KEY: "3"})
+    options = dict(split="test", max_clips=1, videos=0, settings=SamplingSettings(steps=2, start_noise=1.0))
+    assert evaluate(str(folder), corpus, **options)["reinject_identity_every"] == 3        # as `generate` does
+    assert evaluate(str(folder), corpus, reinject_identity_every=0, **options)["reinject_identity_every"] == 0
+    with pytest.raises(ValueError, match="must be >= 0"):
+        evaluate(str(folder), corpus, reinject_identity_every=-1, **options)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    save_checkpoint(str(broken / "denoiser.safetensors"), {"denoiser": denoiser}, info={REINJECT_INFO_KEY: "two"})
+    with pytest.raises(CheckpointError, match="not a whole number"):
+        evaluate(str(broken), corpus, **options)

@@ -114,6 +114,33 @@ def test_motion_frames_come_from_identity_then_from_generated_frames():
     assert torch.allclose(third[0, 1], frames[1, 0] * 2 - 1, atol=1e-5)
 
 
+def test_reinjection_makes_the_identity_the_oldest_motion_frame_every_nth_frame():
+    den, gen = _tiny_models()
+    seen = []
+    original = den.unet.forward
+
+    def spy(x_t, t, identity, motion, audio_emb, expression, reference):
+        seen.append(motion.clone())
+        return original(x_t, t, identity, motion, audio_emb, expression, reference)
+
+    den.unet.forward = spy
+    audio = pl.encode_audio(_speech(0.25), 22050, 30, den.config.audio)
+    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
+    identity = torch.rand(3, 32, 32)
+    steps = 2
+    frames = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=steps), seed=0,
+                                reinject_identity_every=2)
+    assert len(frames) >= 6
+    ident = identity * 2 - 1
+    for j in range(2, len(frames)):
+        oldest, newest = seen[j * steps][0, 0], seen[j * steps][0, 1]
+        assert torch.allclose(newest, frames[j - 1, 0] * 2 - 1, atol=1e-5)      # the newest is never replaced
+        want = ident if j % 2 == 0 else frames[j - 2, 0] * 2 - 1
+        assert torch.allclose(oldest, want, atol=1e-5), j
+    plain = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=steps), seed=0)
+    assert torch.equal(plain[:2], frames[:2]) and not torch.allclose(plain[2:], frames[2:])
+
+
 def test_super_resolve_lanczos_and_model():
     frames = torch.rand(3, 3, 16, 16)
     up = pl.super_resolve(frames, None, scale=2)

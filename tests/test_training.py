@@ -306,6 +306,20 @@ def test_every_trainer_exports_a_loadable_checkpoint_and_bundle(corpus, tmp_path
     assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
     with pytest.raises(ValueError, match="drop --base"):
         export(str(tmp_path / "all.safetensors"), list(parts.values()), base=bundle)
+    # no parts: the base re-exported whole with a new recommendation; a recommendation stays with its denoiser
+    from emodiff_core.pipeline import REINJECT_INFO_KEY
+
+    recommends = read_checkpoint(export(str(tmp_path / "r2.safetensors"), [], base=bundle, reinject_identity_every=2))
+    assert recommends.info[REINJECT_INFO_KEY] == "2" and recommends.info["denoiser.steps"] == "4"
+    assert "card" not in recommends.info                                        # a card comes only from --card
+    same = load_components(recommends.path)
+    assert all(torch.equal(a, b) for name, module in load_components(bundle).items()
+               for a, b in zip(module.state_dict().values(), same[name].state_dict().values()))
+    assert read_checkpoint(export(str(tmp_path / "kept.safetensors"), [], base=recommends.path)).info[REINJECT_INFO_KEY] == "2"
+    new_denoiser = read_checkpoint(export(str(tmp_path / "nd.safetensors"), [parts["denoiser"]], base=recommends.path))
+    assert REINJECT_INFO_KEY not in new_denoiser.info                           # not the new denoiser's to inherit
+    with pytest.raises(ValueError, match="nothing to export"):
+        export(str(tmp_path / "none.safetensors"), [])
 
 
 def test_evaluate_reports_every_component(corpus, tmp_path):
@@ -320,9 +334,12 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     export(str(folder / "all.safetensors"), parts)
-    report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1, video_frames=24)
+    report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1,
+                      video_frames=24, flie_seeds=2)
     assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
     videos = report["videos"]
+    assert len(videos["flie_per_seed"]) == 2 and videos["flie_per_seed"][0] == videos.get("flie")   # seed 0 first
+    assert report["reinject_identity_every"] == 0 == videos["reinject_identity_every"]    # the bundle names none
     assert len(videos["clips"]) == 1 and videos["psnr"] > 0 and 0 < videos["ssim"] <= 1
     assert -1 <= videos["lipsync"] <= 1 and 0 <= videos["emotion_accuracy"] <= 1
     assert set(videos["emotion_accuracy_per_emotion"]) == set(EMOTIONS)

@@ -96,7 +96,8 @@ def _evaluate(args) -> int:
                       lpips_backbone=args.lpips_backbone, inception=args.inception, i3d=args.i3d,
                       judge=args.judge or default_judge(args.checkpoints),
                       control_identities=args.control_identities, control_frames=args.control_frames,
-                      guidance=args.guidance)
+                      guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
+                      flie_seeds=args.flie_seeds)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -235,6 +236,12 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=_float_list, default=(DEFAULT_SAMPLING.guidance,),
                    help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
                         f"reported under guidance_sweep; default {DEFAULT_SAMPLING.guidance:g})")
+    p.add_argument("--flie-seeds", type=int, default=1,
+                   help="videos: FLIE also measured with the next N-1 seeds (flie_per_seed, flie_median; one seed's "
+                        "FLIE swings widely; default 1)")
+    p.add_argument("--reinject-identity-every", type=int, default=None,
+                   help="videos and emotion control: every N frames the oldest motion frame is the portrait again "
+                        "(0 = off; default: the period the denoiser's checkpoint recommends, as generate)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)
@@ -271,7 +278,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("export", help="bundle trained components into one node checkpoint",
                        description="Combine exported component files (denoiser, expression_generator, superres, "
                                    "regressor) into one .safetensors the Load EMOdiffhead Model node reads.")
-    p.add_argument("parts", nargs="+", help="component .safetensors files")
+    p.add_argument("parts", nargs="*", help="component .safetensors files (none with --base: re-export that bundle "
+                                            "with a new --card or sampling recommendation, same weights)")
     p.add_argument("--out", required=True, help="output .safetensors")
     p.add_argument("--card", default=None, help="model card (markdown) to embed in the metadata")
     p.add_argument("--base", default=None, help="a bundle whose components the parts do not replace are kept "

@@ -29,7 +29,7 @@ from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 from emodiff_core.pipeline import (EmotionSpec, check_guidance, emotion_expression_pair, emotion_expressions, encode_audio,
-                                   generate_frames)
+                                   generate_frames, recommended_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
@@ -187,9 +187,13 @@ def condition_sensitivity(denoiser, data_dir: str, split: str, examples: int = 6
 def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
                     clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
                     flie_levels: int = 4, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
-                    i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0) -> dict:
-    """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring). Missing
-    inputs (no extractor, no weights) leave their keys out and say why under ``skipped``."""
+                    i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
+                    reinject_identity_every: int = 0, flie_seeds: int = 1) -> dict:
+    """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring) and
+    ``reinject_identity_every`` (`pipeline.generate_frames`; 0 = off). Missing inputs (no extractor, no weights)
+    leave their keys out and say why under ``skipped``. ``flie`` is measured with ``seed``; with ``flie_seeds``
+    > 1 also with the next seeds (generator noise and sampling noise both), as ``flie_per_seed`` (None where
+    FLIE is undefined) and ``flie_median``."""
     from emodiff_core import metrics_video as mv
     from emodiff_core.evaluation import intensity_metrics
 
@@ -199,7 +203,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         raise ValueError(f"{data_dir} has no clips in split {split!r}")
     cfg = denoiser.config
     start = time.perf_counter()
-    gen_opts = dict(settings=settings, seed=seed)
+    gen_opts = dict(settings=settings, seed=seed, reinject_identity_every=reinject_identity_every)
     per_clip, real, fake, skipped = [], [], [], {}
     first = None
     for meta in metas:
@@ -218,7 +222,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                                          descriptor=descriptor, reference_image=truth[0]))
         real.append(torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255.0)
         fake.append(video)
-    report = {"clips": [m["clip_id"] for m in metas], "frames_per_clip": frames, **settings.to_dict()}
+    report = {"clips": [m["clip_id"] for m in metas], "frames_per_clip": frames, **settings.to_dict(),
+              "reinject_identity_every": int(reinject_identity_every)}
     for key in ("psnr", "ssim", "lipsync", "identity"):
         values = [c[key] for c in per_clip if key in c]
         if values:
@@ -242,6 +247,14 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         report.update(intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
                                         flie_levels, extractor, lpips, expression_seed=seed, **gen_opts),
                       flie_emotion=flie_emotion, flie_levels=flie_levels)
+        if flie_seeds > 1:        # FLIE of one short video set swings with the seed: its spread over seeds
+            per_seed = [report.get("flie")] + [
+                intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion, flie_levels,
+                                  extractor, expression_seed=s,
+                                  **dict(gen_opts, seed=s)).get("flie") for s in range(seed + 1, seed + flie_seeds)]
+            finite = [v for v in per_seed if v is not None]
+            report["flie_per_seed"] = per_seed
+            report["flie_median"] = float(np.median(finite)) if finite else None
         if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
     if inception is not None:
@@ -435,14 +448,16 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
 def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str = "test", *, identities: int = 4,
                            intensities: Sequence[float] = CONTROL_INTENSITIES, frames: int = CONTROL_FRAMES,
                            settle_frames: int = CONTROL_SETTLE, settings: SamplingSettings = DEFAULT,
-                           seed: int = 0, fer=None, ground_truth: bool = True) -> dict:
+                           seed: int = 0, fer=None, ground_truth: bool = True,
+                           reinject_identity_every: int = 0) -> dict:
     """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
 
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
     neutral frame is the portrait and one of its clips the audio; videos of ``frames`` frames are generated in
     ONE batch: neutral, and each of the seven other emotions at every k > 0 of ``intensities`` (psi from the
     expression generator, `pipeline.emotion_expression_pair`, same seed: only the emotion differs; its neutral
-    sequence is the null condition when ``settings`` has guidance). Asking any
+    sequence is the null condition when ``settings`` has guidance; the portrait re-injected as
+    ``reinject_identity_every`` says, 0 = off). Asking any
     emotion at k = 0 gives the neutral psi exactly, so the neutral video is every emotion's k = 0. The judge
     (and FER, when ``fer`` is given) reads the frames after the first ``settle_frames``.
 
@@ -482,7 +497,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                  for e, k in conditions]
         video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio,
                                 torch.stack([p[0] for p in pairs]), settings=settings, seed=seed,
-                                neutral_expression=torch.stack([p[1] for p in pairs]))     # [n, B, 3, S, S]
+                                neutral_expression=torch.stack([p[1] for p in pairs]),
+                                reinject_identity_every=reinject_identity_every)          # [n, B, 3, S, S]
         for b, (e, k) in enumerate(conditions):
             generated.append(_judge_video(judge, video[settle_frames:, b], fer, identity, e, k))
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
@@ -491,6 +507,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     seconds = time.perf_counter() - start
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
               "videos_per_identity": len(conditions), **settings.to_dict(),
+              "reinject_identity_every": int(reinject_identity_every),
               **summarise_judged_videos(generated, levels)}
     if ground_truth:
         report["ground_truth"] = dict(summarise_judged_videos(truth, levels), clips=len(truth))
@@ -523,9 +540,12 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None,
              judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES,
-             guidance: Sequence[float] = (DEFAULT.guidance,)) -> dict:
+             guidance: Sequence[float] = (DEFAULT.guidance,),
+             reinject_identity_every: Optional[int] = None, flie_seeds: int = 1) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
-    evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`).
+    evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
+    every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
+    the Sampler node follow it; 0 = off); FLIE over ``flie_seeds`` seeds (`evaluate_videos`).
 
     ``guidance``: the emotion-control videos are sampled with the default settings at each of these guidance
     scales; ``emotion_control`` is the first's full report and, with more than one, ``guidance_sweep`` holds
@@ -539,6 +559,10 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if reinject_identity_every is not None and reinject_identity_every < 0:
+        raise ValueError(f"reinject_identity_every must be >= 0 (0 = off), got {reinject_identity_every}")
+    if flie_seeds < 1:
+        raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     found = find_components(checkpoints)
     report = {"checkpoints": {k: os.path.basename(v) for k, v in found.items()}, "data": os.path.abspath(data),
               "split": split}
@@ -551,6 +575,10 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
+        if reinject_identity_every is None:
+            reinject_identity_every = recommended_reinject(read_checkpoint(found["denoiser"]).info,
+                                                           os.path.basename(found["denoiser"]))
+        report["reinject_identity_every"] = int(reinject_identity_every)
         report["denoiser"] = evaluate_denoiser(den, data, split, settings, max_clips=max_clips, seed=seed)
         report["denoiser"]["condition_sensitivity"] = condition_sensitivity(den, data, split, seed=seed)
         probes = emotion_probe_report(den, data, split, seed=seed)
@@ -563,7 +591,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 classifier=classifier, descriptor=_face_descriptor(),
                 lpips=load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
                 inception=load_inception(inception) if inception else None,
-                i3d=load_i3d(i3d) if i3d else None)
+                i3d=load_i3d(i3d) if i3d else None, reinject_identity_every=reinject_identity_every,
+                flie_seeds=flie_seeds)
     judge_path = judge or found.get("emotion_judge")
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
@@ -575,7 +604,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 check_guidance(den.config, control_settings)
                 control = emotion_control_report(
                     den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
-                    settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep)
+                    settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
+                    reinject_identity_every=reinject_identity_every)
                 report.setdefault("emotion_control", control)
                 sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
             if len(sweep) > 1:

@@ -10,7 +10,8 @@ import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
-from emodiff_core.pipeline import GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, recommended_guidance, recommended_reinject
+from emodiff_core.pipeline import (GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, SAMPLING_INFO_PREFIX, recommended_guidance,
+                                   recommended_reinject)
 
 from .clips import DataFolders, data_label
 
@@ -28,7 +29,11 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
     with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
     ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
     samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it.
-    ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`)."""
+    ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`).
+    No parts with a ``base``: the base re-exported whole (same weights) with a new card or recommendation. The
+    base's sampling recommendations stay with its denoiser: kept when the parts do not replace it."""
+    if not parts and not base:
+        raise CheckpointError("nothing to export: give component files, or --base to re-export a bundle")
     components, info = {}, {}
     for path in parts:
         ckpt = read_checkpoint(path)
@@ -44,8 +49,9 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         if not kept:
             raise CheckpointError(f"--base {base}: every one of its components is replaced by the parts; drop --base")
         components.update(load_components(base, kept))
+        owners = set(kept) | ({SAMPLING_INFO_PREFIX} if "denoiser" in kept else set())
         info.update({key: value for key, value in read_checkpoint(base).info.items()
-                     if key.split(".", 1)[0] in kept})
+                     if key.split(".", 1)[0] in owners})
     if guidance is not None:
         if "denoiser" not in components:
             raise CheckpointError("--guidance recommends a sampling scale for a bundle's denoiser; none is exported")

@@ -41,13 +41,15 @@ $PY -m training corpus --out "$DATA/corpus128" --clips 160 --identities 64 --see
 wide_corpus
 # The shipped denoiser and regressor are the step-6500 and step-2500 checkpoints of 12000- and 4000-step
 # schedules (see checkpoints/MODEL_CARD.md); --stop-after reproduces exactly that. Drop it to train fully.
+# The bundle recommends identity re-injection every 2 frames (`evaluate` and `evaluate-portraits` with and
+# without it; checkpoints/MODEL_CARD.md).
 $PY -m training train generator --config training/configs/generator_demo.json --data "$DATA/corpus64" --out "$RUNS/generator" --resume
 $PY -m training train denoiser --config training/configs/denoiser_demo.json --data "$DATA/corpus64" --out "$RUNS/denoiser" --resume --stop-after 6500
 $PY -m training train regressor --config training/configs/regressor_demo.json --data "$DATA/corpus64_wide" --out "$RUNS/regressor" --resume --stop-after 2500
 $PY -m training train superres --config training/configs/superres_demo.json --data "$DATA/corpus128" --out "$RUNS/superres" --resume
 $PY -m training export "$RUNS/denoiser/denoiser.safetensors" "$RUNS/generator/expression_generator.safetensors" \
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
-    --card checkpoints/MODEL_CARD.md --out checkpoints/emodiffhead_demo.safetensors
+    --card checkpoints/MODEL_CARD.md --reinject-identity-every 2 --out checkpoints/emodiffhead_demo.safetensors
 # Stage 2, emotion (issue 9): the expression generator retrained on corpus v2 (its emotion directions), the
 # stage-1 denoiser fine-tuned with the emotion recipe (training/configs/denoiser_emotion.json: counterfactual
 # twins, emotion-region loss, standardised psi, spatial expression map, expression dropout for guidance),
