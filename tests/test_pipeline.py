@@ -91,8 +91,8 @@ def test_generate_frames_is_seeded_autoregressive_and_cancellable():
         pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, start_noise=1.0), callback=cancel)
 
 
-def test_motion_frames_come_from_identity_then_from_generated_frames():
-    den, gen = _tiny_models()
+def _record_motion(den):
+    """The motion frames of every denoiser call, in order (one call per sampling step)."""
     seen = []
     original = den.unet.forward
 
@@ -101,6 +101,12 @@ def test_motion_frames_come_from_identity_then_from_generated_frames():
         return original(x_t, t, identity, motion, audio_emb, expression, reference)
 
     den.unet.forward = spy
+    return seen
+
+
+def test_motion_frames_come_from_identity_then_from_generated_frames():
+    den, gen = _tiny_models()
+    seen = _record_motion(den)
     audio = pl.encode_audio(_speech(0.15), 22050, 30, den.config.audio)
     psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
     identity = torch.rand(3, 32, 32)
@@ -116,14 +122,7 @@ def test_motion_frames_come_from_identity_then_from_generated_frames():
 
 def test_reinjection_makes_the_identity_the_oldest_motion_frame_every_nth_frame():
     den, gen = _tiny_models()
-    seen = []
-    original = den.unet.forward
-
-    def spy(x_t, t, identity, motion, audio_emb, expression, reference):
-        seen.append(motion.clone())
-        return original(x_t, t, identity, motion, audio_emb, expression, reference)
-
-    den.unet.forward = spy
+    seen = _record_motion(den)
     audio = pl.encode_audio(_speech(0.25), 22050, 30, den.config.audio)
     psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
     identity = torch.rand(3, 32, 32)

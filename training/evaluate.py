@@ -244,14 +244,13 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         report["emotion_accuracy"] = float(np.mean(list(accuracy.values())))
         report["emotion_accuracy_per_emotion"] = accuracy
     if extractor is not None and flie_levels >= 2:
-        report.update(intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
-                                        flie_levels, extractor, lpips, expression_seed=seed, **gen_opts),
-                      flie_emotion=flie_emotion, flie_levels=flie_levels)
+        def intensity_at(s: int, lpips=None) -> dict:
+            return intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
+                                     flie_levels, extractor, lpips, expression_seed=s, **dict(gen_opts, seed=s))
+
+        report.update(intensity_at(seed, lpips), flie_emotion=flie_emotion, flie_levels=flie_levels)
         if flie_seeds > 1:        # FLIE of one short video set swings with the seed: its spread over seeds
-            per_seed = [report.get("flie")] + [
-                intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion, flie_levels,
-                                  extractor, expression_seed=s,
-                                  **dict(gen_opts, seed=s)).get("flie") for s in range(seed + 1, seed + flie_seeds)]
+            per_seed = [report.get("flie")] + [intensity_at(s).get("flie") for s in range(seed + 1, seed + flie_seeds)]
             finite = [v for v in per_seed if v is not None]
             report["flie_per_seed"] = per_seed
             report["flie_median"] = float(np.median(finite)) if finite else None
