@@ -101,11 +101,8 @@ def with_guidance(settings: SamplingSettings, args, models: pl.ModelBundle) -> S
 
 def reinject_period(args, models: pl.ModelBundle) -> int:
     """--reinject-identity-every, or the checkpoint's recommended period when it was not given (0 = off)."""
-    if args.reinject_identity_every is None:
-        return models.recommended_reinject_identity_every
-    if args.reinject_identity_every < 0:
-        raise pl.PipelineError(f"--reinject-identity-every {args.reinject_identity_every} must be >= 0 (0 = off)")
-    return args.reinject_identity_every
+    return pl.resolve_reinject(args.reinject_identity_every, models.recommended_reinject_identity_every,
+                               "--reinject-identity-every")
 
 
 def resolve_superres(models: pl.ModelBundle, mode: str) -> str:

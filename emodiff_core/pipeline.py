@@ -118,6 +118,21 @@ def recommended_reinject(info: Dict[str, str], name: str = "the checkpoint") -> 
     return value
 
 
+def check_reinject(given: Optional[int], option: str = "reinject_identity_every") -> None:
+    """Refuse a negative identity re-injection period (None = the checkpoint's recommendation, 0 = off)."""
+    if given is not None and given < 0:
+        raise PipelineError(f"{option} must be >= 0 (0 = off; leave it unset for the checkpoint's recommended "
+                            f"period), got {given}")
+
+
+def resolve_reinject(given: Optional[int], recommended: int, option: str = "reinject_identity_every") -> int:
+    """The identity re-injection period to sample with: ``given``, or the bundle's ``recommended`` period
+    (`recommended_reinject`) when it is None. The one rule behind the CLI, the Sampler's -1, `evaluate` and
+    `evaluate-portraits`; ``option`` names the setting in the error."""
+    check_reinject(given, option)
+    return recommended if given is None else int(given)
+
+
 def recommended_guidance(info: Dict[str, str], cfg: DenoiserConfig, name: str = "the checkpoint") -> float:
     """The guidance scale a bundle's info recommends (`GUIDANCE_INFO_KEY`), checked against its denoiser: a
     scale other than 1 needs a denoiser trained with expression dropout (`check_guidance`). 1 without one."""

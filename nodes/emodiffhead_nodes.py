@@ -224,8 +224,9 @@ class EMOdiffheadSampler:
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
                reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None):
         n = audio_features.num_frames
-        if reinject_identity_every == MODEL_RECOMMENDS:
-            reinject_identity_every = model.recommended_reinject_identity_every
+        reinject_identity_every = _run(pl.resolve_reinject,
+                                       None if reinject_identity_every == MODEL_RECOMMENDS else reinject_identity_every,
+                                       model.recommended_reinject_identity_every, "reinject_identity_every")
         settings = _run(SamplingSettings, sampler, steps,
                         DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise,
                         guidance=DEFAULT_SAMPLING.guidance if guidance is None else guidance)

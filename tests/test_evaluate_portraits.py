@@ -145,7 +145,7 @@ def test_bad_input_gives_clear_errors(bundle, folders, tmp_path):
     with pytest.raises(PortraitEvaluationError, match="audio file not found"):
         evaluate_portraits(str(folders / "photos"), str(folders / "missing.wav"), checkpoint=bundle,
                            out=str(tmp_path / "a"))
-    with pytest.raises(PortraitEvaluationError, match="--reinject-identity-every"):
+    with pytest.raises(pl.PipelineError, match="--reinject-identity-every must be >= 0"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, reinject_identity_every=-1,
                            out=str(tmp_path / "b"))
     with pytest.raises(PortraitEvaluationError, match="--seconds"):

@@ -140,6 +140,16 @@ def test_reinjection_makes_the_identity_the_oldest_motion_frame_every_nth_frame(
     assert torch.equal(plain[:2], frames[:2]) and not torch.allclose(plain[2:], frames[2:])
 
 
+def test_resolve_reinject_takes_the_given_period_or_the_checkpoints():
+    assert pl.resolve_reinject(None, 2) == 2 and pl.resolve_reinject(None, 0) == 0    # unset: the recommendation
+    assert pl.resolve_reinject(0, 2) == 0 and pl.resolve_reinject(5, 2) == 5          # given (0 = off) wins
+    pl.check_reinject(None)
+    with pytest.raises(pl.PipelineError, match=r"--every must be >= 0 \(0 = off; leave it unset.*got -1"):
+        pl.resolve_reinject(-1, 2, "--every")
+    with pytest.raises(pl.PipelineError, match="reinject_identity_every must be >= 0"):
+        pl.check_reinject(-3)
+
+
 def test_super_resolve_lanczos_and_model():
     frames = torch.rand(3, 3, 16, 16)
     up = pl.super_resolve(frames, None, scale=2)

@@ -28,8 +28,8 @@ from emodiff_core.checkpoint import load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (EmotionSpec, check_guidance, emotion_expression_pair, emotion_expressions, encode_audio,
-                                   generate_frames, recommended_reinject)
+from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_reinject, emotion_expression_pair, emotion_expressions,
+                                   encode_audio, generate_frames, recommended_reinject, resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
@@ -558,8 +558,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    if reinject_identity_every is not None and reinject_identity_every < 0:
-        raise ValueError(f"reinject_identity_every must be >= 0 (0 = off), got {reinject_identity_every}")
+    check_reinject(reinject_identity_every, "reinject_identity_every")   # before the slow work
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     found = find_components(checkpoints)
@@ -574,9 +573,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
-        if reinject_identity_every is None:
-            reinject_identity_every = recommended_reinject(read_checkpoint(found["denoiser"]).info,
-                                                           os.path.basename(found["denoiser"]))
+        reinject_identity_every = resolve_reinject(
+            reinject_identity_every,
+            recommended_reinject(read_checkpoint(found["denoiser"]).info, os.path.basename(found["denoiser"])))
         report["reinject_identity_every"] = int(reinject_identity_every)
         report["denoiser"] = evaluate_denoiser(den, data, split, settings, max_clips=max_clips, seed=seed)
         report["denoiser"]["condition_sensitivity"] = condition_sensitivity(den, data, split, seed=seed)

@@ -324,8 +324,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     from emodiff_core.metrics_video import DlibFaceMeter, sharpness_ratio
 
     emotions = parse_emotions(emotions)
-    if reinject_identity_every is not None and reinject_identity_every < 0:
-        raise PortraitEvaluationError(f"--reinject-identity-every must be >= 0 (0 = off), got {reinject_identity_every}")
+    pl.check_reinject(reinject_identity_every, "--reinject-identity-every")   # before the slow work
     if not seconds > 0:
         raise PortraitEvaluationError(f"--seconds must be > 0, got {seconds}")
     try:
@@ -342,8 +341,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     wave = wave[..., : int(round(seconds * sr))]
     models = load_models(checkpoint, device)
     pl.check_guidance(models.denoiser.config, settings)
-    if reinject_identity_every is None:        # as `generate` does: the checkpoint's recommended period
-        reinject_identity_every = models.recommended_reinject_identity_every
+    reinject_identity_every = pl.resolve_reinject(reinject_identity_every, models.recommended_reinject_identity_every)
     size = models.denoiser.config.image_size
     clip = pl.encode_audio(wave, sr, fps, models.denoiser.config.audio)
     meter = DlibFaceMeter()
