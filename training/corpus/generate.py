@@ -123,7 +123,11 @@ def clip_speech(identity: Identity, rng: np.random.Generator, emotion: str, samp
 
 
 EMOTION_CHANGE_SHARE = 0.18      # share of emotional clips whose emotion changes mid-clip
-CORPUS_VERSION = 2               # meta["corpus_version"]: clips that carry what render_twin_frames needs
+# meta["corpus_version"]: 2 = clips carry what render_twin_frames needs; 3 = the emotion directions of
+# facemodel.EMOTION_DIRECTIONS as they are now (sad re-tuned). Twins of another emotion are drawn with today's
+# directions, so they are refused for clips of an older version (their stored frames would not match).
+CORPUS_VERSION = 3
+EMOTION_DIRECTIONS_VERSION = 3   # the corpus version that last changed EMOTION_DIRECTIONS
 RIG_CACHE_SIZE = 64              # identities kept rendered-ready (about 1.3 MB each at 64 px, 5 MB at 128 px)
 
 
@@ -359,9 +363,20 @@ def render_twin_frames(meta: Mapping, extras: Mapping[str, np.ndarray], psi: np.
     return render_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]))
 
 
+def check_directions_version(meta: Mapping) -> None:
+    """Refuse to draw another emotion's psi for a clip rendered with older emotion directions."""
+    version = int(meta.get("corpus_version", 0))
+    if version < EMOTION_DIRECTIONS_VERSION:
+        raise ValueError(f"clip {meta.get('clip_id')!r} is from corpus version {version}, rendered with emotion "
+                         f"directions that changed in version {EMOTION_DIRECTIONS_VERSION} (sad): its twins of "
+                         "another emotion would not match its frames; regenerate the corpus with "
+                         "python -m training corpus, or train without twins (emotion.twin_share 0)")
+
+
 def emotion_psi(meta: Mapping, weights: np.ndarray) -> np.ndarray:
     """psi's emotion part [n, 50] of the clip's identity for emotion weights [n, 8] (EMOTIONS order; a row
     with weight k on one emotion is that emotion at intensity k, as in extras["emotion_weights"])."""
+    check_directions_version(meta)
     return emotion_weights_to_psi(_rig_of_clip(meta, None).identity, np.atleast_2d(weights))
 
 

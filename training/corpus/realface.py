@@ -806,10 +806,11 @@ def real_emotion_psi(meta: dict, weights: np.ndarray) -> np.ndarray:
     """psi's emotion part [n, 50] of a real-texture clip's identity for emotion weights [n, 8] (as
     ``generate.emotion_psi``; the identity's emotion directions are the procedural identity's of that seed and
     index, so no sources are needed)."""
-    from .generate import emotion_weights_to_psi
+    from .generate import check_directions_version, emotion_weights_to_psi
 
     if meta.get("source") != SOURCE:
         raise ValueError(f"clip {meta.get('clip_id')!r} is not a real-texture clip")
+    check_directions_version(meta)
     return emotion_weights_to_psi(make_identity(int(meta["corpus_seed"]), int(meta["identity_index"])),
                                   np.atleast_2d(weights))
 
