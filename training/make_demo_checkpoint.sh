@@ -2,9 +2,10 @@
 # Reproduces checkpoints/emodiffhead_demo.safetensors (stage 1) and the checkpoints built on it (stage 2:
 # emodiffhead_emotion.safetensors; stage 3: emodiffhead_real.safetensors) from nothing, on a CPU (about 4 h on 2
 # cores for stage 1, the denoiser most of it). DATA and RUNS may be set; the defaults are outside the repository.
-# Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30); the corpus command
-# now renders version 2, so rerunning stage 1 trains on version-2 faces: close to, not byte-identical with, the
-# shipped stage-1 components (generator step 3000 on v1 is replaced in stage 2; SR head and regressor are kept).
+# Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), stages 2 and 3 on
+# version 2; the corpus command now renders version 3 (sad re-tuned, training/README.md section 1), so rerunning
+# them trains on version-3 faces: close to, not byte-identical with, the shipped components (generator step 3000
+# on v1 is replaced in stage 2; SR head and regressor are kept). The folder names below keep "v2".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
