@@ -260,7 +260,8 @@ def emotion_directions() -> Dict[str, np.ndarray]:
         # AU1 (+4) inner brows raised while the outer ends fall (the oblique sad brow), AU15 lip corners down,
         # AU17 chin raised (lips pressed up, closed), upper lids drooping. Corpus v3: the outer brows lowered and
         # the lids dropped further, and no lower-lip depression (it parted the lips, which FER reads as fear):
-        # FER reads sad on 47 % of frontal real-texture faces (was 10 %) and 30 % of procedural ones (was 15 %)
+        # FER reads sad on ground-truth k = 1 frames of the corpora 24 -> 33 % (procedural) and 23 -> 32 % (real
+        # texture), on frontal closed-mouth real-texture faces 10 -> 47 % (training/README.md sections 1, 1b)
         "sad": {"inner_brow_raise": 0.85, "outer_brow_raise": -0.4, "brow_lower": 0.05, "lip_corner_up": -0.87,
                 "eye_openness": -0.95, "lip_press": 0.36, "cheek_raise": 0.15},
         # AU1+2 brows raised high, AU5 upper lids raised, AU26/27 jaw dropped with relaxed (narrower) lips
