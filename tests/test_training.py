@@ -403,3 +403,27 @@ def test_several_data_folders_are_read_as_one_dataset(corpus, tmp_path, tiny_con
     cli = subprocess.run([sys.executable, "-m", "training", "train", "generator", "--config", "generator_tiny.json",
                           "--data", corpus, other, "--out", str(tmp_path / "g")], cwd=ROOT, capture_output=True, text=True)
     assert cli.returncode != 0 and "reads one --data folder" in cli.stderr
+
+
+def test_superres_detail_loss_is_the_laplacians_l1_and_optional_in_configs(tmp_path):
+    from training.train_superres import SuperResTrainingConfig, laplacian, superres_loss
+
+    ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(2, 3, 16, 16)
+    assert laplacian(ramp)[..., 1:-1, 1:-1].abs().max() < 1e-6            # a linear ramp has no fine detail
+    delta = torch.zeros(1, 1, 5, 5)
+    delta[0, 0, 2, 2] = 1.0
+    lap = laplacian(delta)[0, 0]
+    assert lap[2, 2] == -4 and lap[1, 2] == lap[2, 1] == 1 and lap.sum() == 0
+    target = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    smooth = torch.nn.functional.avg_pool2d(target, 3, 1, 1, count_include_pad=False)
+    assert superres_loss(smooth, target, 0.0) == torch.nn.functional.l1_loss(smooth, target)
+    extra = superres_loss(smooth, target, 0.5) - superres_loss(smooth, target, 0.0)
+    assert extra == pytest.approx(0.5 * float((laplacian(smooth) - laplacian(target)).abs().mean()), rel=1e-5)
+    assert superres_loss(target, target, 2.0) == 0
+    # files written before the loss section get detail 0; a negative weight is refused by name
+    assert load_config("superres_demo.json", SuperResTrainingConfig).loss.detail == 0.0
+    data = json.load(open(os.path.join(CONFIGS, "superres_real.json")))
+    data["loss"] = {"detail": -1.0}
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(TrainingConfigError, match="loss.detail must be >= 0"):
+        load_config(str(tmp_path / "bad.json"), SuperResTrainingConfig)

@@ -1,4 +1,4 @@
-"""python -m training <command>: corpus, prepare, train, evaluate, export.
+"""python -m training <command>: corpus, prepare, train, evaluate, evaluate-portraits, compare-portraits, export.
 
 Run ``python -m training <command> --help`` for each command's options; training/README.md explains them.
 """
@@ -274,6 +274,14 @@ def main(argv=None) -> int:
                         "default: the checkpoint's recommended period, as generate)")
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON line (default: the summary)")
     p.set_defaults(func=_evaluate_portraits)
+
+    p = sub.add_parser("compare-portraits", help="rank two checkpoints by evaluate-portraits reports over several voices",
+                       description="Pair two checkpoints' evaluate-portraits reports by voice, average the measures the "
+                                   "shipping rule keeps over the voices and say whether the candidate is at least as "
+                                   "good on every one (training/compare_portraits.py).")
+    from .compare_portraits import add_arguments as _compare_arguments, run as _compare_run
+    _compare_arguments(p)
+    p.set_defaults(func=_compare_run)
 
     p = sub.add_parser("export", help="bundle trained components into one node checkpoint",
                        description="Combine exported component files (denoiser, expression_generator, superres, "

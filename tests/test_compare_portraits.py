@@ -1,0 +1,73 @@
+"""python -m training compare-portraits: voice-paired means, the shipping verdict and its refusals."""
+import json
+
+import pytest
+
+from training.__main__ import main as training_main
+from training.compare_portraits import ComparisonError, compare, read_report
+
+
+def report(voice, lip, same=0.95, sharp=0.4, fer_sad=0.1, portraits=("a.jpg", "b.jpg"), seconds=10.0, complete=True,
+           reinject=2):
+    return {"complete": complete, "checkpoint": "x.safetensors", "portraits": list(portraits),
+            "audio": {"file": voice, "seconds_used": seconds},
+            "emotions": ["neutral", "happy", "sad"], "intensity": 1.0, "seed": 0, "sampling": {"steps": 10},
+            "reinject_identity_every": reinject, "superres": "head",
+            "summary": {"face_share": 1.0, "same_person_share": same, "sharpness": sharp, "lipsync_r": lip,
+                        "fer_reads_asked": {"neutral": 0.2, "happy": 0.9, "sad": fer_sad}}}
+
+
+def test_means_over_voices_decide_not_one_voice():
+    base = [report("v1.wav", 0.50), report("v2.wav", 0.30)]
+    # worse on v1, better on v2: the mean over voices (0.40 -> 0.42) decides
+    cand = [report("v2.wav", 0.44), report("v1.wav", 0.40)]
+    result = compare(base, cand)
+    assert result["voices"] == ["v1.wav", "v2.wav"]
+    assert result["mean_over_voices"]["baseline"]["lipsync_r"] == pytest.approx(0.40)
+    assert result["mean_over_voices"]["candidate"]["lipsync_r"] == pytest.approx(0.42)
+    assert result["per_voice"]["v1.wav"]["candidate"]["lipsync_r"] == 0.40
+    assert "fer_neutral" not in result["mean_over_voices"]["candidate"]      # neutral is not a kept FER measure
+    assert result["candidate_at_least_as_good"] and result["worse"] == []
+
+
+def test_a_measure_below_the_baseline_is_named_and_tolerance_forgives_it():
+    base = [report("v1.wav", 0.5, same=0.92)]
+    cand = [report("v1.wav", 0.6, same=0.90, fer_sad=0.3)]
+    result = compare(base, cand)
+    assert result["worse"] == ["same_person_share"] and not result["candidate_at_least_as_good"]
+    assert compare(base, cand, tolerance=0.03)["candidate_at_least_as_good"]
+
+
+def test_incomparable_reports_are_refused_with_what_differs(tmp_path):
+    with pytest.raises(ComparisonError, match="different voices"):
+        compare([report("v1.wav", 0.5)], [report("v2.wav", 0.5)])
+    with pytest.raises(ComparisonError, match="portraits"):
+        compare([report("v1.wav", 0.5)], [report("v1.wav", 0.5, portraits=("a.jpg",))])
+    with pytest.raises(ComparisonError, match="reinject_identity_every"):
+        compare([report("v1.wav", 0.5)], [report("v1.wav", 0.5, reinject=0)])
+    with pytest.raises(ComparisonError, match="same voice"):
+        compare([report("v1.wav", 0.5), report("v1.wav", 0.4)], [report("v1.wav", 0.5)])
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(report("v1.wav", 0.5, complete=False)))
+    with pytest.raises(ComparisonError, match="did not finish"):
+        read_report(str(path))
+    (tmp_path / "other.json").write_text(json.dumps({"summary": {}}))
+    with pytest.raises(ComparisonError, match="not an evaluate-portraits report"):
+        read_report(str(tmp_path / "other.json"))
+
+
+def test_command_line_prints_the_table_and_writes_json(tmp_path, capsys):
+    paths = {}
+    for side, lips in (("base", (0.5, 0.3)), ("cand", (0.45, 0.3))):
+        for voice, lip in zip(("v1.wav", "v2.wav"), lips):
+            paths[side, voice] = tmp_path / f"{side}_{voice}.json"
+            paths[side, voice].write_text(json.dumps(report(voice, lip)))
+    out = tmp_path / "cmp.json"
+    code = training_main(["compare-portraits", "--baseline", str(paths["base", "v1.wav"]), str(paths["base", "v2.wav"]),
+                          "--candidate", str(paths["cand", "v1.wav"]), str(paths["cand", "v2.wav"]), "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "candidate worse on: lipsync_r" in printed and "0.400 / 0.375" in printed
+    assert json.loads(out.read_text())["worse"] == ["lipsync_r"]
+    assert training_main(["compare-portraits", "--baseline", str(tmp_path / "missing.json"),
+                          "--candidate", str(out)]) == 2

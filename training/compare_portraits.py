@@ -1,0 +1,159 @@
+"""python -m training compare-portraits: rank two checkpoints on real photos over SEVERAL voices.
+
+    python -m training compare-portraits --baseline A_vk5qi/report.json A_other/report.json \
+        --candidate B_vk5qi/report.json B_other/report.json [--json out.json]
+
+Each ``report.json`` is one `evaluate-portraits` run (one checkpoint, one recording). Reports are paired by
+voice (the recording's file name): the two checkpoints must have been measured on the same voices, photos,
+emotions, seconds, seed, sampling and re-injection period, or the comparison is refused with what differs.
+
+Why: lip sync on the held-out photos swings more with the voice than with the checkpoint (the real checkpoint:
+r 0.50 with one held-out recording, 0.31 with another), so a ship decision from one voice is noise. The
+measures kept by the shipping rule (README: "at least as good on every kept measure") are averaged over the
+voices first (each voice counts once, whatever its number of frames):
+
+- ``face_share``, ``same_person_share``, ``sharpness``, ``lipsync_r``: the report's summary (mean over videos);
+- ``fer_<emotion>``: the share of frames the real-face classifier reads as the asked emotion, per emotion.
+
+The verdict ``candidate_at_least_as_good`` is True when the candidate's voice-mean is >= the baseline's minus
+``--tolerance`` (default 0) on every kept measure; ``worse`` lists the measures where it is not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Dict, List, Mapping, Optional, Sequence
+
+SUMMARY_MEASURES = ("face_share", "same_person_share", "sharpness", "lipsync_r")
+# what must agree between two reports for their numbers to be comparable
+SETTINGS_KEYS = ("emotions", "intensity", "seed", "sampling", "reinject_identity_every", "superres")
+
+
+class ComparisonError(ValueError):
+    """Reports that cannot be compared, said plainly."""
+
+
+def read_report(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ComparisonError(f"report not found: {path} (give evaluate-portraits' report.json files)")
+    with open(path) as f:
+        try:
+            report = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ComparisonError(f"{path} is not JSON: {exc}") from None
+    missing = [k for k in ("summary", "audio", "portraits") if k not in report]
+    if missing:
+        raise ComparisonError(f"{path} is not an evaluate-portraits report (no {', '.join(missing)})")
+    if not report.get("complete", True):
+        raise ComparisonError(f"{path} is from a run that did not finish (complete: false); rerun it")
+    return report
+
+
+def voice_of(report: Mapping) -> str:
+    return str(report["audio"]["file"])
+
+
+def kept_measures(report: Mapping) -> Dict[str, Optional[float]]:
+    """The measures the shipping rule keeps, from one report's summary."""
+    summary = report["summary"]
+    out = {key: summary.get(key) for key in SUMMARY_MEASURES}
+    for emotion, share in (summary.get("fer_reads_asked") or {}).items():
+        if emotion != "neutral":
+            out[f"fer_{emotion}"] = share
+    return out
+
+
+def _by_voice(reports: Sequence[Mapping], side: str) -> Dict[str, Mapping]:
+    out: Dict[str, Mapping] = {}
+    for report in reports:
+        voice = voice_of(report)
+        if voice in out:
+            raise ComparisonError(f"two {side} reports are for the same voice {voice!r}; give one per voice")
+        out[voice] = report
+    return out
+
+
+def _check_comparable(a: Mapping, b: Mapping, voice: str) -> None:
+    differ = [k for k in SETTINGS_KEYS if a.get(k) != b.get(k)]
+    if sorted(a["portraits"]) != sorted(b["portraits"]):
+        differ.append("portraits")
+    if a["audio"].get("seconds_used") != b["audio"].get("seconds_used"):
+        differ.append("seconds")
+    if differ:
+        raise ComparisonError(f"the reports for voice {voice!r} differ in {', '.join(differ)}: rerun "
+                              "evaluate-portraits with the same options for both checkpoints")
+
+
+def _mean(values) -> Optional[float]:
+    vals = [float(v) for v in values if v is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance: float = 0.0) -> dict:
+    """Per-voice and voice-mean kept measures of both checkpoints, and the verdict (module docstring)."""
+    if not baseline or not candidate:
+        raise ComparisonError("give at least one report for --baseline and one for --candidate")
+    if tolerance < 0:
+        raise ComparisonError(f"--tolerance must be >= 0, got {tolerance}")
+    base, cand = _by_voice(baseline, "baseline"), _by_voice(candidate, "candidate")
+    if set(base) != set(cand):
+        raise ComparisonError(f"the checkpoints were measured on different voices: baseline {sorted(base)}, "
+                              f"candidate {sorted(cand)}")
+    voices = sorted(base)
+    for voice in voices:
+        _check_comparable(base[voice], cand[voice], voice)
+    per_voice = {voice: {"baseline": kept_measures(base[voice]), "candidate": kept_measures(cand[voice])}
+                 for voice in voices}
+    keys: List[str] = list(per_voice[voices[0]]["baseline"])
+    mean = {side: {key: _mean(per_voice[v][side].get(key) for v in voices) for key in keys}
+            for side in ("baseline", "candidate")}
+    worse = [key for key in keys if mean["baseline"][key] is not None and
+             (mean["candidate"][key] is None or mean["candidate"][key] < mean["baseline"][key] - tolerance)]
+    return {"voices": voices, "tolerance": tolerance, "per_voice": per_voice, "mean_over_voices": mean,
+            "worse": worse, "candidate_at_least_as_good": not worse}
+
+
+def format_table(result: Mapping) -> str:
+    voices = result["voices"]
+    head = ["measure"] + [f"{v} base/cand" for v in voices] + ["mean base/cand", ""]
+    rows = [head]
+    for key in result["mean_over_voices"]["baseline"]:
+        row = [key]
+        for v in voices:
+            pv = result["per_voice"][v]
+            row.append(f"{_fmt(pv['baseline'][key])} / {_fmt(pv['candidate'][key])}")
+        m = result["mean_over_voices"]
+        row += [f"{_fmt(m['baseline'][key])} / {_fmt(m['candidate'][key])}", "worse" if key in result["worse"] else ""]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    verdict = "candidate at least as good on every kept measure" if result["candidate_at_least_as_good"] else \
+        f"candidate worse on: {', '.join(result['worse'])}"
+    return "\n".join(lines + [verdict])
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", nargs="+", required=True, help="report.json files of the checkpoint to beat, one per voice")
+    p.add_argument("--candidate", nargs="+", required=True, help="report.json files of the candidate, the same voices")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="a kept measure counts as worse only below baseline - TOLERANCE (default 0)")
+    p.add_argument("--json", default=None, help="also write the comparison here")
+
+
+def run(args) -> int:
+    result = compare([read_report(p) for p in args.baseline], [read_report(p) for p in args.candidate],
+                     tolerance=args.tolerance)
+    print(format_table(result))
+    if args.json:
+        from emodiff_core.atomic import atomic_output
+
+        with atomic_output(args.json) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=1)
+                f.write("\n")
+    return 0
