@@ -45,6 +45,15 @@ def test_incomparable_reports_are_refused_with_what_differs(tmp_path):
         compare([report("v1.wav", 0.5)], [report("v1.wav", 0.5, portraits=("a.jpg",))])
     with pytest.raises(ComparisonError, match="reinject_identity_every"):
         compare([report("v1.wav", 0.5)], [report("v1.wav", 0.5, reinject=0)])
+    # two ways of sampling one checkpoint: allowed by name, and the settings are reported
+    sampled = report("v1.wav", 0.5)
+    sampled["sampling"] = {"steps": 10, "start_noise": 0.7}
+    with pytest.raises(ComparisonError, match="differ in sampling"):
+        compare([report("v1.wav", 0.5)], [sampled])
+    allowed = compare([report("v1.wav", 0.5)], [sampled], allow=["sampling"])
+    assert allowed["settings"]["candidate"]["sampling"]["start_noise"] == 0.7 and allowed["candidate_at_least_as_good"]
+    with pytest.raises(ComparisonError, match="--allow takes"):
+        compare([report("v1.wav", 0.5)], [sampled], allow=["portraits"])
     with pytest.raises(ComparisonError, match="same voice"):
         compare([report("v1.wav", 0.5), report("v1.wav", 0.4)], [report("v1.wav", 0.5)])
     path = tmp_path / "partial.json"

@@ -15,6 +15,9 @@ voices first (each voice counts once, whatever its number of frames):
 - ``face_share``, ``same_person_share``, ``sharpness``, ``lipsync_r``: the report's summary (mean over videos);
 - ``fer_<emotion>``: the share of frames the real-face classifier reads as the asked emotion, per emotion.
 
+``--allow sampling`` (or ``reinject_identity_every``, ``superres``) lets those differ, to rank two ways of running
+one checkpoint (e.g. start noise 0.5 against 0.7) by the same rule.
+
 The verdict ``candidate_at_least_as_good`` is True when the candidate's voice-mean is >= the baseline's minus
 ``--tolerance`` (default 0) on every kept measure; ``worse`` lists the measures where it is not.
 """
@@ -28,6 +31,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 SUMMARY_MEASURES = ("face_share", "same_person_share", "sharpness", "lipsync_r")
 # what must agree between two reports for their numbers to be comparable
 SETTINGS_KEYS = ("emotions", "intensity", "seed", "sampling", "reinject_identity_every", "superres")
+# what may differ when the comparison is between two ways of running ONE checkpoint (--allow)
+GENERATION_SETTINGS = ("sampling", "reinject_identity_every", "superres")
 
 
 class ComparisonError(ValueError):
@@ -74,8 +79,8 @@ def _by_voice(reports: Sequence[Mapping], side: str) -> Dict[str, Mapping]:
     return out
 
 
-def _check_comparable(a: Mapping, b: Mapping, voice: str) -> None:
-    differ = [k for k in SETTINGS_KEYS if a.get(k) != b.get(k)]
+def _check_comparable(a: Mapping, b: Mapping, voice: str, allow: Sequence[str] = ()) -> None:
+    differ = [k for k in SETTINGS_KEYS if k not in allow and a.get(k) != b.get(k)]
     if sorted(a["portraits"]) != sorted(b["portraits"]):
         differ.append("portraits")
     if a["audio"].get("seconds_used") != b["audio"].get("seconds_used"):
@@ -90,19 +95,25 @@ def _mean(values) -> Optional[float]:
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance: float = 0.0) -> dict:
-    """Per-voice and voice-mean kept measures of both checkpoints, and the verdict (module docstring)."""
+def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance: float = 0.0,
+            allow: Sequence[str] = ()) -> dict:
+    """Per-voice and voice-mean kept measures of both checkpoints, and the verdict (module docstring).
+    ``allow``: generation settings (`GENERATION_SETTINGS`) that may differ, to compare two ways of sampling one
+    checkpoint; the settings of both sides are then part of the result."""
     if not baseline or not candidate:
         raise ComparisonError("give at least one report for --baseline and one for --candidate")
     if tolerance < 0:
         raise ComparisonError(f"--tolerance must be >= 0, got {tolerance}")
+    unknown = [k for k in allow if k not in GENERATION_SETTINGS]
+    if unknown:
+        raise ComparisonError(f"--allow takes {', '.join(GENERATION_SETTINGS)}; not {', '.join(unknown)}")
     base, cand = _by_voice(baseline, "baseline"), _by_voice(candidate, "candidate")
     if set(base) != set(cand):
         raise ComparisonError(f"the checkpoints were measured on different voices: baseline {sorted(base)}, "
                               f"candidate {sorted(cand)}")
     voices = sorted(base)
     for voice in voices:
-        _check_comparable(base[voice], cand[voice], voice)
+        _check_comparable(base[voice], cand[voice], voice, allow)
     per_voice = {voice: {"baseline": kept_measures(base[voice]), "candidate": kept_measures(cand[voice])}
                  for voice in voices}
     keys: List[str] = list(per_voice[voices[0]]["baseline"])
@@ -110,8 +121,12 @@ def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance
             for side in ("baseline", "candidate")}
     worse = [key for key in keys if mean["baseline"][key] is not None and
              (mean["candidate"][key] is None or mean["candidate"][key] < mean["baseline"][key] - tolerance)]
-    return {"voices": voices, "tolerance": tolerance, "per_voice": per_voice, "mean_over_voices": mean,
-            "worse": worse, "candidate_at_least_as_good": not worse}
+    result = {"voices": voices, "tolerance": tolerance, "per_voice": per_voice, "mean_over_voices": mean,
+              "worse": worse, "candidate_at_least_as_good": not worse}
+    if allow:
+        result["settings"] = {side: {k: reports[voices[0]].get(k) for k in allow}
+                              for side, reports in (("baseline", base), ("candidate", cand))}
+    return result
 
 
 def format_table(result: Mapping) -> str:
@@ -142,12 +157,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidate", nargs="+", required=True, help="report.json files of the candidate, the same voices")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="a kept measure counts as worse only below baseline - TOLERANCE (default 0)")
+    p.add_argument("--allow", nargs="+", default=(), choices=GENERATION_SETTINGS,
+                   help="generation settings that may differ (to compare two ways of sampling ONE checkpoint)")
     p.add_argument("--json", default=None, help="also write the comparison here")
 
 
 def run(args) -> int:
     result = compare([read_report(p) for p in args.baseline], [read_report(p) for p in args.candidate],
-                     tolerance=args.tolerance)
+                     tolerance=args.tolerance, allow=args.allow)
     print(format_table(result))
     if args.json:
         from emodiff_core.atomic import atomic_output
