@@ -1,7 +1,7 @@
 """How the FER2013 classifier (emodiff_core.fer_net) reads faces whose emotion is known: a confusion matrix.
 
     # frames of a procedural corpus (python -m training corpus --out /tmp/fer_corpus --clips 320 --size 64)
-    python -m training.fer_confusion corpus /tmp/fer_corpus [--min-intensity 1.0] [--frames-per-clip 8]
+    python -m training.fer_confusion corpus /tmp/fer_corpus [--min-intensity 1.0] [--frames-per-clip 8] [--by-source]
 
     # labelled photos (face found with the project's landmark detector, aligned like the training crops)
     python -m training.fer_confusion images photo1.jpg:surprised photo2.jpg:happy ...
@@ -133,6 +133,36 @@ def corpus_frames(root: str, min_intensity: float = 1.0, min_onset: float = 0.9,
     return np.concatenate(frames), asked, ids, stats
 
 
+def by_source(root: str, clip_ids: Sequence[str], asked: Sequence[str], read: Sequence[str]) -> Dict[str, dict]:
+    """How FER reads the frames of each source file of a real-texture corpus: {file: {"frames", "smile" (mean
+    fitted lip_corner_up of the file's faces that were animated), "read": {asked emotion: {FER label: share}}}};
+    morphs of two faces are pooled as "morphs", procedural clips as "procedural". Why: every frame of a
+    real-texture clip is a warp of one photo, whose own expression texture (a smile's cheeks and eyes) stays
+    whatever psi asks; this shows which sources keep it (e.g. neutral asked, read happy)."""
+    from .clips import ClipDataset
+
+    metas = {m["clip_id"]: m for m in ClipDataset(root).metas(labelled=True)}
+    groups: Dict[str, dict] = {}
+    for clip_id, want, got in zip(clip_ids, asked, read):
+        real = metas[clip_id].get("real")
+        single = bool(real) and len(real["sources"]) == 1
+        key = real["sources"][0].split("#")[0] if single else ("morphs" if real else "procedural")
+        g = groups.setdefault(key, {"frames": 0, "smiles": {}, "counts": {}})
+        if single and "lip_corner_up" in real.get("source_psi", {}):
+            g["smiles"][real["sources"][0]] = float(real["source_psi"]["lip_corner_up"])   # one value per face
+        g["frames"] += 1
+        counts = g["counts"].setdefault(want, {})
+        counts[got] = counts.get(got, 0) + 1
+    out = {}
+    for key in sorted(groups, key=lambda k: (k in ("morphs", "procedural"), k)):
+        g = groups[key]
+        out[key] = {"frames": g["frames"], "smile": round(float(np.mean(list(g["smiles"].values()))), 3) if g["smiles"] else None,
+                    "read": {e: {label: round(n / sum(c.values()), 3) for label, n in
+                                 sorted(c.items(), key=lambda kv: -kv[1])}
+                             for e, c in sorted(g["counts"].items(), key=lambda kv: EMOTIONS.index(kv[0]))}}
+    return out
+
+
 def image_faces(specs: Sequence[str], size: int = 256, backend: str = "auto"):
     """(aligned face crops uint8 [N, size, size, 3], asked emotions, names) from 'path:emotion' specs."""
     from PIL import Image
@@ -168,6 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--frames-per-clip", type=int, default=8)
     c.add_argument("--split", default=None, choices=("train", "val", "test"))
     c.add_argument("--max-clips-per-emotion", type=int, default=None)
+    c.add_argument("--by-source", action="store_true",
+                   help="also the reading per source photo of a real-texture corpus (neutral, sad and happy asked)")
     i = sub.add_parser("images", help="photos given as path:emotion")
     i.add_argument("images", nargs="+")
     i.add_argument("--backend", default="auto", help="landmark backend: auto, fan or dlib")
@@ -193,6 +225,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         for item in summary["images"]:
             print(f"{item['name']}: asked {item['asked']}, FER {item['fer']} (p {item['p']:.3f})")
     print(format_matrix(summary))
+    if args.source == "corpus" and args.by_source:
+        summary["by_source"] = by_source(args.data, ids, asked, [FER_TO_EMOTION[label] for label in pred.labels])
+        for key, g in summary["by_source"].items():
+            smile = "" if g["smile"] is None else f" (smile {g['smile']:+.2f})"
+            shown = "; ".join(f"{e}: " + ", ".join(f"{label} {share:.0%}" for label, share in list(r.items())[:3])
+                              for e, r in g["read"].items() if e in ("neutral", "sad", "happy"))
+            print(f"{key}{smile}, {g['frames']} frames | {shown}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(summary, fh, indent=1)
