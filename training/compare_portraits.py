@@ -13,7 +13,8 @@ measures kept by the shipping rule (README: "at least as good on every kept meas
 voices first (each voice counts once, whatever its number of frames):
 
 - ``face_share``, ``same_person_share``, ``sharpness``, ``lipsync_r``: the report's summary (mean over videos);
-- ``fer_<emotion>``: the share of frames the real-face classifier reads as the asked emotion, per emotion.
+- ``fer_<emotion>``: the share of frames the real-face classifier reads as the asked emotion, per non-neutral
+  emotion (issue 10 sets no FER target for neutral).
 
 ``--allow sampling`` (or ``reinject_identity_every``, ``superres``) lets those differ, to rank two ways of running
 one checkpoint (e.g. start noise 0.5 against 0.7) by the same rule.
