@@ -309,20 +309,21 @@ def test_fer_reading_by_source_file_pools_frames_and_morphs(tmp_path):
     root = str(tmp_path / "ds")
     clips = [("c0", ["smiler.jpg"], 0.5, "neutral"), ("c1", ["video.mp4#f10"], -0.1, "neutral"),
              ("c2", ["video.mp4#f40"], 0.3, "sad"), ("c3", ["smiler.jpg", "video.mp4#f10"], 0.0, "neutral"),
-             ("c4", None, None, "happy")]
+             ("c4", None, None, "happy"), ("c5", ["mirror.jpg"], 0.2, "sad"), ("c6", ["mirror.jpg"], 0.4, "sad")]
     for clip_id, sources, smile, emotion in clips:
         meta = {"clip_id": clip_id, "identity": clip_id, "split": "test", "fps": 30, "sample_rate": 16000, "size": 8,
                 "source": "real_texture" if sources else "procedural", "emotion": emotion, "intensity": 1.0}
         if sources:
-            meta["real"] = {"sources": sources, "source_psi": {"lip_corner_up": smile}}
+            meta["real"] = {"sources": sources, "source_psi": {"lip_corner_up": smile}, "flips": [clip_id == "c6"]}
         write_clip(root, Clip(meta, np.zeros((2, 8, 8, 3), np.uint8), np.zeros(samples_for_frames(2, 30, 16000), np.float32),
                               np.zeros((2, 68, 2), np.float32)))
     write_index(root, 30, 16000, 8, "test")
-    ids = ["c0", "c0", "c1", "c2", "c2", "c3", "c4"]
-    asked = ["neutral", "neutral", "neutral", "sad", "sad", "neutral", "happy"]
-    read = ["happy", "neutral", "neutral", "sad", "fear", "happy", "happy"]
+    ids = ["c0", "c0", "c1", "c2", "c2", "c3", "c4", "c5", "c6"]
+    asked = ["neutral", "neutral", "neutral", "sad", "sad", "neutral", "happy", "sad", "sad"]
+    read = ["happy", "neutral", "neutral", "sad", "fear", "happy", "happy", "sad", "sad"]
     out = by_source(root, ids, asked, read)
-    assert list(out) == ["smiler.jpg", "video.mp4", "morphs", "procedural"]
+    assert list(out) == ["mirror.jpg", "smiler.jpg", "video.mp4", "morphs", "procedural"]
+    assert out["mirror.jpg"]["smile"] == pytest.approx(0.3)     # the photo and its mirror image, fitted apart
     assert out["smiler.jpg"] == {"frames": 2, "smile": 0.5, "read": {"neutral": {"happy": 0.5, "neutral": 0.5}}}
     video = out["video.mp4"]            # frames of one video pooled, its faces' smiles averaged
     assert video["frames"] == 3 and video["smile"] == pytest.approx(0.1)

@@ -135,7 +135,7 @@ def corpus_frames(root: str, min_intensity: float = 1.0, min_onset: float = 0.9,
 
 def by_source(root: str, clip_ids: Sequence[str], asked: Sequence[str], read: Sequence[str]) -> Dict[str, dict]:
     """How FER reads the frames of each source file of a real-texture corpus: {file: {"frames", "smile" (mean
-    fitted lip_corner_up of the file's faces that were animated), "read": {asked emotion: {FER label: share}}}};
+    fitted lip_corner_up of the file's faces that were animated, each face and its mirror image once), "read": {asked emotion: {FER label: share}}}};
     morphs of two faces are pooled as "morphs", procedural clips as "procedural". Why: every frame of a
     real-texture clip is a warp of one photo, whose own expression texture (a smile's cheeks and eyes) stays
     whatever psi asks; this shows which sources keep it (e.g. neutral asked, read happy)."""
@@ -149,7 +149,8 @@ def by_source(root: str, clip_ids: Sequence[str], asked: Sequence[str], read: Se
         key = real["sources"][0].split("#")[0] if single else ("morphs" if real else "procedural")
         g = groups.setdefault(key, {"frames": 0, "smiles": {}, "counts": {}})
         if single and "lip_corner_up" in real.get("source_psi", {}):
-            g["smiles"][real["sources"][0]] = float(real["source_psi"]["lip_corner_up"])   # one value per face
+            face = (real["sources"][0], bool(real.get("flips", [False])[0]))   # a mirrored face is fitted anew
+            g["smiles"][face] = float(real["source_psi"]["lip_corner_up"])
         g["frames"] += 1
         counts = g["counts"].setdefault(want, {})
         counts[got] = counts.get(got, 0) + 1
@@ -226,7 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{item['name']}: asked {item['asked']}, FER {item['fer']} (p {item['p']:.3f})")
     print(format_matrix(summary))
     if args.source == "corpus" and args.by_source:
-        summary["by_source"] = by_source(args.data, ids, asked, [FER_TO_EMOTION[label] for label in pred.labels])
+        summary["by_source"] = by_source(args.data, ids, asked, pred.emotions)
         for key, g in summary["by_source"].items():
             smile = "" if g["smile"] is None else f" (smile {g['smile']:+.2f})"
             shown = "; ".join(f"{e}: " + ", ".join(f"{label} {share:.0%}" for label, share in list(r.items())[:3])
