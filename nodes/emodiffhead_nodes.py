@@ -178,8 +178,8 @@ class EMOdiffheadEmotionVector:
         return (pl.ExpressionTrack(psi, audio_features.fps, description, neutral=neutral), plot_image)
 
 
-# the Sampler's reinject_identity_every widget: "what the checkpoint's metadata recommends" (a fixed widget
-# default cannot follow the model chosen in the graph; the CLI's default does the same)
+# the Sampler's reinject_identity_every and guidance widgets: "what the checkpoint's metadata recommends" (a
+# fixed widget default cannot follow the model chosen in the graph; the CLI's defaults do the same)
 MODEL_RECOMMENDS = -1
 
 
@@ -211,15 +211,33 @@ class EMOdiffheadSampler:
             "reinject_identity_every": ("INT", {"default": MODEL_RECOMMENDS, "min": MODEL_RECOMMENDS, "max": 1000,
                                                 "tooltip": "Against identity drift on long videos: every N frames the oldest motion frame "
                                                            "is the portrait again (0 = off; -1 = what the checkpoint recommends: 2 for "
-                                                           "emodiffhead_real, off for the others)."}),
+                                                           "the shipped emodiffhead_demo and emodiffhead_real)."}),
             "start_noise": ("FLOAT", {"default": DEFAULT_SAMPLING.start_noise, "min": 0.05, "max": 1.0, "step": 0.05,
                                       "tooltip": "1 = every frame from pure noise (the paper). Lower = start from the previous frame "
                                                  "noised this far, running only the steps below it: faster and steadier."}),
-            "guidance": ("FLOAT", {"default": DEFAULT_SAMPLING.guidance, "min": 0.0, "max": 10.0, "step": 0.25,
+            "guidance": ("FLOAT", {"default": float(MODEL_RECOMMENDS), "min": float(MODEL_RECOMMENDS), "max": 10.0,
+                                   "step": 0.25,
                                    "tooltip": "Classifier-free guidance on the emotion: 1 = off, above 1 strengthens what the "
-                                              "emotion changes (two network passes per step). Needs an expression from "
-                                              "Emotion Vector and a model trained for it."}),
+                                              "emotion changes (two network passes per step); -1 = what the checkpoint "
+                                              "recommends (1 when the expression has no neutral sequence to guide from). "
+                                              "Needs an expression from Emotion Vector and a model trained for it."}),
         }}
+
+    @staticmethod
+    def _guidance(model, track, guidance) -> float:
+        """The scale to sample with: the widget's, or for -1 (or None) the checkpoint's recommended scale; a
+        recommendation needs a neutral sequence to guide from, and without one (a loaded expression file) the
+        video is sampled unguided and the console says so (an explicit scale without one is an error)."""
+        if guidance is not None and guidance != MODEL_RECOMMENDS:
+            if guidance < 0:
+                raise NodeError(f"guidance must be >= 0 (1 = off), or -1 for what the checkpoint recommends; got {guidance:g}")
+            return float(guidance)
+        recommended = model.recommended_guidance
+        if recommended != 1.0 and track.neutral is None:
+            print(f"[EMOdiffhead] guidance: the checkpoint recommends {recommended:g}, but this expression has no "
+                  "neutral sequence to guide from; sampling unguided (1)")
+            return 1.0
+        return recommended
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
                reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None):
@@ -227,10 +245,10 @@ class EMOdiffheadSampler:
         reinject_identity_every = _run(pl.resolve_reinject,
                                        None if reinject_identity_every == MODEL_RECOMMENDS else reinject_identity_every,
                                        model.recommended_reinject_identity_every, "reinject_identity_every")
-        settings = _run(SamplingSettings, sampler, steps,
-                        DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise,
-                        guidance=DEFAULT_SAMPLING.guidance if guidance is None else guidance)
         track = expression.resampled(n, audio_features.fps)
+        guidance = self._guidance(model, track, guidance)
+        settings = _run(SamplingSettings, sampler, steps,
+                        DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise, guidance=guidance)
         if settings.guided and track.neutral is None:
             raise NodeError(f"guidance {settings.guidance:g} needs the neutral sequence the emotion was made from, which "
                             "this expression lacks (it comes from a file or node that does not keep it); make it with "

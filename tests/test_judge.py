@@ -222,9 +222,60 @@ def test_emotion_control_with_guidance_needs_a_model_trained_for_it(corpus):
     trained = EMOdiffheadDenoiser(dataclasses.replace(cfg, expression_dropout=0.1)).eval()
     report = emotion_control_report(trained, generator, judge, corpus, "test", settings=guided, **options)
     assert report["guidance"] == 3.0 and report["videos"] == 8 and "ground_truth" not in report
+    assert "lipsync" not in report and "identity" not in report                # measured only when asked
     with pytest.raises(PipelineError, match="not trained with expression dropout"):
         emotion_control_report(EMOdiffheadDenoiser(cfg).eval(), generator, judge, corpus, "test", settings=guided,
                                **options)
+
+
+def test_emotion_control_measures_what_the_emotion_costs_lip_sync_and_identity(corpus):
+    """Every generated video's lip sync (psi[0] by the regressor against the speech envelope) and identity
+    (dlib cosine to the portrait), averaged: what a guidance sweep trades for its emotion."""
+    from emodiff_core import metrics_video as mv
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator, ExpressionRegressor
+    from emodiff_core.sampling import SamplingSettings
+
+    from training.evaluate import emotion_control_report
+
+    torch.manual_seed(0)
+    denoiser = EMOdiffheadDenoiser(core.preset("denoiser", "tiny")).eval()
+    generator = ExpressionGenerator(core.preset("expression", "tiny")).eval()
+    judge = EmotionJudge(core.preset("judge", "tiny")).eval()
+    extractor = mv.PsiExtractor(ExpressionRegressor(core.preset("regressor", "tiny")))
+    report = emotion_control_report(denoiser, generator, judge, corpus, "test", identities=1, intensities=(0.0, 1.0),
+                                    frames=20, settle_frames=2, ground_truth=False, extractor=extractor,
+                                    descriptor=mv.FaceDescriptor(), settings=SamplingSettings(steps=2, start_noise=1.0))
+    assert report["videos"] == 8
+    assert -1.0 <= report["lipsync"] <= 1.0 and -1.0 <= report["identity"] <= 1.0
+    short = emotion_control_report(denoiser, generator, judge, corpus, "test", identities=1, intensities=(0.0, 1.0),
+                                   frames=6, settle_frames=2, ground_truth=False, extractor=extractor,
+                                   settings=SamplingSettings(steps=2, start_noise=1.0))
+    assert "lipsync" not in short and "identity" not in short          # too short for lip sync; no descriptor
+
+
+def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(corpus, tmp_path):
+    import dataclasses
+
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core.pipeline import GUIDANCE_INFO_KEY
+    from emodiff_core.sampling import SamplingSettings
+
+    from training.evaluate import evaluate
+
+    torch.manual_seed(0)
+    denoiser = EMOdiffheadDenoiser(dataclasses.replace(core.preset("denoiser", "tiny"), expression_dropout=0.1)).eval()
+    folder = tmp_path / "recommends2"
+    folder.mkdir()
+    save_checkpoint(str(folder / "bundle.safetensors"),
+                    {"denoiser": denoiser, "expression_generator": ExpressionGenerator(core.preset("expression", "tiny")),
+                     "emotion_judge": EmotionJudge(core.preset("judge", "tiny"))}, info={GUIDANCE_INFO_KEY: "2"})
+    options = dict(split="test", max_clips=1, videos=0, control_identities=1, control_frames=10,
+                   settings=SamplingSettings(steps=2, start_noise=1.0))
+    report = evaluate(str(folder), corpus, **options)
+    assert report["emotion_control"]["guidance"] == 2.0                          # as `generate` samples it
+    given = evaluate(str(folder), corpus, guidance=(1.0, 3.0), **options)
+    assert given["emotion_control"]["guidance"] == 1.0
+    assert [scale["guidance"] for scale in given["guidance_sweep"].values()] == [1.0, 3.0]
 
 
 def test_emotion_control_re_injects_the_portrait_when_asked(corpus, monkeypatch):

@@ -178,6 +178,36 @@ def test_sampler_reinjects_the_identity_as_the_checkpoint_recommends_by_default(
     assert periods == [0, 2, 0, 3]        # -1 follows the checkpoint; an explicit value wins
 
 
+def test_sampler_guides_as_the_checkpoint_recommends_by_default(comfy, astronaut, monkeypatch, capsys):
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
+    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
+    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
+    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "happy", 1.0, 0)
+    bare = type(expr)(expr.psi, expr.fps, expr.description)          # a loaded track without its neutral sequence
+    sampler = _node(comfy, "EMOdiffheadSampler")
+    widget = type(sampler).INPUT_TYPES()["optional"]["guidance"][1]
+    assert widget["default"] == widget["min"] == -1
+    pl = sys.modules[type(sampler).__module__].pl
+    generate, scales = pl.generate_frames, []
+
+    def spy(*args, **kwargs):          # records the node's choice; the tiny model samples unguided (no dropout)
+        scales.append(kwargs["settings"].guidance)
+        return generate(*args, **dict(kwargs, settings=dataclasses.replace(kwargs["settings"], guidance=1.0)))
+
+    monkeypatch.setattr(pl, "generate_frames", spy)
+    recommends = dataclasses.replace(model, recommended_guidance=2.0)
+    assert model.recommended_guidance == 1.0
+    for bundle, track, given in ((model, expr, None), (recommends, expr, None), (recommends, expr, 1.0),
+                                 (recommends, expr, -1.0), (model, expr, 3.0), (recommends, bare, None)):
+        extra = {} if given is None else {"guidance": given}
+        images = sampler.sample(bundle, portrait, feats, track, 2, Sampler.DDIM.value, 0, **extra)[0]
+        assert images.shape[0] == feats.num_frames
+    assert scales == [1.0, 2.0, 1.0, 2.0, 3.0, 1.0]      # -1 follows the checkpoint; an explicit value wins
+    assert "recommends 2, but this expression has no neutral sequence" in capsys.readouterr().out
+    with pytest.raises(_node_error(), match="or -1 for what the checkpoint recommends"):
+        sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, guidance=-0.5)
+
+
 def test_cancel_stops_within_one_denoising_step(comfy, astronaut):
     model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
     portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))

@@ -110,11 +110,11 @@ def _evaluate_portraits(args) -> int:
     from .evaluate_portraits import evaluate_portraits
 
     start_noise = DEFAULT_SAMPLING.start_noise if args.start_noise is None else args.start_noise
-    settings = dataclasses.replace(DEFAULT_SAMPLING, guidance=args.guidance, start_noise=start_noise)
+    settings = dataclasses.replace(DEFAULT_SAMPLING, start_noise=start_noise)
     report = evaluate_portraits(args.portraits, args.audio, checkpoint=args.checkpoint, seconds=args.seconds,
                                 emotions=args.emotions, intensity=args.intensity, out=args.out, seed=args.seed,
                                 device=args.device, save_videos=args.save_videos, settings=settings,
-                                reinject_identity_every=args.reinject_identity_every)
+                                reinject_identity_every=args.reinject_identity_every, guidance=args.guidance)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
 
@@ -233,9 +233,10 @@ def main(argv=None) -> int:
     p.add_argument("--control-frames", type=int, default=CONTROL_FRAMES,
                    help=f"emotion control: frames per video, the first {CONTROL_SETTLE} not judged "
                         f"(default {CONTROL_FRAMES})")
-    p.add_argument("--guidance", type=_float_list, default=(DEFAULT_SAMPLING.guidance,),
+    p.add_argument("--guidance", type=_float_list, default=None,
                    help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
-                        f"reported under guidance_sweep; default {DEFAULT_SAMPLING.guidance:g})")
+                        "reported under guidance_sweep, with the lip sync and identity each scale costs; default: "
+                        "the scale the denoiser's checkpoint recommends, as generate; 1 = off)")
     p.add_argument("--flie-seeds", type=int, default=1,
                    help="videos: FLIE also measured with the next N-1 seeds (flie_per_seed, flie_median; one seed's "
                         "FLIE swings widely; default 1)")
@@ -265,8 +266,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--save-videos", action="store_true", help="also write every video as an mp4 into --out")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="classifier-free guidance on the emotion (1 = off, the default; the checkpoint must support it)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance on the emotion (1 = off; default: the scale the checkpoint recommends, "
+                        "as generate; the checkpoint must support it)")
     p.add_argument("--start-noise", type=float, default=None,
                    help="sampling's start noise (default: the default sampler's; 1 = every frame from pure noise)")
     p.add_argument("--reinject-identity-every", type=int, default=None,

@@ -29,7 +29,8 @@ from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_reinject, emotion_expression_pair, emotion_expressions,
-                                   encode_audio, generate_frames, recommended_reinject, resolve_reinject)
+                                   encode_audio, generate_frames, recommended_guidance, recommended_reinject,
+                                   resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
@@ -448,7 +449,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                            intensities: Sequence[float] = CONTROL_INTENSITIES, frames: int = CONTROL_FRAMES,
                            settle_frames: int = CONTROL_SETTLE, settings: SamplingSettings = DEFAULT,
                            seed: int = 0, fer=None, ground_truth: bool = True,
-                           reinject_identity_every: int = 0) -> dict:
+                           reinject_identity_every: int = 0, extractor=None, descriptor=None) -> dict:
     """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
 
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
@@ -469,7 +470,15 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     ``fer`` (FER's share of frames read as the asked emotion for its six shared emotions at the top k), and
     ``ground_truth``: the same measures on the ground-truth clips of those identities (the ceiling; frames after
     ``settle_frames`` where the onset reached 0.9, at most ``frames - settle_frames`` per clip).
+
+    What the emotion costs the rest of the video, on every generated video (all frames, the same videos at every
+    guidance scale, so a sweep shows what guidance costs): ``lipsync`` (mean Pearson r of the mouth opening,
+    psi[0] read by ``extractor``, against the speech envelope; `metrics_video.measure_video`) and ``identity``
+    (mean dlib cosine of the frames to the portrait, with ``descriptor``); keys absent without their input.
+    Videos are short (``frames``): compare these between scales or checkpoints, not with `evaluate_videos`' figures.
     """
+    from emodiff_core import metrics_video as mv
+
     if frames <= settle_frames:
         raise ValueError(f"frames ({frames}) must exceed settle_frames ({settle_frames}): nothing would be judged")
     levels = sorted(set(float(k) for k in intensities))
@@ -483,15 +492,16 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         raise ValueError(f"{data_dir}: no identity in split {split!r} has a neutral frame to use as the portrait")
     conditions = [("neutral", 0.0)] + [(e, k) for e in EMOTIONS if e != "neutral" for k in levels if k > 0]
     start = time.perf_counter()
-    generated, truth, used = [], [], []
+    generated, truth, used, quality = [], [], [], []
     for identity, portrait, audio_meta in portraits:
         clip = data.load(audio_meta)
         audio = encode_audio(clip.audio, audio_meta["sample_rate"], audio_meta["fps"], cfg.audio).first(frames)
         n = audio.num_frames
         if n <= settle_frames:
             continue
-        face, _ = resize_clip_frames(portrait[None], np.zeros((1, 68, 2)), cfg.image_size)
-        face = torch.from_numpy(np.array(face[0])).permute(2, 0, 1).float() / 255.0
+        face_u8, _ = resize_clip_frames(portrait[None], np.zeros((1, 68, 2)), cfg.image_size)
+        face_u8 = np.array(face_u8[0])
+        face = torch.from_numpy(face_u8).permute(2, 0, 1).float() / 255.0
         pairs = [emotion_expression_pair(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed)
                  for e, k in conditions]
         video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio,
@@ -500,6 +510,9 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                                 reinject_identity_every=reinject_identity_every)          # [n, B, 3, S, S]
         for b, (e, k) in enumerate(conditions):
             generated.append(_judge_video(judge, video[settle_frames:, b], fer, identity, e, k))
+            if extractor is not None or descriptor is not None:
+                quality.append(mv.measure_video(video[:, b], audio, extractor=extractor, descriptor=descriptor,
+                                                reference_image=face_u8))
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
         if ground_truth:
             truth += _judged_truth(judge, fer, data, identity, split, frames, settle_frames)
@@ -508,6 +521,10 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
               "videos_per_identity": len(conditions), **settings.to_dict(),
               "reinject_identity_every": int(reinject_identity_every),
               **summarise_judged_videos(generated, levels)}
+    for key in ("lipsync", "identity"):
+        values = [q[key] for q in quality if key in q]
+        if values:
+            report[key] = float(np.mean(values))
     if ground_truth:
         report["ground_truth"] = dict(summarise_judged_videos(truth, levels), clips=len(truth))
     report["chance"] = 1.0 / len(EMOTIONS)
@@ -539,7 +556,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None,
              judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES,
-             guidance: Sequence[float] = (DEFAULT.guidance,),
+             guidance: Optional[Sequence[float]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
@@ -547,7 +564,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     the Sampler node follow it; 0 = off); FLIE over ``flie_seeds`` seeds (`evaluate_videos`).
 
     ``guidance``: the emotion-control videos are sampled with the default settings at each of these guidance
-    scales; ``emotion_control`` is the first's full report and, with more than one, ``guidance_sweep`` holds
+    scales (None: the scale the denoiser's file recommends, `pipeline.recommended_guidance`, 1 without one);
+    ``emotion_control`` is the first's full report and, with more than one, ``guidance_sweep`` holds
     each scale's headline measures (the videos of ground-truth psi have no neutral sequence: no guidance).
 
     The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
@@ -597,13 +615,19 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
         if "denoiser" in found and "expression_generator" in found and control_identities > 0:
             sweep = {}
+            if guidance is None:        # the scale the denoiser's file recommends, as `generate` and the CLI follow it
+                guidance = (recommended_guidance(read_checkpoint(found["denoiser"]).info, den.config,
+                                                 os.path.basename(found["denoiser"])),)
+            control_extractor = _psi_extractor(reg if "regressor" in found else None, deca)
+            control_descriptor = _face_descriptor()
             for scale in guidance:
                 control_settings = dataclasses.replace(DEFAULT, guidance=float(scale))
                 check_guidance(den.config, control_settings)
                 control = emotion_control_report(
                     den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
                     settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
-                    reinject_identity_every=reinject_identity_every)
+                    reinject_identity_every=reinject_identity_every, extractor=control_extractor,
+                    descriptor=control_descriptor)
                 report.setdefault("emotion_control", control)
                 sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
             if len(sweep) > 1:
@@ -613,7 +637,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
 # what the guidance sweep keeps of each scale's emotion-control report
 GUIDANCE_SWEEP_KEYS = ("guidance", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
-                       "spearman_mean", "video_accuracy_per_intensity", "fer", "seconds")
+                       "spearman_mean", "video_accuracy_per_intensity", "fer", "lipsync", "identity", "seconds")
 
 
 def emotion_probe_report(denoiser, data_dir: str, split: str, examples: int = PROBE_EXAMPLES,

@@ -2,13 +2,14 @@
 
     python -m training evaluate-portraits --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10]
         [--emotions neutral,happy,sad,surprised] [--intensity 1] [--out DIR] [--json] [--seed 0] [--save-videos]
-        [--guidance 1] [--reinject-identity-every 0]
+        [--guidance 2] [--reinject-identity-every 0]
 
 Every image in DIR (jpg, jpeg, png, bmp, webp, tif, tiff; not recursive, sorted by name) is one portrait; its
 largest face is animated with the first ``--seconds`` of the recording once per emotion, exactly as
 `python -m emodiff_core generate` does it (`pipeline.prepare_portrait`, `pipeline.encode_audio`,
 `pipeline.emotion_expression_pair` at ``--intensity``, `pipeline.generate_frames` with the neutral sequence and
-`pipeline.silence_handling`, the default sampling settings `sampling.DEFAULT` with ``--guidance``, the same
+`pipeline.silence_handling`, the default sampling settings `sampling.DEFAULT` with ``--guidance`` (by default the
+scale the checkpoint recommends, as `generate` takes it), the same
 seed, ``--reinject-identity-every`` as the Sampler node's option, by default the checkpoint's recommended
 period as `generate` takes it), all emotions
 of one portrait as one batch. The video measured is the one a user looks at: the checkpoint's super-resolution
@@ -74,6 +75,7 @@ per video.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -313,9 +315,10 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        intensity: float = 1.0, out: str = DEFAULT_OUT, seed: int = 0,
                        settings: SamplingSettings = DEFAULT_SAMPLING, device: str = "cpu", save_videos: bool = False,
                        fps: float = 30.0, reinject_identity_every: Optional[int] = None,
-                       log: Callable[[str], None] = _log) -> dict:
+                       guidance: Optional[float] = None, log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
-    and returns the report."""
+    and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
+    (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it)."""
     from emodiff_core import faces
     from emodiff_core.audio import load_audio_file
     from emodiff_core.cli import load_image, load_models
@@ -340,6 +343,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     full_seconds = wave.shape[-1] / sr
     wave = wave[..., : int(round(seconds * sr))]
     models = load_models(checkpoint, device)
+    settings = dataclasses.replace(settings, guidance=models.recommended_guidance if guidance is None else float(guidance))
     pl.check_guidance(models.denoiser.config, settings)
     reinject_identity_every = pl.resolve_reinject(reinject_identity_every, models.recommended_reinject_identity_every)
     size = models.denoiser.config.image_size

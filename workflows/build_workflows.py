@@ -150,7 +150,7 @@ def _sampler(graph, model, portrait, feats, expr, pos):
     return graph.add("EMOdiffheadSampler", pos, model=(model, 0), portrait=(portrait, 0), audio_features=(feats, 0),
                      expression=(expr, 0), steps=DEFAULT_SAMPLING.steps, sampler=DEFAULT_SAMPLING.sampler.value,
                      seed=0, audio=(feats, 2), reinject_identity_every=-1, start_noise=DEFAULT_SAMPLING.start_noise,
-                     guidance=DEFAULT_SAMPLING.guidance)
+                     guidance=-1.0)       # -1: both follow the checkpoint chosen in the graph (the node's defaults)
 
 
 def _save(graph, images, sampler, prefix, pos):
