@@ -591,9 +591,10 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
-        reinject_identity_every = resolve_reinject(
-            reinject_identity_every,
-            recommended_reinject(read_checkpoint(found["denoiser"]).info, os.path.basename(found["denoiser"])))
+        den_info, den_name = read_checkpoint(found["denoiser"]).info, os.path.basename(found["denoiser"])
+        reinject_identity_every = resolve_reinject(reinject_identity_every, recommended_reinject(den_info, den_name))
+        if guidance is None:        # the scale the denoiser's file recommends, as `generate` and the CLI follow it;
+            guidance = (recommended_guidance(den_info, den.config, den_name),)      # checked before the slow work
         report["reinject_identity_every"] = int(reinject_identity_every)
         report["denoiser"] = evaluate_denoiser(den, data, split, settings, max_clips=max_clips, seed=seed)
         report["denoiser"]["condition_sensitivity"] = condition_sensitivity(den, data, split, seed=seed)
@@ -615,9 +616,6 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
         if "denoiser" in found and "expression_generator" in found and control_identities > 0:
             sweep = {}
-            if guidance is None:        # the scale the denoiser's file recommends, as `generate` and the CLI follow it
-                guidance = (recommended_guidance(read_checkpoint(found["denoiser"]).info, den.config,
-                                                 os.path.basename(found["denoiser"])),)
             control_extractor = _psi_extractor(reg if "regressor" in found else None, deca)
             control_descriptor = _face_descriptor()
             for scale in guidance:
