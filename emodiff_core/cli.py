@@ -94,9 +94,8 @@ def sampling_settings(args) -> SamplingSettings:
 
 def with_guidance(settings: SamplingSettings, args, models: pl.ModelBundle) -> SamplingSettings:
     """``settings`` with the checkpoint's recommended guidance when --guidance was not given."""
-    if args.guidance is not None:
-        return settings
-    return dataclasses.replace(settings, guidance=models.recommended_guidance)
+    return dataclasses.replace(settings, guidance=pl.resolve_guidance(args.guidance, models.recommended_guidance,
+                                                                      "--guidance"))
 
 
 def reinject_period(args, models: pl.ModelBundle) -> int:

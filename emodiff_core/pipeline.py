@@ -133,6 +133,19 @@ def resolve_reinject(given: Optional[int], recommended: int, option: str = "rein
     return recommended if given is None else int(given)
 
 
+def resolve_guidance(given: Optional[float], recommended: float, option: str = "guidance") -> float:
+    """The classifier-free guidance scale to sample with: ``given``, or the bundle's ``recommended`` scale
+    (`recommended_guidance`) when it is None; negative scales are refused (1 = off). The one rule behind the CLI,
+    the Sampler's -1 and `evaluate-portraits` (`evaluate`'s sweep defaults to the recommendation alone);
+    ``option`` names the setting in the error."""
+    if given is None:
+        return float(recommended)
+    if given < 0:
+        raise PipelineError(f"{option} must be >= 0 (1 = off; unset, or -1 in the Sampler node, for the "
+                            f"checkpoint's recommended scale), got {given:g}")
+    return float(given)
+
+
 def recommended_guidance(info: Dict[str, str], cfg: DenoiserConfig, name: str = "the checkpoint") -> float:
     """The guidance scale a bundle's info recommends (`GUIDANCE_INFO_KEY`), checked against its denoiser: a
     scale other than 1 needs a denoiser trained with expression dropout (`check_guidance`). 1 without one."""

@@ -228,16 +228,13 @@ class EMOdiffheadSampler:
         """The scale to sample with: the widget's, or for -1 (or None) the checkpoint's recommended scale; a
         recommendation needs a neutral sequence to guide from, and without one (a loaded expression file) the
         video is sampled unguided and the console says so (an explicit scale without one is an error)."""
-        if guidance is not None and guidance != MODEL_RECOMMENDS:
-            if guidance < 0:
-                raise NodeError(f"guidance must be >= 0 (1 = off), or -1 for what the checkpoint recommends; got {guidance:g}")
-            return float(guidance)
-        recommended = model.recommended_guidance
-        if recommended != 1.0 and track.neutral is None:
-            print(f"[EMOdiffhead] guidance: the checkpoint recommends {recommended:g}, but this expression has no "
+        given = None if guidance is None or guidance == MODEL_RECOMMENDS else guidance
+        scale = _run(pl.resolve_guidance, given, model.recommended_guidance)
+        if given is None and scale != 1.0 and track.neutral is None:
+            print(f"[EMOdiffhead] guidance: the checkpoint recommends {scale:g}, but this expression has no "
                   "neutral sequence to guide from; sampling unguided (1)")
             return 1.0
-        return recommended
+        return scale
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
                reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None):

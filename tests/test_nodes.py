@@ -204,7 +204,7 @@ def test_sampler_guides_as_the_checkpoint_recommends_by_default(comfy, astronaut
         assert images.shape[0] == feats.num_frames
     assert scales == [1.0, 2.0, 1.0, 2.0, 3.0, 1.0]      # -1 follows the checkpoint; an explicit value wins
     assert "recommends 2, but this expression has no neutral sequence" in capsys.readouterr().out
-    with pytest.raises(_node_error(), match="or -1 for what the checkpoint recommends"):
+    with pytest.raises(_node_error(), match=r"guidance must be >= 0 \(1 = off; unset, or -1 in the Sampler node"):
         sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, guidance=-0.5)
 
 

@@ -150,6 +150,14 @@ def test_resolve_reinject_takes_the_given_period_or_the_checkpoints():
         pl.check_reinject(-3)
 
 
+def test_resolve_guidance_takes_the_given_scale_or_the_checkpoints():
+    assert pl.resolve_guidance(None, 2.0) == 2.0 and pl.resolve_guidance(None, 1.0) == 1.0   # unset: the recommendation
+    assert pl.resolve_guidance(1, 2.0) == 1.0 and pl.resolve_guidance(3.5, 2.0) == 3.5      # given (1 = off) wins
+    assert pl.resolve_guidance(0, 2.0) == 0.0                                               # 0: the null condition only
+    with pytest.raises(pl.PipelineError, match=r"--guidance must be >= 0 \(1 = off; unset.*got -0.5"):
+        pl.resolve_guidance(-0.5, 2.0, "--guidance")
+
+
 def test_super_resolve_lanczos_and_model():
     frames = torch.rand(3, 3, 16, 16)
     up = pl.super_resolve(frames, None, scale=2)

@@ -343,7 +343,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     full_seconds = wave.shape[-1] / sr
     wave = wave[..., : int(round(seconds * sr))]
     models = load_models(checkpoint, device)
-    settings = dataclasses.replace(settings, guidance=models.recommended_guidance if guidance is None else float(guidance))
+    settings = dataclasses.replace(settings, guidance=pl.resolve_guidance(guidance, models.recommended_guidance))
     pl.check_guidance(models.denoiser.config, settings)
     reinject_identity_every = pl.resolve_reinject(reinject_identity_every, models.recommended_reinject_identity_every)
     size = models.denoiser.config.image_size
