@@ -185,6 +185,9 @@ def test_emotion_control_report_keys_and_ranges(corpus):
         assert 0.0 <= report[key] <= 1.0, key
     assert set(report["per_emotion_k1"]) == set(EMOTIONS)
     assert np.asarray(report["confusion_k1"]).sum() == 8                       # 8 videos at k = 1
+    judged_k0 = report["judged_k0_per_identity"]                               # the neutral video, as judged
+    assert list(judged_k0) == ["id0007"] and len(judged_k0["id0007"]) == 1 and judged_k0["id0007"][0] in EMOTIONS
+    assert report["neutral_share_k0"] == float(judged_k0["id0007"][0] == "neutral")
     assert set(report["asked_probability"]) == set(EMOTIONS) - {"neutral"}
     for curve in report["asked_probability"].values():
         assert list(curve) == ["0.000", "0.500", "1.000"] and all(0 <= p <= 1 for p in curve.values())

@@ -400,6 +400,11 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
         "neutral_frame_share_k0": float(torch.cat([(videos[i].probs.argmax(1) == neutral_j).float()
                                                    for i in neutral_idx]).mean()) if neutral_idx else None,
     }
+    # which identity's neutral video reads as what: a failed k = 0 is one face, and which face says why
+    judged_k0: Dict[str, List[str]] = {}
+    for i in neutral_idx:
+        judged_k0.setdefault(videos[i].identity, []).append(EMOTIONS[video_pred[i]])
+    report["judged_k0_per_identity"] = judged_k0
     # the probability of the asked emotion against k, per emotion (neutral videos are every emotion's k = 0)
     curves, spearmans, per_level_acc, intensity_curves, intensity_spearman = {}, {}, {}, {}, {}
     for e in non_neutral:
