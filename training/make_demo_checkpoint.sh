@@ -2,10 +2,11 @@
 # Reproduces checkpoints/emodiffhead_demo.safetensors (stage 1) and the checkpoints built on it (stage 2:
 # emodiffhead_emotion.safetensors; stage 3: emodiffhead_real.safetensors) from nothing, on a CPU (about 4 h on 2
 # cores for stage 1, the denoiser most of it). DATA and RUNS may be set; the defaults are outside the repository.
-# Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), stages 2 and 3 on
-# version 2; the corpus command now renders version 3 (sad re-tuned, training/README.md section 1), so rerunning
-# them trains on version-3 faces: close to, not byte-identical with, the shipped components (generator step 3000
-# on v1 is replaced in stage 2; SR head and regressor are kept). The folder names below keep "v2".
+# Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), stage 3 and the first
+# part of stage 2 on version 2, the last part of stage 2 (and its generator) on version 3 (sad re-tuned,
+# training/README.md section 1), which the corpus command now renders; rerunning the earlier parts trains them on
+# version-3 faces: close to, not byte-identical with, the shipped components (generator step 3000 on v1 is
+# replaced in stage 2; SR head and regressor are kept). The folder names below keep "v2".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -61,7 +62,15 @@ $PY -m training train generator --config training/configs/generator_demo.json --
 $PY -m training train denoiser --config training/configs/denoiser_emotion.json --data "$DATA/corpus64v2" \
     --out "$RUNS/denoiser_emotion" --init-from "$RUNS/denoiser/denoiser.safetensors" --resume
 train_judge
-$PY -m training export "$RUNS/denoiser_emotion/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
+# The shipped emotion denoiser is that one fine-tuned on corpus version 3 (sad re-tuned): 3,000 steps of a
+# 5,000-step schedule (session end), then a fresh 2,000-step schedule at about the learning rate where the first
+# stopped (training/checkpoints/README.md); the generator is the one retrained on version-3 faces (here
+# generator_v2, whose corpus folder holds version 3 when rendered by today's code).
+$PY -m training train denoiser --config training/configs/denoiser_emotion_v3.json --data "$DATA/corpus64v2" \
+    --out "$RUNS/denoiser_emotion_v3" --init-from "$RUNS/denoiser_emotion/denoiser.safetensors" --resume --stop-after 3000
+$PY -m training train denoiser --config training/configs/denoiser_emotion_v3b.json --data "$DATA/corpus64v2" \
+    --out "$RUNS/denoiser_emotion_v3b" --init-from "$RUNS/denoiser_emotion_v3/denoiser.safetensors" --resume
+$PY -m training export "$RUNS/denoiser_emotion_v3b/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
     --card checkpoints/MODEL_CARD.md --guidance 2 --out checkpoints/emodiffhead_emotion.safetensors
 # Stage 3, real textures (issue 10): needs the collected real faces and voices (training/README.md section 1b;
@@ -75,11 +84,12 @@ if [ -n "${REALFACES:-}" ]; then
         --real-faces "$REALFACES" --real-speech "$REALSPEECH"
     $PY -m training corpus --out "$DATA/proc128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2
     $PY -m training train denoiser --config training/configs/denoiser_real.json --data "$DATA/corpus64v2" "$DATA/real64" \
-        --out "$RUNS/denoiser_real" --init-from checkpoints/emodiffhead_emotion.safetensors --resume --stop-after 3000
+        --out "$RUNS/denoiser_real" --init-from "$RUNS/denoiser_emotion/denoiser.safetensors" --resume --stop-after 3000
     $PY -m training train superres --config training/configs/superres_real.json --data "$DATA/real128" "$DATA/proc128" \
         --out "$RUNS/superres_real" --resume
-    $PY -m training export "$RUNS/denoiser_real/denoiser.safetensors" "$RUNS/superres_real/superres.safetensors" \
-        --base checkpoints/emodiffhead_emotion.safetensors --card checkpoints/MODEL_CARD.md --reinject-identity-every 2 \
-        --out checkpoints/emodiffhead_real.safetensors
+    # (built from the first emotion denoiser and its generator, before the version-3 fine-tune above)
+    $PY -m training export "$RUNS/denoiser_real/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
+        "$RUNS/superres_real/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
+        --card checkpoints/MODEL_CARD.md --reinject-identity-every 2 --out checkpoints/emodiffhead_real.safetensors
 fi
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
