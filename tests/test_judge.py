@@ -12,7 +12,7 @@ from emodiff_core.emotions import EMOTIONS
 from emodiff_core.models import EmotionJudge
 
 from training.train_judge import (DEFAULT_RULE, SKIPPED, JudgeFrames, LabelRule, emotion_weights, frame_targets,
-                                  judge_report, spearman)
+                                  graded_cross_entropy, graded_targets, judge_report, spearman)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "training", "configs")
@@ -123,6 +123,34 @@ def test_frame_targets_follow_the_effective_intensity():
         core.from_dict(LabelRule, {"neutral_below": 0.5, "emotion_from": 0.2, "dominant_share": 0.8})
 
 
+def test_graded_targets_are_the_frames_mix_and_the_loss_is_least_there():
+    sad, angry = EMOTIONS.index("sad"), EMOTIONS.index("angry")
+    w = np.zeros((4, 8))
+    w[0, sad] = 0.3                             # 30 % sad, 70 % neutral
+    w[1, [sad, angry]] = [0.9, 0.6]             # a blend stronger than 1: scaled to sum 1, no neutral left
+    w[2, 0] = 1.0                               # the neutral column is ignored: a neutral frame
+    w[3, sad] = 1.0
+    q = graded_targets(w)
+    assert q.dtype == np.float32 and np.allclose(q.sum(1), 1.0)
+    assert q[0, sad] == pytest.approx(0.3) and q[0, 0] == pytest.approx(0.7)
+    assert q[1, sad] == pytest.approx(0.6) and q[1, angry] == pytest.approx(0.4) and q[1, 0] == pytest.approx(0.0)
+    assert q[2, 0] == 1.0 and q[3, sad] == 1.0 and q[3, 0] == 0.0
+    target = torch.from_numpy(q)
+    # the cross-entropy against a distribution is least (its entropy) where the softmax is that distribution
+    at_target = graded_cross_entropy(torch.log(target.clamp_min(1e-12)), target)
+    entropy = -(target * torch.log(target.clamp_min(1e-12))).sum(1).mean()
+    assert float(at_target) == pytest.approx(float(entropy), abs=1e-5)
+    logits = torch.log(target.clamp_min(1e-12)).clone().requires_grad_(True)
+    graded_cross_entropy(logits, target).backward()
+    assert float(logits.grad.abs().max()) < 1e-6
+    other = torch.randn(4, 8)
+    assert float(graded_cross_entropy(other, target)) > float(at_target)
+    # one-hot targets give F.cross_entropy's value, label smoothing included
+    hard = torch.tensor([sad, 0])
+    assert float(graded_cross_entropy(other[:2], torch.eye(8)[hard], 0.1)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(other[:2], hard, label_smoothing=0.1)), abs=1e-6)
+
+
 def test_spearman_on_known_inputs():
     assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)          # 1 - 6 * 4 / (5 * 24)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5.0))   # tied ranks 2.5
@@ -161,6 +189,35 @@ def test_trainer_exports_a_loadable_judge_and_skips_unweighted_changes(corpus, t
 
     only_judge = evaluate(run, corpus, split="train")        # a folder with a judge alone: its accuracy only
     assert set(only_judge) >= {"judge"} and "emotion_control" not in only_judge
+    assert report["probability_spearman"] is None or -1 <= report["probability_spearman"] <= 1
+
+
+def test_trainer_with_graded_targets(corpus, tmp_path):
+    """``data.labels.graded`` trains on every frame's mix; older files without the key train hard labels."""
+    import json
+
+    from training.__main__ import main
+    from training.configfile import load_config
+    from training.train_judge import JudgeTrainingConfig
+
+    frames = JudgeFrames(corpus, "train", 32, stride=4)
+    assert frames.graded.shape == (len(frames), 8) and torch.allclose(frames.graded.sum(1), torch.ones(len(frames)))
+    steady = (frames.clip_emotion > 0) & (frames.clip_emotion < 8)
+    rows = torch.from_numpy(np.flatnonzero(steady))
+    took = frames.graded[rows, torch.from_numpy(frames.clip_emotion[steady])]
+    assert torch.allclose(took, frames.intensity[rows].clamp(0, 1))      # its emotion's share = k x onset
+    cfg = json.load(open(os.path.join(CONFIGS, "judge_tiny.json")))
+    assert "graded" not in cfg["data"]["labels"]
+    assert load_config(os.path.join(CONFIGS, "judge_tiny.json"), JudgeTrainingConfig).data.labels.graded is False
+    assert load_config("judge_graded.json", JudgeTrainingConfig).data.labels.graded is True
+    cfg["data"]["labels"]["graded"] = True
+    path = tmp_path / "graded.json"
+    path.write_text(json.dumps(cfg))
+    run = str(tmp_path / "graded")
+    assert main(["train", "judge", "--config", str(path), "--data", corpus, "--out", run]) == 0
+    rows = [line.split(",") for line in open(os.path.join(run, "log.csv")).read().splitlines()]
+    ce = [float(r[rows[0].index("ce")]) for r in rows[1:] if r[rows[0].index("ce")]]
+    assert ce and all(math.isfinite(v) and v > 0 for v in ce)
 
 
 # --------------------------------------------------------------------------- emotion control
@@ -178,8 +235,13 @@ def test_emotion_control_report_keys_and_ranges(corpus):
     levels = (0.0, 0.5, 1.0)
     report = emotion_control_report(denoiser, generator, judge, corpus, "test", identities=4, intensities=levels,
                                     frames=6, settle_frames=2, settings=SamplingSettings(steps=2, start_noise=1.0),
-                                    fer=load_fer_classifier())
+                                    fer=load_fer_classifier(), extra_judges={"same.safetensors": judge})
     assert [u["identity"] for u in report["identities"]] == ["id0007"]        # the one test identity
+    # another judge reads the same videos: the same judge again gives the same measures
+    again = report["by_judge"]["same.safetensors"]
+    for key in ("video_accuracy_k1", "frame_accuracy_k1", "spearman_mean", "asked_probability", "confusion_k1"):
+        assert again[key] == report[key], key
+    assert "fer" not in again and again["ground_truth"]["clips"] == report["ground_truth"]["clips"]
     assert report["videos_per_identity"] == 1 + 7 * 2 and report["videos"] == 15
     for key in ("video_accuracy_k1", "frame_accuracy_k1", "neutral_share_k0", "neutral_frame_share_k0"):
         assert 0.0 <= report[key] <= 1.0, key
@@ -279,6 +341,16 @@ def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(cor
     given = evaluate(str(folder), corpus, guidance=(1.0, 3.0), **options)
     assert given["emotion_control"]["guidance"] == 1.0
     assert [scale["guidance"] for scale in given["guidance_sweep"].values()] == [1.0, 3.0]
+    other = tmp_path / "other_judge.safetensors"
+    save_checkpoint(str(other), {"emotion_judge": EmotionJudge(core.preset("judge", "tiny"))})
+    both = evaluate(str(folder), corpus, guidance=(1.0, 3.0), also_judges=[str(other)], **options)
+    assert set(both["also_judged"]) == {"other_judge.safetensors"}
+    assert 0 <= both["also_judged"]["other_judge.safetensors"]["accuracy_k1"] <= 1
+    assert set(both["emotion_control"]["by_judge"]) == {"other_judge.safetensors"}
+    for scale in both["guidance_sweep"].values():
+        assert set(scale["by_judge"]["other_judge.safetensors"]) >= {"video_accuracy_k1", "spearman_mean"}
+    with pytest.raises(ValueError, match="two judges named"):
+        evaluate(str(folder), corpus, also_judges=[str(other), str(other)], **options)
 
 
 def test_emotion_control_re_injects_the_portrait_when_asked(corpus, monkeypatch):

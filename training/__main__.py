@@ -97,7 +97,7 @@ def _evaluate(args) -> int:
                       judge=args.judge or default_judge(args.checkpoints),
                       control_identities=args.control_identities, control_frames=args.control_frames,
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
-                      flie_seeds=args.flie_seeds)
+                      flie_seeds=args.flie_seeds, also_judges=args.also_judge)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -227,6 +227,10 @@ def main(argv=None) -> int:
                    help="emotion judge checkpoint (python -m training train judge) for the judge's accuracy and the "
                         "emotion-control report (default: the one in --checkpoints, else the shipped "
                         "checkpoints/emotion_judge.safetensors if present)")
+    p.add_argument("--also-judge", action="append", default=[], metavar="FILE",
+                   help="another emotion judge that reads the same emotion-control videos (repeatable; its "
+                        "measures under emotion_control.by_judge, keyed by file name): compare judges without "
+                        "generating twice")
     p.add_argument("--control-identities", type=int, default=4,
                    help="emotion control: held-out identities, each with videos of 8 emotions x 5 intensities "
                         "(0 skips it; default 4)")

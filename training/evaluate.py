@@ -19,7 +19,7 @@ import glob
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -454,7 +454,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                            intensities: Sequence[float] = CONTROL_INTENSITIES, frames: int = CONTROL_FRAMES,
                            settle_frames: int = CONTROL_SETTLE, settings: SamplingSettings = DEFAULT,
                            seed: int = 0, fer=None, ground_truth: bool = True,
-                           reinject_identity_every: int = 0, extractor=None, descriptor=None) -> dict:
+                           reinject_identity_every: int = 0, extractor=None, descriptor=None,
+                           extra_judges: Optional[Mapping[str, object]] = None) -> dict:
     """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
 
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
@@ -481,6 +482,9 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     psi[0] read by ``extractor``, against the speech envelope; `metrics_video.measure_video`) and ``identity``
     (mean dlib cosine of the frames to the portrait, with ``descriptor``); keys absent without their input.
     Videos are short (``frames``): compare these between scales or checkpoints, not with `evaluate_videos`' figures.
+
+    ``extra_judges`` ({name: judge}): the same videos (and ground-truth clips) read by other judges as well
+    (generating is the slow part, judging is not); ``by_judge[name]`` holds each one's measures (FER aside).
     """
     from emodiff_core import metrics_video as mv
 
@@ -490,6 +494,9 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     if not levels or levels[0] < 0 or levels[-1] <= 0:
         raise ValueError(f"intensities must be >= 0 with at least one above 0, got {list(intensities)}")
     judge.eval()
+    extra_judges = dict(extra_judges or {})
+    for other in extra_judges.values():
+        other.eval()
     cfg = denoiser.config
     data = ClipDataset(data_dir)
     portraits = control_portraits(data_dir, split, identities, frames)
@@ -498,6 +505,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     conditions = [("neutral", 0.0)] + [(e, k) for e in EMOTIONS if e != "neutral" for k in levels if k > 0]
     start = time.perf_counter()
     generated, truth, used, quality = [], [], [], []
+    extra_generated = {name: [] for name in extra_judges}
+    extra_truth = {name: [] for name in extra_judges}
     for identity, portrait, audio_meta in portraits:
         clip = data.load(audio_meta)
         audio = encode_audio(clip.audio, audio_meta["sample_rate"], audio_meta["fps"], cfg.audio).first(frames)
@@ -515,12 +524,16 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                                 reinject_identity_every=reinject_identity_every)          # [n, B, 3, S, S]
         for b, (e, k) in enumerate(conditions):
             generated.append(_judge_video(judge, video[settle_frames:, b], fer, identity, e, k))
+            for name, other in extra_judges.items():
+                extra_generated[name].append(_judge_video(other, video[settle_frames:, b], None, identity, e, k))
             if extractor is not None or descriptor is not None:
                 quality.append(mv.measure_video(video[:, b], audio, extractor=extractor, descriptor=descriptor,
                                                 reference_image=face_u8))
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
         if ground_truth:
             truth += _judged_truth(judge, fer, data, identity, split, frames, settle_frames)
+            for name, other in extra_judges.items():
+                extra_truth[name] += _judged_truth(other, None, data, identity, split, frames, settle_frames)
     seconds = time.perf_counter() - start
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
               "videos_per_identity": len(conditions), **settings.to_dict(),
@@ -532,6 +545,14 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
             report[key] = float(np.mean(values))
     if ground_truth:
         report["ground_truth"] = dict(summarise_judged_videos(truth, levels), clips=len(truth))
+    if extra_judges:
+        report["by_judge"] = {}
+        for name in extra_judges:
+            entry = summarise_judged_videos(extra_generated[name], levels)
+            if ground_truth:
+                entry["ground_truth"] = dict(summarise_judged_videos(extra_truth[name], levels),
+                                             clips=len(extra_truth[name]))
+            report["by_judge"][name] = entry
     report["chance"] = 1.0 / len(EMOTIONS)
     report["seconds"] = round(seconds, 1)
     return report
@@ -562,7 +583,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None,
              judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES,
              guidance: Optional[Sequence[float]] = None,
-             reinject_identity_every: Optional[int] = None, flie_seeds: int = 1) -> dict:
+             reinject_identity_every: Optional[int] = None, flie_seeds: int = 1,
+             also_judges: Sequence[str] = ()) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
@@ -576,7 +598,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
     with one, ``judge`` reports its accuracy on the split's ground truth and, with a denoiser and a generator,
     ``emotion_control`` is `emotion_control_report` over ``control_identities`` identities (0 skips it) and
-    videos of ``control_frames`` frames."""
+    videos of ``control_frames`` frames. ``also_judges``: more judge files; each reads the same videos too
+    (``emotion_control.by_judge[file name]``, each scale's in the sweep) and its ground-truth accuracy is in
+    ``also_judged[file name]``."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
@@ -616,9 +640,19 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 i3d=load_i3d(i3d) if i3d else None, reinject_identity_every=reinject_identity_every,
                 flie_seeds=flie_seeds)
     judge_path = judge or found.get("emotion_judge")
+    if also_judges and not judge_path:
+        raise ValueError("also_judges needs a main judge (judge, or one among the checkpoints)")
+    extra_judges = {}
+    for path in also_judges:                # loaded before the slow work: a bad file fails now
+        name = os.path.basename(path)
+        if name in extra_judges or (judge_path and name == os.path.basename(judge_path)):
+            raise ValueError(f"two judges named {name!r}: the reports are keyed by file name")
+        extra_judges[name] = load_components(path, ["emotion_judge"])["emotion_judge"]
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
+        if extra_judges:
+            report["also_judged"] = {name: evaluate_judge(other, data, split) for name, other in extra_judges.items()}
         if "denoiser" in found and "expression_generator" in found and control_identities > 0:
             sweep = {}
             control_extractor = _psi_extractor(reg if "regressor" in found else None, deca)
@@ -630,9 +664,13 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                     den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
                     settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
                     reinject_identity_every=reinject_identity_every, extractor=control_extractor,
-                    descriptor=control_descriptor)
+                    descriptor=control_descriptor, extra_judges=extra_judges)
                 report.setdefault("emotion_control", control)
                 sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
+                if extra_judges:
+                    sweep[control_settings.label]["by_judge"] = {
+                        name: {key: entry.get(key) for key in GUIDANCE_SWEEP_KEYS if key in entry}
+                        for name, entry in control["by_judge"].items()}
             if len(sweep) > 1:
                 report["guidance_sweep"] = sweep
     return report

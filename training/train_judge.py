@@ -14,6 +14,12 @@ column is ignored): a frame is labelled with its strongest emotion when that one
 ``data.dominant_share`` of the total weight, else (a blend) it is left out of the classification; such clips
 without the weights are skipped entirely.
 
+Graded targets (``data.labels.graded``, `judge_graded.json`): instead of hard labels, every frame's target is
+its mix, the probability of its emotion equal to its effective intensity and neutral the rest
+(`graded_targets`). Such a judge's probability of the asked emotion measures *how much* of it a face shows,
+which the intensity curves of `evaluate` need: a hard-label judge reads every ground-truth face from k = 0.4 up
+at ~0.96, so its probability cannot rank intensities (Spearman 0.77 on ground-truth clips).
+
 Augmentation (``data.augment``): small shifts, scale and rotation, a random amount of blur, brightness,
 contrast and colour jitter, and noise, so that generated frames (a little blurry, 64 px, slightly off the
 alignment) are judged like ground-truth ones. Classes are drawn balanced (neutral frames are common: neutral
@@ -23,8 +29,9 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -67,11 +74,20 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class LabelRule:
-    """How a frame's effective intensity becomes a class label (see the module docstring)."""
+    """How a frame's effective intensity becomes a class label (see the module docstring).
+
+    ``graded``: the classification target is the frame's mix (`graded_targets`: the probability of each
+    emotion is its effective intensity, neutral the rest) instead of a hard label, for every frame (the band
+    between ``neutral_below`` and ``emotion_from`` included); the thresholds then only shape the balanced
+    draws and the reports. A hard-label judge's probability saturates from k = 0.4 on (ground-truth clips at
+    k = 0.25 and 1 both read ~0.96), so it cannot rank intensities; a graded judge's probability can."""
+
+    ADDED_KEYS: typing.ClassVar[Mapping[str, bool]] = {"graded": False}   # older files: hard labels
 
     neutral_below: float
     emotion_from: float
     dominant_share: float
+    graded: bool = False
 
     def validate(self) -> None:
         require(0.0 <= self.neutral_below <= self.emotion_from <= 1.0,
@@ -111,7 +127,7 @@ class JudgeTrainingConfig:
 
 DEFAULT_RULE = LabelRule(neutral_below=0.1, emotion_from=0.4, dominant_share=0.75)     # judge_demo.json's
 LOG_FIELDS = ["step", "seconds", "loss", "ce", "intensity_mse", "lr", "val_accuracy", "val_accuracy_k1",
-              "val_intensity_mae"]
+              "val_intensity_mae", "val_probability_spearman"]
 
 
 # --------------------------------------------------------------------------- targets and data
@@ -152,10 +168,23 @@ def frame_targets(weights: np.ndarray, rule: LabelRule = DEFAULT_RULE):
     return labels, np.clip(total, 0.0, 1.0).astype(np.float32)
 
 
+def graded_targets(weights: np.ndarray) -> np.ndarray:
+    """The graded classification target of each frame [n, 8] (rows sum to 1) from its emotion weights
+    (`emotion_weights`): emotion j gets its weight, scaled down when the weights add up to more than 1, and
+    neutral the remainder. A steady clip at k x onset = 0.3 is 30 % its emotion, 70 % neutral."""
+    w = np.clip(np.asarray(weights, np.float64), 0.0, None)
+    w[:, NEUTRAL_INDEX] = 0.0
+    total = w.sum(axis=1, keepdims=True)
+    w = w / np.maximum(total, 1.0)
+    w[:, NEUTRAL_INDEX] = 1.0 - w.sum(axis=1)
+    return w.astype(np.float32)
+
+
 class JudgeFrames:
     """Every ``stride``-th frame of a split's labelled clips (uint8 [M, 3, S, S], in memory) with its targets.
 
-    Per frame: ``labels`` (SKIPPED = left out), ``intensity`` (effective k x onset), and for the reports the
+    Per frame: ``labels`` (SKIPPED = left out), ``intensity`` (effective k x onset), ``graded`` (the graded
+    target [M, 8], `graded_targets`), and for the reports the
     clip's ``clip_emotion`` (index), ``clip_k`` (NaN for emotion changes), ``onset``, ``identity`` and
     ``clip_id``."""
 
@@ -168,7 +197,7 @@ class JudgeFrames:
         metas = metas[:limit] if limit else metas
         if not metas:
             raise EmptySplitError(root, split)
-        parts: Dict[str, List[np.ndarray]] = {k: [] for k in ("frames", "labels", "intensity", "clip_emotion",
+        parts: Dict[str, List[np.ndarray]] = {k: [] for k in ("frames", "labels", "intensity", "graded", "clip_emotion",
                                                              "clip_k", "onset", "identity", "clip_id")}
         self.skipped_clips: List[str] = []
         for meta in metas:
@@ -187,6 +216,7 @@ class JudgeFrames:
             parts["frames"].append(frames)
             parts["labels"].append(labels[keep])
             parts["intensity"].append(intensity[keep])
+            parts["graded"].append(graded_targets(weights)[keep])
             parts["clip_emotion"].append(np.full(len(keep), -1 if change else emotion_index(meta["emotion"])))
             k = np.nan if change else float(meta.get("intensity") or 0.0)
             parts["clip_k"].append(np.full(len(keep), k, np.float32))
@@ -199,6 +229,7 @@ class JudgeFrames:
         self.frames = torch.from_numpy(np.concatenate(parts["frames"])).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(np.concatenate(parts["labels"]))
         self.intensity = torch.from_numpy(np.concatenate(parts["intensity"]))
+        self.graded = torch.from_numpy(np.concatenate(parts["graded"]))
         self.clip_emotion = np.concatenate(parts["clip_emotion"]).astype(np.int64)
         self.clip_k = np.concatenate(parts["clip_k"])
         self.onset = np.concatenate(parts["onset"])
@@ -213,9 +244,13 @@ class JudgeFrames:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def draw(self, rng: np.random.Generator, batch_size: int) -> torch.Tensor:
+        """Indices of ``batch_size`` frames, classes (and the skipped band) drawn equally often."""
+        return torch.from_numpy(rng.choice(len(self.frames), size=batch_size, p=self.draw_p))
+
     def batch(self, rng: np.random.Generator, batch_size: int):
-        """(images float [B, 3, S, S] in [0, 1], labels [B], intensity [B]), classes drawn balanced."""
-        idx = torch.from_numpy(rng.choice(len(self.frames), size=batch_size, p=self.draw_p))
+        """(images float [B, 3, S, S] in [0, 1], labels [B], intensity [B]) of a balanced draw (`draw`)."""
+        idx = self.draw(rng, batch_size)
         return self.frames[idx].float() / 255.0, self.labels[idx], self.intensity[idx]
 
 
@@ -258,6 +293,13 @@ def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.clamp(0, 1)
 
 
+def graded_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` [B, C] against target distributions [B, C], smoothed towards uniform
+    as `F.cross_entropy`'s ``label_smoothing`` does. Its minimum is where softmax(logits) = the target."""
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
 # --------------------------------------------------------------------------- measuring
 @torch.no_grad()
 def judge_frames(judge: EmotionJudge, frames_u8: torch.Tensor, batch_size: int = 256):
@@ -283,6 +325,8 @@ def judge_report(judge: EmotionJudge, data: JudgeFrames, min_onset: float = REPO
       clip's emotion (the headline); ``per_emotion_k1`` the same per emotion; ``confusion_k1`` [asked, judged];
     - ``accuracy_per_level``: the same at MEAD's k = 1/3, 2/3, 1 (non-neutral clips only);
     - ``accuracy_labelled``: every frame with a training label (`frame_targets`; continuous k, onsets, changes);
+    - ``probability_spearman`` (+ ``_per_emotion``): the Spearman correlation of k x onset with the probability
+      of the clip's emotion, per emotion over its clips' frames and the neutral clips' (k = 0), averaged;
     - intensity head: mean absolute error against k x onset and the Spearman correlation with it.
     """
     judge.eval()
@@ -315,6 +359,16 @@ def judge_report(judge: EmotionJudge, data: JudgeFrames, min_onset: float = REPO
         "accuracy_labelled": _accuracy(pred[labelled], data.labels.numpy()[labelled]),
         "confusion_k1": confusion.tolist(), "labels": list(EMOTIONS),
     }
+    # does the probability of a clip's emotion rank its frames by intensity? (per emotion: its steady clips'
+    # frames, with the neutral clips' frames as k = 0; the mean over emotions; `evaluate`'s Spearman per frame)
+    per_emotion_rank = {}
+    for j, e in enumerate(EMOTIONS):
+        frames = ((data.clip_emotion == j) | neutral_clip) if j != NEUTRAL_INDEX else None
+        if frames is not None and (data.clip_emotion == j).any():
+            per_emotion_rank[e] = spearman(data.intensity.numpy()[frames], probs[:, j].numpy()[frames])
+    valid = [v for v in per_emotion_rank.values() if v is not None]
+    report["probability_spearman_per_emotion"] = per_emotion_rank
+    report["probability_spearman"] = float(np.mean(valid)) if valid else None
     if intensity is not None:
         truth = data.intensity.numpy()
         report["intensity_mae"] = float(np.abs(intensity.numpy() - truth).mean())
@@ -377,15 +431,20 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        images, labels, intensity = data.batch(rng, o.batch_size)
+        idx = data.draw(rng, o.batch_size)
+        images = data.frames[idx].float() / 255.0
         if d.augment:
             images = augment(images, gen)
-        images, labels, intensity = images.to(info.device), labels.to(info.device), intensity.to(info.device)
+        images, labels, intensity = images.to(info.device), data.labels[idx].to(info.device), \
+            data.intensity[idx].to(info.device)
         lr = lr_at(step, o.lr, o.warmup, total)
         model.train()
         with autocast(info.device):
             out = ddp(images)
-        ce = F.cross_entropy(out.logits.float(), labels, ignore_index=SKIPPED, label_smoothing=o.label_smoothing)
+        if d.labels.graded:
+            ce = graded_cross_entropy(out.logits.float(), data.graded[idx].to(info.device), o.label_smoothing)
+        else:
+            ce = F.cross_entropy(out.logits.float(), labels, ignore_index=SKIPPED, label_smoothing=o.label_smoothing)
         if not torch.isfinite(ce):          # a batch of skipped frames only
             ce = out.logits.sum() * 0.0
         mse = ((out.intensity.float() - intensity) ** 2).mean() if out.intensity is not None else ce * 0.0
@@ -401,7 +460,8 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         report = judge_report(ema.shadow, val)
         return {k: v for k, v in (("val_accuracy", report["accuracy_labelled"]),
                                   ("val_accuracy_k1", report["accuracy_k1"]),
-                                  ("val_intensity_mae", report.get("intensity_mae"))) if v is not None}
+                                  ("val_intensity_mae", report.get("intensity_mae")),
+                                  ("val_probability_spearman", report["probability_spearman"])) if v is not None}
 
     def on_checkpoint(done: int) -> None:
         export_component(out_dir, "emotion_judge", ema.shadow, done, data_dir)
