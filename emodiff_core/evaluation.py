@@ -19,8 +19,8 @@ import torch
 
 from .feature_nets import LPIPS
 from .metrics import EmotionClassifier
-from .metrics_video import (FaceDescriptor, VideoFlie, flie_from_videos, frames_to_uint8, intensity_levels, lie,
-                            measure_video)
+from .metrics_video import (FaceDescriptor, VideoFlie, edit_dims, flie_from_psi, flie_from_videos, frames_to_uint8,
+                            intensity_levels, lie, measure_video)
 from .pipeline import EmotionSpec, emotion_expressions, generate_frames
 from .sampling import DEFAULT, SamplingSettings
 
@@ -38,14 +38,19 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
     videos differ only by the intensity.
     """
     videos = []
-    for k in intensity_levels(levels):
-        psi = emotion_expressions(generator, audio.num_frames, EmotionSpec(emotion, float(k)), fps=audio.fps,
-                                  seed=expression_seed)
+    for psi in intensity_conditions(generator, audio, emotion, levels, expression_seed):
         frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
                                  cache_reference=cache_reference, device=device,
                                  reinject_identity_every=reinject_identity_every)
         videos.append(frames[:, 0])
     return videos
+
+
+def intensity_conditions(generator, audio, emotion: str, levels: int, expression_seed: int = 0) -> List[torch.Tensor]:
+    """The expression conditions [N, 50] of `generate_intensity_videos` at k = 0, 1/L, .., 1 (Eq. 14, the same
+    generator noise at every level)."""
+    return [emotion_expressions(generator, audio.num_frames, EmotionSpec(emotion, float(k)), fps=audio.fps,
+                                seed=expression_seed) for k in intensity_levels(levels)]
 
 
 def video_flie(denoiser, generator, identity: torch.Tensor, audio, emotion: str, extractor: Callable,
@@ -59,11 +64,17 @@ def video_flie(denoiser, generator, identity: torch.Tensor, audio, emotion: str,
 def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int,
                       extractor: Callable, lpips: Optional[LPIPS] = None, **generation) -> Dict[str, object]:
     """``flie`` (or ``flie_error`` when FLIE is undefined) and, with ``lpips``, ``lie`` of the intensity videos
-    of ``emotion`` (`generate_intensity_videos`; keyword arguments go there)."""
+    of ``emotion`` (`generate_intensity_videos`; keyword arguments go there); ``flie_edit_dims`` is FLIE over
+    the dimensions the asked edit moves (``edit_dims``, `metrics_video.edit_dims`), where the extractor's noise
+    on the others does not swamp it."""
     videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, **generation)
     out: Dict[str, object] = {}
     try:
-        out["flie"] = flie_from_videos(videos, extractor).flie
+        psi = [extractor(v) for v in videos]
+        out["flie"] = flie_from_psi(psi).flie
+        dims = edit_dims([c.numpy() for c in intensity_conditions(generator, audio, emotion, levels,
+                                                                   generation.get("expression_seed", 0))])
+        out["flie_edit_dims"], out["edit_dims"] = flie_from_psi(psi, dims=dims).flie, dims
     except ValueError as exc:
         out["flie_error"] = str(exc)
     if lpips is not None:

@@ -47,6 +47,22 @@ def test_flie_guard_excludes_a_dimension_that_barely_moves():
     assert unguarded.flie > r.flie + 5
 
 
+def test_edit_dims_are_the_dimensions_the_asked_edit_moves():
+    from emodiff_core.feature_nets import MetricInputError
+    from emodiff_core.metrics_video import edit_dims
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(6, 5))                      # 6 frames, 5 dims; the edit moves dims 1 (a lot), 3 (a bit)
+    step = np.array([0.0, 1.0, 0.05, -0.2, 0.0])
+    levels = [base + k * step for k in (0.0, 0.5, 1.0)]
+    assert edit_dims(levels) == [1, 3]                  # 0.05 is under 10 % of 1.0, 0.2 is not
+    assert edit_dims(levels, share=0.5) == [1]
+    with pytest.raises(MetricInputError, match="does not change"):
+        edit_dims([base, base, base])
+    with pytest.raises(MetricInputError, match="share"):
+        edit_dims(levels, share=0.0)
+
+
 def test_flie_needs_three_levels():
     with pytest.raises(ValueError, match="at least 2 intensity levels"):
         M.flie(np.zeros((2, 5)))

@@ -324,6 +324,44 @@ def test_every_trainer_exports_a_loadable_checkpoint_and_bundle(corpus, tmp_path
         export(str(tmp_path / "none.safetensors"), [])
 
 
+def test_ground_truth_flie_reads_the_corpus_own_intensity_edit(corpus):
+    """The FLIE floor: the clip re-rendered by the corpus at k = 0, 1/L, .., 1, psi read back by the extractor.
+    An extractor that reads psi exactly finds the edit linear (FLIE 0); one that adds noise on every dimension
+    blows FLIE up over all dimensions, much less over the dimensions the edit moves."""
+    from emodiff_core import metrics_video as mv
+    from training.clips import ClipDataset
+    from training.evaluate import ground_truth_flie
+    from training.twins import ClipTwins
+
+    data = ClipDataset(corpus)
+    meta = sorted(data.metas("train"), key=lambda m: m["clip_id"])[0]
+    clip = data.load(meta)
+    twins = ClipTwins.of(meta, clip.extras, clip.psi, 32, root=corpus)
+    asked = [twins.with_emotion("happy", float(k))[:5] for k in (0, 1 / 3, 2 / 3, 1)]
+    seen = []
+
+    def reader(noise):                          # "reads" the psi each level was rendered with, plus noise
+        rng = np.random.default_rng(0)
+
+        def extractor(frames):
+            seen.append(frames.clone())
+            return asked[(len(seen) - 1) % 4] + noise * rng.normal(size=asked[0].shape)
+        return extractor
+
+    exact = ground_truth_flie(meta, clip, corpus, 32, "happy", 3, 5, reader(0.0))
+    assert len(seen) == 4 and all(v.shape == (5, 3, 32, 32) for v in seen)
+    assert all(0.0 <= float(v.min()) and float(v.max()) <= 1.0 for v in seen)
+    assert float((seen[3] - seen[0]).abs().mean()) > float((seen[1] - seen[0]).abs().mean()) > 0   # k grows
+    assert exact["flie"] == pytest.approx(0.0, abs=1e-4) and exact["flie_edit_dims"] == pytest.approx(0.0, abs=1e-4)
+    moved = exact["edit_dims"]              # what the corpus' happy edit moves: among the leading components
+    assert moved == mv.edit_dims(asked) and max(moved) < 13
+    noisy = ground_truth_flie(meta, clip, corpus, 32, "happy", 3, 5, reader(0.02))
+    assert noisy["flie"] > 5 * noisy["flie_edit_dims"] > 0
+    without_twins = dict(meta)
+    del without_twins["corpus_seed"]
+    assert ground_truth_flie(without_twins, clip, corpus, 32, "happy", 3, 5, reader(0.0)) is None
+
+
 def test_evaluate_reports_every_component(corpus, tmp_path):
     from training.evaluate import evaluate
     from training.export import export
@@ -346,6 +384,9 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert -1 <= videos["lipsync"] <= 1 and 0 <= videos["emotion_accuracy"] <= 1
     assert set(videos["emotion_accuracy_per_emotion"]) == set(EMOTIONS)
     assert "flie" in videos or "flie_error" in videos
+    assert videos["flie_ground_truth"] >= 0              # corpus clips have twins: the extractor's FLIE floor
+    assert videos["flie_edit_dims_ground_truth"] >= 0 and videos["edit_dims_ground_truth"]
+    assert len(videos["flie_edit_dims_per_seed"]) == 2 and videos["edit_dims"]
     assert set(videos["skipped"]) >= {"lie", "fid", "fvd"}          # no user weights given
     assert "identity" in videos or "identity" in videos["skipped"]
     assert -10 < report["regressor"]["r2_named_mean"] <= 1.0

@@ -194,7 +194,10 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     ``reinject_identity_every`` (`pipeline.generate_frames`; 0 = off). Missing inputs (no extractor, no weights)
     leave their keys out and say why under ``skipped``. ``flie`` is measured with ``seed``; with ``flie_seeds``
     > 1 also with the next seeds (generator noise and sampling noise both), as ``flie_per_seed`` (None where
-    FLIE is undefined) and ``flie_median``."""
+    FLIE is undefined) and ``flie_median``. ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi
+    dimensions the asked edit moves (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth``
+    and ``flie_edit_dims_ground_truth`` are the same measures of the first clip re-rendered by the corpus at
+    those intensities (`ground_truth_flie`): the floor the extractor's errors set."""
     from emodiff_core import metrics_video as mv
     from emodiff_core.evaluation import intensity_metrics
 
@@ -215,7 +218,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         truth = np.array(truth)          # a writable copy (the clip's arrays are read-only memory maps)
         identity = torch.from_numpy(truth[0]).permute(2, 0, 1).float() / 255.0
         if first is None:
-            first = (identity, audio)
+            first = (identity, audio, meta, clip)
         psi = (torch.from_numpy(np.array(clip.psi[:n], np.float32)) if clip.psi is not None
                else emotion_expressions(generator, n, EmotionSpec("neutral"), fps=audio.fps, seed=seed))
         video = generate_frames(denoiser, identity, audio, psi, **gen_opts)[:, 0]
@@ -233,7 +236,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         skipped["lipsync, emotion_accuracy, flie"] = "no psi extractor (a regressor in the bundle or --deca)"
     if descriptor is None:
         skipped["identity"] = "dlib's face recognition model is not available"
-    identity, audio = first
+    identity, audio, first_meta, first_clip = first
     if extractor is not None and classifier is not None:
         short = audio.first(emotion_frames)
         accuracy = {}
@@ -250,11 +253,17 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                                      flie_levels, extractor, lpips, expression_seed=s, **dict(gen_opts, seed=s))
 
         report.update(intensity_at(seed, lpips), flie_emotion=flie_emotion, flie_levels=flie_levels)
+        truth_flie = ground_truth_flie(first_meta, first_clip, data_dir, cfg.image_size, flie_emotion, flie_levels,
+                                       min(flie_frames, audio.num_frames), extractor)
+        if truth_flie is not None:
+            report.update({f"{key}_ground_truth": value for key, value in truth_flie.items()})
         if flie_seeds > 1:        # FLIE of one short video set swings with the seed: its spread over seeds
-            per_seed = [report.get("flie")] + [intensity_at(s).get("flie") for s in range(seed + 1, seed + flie_seeds)]
-            finite = [v for v in per_seed if v is not None]
-            report["flie_per_seed"] = per_seed
-            report["flie_median"] = float(np.median(finite)) if finite else None
+            runs = [report] + [intensity_at(s) for s in range(seed + 1, seed + flie_seeds)]
+            for key in ("flie", "flie_edit_dims"):
+                per_seed = [r.get(key) for r in runs]
+                finite = [v for v in per_seed if v is not None]
+                report[f"{key}_per_seed"] = per_seed
+                report[f"{key}_median"] = float(np.median(finite)) if finite else None
         if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
     if inception is not None:
@@ -679,6 +688,32 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 # what the guidance sweep keeps of each scale's emotion-control report
 GUIDANCE_SWEEP_KEYS = ("guidance", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
                        "spearman_mean", "video_accuracy_per_intensity", "fer", "lipsync", "identity", "seconds")
+
+
+def ground_truth_flie(meta: dict, clip, data_dir: str, size: int, emotion: str, levels: int, frames: int,
+                      extractor) -> Optional[Dict[str, object]]:
+    """FLIE of the *ground truth*: the clip's first ``frames`` frames re-rendered by the corpus (`ClipTwins`)
+    with ``emotion`` at k = 0, 1/L, .., 1, psi read back by ``extractor`` as for the generated videos. The
+    rendered edit is linear in psi, so what this FLIE measures is what the extractor's errors alone cost: the
+    floor of the generated videos' FLIE with this extractor. ``flie`` over every dimension, ``flie_edit_dims``
+    over those the rendered edit moves (``edit_dims``, `metrics_video.edit_dims`). None for clips without twins
+    (real clips, older corpora) or when FLIE is undefined."""
+    from emodiff_core import metrics_video as mv
+
+    from .twins import ClipTwins
+
+    twins = ClipTwins.of(meta, clip.extras, clip.psi, size, root=data_dir)
+    if twins is None:
+        return None
+    indices = list(range(min(frames, len(twins.neutral_psi))))
+    asked = [twins.with_emotion(emotion, float(k))[indices] for k in mv.intensity_levels(levels)]
+    psi = [extractor((twins.render(rows, indices)[0] + 1.0) / 2.0) for rows in asked]
+    try:
+        dims = mv.edit_dims(asked)
+        return {"flie": float(mv.flie_from_psi(psi).flie),
+                "flie_edit_dims": float(mv.flie_from_psi(psi, dims=dims).flie), "edit_dims": dims}
+    except ValueError:
+        return None
 
 
 def emotion_probe_report(denoiser, data_dir: str, split: str, examples: int = PROBE_EXAMPLES,
