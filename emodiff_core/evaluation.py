@@ -19,7 +19,7 @@ import torch
 
 from .feature_nets import LPIPS
 from .metrics import EmotionClassifier
-from .metrics_video import (FaceDescriptor, VideoFlie, edit_dims, flie_from_psi, flie_from_videos, frames_to_uint8,
+from .metrics_video import (FaceDescriptor, VideoFlie, condition_dims, edit_dims, flie_from_psi, flie_from_videos, frames_to_uint8,
                             intensity_levels, lie, measure_video)
 from .pipeline import EmotionSpec, emotion_expressions, generate_frames
 from .sampling import DEFAULT, SamplingSettings
@@ -65,15 +65,16 @@ def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotio
                       extractor: Callable, lpips: Optional[LPIPS] = None, **generation) -> Dict[str, object]:
     """``flie`` (or ``flie_error`` when FLIE is undefined) and, with ``lpips``, ``lie`` of the intensity videos
     of ``emotion`` (`generate_intensity_videos`; keyword arguments go there); ``flie_edit_dims`` is FLIE over
-    the dimensions the asked edit moves (``edit_dims``, `metrics_video.edit_dims`), where the extractor's noise
-    on the others does not swamp it."""
+    the dimensions the asked edit moves among those the denoiser reads (``edit_dims``, `metrics_video.edit_dims`,
+    `condition_dims`), where the extractor's noise on the others does not swamp it."""
     videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, **generation)
     out: Dict[str, object] = {}
     try:
         psi = [extractor(v) for v in videos]
         out["flie"] = flie_from_psi(psi).flie
         dims = edit_dims([c.numpy() for c in intensity_conditions(generator, audio, emotion, levels,
-                                                                   generation.get("expression_seed", 0))])
+                                                                   generation.get("expression_seed", 0))],
+                         among=condition_dims(denoiser.config))
         out["flie_edit_dims"], out["edit_dims"] = flie_from_psi(psi, dims=dims).flie, dims
     except ValueError as exc:
         out["flie_error"] = str(exc)

@@ -203,9 +203,11 @@ def flie_from_psi(psi_per_level: Sequence[np.ndarray], dims: Optional[Sequence[i
 EDIT_DIM_SHARE = 0.1     # `edit_dims`: a dimension the edit moves by under 10 % of its largest move is left out
 
 
-def edit_dims(psi_per_level: Sequence[np.ndarray], share: float = EDIT_DIM_SHARE) -> List[int]:
+def edit_dims(psi_per_level: Sequence[np.ndarray], share: float = EDIT_DIM_SHARE,
+              among: Optional[Sequence[int]] = None) -> List[int]:
     """The psi dimensions an intensity edit moves: those whose mean step between levels, in the psi the videos
     were *asked* for (levels' conditions [N_i, D], level 0 first), is at least ``share`` times the largest.
+    ``among``: only these dimensions are candidates (the ones the model reads, `condition_dims`).
 
     FLIE over all dimensions (`flie_from_psi` without ``dims``) also sums the extractor's noise on dimensions the
     edit leaves alone (each a CV of noise over a tiny step): on the corpus' own, exactly linear, re-rendered edits
@@ -216,9 +218,17 @@ def edit_dims(psi_per_level: Sequence[np.ndarray], share: float = EDIT_DIM_SHARE
         raise MetricInputError(f"share must be in (0, 1], got {share}")
     means = np.stack([np.asarray(p, np.float64).mean(axis=0) for p in psi_per_level])
     step = np.abs(np.diff(means, axis=0).mean(axis=0))
-    if step.max() == 0:
+    candidates = np.arange(len(step)) if among is None else np.asarray(sorted(set(int(j) for j in among)), np.int64)
+    if len(candidates) == 0 or step[candidates].max() == 0:
         raise MetricInputError("the asked psi does not change with intensity: no edit to measure")
-    return [int(j) for j in np.nonzero(step >= share * step.max())[0]]
+    return [int(j) for j in candidates[step[candidates] >= share * step[candidates].max()]]
+
+
+def condition_dims(denoiser_config) -> Optional[List[int]]:
+    """The psi components a denoiser reads: those its standardisation keeps (scale != 0), or None (all) for a
+    denoiser that reads raw psi. A component it does not read cannot follow an edit, whatever the edit asks."""
+    scale = tuple(getattr(denoiser_config, "expression_scale", ()) or ())
+    return [j for j, s in enumerate(scale) if s != 0] if scale else None
 
 
 def flie_from_videos(videos_per_level: Sequence, extractor: Callable[[object], np.ndarray],

@@ -57,10 +57,26 @@ def test_edit_dims_are_the_dimensions_the_asked_edit_moves():
     levels = [base + k * step for k in (0.0, 0.5, 1.0)]
     assert edit_dims(levels) == [1, 3]                  # 0.05 is under 10 % of 1.0, 0.2 is not
     assert edit_dims(levels, share=0.5) == [1]
+    assert edit_dims(levels, among=[0, 2, 3, 4]) == [2, 3]    # measured against the largest candidate, 0.2
     with pytest.raises(MetricInputError, match="does not change"):
         edit_dims([base, base, base])
+    with pytest.raises(MetricInputError, match="does not change"):
+        edit_dims(levels, among=[0, 4])
     with pytest.raises(MetricInputError, match="share"):
         edit_dims(levels, share=0.0)
+
+
+def test_condition_dims_are_the_components_a_denoiser_reads():
+    import dataclasses
+
+    from emodiff_core.config import preset
+    from emodiff_core.metrics_video import condition_dims
+
+    raw = preset("denoiser", "tiny")
+    assert condition_dims(raw) is None                   # raw psi: every component
+    scale = tuple([1.0] * 13 + [0.0] * (raw.expression_dim - 13))
+    kept = dataclasses.replace(raw, expression_mean=tuple([0.0] * raw.expression_dim), expression_scale=scale)
+    assert condition_dims(kept) == list(range(13))
 
 
 def test_flie_needs_three_levels():
