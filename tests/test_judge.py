@@ -338,12 +338,11 @@ def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(cor
                    settings=SamplingSettings(steps=2, start_noise=1.0))
     report = evaluate(str(folder), corpus, **options)
     assert report["emotion_control"]["guidance"] == 2.0                          # as `generate` samples it
-    given = evaluate(str(folder), corpus, guidance=(1.0, 3.0), **options)
+    other = tmp_path / "other_judge.safetensors"          # a second judge reads the same videos
+    save_checkpoint(str(other), {"emotion_judge": EmotionJudge(core.preset("judge", "tiny"))})
+    given = both = evaluate(str(folder), corpus, guidance=(1.0, 3.0), also_judges=[str(other)], **options)
     assert given["emotion_control"]["guidance"] == 1.0
     assert [scale["guidance"] for scale in given["guidance_sweep"].values()] == [1.0, 3.0]
-    other = tmp_path / "other_judge.safetensors"
-    save_checkpoint(str(other), {"emotion_judge": EmotionJudge(core.preset("judge", "tiny"))})
-    both = evaluate(str(folder), corpus, guidance=(1.0, 3.0), also_judges=[str(other)], **options)
     assert set(both["also_judged"]) == {"other_judge.safetensors"}
     assert 0 <= both["also_judged"]["other_judge.safetensors"]["accuracy_k1"] <= 1
     assert set(both["emotion_control"]["by_judge"]) == {"other_judge.safetensors"}

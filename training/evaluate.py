@@ -618,6 +618,15 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     found = find_components(checkpoints)
+    judge_path = judge or found.get("emotion_judge")
+    if also_judges and not judge_path:
+        raise ValueError("also_judges needs a main judge (judge, or one among the checkpoints)")
+    extra_judges = {}
+    for path in also_judges:                # loaded before the slow work: a bad file fails now
+        name = os.path.basename(path)
+        if name in extra_judges or (judge_path and name == os.path.basename(judge_path)):
+            raise ValueError(f"two judges named {name!r}: the reports are keyed by file name")
+        extra_judges[name] = load_components(path, ["emotion_judge"])["emotion_judge"]
     report = {"checkpoints": {k: os.path.basename(v) for k, v in found.items()}, "data": os.path.abspath(data),
               "split": split}
     if "regressor" in found:
@@ -648,15 +657,6 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None, reinject_identity_every=reinject_identity_every,
                 flie_seeds=flie_seeds)
-    judge_path = judge or found.get("emotion_judge")
-    if also_judges and not judge_path:
-        raise ValueError("also_judges needs a main judge (judge, or one among the checkpoints)")
-    extra_judges = {}
-    for path in also_judges:                # loaded before the slow work: a bad file fails now
-        name = os.path.basename(path)
-        if name in extra_judges or (judge_path and name == os.path.basename(judge_path)):
-            raise ValueError(f"two judges named {name!r}: the reports are keyed by file name")
-        extra_judges[name] = load_components(path, ["emotion_judge"])["emotion_judge"]
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
