@@ -19,8 +19,8 @@ import torch
 
 from .feature_nets import LPIPS
 from .metrics import EmotionClassifier
-from .metrics_video import (FaceDescriptor, VideoFlie, condition_dims, edit_dims, flie_from_psi, flie_from_videos, frames_to_uint8,
-                            intensity_levels, lie, measure_video)
+from .metrics_video import (FaceDescriptor, VideoFlie, condition_dims, edit_dims, flie_from_psi, flie_from_videos,
+                            frames_to_uint8, intensity_levels, lie, measure_video)
 from .pipeline import EmotionSpec, emotion_expressions, generate_frames
 from .sampling import DEFAULT, SamplingSettings
 
