@@ -29,16 +29,20 @@ from .sampling import DEFAULT, SamplingSettings
 def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int, *,
                               settings: SamplingSettings = DEFAULT, seed: int = 0, expression_seed: int = 0,
                               cache_reference: bool = True, device=None,
-                              reinject_identity_every: int = 0) -> List[torch.Tensor]:
+                              reinject_identity_every: int = 0,
+                              conditions: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
     """Videos [N, 3, S, S] of one identity speaking ``audio`` with ``emotion`` at k = 0, 1/L, .., 1
     (``reinject_identity_every`` as `pipeline.generate_frames`; 0 = off).
 
     The expression conditions follow Eq. 14 with the same generator noise (``expression_seed``) at every
     level, and every video is sampled with the same ``settings`` and ``seed`` (common random numbers), so the
-    videos differ only by the intensity.
+    videos differ only by the intensity. ``conditions``: those conditions when the caller already made them
+    (`intensity_conditions` with the same arguments); they are used as given.
     """
+    if conditions is None:
+        conditions = intensity_conditions(generator, audio, emotion, levels, expression_seed)
     videos = []
-    for psi in intensity_conditions(generator, audio, emotion, levels, expression_seed):
+    for psi in conditions:
         frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
                                  cache_reference=cache_reference, device=device,
                                  reinject_identity_every=reinject_identity_every)
@@ -67,14 +71,14 @@ def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotio
     of ``emotion`` (`generate_intensity_videos`; keyword arguments go there); ``flie_edit_dims`` is FLIE over
     the dimensions the asked edit moves among those the denoiser reads (``edit_dims``, `metrics_video.edit_dims`,
     `condition_dims`), where the extractor's noise on the others does not swamp it."""
-    videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, **generation)
+    conditions = intensity_conditions(generator, audio, emotion, levels, generation.get("expression_seed", 0))
+    videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, conditions=conditions,
+                                       **generation)
     out: Dict[str, object] = {}
     try:
         psi = [extractor(v) for v in videos]
         out["flie"] = flie_from_psi(psi).flie
-        dims = edit_dims([c.numpy() for c in intensity_conditions(generator, audio, emotion, levels,
-                                                                   generation.get("expression_seed", 0))],
-                         among=condition_dims(denoiser.config))
+        dims = edit_dims([c.numpy() for c in conditions], among=condition_dims(denoiser.config))
         out["flie_edit_dims"], out["edit_dims"] = flie_from_psi(psi, dims=dims).flie, dims
     except ValueError as exc:
         out["flie_error"] = str(exc)

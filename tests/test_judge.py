@@ -264,9 +264,36 @@ def test_emotion_control_report_keys_and_ranges(corpus):
     assert fer["frames"] == 8 * 4                            # 8 videos at k = 1, 4 judged frames each
     truth = report["ground_truth"]
     assert truth["clips"] >= 2 and truth["per_emotion_k1"]["neutral"]["videos"] >= 1
+    grid = report["ground_truth_levels"]          # the corpus' rendering of every generated video's condition
+    assert grid["clips"] == 15 and set(grid["asked_probability"]) == set(report["asked_probability"])
+    assert grid["fer"]["frames"] == fer["frames"] and again["ground_truth_levels"]["clips"] == 15
     assert report["seconds"] > 0 and report["chance"] == pytest.approx(1 / 8)
     with pytest.raises(ValueError, match="must exceed settle_frames"):
         emotion_control_report(denoiser, generator, judge, corpus, "test", frames=4, settle_frames=4)
+
+
+def test_rendered_truth_is_the_corpus_clip_at_each_asked_intensity(corpus):
+    """The fair ceiling of the control measures: the audio clip re-rendered with each asked (emotion, k). At
+    a frame's own emotion and weight it is that frame exactly; at k = 0 its neutral twin; the change from
+    neutral grows with k."""
+    from training.clips import ClipDataset
+    from training.evaluate import rendered_truth
+
+    data = ClipDataset(corpus)
+    meta = next(m for m in sorted(data.metas("train", labelled=True), key=lambda m: m["clip_id"])
+                if m["emotion"] != "neutral" and not m.get("emotion_change"))
+    clip = data.load(meta, with_audio=False)
+    last = len(clip.frames) - 1
+    k = float(clip.extras["emotion_weights"][last, EMOTIONS.index(meta["emotion"])])   # the corpus jitters k
+    own, neutral, half = rendered_truth(corpus, meta, 64, [(meta["emotion"], k), ("neutral", 0.0),
+                                                          (meta["emotion"], k / 2)], [last - 1, last, last + 5])
+    assert own.shape == (2, 3, 64, 64) and 0.0 <= float(own.min()) and float(own.max()) <= 1.0   # past the end: cut
+    truth = torch.from_numpy(np.array(clip.frames[last])).permute(2, 0, 1).float() / 255.0
+    assert float((own[1] - truth).abs().max()) < 1e-6
+    assert float((own - neutral).abs().mean()) > float((half - neutral).abs().mean()) > 0
+    no_twins = dict(meta)
+    del no_twins["corpus_seed"]
+    assert rendered_truth(corpus, no_twins, 64, [("happy", 1.0)], [0]) is None
 
 
 def test_emotion_control_with_guidance_needs_a_model_trained_for_it(corpus):
@@ -318,15 +345,19 @@ def test_emotion_control_measures_what_the_emotion_costs_lip_sync_and_identity(c
     assert "lipsync" not in short and "identity" not in short          # too short for lip sync; no descriptor
 
 
-def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(corpus, tmp_path):
+def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(corpus, tmp_path, monkeypatch):
     import dataclasses
 
     from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
     from emodiff_core.pipeline import GUIDANCE_INFO_KEY
     from emodiff_core.sampling import SamplingSettings
 
+    import training.evaluate as ev
     from training.evaluate import evaluate
 
+    # dlib's descriptor on every control frame was 3/4 of this test's 7 minutes; what it measures is
+    # test_emotion_control_measures_what_the_emotion_costs_lip_sync_and_identity's
+    monkeypatch.setattr(ev, "_face_descriptor", lambda: None)
     torch.manual_seed(0)
     denoiser = EMOdiffheadDenoiser(dataclasses.replace(core.preset("denoiser", "tiny"), expression_dropout=0.1)).eval()
     folder = tmp_path / "recommends2"
@@ -335,9 +366,15 @@ def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(cor
                     {"denoiser": denoiser, "expression_generator": ExpressionGenerator(core.preset("expression", "tiny")),
                      "emotion_judge": EmotionJudge(core.preset("judge", "tiny"))}, info={GUIDANCE_INFO_KEY: "2"})
     options = dict(split="test", max_clips=1, videos=0, control_identities=1, control_frames=10,
-                   settings=SamplingSettings(steps=2, start_noise=1.0))
+                   control_intensities=(0.0, 1.0), settings=SamplingSettings(steps=2, start_noise=1.0))
     report = evaluate(str(folder), corpus, **options)
     assert report["emotion_control"]["guidance"] == 2.0                          # as `generate` samples it
+    assert report["emotion_control"]["intensities"] == [0.0, 1.0] and report["emotion_control"]["videos"] == 8
+    for bad in ((0.0,), (-0.5, 1.0)):                   # refused before the slow work
+        with pytest.raises(ValueError, match="control intensities must be >= 0"):
+            evaluate(str(folder), corpus, **dict(options, control_intensities=bad))
+    with pytest.raises(ValueError, match="flie_levels must be >= 2"):
+        evaluate(str(folder), corpus, flie_levels=1, **options)
     other = tmp_path / "other_judge.safetensors"          # a second judge reads the same videos
     save_checkpoint(str(other), {"emotion_judge": EmotionJudge(core.preset("judge", "tiny"))})
     given = both = evaluate(str(folder), corpus, guidance=(1.0, 3.0), also_judges=[str(other)], **options)

@@ -96,8 +96,10 @@ def _evaluate(args) -> int:
                       lpips_backbone=args.lpips_backbone, inception=args.inception, i3d=args.i3d,
                       judge=args.judge or default_judge(args.checkpoints),
                       control_identities=args.control_identities, control_frames=args.control_frames,
+                      control_intensities=args.control_intensities,
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
-                      flie_seeds=args.flie_seeds, also_judges=args.also_judge)
+                      flie_seeds=args.flie_seeds, flie_levels=args.flie_levels,
+                      also_judges=args.also_judge)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     from emodiff_core.paths import DEFAULT_CHECKPOINT
     from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES
 
-    from .evaluate import CONTROL_FRAMES, CONTROL_SETTLE, SINGLE_FRAME_SETTINGS
+    from .evaluate import CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_SETTLE, SINGLE_FRAME_SETTINGS
 
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,6 +236,9 @@ def main(argv=None) -> int:
     p.add_argument("--control-identities", type=int, default=4,
                    help="emotion control: held-out identities, each with videos of 8 emotions x 5 intensities "
                         "(0 skips it; default 4)")
+    p.add_argument("--control-intensities", type=_float_list, default=CONTROL_INTENSITIES,
+                   help="emotion control: the intensities k asked of each emotion, comma-separated (0 is the one "
+                        "neutral video; default " + ",".join(f"{k:g}" for k in CONTROL_INTENSITIES) + ")")
     p.add_argument("--control-frames", type=int, default=CONTROL_FRAMES,
                    help=f"emotion control: frames per video, the first {CONTROL_SETTLE} not judged "
                         f"(default {CONTROL_FRAMES})")
@@ -241,6 +246,8 @@ def main(argv=None) -> int:
                    help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
                         "reported under guidance_sweep, with the lip sync and identity each scale costs; default: "
                         "the scale the denoiser's checkpoint recommends, as generate; 1 = off)")
+    p.add_argument("--flie-levels", type=int, default=4,
+                   help="videos: FLIE over k = 0, 1/L, .., 1 with L levels (the paper's figure is at 6; default 4)")
     p.add_argument("--flie-seeds", type=int, default=1,
                    help="videos: FLIE also measured with the next N-1 seeds (flie_per_seed, flie_median; one seed's "
                         "FLIE swings widely; default 1)")

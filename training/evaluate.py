@@ -19,7 +19,7 @@ import glob
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -458,6 +458,14 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
     return report
 
 
+def control_levels(intensities: Sequence[float]) -> List[float]:
+    """The emotion-control intensities, sorted and checked: k >= 0, at least one above 0."""
+    levels = sorted(set(float(k) for k in intensities))
+    if not levels or levels[0] < 0 or levels[-1] <= 0:
+        raise ValueError(f"control intensities must be >= 0 with at least one above 0, got {list(intensities)}")
+    return levels
+
+
 @torch.no_grad()
 def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str = "test", *, identities: int = 4,
                            intensities: Sequence[float] = CONTROL_INTENSITIES, frames: int = CONTROL_FRAMES,
@@ -484,7 +492,10 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     video), ``video_accuracy_per_intensity``, ``judged_intensity`` (+ Spearman) from the judge's intensity head,
     ``fer`` (FER's share of frames read as the asked emotion for its six shared emotions at the top k), and
     ``ground_truth``: the same measures on the ground-truth clips of those identities (the ceiling; frames after
-    ``settle_frames`` where the onset reached 0.9, at most ``frames - settle_frames`` per clip).
+    ``settle_frames`` where the onset reached 0.9, at most ``frames - settle_frames`` per clip), and
+    ``ground_truth_levels``: the same on the grid of the generated videos, every (emotion, k) rendered by the
+    corpus on each identity's audio clip (`rendered_truth`; corpus version >= 2), the fair ceiling of the
+    Spearman and per-intensity measures.
 
     What the emotion costs the rest of the video, on every generated video (all frames, the same videos at every
     guidance scale, so a sweep shows what guidance costs): ``lipsync`` (mean Pearson r of the mouth opening,
@@ -499,9 +510,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
 
     if frames <= settle_frames:
         raise ValueError(f"frames ({frames}) must exceed settle_frames ({settle_frames}): nothing would be judged")
-    levels = sorted(set(float(k) for k in intensities))
-    if not levels or levels[0] < 0 or levels[-1] <= 0:
-        raise ValueError(f"intensities must be >= 0 with at least one above 0, got {list(intensities)}")
+    levels = control_levels(intensities)
     judge.eval()
     extra_judges = dict(extra_judges or {})
     for other in extra_judges.values():
@@ -516,6 +525,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     generated, truth, used, quality = [], [], [], []
     extra_generated = {name: [] for name in extra_judges}
     extra_truth = {name: [] for name in extra_judges}
+    truth_levels: List[JudgedVideo] = []
+    extra_truth_levels = {name: [] for name in extra_judges}
     for identity, portrait, audio_meta in portraits:
         clip = data.load(audio_meta)
         audio = encode_audio(clip.audio, audio_meta["sample_rate"], audio_meta["fps"], cfg.audio).first(frames)
@@ -543,6 +554,11 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
             truth += _judged_truth(judge, fer, data, identity, split, frames, settle_frames)
             for name, other in extra_judges.items():
                 extra_truth[name] += _judged_truth(other, None, data, identity, split, frames, settle_frames)
+            rendered = rendered_truth(data_dir, audio_meta, cfg.image_size, conditions, range(settle_frames, n))
+            for (e, k), frames01 in zip(conditions, rendered or ()):
+                truth_levels.append(_judge_video(judge, frames01, fer, identity, e, k))
+                for name, other in extra_judges.items():
+                    extra_truth_levels[name].append(_judge_video(other, frames01, None, identity, e, k))
     seconds = time.perf_counter() - start
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
               "videos_per_identity": len(conditions), **settings.to_dict(),
@@ -554,6 +570,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
             report[key] = float(np.mean(values))
     if ground_truth:
         report["ground_truth"] = dict(summarise_judged_videos(truth, levels), clips=len(truth))
+        if truth_levels:
+            report["ground_truth_levels"] = dict(summarise_judged_videos(truth_levels, levels), clips=len(truth_levels))
     if extra_judges:
         report["by_judge"] = {}
         for name in extra_judges:
@@ -561,10 +579,30 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
             if ground_truth:
                 entry["ground_truth"] = dict(summarise_judged_videos(extra_truth[name], levels),
                                              clips=len(extra_truth[name]))
+                if extra_truth_levels[name]:
+                    entry["ground_truth_levels"] = dict(summarise_judged_videos(extra_truth_levels[name], levels),
+                                                        clips=len(extra_truth_levels[name]))
             report["by_judge"][name] = entry
     report["chance"] = 1.0 / len(EMOTIONS)
     report["seconds"] = round(seconds, 1)
     return report
+
+
+def rendered_truth(data_dir: str, meta: dict, size: int, conditions: Sequence[Tuple[str, float]],
+                   frame_indices: Sequence[int]) -> Optional[List[torch.Tensor]]:
+    """The ground truth of the control videos' grid: the clip ``meta`` (the one whose audio drives them)
+    re-rendered by the corpus (`ClipTwins`) showing each (emotion, k) of ``conditions`` over its whole length
+    (same pose, mouth and blinks; only the emotion differs), frames ``frame_indices``: one [F, 3, S, S] in 0..1
+    per condition. The clips the corpus rendered cover few k per identity (contempt has 0.75 and 1 only), so
+    their Spearman is a ragged ceiling; these cover every k asked. None for clips without twins."""
+    from .twins import ClipTwins
+
+    clip = ClipDataset(data_dir).load(meta, with_audio=False)
+    twins = ClipTwins.of(meta, clip.extras, clip.psi, size, root=data_dir)
+    indices = [i for i in frame_indices if i < len(clip.frames)]
+    if twins is None or not indices:
+        return None
+    return [(twins.render(twins.with_emotion(e, float(k))[indices], indices)[0] + 1.0) / 2.0 for e, k in conditions]
 
 
 def _judged_truth(judge, fer, data: ClipDataset, identity: str, split: str, frames: int,
@@ -591,13 +629,15 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              video_frames: int = 48, deca: Optional[str] = None, lpips_lin: Optional[str] = None,
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None,
              judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES,
+             control_intensities: Sequence[float] = CONTROL_INTENSITIES,
              guidance: Optional[Sequence[float]] = None,
-             reinject_identity_every: Optional[int] = None, flie_seeds: int = 1,
+             reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = 4,
              also_judges: Sequence[str] = ()) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
-    the Sampler node follow it; 0 = off); FLIE over ``flie_seeds`` seeds (`evaluate_videos`).
+    the Sampler node follow it; 0 = off); FLIE over ``flie_levels`` levels and ``flie_seeds`` seeds
+    (`evaluate_videos`).
 
     ``guidance``: the emotion-control videos are sampled with the default settings at each of these guidance
     scales (None: the scale the denoiser's file recommends, `pipeline.recommended_guidance`, 1 without one);
@@ -607,7 +647,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
     with one, ``judge`` reports its accuracy on the split's ground truth and, with a denoiser and a generator,
     ``emotion_control`` is `emotion_control_report` over ``control_identities`` identities (0 skips it) and
-    videos of ``control_frames`` frames. ``also_judges``: more judge files; each reads the same videos too
+    videos of ``control_frames`` frames at ``control_intensities``. ``also_judges``: more judge files; each reads the same videos too
     (``emotion_control.by_judge[file name]``, each scale's in the sweep) and its ground-truth accuracy is in
     ``also_judged[file name]``."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
@@ -617,6 +657,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     check_reinject(reinject_identity_every, "reinject_identity_every")   # before the slow work
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
+    if flie_levels < 2:
+        raise ValueError(f"flie_levels must be >= 2 (k = 0, 1/L, .., 1), got {flie_levels}")
+    control_levels(control_intensities)
     found = find_components(checkpoints)
     judge_path = judge or found.get("emotion_judge")
     if also_judges and not judge_path:
@@ -656,7 +699,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 lpips=load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None, reinject_identity_every=reinject_identity_every,
-                flie_seeds=flie_seeds)
+                flie_seeds=flie_seeds, flie_levels=flie_levels)
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
@@ -671,6 +714,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 check_guidance(den.config, control_settings)
                 control = emotion_control_report(
                     den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
+                    intensities=control_intensities,
                     settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
                     reinject_identity_every=reinject_identity_every, extractor=control_extractor,
                     descriptor=control_descriptor, extra_judges=extra_judges)
