@@ -170,8 +170,11 @@ def test_trainer_exports_a_loadable_judge_and_skips_unweighted_changes(corpus, t
     change = frames.clip_id == "c000017"
     assert change.any() and set(frames.labels[torch.from_numpy(change)].tolist()) <= {
         EMOTIONS.index("sad"), EMOTIONS.index("angry"), SKIPPED}
-    images, labels, k = frames.batch(np.random.default_rng(0), 6)
-    assert images.shape == (6, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    assert frames.frames.shape[1:] == (3, 32, 32) and frames.frames.dtype == torch.uint8
+    drawn = frames.labels[frames.draw(np.random.default_rng(0), 6000)]          # every class equally often
+    share = np.bincount(np.where(drawn.numpy() == SKIPPED, len(EMOTIONS), drawn.numpy()))
+    share = share[share > 0] / len(drawn)
+    assert len(share) == len(frames.class_counts) and np.allclose(share, 1 / len(share), atol=0.03)
 
     run = str(tmp_path / "judge")
     assert main(["train", "judge", "--config", os.path.join(CONFIGS, "judge_tiny.json"), "--data", corpus,
@@ -375,6 +378,8 @@ def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(cor
             evaluate(str(folder), corpus, **dict(options, control_intensities=bad))
     with pytest.raises(ValueError, match="flie_levels must be >= 2"):
         evaluate(str(folder), corpus, flie_levels=1, **options)
+    with pytest.raises(ValueError, match="probe_examples must be >= 1"):
+        evaluate(str(folder), corpus, probe_examples=0, **options)
     other = tmp_path / "other_judge.safetensors"          # a second judge reads the same videos
     save_checkpoint(str(other), {"emotion_judge": EmotionJudge(core.preset("judge", "tiny"))})
     given = both = evaluate(str(folder), corpus, guidance=(1.0, 3.0), also_judges=[str(other)], **options)
@@ -429,8 +434,11 @@ def test_evaluate_re_injects_the_identity_as_the_denoiser_file_recommends(corpus
     folder = tmp_path / "recommends3"
     folder.mkdir()
     save_checkpoint(str(folder / "denoiser.safetensors"), {"denoiser": denoiser}, info={REINJECT_INFO_KEY: "3"})
-    options = dict(split="test", max_clips=1, videos=0, settings=SamplingSettings(steps=2, start_noise=1.0))
-    assert evaluate(str(folder), corpus, **options)["reinject_identity_every"] == 3        # as `generate` does
+    options = dict(split="test", max_clips=1, videos=0, settings=SamplingSettings(steps=2, start_noise=1.0),
+                   probe_examples=8)
+    report = evaluate(str(folder), corpus, **options)
+    assert report["reinject_identity_every"] == 3                                          # as `generate` does
+    assert report["denoiser"]["emotion_probes"]["examples"] == 8
     assert evaluate(str(folder), corpus, reinject_identity_every=0, **options)["reinject_identity_every"] == 0
     with pytest.raises(ValueError, match="must be >= 0"):
         evaluate(str(folder), corpus, reinject_identity_every=-1, **options)

@@ -98,7 +98,7 @@ def _evaluate(args) -> int:
                       control_identities=args.control_identities, control_frames=args.control_frames,
                       control_intensities=args.control_intensities,
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
-                      flie_seeds=args.flie_seeds, flie_levels=args.flie_levels,
+                      flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, probe_examples=args.probe_examples,
                       also_judges=args.also_judge)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
@@ -246,6 +246,9 @@ def main(argv=None) -> int:
                    help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
                         "reported under guidance_sweep, with the lip sync and identity each scale costs; default: "
                         "the scale the denoiser's checkpoint recommends, as generate; 1 = off)")
+    p.add_argument("--probe-examples", type=int, default=32,
+                   help="emotion probes (x0-response, swap loss): twin examples (default 32, as the training log; "
+                        "more steadies them)")
     p.add_argument("--flie-levels", type=int, default=4,
                    help="videos: FLIE over k = 0, 1/L, .., 1 with L levels (the paper's figure is at 6; default 4)")
     p.add_argument("--flie-seeds", type=int, default=1,

@@ -248,11 +248,6 @@ class JudgeFrames:
         """Indices of ``batch_size`` frames, classes (and the skipped band) drawn equally often."""
         return torch.from_numpy(rng.choice(len(self.frames), size=batch_size, p=self.draw_p))
 
-    def batch(self, rng: np.random.Generator, batch_size: int):
-        """(images float [B, 3, S, S] in [0, 1], labels [B], intensity [B]) of a balanced draw (`draw`)."""
-        idx = self.draw(rng, batch_size)
-        return self.frames[idx].float() / 255.0, self.labels[idx], self.intensity[idx]
-
 
 # --------------------------------------------------------------------------- augmentation
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
