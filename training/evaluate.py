@@ -28,9 +28,9 @@ from emodiff_core.checkpoint import load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_reinject, emotion_expression_pair, emotion_expressions,
-                                   encode_audio, generate_frames, recommended_guidance, recommended_reinject,
-                                   resolve_reinject)
+from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_reinject, emotion_expression_pair,
+                                   emotion_expressions, encode_audio, generate_frames, recommended_guidance,
+                                   recommended_reinject, resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
@@ -649,9 +649,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
     with one, ``judge`` reports its accuracy on the split's ground truth and, with a denoiser and a generator,
     ``emotion_control`` is `emotion_control_report` over ``control_identities`` identities (0 skips it) and
-    videos of ``control_frames`` frames at ``control_intensities``. ``also_judges``: more judge files; each reads the same videos too
-    (``emotion_control.by_judge[file name]``, each scale's in the sweep) and its ground-truth accuracy is in
-    ``also_judged[file name]``."""
+    videos of ``control_frames`` frames at ``control_intensities``. ``also_judges``: more judge files; each reads
+    the same videos too (``emotion_control.by_judge[file name]``, each scale's in the sweep) and its ground-truth
+    accuracy is in ``also_judged[file name]``."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
