@@ -288,15 +288,15 @@ def test_rendered_truth_is_the_corpus_clip_at_each_asked_intensity(corpus):
     clip = data.load(meta, with_audio=False)
     last = len(clip.frames) - 1
     k = float(clip.extras["emotion_weights"][last, EMOTIONS.index(meta["emotion"])])   # the corpus jitters k
-    own, neutral, half = rendered_truth(corpus, meta, 64, [(meta["emotion"], k), ("neutral", 0.0),
-                                                          (meta["emotion"], k / 2)], [last - 1, last, last + 5])
+    own, neutral, half = rendered_truth(meta, clip, corpus, 64, [(meta["emotion"], k), ("neutral", 0.0),
+                                                                (meta["emotion"], k / 2)], [last - 1, last, last + 5])
     assert own.shape == (2, 3, 64, 64) and 0.0 <= float(own.min()) and float(own.max()) <= 1.0   # past the end: cut
     truth = torch.from_numpy(np.array(clip.frames[last])).permute(2, 0, 1).float() / 255.0
     assert float((own[1] - truth).abs().max()) < 1e-6
     assert float((own - neutral).abs().mean()) > float((half - neutral).abs().mean()) > 0
     no_twins = dict(meta)
     del no_twins["corpus_seed"]
-    assert rendered_truth(corpus, no_twins, 64, [("happy", 1.0)], [0]) is None
+    assert rendered_truth(no_twins, clip, corpus, 64, [("happy", 1.0)], [0]) is None
 
 
 def test_emotion_control_with_guidance_needs_a_model_trained_for_it(corpus):

@@ -554,7 +554,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
             truth += _judged_truth(judge, fer, data, identity, split, frames, settle_frames)
             for name, other in extra_judges.items():
                 extra_truth[name] += _judged_truth(other, None, data, identity, split, frames, settle_frames)
-            rendered = rendered_truth(data_dir, audio_meta, cfg.image_size, conditions, range(settle_frames, n))
+            rendered = rendered_truth(audio_meta, clip, data_dir, cfg.image_size, conditions, range(settle_frames, n))
             for (e, k), frames01 in zip(conditions, rendered or ()):
                 truth_levels.append(_judge_video(judge, frames01, fer, identity, e, k))
                 for name, other in extra_judges.items():
@@ -588,16 +588,16 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     return report
 
 
-def rendered_truth(data_dir: str, meta: dict, size: int, conditions: Sequence[Tuple[str, float]],
+def rendered_truth(meta: dict, clip, data_dir: str, size: int, conditions: Sequence[Tuple[str, float]],
                    frame_indices: Sequence[int]) -> Optional[List[torch.Tensor]]:
-    """The ground truth of the control videos' grid: the clip ``meta`` (the one whose audio drives them)
-    re-rendered by the corpus (`ClipTwins`) showing each (emotion, k) of ``conditions`` over its whole length
-    (same pose, mouth and blinks; only the emotion differs), frames ``frame_indices``: one [F, 3, S, S] in 0..1
-    per condition. The clips the corpus rendered cover few k per identity (contempt has 0.75 and 1 only), so
-    their Spearman is a ragged ceiling; these cover every k asked. None for clips without twins."""
+    """The ground truth of the control videos' grid: ``clip`` (``meta``'s, loaded from ``data_dir``; the one whose
+    audio drives them) re-rendered by the corpus (`ClipTwins`) showing each (emotion, k) of ``conditions`` over its
+    whole length (same pose, mouth and blinks; only the emotion differs), frames ``frame_indices``: one
+    [F, 3, S, S] in 0..1 per condition. The clips the corpus rendered cover few k per identity (contempt has
+    0.75 and 1 only), so their Spearman is a ragged ceiling; these cover every k asked. None for clips without
+    twins."""
     from .twins import ClipTwins
 
-    clip = ClipDataset(data_dir).load(meta, with_audio=False)
     twins = ClipTwins.of(meta, clip.extras, clip.psi, size, root=data_dir)
     indices = [i for i in frame_indices if i < len(clip.frames)]
     if twins is None or not indices:
