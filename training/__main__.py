@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     from emodiff_core.paths import DEFAULT_CHECKPOINT
     from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES
 
-    from .evaluate import CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_SETTLE, SINGLE_FRAME_SETTINGS
+    from .evaluate import (CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_SETTLE, FLIE_LEVELS, PROBE_EXAMPLES,
+                           SINGLE_FRAME_SETTINGS)
 
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,11 +247,12 @@ def main(argv=None) -> int:
                    help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
                         "reported under guidance_sweep, with the lip sync and identity each scale costs; default: "
                         "the scale the denoiser's checkpoint recommends, as generate; 1 = off)")
-    p.add_argument("--probe-examples", type=int, default=32,
-                   help="emotion probes (x0-response, swap loss): twin examples (default 32, as the training log; "
-                        "more steadies them)")
-    p.add_argument("--flie-levels", type=int, default=4,
-                   help="videos: FLIE over k = 0, 1/L, .., 1 with L levels (the paper's figure is at 6; default 4)")
+    p.add_argument("--probe-examples", type=int, default=PROBE_EXAMPLES,
+                   help=f"emotion probes (x0-response, swap loss): twin examples (default {PROBE_EXAMPLES}, as the "
+                        "training log; more steadies them)")
+    p.add_argument("--flie-levels", type=int, default=FLIE_LEVELS,
+                   help=f"videos: FLIE over k = 0, 1/L, .., 1 with L levels (the paper's figure is at 6; default "
+                        f"{FLIE_LEVELS})")
     p.add_argument("--flie-seeds", type=int, default=1,
                    help="videos: FLIE also measured with the next N-1 seeds (flie_per_seed, flie_median; one seed's "
                         "FLIE swings widely; default 1)")

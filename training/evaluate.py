@@ -41,6 +41,7 @@ NAMED = 13
 WINDOW = 48
 SINGLE_FRAME_SETTINGS = SamplingSettings(steps=25, start_noise=1.0)   # evaluate_denoiser's default: DDIM, 25 steps
 PROBE_EXAMPLES = 32        # twin examples for the emotion probes (as the training log uses)
+FLIE_LEVELS = 4            # FLIE's intensity levels L (k = 0, 1/L, .., 1; the paper reports 6)
 
 
 def find_components(folder: str) -> Dict[str, str]:
@@ -187,7 +188,7 @@ def condition_sensitivity(denoiser, data_dir: str, split: str, examples: int = 6
 @torch.no_grad()
 def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
                     clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
-                    flie_levels: int = 4, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
+                    flie_levels: int = FLIE_LEVELS, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
                     i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
                     reinject_identity_every: int = 0, flie_seeds: int = 1) -> dict:
     """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring) and
@@ -631,7 +632,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES,
              control_intensities: Sequence[float] = CONTROL_INTENSITIES, probe_examples: int = PROBE_EXAMPLES,
              guidance: Optional[Sequence[float]] = None,
-             reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = 4,
+             reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
              also_judges: Sequence[str] = ()) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
