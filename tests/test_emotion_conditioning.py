@@ -304,6 +304,60 @@ def test_twin_examples_keep_the_emotion_in_psi_only(corpus):
     assert probe["twin"].shape == probe["x0"].shape and (probe["x0"] - probe["twin"]).abs().max() > 0
 
 
+def test_same_emotion_twins_change_only_the_intensity_and_the_half_probe_pairs_with_the_full_one(corpus):
+    from training.data import DenoiserData, TwinOptions
+
+    cfg = dataclasses.replace(C.DENOISER_PRESETS["demo"])
+    data = DenoiserData(corpus, cfg, "train", twins=TwinOptions(share=1.0, target_share=1.0, same_emotion_share=1.0))
+    emotional = next(i for i, c in enumerate(data.clips) if c.meta["emotion"] != "neutral" and c.twins is not None)
+    tw = data.clips[emotional].twins
+    emotion = np.asarray(tw.extras["psi_emotion"])
+    frame = int(np.argmax(tw.onset))
+    rng = np.random.default_rng(0)
+    draws = [tw.counterfactual(rng, 1.0) for _ in range(40)]
+    neutral = [d for d in draws if np.array_equal(d, tw.neutral_psi)]
+    assert 10 <= len(neutral) <= 30                                        # half neutral
+    for d in draws:
+        if d is tw.neutral_psi or np.array_equal(d, tw.neutral_psi):
+            continue
+        # the clip's own emotion direction, scaled: the emotion part is parallel to the clip's
+        part = (d - tw.neutral_psi)[frame]
+        k = float(part @ emotion[frame] / (emotion[frame] @ emotion[frame]))
+        assert k > 0 and np.allclose(part, k * emotion[frame], atol=1e-5)
+    # with share 0 no same-emotion twin is drawn; a neutral clip never asks for one
+    other = [tw.counterfactual(np.random.default_rng(s), 0.0) for s in range(20)]
+    for d in other:
+        part = (d - tw.neutral_psi)[frame]
+        assert np.array_equal(d, tw.neutral_psi) or not np.allclose(
+            part, float(part @ emotion[frame] / (emotion[frame] @ emotion[frame])) * emotion[frame], atol=1e-5)
+    neutral_clip = next((c for c in data.clips if c.meta["emotion"] == "neutral" and c.twins is not None), None)
+    if neutral_clip is not None:
+        assert neutral_clip.twins.counterfactual(np.random.default_rng(1), 1.0).shape == neutral_clip.twins.neutral_psi.shape
+        with pytest.raises(ValueError, match="neutral clip"):
+            neutral_clip.twins.with_same_emotion(np.random.default_rng(1))
+    assert np.allclose(tw.with_scaled_emotion(1.0), tw.neutral_psi + emotion)
+    # the half-intensity probe batch: the same frames, a target between the neutral twin and the clip's frame
+    full = data.probe_batch(np.random.default_rng(2), 3)
+    half = data.probe_batch(np.random.default_rng(2), 3, emotion_scale=0.5)
+    for key in ("twin", "identity", "motion", "audio", "neutral_expression"):
+        assert torch.equal(full[key], half[key]), key
+    change_full = (full["x0"] - full["twin"]).abs().sum()
+    change_half = (half["x0"] - half["twin"]).abs().sum()
+    assert 0.2 * change_full < change_half < 0.8 * change_full
+    assert torch.allclose(half["expression"], (full["expression"] + full["neutral_expression"]) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="emotion_scale"):
+        data.probe_batch(np.random.default_rng(2), 3, emotion_scale=0.0)
+
+
+def test_half_intensity_probe_reads_how_the_response_follows_k():
+    from training.probes import half_intensity_probe
+
+    d = GaussianDiffusion.from_config(TINY.diffusion)
+    batch = _twin_batch()
+    assert half_intensity_probe(_Oracle(batch, d, True), d, batch) == {"x0_response_half_0.6": pytest.approx(1.0, abs=1e-4)}
+    assert half_intensity_probe(_Oracle(batch, d, False), d, batch)["x0_response_half_0.6"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_expression_statistics_standardise_and_drop():
     from training.data import expression_statistics
 
@@ -330,7 +384,8 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
     plain = train(f"{CONFIG_DIR}/denoiser_tiny.json", corpus, str(tmp_path / "plain"))
     recipe = dict(base, loss=dict(base["loss"], emotion=4.0),
                   model={"preset": "tiny", "overrides": {"expression_spatial": 2}},
-                  emotion={"twin_share": 0.5, "twin_target_share": 0.5, "expression_dropout": 0.5,
+                  emotion={"twin_share": 0.5, "twin_target_share": 0.5, "twin_same_emotion_share": 0.5,
+                           "expression_dropout": 0.5,
                            "standardise_expression": True, "expression_components": 13, "expression_lr_mult": 5.0,
                            "reset_expression_path": True, "probe_examples": 2})
     recipe["data"] = dict(base["data"], val_split="train", motion_blur=1.0)
@@ -344,7 +399,8 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
     with open(tmp_path / "emotion" / "log.csv") as fh:
         rows = list(csv.DictReader(fh))
     sampled = [r for r in rows if r["x0_response_0.4"]]
-    assert sampled and all(np.isfinite(float(r["swap_loss_mask"])) for r in sampled)
+    assert sampled and all(np.isfinite(float(r["swap_loss_mask"])) and np.isfinite(float(r["x0_response_half_0.6"]))
+                           for r in sampled)
     assert any(r["emotion"] for r in rows)
     # a fine-tune of it on a mix of two corpora keeps its psi statistics (its expression path reads psi
     # through them) and records both folders

@@ -271,8 +271,11 @@ def test_emotion_control_report_keys_and_ranges(corpus):
     assert grid["clips"] == 15 and set(grid["asked_probability"]) == set(report["asked_probability"])
     assert grid["fer"]["frames"] == fer["frames"] and again["ground_truth_levels"]["clips"] == 15
     assert report["seconds"] > 0 and report["chance"] == pytest.approx(1 / 8)
+    assert again["ground_truth_levels"]["asked_probability"] == grid["asked_probability"]
     with pytest.raises(ValueError, match="must exceed settle_frames"):
         emotion_control_report(denoiser, generator, judge, corpus, "test", frames=4, settle_frames=4)
+    with pytest.raises(ValueError, match="may not be named 'judge'"):      # the report's own judge's name
+        emotion_control_report(denoiser, generator, judge, corpus, "test", extra_judges={"judge": judge})
 
 
 def test_rendered_truth_is_the_corpus_clip_at_each_asked_intensity(corpus):

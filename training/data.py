@@ -77,10 +77,13 @@ class LoadedClip:
 @dataclass(frozen=True)
 class TwinOptions:
     """``share``: probability that an example is built from counterfactual twins (clips that have them);
-    ``target_share``: of those, the probability that the target is itself a twin (see `DenoiserData`)."""
+    ``target_share``: of those, the probability that the target is itself a twin (see `DenoiserData`);
+    ``same_emotion_share``: of the emotional twins of an emotional clip (motion frames or target), the share
+    that shows the clip's own emotion at another intensity rather than another emotion."""
 
     share: float = 0.0
     target_share: float = 0.0
+    same_emotion_share: float = 0.0
 
 
 IDENTITY_SOURCES = ("same_clip", "neutral_clip")
@@ -193,19 +196,20 @@ class DenoiserData:
     def twin_sample(self, clip_index: int, frame: int, identity_frame: int, rng: np.random.Generator,
                     target_twin: bool = False) -> Dict[str, torch.Tensor]:
         """A counterfactual example: identity frame and motion frames from twins of the clip (the neutral twin,
-        or, for the motion frames, half the time a twin with another emotion at another intensity), so the
-        target's emotion is only in its expression window. With ``target_twin`` the target is itself a twin
-        (neutral or another emotion, half each) with that twin's psi."""
+        or, for the motion frames, half the time a twin with another emotion, or the same emotion at another
+        intensity: `ClipTwins.counterfactual`), so the target's emotion is only in its expression window. With
+        ``target_twin`` the target is itself such a twin with that twin's psi."""
         c = self.clips[clip_index]
         tw = c.twins
+        same = self.twin_options.same_emotion_share
         n_motion = self.cfg.n_motion_frames
         previous = [i for i in range(frame - n_motion, frame) if i >= 0]
-        motion_psi = tw.neutral_psi if rng.random() < 0.5 else tw.with_other_emotion(rng)
+        motion_psi = tw.counterfactual(rng, same)
         rows = [tw.neutral_psi[identity_frame], tw.neutral_psi[frame]] + [motion_psi[i] for i in previous]
         indices = [identity_frame, frame] + previous
         target_psi = None
         if target_twin:
-            target_psi = tw.neutral_psi if rng.random() < 0.5 else tw.with_other_emotion(rng)
+            target_psi = tw.counterfactual(rng, same)
             rows.append(target_psi[frame])
             indices.append(frame)
         images, landmarks = tw.render(np.stack(rows), indices)
@@ -237,10 +241,14 @@ class DenoiserData:
             items.append(self.sample(int(c), int(rng.integers(n)), int(rng.integers(n_identity)), drop))
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
-    def probe_batch(self, rng: np.random.Generator, examples: int, min_intensity: float = 0.6
-                    ) -> Dict[str, torch.Tensor]:
+    def probe_batch(self, rng: np.random.Generator, examples: int, min_intensity: float = 0.6,
+                    emotion_scale: float = 1.0) -> Dict[str, torch.Tensor]:
         """Twin examples for `training.probes`: frames of emotional clips (k >= ``min_intensity``) where the
-        emotion has set in, their neutral twins, identity and motion frames from the neutral twin."""
+        emotion has set in, their neutral twins, identity and motion frames from the neutral twin.
+        ``emotion_scale`` below 1: the target is the frame's twin with that share of its emotion (0.5: half
+        the intensity), with that twin's psi; the same draws as at 1, so the two batches pair up."""
+        if not 0.0 < emotion_scale <= 1.0:
+            raise ValueError(f"emotion_scale must be in (0, 1], got {emotion_scale}")
         candidates = [(i, f) for i, c in enumerate(self.clips) if c.twins is not None
                       and c.meta.get("emotion") not in (None, "neutral") and not c.meta.get("emotion_change")
                       and (c.meta.get("intensity") or 0.0) >= min_intensity
@@ -256,11 +264,19 @@ class DenoiserData:
             previous = [i for i in range(frame - n_motion, frame) if i >= 0]
             identity_frame = int(rng.integers(len(c.frames)))
             indices = [identity_frame, frame] + previous
-            images, _ = c.twins.render(c.twins.neutral_psi[indices], indices)
-            items.append({"x0": c.frames[frame].float() / 127.5 - 1.0, "twin": images[1], "identity": images[0],
+            rows = c.twins.neutral_psi[indices]
+            x0, expression = c.frames[frame].float() / 127.5 - 1.0, c.expression
+            if emotion_scale != 1.0:
+                scaled = c.twins.with_scaled_emotion(emotion_scale)
+                rows, indices = np.concatenate([rows, scaled[[frame]]]), indices + [frame]
+                expression = smooth_sequence(torch.from_numpy(scaled), self.cfg.expression_smoothing)
+            images, _ = c.twins.render(rows, indices)
+            if emotion_scale != 1.0:
+                x0, images = images[-1], images[:-1]
+            items.append({"x0": x0, "twin": images[1], "identity": images[0],
                           "motion": self._motion(images[2:], images[0], len(previous)),
                           "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
-                          "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
+                          "expression": gather_windows(expression, [frame], self._expr_offsets)[0],
                           "neutral_expression": gather_windows(c.neutral_expression, [frame], self._expr_offsets)[0],
                           "landmarks": c.landmarks[frame]})
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}

@@ -35,7 +35,7 @@ from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
 
 from .clips import ClipDataset
 from .data import DenoiserData, FrameData, TwinOptions, resize_clip_frames
-from .probes import emotion_probes
+from .probes import emotion_probes, half_intensity_probe
 
 NAMED = 13
 WINDOW = 48
@@ -467,6 +467,9 @@ def control_levels(intensities: Sequence[float]) -> List[float]:
     return levels
 
 
+MAIN_JUDGE = "judge"      # emotion_control_report's own judge among the readers of its videos
+
+
 @torch.no_grad()
 def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str = "test", *, identities: int = 4,
                            intensities: Sequence[float] = CONTROL_INTENSITIES, frames: int = CONTROL_FRAMES,
@@ -512,10 +515,12 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     if frames <= settle_frames:
         raise ValueError(f"frames ({frames}) must exceed settle_frames ({settle_frames}): nothing would be judged")
     levels = control_levels(intensities)
-    judge.eval()
-    extra_judges = dict(extra_judges or {})
-    for other in extra_judges.values():
-        other.eval()
+    # every judge reads the same videos and clips (generating is the slow part); FER goes with the main one
+    readers = {MAIN_JUDGE: (judge, fer), **{name: (other, None) for name, other in (extra_judges or {}).items()}}
+    if MAIN_JUDGE in (extra_judges or {}):
+        raise ValueError(f"an extra judge may not be named {MAIN_JUDGE!r}")
+    for reader, _ in readers.values():
+        reader.eval()
     cfg = denoiser.config
     data = ClipDataset(data_dir)
     portraits = control_portraits(data_dir, split, identities, frames)
@@ -523,11 +528,14 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         raise ValueError(f"{data_dir}: no identity in split {split!r} has a neutral frame to use as the portrait")
     conditions = [("neutral", 0.0)] + [(e, k) for e in EMOTIONS if e != "neutral" for k in levels if k > 0]
     start = time.perf_counter()
-    generated, truth, used, quality = [], [], [], []
-    extra_generated = {name: [] for name in extra_judges}
-    extra_truth = {name: [] for name in extra_judges}
-    truth_levels: List[JudgedVideo] = []
-    extra_truth_levels = {name: [] for name in extra_judges}
+    used, quality = [], []
+    judged: Dict[str, Dict[str, List[JudgedVideo]]] = {
+        name: {"generated": [], "ground_truth": [], "ground_truth_levels": []} for name in readers}
+
+    def read(kind: str, frames01: torch.Tensor, identity: str, e: str, k: float) -> None:
+        for name, (reader, reader_fer) in readers.items():
+            judged[name][kind].append(_judge_video(reader, frames01, reader_fer, identity, e, k))
+
     for identity, portrait, audio_meta in portraits:
         clip = data.load(audio_meta)
         audio = encode_audio(clip.audio, audio_meta["sample_rate"], audio_meta["fps"], cfg.audio).first(frames)
@@ -544,46 +552,36 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                                 neutral_expression=torch.stack([p[1] for p in pairs]),
                                 reinject_identity_every=reinject_identity_every)          # [n, B, 3, S, S]
         for b, (e, k) in enumerate(conditions):
-            generated.append(_judge_video(judge, video[settle_frames:, b], fer, identity, e, k))
-            for name, other in extra_judges.items():
-                extra_generated[name].append(_judge_video(other, video[settle_frames:, b], None, identity, e, k))
+            read("generated", video[settle_frames:, b], identity, e, k)
             if extractor is not None or descriptor is not None:
                 quality.append(mv.measure_video(video[:, b], audio, extractor=extractor, descriptor=descriptor,
                                                 reference_image=face_u8))
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
         if ground_truth:
-            truth += _judged_truth(judge, fer, data, identity, split, frames, settle_frames)
-            for name, other in extra_judges.items():
-                extra_truth[name] += _judged_truth(other, None, data, identity, split, frames, settle_frames)
+            for name, (reader, reader_fer) in readers.items():
+                judged[name]["ground_truth"] += _judged_truth(reader, reader_fer, data, identity, split, frames,
+                                                              settle_frames)
             rendered = rendered_truth(audio_meta, clip, data_dir, cfg.image_size, conditions, range(settle_frames, n))
             for (e, k), frames01 in zip(conditions, rendered or ()):
-                truth_levels.append(_judge_video(judge, frames01, fer, identity, e, k))
-                for name, other in extra_judges.items():
-                    extra_truth_levels[name].append(_judge_video(other, frames01, None, identity, e, k))
+                read("ground_truth_levels", frames01, identity, e, k)
     seconds = time.perf_counter() - start
+
+    def summary(name: str) -> dict:
+        entry = summarise_judged_videos(judged[name]["generated"], levels)
+        for kind in ("ground_truth", "ground_truth_levels") if ground_truth else ():
+            if judged[name][kind] or kind == "ground_truth":
+                entry[kind] = dict(summarise_judged_videos(judged[name][kind], levels), clips=len(judged[name][kind]))
+        return entry
+
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
               "videos_per_identity": len(conditions), **settings.to_dict(),
-              "reinject_identity_every": int(reinject_identity_every),
-              **summarise_judged_videos(generated, levels)}
+              "reinject_identity_every": int(reinject_identity_every), **summary(MAIN_JUDGE)}
     for key in ("lipsync", "identity"):
         values = [q[key] for q in quality if key in q]
         if values:
             report[key] = float(np.mean(values))
-    if ground_truth:
-        report["ground_truth"] = dict(summarise_judged_videos(truth, levels), clips=len(truth))
-        if truth_levels:
-            report["ground_truth_levels"] = dict(summarise_judged_videos(truth_levels, levels), clips=len(truth_levels))
-    if extra_judges:
-        report["by_judge"] = {}
-        for name in extra_judges:
-            entry = summarise_judged_videos(extra_generated[name], levels)
-            if ground_truth:
-                entry["ground_truth"] = dict(summarise_judged_videos(extra_truth[name], levels),
-                                             clips=len(extra_truth[name]))
-                if extra_truth_levels[name]:
-                    entry["ground_truth_levels"] = dict(summarise_judged_videos(extra_truth_levels[name], levels),
-                                                        clips=len(extra_truth_levels[name]))
-            report["by_judge"][name] = entry
+    if len(readers) > 1:
+        report["by_judge"] = {name: summary(name) for name in readers if name != MAIN_JUDGE}
     report["chance"] = 1.0 / len(EMOTIONS)
     report["seconds"] = round(seconds, 1)
     return report
@@ -767,14 +765,17 @@ def ground_truth_flie(meta: dict, clip, data_dir: str, size: int, emotion: str, 
 
 def emotion_probe_report(denoiser, data_dir: str, split: str, examples: int = PROBE_EXAMPLES,
                          seed: int = 0) -> Optional[dict]:
-    """The training log's emotion probes (`training.probes`: x0-response at 0.2/0.4/0.6 T, swap loss) on
-    ``examples`` twin examples of ``split``; None when its clips have no twins (real clips, older corpora)."""
+    """The training log's emotion probes (`training.probes`: x0-response at 0.2/0.4/0.6 T, swap loss, and at half
+    intensity) on ``examples`` twin examples of ``split``; None when its clips have no twins (real clips, older
+    corpora)."""
     data = DenoiserData(data_dir, denoiser.config, split, twins=TwinOptions(share=1.0))
     if not data.has_twins:
         return None
-    batch = data.probe_batch(np.random.default_rng([seed, 424_242]), examples)
+    batches = {scale: data.probe_batch(np.random.default_rng([seed, 424_242]), examples, emotion_scale=scale)
+               for scale in (1.0, 0.5)}
     diffusion = GaussianDiffusion.from_config(denoiser.config.diffusion)
-    return {"examples": examples, **emotion_probes(denoiser, diffusion, batch, seed=seed)}
+    return {"examples": examples, **emotion_probes(denoiser, diffusion, batches[1.0], seed=seed),
+            **half_intensity_probe(denoiser, diffusion, batches[0.5], seed=seed)}
 
 
 def default_judge(checkpoints: str) -> Optional[str]:

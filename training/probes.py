@@ -17,6 +17,11 @@ the emotion, so judge it at mid noise levels (0.4-0.6 T).
 Swap: the noise-prediction error with the neutral psi relative to the error with the true psi, minus 1, on
 the whole image and on the emotion's pixels (`emotion_region_mask`): how much worse the model gets when it is
 told the wrong emotion. Near 0 means psi is ignored.
+
+Half-intensity x0-response: the same, on the same frames' twins at half the emotion's intensity (target and
+psi both halved; `DenoiserData.probe_batch(emotion_scale=0.5)`), measured against the half twin's own change.
+A response that follows k linearly reads the same at half as at full intensity; a model that saturates early
+reads higher at half (it renders more than half the emotion for half the k), one that rises late lower.
 """
 from __future__ import annotations
 
@@ -78,3 +83,13 @@ def emotion_probes(model, diffusion, batch: Mapping[str, torch.Tensor], levels: 
         return out
     finally:
         model.train(was_training)
+
+
+HALF_LEVEL = 0.6
+
+
+def half_intensity_probe(model, diffusion, half_batch: Mapping[str, torch.Tensor], level: float = HALF_LEVEL,
+                         seed: int = 0) -> Dict[str, float]:
+    """``x0_response_half_<level>``: the x0-response on a half-intensity twin batch (module docstring)."""
+    out = emotion_probes(model, diffusion, half_batch, levels=(level,), swap_level=level, seed=seed)
+    return {f"x0_response_half_{level:g}": out[f"x0_response_{level:g}"]}

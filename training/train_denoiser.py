@@ -29,7 +29,7 @@ from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, blur_frames, exp
                    half_blurred_sigmas, mean_psnr, model_range_to_01, optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
-from .probes import emotion_probes
+from .probes import emotion_probes, half_intensity_probe
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,12 @@ class EmotionSection:
     ``expression_lr_mult``: learning-rate multiplier of the expression path (its MLPs and FiLM projections).
     ``reset_expression_path``: with --init-from, re-initialise the expression MLPs and zero their FiLM
     projections (the input's scale changes when psi becomes standardised). ``probe_examples``: twin examples
-    of the x0-response / swap probes logged at every sample step (0 = off; `training.probes`)."""
+    of the x0-response / swap probes logged at every sample step (0 = off; `training.probes`).
+    ``twin_same_emotion_share``: of the emotional twins (motion frames, twin targets) of an emotional clip, the
+    share showing the clip's own emotion at another intensity instead of another emotion (`ClipTwins.
+    counterfactual`): examples that differ only in k, so the response learns to follow k."""
+
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0}
 
     twin_share: float
     twin_target_share: float
@@ -114,9 +119,10 @@ class EmotionSection:
     expression_lr_mult: float
     reset_expression_path: bool
     probe_examples: int
+    twin_same_emotion_share: float
 
     def validate(self) -> None:
-        for name in ("twin_share", "twin_target_share", "expression_dropout"):
+        for name in ("twin_share", "twin_target_share", "expression_dropout", "twin_same_emotion_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"emotion.{name} must be in [0, 1], got {value}")
         require(1 <= self.expression_components <= 50,
@@ -127,7 +133,7 @@ class EmotionSection:
 
 EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout": 0.0,
                "standardise_expression": False, "expression_components": 50, "expression_lr_mult": 1.0,
-               "reset_expression_path": False, "probe_examples": 0}
+               "reset_expression_path": False, "probe_examples": 0, "twin_same_emotion_share": 0.0}
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,8 @@ class DenoiserTrainingConfig:
 
 
 LOG_FIELDS = ["step", "seconds", "loss", "simple", "vlb", "lip", "eye", "emotion", "lr", "grad_norm", "val_psnr",
-              "val_loss", "x0_response_0.2", "x0_response_0.4", "x0_response_0.6", "swap_loss", "swap_loss_mask"]
+              "val_loss", "x0_response_0.2", "x0_response_0.4", "x0_response_0.6", "swap_loss", "swap_loss_mask",
+              "x0_response_half_0.6"]
 EXPRESSION_PATH = ("unet.expression_frame_embed.", "unet.expression_embed.", "unet.expression_spatial",
                    ".film.expression.")
 
@@ -182,7 +189,7 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     os.makedirs(out_dir, exist_ok=True)
 
     emotion = cfg_file.emotion
-    twins = TwinOptions(emotion.twin_share, emotion.twin_target_share)
+    twins = TwinOptions(emotion.twin_share, emotion.twin_target_share, emotion.twin_same_emotion_share)
     data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
                         motion_dropout=data_cfg.motion_dropout, twins=twins)
     start = load_components(init_from, ["denoiser"])["denoiser"] if init_from else None
@@ -256,7 +263,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     def on_sample(done: int) -> Dict[str, float]:
         out = _validate(ema.shadow, diffusion, val, sampling, out_dir, done, seed, weights)
         if probe is not None:
-            out.update(emotion_probes(ema.shadow, diffusion, probe, seed=seed))
+            out.update(emotion_probes(ema.shadow, diffusion, probe["full"], seed=seed))
+            out.update(half_intensity_probe(ema.shadow, diffusion, probe["half"], seed=seed))
         return out
 
     def on_checkpoint(done: int) -> None:
@@ -283,8 +291,9 @@ def _validation_set(data_dir: DataFolders, model_cfg, data_cfg: DataSection, see
 
 
 def _probe_set(data_dir: DataFolders, model_cfg, data_cfg: DataSection, examples: int, seed: int,
-               announce: bool) -> Optional[Dict[str, torch.Tensor]]:
-    """A fixed batch of twin examples of the validation split for `training.probes`, or None without twins."""
+               announce: bool) -> Optional[Dict[str, Dict[str, torch.Tensor]]]:
+    """Fixed batches of twin examples of the validation split for `training.probes`, "full" (the clips' frames)
+    and "half" (the same frames' twins at half the intensity), or None without twins."""
     val = optional_validation_data(lambda: DenoiserData(data_dir, model_cfg, data_cfg.val_split,
                                                         twins=TwinOptions(share=1.0)),
                                    data_cfg.val_split, announce)
@@ -295,7 +304,8 @@ def _probe_set(data_dir: DataFolders, model_cfg, data_cfg: DataSection, examples
             print("emotion probes are off: the validation clips have no counterfactual twins (corpus clips only)",
                   flush=True)
         return None
-    return val.probe_batch(np.random.default_rng([seed, 424_242]), examples)
+    return {name: val.probe_batch(np.random.default_rng([seed, 424_242]), examples, emotion_scale=scale)
+            for name, scale in (("full", 1.0), ("half", 0.5))}
 
 
 def expression_path(model: EMOdiffheadDenoiser):

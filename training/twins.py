@@ -17,6 +17,7 @@ import torch
 from emodiff_core.emotions import EMOTIONS, NEUTRAL
 
 OTHER_INTENSITY = (0.3, 1.0)     # intensity range of the "another emotion" twins
+SAME_INTENSITY = (0.1, 1.0)      # intensity range of the "same emotion, another intensity" twins
 
 
 class ClipTwins:
@@ -80,6 +81,27 @@ class ClipTwins:
         weights = np.zeros((1, len(EMOTIONS)), np.float32)
         weights[0, EMOTIONS.index(emotion)] = float(intensity)
         return (self.neutral_psi + emotion_psi(self.meta, weights)[0][None]).astype(np.float32)
+
+    def with_scaled_emotion(self, scale: float) -> np.ndarray:
+        """psi [N, 50] of the clip with its emotion part times ``scale`` (0 = the neutral twin, 1 = the clip)."""
+        return (self.neutral_psi + float(scale) * self.extras["psi_emotion"]).astype(np.float32)
+
+    def with_same_emotion(self, rng: np.random.Generator) -> np.ndarray:
+        """psi of a twin showing the clip's own emotion at a random intensity (``SAME_INTENSITY``): the same
+        face, mouth and pose with only the emotion's strength changed, which teaches the response to k."""
+        if self.emotion in (None, NEUTRAL):
+            raise ValueError("a neutral clip has no emotion to show at another intensity")
+        return self.with_emotion(self.emotion, float(rng.uniform(*SAME_INTENSITY)))
+
+    def counterfactual(self, rng: np.random.Generator, same_emotion_share: float = 0.0) -> np.ndarray:
+        """psi of a twin for motion frames or a twin target: the neutral twin half the time, otherwise the
+        clip's own emotion at another intensity (probability ``same_emotion_share``, emotional clips only) or
+        another emotion."""
+        if rng.random() < 0.5:
+            return self.neutral_psi
+        if self.emotion not in (None, NEUTRAL) and rng.random() < same_emotion_share:
+            return self.with_same_emotion(rng)
+        return self.with_other_emotion(rng)
 
     def with_other_emotion(self, rng: np.random.Generator) -> np.ndarray:
         """psi of a twin with an emotion other than the clip's (and not neutral), at a random intensity."""
