@@ -324,6 +324,11 @@ def test_same_emotion_twins_change_only_the_intensity_and_the_half_probe_pairs_w
         part = (d - tw.neutral_psi)[frame]
         k = float(part @ emotion[frame] / (emotion[frame] @ emotion[frame]))
         assert k > 0 and np.allclose(part, k * emotion[frame], atol=1e-5)
+    # with share 0 the draws are the older recipe's, draw for draw (no extra random number)
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(20):
+        old = tw.neutral_psi if a.random() < 0.5 else tw.with_other_emotion(a)
+        assert np.array_equal(tw.counterfactual(b, 0.0), old)
     # with share 0 no same-emotion twin is drawn; a neutral clip never asks for one
     other = [tw.counterfactual(np.random.default_rng(s), 0.0) for s in range(20)]
     for d in other:

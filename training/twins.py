@@ -96,10 +96,10 @@ class ClipTwins:
     def counterfactual(self, rng: np.random.Generator, same_emotion_share: float = 0.0) -> np.ndarray:
         """psi of a twin for motion frames or a twin target: the neutral twin half the time, otherwise the
         clip's own emotion at another intensity (probability ``same_emotion_share``, emotional clips only) or
-        another emotion."""
+        another emotion. With a share of 0 it draws exactly what recipes before the option drew (no extra draw)."""
         if rng.random() < 0.5:
             return self.neutral_psi
-        if self.emotion not in (None, NEUTRAL) and rng.random() < same_emotion_share:
+        if same_emotion_share > 0 and self.emotion not in (None, NEUTRAL) and rng.random() < same_emotion_share:
             return self.with_same_emotion(rng)
         return self.with_other_emotion(rng)
 
