@@ -238,7 +238,8 @@ def test_emotion_control_report_keys_and_ranges(corpus):
     levels = (0.0, 0.5, 1.0)
     report = emotion_control_report(denoiser, generator, judge, corpus, "test", identities=4, intensities=levels,
                                     frames=6, settle_frames=2, settings=SamplingSettings(steps=2, start_noise=1.0),
-                                    fer=load_fer_classifier(), extra_judges={"same.safetensors": judge})
+                                    fer=load_fer_classifier(), extra_judges={"same.safetensors": judge},
+                                    neutral_seeds=3)
     assert [u["identity"] for u in report["identities"]] == ["id0007"]        # the one test identity
     # another judge reads the same videos: the same judge again gives the same measures
     again = report["by_judge"]["same.safetensors"]
@@ -253,6 +254,11 @@ def test_emotion_control_report_keys_and_ranges(corpus):
     judged_k0 = report["judged_k0_per_identity"]                               # the neutral video, as judged
     assert list(judged_k0) == ["id0007"] and len(judged_k0["id0007"]) == 1 and judged_k0["id0007"][0] in EMOTIONS
     assert report["neutral_share_k0"] == float(judged_k0["id0007"][0] == "neutral")
+    seeds = report["neutral_k0_seeds"]               # the grid's neutral video first, then two more seeds
+    assert report["neutral_seeds"] == 3 and seeds["videos"] == 3 and list(seeds["per_identity"]) == ["id0007"]
+    assert len(seeds["per_identity"]["id0007"]) == 3 and seeds["per_identity"]["id0007"][0] == judged_k0["id0007"][0]
+    assert seeds["neutral_share"] == pytest.approx(np.mean([x == "neutral" for x in seeds["per_identity"]["id0007"]]))
+    assert again["neutral_k0_seeds"] == seeds
     assert set(report["asked_probability"]) == set(EMOTIONS) - {"neutral"}
     for curve in report["asked_probability"].values():
         assert list(curve) == ["0.000", "0.500", "1.000"] and all(0 <= p <= 1 for p in curve.values())
@@ -276,6 +282,25 @@ def test_emotion_control_report_keys_and_ranges(corpus):
         emotion_control_report(denoiser, generator, judge, corpus, "test", frames=4, settle_frames=4)
     with pytest.raises(ValueError, match="may not be named 'judge'"):      # the report's own judge's name
         emotion_control_report(denoiser, generator, judge, corpus, "test", extra_judges={"judge": judge})
+    with pytest.raises(ValueError, match="neutral_seeds must be at least 1"):
+        emotion_control_report(denoiser, generator, judge, corpus, "test", neutral_seeds=0)
+
+
+def test_summarise_neutral_videos_reads_each_video_by_its_mean_probability():
+    from training.evaluate import JudgedVideo, summarise_neutral_videos
+
+    neutral_j, fear_j = EMOTIONS.index("neutral"), EMOTIONS.index("fear")
+
+    def video(identity, neutral_frames, fear_frames):
+        probs = torch.full((neutral_frames + fear_frames, len(EMOTIONS)), 0.01)
+        probs[:neutral_frames, neutral_j] = 0.9
+        probs[neutral_frames:, fear_j] = 0.9
+        return JudgedVideo(identity, "neutral", 0.0, probs)
+
+    out = summarise_neutral_videos([video("a", 3, 1), video("b", 1, 3), video("a", 4, 0)])
+    assert out["videos"] == 3 and out["per_identity"] == {"a": ["neutral", "neutral"], "b": ["fear"]}
+    assert out["neutral_share"] == pytest.approx(2 / 3) and out["neutral_frame_share"] == pytest.approx(8 / 12)
+    assert summarise_neutral_videos([]) is None
 
 
 def test_rendered_truth_is_the_corpus_clip_at_each_asked_intensity(corpus):

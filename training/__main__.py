@@ -99,7 +99,7 @@ def _evaluate(args) -> int:
                       control_intensities=args.control_intensities,
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
                       flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, probe_examples=args.probe_examples,
-                      also_judges=args.also_judge)
+                      also_judges=args.also_judge, neutral_seeds=args.neutral_seeds)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -134,8 +134,8 @@ def main(argv=None) -> int:
     from emodiff_core.paths import DEFAULT_CHECKPOINT
     from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES
 
-    from .evaluate import (CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_SETTLE, FLIE_LEVELS, PROBE_EXAMPLES,
-                           SINGLE_FRAME_SETTINGS)
+    from .evaluate import (CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_NEUTRAL_SEEDS, CONTROL_SETTLE, FLIE_LEVELS,
+                           PROBE_EXAMPLES, SINGLE_FRAME_SETTINGS)
 
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,6 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--control-frames", type=int, default=CONTROL_FRAMES,
                    help=f"emotion control: frames per video, the first {CONTROL_SETTLE} not judged "
                         f"(default {CONTROL_FRAMES})")
+    p.add_argument("--neutral-seeds", type=int, default=CONTROL_NEUTRAL_SEEDS,
+                   help="emotion control: neutral videos per identity, each at its own seed, for the share judged "
+                        f"neutral at k = 0 (emotion_control.neutral_k0_seeds; default {CONTROL_NEUTRAL_SEEDS})")
     p.add_argument("--guidance", type=_float_list, default=None,
                    help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
                         "reported under guidance_sweep, with the lip sync and identity each scale costs; default: "

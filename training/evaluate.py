@@ -284,6 +284,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
 CONTROL_INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 CONTROL_FRAMES = 20         # frames per generated video (the first CONTROL_SETTLE are not judged)
 CONTROL_SETTLE = 8          # the emotion needs a few frames to set in from the neutral portrait's motion frames
+CONTROL_NEUTRAL_SEEDS = 3   # neutral videos per identity for the k = 0 share (one is a single draw)
 FER_CROP_FRACTION = 0.7     # the central part of the aligned crop that FER reads best (training/fer_confusion.py)
 
 
@@ -459,6 +460,22 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
     return report
 
 
+def summarise_neutral_videos(videos: Sequence[JudgedVideo]) -> Optional[dict]:
+    """Neutral videos (k = 0) as judged: ``videos``, ``neutral_share`` (the share whose mean judge probability
+    is highest for neutral), ``neutral_frame_share`` and ``per_identity`` ({identity: [judged label per video]},
+    in the order given). None without videos."""
+    if not videos:
+        return None
+    neutral_j = EMOTIONS.index("neutral")
+    video_pred = [int(v.probs.mean(0).argmax()) for v in videos]
+    per_identity: Dict[str, List[str]] = {}
+    for v, pred in zip(videos, video_pred):
+        per_identity.setdefault(v.identity, []).append(EMOTIONS[pred])
+    return {"videos": len(videos), "neutral_share": float(np.mean([p == neutral_j for p in video_pred])),
+            "neutral_frame_share": float(torch.cat([(v.probs.argmax(1) == neutral_j).float() for v in videos]).mean()),
+            "per_identity": per_identity}
+
+
 def control_levels(intensities: Sequence[float]) -> List[float]:
     """The emotion-control intensities, sorted and checked: k >= 0, at least one above 0."""
     levels = sorted(set(float(k) for k in intensities))
@@ -476,7 +493,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                            settle_frames: int = CONTROL_SETTLE, settings: SamplingSettings = DEFAULT,
                            seed: int = 0, fer=None, ground_truth: bool = True,
                            reinject_identity_every: int = 0, extractor=None, descriptor=None,
-                           extra_judges: Optional[Mapping[str, object]] = None) -> dict:
+                           extra_judges: Optional[Mapping[str, object]] = None, neutral_seeds: int = 1) -> dict:
     """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
 
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
@@ -509,11 +526,20 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
 
     ``extra_judges`` ({name: judge}): the same videos (and ground-truth clips) read by other judges as well
     (generating is the slow part, judging is not); ``by_judge[name]`` holds each one's measures (FER aside).
+
+    ``neutral_seeds``: neutral videos per identity for ``neutral_k0_seeds`` (`summarise_neutral_videos`): the
+    grid's own (``seed``) and ``neutral_seeds - 1`` more, each with the expression generator at its own seed
+    (``seed + r``) and diffused in a batch of their own (sampling seed ``seed + 1``), so the grid's videos and
+    every measure above stay what they are without them. One neutral video per identity is a single draw: with
+    4 identities one video moves the k = 0 share by 25 points, and which identities lean where changes with the
+    seed (training/checkpoints/README.md); several seeds make the share a measure of the model.
     """
     from emodiff_core import metrics_video as mv
 
     if frames <= settle_frames:
         raise ValueError(f"frames ({frames}) must exceed settle_frames ({settle_frames}): nothing would be judged")
+    if int(neutral_seeds) < 1:
+        raise ValueError(f"neutral_seeds must be at least 1 (the grid's own neutral video), got {neutral_seeds}")
     levels = control_levels(intensities)
     # every judge reads the same videos and clips (generating is the slow part); FER goes with the main one
     readers = {MAIN_JUDGE: (judge, fer), **{name: (other, None) for name, other in (extra_judges or {}).items()}}
@@ -530,7 +556,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     start = time.perf_counter()
     used, quality = [], []
     judged: Dict[str, Dict[str, List[JudgedVideo]]] = {
-        name: {"generated": [], "ground_truth": [], "ground_truth_levels": []} for name in readers}
+        name: {"generated": [], "ground_truth": [], "ground_truth_levels": [], "neutral_seeds": []} for name in readers}
 
     def read(kind: str, frames01: torch.Tensor, identity: str, e: str, k: float) -> None:
         for name, (reader, reader_fer) in readers.items():
@@ -556,6 +582,16 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
             if extractor is not None or descriptor is not None:
                 quality.append(mv.measure_video(video[:, b], audio, extractor=extractor, descriptor=descriptor,
                                                 reference_image=face_u8))
+        read("neutral_seeds", video[settle_frames:, 0], identity, "neutral", 0.0)     # conditions[0] is neutral
+        if neutral_seeds > 1:
+            more = [emotion_expression_pair(generator, n, EmotionSpec("neutral", 0.0), fps=audio.fps, seed=seed + r)
+                    for r in range(1, int(neutral_seeds))]
+            neutral_video = generate_frames(
+                denoiser, face[None].expand(len(more), -1, -1, -1).contiguous(), audio,
+                torch.stack([p[0] for p in more]), settings=settings, seed=seed + 1,
+                neutral_expression=torch.stack([p[1] for p in more]), reinject_identity_every=reinject_identity_every)
+            for b in range(len(more)):
+                read("neutral_seeds", neutral_video[settle_frames:, b], identity, "neutral", 0.0)
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
         if ground_truth:
             for name, (reader, reader_fer) in readers.items():
@@ -568,13 +604,14 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
 
     def summary(name: str) -> dict:
         entry = summarise_judged_videos(judged[name]["generated"], levels)
+        entry["neutral_k0_seeds"] = summarise_neutral_videos(judged[name]["neutral_seeds"])
         for kind in ("ground_truth", "ground_truth_levels") if ground_truth else ():
             if judged[name][kind] or kind == "ground_truth":
                 entry[kind] = dict(summarise_judged_videos(judged[name][kind], levels), clips=len(judged[name][kind]))
         return entry
 
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
-              "videos_per_identity": len(conditions), **settings.to_dict(),
+              "videos_per_identity": len(conditions), "neutral_seeds": int(neutral_seeds), **settings.to_dict(),
               "reinject_identity_every": int(reinject_identity_every), **summary(MAIN_JUDGE)}
     for key in ("lipsync", "identity"):
         values = [q[key] for q in quality if key in q]
@@ -631,7 +668,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              control_intensities: Sequence[float] = CONTROL_INTENSITIES, probe_examples: int = PROBE_EXAMPLES,
              guidance: Optional[Sequence[float]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
-             also_judges: Sequence[str] = ()) -> dict:
+             also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
@@ -648,7 +685,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
     with one, ``judge`` reports its accuracy on the split's ground truth and, with a denoiser and a generator,
     ``emotion_control`` is `emotion_control_report` over ``control_identities`` identities (0 skips it) and
-    videos of ``control_frames`` frames at ``control_intensities``. ``also_judges``: more judge files; each reads
+    videos of ``control_frames`` frames at ``control_intensities``, neutral at ``neutral_seeds`` seeds per
+    identity (``neutral_k0_seeds``). ``also_judges``: more judge files; each reads
     the same videos too (``emotion_control.by_judge[file name]``, each scale's in the sweep) and its ground-truth
     accuracy is in ``also_judged[file name]``."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
@@ -661,6 +699,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     if flie_levels < 2:
         raise ValueError(f"flie_levels must be >= 2 (k = 0, 1/L, .., 1), got {flie_levels}")
     control_levels(control_intensities)
+    if neutral_seeds < 1:
+        raise ValueError(f"neutral_seeds must be >= 1, got {neutral_seeds}")
     if probe_examples < 1:
         raise ValueError(f"probe_examples must be >= 1, got {probe_examples}")
     found = find_components(checkpoints)
@@ -720,7 +760,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                     intensities=control_intensities,
                     settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
                     reinject_identity_every=reinject_identity_every, extractor=control_extractor,
-                    descriptor=control_descriptor, extra_judges=extra_judges)
+                    descriptor=control_descriptor, extra_judges=extra_judges, neutral_seeds=neutral_seeds)
                 report.setdefault("emotion_control", control)
                 sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
                 if extra_judges:
@@ -734,7 +774,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
 # what the guidance sweep keeps of each scale's emotion-control report
 GUIDANCE_SWEEP_KEYS = ("guidance", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
-                       "spearman_mean", "video_accuracy_per_intensity", "fer", "lipsync", "identity", "seconds")
+                       "neutral_k0_seeds", "spearman_mean", "video_accuracy_per_intensity", "fer", "lipsync", "identity", "seconds")
 
 
 def ground_truth_flie(meta: dict, clip, data_dir: str, size: int, emotion: str, levels: int, frames: int,
