@@ -460,6 +460,20 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
     return report
 
 
+def extra_neutral_videos(denoiser, generator, face: torch.Tensor, audio, settings: SamplingSettings, seed: int,
+                         count: int, reinject_identity_every: int = 0) -> torch.Tensor:
+    """``count`` neutral videos of ``face`` ([3, S, S] in 0..1) speaking ``audio`` beside the control grid's own
+    (which is at ``seed``): video r's expression generator at seed ``seed + r`` (r = 1..count), all diffused in
+    one batch at sampling seed ``seed + 1``, apart from the grid so its videos do not change. [N, count, 3, S, S]."""
+    n = audio.num_frames
+    pairs = [emotion_expression_pair(generator, n, EmotionSpec("neutral", 0.0), fps=audio.fps, seed=seed + r)
+             for r in range(1, count + 1)]
+    return generate_frames(denoiser, face[None].expand(count, -1, -1, -1).contiguous(), audio,
+                           torch.stack([p[0] for p in pairs]), settings=settings, seed=seed + 1,
+                           neutral_expression=torch.stack([p[1] for p in pairs]),
+                           reinject_identity_every=reinject_identity_every)
+
+
 def summarise_neutral_videos(videos: Sequence[JudgedVideo]) -> Optional[dict]:
     """Neutral videos (k = 0) as judged: ``videos``, ``neutral_share`` (the share whose mean judge probability
     is highest for neutral), ``neutral_frame_share`` and ``per_identity`` ({identity: [judged label per video]},
@@ -584,14 +598,10 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                                                 reference_image=face_u8))
         read("neutral_seeds", video[settle_frames:, 0], identity, "neutral", 0.0)     # conditions[0] is neutral
         if neutral_seeds > 1:
-            more = [emotion_expression_pair(generator, n, EmotionSpec("neutral", 0.0), fps=audio.fps, seed=seed + r)
-                    for r in range(1, int(neutral_seeds))]
-            neutral_video = generate_frames(
-                denoiser, face[None].expand(len(more), -1, -1, -1).contiguous(), audio,
-                torch.stack([p[0] for p in more]), settings=settings, seed=seed + 1,
-                neutral_expression=torch.stack([p[1] for p in more]), reinject_identity_every=reinject_identity_every)
-            for b in range(len(more)):
-                read("neutral_seeds", neutral_video[settle_frames:, b], identity, "neutral", 0.0)
+            more = extra_neutral_videos(denoiser, generator, face, audio, settings, seed, int(neutral_seeds) - 1,
+                                        reinject_identity_every)
+            for b in range(more.shape[1]):
+                read("neutral_seeds", more[settle_frames:, b], identity, "neutral", 0.0)
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
         if ground_truth:
             for name, (reader, reader_fer) in readers.items():
