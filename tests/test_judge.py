@@ -445,9 +445,13 @@ def test_emotion_control_re_injects_the_portrait_when_asked(corpus, monkeypatch)
     anchored = ev.emotion_control_report(denoiser, generator, judge, corpus, "test", reinject_identity_every=2, **options)
     assert anchored["reinject_identity_every"] == 2 and periods == [0, 2]
     periods.clear()
-    videos = ev.evaluate_videos(denoiser, generator, corpus, "test", clips=1, frames=6, flie_levels=0,
+    videos = ev.evaluate_videos(denoiser, generator, corpus, "test", clips=2, frames=6, flie_levels=0,
                                 settings=options["settings"], reinject_identity_every=3)
-    assert videos["reinject_identity_every"] == 3 and periods == [3]
+    assert videos["reinject_identity_every"] == 3 and periods == [3, 3]
+    # each clip's own figures, in the clips' order, average to the report's (paired comparisons of checkpoints)
+    assert len(videos["per_clip"]) == len(videos["clips"]) == 2
+    for key in ("psnr", "ssim"):
+        assert videos[key] == pytest.approx(np.mean([clip[key] for clip in videos["per_clip"]]))
 
 
 def test_evaluate_re_injects_the_identity_as_the_denoiser_file_recommends(corpus, tmp_path):

@@ -198,7 +198,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     FLIE is undefined) and ``flie_median``. ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi
     dimensions the asked edit moves (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth``
     and ``flie_edit_dims_ground_truth`` are the same measures of the first clip re-rendered by the corpus at
-    those intensities (`ground_truth_flie`): the floor the extractor's errors set."""
+    those intensities (`ground_truth_flie`): the floor the extractor's errors set. ``per_clip``: each clip's
+    ``psnr``/``ssim``/``lipsync``/``identity``, in ``clips`` order (for paired comparisons of checkpoints)."""
     from emodiff_core import metrics_video as mv
     from emodiff_core.evaluation import intensity_metrics
 
@@ -233,6 +234,9 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         values = [c[key] for c in per_clip if key in c]
         if values:
             report[key] = float(np.mean(values))
+    # each clip's own figures: checkpoints differing by a few thousandths are compared clip by clip (paired)
+    report["per_clip"] = [{key: float(c[key]) for key in ("psnr", "ssim", "lipsync", "identity") if key in c}
+                          for c in per_clip]
     if extractor is None:
         skipped["lipsync, emotion_accuracy, flie"] = "no psi extractor (a regressor in the bundle or --deca)"
     if descriptor is None:
