@@ -382,7 +382,6 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
 
     levels = sorted(float(v) for v in levels)
     top = levels[-1]
-    neutral_j = EMOTIONS.index("neutral")
     non_neutral = [e for e in EMOTIONS if e != "neutral"]
     mean_probs = [v.probs.mean(0) for v in videos]
     video_pred = [int(p.argmax()) for p in mean_probs]
@@ -411,15 +410,13 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
         if top_idx else None,
         "frame_accuracy_k1": float(torch.cat(top_frames).mean()) if top_frames else None,
         "per_emotion_k1": per_emotion, "confusion_k1": confusion.tolist(),
-        "neutral_share_k0": float(np.mean([video_pred[i] == neutral_j for i in neutral_idx])) if neutral_idx else None,
-        "neutral_frame_share_k0": float(torch.cat([(videos[i].probs.argmax(1) == neutral_j).float()
-                                                   for i in neutral_idx]).mean()) if neutral_idx else None,
     }
-    # which identity's neutral video reads as what: a failed k = 0 is one face, and which face says why
-    judged_k0: Dict[str, List[str]] = {}
-    for i in neutral_idx:
-        judged_k0.setdefault(videos[i].identity, []).append(EMOTIONS[video_pred[i]])
-    report["judged_k0_per_identity"] = judged_k0
+    # the neutral videos as judged, and which identity's reads as what: a failed k = 0 is one face, and which
+    # face says why
+    k0 = summarise_neutral_videos([videos[i] for i in neutral_idx])
+    report.update(neutral_share_k0=k0["neutral_share"] if k0 else None,
+                  neutral_frame_share_k0=k0["neutral_frame_share"] if k0 else None,
+                  judged_k0_per_identity=k0["per_identity"] if k0 else {})
     # the probability of the asked emotion against k, per emotion (neutral videos are every emotion's k = 0)
     curves, spearmans, per_level_acc, intensity_curves, intensity_spearman = {}, {}, {}, {}, {}
     for e in non_neutral:
@@ -788,7 +785,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
 # what the guidance sweep keeps of each scale's emotion-control report
 GUIDANCE_SWEEP_KEYS = ("guidance", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
-                       "neutral_k0_seeds", "spearman_mean", "video_accuracy_per_intensity", "fer", "lipsync", "identity", "seconds")
+                       "neutral_k0_seeds", "spearman_mean", "video_accuracy_per_intensity", "fer", "lipsync", "identity",
+                       "seconds")
 
 
 def ground_truth_flie(meta: dict, clip, data_dir: str, size: int, emotion: str, levels: int, frames: int,
