@@ -423,6 +423,7 @@ def test_evaluate_guides_the_emotion_control_as_the_denoiser_file_recommends(cor
 
 
 def test_emotion_control_re_injects_the_portrait_when_asked(corpus, monkeypatch):
+    from emodiff_core import metrics_video as mv
     from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
     from emodiff_core.sampling import SamplingSettings
 
@@ -445,13 +446,22 @@ def test_emotion_control_re_injects_the_portrait_when_asked(corpus, monkeypatch)
     anchored = ev.emotion_control_report(denoiser, generator, judge, corpus, "test", reinject_identity_every=2, **options)
     assert anchored["reinject_identity_every"] == 2 and periods == [0, 2]
     periods.clear()
+    descriptor = mv.FaceDescriptor()
     videos = ev.evaluate_videos(denoiser, generator, corpus, "test", clips=2, frames=6, flie_levels=0,
-                                settings=options["settings"], reinject_identity_every=3)
+                                settings=options["settings"], reinject_identity_every=3, descriptor=descriptor)
     assert videos["reinject_identity_every"] == 3 and periods == [3, 3]
     # each clip's own figures, in the clips' order, average to the report's (paired comparisons of checkpoints)
     assert len(videos["per_clip"]) == len(videos["clips"]) == 2
-    for key in ("psnr", "ssim"):
+    for key in ("psnr", "ssim", "identity", "identity_ground_truth"):
         assert videos[key] == pytest.approx(np.mean([clip[key] for clip in videos["per_clip"]]))
+    # the reference for identity: the clip's own first 6 frames against its first, by the same descriptor
+    data = ev.ClipDataset(corpus)
+    meta = next(m for m in data.metas("test") if m["clip_id"] == videos["clips"][0])
+    truth, _ = ev.resize_clip_frames(np.asarray(data.load(meta).frames[:6]), np.asarray(data.load(meta).landmarks[:6]),
+                                     denoiser.config.image_size)
+    expected = mv.identity_similarity(truth[0], np.array(truth), descriptor, assume_aligned=True).similarity
+    assert videos["per_clip"][0]["identity_ground_truth"] == pytest.approx(expected)
+    assert 0.8 < expected <= 1.0 + 1e-6      # the first frame itself is among the six
 
 
 def test_evaluate_re_injects_the_identity_as_the_denoiser_file_recommends(corpus, tmp_path):

@@ -185,6 +185,11 @@ def condition_sensitivity(denoiser, data_dir: str, split: str, examples: int = 6
             "audio_relative_increase": mean["audio_shuffled"] / mean["true"] - 1.0}
 
 
+# per-clip rollout measures; identity_ground_truth is the clip's own frames against its first frame (the same
+# dlib cosine as identity): a model that renders the clip's expressions is not expected to score above it
+VIDEO_CLIP_KEYS = ("psnr", "ssim", "lipsync", "identity", "identity_ground_truth")
+
+
 @torch.no_grad()
 def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
                     clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
@@ -199,7 +204,9 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     dimensions the asked edit moves (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth``
     and ``flie_edit_dims_ground_truth`` are the same measures of the first clip re-rendered by the corpus at
     those intensities (`ground_truth_flie`): the floor the extractor's errors set. ``per_clip``: each clip's
-    ``psnr``/``ssim``/``lipsync``/``identity``, in ``clips`` order (for paired comparisons of checkpoints)."""
+    ``psnr``/``ssim``/``lipsync``/``identity``/``identity_ground_truth``, in ``clips`` order (for paired comparisons
+    of checkpoints). ``identity_ground_truth``: the same identity measure on the clip's own frames, the reference
+    for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's)."""
     from emodiff_core import metrics_video as mv
     from emodiff_core.evaluation import intensity_metrics
 
@@ -224,19 +231,22 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         psi = (torch.from_numpy(np.array(clip.psi[:n], np.float32)) if clip.psi is not None
                else emotion_expressions(generator, n, EmotionSpec("neutral"), fps=audio.fps, seed=seed))
         video = generate_frames(denoiser, identity, audio, psi, **gen_opts)[:, 0]
-        per_clip.append(mv.measure_video(video, audio, truth_frames=truth, extractor=extractor,
-                                         descriptor=descriptor, reference_image=truth[0]))
+        measured = mv.measure_video(video, audio, truth_frames=truth, extractor=extractor,
+                                    descriptor=descriptor, reference_image=truth[0])
+        if descriptor is not None:      # the clip's own frames against its first: what its expressions cost
+            measured["identity_ground_truth"] = mv.identity_similarity(truth[0], truth, descriptor,
+                                                                       assume_aligned=True).similarity
+        per_clip.append(measured)
         real.append(torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255.0)
         fake.append(video)
     report = {"clips": [m["clip_id"] for m in metas], "frames_per_clip": frames, **settings.to_dict(),
               "reinject_identity_every": int(reinject_identity_every)}
-    for key in ("psnr", "ssim", "lipsync", "identity"):
+    for key in VIDEO_CLIP_KEYS:
         values = [c[key] for c in per_clip if key in c]
         if values:
             report[key] = float(np.mean(values))
     # each clip's own figures: checkpoints differing by a few thousandths are compared clip by clip (paired)
-    report["per_clip"] = [{key: float(c[key]) for key in ("psnr", "ssim", "lipsync", "identity") if key in c}
-                          for c in per_clip]
+    report["per_clip"] = [{key: float(c[key]) for key in VIDEO_CLIP_KEYS if key in c} for c in per_clip]
     if extractor is None:
         skipped["lipsync, emotion_accuracy, flie"] = "no psi extractor (a regressor in the bundle or --deca)"
     if descriptor is None:
