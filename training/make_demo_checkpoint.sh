@@ -72,13 +72,15 @@ $PY -m training train denoiser --config training/configs/denoiser_emotion_v3b.js
     --out "$RUNS/denoiser_emotion_v3b" --init-from "$RUNS/denoiser_emotion_v3/denoiser.safetensors" --resume
 # Then same-emotion twins (half of an emotional clip's emotional twins show its own emotion at another k): 3,000
 # steps (denoiser_emotion_k.json), then a fresh 2,000-step schedule with fresh draws (denoiser_emotion_k2.json).
+# Sampled with guidance 2 and the portrait re-injected every 2 frames (without it, videos longer than about a
+# second come apart; checkpoints/MODEL_CARD.md).
 $PY -m training train denoiser --config training/configs/denoiser_emotion_k.json --data "$DATA/corpus64v2" \
     --out "$RUNS/denoiser_emotion_k" --init-from "$RUNS/denoiser_emotion_v3b/denoiser.safetensors" --resume
 $PY -m training train denoiser --config training/configs/denoiser_emotion_k2.json --data "$DATA/corpus64v2" \
     --out "$RUNS/denoiser_emotion_k2" --init-from "$RUNS/denoiser_emotion_k/denoiser.safetensors" --resume
 $PY -m training export "$RUNS/denoiser_emotion_k2/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
-    --card checkpoints/MODEL_CARD.md --guidance 2 --out checkpoints/emodiffhead_emotion.safetensors
+    --card checkpoints/MODEL_CARD.md --guidance 2 --reinject-identity-every 2 --out checkpoints/emodiffhead_emotion.safetensors
 # Stage 3, real textures (issue 10): needs the collected real faces and voices (training/README.md section 1b;
 # REALFACES and REALSPEECH folders, outside the repository). The stage-2 denoiser fine-tuned on procedural +
 # real-texture clips (training/configs/denoiser_real.json; the shipped one is its step-3000 export), and the SR
