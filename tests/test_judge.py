@@ -456,8 +456,8 @@ def test_emotion_control_re_injects_the_portrait_when_asked(corpus, monkeypatch)
         assert videos[key] == pytest.approx(np.mean([clip[key] for clip in videos["per_clip"]]))
     # the reference for identity: the clip's own first 6 frames against its first, by the same descriptor
     data = ev.ClipDataset(corpus)
-    meta = next(m for m in data.metas("test") if m["clip_id"] == videos["clips"][0])
-    truth, _ = ev.resize_clip_frames(np.asarray(data.load(meta).frames[:6]), np.asarray(data.load(meta).landmarks[:6]),
+    clip = data.load(next(m for m in data.metas("test") if m["clip_id"] == videos["clips"][0]))
+    truth, _ = ev.resize_clip_frames(np.asarray(clip.frames[:6]), np.asarray(clip.landmarks[:6]),
                                      denoiser.config.image_size)
     expected = mv.identity_similarity(truth[0], np.array(truth), descriptor, assume_aligned=True).similarity
     assert videos["per_clip"][0]["identity_ground_truth"] == pytest.approx(expected)

@@ -233,7 +233,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         video = generate_frames(denoiser, identity, audio, psi, **gen_opts)[:, 0]
         measured = mv.measure_video(video, audio, truth_frames=truth, extractor=extractor,
                                     descriptor=descriptor, reference_image=truth[0])
-        if descriptor is not None:      # the clip's own frames against its first: what its expressions cost
+        if descriptor is not None:
             measured["identity_ground_truth"] = mv.identity_similarity(truth[0], truth, descriptor,
                                                                        assume_aligned=True).similarity
         per_clip.append(measured)
