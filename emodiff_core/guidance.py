@@ -9,6 +9,9 @@ At sampling time the emotion can then be amplified:
 w = 1 is the conditional model alone; w > 1 pushes the frame further along what the emotion changes. The
 null condition is the NEUTRAL psi (not zeros) so that guidance amplifies the emotion only, never the mouth
 motion that psi also carries. The learned variance (the v channels) is taken from the conditional pass.
+
+Guidance may be limited to the noisier steps (``min_timestep``, from `SamplingSettings.guidance_min_noise`):
+below it the conditional model runs alone, one network evaluation instead of two.
 """
 from __future__ import annotations
 
@@ -19,15 +22,21 @@ import torch
 
 class ExpressionGuidance:
     """Wraps a denoiser ``model(x, t, **cond)``; ``cond`` must also hold ``neutral_expression`` (the null
-    condition's expression window, shaped like ``expression``). Both passes run as one batch."""
+    condition's expression window, shaped like ``expression``). Both passes run as one batch. Rows whose
+    (original) timestep is below ``min_timestep`` get the conditional prediction alone; a batch that lies wholly
+    below it runs one pass."""
 
-    def __init__(self, model: Callable, scale: float, image_channels: int = 3):
+    def __init__(self, model: Callable, scale: float, image_channels: int = 3, min_timestep: int = 0):
         self.model = model
         self.scale = float(scale)
         self.image_channels = image_channels
+        self.min_timestep = int(min_timestep)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         neutral = cond.pop("neutral_expression")
+        unguided = t < self.min_timestep
+        if bool(unguided.all()):
+            return self.model(x, t, **cond)
         b = x.shape[0]
         doubled = {key: _double(value, b) for key, value in cond.items() if key != "expression"}
         doubled["expression"] = torch.cat([cond["expression"], neutral.to(cond["expression"])], dim=0)
@@ -35,6 +44,7 @@ class ExpressionGuidance:
         c = self.image_channels
         with_emotion, without = out[:b], out[b:]
         eps = without[:, :c] + self.scale * (with_emotion[:, :c] - without[:, :c])
+        eps = torch.where(unguided.view(-1, 1, 1, 1).to(eps.device), with_emotion[:, :c], eps)
         return torch.cat([eps, with_emotion[:, c:]], dim=1)
 
 

@@ -526,7 +526,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
                                 "was made from (pipeline.emotion_expression_pair); set guidance to 1 without it")
         check_guidance(cfg, settings)
         neutral_expression = _per_video(neutral_expression, batch, n, cfg.expression_dim, "neutral expression")
-        model = ExpressionGuidance(denoiser, settings.guidance)
+        model = ExpressionGuidance(denoiser, settings.guidance,
+                                   min_timestep=settings.guidance_min_timestep(cfg.diffusion.steps))
     process = settings.process_for(cfg.diffusion)
     ident = _frames_to_model(identity.to(device=device, dtype=dtype))
     reference = denoiser.reference_features(ident) if cache_reference else None

@@ -8,6 +8,7 @@ benchmarks) passes a `SamplingSettings` value; none of them spells a sampler nam
     SamplingSettings(Sampler.ANCESTRAL, steps=1000, start_noise=1.0)   the paper's sampler, literally
     SamplingSettings.parse("ddim25@1")                  the text form used on command lines and in reports
     SamplingSettings(guidance=3.0)                      classifier-free guidance on the expression (`guidance`)
+    SamplingSettings(guidance=2.0, guidance_min_noise=0.35)   ... on the steps at or above 0.35 T only
 
 Step count -> spacing: DDIM keeps every s-th step starting at 0, s the smallest integer stride that gives exactly
 ``steps`` steps (DDIM's uniform skip), when one does, else an even fractional stride with the first and last step; the ancestral
@@ -51,7 +52,7 @@ class Sampler(str, enum.Enum):
 
 
 NAMES = tuple(s.value for s in Sampler)
-_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.e+-]+))?\s*(?:g\s*([0-9.e+-]+))?\s*$")
+_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.e+-]+))?\s*(?:g\s*([0-9.e+-]+)\s*(?:>\s*([0-9.e+-]+))?)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class SamplingSettings:
         eps(neutral psi) + w (eps(psi) - eps(neutral psi)); 1 = the conditional model alone (no extra cost),
         above 1 exaggerates the emotion (two network evaluations per step). Needs the neutral expression
         sequence (`pipeline.emotion_expression_pair`) and a model trained with expression dropout.
+    :param guidance_min_noise: in [0, start_noise]: guidance runs only on the steps at or above this fraction of
+        the schedule, the conditional model alone below it (one evaluation instead of two). 0 = every step. The
+        emotion's layout is decided on the noisier steps; the last ones only refine it.
     """
 
     sampler: Sampler = Sampler.DDIM
@@ -75,6 +79,7 @@ class SamplingSettings:
     start_noise: float = 0.5
     eta: Optional[float] = None
     guidance: float = 1.0
+    guidance_min_noise: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "sampler", Sampler.parse(self.sampler))
@@ -88,6 +93,11 @@ class SamplingSettings:
         if not 0.0 <= guidance < float("inf"):
             raise SamplingError(f"guidance must be a number >= 0 (1 = off), got {self.guidance}")
         object.__setattr__(self, "guidance", guidance)
+        floor = float(self.guidance_min_noise)
+        if not 0.0 <= floor <= start:
+            raise SamplingError(f"guidance_min_noise must be in [0, start_noise = {start:g}], got "
+                                f"{self.guidance_min_noise} (above the start noise no step would be guided)")
+        object.__setattr__(self, "guidance_min_noise", floor if guidance != 1.0 else 0.0)   # unguided: moot
         if self.eta is not None:
             if self.sampler is not Sampler.DDIM:
                 raise SamplingError(f"eta is a DDIM option; the {self.sampler.value} sampler does not take it")
@@ -98,26 +108,32 @@ class SamplingSettings:
     # ----------------------------------------------------------------- text form
     @classmethod
     def parse(cls, text: str, **options) -> "SamplingSettings":
-        """``"<sampler><steps>[@<start_noise>][g<guidance>]"``, e.g. ``ddim10``, ``ddim25@1``, ``ancestral1000@1``,
-        ``ddim10@0.5g3``. Without ``@`` the start noise is the default's, without ``g`` guidance is off (1).
-        ``options`` (e.g. ``eta``) are passed on."""
+        """``"<sampler><steps>[@<start_noise>][g<guidance>[><guidance_min_noise>]]"``, e.g. ``ddim10``, ``ddim25@1``,
+        ``ancestral1000@1``, ``ddim10@0.5g3``, ``ddim10@0.5g2>0.35``. Without ``@`` the start noise is the default's,
+        without ``g`` guidance is off (1), without ``>`` it runs on every step. ``options`` (e.g. ``eta``) are
+        passed on."""
         match = _TEXT.match(str(text).lower())
         if not match:
             raise SamplingError(f"cannot read sampling settings {text!r}: write <sampler><steps>[@<start noise>], "
                                 f"e.g. ddim10 or ancestral1000@1 (samplers: {', '.join(NAMES)})")
-        name, steps, start, guidance = match.groups()
+        name, steps, start, guidance, floor = match.groups()
         try:
             start_noise = float(start) if start is not None else DEFAULT.start_noise
             scale = float(guidance) if guidance is not None else 1.0
+            min_noise = float(floor) if floor is not None else 0.0
         except ValueError:
             raise SamplingError(f"cannot read the start noise or guidance in {text!r}") from None
-        return cls(Sampler.parse(name), int(steps), start_noise, guidance=scale, **options)
+        return cls(Sampler.parse(name), int(steps), start_noise, guidance=scale, guidance_min_noise=min_noise,
+                   **options)
 
     @property
     def label(self) -> str:
         """The text form `parse` reads back (eta is not part of it)."""
         text = f"{self.sampler.value}{self.steps}@{self.start_noise:g}"
-        return text if self.guidance == 1.0 else f"{text}g{self.guidance:g}"
+        if not self.guided:
+            return text
+        text = f"{text}g{self.guidance:g}"
+        return f"{text}>{self.guidance_min_noise:g}" if self.guidance_min_noise > 0 else text
 
     @property
     def guided(self) -> bool:
@@ -126,7 +142,7 @@ class SamplingSettings:
 
     def to_dict(self) -> dict:
         return {"sampler": self.sampler.value, "steps": self.steps, "start_noise": self.start_noise, "eta": self.eta,
-                "guidance": self.guidance}
+                "guidance": self.guidance, "guidance_min_noise": self.guidance_min_noise}
 
     def replace(self, **changes) -> "SamplingSettings":
         return dataclasses.replace(self, **changes)
@@ -165,6 +181,11 @@ class SamplingSettings:
         limit = int(round(self.start_noise * (num_timesteps - 1)))
         return max(1, sum(1 for t in kept if t <= limit))
 
+    def guidance_min_timestep(self, num_timesteps: int) -> int:
+        """The smallest training timestep that is guided (`guidance_min_noise` on the same grid as the start
+        noise's truncation); 0 when every step is."""
+        return int(round(self.guidance_min_noise * (num_timesteps - 1)))
+
     @property
     def anchored(self) -> bool:
         """Whether each frame starts from the previous frame diffused to start_noise * T."""
@@ -179,6 +200,22 @@ class SamplingSettings:
         if self.sampler is Sampler.DDIM:
             return sample_ddim(process, model, shape, cond, eta=self.eta or 0.0, **options)
         return sample_ancestral(process, model, shape, cond, **options)
+
+
+_GUIDANCE_TEXT = re.compile(r"^\s*([0-9.e+-]+)\s*(?:>\s*([0-9.e+-]+))?\s*$")
+
+
+def parse_guidance(text) -> tuple:
+    """``"<scale>[><min noise>]"`` (e.g. ``2``, ``2>0.35``) -> (guidance, guidance_min_noise); a number is a scale
+    on every step. Range checks are `SamplingSettings`'."""
+    match = _GUIDANCE_TEXT.match(str(text))
+    try:
+        if match:
+            return float(match.group(1)), float(match.group(2) or 0.0)
+    except ValueError:
+        pass
+    raise SamplingError(f"cannot read the guidance {text!r}: write a scale, optionally with the lowest guided noise "
+                        f"level, e.g. 2 or 2>0.35")
 
 
 DEFAULT = SamplingSettings()

@@ -50,6 +50,9 @@ def test_incomparable_reports_are_refused_with_what_differs(tmp_path):
     sampled["sampling"] = {"steps": 10, "start_noise": 0.7}
     with pytest.raises(ComparisonError, match="differ in sampling"):
         compare([report("v1.wav", 0.5)], [sampled])
+    newer = report("v1.wav", 0.5)           # a report written after guidance_min_noise existed: its default
+    newer["sampling"] = {"steps": 10, "guidance": 1.0, "guidance_min_noise": 0.0}
+    assert compare([report("v1.wav", 0.5)], [newer])["candidate_at_least_as_good"]
     allowed = compare([report("v1.wav", 0.5)], [sampled], allow=["sampling"])
     assert allowed["settings"]["candidate"]["sampling"]["start_noise"] == 0.7 and allowed["candidate_at_least_as_good"]
     with pytest.raises(ComparisonError, match="--allow takes"):

@@ -13,7 +13,7 @@ from emodiff_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
 from emodiff_core.diffusion.losses import emotion_region_mask
 from emodiff_core.guidance import ExpressionGuidance
 from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
-from emodiff_core.sampling import SamplingError, SamplingSettings
+from emodiff_core.sampling import SamplingError, SamplingSettings, parse_guidance
 from training.probes import emotion_probes
 
 TINY = C.DENOISER_PRESETS["tiny"]
@@ -128,6 +128,39 @@ def test_expression_guidance_is_the_cfg_combination_in_one_batch():
             assert torch.allclose(guided[:, 3:], cond[:, 3:], atol=1e-5)      # variance of the conditional pass
 
 
+def test_guidance_limited_to_the_noisier_steps():
+    den = _tiny()
+    x = _inputs()
+    neutral = torch.randn(x["expression"].shape, generator=torch.Generator().manual_seed(5))
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    batches = []
+
+    def counted(x_in, t_in, **cond):
+        batches.append(x_in.shape[0])
+        return den(x_in, t_in, **cond)
+
+    with torch.no_grad():
+        t = torch.tensor([30, 60])
+        cond = den(x_t, t, **x)
+        full = ExpressionGuidance(den, 3.0)(x_t, t, **x, neutral_expression=neutral)
+        limited = ExpressionGuidance(counted, 3.0, min_timestep=45)(x_t, t, **x, neutral_expression=neutral)
+        assert torch.allclose(limited[0], cond[0], atol=1e-5)          # below 45: the conditional model alone
+        assert torch.allclose(limited[1], full[1], atol=1e-5)          # at or above: guided
+        assert batches == [4]
+        below = ExpressionGuidance(counted, 3.0, min_timestep=61)(x_t, t, **x, neutral_expression=neutral)
+        assert torch.allclose(below, cond, atol=1e-5) and batches == [4, 2]   # one pass when no row is guided
+    # the settings: which training steps are guided, the text form, the range
+    s = SamplingSettings(guidance=2.0, guidance_min_noise=0.35)
+    assert s.guidance_min_timestep(1000) == 350 and SamplingSettings(guidance=2.0).guidance_min_timestep(1000) == 0
+    assert s.label == "ddim10@0.5g2>0.35" and SamplingSettings.parse(s.label) == s
+    assert parse_guidance("2>0.35") == (2.0, 0.35) and parse_guidance(3) == (3.0, 0.0)
+    for bad in (dict(guidance_min_noise=-0.1), dict(guidance_min_noise=0.6)):      # above start_noise 0.5: none
+        with pytest.raises(SamplingError, match="guidance_min_noise"):
+            SamplingSettings(guidance=2.0, **bad)
+    with pytest.raises(SamplingError, match="cannot read the guidance"):
+        parse_guidance("2>x")
+
+
 def test_generate_frames_with_guidance():
     den = _tiny(dataclasses.replace(TINY, expression_dropout=0.1))
     gen = ExpressionGenerator(C.EXPRESSION_PRESETS["tiny"]).eval()
@@ -142,6 +175,10 @@ def test_generate_frames_with_guidance():
     three = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, guidance=3.0), seed=4,
                                neutral_expression=e_n)
     assert torch.equal(plain, one) and not torch.allclose(plain, three)
+    # steps 3 keep t = 0, 334 below 0.5 T; guided at 334 only: neither the unguided nor the fully guided frames
+    first = pl.generate_frames(den, identity, audio, psi, seed=4, neutral_expression=e_n,
+                               settings=SamplingSettings(steps=3, guidance=3.0, guidance_min_noise=0.3))
+    assert not torch.allclose(first, three) and not torch.allclose(first, plain)
     with pytest.raises(pl.PipelineError, match="neutral expression"):
         pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, guidance=2.0))
     with pytest.raises(pl.PipelineError, match="not trained with expression dropout"):   # no null condition learned

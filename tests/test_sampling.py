@@ -54,7 +54,8 @@ def test_text_form_round_trips():
     for bad in ("ddim", "10", "euler10", "ddim10@x", "ddim10@0"):
         with pytest.raises(SamplingError):
             SamplingSettings.parse(bad)
-    assert DEFAULT.to_dict() == {"sampler": "ddim", "steps": 10, "start_noise": 0.5, "eta": None, "guidance": 1.0}
+    assert DEFAULT.to_dict() == {"sampler": "ddim", "steps": 10, "start_noise": 0.5, "eta": None, "guidance": 1.0,
+                                 "guidance_min_noise": 0.0}
 
 
 def test_process_is_new_respaced_and_truncated_with_original_timesteps():

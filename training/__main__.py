@@ -74,6 +74,21 @@ def _prepare(args) -> int:
     return 0
 
 
+def _guidance_list(text: str):
+    """Comma-separated guidance specs (`sampling.parse_guidance`), each checked here, kept as text."""
+    from emodiff_core.sampling import SamplingError, SamplingSettings, parse_guidance
+    specs = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not specs:
+        raise argparse.ArgumentTypeError("expected at least one guidance scale")
+    for spec in specs:
+        try:
+            scale, min_noise = parse_guidance(spec)
+            SamplingSettings(guidance=scale, guidance_min_noise=min_noise)
+        except SamplingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return specs
+
+
 def _float_list(text: str):
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -246,10 +261,11 @@ def main(argv=None) -> int:
     p.add_argument("--neutral-seeds", type=int, default=CONTROL_NEUTRAL_SEEDS,
                    help="emotion control: neutral videos per identity, each at its own seed, for the share judged "
                         f"neutral at k = 0 (emotion_control.neutral_k0_seeds; default {CONTROL_NEUTRAL_SEEDS})")
-    p.add_argument("--guidance", type=_float_list, default=None,
+    p.add_argument("--guidance", type=_guidance_list, default=None,
                    help="emotion control: classifier-free guidance scale(s), comma-separated (e.g. 1,2,3: a sweep, "
-                        "reported under guidance_sweep, with the lip sync and identity each scale costs; default: "
-                        "the scale the denoiser's checkpoint recommends, as generate; 1 = off)")
+                        "reported under guidance_sweep, with the lip sync and identity each scale costs; '2>0.35': "
+                        "scale 2 on the steps at or above 0.35 T only; default: the scale the denoiser's checkpoint "
+                        "recommends, as generate; 1 = off)")
     p.add_argument("--probe-examples", type=int, default=PROBE_EXAMPLES,
                    help=f"emotion probes (x0-response, swap loss): twin examples (default {PROBE_EXAMPLES}, as the "
                         "training log; more steadies them)")

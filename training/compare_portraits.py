@@ -29,6 +29,8 @@ import json
 import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from emodiff_core.sampling import SamplingError, SamplingSettings
+
 SUMMARY_MEASURES = ("face_share", "same_person_share", "sharpness", "lipsync_r")
 # what must agree between two reports for their numbers to be comparable
 SETTINGS_KEYS = ("emotions", "intensity", "seed", "sampling", "reinject_identity_every", "superres")
@@ -80,8 +82,20 @@ def _by_voice(reports: Sequence[Mapping], side: str) -> Dict[str, Mapping]:
     return out
 
 
+def _setting(report: Mapping, key: str):
+    """A report's setting; sampling as `SamplingSettings`, so that a report written before a sampling option
+    existed (without its key) equals one that has the option's default."""
+    value = report.get(key)
+    if key == "sampling" and isinstance(value, Mapping):
+        try:
+            return SamplingSettings(**value)
+        except (TypeError, SamplingError):
+            return value
+    return value
+
+
 def _check_comparable(a: Mapping, b: Mapping, voice: str, allow: Sequence[str] = ()) -> None:
-    differ = [k for k in SETTINGS_KEYS if k not in allow and a.get(k) != b.get(k)]
+    differ = [k for k in SETTINGS_KEYS if k not in allow and _setting(a, k) != _setting(b, k)]
     if sorted(a["portraits"]) != sorted(b["portraits"]):
         differ.append("portraits")
     if a["audio"].get("seconds_used") != b["audio"].get("seconds_used"):

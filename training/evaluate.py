@@ -19,7 +19,7 @@ import glob
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_w
 from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_reinject, emotion_expression_pair,
                                    emotion_expressions, encode_audio, generate_frames, recommended_guidance,
                                    recommended_reinject, resolve_reinject)
-from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start
+from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
 from .clips import ClipDataset
 from .data import DenoiserData, FrameData, TwinOptions, resize_clip_frames
@@ -687,7 +687,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              lpips_backbone: Optional[str] = None, inception: Optional[str] = None, i3d: Optional[str] = None,
              judge: Optional[str] = None, control_identities: int = 4, control_frames: int = CONTROL_FRAMES,
              control_intensities: Sequence[float] = CONTROL_INTENSITIES, probe_examples: int = PROBE_EXAMPLES,
-             guidance: Optional[Sequence[float]] = None,
+             guidance: Optional[Sequence[Union[float, str]]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
@@ -699,7 +699,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     on two draws of corpus64v3's test twins).
 
     ``guidance``: the emotion-control videos are sampled with the default settings at each of these guidance
-    scales (None: the scale the denoiser's file recommends, `pipeline.recommended_guidance`, 1 without one);
+    scales, each a number or `sampling.parse_guidance`'s text (``"2>0.35"``: guided only at or above 0.35 T)
+    (None: the scale the denoiser's file recommends, `pipeline.recommended_guidance`, 1 without one);
     ``emotion_control`` is the first's full report and, with more than one, ``guidance_sweep`` holds
     each scale's headline measures (the videos of ground-truth psi have no neutral sequence: no guidance).
 
@@ -773,8 +774,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
             sweep = {}
             control_extractor = _psi_extractor(reg if "regressor" in found else None, deca)
             control_descriptor = _face_descriptor()
-            for scale in guidance:
-                control_settings = dataclasses.replace(DEFAULT, guidance=float(scale))
+            for spec in guidance:
+                scale, min_noise = parse_guidance(spec)
+                control_settings = dataclasses.replace(DEFAULT, guidance=scale, guidance_min_noise=min_noise)
                 check_guidance(den.config, control_settings)
                 control = emotion_control_report(
                     den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
@@ -794,7 +796,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
 
 # what the guidance sweep keeps of each scale's emotion-control report
-GUIDANCE_SWEEP_KEYS = ("guidance", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
+GUIDANCE_SWEEP_KEYS = ("guidance", "guidance_min_noise", "video_accuracy_k1", "frame_accuracy_k1", "per_emotion_k1", "neutral_share_k0",
                        "neutral_k0_seeds", "spearman_mean", "video_accuracy_per_intensity", "fer", "lipsync", "identity",
                        "seconds")
 
