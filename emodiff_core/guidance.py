@@ -44,7 +44,8 @@ class ExpressionGuidance:
         c = self.image_channels
         with_emotion, without = out[:b], out[b:]
         eps = without[:, :c] + self.scale * (with_emotion[:, :c] - without[:, :c])
-        eps = torch.where(unguided.view(-1, 1, 1, 1).to(eps.device), with_emotion[:, :c], eps)
+        if bool(unguided.any()):        # a batch straddling the floor (videos at different noise levels)
+            eps = torch.where(unguided.view(-1, 1, 1, 1).to(eps.device), with_emotion[:, :c], eps)
         return torch.cat([eps, with_emotion[:, c:]], dim=1)
 
 

@@ -22,7 +22,7 @@ import dataclasses
 import enum
 import re
 from dataclasses import dataclass
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -52,7 +52,8 @@ class Sampler(str, enum.Enum):
 
 
 NAMES = tuple(s.value for s in Sampler)
-_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.e+-]+))?\s*(?:g\s*([0-9.e+-]+)\s*(?:>\s*([0-9.e+-]+))?)?\s*$")
+# the guidance part after "g" is `parse_guidance`'s grammar, read by it
+_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.e+-]+))?\s*(?:g(.*))?$")
 
 
 @dataclass(frozen=True)
@@ -114,15 +115,15 @@ class SamplingSettings:
         passed on."""
         match = _TEXT.match(str(text).lower())
         if not match:
-            raise SamplingError(f"cannot read sampling settings {text!r}: write <sampler><steps>[@<start noise>], "
-                                f"e.g. ddim10 or ancestral1000@1 (samplers: {', '.join(NAMES)})")
-        name, steps, start, guidance, floor = match.groups()
+            raise SamplingError(f"cannot read sampling settings {text!r}: write <sampler><steps>[@<start noise>]"
+                                f"[g<guidance>[><lowest guided noise>]], e.g. ddim10, ancestral1000@1 or "
+                                f"ddim10@0.5g2>0.35 (samplers: {', '.join(NAMES)})")
+        name, steps, start, guidance = match.groups()
         try:
             start_noise = float(start) if start is not None else DEFAULT.start_noise
-            scale = float(guidance) if guidance is not None else 1.0
-            min_noise = float(floor) if floor is not None else 0.0
         except ValueError:
-            raise SamplingError(f"cannot read the start noise or guidance in {text!r}") from None
+            raise SamplingError(f"cannot read the start noise in {text!r}") from None
+        scale, min_noise = parse_guidance(guidance) if guidance is not None else (1.0, 0.0)
         return cls(Sampler.parse(name), int(steps), start_noise, guidance=scale, guidance_min_noise=min_noise,
                    **options)
 
@@ -205,7 +206,7 @@ class SamplingSettings:
 _GUIDANCE_TEXT = re.compile(r"^\s*([0-9.e+-]+)\s*(?:>\s*([0-9.e+-]+))?\s*$")
 
 
-def parse_guidance(text) -> tuple:
+def parse_guidance(text) -> Tuple[float, float]:
     """``"<scale>[><min noise>]"`` (e.g. ``2``, ``2>0.35``) -> (guidance, guidance_min_noise); a number is a scale
     on every step. Range checks are `SamplingSettings`'."""
     match = _GUIDANCE_TEXT.match(str(text))

@@ -157,8 +157,12 @@ def test_guidance_limited_to_the_noisier_steps():
     for bad in (dict(guidance_min_noise=-0.1), dict(guidance_min_noise=0.6)):      # above start_noise 0.5: none
         with pytest.raises(SamplingError, match="guidance_min_noise"):
             SamplingSettings(guidance=2.0, **bad)
-    with pytest.raises(SamplingError, match="cannot read the guidance"):
-        parse_guidance("2>x")
+    for bad in ("2>x", "2>", ""):
+        with pytest.raises(SamplingError, match="cannot read the guidance"):
+            parse_guidance(bad)
+        with pytest.raises(SamplingError, match="cannot read the guidance"):     # the same grammar after "g"
+            SamplingSettings.parse(f"ddim10@0.5g{bad}")
+    assert SamplingSettings.parse("DDIM10 @0.5 g 2 > 0.35") == s
 
 
 def test_generate_frames_with_guidance():
