@@ -135,14 +135,15 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 20
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 21
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
         model = cfg.model.build(kind, name)
         if name in ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
                     "denoiser_emotion_k.json", "denoiser_emotion_k2.json", "denoiser_real.json",
-                    "denoiser_real_v3.json", "denoiser_emotion_real.json"):                         # the emotion
+                    "denoiser_real_v3.json", "denoiser_emotion_real.json",
+                    "denoiser_emotion_real_only.json"):                                  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0

@@ -2,9 +2,9 @@
 # Reproduces checkpoints/emodiffhead_demo.safetensors (stage 1) and the checkpoints built on it (stage 2:
 # emodiffhead_emotion.safetensors; stage 3: emodiffhead_real.safetensors) from nothing, on a CPU (about 4 h on 2
 # cores for stage 1, the denoiser most of it). DATA and RUNS may be set; the defaults are outside the repository.
-# Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), stage 3 and the first
-# part of stage 2 on version 2, the last part of stage 2 (and its generator) on version 3 (sad re-tuned,
-# training/README.md section 1), which the corpus command now renders; rerunning the earlier parts trains them on
+# Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), the first part of
+# stage 2 and stage 3's SR head on version 2, the last part of stage 2 (and its generator) and stage 3's denoiser
+# on version 3 (sad re-tuned, training/README.md section 1), which the corpus command now renders; rerunning the earlier parts trains them on
 # version-3 faces: close to, not byte-identical with, the shipped components (generator step 3000 on v1 is
 # replaced in stage 2; SR head and regressor are kept). The folder names below keep "v2".
 set -euo pipefail
@@ -82,22 +82,24 @@ $PY -m training export "$RUNS/denoiser_emotion_k2/denoiser.safetensors" "$RUNS/g
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
     --card checkpoints/MODEL_CARD.md --guidance 2 --reinject-identity-every 2 --out checkpoints/emodiffhead_emotion.safetensors
 # Stage 3, real textures (issue 10): needs the collected real faces and voices (training/README.md section 1b;
-# REALFACES and REALSPEECH folders, outside the repository). The stage-2 denoiser fine-tuned on procedural +
-# real-texture clips (training/configs/denoiser_real.json; the shipped one is its step-3000 export), and the SR
-# head retrained on 128 px real-texture + procedural frames with blurred inputs (superres_real.json).
+# REALFACES and REALSPEECH folders, outside the repository). The SR head is trained on 128 px real-texture +
+# procedural frames with blurred inputs (superres_real.json). The shipped denoiser is the stage-2 (emotion)
+# denoiser fine-tuned 2,000 steps on procedural + real-texture clips of corpus version 3 with the emotion recipe
+# (denoiser_emotion_real.json); it is sampled without guidance (guidance 2 turns a photo's sad and surprised into
+# the procedural face's) and with the portrait re-injected every 2 frames. The previous real checkpoint (until
+# 2026-12-02) was the first emotion denoiser fine-tuned 3,000 steps with denoiser_real.json on version 2.
 if [ -n "${REALFACES:-}" ]; then
     $PY -m training corpus --out "$DATA/real64" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH" --contact-sheet
     $PY -m training corpus --out "$DATA/real128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH"
     $PY -m training corpus --out "$DATA/proc128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2
-    $PY -m training train denoiser --config training/configs/denoiser_real.json --data "$DATA/corpus64v2" "$DATA/real64" \
-        --out "$RUNS/denoiser_real" --init-from "$RUNS/denoiser_emotion/denoiser.safetensors" --resume --stop-after 3000
     $PY -m training train superres --config training/configs/superres_real.json --data "$DATA/real128" "$DATA/proc128" \
         --out "$RUNS/superres_real" --resume
-    # (built from the first emotion denoiser and its generator, before the version-3 fine-tune above)
-    $PY -m training export "$RUNS/denoiser_real/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
+    $PY -m training train denoiser --config training/configs/denoiser_emotion_real.json --data "$DATA/corpus64v2" "$DATA/real64" \
+        --out "$RUNS/denoiser_emotion_real" --init-from "$RUNS/denoiser_emotion_k2/denoiser.safetensors" --resume
+    $PY -m training export "$RUNS/denoiser_emotion_real/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
         "$RUNS/superres_real/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
-        --card checkpoints/MODEL_CARD.md --reinject-identity-every 2 --out checkpoints/emodiffhead_real.safetensors
+        --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 2 --out checkpoints/emodiffhead_real.safetensors
 fi
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
