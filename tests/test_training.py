@@ -474,3 +474,33 @@ def test_superres_detail_loss_is_the_laplacians_l1_and_optional_in_configs(tmp_p
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(TrainingConfigError, match="loss.detail must be >= 0"):
         load_config(str(tmp_path / "bad.json"), SuperResTrainingConfig)
+
+
+def test_superres_texture_loss_asks_for_the_amount_of_detail_not_its_place(tmp_path):
+    from training.train_superres import SuperResTrainingConfig, laplacian, local_detail, superres_loss
+
+    checker = (torch.arange(8).view(1, 8) + torch.arange(8).view(8, 1)) % 2      # the finest possible texture
+    checker = checker.float().view(1, 1, 8, 8).expand(1, 3, 8, 8).contiguous()
+    shifted = 1.0 - checker                                                        # same texture, opposite phase
+    flat = torch.full_like(checker, 0.5)                                           # what pixel L1 settles for
+    detail = local_detail(checker, 4)
+    assert detail.shape == (1, 3, 2, 2) and torch.allclose(detail, local_detail(shifted, 4))
+    assert torch.allclose(detail, laplacian(checker).abs().view(1, 3, 2, 4, 2, 4).mean((3, 5)))
+    assert local_detail(flat, 4).abs().max() == 0
+    # the pixel terms prefer the flat patch to the shifted texture; the texture term prefers the texture,
+    # and with enough weight the whole loss does
+    assert superres_loss(flat, checker, 0.0) < superres_loss(shifted, checker, 0.0)
+    assert superres_loss(shifted, checker, 0.0, texture=1.0) == superres_loss(shifted, checker, 0.0)
+    gap = superres_loss(flat, checker, 0.0, texture=1.0) - superres_loss(flat, checker, 0.0)
+    assert gap == pytest.approx(float(detail.mean()), rel=1e-5)
+    assert superres_loss(flat, checker, 0.0, texture=1.0) > superres_loss(shifted, checker, 0.0, texture=1.0)
+    # off in older files; a negative weight or a zero window is refused by name
+    assert load_config("superres_real.json", SuperResTrainingConfig).loss.texture == 0.0
+    assert load_config("superres_real.json", SuperResTrainingConfig).loss.texture_window == 4
+    data = json.load(open(os.path.join(CONFIGS, "superres_real.json")))
+    for loss, message in [({"detail": 0.0, "texture": -1.0}, "loss.texture must be >= 0"),
+                          ({"detail": 0.0, "texture": 1.0, "texture_window": 0}, "loss.texture_window must be positive")]:
+        data["loss"] = loss
+        (tmp_path / "bad.json").write_text(json.dumps(data))
+        with pytest.raises(TrainingConfigError, match=message):
+            load_config(str(tmp_path / "bad.json"), SuperResTrainingConfig)
