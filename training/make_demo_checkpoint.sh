@@ -84,10 +84,11 @@ $PY -m training export "$RUNS/denoiser_emotion_k2/denoiser.safetensors" "$RUNS/g
     --card checkpoints/MODEL_CARD.md --guidance 2 --reinject-identity-every 2 --out checkpoints/emodiffhead_emotion.safetensors
 # Stage 3, real textures (issue 10): needs the collected real faces and voices (training/README.md section 1b;
 # REALFACES and REALSPEECH folders, outside the repository). The SR head is trained on 128 px real-texture +
-# procedural frames with blurred inputs (superres_real.json). The shipped denoiser is the stage-2 (emotion)
-# denoiser fine-tuned 2,000 steps on procedural + real-texture clips of corpus version 3 with the emotion recipe
-# (denoiser_emotion_real.json); it is sampled without guidance (guidance 2 turns a photo's sad and surprised into
-# the procedural face's) and with the portrait re-injected every 2 frames. The previous real checkpoint (until
+# procedural frames with blurred inputs and a texture term that asks for the photo's amount of fine detail
+# (superres_texture.json; until 2026-12-02 late the bundle held superres_real.json's head, pixels only). The
+# shipped denoiser is the stage-2 (emotion) denoiser fine-tuned 2,000 steps on procedural + real-texture clips of
+# corpus version 3 with the emotion recipe (denoiser_emotion_real.json); it is sampled without guidance (guidance 2
+# turns a photo's sad and surprised into the procedural face's) and with the portrait re-injected every 2 frames. The previous real checkpoint (until
 # 2026-12-02) was the first emotion denoiser fine-tuned 3,000 steps with denoiser_real.json on version 2.
 if [ -n "${REALFACES:-}" ]; then
     $PY -m training corpus --out "$DATA/real64" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
@@ -95,12 +96,12 @@ if [ -n "${REALFACES:-}" ]; then
     $PY -m training corpus --out "$DATA/real128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH"
     $PY -m training corpus --out "$DATA/proc128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2
-    $PY -m training train superres --config training/configs/superres_real.json --data "$DATA/real128" "$DATA/proc128" \
-        --out "$RUNS/superres_real" --resume
+    $PY -m training train superres --config training/configs/superres_texture.json --data "$DATA/real128" "$DATA/proc128" \
+        --out "$RUNS/superres_texture" --resume
     $PY -m training train denoiser --config training/configs/denoiser_emotion_real.json --data "$DATA/corpus64v2" "$DATA/real64" \
         --out "$RUNS/denoiser_emotion_real" --init-from "$RUNS/denoiser_emotion_k2/denoiser.safetensors" --resume
     $PY -m training export "$RUNS/denoiser_emotion_real/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
-        "$RUNS/superres_real/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
+        "$RUNS/superres_texture/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
         --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 2 --out checkpoints/emodiffhead_real.safetensors
 fi
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
