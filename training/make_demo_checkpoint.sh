@@ -88,8 +88,9 @@ $PY -m training export "$RUNS/denoiser_emotion_k2/denoiser.safetensors" "$RUNS/g
 # (superres_texture.json; until 2026-12-02 late the bundle held superres_real.json's head, pixels only). The
 # shipped denoiser is the stage-2 (emotion) denoiser fine-tuned 2,000 steps on procedural + real-texture clips of
 # corpus version 3 with the emotion recipe (denoiser_emotion_real.json); it is sampled without guidance (guidance 2
-# turns a photo's sad and surprised into the procedural face's) and with the portrait re-injected every 2 frames. The previous real checkpoint (until
-# 2026-12-02) was the first emotion denoiser fine-tuned 3,000 steps with denoiser_real.json on version 2.
+# turns a photo's sad and surprised into the procedural face's) and with the portrait re-injected every 2 frames.
+# The previous real checkpoint (until 2026-12-02) was the first emotion denoiser fine-tuned 3,000 steps with
+# denoiser_real.json on version 2.
 if [ -n "${REALFACES:-}" ]; then
     $PY -m training corpus --out "$DATA/real64" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH" --contact-sheet

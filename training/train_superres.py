@@ -93,7 +93,7 @@ class SuperResTrainingConfig:
     threads: int
     loss: LossSection
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"loss": {"detail": 0.0, "texture": 0.0, "texture_window": 4}}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"loss": {"detail": 0.0}}   # LossSection adds its own keys
 
     def validate(self) -> None:
         require_positive("", threads=self.threads)
@@ -140,7 +140,7 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     torch.set_num_threads(cfg_file.threads)
     info = setup_distributed(device)
     cfg = cfg_file.model.build("superres", config_path)
-    o, d, sched = cfg_file.optim, cfg_file.data, cfg_file.schedule
+    o, d, sched, lw = cfg_file.optim, cfg_file.data, cfg_file.schedule, cfg_file.loss
     seed, total = cfg_file.seed, int(max_steps or o.steps)
     os.makedirs(out_dir, exist_ok=True)
     data = FrameData(data_dir, d.split, size=d.target_size)
@@ -163,7 +163,6 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             low = blur_frames(low[:, None], half_blurred_sigmas(rng, len(low), d.input_blur))[:, 0]
         with autocast(info.device):
             out = ddp(low)
-        lw = cfg_file.loss
         loss = superres_loss(out.float(), target, lw.detail, lw.texture, lw.texture_window)
         optimizer_step(opt, loss, lr)
         ema.update(model, step)
