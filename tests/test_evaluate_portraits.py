@@ -131,6 +131,54 @@ def test_silent_audio_is_measured_without_lip_sync(bundle, folders, tmp_path):
     assert report["summary"]["meets_target"]["lipsync_r"] is None
 
 
+def test_saved_crops_measure_another_sr_head_without_sampling(bundle, folders, tmp_path):
+    """--save-crops then --crops-from reproduces the report exactly; --superres-from swaps only the head."""
+    photos, speech = str(folders / "photos"), str(folders / "speech.wav")
+    common = dict(checkpoint=bundle, seconds=0.7, emotions="neutral,happy", settings=FAST, log=lambda m: None)
+    first = evaluate_portraits(photos, speech, out=str(tmp_path / "first"), save_crops=True, **common)
+    crops = np.load(tmp_path / "first" / "crops" / "astronaut.png.npy")
+    assert crops.dtype == np.float32 and crops.shape == (21, 2, 3, 32, 32) and 0 <= crops.min() <= crops.max() <= 1
+    index = json.loads((tmp_path / "first" / "crops" / "crops.json").read_text())
+    assert list(index["portraits"]) == ["astronaut.png"] and index["settings"]["frames"] == 21
+    assert first["crops"] == "sampled, saved in crops/"
+
+    again = evaluate_portraits(photos, speech, out=str(tmp_path / "again"),
+                               crops_from=str(tmp_path / "first" / "crops"), **common)
+    assert again["results"][0]["videos"] == first["results"][0]["videos"]         # the same videos, measured alike
+    assert again["results"][0]["generation"]["sampling_seconds"] == \
+        first["results"][0]["generation"]["sampling_seconds"]
+    assert again["crops"].startswith("read from") and again["superres"] == "head"
+
+    torch.manual_seed(7)                                   # another head: same crops, other pixels
+    other = SuperResolver(SUPERRES_PRESETS["tiny"])
+    with torch.no_grad():                                  # (a fresh head starts as plain upsampling: perturb it)
+        for weight in other.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    head = tmp_path / "other_head.safetensors"
+    save_checkpoint(str(head), {"superres": other})
+    swapped = evaluate_portraits(photos, speech, out=str(tmp_path / "swapped"), superres_from=str(head),
+                                 crops_from=str(tmp_path / "first" / "crops"), **common)
+    assert swapped["superres"] == "head of other_head.safetensors"
+    sharp = [swapped["results"][0]["videos"][e]["sharpness"] for e in ("neutral", "happy")]
+    assert sharp != [first["results"][0]["videos"][e]["sharpness"] for e in ("neutral", "happy")]
+    assert swapped["results"][0]["reference"]["sharpness_ceiling"] != first["results"][0]["reference"]["sharpness_ceiling"]
+
+    # crops made otherwise are refused by name; so are a folder without crops, both flags, a file without a head
+    with pytest.raises(PortraitEvaluationError, match="other settings.*seed: crops 0, this run 1"):
+        evaluate_portraits(photos, speech, out=str(tmp_path / "x"), crops_from=str(tmp_path / "first" / "crops"),
+                           seed=1, **common)
+    with pytest.raises(PortraitEvaluationError, match="holds no crops.json"):
+        evaluate_portraits(photos, speech, out=str(tmp_path / "x"), crops_from=str(folders), **common)
+    with pytest.raises(PortraitEvaluationError, match="exclude each other"):
+        evaluate_portraits(photos, speech, out=str(tmp_path / "x"), crops_from=str(tmp_path / "first" / "crops"),
+                           save_crops=True, **common)
+    denoiser_only = tmp_path / "denoiser_only.safetensors"
+    save_checkpoint(str(denoiser_only), {"denoiser": EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"])})
+    with pytest.raises(PortraitEvaluationError, match="--superres-from: .*not 'superres'"):
+        evaluate_portraits(photos, speech, out=str(tmp_path / "x"), superres_from=str(denoiser_only), **common)
+    assert not any(n.endswith(".partial.npy") for n in os.listdir(tmp_path / "first" / "crops"))
+
+
 def test_bad_input_gives_clear_errors(bundle, folders, tmp_path):
     speech = str(folders / "speech.wav")
     with pytest.raises(PortraitEvaluationError, match="no images"):

@@ -488,6 +488,11 @@ def test_superres_texture_loss_asks_for_the_amount_of_detail_not_its_place(tmp_p
     assert detail.shape == (1, 3, 2, 2) and torch.allclose(detail, local_detail(shifted, 4))
     assert torch.allclose(detail, laplacian(checker).abs().view(1, 3, 2, 4, 2, 4).mean((3, 5)))
     assert local_detail(flat, 4).abs().max() == 0
+    # a sliding window (stride 1): every 4-pixel square, so the loss has no grid of its own
+    sliding = local_detail(checker, 4, stride=1)
+    every_square = laplacian(checker).abs().unfold(2, 4, 1).unfold(3, 4, 1).mean((4, 5))
+    assert sliding.shape == (1, 3, 5, 5) and torch.allclose(sliding, every_square)
+    assert torch.equal(local_detail(checker, 4, stride=4), detail) and local_detail(checker, 4, 2).shape[-1] == 3
     # the pixel terms prefer the flat patch to the shifted texture; the texture term prefers the texture,
     # and with enough weight the whole loss does
     assert superres_loss(flat, checker, 0.0) < superres_loss(shifted, checker, 0.0)
@@ -498,9 +503,11 @@ def test_superres_texture_loss_asks_for_the_amount_of_detail_not_its_place(tmp_p
     # off in older files; a negative weight or a zero window is refused by name
     assert load_config("superres_real.json", SuperResTrainingConfig).loss.texture == 0.0
     assert load_config("superres_real.json", SuperResTrainingConfig).loss.texture_window == 4
+    assert load_config("superres_texture.json", SuperResTrainingConfig).loss.texture_stride == 0   # side by side
     data = json.load(open(os.path.join(CONFIGS, "superres_real.json")))
     for loss, message in [({"detail": 0.0, "texture": -1.0}, "loss.texture must be >= 0"),
-                          ({"detail": 0.0, "texture": 1.0, "texture_window": 0}, "loss.texture_window must be positive")]:
+                          ({"detail": 0.0, "texture": 1.0, "texture_window": 0}, "loss.texture_window must be positive"),
+                          ({"detail": 0.0, "texture": 1.0, "texture_stride": 5}, "loss.texture_stride must be 0")]:
         data["loss"] = loss
         (tmp_path / "bad.json").write_text(json.dumps(data))
         with pytest.raises(TrainingConfigError, match=message):

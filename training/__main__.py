@@ -131,7 +131,9 @@ def _evaluate_portraits(args) -> int:
     report = evaluate_portraits(args.portraits, args.audio, checkpoint=args.checkpoint, seconds=args.seconds,
                                 emotions=args.emotions, intensity=args.intensity, out=args.out, seed=args.seed,
                                 device=args.device, save_videos=args.save_videos, settings=settings,
-                                reinject_identity_every=args.reinject_identity_every, guidance=args.guidance)
+                                reinject_identity_every=args.reinject_identity_every, guidance=args.guidance,
+                                save_crops=args.save_crops, crops_from=args.crops_from,
+                                superres_from=args.superres_from)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
 
@@ -309,6 +311,13 @@ def main(argv=None) -> int:
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="every N frames the oldest motion frame is the portrait again (against drift; 0 = off; "
                         "default: the checkpoint's recommended period, as generate)")
+    p.add_argument("--save-crops", action="store_true",
+                   help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
+    p.add_argument("--crops-from", default=None, metavar="DIR",
+                   help="measure crops saved by --save-crops (same options) instead of sampling: compares SR heads "
+                        "in minutes")
+    p.add_argument("--superres-from", default=None, metavar="FILE",
+                   help="super-resolve with the superres component of FILE instead of the checkpoint's own head")
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON line (default: the summary)")
     p.set_defaults(func=_evaluate_portraits)
 

@@ -2,7 +2,7 @@
 
     python -m training evaluate-portraits --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10]
         [--emotions neutral,happy,sad,surprised] [--intensity 1] [--out DIR] [--json] [--seed 0] [--save-videos]
-        [--guidance 2] [--reinject-identity-every 0]
+        [--guidance 2] [--reinject-identity-every 0] [--save-crops] [--crops-from DIR] [--superres-from FILE]
 
 Every image in DIR (jpg, jpeg, png, bmp, webp, tif, tiff; not recursive, sorted by name) is one portrait; its
 largest face is animated with the first ``--seconds`` of the recording once per emotion, exactly as
@@ -72,6 +72,18 @@ written repository-relative or as bare file names, never absolute), ``contact_sh
 columns = the portrait's aligned crop at the output size, then the middle frame of each emotion's video, each
 labelled with face / same-person shares and sharpness), and with ``--save-videos`` one mp4 (with the audio)
 per video.
+
+Comparing super-resolution heads without sampling again. The videos' crops at the model's size depend on the
+denoiser, the expression generator, the audio and the sampling settings, not on the SR head, and sampling is
+most of the time (about 6 of every 10 minutes on a 2-core CPU). ``--save-crops`` writes them into
+``--out``/crops (``<photo file name>.npy``: float32 [frames, emotions, 3, S, S] in 0..1, exactly what was
+super-resolved; ``crops.json``: the settings that made them and each portrait's sampling time);
+``--crops-from DIR`` measures those crops instead of sampling, and refuses them unless every setting that
+shapes them (checkpoint, audio, seconds, emotions, intensity, seed, sampling, re-injection, model size) is this
+run's; ``--superres-from FILE`` super-resolves with the ``superres`` component of another checkpoint (an SR
+training run's ``superres.safetensors`` or a bundle) instead of the checkpoint's own head. The report records
+all three (``crops``, ``superres``); its generation times are then the crops' sampling time plus this run's
+super-resolution.
 """
 from __future__ import annotations
 
@@ -100,6 +112,7 @@ DRIFT_SECONDS = 2          # identity drift: same-person share of the last secon
 TARGETS = {"face_share": 0.95, "same_person_share": 0.90, "sharpness": 0.6, "lipsync_r": 0.6,
            "fer_reads_asked": 0.5}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CROPS_SETTINGS_FILE = "crops.json"
 
 
 class PortraitEvaluationError(ValueError):
@@ -290,6 +303,65 @@ def summarise(portraits: Sequence[dict], emotions: Sequence[str]) -> dict:
     return summary
 
 
+def _crop_file(folder: str, portrait_name: str) -> str:
+    return os.path.join(folder, portrait_name + ".npy")
+
+
+def _save_crops(folder: str, portrait_name: str, crops: torch.Tensor, sampling_seconds: float,
+                settings: dict) -> None:
+    """One portrait's crops, then crops.json with its sampling time (each file written whole or not at all)."""
+    import json
+
+    from emodiff_core.atomic import atomic_output
+
+    with atomic_output(_crop_file(folder, portrait_name), suffix=".partial.npy") as tmp:
+        np.save(tmp, crops.float().numpy())
+    index = os.path.join(folder, CROPS_SETTINGS_FILE)
+    saved = {"settings": settings, "portraits": {}}
+    if os.path.isfile(index):
+        with open(index) as f:
+            previous = json.load(f)
+        if previous.get("settings") == settings:       # a run with other settings starts the folder's index afresh
+            saved["portraits"] = previous.get("portraits", {})
+    saved["portraits"][portrait_name] = {"sampling_seconds": round(sampling_seconds, 1),
+                                         "shape": [int(v) for v in crops.shape]}
+    with atomic_output(index) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(saved, f, indent=2)
+            f.write("\n")
+
+
+def _open_crops(folder: str, settings: dict) -> dict:
+    """crops.json of ``--crops-from``, checked against this run's settings: {portrait name: entry}."""
+    import json
+
+    index = os.path.join(folder, CROPS_SETTINGS_FILE)
+    if not os.path.isfile(index):
+        raise PortraitEvaluationError(f"--crops-from {display_path(folder)} holds no {CROPS_SETTINGS_FILE}; make the "
+                                      "crops with --save-crops (they are written into --out/crops)")
+    with open(index) as f:
+        saved = json.load(f)
+    theirs = saved.get("settings", {})
+    differ = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: crops {theirs.get(k)!r}, this run {settings.get(k)!r}" for k in differ)
+        raise PortraitEvaluationError(f"the crops in {display_path(folder)} were made with other settings ({detail}); "
+                                      "give the same options as the run that saved them, or sample again")
+    return saved.get("portraits", {})
+
+
+def _load_crops(folder: str, portrait_name: str, entries: dict, shape: tuple) -> "tuple[torch.Tensor, float]":
+    path = _crop_file(folder, portrait_name)
+    if portrait_name not in entries or not os.path.isfile(path):
+        raise PortraitEvaluationError(f"--crops-from {display_path(folder)} has no crops for {portrait_name}; save "
+                                      "them with --save-crops over the same portraits folder")
+    crops = np.load(path, allow_pickle=False)
+    if tuple(crops.shape) != tuple(shape) or crops.dtype != np.float32:
+        raise PortraitEvaluationError(f"{display_path(path)} holds {crops.dtype} {list(crops.shape)}, expected float32 "
+                                      f"{list(shape)}: not crops saved by this command with these settings")
+    return torch.from_numpy(crops), float(entries[portrait_name]["sampling_seconds"])
+
+
 def _write_report(out: str, header: dict, results: List[dict], skipped: List[dict], sheet_rows: List[dict],
                   emotions: Sequence[str], complete: bool) -> dict:
     """contact_sheet.png and report.json for the portraits measured so far (``complete`` False while a run
@@ -315,10 +387,13 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        intensity: float = 1.0, out: str = DEFAULT_OUT, seed: int = 0,
                        settings: SamplingSettings = DEFAULT_SAMPLING, device: str = "cpu", save_videos: bool = False,
                        fps: float = 30.0, reinject_identity_every: Optional[int] = None,
-                       guidance: Optional[float] = None, log: Callable[[str], None] = _log) -> dict:
+                       guidance: Optional[float] = None, save_crops: bool = False, crops_from: Optional[str] = None,
+                       superres_from: Optional[str] = None, log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
-    (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it)."""
+    (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it).
+    ``save_crops``, ``crops_from``, ``superres_from``: measure SR heads on the same sampled crops (module
+    docstring)."""
     from emodiff_core import faces
     from emodiff_core.audio import load_audio_file
     from emodiff_core.cli import load_image, load_models
@@ -339,10 +414,25 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         raise PortraitEvaluationError(f"audio file not found: {audio}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise PortraitEvaluationError(f"--out {out} is a file; give a folder")
+    if save_crops and crops_from is not None:
+        raise PortraitEvaluationError("--save-crops and --crops-from exclude each other: the crops are either "
+                                      "sampled and saved, or read")
+    if crops_from is not None and not os.path.isdir(crops_from):
+        raise PortraitEvaluationError(f"--crops-from {crops_from} is not a folder of saved crops")
+    if superres_from is not None and not os.path.isfile(superres_from):
+        raise PortraitEvaluationError(f"--superres-from {superres_from}: file not found")
     wave, sr = load_audio_file(audio)
     full_seconds = wave.shape[-1] / sr
     wave = wave[..., : int(round(seconds * sr))]
     models = load_models(checkpoint, device)
+    if superres_from is not None:
+        from emodiff_core.checkpoint import CheckpointError, load_components
+
+        try:
+            head = load_components(superres_from, ["superres"], device=device)["superres"]
+        except CheckpointError as exc:
+            raise PortraitEvaluationError(f"--superres-from: {exc}") from None
+        models = dataclasses.replace(models, superres=head)
     settings = dataclasses.replace(settings, guidance=pl.resolve_guidance(guidance, models.recommended_guidance))
     pl.check_guidance(models.denoiser.config, settings)
     reinject_identity_every = pl.resolve_reinject(reinject_identity_every, models.recommended_reinject_identity_every)
@@ -372,12 +462,24 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                   "silent_seconds": round(clip.silent_seconds, 3), "frames": clip.num_frames, "fps": clip.fps},
         "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed), "sampling": settings.to_dict(),
         "reinject_identity_every": int(reinject_identity_every),
-        "superres": "head" if models.superres is not None else "none", "device": str(device),
+        "superres": ("none" if models.superres is None else
+                     f"head of {display_path(superres_from)}" if superres_from is not None else "head"),
+        "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "detector": {"detect_size": meter.detect_size, "same_person_distance": 0.6,
                      "fer_crop_fraction": FER_CROP_FRACTION},
         "videos_saved": bool(save_videos),
     }
+    # everything that shapes the sampled crops (not the SR head): saved crops are reused only under the same
+    crop_settings = {"checkpoint": header["checkpoint"], "audio": header["audio"]["file"],
+                     "frames": clip.num_frames, "seconds_used": header["audio"]["seconds_used"],
+                     "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed),
+                     "sampling": settings.to_dict(), "reinject_identity_every": int(reinject_identity_every),
+                     "image_size": int(size)}
+    crop_folder = os.path.join(out, "crops") if save_crops else crops_from
+    crop_entries = _open_crops(crops_from, crop_settings) if crops_from is not None else None
+    header["crops"] = ("sampled, saved in crops/" if save_crops else
+                       f"read from {display_path(crops_from)}" if crops_from is not None else "sampled")
     results, sheet_rows, skipped = [], [], []
     for path in files:
         name = os.path.basename(path)
@@ -387,13 +489,20 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
             skipped.append({"file": name, "reason": str(exc)})
             log(f"skipping {name}: {exc}")
             continue
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        crops = pl.generate_frames(models.denoiser, portrait.crop_tensor()[None].expand(len(emotions), -1, -1, -1),
-                                   clip, psi, settings=settings, seed=seed, neutral_expression=neutral,
-                                   reinject_identity_every=reinject_identity_every,
-                                   **pl.silence_handling(clip))              # [N, B, 3, S, S]
-        sampling_seconds = time.perf_counter() - start
+        if crop_entries is not None:
+            crops, sampling_seconds = _load_crops(crop_folder, name, crop_entries,
+                                                  (clip.num_frames, len(emotions), 3, size, size))
+        else:
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            crops = pl.generate_frames(models.denoiser,
+                                       portrait.crop_tensor()[None].expand(len(emotions), -1, -1, -1),
+                                       clip, psi, settings=settings, seed=seed, neutral_expression=neutral,
+                                       reinject_identity_every=reinject_identity_every,
+                                       **pl.silence_handling(clip))              # [N, B, 3, S, S]
+            sampling_seconds = time.perf_counter() - start
+            if save_crops:
+                _save_crops(crop_folder, name, crops, sampling_seconds, crop_settings)
         start = time.perf_counter()
         videos = [as_shown(crops[:, b]) for b in range(len(emotions))]
         superres_seconds = time.perf_counter() - start

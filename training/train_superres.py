@@ -67,18 +67,24 @@ class DataSection:
 class LossSection:
     """``detail``: weight of the Laplacian L1 term (0 = pixels only, the value of files without a loss section).
     ``texture``: weight of the local-detail L1 term, over ``texture_window`` x ``texture_window`` output pixels
-    (module docstring; 0 = off, the value of files written before the key existed)."""
+    (module docstring; 0 = off, the value of files written before the key existed), placed every
+    ``texture_stride`` pixels: 0 = the window (side by side squares, the value of files written before the key
+    existed), 1 = at every pixel (the loss no longer has a grid of its own for the texture to follow)."""
 
     detail: float
     texture: float
     texture_window: int
+    texture_stride: int
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"texture": 0.0, "texture_window": 4}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"texture": 0.0, "texture_window": 4, "texture_stride": 0}
 
     def validate(self) -> None:
         require(self.detail >= 0.0, f"loss.detail must be >= 0, got {self.detail}")
         require(self.texture >= 0.0, f"loss.texture must be >= 0, got {self.texture}")
         require_positive("loss", texture_window=self.texture_window)
+        require(0 <= self.texture_stride <= self.texture_window,
+                f"loss.texture_stride must be 0 (the window) or 1..texture_window ({self.texture_window}), "
+                f"got {self.texture_stride}")
 
 
 @dataclass(frozen=True)
@@ -116,21 +122,23 @@ def laplacian(images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
 
 
-def local_detail(images: torch.Tensor, window: int) -> torch.Tensor:
-    """The mean absolute Laplacian of every channel over ``window``-pixel squares: [B, C, H/window, W/window]
-    (a partial last square is dropped). How much fine detail each patch holds, whatever its phase."""
-    return F.avg_pool2d(laplacian(images).abs(), window, window)
+def local_detail(images: torch.Tensor, window: int, stride: int = 0) -> torch.Tensor:
+    """The mean absolute Laplacian of every channel over ``window``-pixel squares placed every ``stride`` pixels
+    (0: the window, side by side): [B, C, (H - window) / stride + 1, ...] (a partial last square is dropped).
+    How much fine detail each patch holds, whatever its phase."""
+    return F.avg_pool2d(laplacian(images).abs(), window, stride or window)
 
 
 def superres_loss(out: torch.Tensor, target: torch.Tensor, detail: float, texture: float = 0.0,
-                  texture_window: int = 4) -> torch.Tensor:
+                  texture_window: int = 4, texture_stride: int = 0) -> torch.Tensor:
     """L1 on pixels + ``detail`` x L1 on their Laplacians + ``texture`` x L1 on their local detail maps
     (module docstring)."""
     loss = F.l1_loss(out, target)
     if detail > 0:
         loss = loss + detail * F.l1_loss(laplacian(out), laplacian(target))
     if texture > 0:
-        loss = loss + texture * F.l1_loss(local_detail(out, texture_window), local_detail(target, texture_window))
+        loss = loss + texture * F.l1_loss(local_detail(out, texture_window, texture_stride),
+                                          local_detail(target, texture_window, texture_stride))
     return loss
 
 
@@ -163,7 +171,7 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             low = blur_frames(low[:, None], half_blurred_sigmas(rng, len(low), d.input_blur))[:, 0]
         with autocast(info.device):
             out = ddp(low)
-        loss = superres_loss(out.float(), target, lw.detail, lw.texture, lw.texture_window)
+        loss = superres_loss(out.float(), target, lw.detail, lw.texture, lw.texture_window, lw.texture_stride)
         optimizer_step(opt, loss, lr)
         ema.update(model, step)
         return {"loss": float(loss.detach()), "lr": lr}
