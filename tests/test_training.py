@@ -135,7 +135,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 22
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 23
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -154,7 +154,9 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
-            assert (cfg.loss.texture > 0) == (name == "superres_texture.json")   # the head that invents texture
+            # the heads that invent texture; the second over sliding windows (no grid of its own)
+            assert (cfg.loss.texture > 0) == name.startswith("superres_texture")
+            assert (cfg.loss.texture_stride == 1) == (name == "superres_texture_sliding.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
     # the shipped sizes of the former literal model sections are the presets now
     assert core.preset("superres", "demo") == core.SuperResConfig(scale=2, channels=32, num_blocks=4)
