@@ -1,5 +1,6 @@
 """python -m training evaluate-portraits: its report and contact sheet on a tiny random bundle, its errors, and the
 numbers behind two of its measures (sharpness against a photo, mouth opening from landmarks)."""
+import hashlib
 import json
 import os
 import subprocess
@@ -140,6 +141,7 @@ def test_saved_crops_measure_another_sr_head_without_sampling(bundle, folders, t
     assert crops.dtype == np.float32 and crops.shape == (21, 2, 3, 32, 32) and 0 <= crops.min() <= crops.max() <= 1
     index = json.loads((tmp_path / "first" / "crops" / "crops.json").read_text())
     assert list(index["portraits"]) == ["astronaut.png"] and index["settings"]["frames"] == 21
+    assert index["settings"]["checkpoint_sha256"] == hashlib.sha256(open(bundle, "rb").read()).hexdigest()
     assert first["crops"] == "sampled, saved in crops/"
 
     again = evaluate_portraits(photos, speech, out=str(tmp_path / "again"),

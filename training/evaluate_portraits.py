@@ -79,8 +79,8 @@ most of the time (about 6 of every 10 minutes on a 2-core CPU). ``--save-crops``
 ``--out``/crops (``<photo file name>.npy``: float32 [frames, emotions, 3, S, S] in 0..1, exactly what was
 super-resolved; ``crops.json``: the settings that made them and each portrait's sampling time);
 ``--crops-from DIR`` measures those crops instead of sampling, and refuses them unless every setting that
-shapes them (checkpoint, audio, seconds, emotions, intensity, seed, sampling, re-injection, model size) is this
-run's; ``--superres-from FILE`` super-resolves with the ``superres`` component of another checkpoint (an SR
+shapes them (checkpoint and its SHA-256, audio, seconds, emotions, intensity, seed, sampling, re-injection, model
+size) is this run's; ``--superres-from FILE`` super-resolves with the ``superres`` component of another checkpoint (an SR
 training run's ``superres.safetensors`` or a bundle) instead of the checkpoint's own head. The report records
 all three (``crops``, ``superres``); its generation times are then the crops' sampling time plus this run's
 super-resolution.
@@ -91,7 +91,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -350,7 +350,7 @@ def _open_crops(folder: str, settings: dict) -> dict:
     return saved.get("portraits", {})
 
 
-def _load_crops(folder: str, portrait_name: str, entries: dict, shape: tuple) -> "tuple[torch.Tensor, float]":
+def _load_crops(folder: str, portrait_name: str, entries: dict, shape: tuple) -> Tuple[torch.Tensor, float]:
     path = _crop_file(folder, portrait_name)
     if portrait_name not in entries or not os.path.isfile(path):
         raise PortraitEvaluationError(f"--crops-from {display_path(folder)} has no crops for {portrait_name}; save "
@@ -471,11 +471,17 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         "videos_saved": bool(save_videos),
     }
     # everything that shapes the sampled crops (not the SR head): saved crops are reused only under the same
-    crop_settings = {"checkpoint": header["checkpoint"], "audio": header["audio"]["file"],
-                     "frames": clip.num_frames, "seconds_used": header["audio"]["seconds_used"],
-                     "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed),
-                     "sampling": settings.to_dict(), "reinject_identity_every": int(reinject_identity_every),
-                     "image_size": int(size)}
+    # settings. The checkpoint by its digest too: outside the repository its path is reported as the bare name.
+    crop_settings = None
+    if save_crops or crops_from is not None:
+        from .convert_fer import sha256_of
+
+        crop_settings = {"checkpoint": header["checkpoint"], "checkpoint_sha256": sha256_of(checkpoint),
+                         "audio": header["audio"]["file"],
+                         "frames": clip.num_frames, "seconds_used": header["audio"]["seconds_used"],
+                         "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed),
+                         "sampling": settings.to_dict(), "reinject_identity_every": int(reinject_identity_every),
+                         "image_size": int(size)}
     crop_folder = os.path.join(out, "crops") if save_crops else crops_from
     crop_entries = _open_crops(crops_from, crop_settings) if crops_from is not None else None
     header["crops"] = ("sampled, saved in crops/" if save_crops else
