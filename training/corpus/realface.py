@@ -43,6 +43,7 @@ import numpy as np
 from emodiff_core.emotions import EMOTIONS
 
 from ..clips import Clip, write_clip, write_index
+from ..digest import sha256_of
 from .facemodel import (COMPONENT, DEPTH, EXPRESSION_BASIS, EXPRESSION_DIM, IDENTITY_BASIS, NUM_NAMED, TEMPLATE,
                         HeadPose, apply_pose)
 from .generate import (Identity, _as_stored, _draw_emotion_plan, _pose_of, _track_meta, check_corpus_options,
@@ -346,11 +347,6 @@ def folded_triangles(canon68: np.ndarray) -> int:
 BLOCKED_SHA256 = frozenset({"7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145"})
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def blocked_hashes() -> frozenset:
     """Content hashes of the held-out test portraits: the demo portrait and the sample photographs of
@@ -369,7 +365,7 @@ def blocked_hashes() -> frozenset:
         paths.append(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
     except ImportError:
         pass
-    return frozenset({_sha256(p) for p in paths if os.path.isfile(p)}) | BLOCKED_SHA256
+    return frozenset({sha256_of(p) for p in paths if os.path.isfile(p)}) | BLOCKED_SHA256
 
 
 def blocked(path: str) -> bool:
@@ -378,7 +374,7 @@ def blocked(path: str) -> bool:
     name = os.path.basename(path).lower()
     if any(name == b or name.endswith("_" + b) or name.endswith("-" + b) for b in BLOCKED_NAMES):
         return True
-    return _sha256(path) in blocked_hashes()
+    return sha256_of(path) in blocked_hashes()
 
 
 def _read_video_frames(path: str, indices: Optional[Sequence[int]], count: int) -> List[Tuple[int, np.ndarray]]:
