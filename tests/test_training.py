@@ -135,7 +135,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 23
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 24
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -156,7 +156,10 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
             # the heads that invent texture; the second over sliding windows (no grid of its own)
             assert (cfg.loss.texture > 0) == name.startswith("superres_texture")
-            assert (cfg.loss.texture_stride == 1) == (name == "superres_texture_sliding.json")
+            assert (cfg.loss.texture_stride == 1) == name.startswith(("superres_texture_sliding",
+                                                                      "superres_texture_lips"))
+            # the last keeps the texture term off the lips
+            assert (cfg.loss.texture_mouth == 0) == (name == "superres_texture_lips.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
     # the shipped sizes of the former literal model sections are the presets now
     assert core.preset("superres", "demo") == core.SuperResConfig(scale=2, channels=32, num_blocks=4)
@@ -509,8 +512,65 @@ def test_superres_texture_loss_asks_for_the_amount_of_detail_not_its_place(tmp_p
     data = json.load(open(os.path.join(CONFIGS, "superres_real.json")))
     for loss, message in [({"detail": 0.0, "texture": -1.0}, "loss.texture must be >= 0"),
                           ({"detail": 0.0, "texture": 1.0, "texture_window": 0}, "loss.texture_window must be positive"),
-                          ({"detail": 0.0, "texture": 1.0, "texture_stride": 5}, "loss.texture_stride must be 0")]:
+                          ({"detail": 0.0, "texture": 1.0, "texture_stride": 5}, "loss.texture_stride must be 0"),
+                          ({"detail": 0.0, "texture": 1.0, "texture_mouth": 1.5}, "loss.texture_mouth must be in")]:
         data["loss"] = loss
         (tmp_path / "bad.json").write_text(json.dumps(data))
         with pytest.raises(TrainingConfigError, match=message):
             load_config(str(tmp_path / "bad.json"), SuperResTrainingConfig)
+
+
+def test_superres_texture_term_can_keep_off_the_lips():
+    from emodiff_core.faces import TEMPLATE_68
+    from training.train_superres import local_detail, mouth_mask, superres_loss, texture_weights
+
+    size = 32
+    landmarks = torch.from_numpy(TEMPLATE_68 * 20.0 + size / 2).float()[None]        # one face filling the frame
+    lips = landmarks[0, 48:68]
+    mask = mouth_mask(landmarks, size)
+    assert mask.shape == (1, 1, size, size)
+    ys, xs = torch.nonzero(mask[0, 0], as_tuple=True)
+    width = float(lips[:, 0].max() - lips[:, 0].min())
+    # the lip box grown by a quarter of its width on every side (pixel centres inside it)
+    assert float(xs.min()) + 0.5 >= float(lips[:, 0].min()) - 0.25 * width - 1e-4
+    assert float(xs.min()) - 0.5 < float(lips[:, 0].min()) - 0.25 * width
+    assert float(ys.max()) + 0.5 < float(lips[:, 1].max()) + 0.25 * width + 1
+    assert mask[0, 0, :8].sum() == 0 and mask.sum() == len(ys)       # nothing at the eyes
+    # the weight of every 4-pixel square: 0 where it touches the box, 1 elsewhere; 0.5 halfway
+    weight = texture_weights(landmarks, size, 4, 1, 0.0)
+    assert weight.shape == (1, 1, 29, 29) and set(weight.unique().tolist()) == {0.0, 1.0}
+    touching = mask[0, 0].unfold(0, 4, 1).unfold(1, 4, 1).amax((2, 3))
+    assert torch.equal(weight[0, 0], 1.0 - touching)
+    assert torch.equal(texture_weights(landmarks, size, 4, 1, 0.5), 1.0 - 0.5 * touching[None, None])
+    # a target with texture only on the lips (one pixel inside the box, so that its Laplacian stays in it): the
+    # term pays it with weight 1, not at all with weight 0
+    inner = -torch.nn.functional.max_pool2d(-mask, 3, 1, 1)
+    target = torch.full((1, 3, size, size), 0.5)
+    checker = ((torch.arange(size).view(1, size) + torch.arange(size).view(size, 1)) % 2).float()
+    target = torch.where(inner.bool().expand(1, 3, size, size), checker.expand(1, 3, size, size), target)
+    flat = torch.full_like(target, 0.5)
+    pixels = superres_loss(flat, target, 0.0)
+    assert superres_loss(flat, target, 0.0, 1.0, 4, 1, texture_weights(landmarks, size, 4, 1, 0.0)) == pixels
+    everywhere = superres_loss(flat, target, 0.0, 1.0, 4, 1, torch.ones(1, 1, 29, 29))
+    assert everywhere == pytest.approx(float(superres_loss(flat, target, 0.0, 1.0, 4, 1)), rel=1e-6)
+    assert everywhere - pixels == pytest.approx(float(local_detail(target, 4, 1).mean()), rel=1e-5)
+
+
+def test_superres_trains_with_the_texture_term_off_the_lips(corpus, tmp_path):
+    from emodiff_core.checkpoint import load_components
+    from training import train_superres
+    from training.data import FrameData
+
+    # the frames' own landmarks, scaled with the frames when the model's size differs from the corpus'
+    native, doubled = FrameData(corpus, "train", need_landmarks=True), FrameData(corpus, "train", size=128,
+                                                                                  need_landmarks=True)
+    assert native.landmarks.shape == (len(native), 68, 2) and FrameData(corpus, "train").landmarks is None
+    assert native.frames.shape[-1] == 64 and doubled.frames.shape[-1] == 128
+    assert torch.allclose(doubled.landmarks, native.landmarks * 2)
+    lips = native.landmarks[:, 48:68]
+    assert lips.min() > 0 and lips.max() < native.frames.shape[-1]          # the lips lie inside the frame
+    data = json.load(open(os.path.join(CONFIGS, "superres_tiny.json")))
+    data["loss"] = {"detail": 0.0, "texture": 1.0, "texture_stride": 1, "texture_mouth": 0.0}
+    (tmp_path / "lips.json").write_text(json.dumps(data))
+    out = train_superres.train(str(tmp_path / "lips.json"), corpus, str(tmp_path / "run"), max_steps=3)
+    assert set(load_components(out)) == {"superres"}

@@ -352,21 +352,23 @@ def emotion_sequences(root: str, split: str, length: int, min_intensity: float =
 
 
 class FrameData:
-    """Every frame of a split (uint8, in memory) with its psi, for the per-frame models (SR, regressor), from one
-    dataset folder or several (``limit`` clips at most of each)."""
+    """Every frame of a split (uint8, in memory) with its psi and landmarks when asked for, for the per-frame models
+    (SR, regressor), from one dataset folder or several (``limit`` clips at most of each)."""
 
     def __init__(self, root: DataFolders, split: str, size: Optional[int] = None, need_psi: bool = False,
-                 limit: Optional[int] = None):
+                 limit: Optional[int] = None, need_landmarks: bool = False):
         listed = [(ds, meta) for ds in map(ClipDataset, data_roots(root)) for meta in ds.metas(split)[:limit]]
         if not listed:
             raise EmptySplitError(", ".join(data_roots(root)), split)
-        frames, psis, owners = [], [], []
+        frames, psis, owners, marks = [], [], [], []
         for ds, meta in listed:
             clip = ds.load(meta, with_audio=False)
-            f = np.asarray(clip.frames)
+            f, lm = np.asarray(clip.frames), np.asarray(clip.landmarks)
             if size is not None and f.shape[1] != size:
-                f, _ = resize_clip_frames(f, np.asarray(clip.landmarks), size)
+                f, lm = resize_clip_frames(f, lm, size)
             frames.append(f)
+            if need_landmarks:
+                marks.append(lm.astype(np.float32))
             owners.append(np.full(len(f), meta["identity"], dtype=object))
             if need_psi:
                 if clip.psi is None:
@@ -375,12 +377,21 @@ class FrameData:
                 psis.append(np.asarray(clip.psi, dtype=np.float32))
         self.frames = torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2).contiguous()   # uint8
         self.psi = torch.from_numpy(np.concatenate(psis)) if need_psi else None
+        # each frame's 68 ground-truth points in its (resized) pixels, [N, 68, 2]; None unless asked for
+        self.landmarks = torch.from_numpy(np.concatenate(marks)) if need_landmarks else None
         self.identity = np.concatenate(owners)    # the identity each frame belongs to
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def draw(self, rng: np.random.Generator, batch_size: int) -> torch.Tensor:
+        """Indices of ``batch_size`` frames drawn with replacement."""
+        return torch.from_numpy(rng.integers(len(self.frames), size=batch_size))
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        """The frames at ``idx`` as float [B, 3, S, S] in 0..1."""
+        return self.frames[idx].float() / 255.0
+
     def batch(self, rng: np.random.Generator, batch_size: int):
-        idx = torch.from_numpy(rng.integers(len(self.frames), size=batch_size))
-        images = self.frames[idx].float() / 255.0
-        return images, (self.psi[idx] if self.psi is not None else None)
+        idx = self.draw(rng, batch_size)
+        return self.images(idx), (self.psi[idx] if self.psi is not None else None)

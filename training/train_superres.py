@@ -69,14 +69,19 @@ class LossSection:
     ``texture``: weight of the local-detail L1 term, over ``texture_window`` x ``texture_window`` output pixels
     (module docstring; 0 = off, the value of files written before the key existed), placed every
     ``texture_stride`` pixels: 0 = the window (side by side squares, the value of files written before the key
-    existed), 1 = at every pixel (the loss no longer has a grid of its own for the texture to follow)."""
+    existed), 1 = at every pixel (the loss no longer has a grid of its own for the texture to follow).
+    ``texture_mouth``: the texture term's weight on the squares that touch the lips (`mouth_mask`), relative to the
+    rest of the face: 1 = the same (the value of files written before the key existed), 0 = off the lips, where
+    the pixel terms alone decide, so that invented texture cannot move the lip edges a landmark fit reads."""
 
     detail: float
     texture: float
     texture_window: int
     texture_stride: int
+    texture_mouth: float
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"texture": 0.0, "texture_window": 4, "texture_stride": 0}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"texture": 0.0, "texture_window": 4, "texture_stride": 0,
+                                                      "texture_mouth": 1.0}
 
     def validate(self) -> None:
         require(self.detail >= 0.0, f"loss.detail must be >= 0, got {self.detail}")
@@ -85,6 +90,7 @@ class LossSection:
         require(0 <= self.texture_stride <= self.texture_window,
                 f"loss.texture_stride must be 0 (the window) or 1..texture_window ({self.texture_window}), "
                 f"got {self.texture_stride}")
+        require(0.0 <= self.texture_mouth <= 1.0, f"loss.texture_mouth must be in [0, 1], got {self.texture_mouth}")
 
 
 @dataclass(frozen=True)
@@ -129,16 +135,47 @@ def local_detail(images: torch.Tensor, window: int, stride: int = 0) -> torch.Te
     return F.avg_pool2d(laplacian(images).abs(), window, stride or window)
 
 
+LIPS = slice(48, 68)    # the outer and inner lip points of the 68-point layout
+LIP_MARGIN = 0.25       # the lips' box grows by this fraction of its width on every side: the skin around them
+
+
+def mouth_mask(landmarks: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, 1, size, size]: 1 inside each frame's lip box (its 68 points [B, 68, 2] in pixels, grown by
+    ``LIP_MARGIN``), 0 elsewhere."""
+    lips = landmarks[:, LIPS]
+    low, high = lips.min(1).values, lips.max(1).values            # [B, 2] (x, y)
+    grow = LIP_MARGIN * (high[:, :1] - low[:, :1])                 # [B, 1] of the box's width
+    low, high = low - grow, high + grow
+    centres = torch.arange(size, dtype=landmarks.dtype, device=landmarks.device) + 0.5
+    inside_x = (centres >= low[:, :1]) & (centres < high[:, :1])   # [B, size]
+    inside_y = (centres >= low[:, 1:]) & (centres < high[:, 1:])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).float()[:, None]
+
+
+def texture_weights(landmarks: torch.Tensor, size: int, window: int, stride: int, mouth: float) -> torch.Tensor:
+    """The texture term's weight for every square of `local_detail` [B, 1, h, w]: ``mouth`` where the square
+    touches the lip box, 1 elsewhere."""
+    touches = F.max_pool2d(mouth_mask(landmarks, size), window, stride or window)
+    return 1.0 - (1.0 - mouth) * touches
+
+
 def superres_loss(out: torch.Tensor, target: torch.Tensor, detail: float, texture: float = 0.0,
-                  texture_window: int = 4, texture_stride: int = 0) -> torch.Tensor:
+                  texture_window: int = 4, texture_stride: int = 0,
+                  texture_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """L1 on pixels + ``detail`` x L1 on their Laplacians + ``texture`` x L1 on their local detail maps
-    (module docstring)."""
+    (module docstring), the last a mean weighted by ``texture_weight`` ([B, 1, h, w], `texture_weights`) when
+    given."""
     loss = F.l1_loss(out, target)
     if detail > 0:
         loss = loss + detail * F.l1_loss(laplacian(out), laplacian(target))
     if texture > 0:
-        loss = loss + texture * F.l1_loss(local_detail(out, texture_window, texture_stride),
-                                          local_detail(target, texture_window, texture_stride))
+        gap = (local_detail(out, texture_window, texture_stride)
+               - local_detail(target, texture_window, texture_stride)).abs()
+        if texture_weight is None:
+            loss = loss + texture * gap.mean()
+        else:
+            weighted = (gap * texture_weight).sum() / (texture_weight.sum() * gap.shape[1]).clamp_min(1e-8)
+            loss = loss + texture * weighted
     return loss
 
 
@@ -151,7 +188,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     o, d, sched, lw = cfg_file.optim, cfg_file.data, cfg_file.schedule, cfg_file.loss
     seed, total = cfg_file.seed, int(max_steps or o.steps)
     os.makedirs(out_dir, exist_ok=True)
-    data = FrameData(data_dir, d.split, size=d.target_size)
+    lips_weighted = lw.texture > 0 and lw.texture_mouth != 1.0
+    data = FrameData(data_dir, d.split, size=d.target_size, need_landmarks=lips_weighted)
     val = _validation_set(data_dir, d.val_split, d.target_size, announce=info.main)
     torch.manual_seed(seed)
     model = SuperResolver(cfg).to(info.device)
@@ -162,8 +200,12 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
 
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
-        target, _ = data.batch(rng, o.batch_size)
-        target = target.to(info.device)
+        idx = data.draw(rng, o.batch_size)
+        target = data.images(idx).to(info.device)
+        weight = None
+        if lips_weighted:
+            weight = texture_weights(data.landmarks[idx].to(info.device), d.target_size, lw.texture_window,
+                                     lw.texture_stride, lw.texture_mouth)
         lr = lr_at(step, o.lr, o.warmup, total)
         model.train()
         low = degrade(target, cfg.scale)
@@ -171,7 +213,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             low = blur_frames(low[:, None], half_blurred_sigmas(rng, len(low), d.input_blur))[:, 0]
         with autocast(info.device):
             out = ddp(low)
-        loss = superres_loss(out.float(), target, lw.detail, lw.texture, lw.texture_window, lw.texture_stride)
+        loss = superres_loss(out.float(), target, lw.detail, lw.texture, lw.texture_window, lw.texture_stride,
+                             weight)
         optimizer_step(opt, loss, lr)
         ema.update(model, step)
         return {"loss": float(loss.detach()), "lr": lr}
