@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
                                callback=report, neutral_expression=neutral,
                                reinject_identity_every=reinject_identity_every, **pl.silence_handling(audio))[:, 0]
     seconds = time.perf_counter() - start
-    frames = iter_superres(crops, models, superres, portrait=portrait)
+    frames = iter_superres(crops, models, superres)
     if paste_back:
         return pl.paste_back_frames(frames, portrait, max_side=max_side), seconds
     return ((f.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy() for f in frames), seconds
@@ -130,24 +130,20 @@ def check_superres(models: pl.ModelBundle, mode: str) -> str:
     return mode
 
 
-def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str,
-                   portrait: Optional[pl.Portrait] = None) -> torch.Tensor:
-    """``frames`` upscaled as ``mode`` says; a reference head reads ``portrait``'s crop at its output size."""
+def apply_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str) -> torch.Tensor:
     mode = check_superres(models, mode)
     if mode == "none":
         return frames
     if mode == "head":
-        reference = pl.superres_reference(models.superres, portrait, frames.shape[-1])
-        return pl.super_resolve(frames, models.superres, reference=reference)
+        return pl.super_resolve(frames, models.superres)
     return pl.super_resolve(frames, None, scale=float(mode[7:] or 2))
 
 
-def iter_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str, chunk: int = SUPERRES_CHUNK,
-                  portrait: Optional[pl.Portrait] = None):
+def iter_superres(frames: torch.Tensor, models: pl.ModelBundle, mode: str, chunk: int = SUPERRES_CHUNK):
     """`apply_superres` SUPERRES_CHUNK frames at a time, yielding [3, H, W] frames: the upscaled video is never
     held whole."""
     for start in range(0, len(frames), chunk):
-        yield from apply_superres(frames[start:start + chunk], models, mode, portrait)
+        yield from apply_superres(frames[start:start + chunk], models, mode)
 
 
 def map_big_buffers_while_streaming() -> bool:
@@ -305,7 +301,7 @@ def demo(args) -> dict:
                                 **pl.silence_handling(audio))
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
-        video = apply_superres(frames[:, b], models, "auto", portrait)
+        video = apply_superres(frames[:, b], models, "auto")
         crop_path = os.path.join(args.out, f"{name}_{args.emotion}.mp4")
         write_mp4(crop_path, (video.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy(), audio.fps,
                   audio=audio.waveform, sample_rate=audio.config.sample_rate)

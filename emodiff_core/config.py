@@ -192,18 +192,11 @@ class ExpressionConfig:
 
 @dataclass(frozen=True)
 class SuperResConfig:
-    """Super-resolution head: a residual CNN on a bilinear upsample (scale 2 or 4).
-
-    ``reference``: the head also reads the portrait's aligned crop at the output size (`models.superres`), so it
-    can put back the photo's own fine detail where the generated frame still matches it (False: frames alone,
-    the value of files written before the key existed)."""
+    """Super-resolution head: a residual CNN on a bilinear upsample (scale 2 or 4)."""
 
     scale: int = 2
     channels: int = 48
     num_blocks: int = 6
-    reference: bool = False
-
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"reference": False}
 
     def validate(self) -> None:
         _require(self.scale in (2, 4), "superres.scale must be 2 or 4")

@@ -177,16 +177,6 @@ class Portrait:
         """The crop as [3, S, S] float in [0, 1]."""
         return torch.from_numpy(self.crop).permute(2, 0, 1).float() / 255.0
 
-    def crop_at(self, size: int) -> torch.Tensor:
-        """The same aligned crop cut from the original at ``size`` pixels, [3, size, size] float in [0, 1]: the
-        reference a reference SR head reads at its output size."""
-        from . import faces
-
-        if size == self.crop.shape[0]:
-            return self.crop_tensor()
-        crop = faces.warp_to_crop(self.image, self.aligned.resized(int(size)))
-        return torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0
-
 
 def prepare_portrait(image, size: int, backend="auto", face_index: int = 0, allow_centre_crop: bool = False,
                      rotate: bool = True) -> Portrait:
@@ -613,39 +603,20 @@ def lanczos_upscale(frames: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).clamp(0, 1)
 
 
-def uses_reference(model) -> bool:
-    """Whether an upscaler is a trained SR head that reads the portrait's crop (`SuperResConfig.reference`)."""
-    return bool(getattr(model, "uses_reference", False))
-
-
-def superres_reference(model, portrait: Optional[Portrait], frame_size: int) -> Optional[torch.Tensor]:
-    """The portrait's crop at ``model``'s output size for frames of ``frame_size`` pixels, when ``model`` is a
-    reference head and a portrait is at hand; None otherwise (a reference head then runs without one)."""
-    if portrait is None or not uses_reference(model):
-        return None
-    return portrait.crop_at(int(model.scale) * int(frame_size))
-
-
 @torch.no_grad()
 def super_resolve(frames: torch.Tensor, model=None, scale: float = 2.0, batch_size: int = 16,
-                  device=None, reference: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  device=None) -> torch.Tensor:
     """Upscale [N, 3, H, W] frames in [0, 1]: with the trained SR head (its own scale), any callable
     image model with a ``scale`` attribute (e.g. a spandrel descriptor from ComfyUI's UpscaleModelLoader),
-    or Lanczos when ``model`` is None. Processed in batches; the result is on the CPU.
-
-    ``reference``: the portrait's aligned crop at the output size ([3, s*H, s*W], `superres_reference`), read by
-    a reference head (`uses_reference`) and ignored by every other upscaler."""
+    or Lanczos when ``model`` is None. Processed in batches; the result is on the CPU."""
     if model is None:
         return lanczos_upscale(frames, scale)
     if device is None:
         device = _model_device(model)
-    extra = ()
-    if uses_reference(model):
-        extra = (None if reference is None else reference.to(device),)
     out = []
     for start in range(0, len(frames), batch_size):
         chunk = frames[start: start + batch_size].to(device)
-        out.append(model(chunk, *extra).float().clamp(0, 1).cpu())
+        out.append(model(chunk).float().clamp(0, 1).cpu())
     return torch.cat(out)
 
 

@@ -274,8 +274,7 @@ class EMOdiffheadSampler:
 
 class EMOdiffheadSuperResolve:
     DESCRIPTION = ("Upscales frames with the checkpoint's trained SR head, or any upscale model (UPSCALE_MODEL "
-                   "from Load Upscale Model), or Lanczos when neither is connected. A reference SR head also reads "
-                   "the connected portrait, to put its own skin and hair detail back.")
+                   "from Load Upscale Model), or Lanczos when neither is connected.")
     CATEGORY = CATEGORY
     FUNCTION = "upscale"
     RETURN_TYPES = ("IMAGE",)
@@ -295,11 +294,9 @@ class EMOdiffheadSuperResolve:
         }, "optional": {
             "model": (MODEL, {"tooltip": "For sr_head."}),
             "upscale_model": ("UPSCALE_MODEL", {"tooltip": "For upscale_model (e.g. Real-ESRGAN via Load Upscale Model)."}),
-            "portrait": (PORTRAIT, {"tooltip": "For sr_head: the portrait the frames were made from. A reference SR "
-                                               "head reads its detail (sharper skin and hair); other upscalers ignore it."}),
         }}
 
-    def upscale(self, images, method, lanczos_scale=2.0, repeat=1, model=None, upscale_model=None, portrait=None):
+    def upscale(self, images, method, lanczos_scale=2.0, repeat=1, model=None, upscale_model=None):
         frames = bridge.image_to_frames(images)
         if method == "sr_head":
             if model is None or model.superres is None:
@@ -315,8 +312,7 @@ class EMOdiffheadSuperResolve:
         progress = bridge.Progress(repeat)
         for r in range(repeat):
             bridge.check_interrupt()
-            reference = pl.superres_reference(upscaler, portrait, frames.shape[-1])
-            frames = _run(pl.super_resolve, frames, upscaler, scale=lanczos_scale, reference=reference)
+            frames = _run(pl.super_resolve, frames, upscaler, scale=lanczos_scale)
             progress.update(r + 1)
         bridge.soft_empty_cache()
         return (bridge.frames_to_image(frames),)

@@ -337,30 +337,6 @@ def test_bad_audio_emotion_and_checkpoints(comfy):
         sr.upscale(torch.rand(1, 8, 8, 3), "upscale_model")
 
 
-def test_super_resolve_gives_a_reference_head_the_connected_portrait(comfy, astronaut):
-    import dataclasses
-
-    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")
-    portrait, crop = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
-    torch.manual_seed(1)
-    head = SuperResolver(SuperResConfig(channels=8, num_blocks=1, reference=True))
-    torch.nn.init.normal_(head.tail.weight, std=0.1)
-    with_head = dataclasses.replace(model, superres=head)
-    node = _node(comfy, "EMOdiffheadSuperResolve")
-    assert "portrait" in node.INPUT_TYPES()["optional"]
-    frames = crop.expand(2, -1, -1, -1)
-    up, = node.upscale(frames, "sr_head", model=with_head, portrait=portrait)
-    want = head(frames.permute(0, 3, 1, 2), portrait.crop_at(64)).clamp(0, 1).permute(0, 2, 3, 1)
-    assert up.shape == (2, 64, 64, 3) and torch.allclose(up, want, atol=1e-5)
-    alone, = node.upscale(frames, "sr_head", model=with_head)               # no portrait: the head runs without
-    assert not torch.allclose(alone, up)
-    twice, = node.upscale(frames, "sr_head", model=with_head, portrait=portrait, repeat=2)
-    assert twice.shape == (2, 128, 128, 3)                                  # the second pass reads a 128 px crop
-    # other upscalers ignore the portrait
-    lanczos, = node.upscale(frames, "lanczos", 2.0, portrait=portrait)
-    assert torch.equal(lanczos, node.upscale(frames, "lanczos", 2.0)[0])
-
-
 def test_silence_gives_frames_and_a_shaded_plot(comfy, astronaut):
     """Silent audio is a listening face: Audio Encode, Emotion Vector and the Sampler all accept it."""
     model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "auto")

@@ -135,7 +135,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 25
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 24
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -154,18 +154,12 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
-            # the heads that invent texture (or, with a reference, put the portrait's back); the second over
-            # sliding windows (no grid of its own)
-            assert (cfg.loss.texture > 0) == name.startswith(("superres_texture", "superres_reference"))
+            # the heads that invent texture; the second over sliding windows (no grid of its own)
+            assert (cfg.loss.texture > 0) == name.startswith("superres_texture")
             assert (cfg.loss.texture_stride == 1) == name.startswith(("superres_texture_sliding",
                                                                       "superres_texture_lips"))
             # the last keeps the texture term off the lips
             assert (cfg.loss.texture_mouth == 0) == (name == "superres_texture_lips.json")
-            if name == "superres_reference.json":     # the texture head reading the portrait's crop
-                assert model == dataclasses.replace(core.preset(kind, "demo"), reference=True)
-                assert cfg.data.reference_drop == 0.2
-                continue
-            assert cfg.data.reference_drop == 0
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
     # the shipped sizes of the former literal model sections are the presets now
     assert core.preset("superres", "demo") == core.SuperResConfig(scale=2, channels=32, num_blocks=4)
@@ -560,40 +554,6 @@ def test_superres_texture_term_can_keep_off_the_lips():
     everywhere = superres_loss(flat, target, 0.0, 1.0, 4, 1, torch.ones(1, 1, 29, 29))
     assert everywhere == pytest.approx(float(superres_loss(flat, target, 0.0, 1.0, 4, 1)), rel=1e-6)
     assert everywhere - pixels == pytest.approx(float(local_detail(target, 4, 1).mean()), rel=1e-5)
-
-
-def test_superres_reference_head_trains_on_another_frame_of_the_targets_clip(corpus, tmp_path):
-    import csv
-
-    from emodiff_core.checkpoint import load_components
-    from training import train_superres
-    from training.data import FrameData
-
-    data = FrameData(corpus, "train")
-    rng = np.random.default_rng(0)
-    idx = data.draw(rng, 400)
-    other = data.same_clip(rng, idx).numpy()
-    start, length = data.clip_start[idx.numpy()], data.clip_length[idx.numpy()]
-    assert ((other >= start) & (other < start + length)).all()                 # the same clip...
-    assert (data.identity[other] == data.identity[idx.numpy()]).all()
-    assert (other != idx.numpy()).mean() > 0.9                                 # ...mostly another of its frames
-    assert len(set(start.tolist())) > 1 and (length >= 30).all()
-    refs = train_superres._references(data, np.random.default_rng(1), idx[:200], 0.3)
-    dropped = (refs.flatten(1).abs().sum(1) == 0).float().mean()
-    assert 0.2 < dropped < 0.4                                                 # the reference_drop share is zeros
-    cfg = json.load(open(os.path.join(CONFIGS, "superres_tiny.json")))
-    cfg["model"]["overrides"] = {"reference": True}
-    cfg["data"]["reference_drop"] = 0.2
-    (tmp_path / "ref.json").write_text(json.dumps(cfg))
-    out = train_superres.train(str(tmp_path / "ref.json"), corpus, str(tmp_path / "run"), max_steps=3)
-    assert load_components(out)["superres"].uses_reference
-    with open(tmp_path / "run" / "log.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["val_psnr"]]
-    assert rows and float(rows[-1]["val_psnr_no_reference"]) > 0               # how much it leans on the crop
-    cfg["data"]["reference_drop"] = 1.5
-    (tmp_path / "bad.json").write_text(json.dumps(cfg))
-    with pytest.raises(TrainingConfigError, match=r"data.reference_drop must be in \[0, 1\], got 1.5"):
-        train_superres.train(str(tmp_path / "bad.json"), corpus, str(tmp_path / "bad"), max_steps=1)
 
 
 def test_superres_trains_with_the_texture_term_off_the_lips(corpus, tmp_path):

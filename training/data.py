@@ -360,8 +360,7 @@ class FrameData:
         listed = [(ds, meta) for ds in map(ClipDataset, data_roots(root)) for meta in ds.metas(split)[:limit]]
         if not listed:
             raise EmptySplitError(", ".join(data_roots(root)), split)
-        frames, psis, owners, marks, starts, lengths = [], [], [], [], [], []
-        first = 0
+        frames, psis, owners, marks = [], [], [], []
         for ds, meta in listed:
             clip = ds.load(meta, with_audio=False)
             f, lm = np.asarray(clip.frames), np.asarray(clip.landmarks)
@@ -371,9 +370,6 @@ class FrameData:
             if need_landmarks:
                 marks.append(lm.astype(np.float32))
             owners.append(np.full(len(f), meta["identity"], dtype=object))
-            starts.append(np.full(len(f), first, dtype=np.int64))
-            lengths.append(np.full(len(f), len(f), dtype=np.int64))
-            first += len(f)
             if need_psi:
                 if clip.psi is None:
                     raise ClipFormatError(f"clip {meta['clip_id']} has no psi.npy; the regressor needs expression "
@@ -384,8 +380,6 @@ class FrameData:
         # each frame's 68 ground-truth points in its (resized) pixels, [N, 68, 2]; None unless asked for
         self.landmarks = torch.from_numpy(np.concatenate(marks)) if need_landmarks else None
         self.identity = np.concatenate(owners)    # the identity each frame belongs to
-        # where each frame's clip starts in `frames`, and its length: other frames of the same clip
-        self.clip_start, self.clip_length = np.concatenate(starts), np.concatenate(lengths)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -393,11 +387,6 @@ class FrameData:
     def draw(self, rng: np.random.Generator, batch_size: int) -> torch.Tensor:
         """Indices of ``batch_size`` frames drawn with replacement."""
         return torch.from_numpy(rng.integers(len(self.frames), size=batch_size))
-
-    def same_clip(self, rng: np.random.Generator, idx: torch.Tensor) -> torch.Tensor:
-        """For each index, a frame drawn uniformly from the same clip (the frame itself included)."""
-        i = np.asarray(idx)
-        return torch.from_numpy(self.clip_start[i] + rng.integers(self.clip_length[i]))
 
     def images(self, idx: torch.Tensor) -> torch.Tensor:
         """The frames at ``idx`` as float [B, 3, S, S] in 0..1."""

@@ -442,13 +442,9 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     fer = load_fer_classifier()
     os.makedirs(out, exist_ok=True)
 
-    def as_shown(frames: torch.Tensor, portrait: pl.Portrait) -> torch.Tensor:
-        """Model-size frames as the user sees them: through the SR head (a reference head reading the portrait's
-        crop at its output size, as the CLI and the node give it), or as they are without one."""
-        if models.superres is None:
-            return frames
-        reference = pl.superres_reference(models.superres, portrait, frames.shape[-1])
-        return pl.super_resolve(frames, models.superres, reference=reference)
+    def as_shown(frames: torch.Tensor) -> torch.Tensor:
+        """Model-size frames as the user sees them: through the SR head, or as they are without one."""
+        return pl.super_resolve(frames, models.superres) if models.superres is not None else frames
     log(f"{len(files)} photo(s), {clip.num_frames} frames ({clip.seconds:.2f} s of {display_path(audio)}, "
         f"{clip.silent_seconds:.2f} s silent), emotions {', '.join(emotions)} at k = {intensity:g}, "
         f"sampling {settings.label}")
@@ -514,7 +510,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
             if save_crops:
                 _save_crops(crop_folder, name, crops, sampling_seconds, crop_settings)
         start = time.perf_counter()
-        videos = [as_shown(crops[:, b], portrait) for b in range(len(emotions))]
+        videos = [as_shown(crops[:, b]) for b in range(len(emotions))]
         superres_seconds = time.perf_counter() - start
         del crops
         out_size = int(videos[0].shape[-1])
@@ -522,7 +518,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         original = meter.face(portrait.image)
         reference_descriptor = original[0] if original is not None else None
         crop_face = meter.face(crop_out)
-        perfect = _to_uint8(as_shown(portrait.crop_tensor()[None], portrait))
+        perfect = _to_uint8(as_shown(portrait.crop_tensor()[None]))
         ref = {"face_in_photo": original is not None, "face_in_crop": crop_face is not None,
                "sharpness_ceiling": _r(float(sharpness_ratio(perfect, crop_out)[0])),
                "crop_distance": (_r(float(np.linalg.norm(crop_face[0] - reference_descriptor)))

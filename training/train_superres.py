@@ -49,24 +49,18 @@ class DataSection:
     """``target_size``: the frames are resized to it (the output size); the input is that / model.scale.
     ``input_blur``: the largest Gaussian blur (sigma, input pixels) laid on the input of half the examples: the
     denoiser's frames are softer than a downsampled photo, so the head learns to restore detail, not only to
-    upscale (0 = off, the value of files written before the key existed; validation inputs are never blurred).
-    ``reference_drop``: for a head that reads a reference (`SuperResConfig.reference`), the share of examples
-    trained without one (zeros), so that it also works where no portrait is at hand; the others get a frame
-    drawn from the target's own clip (another pose, mouth and blink of the same face, as the portrait is to a
-    generated frame). Unused by plain heads (0, the value of files written before the key existed)."""
+    upscale (0 = off, the value of files written before the key existed; validation inputs are never blurred)."""
 
     split: str
     val_split: str
     target_size: int
     input_blur: float
-    reference_drop: float
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"input_blur": 0.0, "reference_drop": 0.0}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"input_blur": 0.0}
 
     def validate(self) -> None:
         require_positive("data", target_size=self.target_size)
         require(self.input_blur >= 0.0, f"data.input_blur must be >= 0, got {self.input_blur}")
-        require(0.0 <= self.reference_drop <= 1.0, f"data.reference_drop must be in [0, 1], got {self.reference_drop}")
 
 
 @dataclass(frozen=True)
@@ -117,8 +111,7 @@ class SuperResTrainingConfig:
         require_positive("", threads=self.threads)
 
 
-# val_psnr_no_reference: a reference head's validation PSNR with the reference left out (how much it uses it)
-LOG_FIELDS = ["step", "seconds", "loss", "lr", "val_psnr", "val_psnr_bilinear", "val_psnr_no_reference"]
+LOG_FIELDS = ["step", "seconds", "loss", "lr", "val_psnr", "val_psnr_bilinear"]
 
 
 def degrade(images: torch.Tensor, scale: int) -> torch.Tensor:
@@ -218,9 +211,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
         low = degrade(target, cfg.scale)
         if d.input_blur > 0:
             low = blur_frames(low[:, None], half_blurred_sigmas(rng, len(low), d.input_blur))[:, 0]
-        reference = _references(data, rng, idx, d.reference_drop).to(info.device) if cfg.reference else None
         with autocast(info.device):
-            out = ddp(low, reference)
+            out = ddp(low)
         loss = superres_loss(out.float(), target, lw.detail, lw.texture, lw.texture_window, lw.texture_stride,
                              weight)
         optimizer_step(opt, loss, lr)
@@ -232,17 +224,13 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
         if val is None:
             return {}
         rng = np.random.default_rng([seed, 4242])
-        idx = val.draw(rng, 64)
-        target = val.images(idx).to(info.device)
+        target, _ = val.batch(rng, 64)
+        target = target.to(info.device)
         low = degrade(target, cfg.scale)
-        reference = _references(val, rng, idx, 0.0).to(info.device) if cfg.reference else None
-        out = ema.shadow(low, reference)
+        out = ema.shadow(low)
         bilinear = F.interpolate(low, scale_factor=cfg.scale, mode="bilinear", align_corners=False)
         _save_strip(os.path.join(out_dir, "samples", f"step{done:07d}.png"), bilinear[:4], out[:4], target[:4])
-        row = {"val_psnr": mean_psnr(out, target), "val_psnr_bilinear": mean_psnr(bilinear, target)}
-        if cfg.reference:
-            row["val_psnr_no_reference"] = mean_psnr(ema.shadow(low), target)
-        return row
+        return {"val_psnr": mean_psnr(out, target), "val_psnr_bilinear": mean_psnr(bilinear, target)}
 
     def on_checkpoint(done: int) -> None:
         export_component(out_dir, "superres", ema.shadow, done, data_dir)
@@ -253,13 +241,6 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
               on_checkpoint=on_checkpoint, sample_every=sched.checkpoint_every, on_sample=on_sample,
               desc="superres", stop_after=stop_after)
     return os.path.join(out_dir, "superres.safetensors")
-
-
-def _references(data: FrameData, rng: np.random.Generator, idx: torch.Tensor, drop: float) -> torch.Tensor:
-    """For each target frame, another frame of its clip at the target size, or zeros for a ``drop`` share."""
-    ref = data.images(data.same_clip(rng, idx))
-    keep = torch.from_numpy(rng.random(len(idx)) >= drop).to(ref.dtype)
-    return ref * keep[:, None, None, None]
 
 
 def _validation_set(data_dir: DataFolders, split: str, size: int, announce: bool) -> Optional[FrameData]:
