@@ -21,7 +21,7 @@ import torch
 from . import audio as audio_mod
 from .config import AudioFeatureConfig, DenoiserConfig
 from . import sampling
-from .guidance import ExpressionGuidance
+from .guidance import AudioGuidance, ExpressionGuidance
 from .sampling import SamplingSettings
 from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
 from .emotions import EMOTIONS, NEUTRAL, emotion_index
@@ -468,6 +468,15 @@ def check_guidance(cfg: DenoiserConfig, settings: SamplingSettings) -> None:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def silent_audio_embedding(denoiser, features: torch.Tensor) -> torch.Tensor:
+    """The denoiser's audio embedding [D] of digital silence (`audio.silence_feature_value` in every bin), shaped
+    like one frame of ``features`` [N, ...]: the null condition of `guidance.AudioGuidance`."""
+    p = next(denoiser.parameters())
+    silence = torch.full_like(features[:1], audio_mod.silence_feature_value(), dtype=p.dtype, device=p.device)
+    return denoiser.encode_audio(silence)[0]
+
+
 def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expression: torch.Tensor, *,
                     settings: SamplingSettings = sampling.DEFAULT, seed: int = 0,
                     callback: Optional[Callable[[FrameProgress], None]] = None, device=None,
@@ -520,13 +529,16 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
     n = audio.num_frames
     expression = _per_video(expression, batch, n, cfg.expression_dim, "expression")
     model = denoiser
+    if settings.audio_guided:      # inside the expression guidance: both its passes get the audio's two
+        model = AudioGuidance(denoiser, settings.audio_guidance,
+                              silent_audio_embedding(denoiser, audio.features).to(device=device, dtype=dtype))
     if settings.guided:
         if neutral_expression is None:
             raise PipelineError(f"guidance {settings.guidance:g} needs the neutral expression sequence the emotion "
                                 "was made from (pipeline.emotion_expression_pair); set guidance to 1 without it")
         check_guidance(cfg, settings)
         neutral_expression = _per_video(neutral_expression, batch, n, cfg.expression_dim, "neutral expression")
-        model = ExpressionGuidance(denoiser, settings.guidance,
+        model = ExpressionGuidance(model, settings.guidance,
                                    min_timestep=settings.guidance_min_timestep(cfg.diffusion.steps))
     process = settings.process_for(cfg.diffusion)
     ident = _frames_to_model(identity.to(device=device, dtype=dtype))

@@ -53,7 +53,7 @@ class Sampler(str, enum.Enum):
 
 NAMES = tuple(s.value for s in Sampler)
 # the guidance part after "g" is `parse_guidance`'s grammar, read by it
-_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.e+-]+))?\s*(?:g(.*))?$")
+_TEXT = re.compile(r"^\s*([a-z]+)\s*(\d+)\s*(?:@\s*([0-9.e+-]+))?\s*(?:g([^a]*))?\s*(?:a\s*([0-9.e+-]+))?\s*$")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,11 @@ class SamplingSettings:
     :param guidance_min_noise: in [0, start_noise]: guidance runs only on the steps at or above this fraction of
         the schedule, the conditional model alone below it (one evaluation instead of two). 0 = every step. The
         emotion's layout is decided on the noisier steps; the last ones only refine it.
+    :param audio_guidance: guidance on the audio condition, w >= 0 (`guidance.AudioGuidance`): eps(silence) +
+        w (eps(audio) - eps(silence)), the null being digital silence, where the model learned a closed, still
+        mouth; above 1 the mouth follows the voice further (two network evaluations per step, four with
+        ``guidance``). 1 = off. Needs no special training. Left out of `to_dict` when off, so that reports and
+        saved crops written before it existed read the same.
     """
 
     sampler: Sampler = Sampler.DDIM
@@ -81,6 +86,7 @@ class SamplingSettings:
     eta: Optional[float] = None
     guidance: float = 1.0
     guidance_min_noise: float = 0.0
+    audio_guidance: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "sampler", Sampler.parse(self.sampler))
@@ -99,6 +105,10 @@ class SamplingSettings:
             raise SamplingError(f"guidance_min_noise must be in [0, start_noise = {start:g}], got "
                                 f"{self.guidance_min_noise} (above the start noise no step would be guided)")
         object.__setattr__(self, "guidance_min_noise", floor if guidance != 1.0 else 0.0)   # unguided: moot
+        audio_guidance = float(self.audio_guidance)
+        if not 0.0 <= audio_guidance < float("inf"):
+            raise SamplingError(f"audio_guidance must be a number >= 0 (1 = off), got {self.audio_guidance}")
+        object.__setattr__(self, "audio_guidance", audio_guidance)
         if self.eta is not None:
             if self.sampler is not Sampler.DDIM:
                 raise SamplingError(f"eta is a DDIM option; the {self.sampler.value} sampler does not take it")
@@ -109,41 +119,54 @@ class SamplingSettings:
     # ----------------------------------------------------------------- text form
     @classmethod
     def parse(cls, text: str, **options) -> "SamplingSettings":
-        """``"<sampler><steps>[@<start_noise>][g<guidance>[><guidance_min_noise>]]"``, e.g. ``ddim10``, ``ddim25@1``,
-        ``ancestral1000@1``, ``ddim10@0.5g3``, ``ddim10@0.5g2>0.35``. Without ``@`` the start noise is the default's,
-        without ``g`` guidance is off (1), without ``>`` it runs on every step. ``options`` (e.g. ``eta``) are
-        passed on."""
+        """``"<sampler><steps>[@<start_noise>][g<guidance>[><guidance_min_noise>]][a<audio_guidance>]"``, e.g.
+        ``ddim10``, ``ddim25@1``, ``ancestral1000@1``, ``ddim10@0.5g3``, ``ddim10@0.5g2>0.35``, ``ddim10@0.5a2``.
+        Without ``@`` the start noise is the default's, without ``g`` or ``a`` that guidance is off (1), without
+        ``>`` it runs on every step. ``options`` (e.g. ``eta``) are passed on."""
         match = _TEXT.match(str(text).lower())
         if not match:
             raise SamplingError(f"cannot read sampling settings {text!r}: write <sampler><steps>[@<start noise>]"
-                                f"[g<guidance>[><lowest guided noise>]], e.g. ddim10, ancestral1000@1 or "
-                                f"ddim10@0.5g2>0.35 (samplers: {', '.join(NAMES)})")
-        name, steps, start, guidance = match.groups()
+                                f"[g<guidance>[><lowest guided noise>]][a<audio guidance>], e.g. ddim10, "
+                                f"ancestral1000@1, ddim10@0.5g2>0.35 or ddim10a2 (samplers: {', '.join(NAMES)})")
+        name, steps, start, guidance, audio = match.groups()
         try:
             start_noise = float(start) if start is not None else DEFAULT.start_noise
         except ValueError:
             raise SamplingError(f"cannot read the start noise in {text!r}") from None
         scale, min_noise = parse_guidance(guidance) if guidance is not None else (1.0, 0.0)
+        try:
+            audio_scale = float(audio) if audio is not None else 1.0
+        except ValueError:
+            raise SamplingError(f"cannot read the audio guidance in {text!r}") from None
         return cls(Sampler.parse(name), int(steps), start_noise, guidance=scale, guidance_min_noise=min_noise,
-                   **options)
+                   audio_guidance=audio_scale, **options)
 
     @property
     def label(self) -> str:
         """The text form `parse` reads back (eta is not part of it)."""
         text = f"{self.sampler.value}{self.steps}@{self.start_noise:g}"
-        if not self.guided:
-            return text
-        text = f"{text}g{self.guidance:g}"
-        return f"{text}>{self.guidance_min_noise:g}" if self.guidance_min_noise > 0 else text
+        if self.guided:
+            text = f"{text}g{self.guidance:g}"
+            if self.guidance_min_noise > 0:
+                text = f"{text}>{self.guidance_min_noise:g}"
+        return f"{text}a{self.audio_guidance:g}" if self.audio_guided else text
 
     @property
     def guided(self) -> bool:
         """Whether sampling runs classifier-free guidance (two network evaluations per step)."""
         return self.guidance != 1.0
 
+    @property
+    def audio_guided(self) -> bool:
+        """Whether sampling runs guidance on the audio condition (`guidance.AudioGuidance`)."""
+        return self.audio_guidance != 1.0
+
     def to_dict(self) -> dict:
-        return {"sampler": self.sampler.value, "steps": self.steps, "start_noise": self.start_noise, "eta": self.eta,
-                "guidance": self.guidance, "guidance_min_noise": self.guidance_min_noise}
+        out = {"sampler": self.sampler.value, "steps": self.steps, "start_noise": self.start_noise, "eta": self.eta,
+               "guidance": self.guidance, "guidance_min_noise": self.guidance_min_noise}
+        if self.audio_guided:
+            out["audio_guidance"] = self.audio_guidance
+        return out
 
     def replace(self, **changes) -> "SamplingSettings":
         return dataclasses.replace(self, **changes)

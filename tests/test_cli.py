@@ -111,6 +111,8 @@ def test_bad_cli_input_gives_clear_errors(bundle, tmp_path):
           "--sampler", "ancestral", "--eta", "0.5"], "eta is a DDIM option"),
         (["--portrait", portrait, "--audio", os.path.join(ROOT, "assets", "speech.wav"), "--guidance", "2"],
          "not trained with expression dropout"),
+        (["--portrait", portrait, "--audio", os.path.join(ROOT, "assets", "speech.wav"), "--audio-guidance", "-1"],
+         "audio_guidance must be a number >= 0"),
     ]
     for args, message in cases:
         out = tmp_path / "x.mp4"

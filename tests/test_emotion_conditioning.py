@@ -11,7 +11,7 @@ from emodiff_core import config as C
 from emodiff_core import pipeline as pl
 from emodiff_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
 from emodiff_core.diffusion.losses import emotion_region_mask
-from emodiff_core.guidance import ExpressionGuidance
+from emodiff_core.guidance import AudioGuidance, ExpressionGuidance
 from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
 from emodiff_core.sampling import SamplingError, SamplingSettings, parse_guidance
 from training.probes import emotion_probes
@@ -192,6 +192,83 @@ def test_generate_frames_with_guidance():
     assert s.guided and s.label == "ddim10@0.5g2.5" and SamplingSettings.parse(s.label) == s
     with pytest.raises(SamplingError, match="guidance"):
         SamplingSettings(guidance=-1.0)
+
+
+def test_audio_guidance_is_the_cfg_combination_against_silence_in_one_batch():
+    den = _tiny()
+    x = _inputs()
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([30, 60])
+    tone = np.arange(int(0.1 * 16000)) / 16000
+    spoken = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * tone)).astype(np.float32), 16000, 30, TINY.audio)
+    features = spoken.features
+    silent = pl.silent_audio_embedding(den, features)
+    from emodiff_core import audio as audio_mod
+    with torch.no_grad():
+        assert silent.shape == (TINY.audio_dim,)
+        digital_silence = torch.full_like(features[:1], audio_mod.silence_feature_value())
+        assert torch.allclose(silent, den.encode_audio(digital_silence)[0])
+        voiced = den(x_t, t, **x)
+        quiet = den(x_t, t, **dict(x, audio_emb=silent.expand_as(x["audio_emb"])))
+        assert not torch.allclose(voiced, quiet)
+        for w in (0.0, 1.0, 2.5):
+            guided = AudioGuidance(den, w, silent)(x_t, t, **x)
+            assert torch.allclose(guided[:, :3], quiet[:, :3] + w * (voiced[:, :3] - quiet[:, :3]), atol=1e-5)
+            assert torch.allclose(guided[:, 3:], voiced[:, 3:], atol=1e-5)       # variance of the voiced pass
+        # inside the expression guidance: four passes, each expression with and without the voice
+        neutral = torch.randn(x["expression"].shape, generator=torch.Generator().manual_seed(5))
+        both = ExpressionGuidance(AudioGuidance(den, 2.0, silent), 3.0)(x_t, t, **x, neutral_expression=neutral)
+        calm = dict(x, expression=neutral)
+        audio_neutral = den(x_t, t, **calm)
+        quiet_neutral = den(x_t, t, **dict(calm, audio_emb=silent.expand_as(x["audio_emb"])))
+        with_emotion = quiet[:, :3] + 2.0 * (voiced[:, :3] - quiet[:, :3])
+        without = quiet_neutral[:, :3] + 2.0 * (audio_neutral[:, :3] - quiet_neutral[:, :3])
+        assert torch.allclose(both[:, :3], without + 3.0 * (with_emotion - without), atol=1e-4)
+    # the settings: text form, range, and reports written before it existed
+    s = SamplingSettings(audio_guidance=2.0)
+    assert s.audio_guided and not s.guided and s.label == "ddim10@0.5a2" and SamplingSettings.parse(s.label) == s
+    g = SamplingSettings(guidance=2.0, guidance_min_noise=0.35, audio_guidance=1.5)
+    assert g.label == "ddim10@0.5g2>0.35a1.5" and SamplingSettings.parse(g.label) == g
+    assert "audio_guidance" not in SamplingSettings().to_dict() and s.to_dict()["audio_guidance"] == 2.0
+    assert SamplingSettings.parse("ddim10 a 3").audio_guidance == 3.0
+    with pytest.raises(SamplingError, match="audio_guidance must be a number >= 0"):
+        SamplingSettings(audio_guidance=-1.0)
+    with pytest.raises(SamplingError, match="cannot read sampling settings"):
+        SamplingSettings.parse("ddim10ax")
+
+
+def test_generate_frames_with_audio_guidance_follows_the_voice_further():
+    den = _tiny()
+    gen = ExpressionGenerator(C.EXPRESSION_PRESETS["tiny"]).eval()
+    t = np.arange(int(0.1 * 16000)) / 16000
+    audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, 30, TINY.audio)
+    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec("neutral"), seed=1)
+    identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(3))
+    plain = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3), seed=4)
+    one = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, audio_guidance=1.0), seed=4)
+    assert torch.equal(plain, one)                                  # 1 = off: not even the silent pass runs
+    calls = []
+    original = den.forward
+
+    def counted(*a, **k):
+        calls.append(a[0].shape[0])
+        return original(*a, **k)
+
+    den.forward = counted
+    try:
+        two = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, audio_guidance=2.0),
+                                 seed=4)
+    finally:
+        del den.forward
+    assert not torch.allclose(plain, two) and set(calls) == {2}     # one batch of both passes per step
+    # on a model whose frame does not hear the voice, guidance changes nothing
+    deaf = _tiny()
+    with torch.no_grad():
+        for p in deaf.audio_encoder.parameters():
+            p.zero_()
+    assert torch.allclose(pl.generate_frames(deaf, identity, audio, psi, settings=SamplingSettings(steps=3), seed=4),
+                          pl.generate_frames(deaf, identity, audio, psi, seed=4,
+                                             settings=SamplingSettings(steps=3, audio_guidance=3.0)), atol=1e-5)
 
 
 def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):

@@ -116,6 +116,18 @@ def test_the_nodes_chain_into_a_video(comfy, astronaut):
         _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, "euler", 0)
     assert len(comfy.progress) == 9 and all(p[2] for p in comfy.progress)       # a preview per frame
     assert comfy.checks - checks_before >= 9 * 2                                  # an interrupt check per step
+    # guidance on the voice: both passes in one batch at every step (tests/test_emotion_conditioning.py has the numbers)
+    batches, forward = [], model.denoiser.forward
+    model.denoiser.forward = lambda x, *a, **k: batches.append(x.shape[0]) or forward(x, *a, **k)
+    try:
+        voiced, _, _ = _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, Sampler.DDIM.value,
+                                                                 0, audio=audio, audio_guidance=2.0)
+    finally:
+        del model.denoiser.forward
+    assert voiced.shape == images.shape and batches and set(batches) == {2}
+    with pytest.raises(_node_error(), match="audio_guidance must be a number >= 0"):
+        _node(comfy, "EMOdiffheadSampler").sample(model, portrait, feats, expr, 3, Sampler.DDIM.value, 0,
+                                                  audio_guidance=-0.5)
     up, = _node(comfy, "EMOdiffheadSuperResolve").upscale(images, "sr_head", model=model)
     assert up.shape == (9, 64, 64, 3)
     twice, = _node(comfy, "EMOdiffheadSuperResolve").upscale(images, "lanczos", 2.0, repeat=2)

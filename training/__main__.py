@@ -127,7 +127,7 @@ def _evaluate_portraits(args) -> int:
     from .evaluate_portraits import evaluate_portraits
 
     start_noise = DEFAULT_SAMPLING.start_noise if args.start_noise is None else args.start_noise
-    settings = dataclasses.replace(DEFAULT_SAMPLING, start_noise=start_noise)
+    settings = dataclasses.replace(DEFAULT_SAMPLING, start_noise=start_noise, audio_guidance=args.audio_guidance)
     report = evaluate_portraits(args.portraits, args.audio, checkpoint=args.checkpoint, seconds=args.seconds,
                                 emotions=args.emotions, intensity=args.intensity, out=args.out, seed=args.seed,
                                 device=args.device, save_videos=args.save_videos, settings=settings,
@@ -308,6 +308,9 @@ def main(argv=None) -> int:
                         "as generate; the checkpoint must support it)")
     p.add_argument("--start-noise", type=float, default=None,
                    help="sampling's start noise (default: the default sampler's; 1 = every frame from pure noise)")
+    p.add_argument("--audio-guidance", type=float, default=1.0,
+                   help="guidance on the voice against silence (1 = off, the default; above 1 the mouth follows the "
+                        "voice further, at twice the sampling time), as generate")
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="every N frames the oldest motion frame is the portrait again (against drift; 0 = off; "
                         "default: the checkpoint's recommended period, as generate)")

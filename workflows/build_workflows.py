@@ -30,7 +30,8 @@ WIDGETS = {
     "EMOdiffheadLoadPortrait": ["face_index", "detector", "centre_crop_if_no_face"],
     "EMOdiffheadAudioEncode": ["fps"],
     "EMOdiffheadEmotionVector": ["emotion", "intensity", "seed+control", "blend", "keyframes"],
-    "EMOdiffheadSampler": ["steps", "sampler", "seed+control", "reinject_identity_every", "start_noise", "guidance"],
+    "EMOdiffheadSampler": ["steps", "sampler", "seed+control", "reinject_identity_every", "start_noise", "guidance",
+                           "audio_guidance"],
     "EMOdiffheadSuperResolve": ["method", "lanczos_scale", "repeat"],
     "EMOdiffheadPasteBack": ["feather", "region", "max_side"],
     "LoadImage": ["image", "upload=image"],
@@ -150,7 +151,8 @@ def _sampler(graph, model, portrait, feats, expr, pos):
     return graph.add("EMOdiffheadSampler", pos, model=(model, 0), portrait=(portrait, 0), audio_features=(feats, 0),
                      expression=(expr, 0), steps=DEFAULT_SAMPLING.steps, sampler=DEFAULT_SAMPLING.sampler.value,
                      seed=0, audio=(feats, 2), reinject_identity_every=-1, start_noise=DEFAULT_SAMPLING.start_noise,
-                     guidance=-1.0)       # -1: both follow the checkpoint chosen in the graph (the node's defaults)
+                     guidance=-1.0,       # -1: both follow the checkpoint chosen in the graph (the node's defaults)
+                     audio_guidance=1.0)  # off, the node's default (2 on photographs: twice the sampling time)
 
 
 def _save(graph, images, sampler, prefix, pos):
