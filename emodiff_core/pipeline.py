@@ -468,7 +468,6 @@ def check_guidance(cfg: DenoiserConfig, settings: SamplingSettings) -> None:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def silent_audio_embedding(denoiser, features: torch.Tensor) -> torch.Tensor:
     """The denoiser's audio embedding [D] of digital silence (`audio.silence_feature_value` in every bin), shaped
     like one frame of ``features`` [N, ...]: the null condition of `guidance.AudioGuidance`."""
@@ -477,6 +476,7 @@ def silent_audio_embedding(denoiser, features: torch.Tensor) -> torch.Tensor:
     return denoiser.encode_audio(silence)[0]
 
 
+@torch.no_grad()
 def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expression: torch.Tensor, *,
                     settings: SamplingSettings = sampling.DEFAULT, seed: int = 0,
                     callback: Optional[Callable[[FrameProgress], None]] = None, device=None,

@@ -247,6 +247,8 @@ def test_generate_frames_with_audio_guidance_follows_the_voice_further():
     plain = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3), seed=4)
     one = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=3, audio_guidance=1.0), seed=4)
     assert torch.equal(plain, one)                                  # 1 = off: not even the silent pass runs
+    # no autograd graph is kept across frames (memory would grow with the video: 23 GB by 2 minutes of frames)
+    assert not plain.requires_grad and torch.is_grad_enabled()
     calls = []
     original = den.forward
 
@@ -261,6 +263,7 @@ def test_generate_frames_with_audio_guidance_follows_the_voice_further():
     finally:
         del den.forward
     assert not torch.allclose(plain, two) and set(calls) == {2}     # one batch of both passes per step
+    assert not two.requires_grad
     # on a model whose frame does not hear the voice, guidance changes nothing
     deaf = _tiny()
     with torch.no_grad():
