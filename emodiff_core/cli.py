@@ -89,14 +89,19 @@ def sampling_settings(args) -> SamplingSettings:
     """The sampling settings the command line asks for (validated: e.g. --eta with the ancestral sampler is an
     error, not ignored)."""
     guidance = 1.0 if args.guidance is None else args.guidance      # None: the checkpoint's (`with_guidance`)
+    audio_guidance = 1.0 if args.audio_guidance is None else args.audio_guidance     # likewise
     return SamplingSettings(args.sampler, args.steps, args.start_noise, eta=args.eta, guidance=guidance,
-                            audio_guidance=args.audio_guidance)
+                            audio_guidance=audio_guidance)
 
 
 def with_guidance(settings: SamplingSettings, args, models: pl.ModelBundle) -> SamplingSettings:
-    """``settings`` with the checkpoint's recommended guidance when --guidance was not given."""
+    """``settings`` with the checkpoint's recommended guidance (and audio guidance) when --guidance
+    (--audio-guidance) was not given."""
     return dataclasses.replace(settings, guidance=pl.resolve_guidance(args.guidance, models.recommended_guidance,
-                                                                      "--guidance"))
+                                                                      "--guidance"),
+                               audio_guidance=pl.resolve_audio_guidance(args.audio_guidance,
+                                                                        models.recommended_audio_guidance,
+                                                                        "--audio-guidance"))
 
 
 def reinject_period(args, models: pl.ModelBundle) -> int:
@@ -339,10 +344,10 @@ def main(argv=None) -> int:
                         help="classifier-free guidance on the emotion: 1 = off, above 1 strengthens what the emotion "
                              "changes (two network passes per step; needs a denoiser trained with expression dropout; "
                              "default: the checkpoint's recommended scale, 1 when it names none)")
-    common.add_argument("--audio-guidance", type=float, default=1.0,
-                        help="guidance on the voice against silence: 1 = off (the default), above 1 the mouth follows "
-                             "the voice further (two network passes per step; e.g. 2 on photographs, "
-                             "benchmarks/README.md)")
+    common.add_argument("--audio-guidance", type=float, default=None,
+                        help="guidance on the voice against silence: 1 = off, above 1 the mouth follows the voice "
+                             "further (two network passes per step; benchmarks/README.md); default: the checkpoint's "
+                             "recommended scale, 1 when it names none")
     common.add_argument("--reinject-identity-every", type=int, default=None,
                         help="against identity drift: every N frames the oldest motion frame is the portrait again "
                              "(0 = off; default: the checkpoint's recommended period, 0 when it names none)")

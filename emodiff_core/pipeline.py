@@ -59,6 +59,8 @@ class ModelBundle:
     recommended_guidance: float = 1.0
     # likewise for `generate_frames`' reinject_identity_every (info.sampling.reinject_identity_every; 0 = off)
     recommended_reinject_identity_every: int = 0
+    # and for the audio guidance (info.sampling.audio_guidance, `SamplingSettings.audio_guidance`; 1 = off)
+    recommended_audio_guidance: float = 1.0
 
     @property
     def image_size(self) -> int:
@@ -91,14 +93,17 @@ def load_bundle(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> 
     comps["denoiser"].to(dtype=dtype)
     guidance = recommended_guidance(ckpt.info, comps["denoiser"].config, os.path.basename(path))
     reinject = recommended_reinject(ckpt.info, os.path.basename(path))
+    audio_guidance = recommended_audio_guidance(ckpt.info, os.path.basename(path))
     return ModelBundle(comps["denoiser"], comps["expression_generator"], comps.get("superres"),
                        name=os.path.basename(path), device=torch.device(device), dtype=dtype,
-                       recommended_guidance=guidance, recommended_reinject_identity_every=reinject)
+                       recommended_guidance=guidance, recommended_reinject_identity_every=reinject,
+                       recommended_audio_guidance=audio_guidance)
 
 
 SAMPLING_INFO_PREFIX = "sampling"      # a bundle's info keys that recommend how to sample its denoiser
 GUIDANCE_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.guidance"
 REINJECT_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.reinject_identity_every"
+AUDIO_GUIDANCE_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.audio_guidance"
 
 
 def recommended_reinject(info: Dict[str, str], name: str = "the checkpoint") -> int:
@@ -138,6 +143,32 @@ def resolve_guidance(given: Optional[float], recommended: float, option: str = "
     (`recommended_guidance`) when it is None; negative scales are refused (1 = off). The one rule behind the CLI,
     the Sampler's -1 and `evaluate-portraits` (`evaluate`'s sweep defaults to the recommendation alone);
     ``option`` names the setting in the error."""
+    if given is None:
+        return float(recommended)
+    if given < 0:
+        raise PipelineError(f"{option} must be >= 0 (1 = off; unset, or -1 in the Sampler node, for the "
+                            f"checkpoint's recommended scale), got {given:g}")
+    return float(given)
+
+
+def recommended_audio_guidance(info: Dict[str, str], name: str = "the checkpoint") -> float:
+    """The audio guidance scale a bundle's info recommends (`AUDIO_GUIDANCE_INFO_KEY`), 1 (off) without one. Any
+    denoiser can be guided on its voice (the null condition is silence, which every model was trained on)."""
+    from .checkpoint import CheckpointError
+
+    text = info.get(AUDIO_GUIDANCE_INFO_KEY)
+    if text is None:
+        return 1.0
+    try:
+        return SamplingSettings(audio_guidance=float(text)).audio_guidance
+    except ValueError as exc:
+        raise CheckpointError(f"{name}: its recommended info.{AUDIO_GUIDANCE_INFO_KEY} = {text!r} is unusable ({exc}); "
+                              "re-export it with a valid --audio-guidance") from None
+
+
+def resolve_audio_guidance(given: Optional[float], recommended: float, option: str = "audio_guidance") -> float:
+    """The audio guidance scale to sample with: ``given``, or the bundle's ``recommended`` scale when it is None
+    (the CLI without --audio-guidance, the Sampler's -1, `evaluate-portraits`); negative scales are refused."""
     if given is None:
         return float(recommended)
     if given < 0:

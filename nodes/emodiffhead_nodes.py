@@ -221,10 +221,11 @@ class EMOdiffheadSampler:
                                               "emotion changes (two network passes per step); -1 = what the checkpoint "
                                               "recommends (1 when the expression has no neutral sequence to guide from). "
                                               "Needs an expression from Emotion Vector and a model trained for it."}),
-            "audio_guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.25,
+            "audio_guidance": ("FLOAT", {"default": float(MODEL_RECOMMENDS), "min": float(MODEL_RECOMMENDS), "max": 5.0,
+                                         "step": 0.25,
                                          "tooltip": "Guidance on the voice against silence: 1 = off, above 1 the mouth follows "
-                                                    "the voice further (two network passes per step). On photographs 2 "
-                                                    "raised lip sync a lot (see the README)."}),
+                                                    "the voice further (two network passes per step); -1 = what the "
+                                                    "checkpoint recommends (2 for emodiffhead_real, 1 for the others)."}),
         }}
 
     @staticmethod
@@ -241,7 +242,7 @@ class EMOdiffheadSampler:
         return scale
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
-               reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None, audio_guidance=1.0):
+               reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None, audio_guidance=None):
         n = audio_features.num_frames
         reinject_identity_every = _run(pl.resolve_reinject,
                                        None if reinject_identity_every == MODEL_RECOMMENDS else reinject_identity_every,
@@ -250,7 +251,9 @@ class EMOdiffheadSampler:
         guidance = self._guidance(model, track, guidance)
         settings = _run(SamplingSettings, sampler, steps,
                         DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise, guidance=guidance,
-                        audio_guidance=1.0 if audio_guidance is None else audio_guidance)
+                        audio_guidance=_run(pl.resolve_audio_guidance,
+                                            None if audio_guidance in (None, MODEL_RECOMMENDS) else audio_guidance,
+                                            model.recommended_audio_guidance))
         if settings.guided and track.neutral is None:
             raise NodeError(f"guidance {settings.guidance:g} needs the neutral sequence the emotion was made from, which "
                             "this expression lacks (it comes from a file or node that does not keep it); make it with "

@@ -288,11 +288,22 @@ def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
     save_checkpoint(guided, {"denoiser": _tiny(dataclasses.replace(TINY, expression_dropout=0.1)),
                              "expression_generator": gen})
     save_checkpoint(plain, {"denoiser": _tiny(), "expression_generator": gen})
-    bundle = export(str(tmp_path / "guided.safetensors"), [guided], guidance=2.0, reinject_identity_every=2)
+    bundle = export(str(tmp_path / "guided.safetensors"), [guided], guidance=2.0, reinject_identity_every=2,
+                    audio_guidance=1.5)
     assert pl.load_bundle(bundle).recommended_guidance == 2.0
     assert pl.load_bundle(bundle).recommended_reinject_identity_every == 2
+    assert pl.load_bundle(bundle).recommended_audio_guidance == 1.5
     assert pl.load_bundle(guided).recommended_guidance == 1.0                  # a bundle that names none
     assert pl.load_bundle(guided).recommended_reinject_identity_every == 0
+    assert pl.load_bundle(guided).recommended_audio_guidance == 1.0
+    # a re-export of the whole bundle keeps its denoiser's recommendations unless it is given new ones
+    again = export(str(tmp_path / "again.safetensors"), [], base=bundle, audio_guidance=2.0)
+    assert pl.load_bundle(again).recommended_audio_guidance == 2.0 and pl.load_bundle(again).recommended_guidance == 2.0
+    with pytest.raises(CheckpointError, match="audio_guidance must be a number >= 0"):
+        export(str(tmp_path / "refused.safetensors"), [guided], audio_guidance=-1.0)
+    assert pl.resolve_audio_guidance(None, 1.5) == 1.5 and pl.resolve_audio_guidance(1, 1.5) == 1.0
+    with pytest.raises(pl.PipelineError, match="--audio-guidance must be >= 0"):
+        pl.resolve_audio_guidance(-2, 1.5, "--audio-guidance")
     with pytest.raises(CheckpointError, match="whole number"):
         export(str(tmp_path / "refused.safetensors"), [guided], reinject_identity_every=-1)
     with pytest.raises(CheckpointError, match="expression dropout"):           # nothing written for a plain one
@@ -310,10 +321,11 @@ def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
 
     first = run()
     assert first["sampling"]["guidance"] == 2.0                                # the checkpoint's settings by default
-    assert first["reinject_identity_every"] == 2
+    assert first["reinject_identity_every"] == 2 and first["sampling"]["audio_guidance"] == 1.5
     assert first["size"] == [64, 64]                                           # auto: lanczos2 of the 32 px model
-    given = run("--guidance", "1", "--superres", "none", "--reinject-identity-every", "0")
+    given = run("--guidance", "1", "--superres", "none", "--reinject-identity-every", "0", "--audio-guidance", "1")
     assert given["sampling"]["guidance"] == 1.0 and given["size"] == [32, 32]
+    assert "audio_guidance" not in given["sampling"]                            # off
     assert given["reinject_identity_every"] == 0
 
 

@@ -127,13 +127,13 @@ def _evaluate_portraits(args) -> int:
     from .evaluate_portraits import evaluate_portraits
 
     start_noise = DEFAULT_SAMPLING.start_noise if args.start_noise is None else args.start_noise
-    settings = dataclasses.replace(DEFAULT_SAMPLING, start_noise=start_noise, audio_guidance=args.audio_guidance)
+    settings = dataclasses.replace(DEFAULT_SAMPLING, start_noise=start_noise)
     report = evaluate_portraits(args.portraits, args.audio, checkpoint=args.checkpoint, seconds=args.seconds,
                                 emotions=args.emotions, intensity=args.intensity, out=args.out, seed=args.seed,
                                 device=args.device, save_videos=args.save_videos, settings=settings,
                                 reinject_identity_every=args.reinject_identity_every, guidance=args.guidance,
                                 save_crops=args.save_crops, crops_from=args.crops_from,
-                                superres_from=args.superres_from)
+                                superres_from=args.superres_from, audio_guidance=args.audio_guidance)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
 
@@ -142,7 +142,7 @@ def _export(args) -> int:
     from .export import export
 
     path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance,
-                  reinject_identity_every=args.reinject_identity_every)
+                  reinject_identity_every=args.reinject_identity_every, audio_guidance=args.audio_guidance)
     print(f"wrote {path}")
     return 0
 
@@ -308,9 +308,9 @@ def main(argv=None) -> int:
                         "as generate; the checkpoint must support it)")
     p.add_argument("--start-noise", type=float, default=None,
                    help="sampling's start noise (default: the default sampler's; 1 = every frame from pure noise)")
-    p.add_argument("--audio-guidance", type=float, default=1.0,
-                   help="guidance on the voice against silence (1 = off, the default; above 1 the mouth follows the "
-                        "voice further, at twice the sampling time), as generate")
+    p.add_argument("--audio-guidance", type=float, default=None,
+                   help="guidance on the voice against silence (1 = off; above 1 the mouth follows the voice further, "
+                        "at twice the sampling time; default: the scale the checkpoint recommends, as generate)")
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="every N frames the oldest motion frame is the portrait again (against drift; 0 = off; "
                         "default: the checkpoint's recommended period, as generate)")
@@ -347,6 +347,9 @@ def main(argv=None) -> int:
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="the identity re-injection period the CLI samples with by default (0 = off; from "
                         "`evaluate-portraits --reinject-identity-every` measurements of identity drift)")
+    p.add_argument("--audio-guidance", type=float, default=None,
+                   help="the guidance on the voice the CLI samples with by default (1 = off; from "
+                        "`evaluate-portraits --audio-guidance` measurements of lip sync)")
     p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)

@@ -388,10 +388,12 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        settings: SamplingSettings = DEFAULT_SAMPLING, device: str = "cpu", save_videos: bool = False,
                        fps: float = 30.0, reinject_identity_every: Optional[int] = None,
                        guidance: Optional[float] = None, save_crops: bool = False, crops_from: Optional[str] = None,
-                       superres_from: Optional[str] = None, log: Callable[[str], None] = _log) -> dict:
+                       superres_from: Optional[str] = None, audio_guidance: Optional[float] = None,
+                       log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
-    (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it).
+    (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it);
+    ``audio_guidance`` likewise the guidance on the voice (`pipeline.resolve_audio_guidance`).
     ``save_crops``, ``crops_from``, ``superres_from``: measure SR heads on the same sampled crops (module
     docstring)."""
     from emodiff_core import faces
@@ -433,7 +435,10 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         except CheckpointError as exc:
             raise PortraitEvaluationError(f"--superres-from: {exc}") from None
         models = dataclasses.replace(models, superres=head)
-    settings = dataclasses.replace(settings, guidance=pl.resolve_guidance(guidance, models.recommended_guidance))
+    settings = dataclasses.replace(settings, guidance=pl.resolve_guidance(guidance, models.recommended_guidance),
+                                   audio_guidance=pl.resolve_audio_guidance(audio_guidance,
+                                                                            models.recommended_audio_guidance,
+                                                                            "--audio-guidance"))
     pl.check_guidance(models.denoiser.config, settings)
     reinject_identity_every = pl.resolve_reinject(reinject_identity_every, models.recommended_reinject_identity_every)
     size = models.denoiser.config.image_size

@@ -10,8 +10,8 @@ import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
-from emodiff_core.pipeline import (GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, SAMPLING_INFO_PREFIX, recommended_guidance,
-                                   recommended_reinject)
+from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, SAMPLING_INFO_PREFIX,
+                                   recommended_audio_guidance, recommended_guidance, recommended_reinject)
 
 from .clips import DataFolders, data_label
 
@@ -24,12 +24,14 @@ def export_component(out_dir: str, name: str, module, step: int, data_dir: DataF
 
 
 def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None,
-           guidance: Optional[float] = None, reinject_identity_every: Optional[int] = None) -> str:
+           guidance: Optional[float] = None, reinject_identity_every: Optional[int] = None,
+           audio_guidance: Optional[float] = None) -> str:
     """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
     with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
     ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
     samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it.
-    ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`).
+    ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`), and
+    ``audio_guidance`` the guidance on the voice (`pipeline.AUDIO_GUIDANCE_INFO_KEY`).
     No parts with a ``base``: the base re-exported whole (same weights) with a new card or recommendation. The
     base's sampling recommendations stay with its denoiser: kept when the parts do not replace it."""
     if not parts and not base:
@@ -60,6 +62,12 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
     if reinject_identity_every is not None:
         info[REINJECT_INFO_KEY] = str(reinject_identity_every)
         recommended_reinject(info, out)                                        # checked before writing
+    if audio_guidance is not None:
+        if "denoiser" not in components:
+            raise CheckpointError("--audio-guidance recommends a sampling scale for a bundle's denoiser; none is "
+                                  "exported")
+        info[AUDIO_GUIDANCE_INFO_KEY] = f"{float(audio_guidance):g}"
+        recommended_audio_guidance(info, out)                                  # checked before writing
     if card:
         if not os.path.isfile(card):
             raise FileNotFoundError(f"model card not found: {card}")

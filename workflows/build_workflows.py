@@ -151,8 +151,8 @@ def _sampler(graph, model, portrait, feats, expr, pos):
     return graph.add("EMOdiffheadSampler", pos, model=(model, 0), portrait=(portrait, 0), audio_features=(feats, 0),
                      expression=(expr, 0), steps=DEFAULT_SAMPLING.steps, sampler=DEFAULT_SAMPLING.sampler.value,
                      seed=0, audio=(feats, 2), reinject_identity_every=-1, start_noise=DEFAULT_SAMPLING.start_noise,
-                     guidance=-1.0,       # -1: both follow the checkpoint chosen in the graph (the node's defaults)
-                     audio_guidance=1.0)  # off, the node's default (2 on photographs: twice the sampling time)
+                     guidance=-1.0,       # -1: these follow the checkpoint chosen in the graph (the node's defaults)
+                     audio_guidance=-1.0)
 
 
 def _save(graph, images, sampler, prefix, pos):
