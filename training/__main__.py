@@ -59,8 +59,11 @@ def _train(args) -> int:
         if args.model != "denoiser":
             raise SystemExit("--init-from is implemented for the denoiser only")
         extra["init_from"] = args.init_from
+    from .loop import teardown_distributed
+
     path = train(args.config, data, args.out, resume=args.resume, device=args.device, max_steps=args.steps,
                  stop_after=args.stop_after, **extra)
+    teardown_distributed()       # after a finished run only: a failed rank is torchrun's to stop
     print(f"exported {path}")
     return 0
 

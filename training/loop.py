@@ -45,6 +45,15 @@ def setup_distributed(device: Optional[str] = None) -> DistInfo:
     return DistInfo(rank, world, local_rank, dev)
 
 
+def teardown_distributed() -> None:
+    """Leave the process group, if one was joined, once every rank is done: left to the interpreter's exit, gloo's
+    threads can be torn down while a peer still talks to them ("terminate called without an active exception",
+    SIGABRT on one rank after a finished run)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
     if info.world == 1:
         return model
