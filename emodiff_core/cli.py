@@ -99,7 +99,7 @@ def with_guidance(settings: SamplingSettings, args, models: pl.ModelBundle) -> S
     (--audio-guidance) was not given."""
     return dataclasses.replace(settings, guidance=pl.resolve_guidance(args.guidance, models.recommended_guidance,
                                                                       "--guidance"),
-                               audio_guidance=pl.resolve_audio_guidance(args.audio_guidance,
+                               audio_guidance=pl.resolve_guidance(args.audio_guidance,
                                                                         models.recommended_audio_guidance,
                                                                         "--audio-guidance"))
 

@@ -49,16 +49,12 @@ class ExpressionGuidance:
         unguided = t < self.min_timestep
         if bool(unguided.all()):
             return self.model(x, t, **cond)
-        b = x.shape[0]
-        doubled = {key: _double(value, b) for key, value in cond.items() if key != "expression"}
-        doubled["expression"] = torch.cat([cond["expression"], neutral.to(cond["expression"])], dim=0)
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), **doubled)
-        c = self.image_channels
-        with_emotion, without = out[:b], out[b:]
-        eps = without[:, :c] + self.scale * (with_emotion[:, :c] - without[:, :c])
+        with_emotion, without = _paired_passes(self.model, x, t, cond, "expression", neutral)
+        out = _combine(with_emotion, without, self.scale, self.image_channels)
         if bool(unguided.any()):        # a batch straddling the floor (videos at different noise levels)
-            eps = torch.where(unguided.view(-1, 1, 1, 1).to(eps.device), with_emotion[:, :c], eps)
-        return torch.cat([eps, with_emotion[:, c:]], dim=1)
+            c = self.image_channels
+            out[:, :c] = torch.where(unguided.view(-1, 1, 1, 1).to(out.device), with_emotion[:, :c], out[:, :c])
+        return out
 
 
 class AudioGuidance:
@@ -74,16 +70,25 @@ class AudioGuidance:
         self.image_channels = image_channels
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
-        b = x.shape[0]
-        doubled = {key: _double(value, b) for key, value in cond.items() if key != "audio_emb"}
-        voiced = cond["audio_emb"]
-        silent = self.silent_embedding.to(voiced).expand_as(voiced)
-        doubled["audio_emb"] = torch.cat([voiced, silent], dim=0)
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), **doubled)
-        c = self.image_channels
-        with_voice, silence = out[:b], out[b:]
-        eps = silence[:, :c] + self.scale * (with_voice[:, :c] - silence[:, :c])
-        return torch.cat([eps, with_voice[:, c:]], dim=1)
+        silent = self.silent_embedding.expand_as(cond["audio_emb"])
+        with_voice, silence = _paired_passes(self.model, x, t, cond, "audio_emb", silent)
+        return _combine(with_voice, silence, self.scale, self.image_channels)
+
+
+def _paired_passes(model: Callable, x: torch.Tensor, t: torch.Tensor, cond: dict, key: str, null: torch.Tensor):
+    """The model's outputs with ``cond`` as given and with ``cond[key]`` replaced by ``null``, run as one batch."""
+    b = x.shape[0]
+    doubled = {name: _double(value, b) for name, value in cond.items() if name != key}
+    doubled[key] = torch.cat([cond[key], null.to(cond[key])], dim=0)
+    out = model(torch.cat([x, x]), torch.cat([t, t]), **doubled)
+    return out[:b], out[b:]
+
+
+def _combine(conditional: torch.Tensor, null: torch.Tensor, scale: float, channels: int) -> torch.Tensor:
+    """eps(null) + scale (eps(conditional) - eps(null)) on the first ``channels``; the rest (the learned
+    variance) from the conditional pass."""
+    eps = null[:, :channels] + scale * (conditional[:, :channels] - null[:, :channels])
+    return torch.cat([eps, conditional[:, channels:]], dim=1)
 
 
 def _double(value, batch: int):

@@ -139,10 +139,10 @@ def resolve_reinject(given: Optional[int], recommended: int, option: str = "rein
 
 
 def resolve_guidance(given: Optional[float], recommended: float, option: str = "guidance") -> float:
-    """The classifier-free guidance scale to sample with: ``given``, or the bundle's ``recommended`` scale
-    (`recommended_guidance`) when it is None; negative scales are refused (1 = off). The one rule behind the CLI,
-    the Sampler's -1 and `evaluate-portraits` (`evaluate`'s sweep defaults to the recommendation alone);
-    ``option`` names the setting in the error."""
+    """A guidance scale to sample with, the expression's or the voice's: ``given``, or the bundle's ``recommended``
+    scale (`recommended_guidance`, `recommended_audio_guidance`) when it is None; negative scales are refused
+    (1 = off). The one rule behind the CLI, the Sampler's -1 and `evaluate-portraits` (`evaluate`'s sweep defaults
+    to the recommendation alone); ``option`` names the setting in the error."""
     if given is None:
         return float(recommended)
     if given < 0:
@@ -164,17 +164,6 @@ def recommended_audio_guidance(info: Dict[str, str], name: str = "the checkpoint
     except ValueError as exc:
         raise CheckpointError(f"{name}: its recommended info.{AUDIO_GUIDANCE_INFO_KEY} = {text!r} is unusable ({exc}); "
                               "re-export it with a valid --audio-guidance") from None
-
-
-def resolve_audio_guidance(given: Optional[float], recommended: float, option: str = "audio_guidance") -> float:
-    """The audio guidance scale to sample with: ``given``, or the bundle's ``recommended`` scale when it is None
-    (the CLI without --audio-guidance, the Sampler's -1, `evaluate-portraits`); negative scales are refused."""
-    if given is None:
-        return float(recommended)
-    if given < 0:
-        raise PipelineError(f"{option} must be >= 0 (1 = off; unset, or -1 in the Sampler node, for the "
-                            f"checkpoint's recommended scale), got {given:g}")
-    return float(given)
 
 
 def recommended_guidance(info: Dict[str, str], cfg: DenoiserConfig, name: str = "the checkpoint") -> float:
@@ -561,8 +550,7 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
     expression = _per_video(expression, batch, n, cfg.expression_dim, "expression")
     model = denoiser
     if settings.audio_guided:      # inside the expression guidance: both its passes get the audio's two
-        model = AudioGuidance(denoiser, settings.audio_guidance,
-                              silent_audio_embedding(denoiser, audio.features).to(device=device, dtype=dtype))
+        model = AudioGuidance(denoiser, settings.audio_guidance, silent_audio_embedding(denoiser, audio.features))
     if settings.guided:
         if neutral_expression is None:
             raise PipelineError(f"guidance {settings.guidance:g} needs the neutral expression sequence the emotion "

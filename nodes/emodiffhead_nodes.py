@@ -251,9 +251,9 @@ class EMOdiffheadSampler:
         guidance = self._guidance(model, track, guidance)
         settings = _run(SamplingSettings, sampler, steps,
                         DEFAULT_SAMPLING.start_noise if start_noise is None else start_noise, guidance=guidance,
-                        audio_guidance=_run(pl.resolve_audio_guidance,
+                        audio_guidance=_run(pl.resolve_guidance,
                                             None if audio_guidance in (None, MODEL_RECOMMENDS) else audio_guidance,
-                                            model.recommended_audio_guidance))
+                                            model.recommended_audio_guidance, "audio_guidance"))
         if settings.guided and track.neutral is None:
             raise NodeError(f"guidance {settings.guidance:g} needs the neutral sequence the emotion was made from, which "
                             "this expression lacks (it comes from a file or node that does not keep it); make it with "

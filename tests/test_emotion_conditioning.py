@@ -301,9 +301,9 @@ def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
     assert pl.load_bundle(again).recommended_audio_guidance == 2.0 and pl.load_bundle(again).recommended_guidance == 2.0
     with pytest.raises(CheckpointError, match="audio_guidance must be a number >= 0"):
         export(str(tmp_path / "refused.safetensors"), [guided], audio_guidance=-1.0)
-    assert pl.resolve_audio_guidance(None, 1.5) == 1.5 and pl.resolve_audio_guidance(1, 1.5) == 1.0
+    assert pl.resolve_guidance(None, 1.5) == 1.5 and pl.resolve_guidance(1, 1.5) == 1.0
     with pytest.raises(pl.PipelineError, match="--audio-guidance must be >= 0"):
-        pl.resolve_audio_guidance(-2, 1.5, "--audio-guidance")
+        pl.resolve_guidance(-2, 1.5, "--audio-guidance")
     with pytest.raises(CheckpointError, match="whole number"):
         export(str(tmp_path / "refused.safetensors"), [guided], reinject_identity_every=-1)
     with pytest.raises(CheckpointError, match="expression dropout"):           # nothing written for a plain one

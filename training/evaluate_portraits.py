@@ -393,7 +393,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
     (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it);
-    ``audio_guidance`` likewise the guidance on the voice (`pipeline.resolve_audio_guidance`).
+    ``audio_guidance`` likewise the guidance on the voice (`pipeline.resolve_guidance`).
     ``save_crops``, ``crops_from``, ``superres_from``: measure SR heads on the same sampled crops (module
     docstring)."""
     from emodiff_core import faces
@@ -436,7 +436,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
             raise PortraitEvaluationError(f"--superres-from: {exc}") from None
         models = dataclasses.replace(models, superres=head)
     settings = dataclasses.replace(settings, guidance=pl.resolve_guidance(guidance, models.recommended_guidance),
-                                   audio_guidance=pl.resolve_audio_guidance(audio_guidance,
+                                   audio_guidance=pl.resolve_guidance(audio_guidance,
                                                                             models.recommended_audio_guidance,
                                                                             "--audio-guidance"))
     pl.check_guidance(models.denoiser.config, settings)
