@@ -138,3 +138,47 @@ def test_silence_benchmark_reports_mouth_motion_per_case(tiny_bundle, tmp_path, 
         assert case["0"]["frames"] == 15 and isinstance(case["0"]["mouth_std"], NUM) and case["0"]["blinks"] >= 0
     assert r["cases"]["silence"]["0"]["silent_seconds"] == 0.5 and r["cases"]["speech"]["0"]["silent_seconds"] < 0.5
     assert isinstance(r["min_ratio_over_seeds"]["silence"], NUM) and isinstance(r["goal_met"], bool)
+
+
+def test_audio_guidance_variants_act_where_and_when_they_say():
+    from benchmarks import audio_guidance_variants as agv
+    from emodiff_core.faces import ALIGN_CROP_EYE_RATIO, TEMPLATE_68
+
+    size = 64
+    mask = agv.lower_face_mask(size)[0, 0]
+    assert mask.shape == (size, size) and 0 <= float(mask.min()) and float(mask.max()) <= 1
+
+    def at(point):                  # a template point's pixel in the aligned crop (nose tip at the centre)
+        u = 0.5 + TEMPLATE_68[point] / ALIGN_CROP_EYE_RATIO
+        return mask[int(u[1] * size), int(u[0] * size)]
+    assert all(at(p) > 0.9 for p in (48, 54, 57, 62))             # the mouth's corners, lower lip, inner lip
+    assert at(8) > 0.9                                            # the chin
+    assert all(at(p) < 0.01 for p in (19, 24, 36, 45, 27))        # brows, eye corners, nose bridge
+
+    calls = []
+
+    def model(x, t, audio_emb, **cond):         # eps = the audio embedding's mean, everywhere; variance = 7
+        calls.append(x.shape[0])
+        eps = audio_emb.mean(dim=(1, 2)).view(-1, 1, 1, 1).expand(-1, 3, size, size)
+        return torch.cat([eps, torch.full_like(eps, 7.0)], dim=1)
+
+    x = torch.zeros(2, 3, size, size)
+    voice = torch.full((2, 5, 4), 3.0)
+    silent = torch.full((4,), 1.0)
+    t_high, t_low = torch.full((2,), 800), torch.full((2,), 100)
+    out = agv.LowerFaceAudioGuidance(model, 2.0, silent)(x, t_high, audio_emb=voice)
+    want = 3.0 + (2.0 - 1.0) * mask * (3.0 - 1.0)                 # conditional + masked correction
+    assert torch.allclose(out[0, 0], want, atol=1e-5) and torch.all(out[:, 3:] == 7.0) and calls == [4]
+    calls.clear()
+    floor = agv.variant_class("floor0.5", 1000)(model, 2.0, silent)
+    assert torch.allclose(floor(x, t_high, audio_emb=voice)[:, :3], torch.full((2, 3, size, size), 5.0))  # 1 + 2 (3 - 1)
+    assert calls == [4]
+    assert torch.allclose(floor(x, t_low, audio_emb=voice)[:, :3], torch.full((2, 3, size, size), 3.0))   # unguided
+    assert calls == [4, 2]                                        # below the floor: one pass, no pairing
+    calls.clear()
+    one_pass = agv.variant_class("embedding", 1000)(model, 2.0, silent)
+    assert torch.allclose(one_pass(x, t_high, audio_emb=voice)[:, :3], torch.full((2, 3, size, size), 5.0))
+    assert calls == [2]                                           # 1 + 2 (3 - 1), from one pass
+    for bad in ("floor", "floor1.5", "top_face"):
+        with pytest.raises(ValueError, match="floor<x>|unknown variant"):
+            agv.variant_class(bad, 1000)

@@ -385,10 +385,13 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     export(str(folder / "all.safetensors"), parts)
+    with pytest.raises(ValueError, match="audio_guidance must be >= 0"):
+        evaluate(str(folder), corpus, audio_guidance=-2.0)
     report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1,
-                      video_frames=24, flie_seeds=2)
+                      video_frames=24, flie_seeds=2, audio_guidance=2.0)
     assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
     videos = report["videos"]
+    assert report["audio_guidance"] == 2.0 == videos["audio_guidance"]      # the rollouts sampled with it
     assert len(videos["flie_per_seed"]) == 2 and videos["flie_per_seed"][0] == videos.get("flie")   # seed 0 first
     assert report["reinject_identity_every"] == 0 == videos["reinject_identity_every"]    # the bundle names none
     assert len(videos["clips"]) == 1 and videos["psnr"] > 0 and 0 < videos["ssim"] <= 1

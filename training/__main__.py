@@ -117,7 +117,8 @@ def _evaluate(args) -> int:
                       control_intensities=args.control_intensities,
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
                       flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, probe_examples=args.probe_examples,
-                      also_judges=args.also_judge, neutral_seeds=args.neutral_seeds)
+                      also_judges=args.also_judge, neutral_seeds=args.neutral_seeds,
+                      audio_guidance=args.audio_guidance)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -271,6 +272,9 @@ def main(argv=None) -> int:
                         "reported under guidance_sweep, with the lip sync and identity each scale costs; '2>0.35': "
                         "scale 2 on the steps at or above 0.35 T only; default: the scale the denoiser's checkpoint "
                         "recommends, as generate; 1 = off)")
+    p.add_argument("--audio-guidance", type=float, default=None,
+                   help="videos and emotion control: guidance on the voice against silence (1 = off; default: the "
+                        "scale the denoiser's checkpoint recommends, as generate)")
     p.add_argument("--probe-examples", type=int, default=PROBE_EXAMPLES,
                    help=f"emotion probes (x0-response, swap loss): twin examples (default {PROBE_EXAMPLES}, as the "
                         "training log; more steadies them)")

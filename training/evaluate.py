@@ -29,8 +29,8 @@ from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_reinject, emotion_expression_pair,
-                                   emotion_expressions, encode_audio, generate_frames, recommended_guidance,
-                                   recommended_reinject, resolve_reinject)
+                                   emotion_expressions, encode_audio, generate_frames, recommended_audio_guidance,
+                                   recommended_guidance, recommended_reinject, resolve_guidance, resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
 from .clips import ClipDataset
@@ -689,7 +689,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              control_intensities: Sequence[float] = CONTROL_INTENSITIES, probe_examples: int = PROBE_EXAMPLES,
              guidance: Optional[Sequence[Union[float, str]]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
-             also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS) -> dict:
+             also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
+             audio_guidance: Optional[float] = None) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
@@ -703,6 +704,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     (None: the scale the denoiser's file recommends, `pipeline.recommended_guidance`, 1 without one);
     ``emotion_control`` is the first's full report and, with more than one, ``guidance_sweep`` holds
     each scale's headline measures (the videos of ground-truth psi have no neutral sequence: no guidance).
+    ``audio_guidance``: the guidance on the voice (`guidance.AudioGuidance`) of every video, the rollouts' and the
+    emotion control's (None: the scale the denoiser's file recommends, `pipeline.recommended_audio_guidance`, 1 =
+    off without one); reported as ``audio_guidance`` and in each video report's sampling keys when on.
 
     The emotion judge is ``judge`` (a file holding an ``emotion_judge``) or else the one among ``checkpoints``;
     with one, ``judge`` reports its accuracy on the split's ground truth and, with a denoiser and a generator,
@@ -716,6 +720,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     check_reinject(reinject_identity_every, "reinject_identity_every")   # before the slow work
+    resolve_guidance(audio_guidance, 1.0, "audio_guidance")              # a negative scale fails here too
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     if flie_levels < 2:
@@ -748,6 +753,10 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
         den_info, den_name = read_checkpoint(found["denoiser"]).info, os.path.basename(found["denoiser"])
         reinject_identity_every = resolve_reinject(reinject_identity_every, recommended_reinject(den_info, den_name))
+        audio_guidance = resolve_guidance(audio_guidance, recommended_audio_guidance(den_info, den_name),
+                                          "audio_guidance")
+        video_settings = dataclasses.replace(DEFAULT, audio_guidance=audio_guidance)    # a bad scale fails here
+        report["audio_guidance"] = video_settings.audio_guidance
         if guidance is None:        # the scale the denoiser's file recommends, as `generate` and the CLI follow it;
             guidance = (recommended_guidance(den_info, den.config, den_name),)      # checked before the slow work
         report["reinject_identity_every"] = int(reinject_identity_every)
@@ -763,8 +772,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 classifier=classifier, descriptor=_face_descriptor(),
                 lpips=load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
                 inception=load_inception(inception) if inception else None,
-                i3d=load_i3d(i3d) if i3d else None, reinject_identity_every=reinject_identity_every,
-                flie_seeds=flie_seeds, flie_levels=flie_levels)
+                i3d=load_i3d(i3d) if i3d else None, settings=video_settings,
+                reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels)
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
@@ -776,7 +785,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
             control_descriptor = _face_descriptor()
             for spec in guidance:
                 scale, min_noise = parse_guidance(spec)
-                control_settings = dataclasses.replace(DEFAULT, guidance=scale, guidance_min_noise=min_noise)
+                control_settings = dataclasses.replace(video_settings, guidance=scale, guidance_min_noise=min_noise)
                 check_guidance(den.config, control_settings)
                 control = emotion_control_report(
                     den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
