@@ -103,6 +103,6 @@ if [ -n "${REALFACES:-}" ]; then
         --out "$RUNS/denoiser_emotion_real" --init-from "$RUNS/denoiser_emotion_k2/denoiser.safetensors" --resume
     $PY -m training export "$RUNS/denoiser_emotion_real/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
         "$RUNS/superres_texture/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
-        --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 2 --out checkpoints/emodiffhead_real.safetensors
+        --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 1 --audio-guidance 2 --out checkpoints/emodiffhead_real.safetensors
 fi
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
