@@ -211,7 +211,7 @@ class EMOdiffheadSampler:
             "reinject_identity_every": ("INT", {"default": MODEL_RECOMMENDS, "min": MODEL_RECOMMENDS, "max": 1000,
                                                 "tooltip": "Against identity drift on long videos: every N frames the oldest motion frame "
                                                            "is the portrait again (0 = off; -1 = what the checkpoint recommends: 2 for "
-                                                           "the shipped emodiffhead_demo and emodiffhead_real)."}),
+                                                           "the shipped emodiffhead_demo, 1 for emodiffhead_real)."}),
             "start_noise": ("FLOAT", {"default": DEFAULT_SAMPLING.start_noise, "min": 0.05, "max": 1.0, "step": 0.05,
                                       "tooltip": "1 = every frame from pure noise (the paper). Lower = start from the previous frame "
                                                  "noised this far, running only the steps below it: faster and steadier."}),
