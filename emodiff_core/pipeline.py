@@ -470,6 +470,17 @@ def _frames_to_model(frames: torch.Tensor) -> torch.Tensor:
     return frames * 2.0 - 1.0
 
 
+def _reinjected(source: Callable[[int], torch.Tensor], index: int, batch: int, size: int, device, dtype) -> torch.Tensor:
+    """``generate_frames``' reinject_source for video frame ``index``, checked and in the model's range."""
+    frame = torch.as_tensor(source(index))
+    if frame.dim() == 3:
+        frame = frame[None].expand(batch, -1, -1, -1)
+    if tuple(frame.shape) != (batch, 3, size, size):
+        raise PipelineError(f"reinject_source({index}) must give [{batch}, 3, {size}, {size}] or [3, {size}, {size}] "
+                            f"frames in [0, 1], got {list(frame.shape)}")
+    return _frames_to_model(frame.to(device=device, dtype=dtype))
+
+
 def _per_video(sequence: torch.Tensor, batch: int, frames: int, dims: int, what: str) -> torch.Tensor:
     """[N, D] (shared by the batch) or [B, N, D] -> [B, N, D], checked."""
     if sequence.dim() == 2:
@@ -502,7 +513,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
                     callback: Optional[Callable[[FrameProgress], None]] = None, device=None,
                     dtype: Optional[torch.dtype] = None, cache_reference: bool = True,
                     reinject_identity_every: int = 0, lead_in: int = 0, hold: Optional[torch.Tensor] = None,
-                    neutral_expression: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    neutral_expression: Optional[torch.Tensor] = None,
+                    reinject_source: Optional[Callable[[int], torch.Tensor]] = None) -> torch.Tensor:
     """Autoregressive generation (section 3.4): frame i is sampled from noise conditioned on the identity
     crop, the motion frames x(i-2), x(i-1) (copies of the identity before the first frame, generated frames
     after), and the audio and expression windows i-n .. i+n.
@@ -529,6 +541,12 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         mouth and eyes wandered over seconds (benchmarks/README.md, silence).
     :param neutral_expression: like ``expression``: the neutral sequence e_n it was made from (the second
         value of `emotion_expression_pair`); needed, and only used, when ``settings.guidance`` is not 1.
+    :param reinject_source: what stands in for the identity crop in the motion slots (the copies before the
+        first frame and the re-injected oldest frame): a function of the video frame index that slot stands for
+        (0 before the video starts) returning [B, 3, S, S] or [3, S, S] in [0, 1]; called once per slot, so memory
+        does not grow with the video. None: the identity crop itself. The ReferenceNet always reads the identity
+        crop. (An ablation hook: `benchmarks.warp_reinjection` re-injects a warp of the portrait that follows the
+        asked expression.)
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """
@@ -591,7 +609,15 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
             k = v - cfg.n_motion_frames
             use_identity = k < 0 or (reinject_identity_every and k == j - cfg.n_motion_frames
                                      and j % reinject_identity_every == 0)
-            motion.append(rest if held else ident if use_identity else recent[k - (j - len(recent))])
+            if held:
+                motion.append(rest)
+            elif not use_identity:
+                motion.append(recent[k - (j - len(recent))])
+            elif reinject_source is None:
+                motion.append(ident)
+            else:
+                motion.append(_reinjected(reinject_source, min(max(0, k - lead_in), n - 1), batch, size, device,
+                                          dtype))
         cond = {
             "identity": ident,
             "motion": torch.stack(motion, dim=1),

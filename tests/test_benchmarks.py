@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -182,3 +183,42 @@ def test_audio_guidance_variants_act_where_and_when_they_say():
     for bad in ("floor", "floor1.5", "top_face"):
         with pytest.raises(ValueError, match="floor<x>|unknown variant"):
             agv.variant_class(bad, 1000)
+
+
+def test_warp_reinjection_psi_and_frames():
+    from benchmarks import warp_reinjection as wr
+    from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
+    from training.corpus.generate import SPEECH_COMPONENTS, identity_rig, render_frames
+    from training.corpus.speech import mouth_drive
+
+    # a procedural corpus face as the photo: exact landmarks
+    rig0 = identity_rig(0, 3, 128)
+    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
+    image, landmarks = render_frames(rig0, rig0.identity.rest.copy()[None], still)
+    rig = wr.rig_from_portrait(image[0], landmarks[0])
+
+    n, rate, fps = 12, 16000, 30.0
+    rng = np.random.default_rng(0)
+    e_y, e_n = rng.normal(0, 0.3, (n, EXPRESSION_DIM)), rng.normal(0, 0.3, (n, EXPRESSION_DIM))
+    wave = (0.3 * np.sin(np.arange(int(rate * n / fps)) * 0.05) * np.linspace(0, 1, int(rate * n / fps))).astype(np.float32)
+    closed = wr.anchor_psi(e_y, e_n, wave, fps, rate, "closed")
+    voice = wr.anchor_psi(e_y, e_n, wave, fps, rate, "voice")
+    drive = mouth_drive(wave, fps, n, rate)
+    speech = [COMPONENT[c] for c in SPEECH_COMPONENTS]
+    others = [c for c in range(EXPRESSION_DIM) if c not in speech]
+    assert np.allclose(closed[:, others], e_y[:, others]) and np.allclose(voice[:, others], e_y[:, others])
+    assert np.allclose(closed[:, speech], e_y[:, speech] - e_n[:, speech])      # the emotion's own part only
+    for name in SPEECH_COMPONENTS:
+        c = COMPONENT[name]
+        assert np.allclose(voice[:, c], e_y[:, c] - e_n[:, c] + drive[name])
+    with pytest.raises(ValueError, match="mouth must be one of"):
+        wr.anchor_psi(e_y, e_n, wave, fps, rate, "open")
+
+    rest = np.zeros((n, EXPRESSION_DIM))
+    smile = rest.copy()
+    smile[:, COMPONENT["lip_corner_up"]] = 1.5
+    source = wr.warp_source(rig, np.stack([rest, smile]), 64)
+    frames = source(5)
+    assert frames.shape == (2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
+    diff = (frames[1] - frames[0]).abs().mean(0)
+    assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile moves the mouth, not the top

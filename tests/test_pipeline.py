@@ -140,6 +140,35 @@ def test_reinjection_makes_the_identity_the_oldest_motion_frame_every_nth_frame(
     assert torch.equal(plain[:2], frames[:2]) and not torch.allclose(plain[2:], frames[2:])
 
 
+def test_reinject_source_stands_in_for_the_identity_in_the_motion_slots():
+    den, gen = _tiny_models()
+    seen = _record_motion(den)
+    audio = pl.encode_audio(_speech(0.25), 22050, 30, den.config.audio)
+    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
+    identity = torch.rand(3, 32, 32)
+    asked = []
+
+    def source(index):         # a different flat frame per video frame, so the slot says which was used
+        asked.append(index)
+        return torch.full((3, 32, 32), index / 100.0)
+
+    steps = 2
+    frames = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=steps), seed=0,
+                                reinject_identity_every=1, reinject_source=source)
+    n = len(frames)
+    first = seen[0]
+    assert torch.allclose(first[0, 0], torch.full((3, 32, 32), -1.0))     # before the video: frame 0's, in [-1, 1]
+    assert torch.allclose(first[0, 1], torch.full((3, 32, 32), -1.0))
+    for j in range(2, n):
+        oldest, newest = seen[j * steps][0, 0], seen[j * steps][0, 1]
+        assert torch.allclose(oldest, torch.full((3, 32, 32), (j - 2) / 50.0 - 1.0), atol=1e-6), j
+        assert torch.allclose(newest, frames[j - 1, 0] * 2 - 1, atol=1e-5)      # the newest is never replaced
+    assert max(asked) == n - 3 and min(asked) == 0
+    with pytest.raises(pl.PipelineError, match=r"reinject_source\(0\) must give"):
+        pl.generate_frames(den, identity, audio.first(3), psi[:3], settings=SamplingSettings(steps=1), seed=0,
+                           reinject_identity_every=1, reinject_source=lambda i: torch.zeros(3, 16, 16))
+
+
 def test_resolve_reinject_takes_the_given_period_or_the_checkpoints():
     assert pl.resolve_reinject(None, 2) == 2 and pl.resolve_reinject(None, 0) == 0    # unset: the recommendation
     assert pl.resolve_reinject(0, 2) == 0 and pl.resolve_reinject(5, 2) == 5          # given (0 = off) wins

@@ -588,6 +588,13 @@ def real_identity(sources: RealSources, seed: int, index: int) -> RealRig:
     pose_offset = np.array([0.0, rng.uniform(-0.04, 0.04), rng.uniform(-0.05, 0.05), rng.uniform(-0.04, 0.04),
                             rng.uniform(-0.04, 0.04)])
     info["crop"] = [round(float(v), 3) for v in pose_offset[1:]]
+    return rig_from_face(face, canvas, make_identity(seed, index), pose_offset, info)
+
+
+def rig_from_face(face: SourceFace, canvas: np.ndarray, identity: Identity, pose_offset: np.ndarray,
+                  info: dict) -> RealRig:
+    """The rig of one source face on a (possibly augmented) float canvas: the corpus identity's beta replaced by the
+    face's fitted one, the face's own expression left out of its geometry (rendered at psi = 0 it is neutral)."""
     fit = fit_face(face.landmarks, fix_similarity=np.eye(2, 3))
     # lips that the model's jaw does not explain apart (a smile showing teeth) would stay apart at every psi: the
     # lower inner lip's residual follows the upper one's, so psi alone opens and closes the mouth
@@ -597,7 +604,7 @@ def real_identity(sources: RealSources, seed: int, index: int) -> RealRig:
     fit = dataclasses.replace(fit, residual=residual)
     info["source_psi"] = {name: round(float(fit.psi[COMPONENT[name]]), 3) for name in ("jaw_open", "lip_corner_up",
                                                                                        "eye_openness", "brow_lower")}
-    identity = dataclasses.replace(make_identity(seed, index), beta=fit.beta)
+    identity = dataclasses.replace(identity, beta=fit.beta)
     neutral = model_landmarks(fit.beta, np.zeros(EXPRESSION_DIM)) + fit.residual
     skin = _skin_colour(canvas, face.landmarks)
     tone = float(np.clip(skin.mean() / 0.55, 0.45, 1.15))

@@ -1,0 +1,129 @@
+"""Ablation: re-inject a warp of the portrait that shows the asked expression, instead of the portrait itself.
+
+    python -m benchmarks.warp_reinjection --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10] \\
+        [--emotions happy,sad,surprised] [--mouth voice|closed] --out DIR
+
+At its recommended settings the real checkpoint re-injects the portrait as the oldest motion frame at every frame
+(`generate_frames`' ``reinject_identity_every``): that keeps the person (99 % of the frames) but feeds the photo's
+own expression back into every frame, and the asked emotion fades (FER sad 6 %, surprised 37 %). The real-texture
+corpus the checkpoint was trained on animates photos with a warp that follows psi (`training.corpus.realface`); its
+motion frames were such warps. Here the re-injected frame is that warp of the portrait itself, for the frame the
+slot stands for: the expression generator's e_y (the asked emotion, blinks) with the mouth components replaced by
+the emotion's own part of them (e_y - e_n) plus, with ``--mouth voice``, the corpus' mouth drive computed from the
+voice (`training.corpus.speech.mouth_drive`: jaw, width, lip press), or nothing (``closed``). The ReferenceNet still
+reads the portrait.
+
+Each run is `python -m training evaluate-portraits` (same photos, voice, seed, sampling and measures;
+`training.evaluate_portraits`) with `pipeline.generate_frames` given that ``reinject_source``. Not in the pack: the
+warp needs the corpus' face model and renderer, which live in `training/`. Measured on 2026-12-03:
+benchmarks/README.md, "Re-injecting a warp that shows the emotion".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable
+
+import numpy as np
+import torch
+
+from emodiff_core import pipeline
+from emodiff_core.atomic import atomic_output
+
+MOUTHS = ("voice", "closed")
+
+
+def rig_from_portrait(image: np.ndarray, landmarks: np.ndarray):
+    """The real-texture corpus' rig of a photo (its largest face's 68 points): no augmentation, no morph, no crop
+    offset, so a frame rendered at the photo's own geometry lines up with `pipeline.prepare_portrait`'s crop."""
+    from training.corpus.generate import make_identity
+    from training.corpus.realface import rig_from_face, source_from_image
+
+    face = source_from_image(np.asarray(image), np.asarray(landmarks, np.float64), "portrait")
+    return rig_from_face(face, face.canvas.astype(np.float32) / 255.0, make_identity(0, 0), np.zeros(5), {})
+
+
+def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int,
+               mouth: str) -> np.ndarray:
+    """psi [N, 50] to warp the portrait with: e_y, its speech components (the corpus drives them from the voice)
+    replaced by the emotion's own part of them (e_y - e_n) plus the voice's drive (``voice``) or nothing
+    (``closed``)."""
+    from training.corpus.facemodel import COMPONENT
+    from training.corpus.generate import SPEECH_COMPONENTS
+    from training.corpus.speech import mouth_drive
+
+    if mouth not in MOUTHS:
+        raise ValueError(f"mouth must be one of {', '.join(MOUTHS)}, got {mouth!r}")
+    psi = np.array(expression, np.float64)
+    drive = mouth_drive(waveform, fps, len(psi), sample_rate) if mouth == "voice" else None
+    for name in SPEECH_COMPONENTS:
+        c = COMPONENT[name]
+        psi[:, c] = psi[:, c] - np.asarray(neutral, np.float64)[:, c] + (drive[name] if drive is not None else 0.0)
+    return psi
+
+
+def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], torch.Tensor]:
+    """`generate_frames`' ``reinject_source``: frame i -> [B, 3, S, S] in [0, 1], the rig rendered at each video's
+    psi row i (rendered on demand: one frame per video per call)."""
+    from training.corpus.facemodel import HeadPose
+    from training.corpus.realface import render_real_frames
+
+    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
+
+    def source(index: int) -> torch.Tensor:
+        frames = [render_real_frames(rig, psi[index: index + 1], still, size)[0][0] for psi in psi_per_video]
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+    return source
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.evaluate_portraits import DEFAULT_CHECKPOINT
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.warp_reinjection", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--portraits", required=True, help="folder of photos (as evaluate-portraits)")
+    p.add_argument("--audio", required=True, help="a recording (as evaluate-portraits)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--emotions", default="happy,sad,surprised")
+    p.add_argument("--mouth", default="voice", choices=MOUTHS, help="the warp's mouth: from the voice or closed")
+    p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
+    return p
+
+
+def main(argv=None) -> int:
+    from training.evaluate_portraits import evaluate_portraits
+
+    args = build_parser().parse_args(argv)
+    last = {}
+    prepare, generate = pipeline.prepare_portrait, pipeline.generate_frames
+
+    def remember_portrait(*a, **k):
+        last["portrait"] = prepare(*a, **k)
+        return last["portrait"]
+
+    def generate_with_warp(denoiser, identity, audio, expression, **k):
+        portrait = last["portrait"]          # evaluate_portraits prepares each photo right before sampling it
+        rig = rig_from_portrait(portrait.image, portrait.landmarks)
+        psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth)
+                        for e, n in zip(expression.numpy(), k["neutral_expression"].numpy())])
+        return generate(denoiser, identity, audio, expression, reinject_source=warp_source(rig, psi, identity.shape[-1]),
+                        **k)
+
+    pipeline.prepare_portrait, pipeline.generate_frames = remember_portrait, generate_with_warp
+    try:
+        report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds,
+                                    emotions=args.emotions, out=args.out)
+    finally:
+        pipeline.prepare_portrait, pipeline.generate_frames = prepare, generate
+    report["reinjected"] = f"warp of the portrait at the asked expression, mouth {args.mouth}"
+    with atomic_output(os.path.join(args.out, "report.json")) as tmp, open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
