@@ -1,7 +1,7 @@
 """Ablation: re-inject a warp of the portrait that shows the asked expression, instead of the portrait itself.
 
     python -m benchmarks.warp_reinjection --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10] \\
-        [--emotions happy,sad,surprised] [--mouth voice|closed] --out DIR
+        [--emotions happy,sad,surprised] [--mouth voice|closed] [--strength 1] --out DIR
 
 At its recommended settings the real checkpoint re-injects the portrait as the oldest motion frame at every frame
 (`generate_frames`' ``reinject_identity_every``): that keeps the person (99 % of the frames) but feeds the photo's
@@ -46,21 +46,23 @@ def rig_from_portrait(image: np.ndarray, landmarks: np.ndarray):
 
 
 def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int,
-               mouth: str) -> np.ndarray:
-    """psi [N, 50] to warp the portrait with: e_y, its speech components (the corpus drives them from the voice)
-    replaced by the emotion's own part of them (e_y - e_n) plus the voice's drive (``voice``) or nothing
-    (``closed``)."""
+               mouth: str, strength: float = 1.0) -> np.ndarray:
+    """psi [N, 50] to warp the portrait with: e_n + strength (e_y - e_n) (e_y at strength 1), its speech components
+    (the corpus drives them from the voice) replaced by the emotion's own part of them, strength (e_y - e_n), plus
+    the voice's drive (``voice``) or nothing (``closed``)."""
     from training.corpus.facemodel import COMPONENT
     from training.corpus.generate import SPEECH_COMPONENTS
     from training.corpus.speech import mouth_drive
 
     if mouth not in MOUTHS:
         raise ValueError(f"mouth must be one of {', '.join(MOUTHS)}, got {mouth!r}")
-    psi = np.array(expression, np.float64)
+    neutral = np.asarray(neutral, np.float64)
+    emotion = float(strength) * (np.asarray(expression, np.float64) - neutral)
+    psi = neutral + emotion
     drive = mouth_drive(waveform, fps, len(psi), sample_rate) if mouth == "voice" else None
     for name in SPEECH_COMPONENTS:
         c = COMPONENT[name]
-        psi[:, c] = psi[:, c] - np.asarray(neutral, np.float64)[:, c] + (drive[name] if drive is not None else 0.0)
+        psi[:, c] = emotion[:, c] + (drive[name] if drive is not None else 0.0)
     return psi
 
 
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--emotions", default="happy,sad,surprised")
     p.add_argument("--mouth", default="voice", choices=MOUTHS, help="the warp's mouth: from the voice or closed")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="how much of the asked emotion the warp shows (e_n + strength (e_y - e_n); default 1)")
     p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
     return p
 
@@ -108,7 +112,7 @@ def main(argv=None) -> int:
     def generate_with_warp(denoiser, identity, audio, expression, **k):
         portrait = last["portrait"]          # evaluate_portraits prepares each photo right before sampling it
         rig = rig_from_portrait(portrait.image, portrait.landmarks)
-        psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth)
+        psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth, args.strength)
                         for e, n in zip(expression.numpy(), k["neutral_expression"].numpy())])
         return generate(denoiser, identity, audio, expression, reinject_source=warp_source(rig, psi, identity.shape[-1]),
                         **k)
@@ -119,7 +123,8 @@ def main(argv=None) -> int:
                                     emotions=args.emotions, out=args.out)
     finally:
         pipeline.prepare_portrait, pipeline.generate_frames = prepare, generate
-    report["reinjected"] = f"warp of the portrait at the asked expression, mouth {args.mouth}"
+    report["reinjected"] = (f"warp of the portrait at the asked expression (strength {args.strength:g}), "
+                            f"mouth {args.mouth}")
     with atomic_output(os.path.join(args.out, "report.json")) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2)
     return 0

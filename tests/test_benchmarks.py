@@ -211,6 +211,9 @@ def test_warp_reinjection_psi_and_frames():
     for name in SPEECH_COMPONENTS:
         c = COMPONENT[name]
         assert np.allclose(voice[:, c], e_y[:, c] - e_n[:, c] + drive[name])
+    half = wr.anchor_psi(e_y, e_n, wave, fps, rate, "closed", strength=0.5)
+    assert np.allclose(half[:, others], (e_n + 0.5 * (e_y - e_n))[:, others])
+    assert np.allclose(half[:, speech], 0.5 * (e_y - e_n)[:, speech])
     with pytest.raises(ValueError, match="mouth must be one of"):
         wr.anchor_psi(e_y, e_n, wave, fps, rate, "open")
 
