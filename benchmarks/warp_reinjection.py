@@ -68,15 +68,16 @@ def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray
 
 def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], torch.Tensor]:
     """`generate_frames`' ``reinject_source``: frame i -> [B, 3, S, S] in [0, 1], the rig rendered at each video's
-    psi row i (rendered on demand: one frame per video per call)."""
+    psi row i (rendered on demand)."""
     from training.corpus.facemodel import HeadPose
     from training.corpus.realface import render_real_frames
 
-    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
+    videos = len(psi_per_video)
+    still = HeadPose(np.zeros(videos), np.zeros(videos), np.ones(videos), np.zeros(videos), np.zeros(videos))
 
-    def source(index: int) -> torch.Tensor:
-        frames = [render_real_frames(rig, psi[index: index + 1], still, size)[0][0] for psi in psi_per_video]
-        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+    def source(index: int) -> torch.Tensor:     # every video's row i in one call (each frame is rendered alone)
+        frames, _ = render_real_frames(rig, psi_per_video[:, index], still, size)
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
     return source
 

@@ -104,12 +104,17 @@ def _record_motion(den):
     return seen
 
 
-def test_motion_frames_come_from_identity_then_from_generated_frames():
+def _motion_run(seconds):
+    """A tiny model whose motion inputs are recorded, audio of ``seconds``, its expressions and an identity crop."""
     den, gen = _tiny_models()
     seen = _record_motion(den)
-    audio = pl.encode_audio(_speech(0.15), 22050, 30, den.config.audio)
+    audio = pl.encode_audio(_speech(seconds), 22050, 30, den.config.audio)
     psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
-    identity = torch.rand(3, 32, 32)
+    return den, seen, audio, psi, torch.rand(3, 32, 32)
+
+
+def test_motion_frames_come_from_identity_then_from_generated_frames():
+    den, seen, audio, psi, identity = _motion_run(0.15)
     frames = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=2), seed=0)
     ident = identity * 2 - 1
     steps = 2
@@ -121,11 +126,7 @@ def test_motion_frames_come_from_identity_then_from_generated_frames():
 
 
 def test_reinjection_makes_the_identity_the_oldest_motion_frame_every_nth_frame():
-    den, gen = _tiny_models()
-    seen = _record_motion(den)
-    audio = pl.encode_audio(_speech(0.25), 22050, 30, den.config.audio)
-    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
-    identity = torch.rand(3, 32, 32)
+    den, seen, audio, psi, identity = _motion_run(0.25)
     steps = 2
     frames = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=steps), seed=0,
                                 reinject_identity_every=2)
@@ -141,11 +142,7 @@ def test_reinjection_makes_the_identity_the_oldest_motion_frame_every_nth_frame(
 
 
 def test_reinject_source_stands_in_for_the_identity_in_the_motion_slots():
-    den, gen = _tiny_models()
-    seen = _record_motion(den)
-    audio = pl.encode_audio(_speech(0.25), 22050, 30, den.config.audio)
-    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
-    identity = torch.rand(3, 32, 32)
+    den, seen, audio, psi, identity = _motion_run(0.25)
     asked = []
 
     def source(index):         # a different flat frame per video frame, so the slot says which was used
