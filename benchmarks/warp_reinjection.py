@@ -1,7 +1,9 @@
 """Ablation: re-inject a warp of the portrait that shows the asked expression, instead of the portrait itself.
 
     python -m benchmarks.warp_reinjection --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10] \\
-        [--emotions happy,sad,surprised] [--mouth voice|closed] [--strength 1] --out DIR
+        [--emotions happy,sad,surprised] [--mouth voice|closed] [--strength 1] [--psi-strength 1] --out DIR
+
+(``--checkpoint``: the real checkpoint by default, the one whose recommendation this ablation is about.)
 
 At its recommended settings the real checkpoint re-injects the portrait as the oldest motion frame at every frame
 (`generate_frames`' ``reinject_identity_every``): that keeps the person (99 % of the frames) but feeds the photo's
@@ -11,7 +13,9 @@ motion frames were such warps. Here the re-injected frame is that warp of the po
 slot stands for: the expression generator's e_y (the asked emotion, blinks) with the mouth components replaced by
 the emotion's own part of them (e_y - e_n) plus, with ``--mouth voice``, the corpus' mouth drive computed from the
 voice (`training.corpus.speech.mouth_drive`: jaw, width, lip press), or nothing (``closed``). The ReferenceNet still
-reads the portrait.
+reads the portrait. ``--psi-strength`` scales the emotion the network is asked for in the same way (e_n + s (e_y -
+e_n)), the warp keeping its own ``--strength``: with the full warp the network renders the warp's emotion on top of
+psi's, and this asks for less of it from psi.
 
 Each run is `python -m training evaluate-portraits` (same photos, voice, seed, sampling and measures;
 `training.evaluate_portraits`) with `pipeline.generate_frames` given that ``reinject_source``. Not in the pack: the
@@ -31,6 +35,7 @@ import torch
 
 from emodiff_core import pipeline
 from emodiff_core.atomic import atomic_output
+from emodiff_core.paths import CHECKPOINT_DIR
 
 MOUTHS = ("voice", "closed")
 
@@ -82,19 +87,24 @@ def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], to
     return source
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from training.evaluate_portraits import DEFAULT_CHECKPOINT
+# the checkpoint this ablation is about (the pack's default, the demo checkpoint, was not trained on photos' warps)
+REAL_CHECKPOINT = os.path.join(CHECKPOINT_DIR, "emodiffhead_real.safetensors")
 
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.warp_reinjection", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--portraits", required=True, help="folder of photos (as evaluate-portraits)")
     p.add_argument("--audio", required=True, help="a recording (as evaluate-portraits)")
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--checkpoint", default=REAL_CHECKPOINT,
+                   help="default: the real checkpoint (checkpoints/emodiffhead_real.safetensors)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--emotions", default="happy,sad,surprised")
     p.add_argument("--mouth", default="voice", choices=MOUTHS, help="the warp's mouth: from the voice or closed")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much of the asked emotion the warp shows (e_n + strength (e_y - e_n); default 1)")
+    p.add_argument("--psi-strength", type=float, default=1.0,
+                   help="how much of the asked emotion the network's psi holds (e_n + s (e_y - e_n); default 1)")
     p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
     return p
 
@@ -115,6 +125,8 @@ def main(argv=None) -> int:
         rig = rig_from_portrait(portrait.image, portrait.landmarks)
         psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth, args.strength)
                         for e, n in zip(expression.numpy(), k["neutral_expression"].numpy())])
+        neutral = k["neutral_expression"]
+        expression = neutral + args.psi_strength * (expression - neutral)
         return generate(denoiser, identity, audio, expression, reinject_source=warp_source(rig, psi, identity.shape[-1]),
                         **k)
 
@@ -125,7 +137,7 @@ def main(argv=None) -> int:
     finally:
         pipeline.prepare_portrait, pipeline.generate_frames = prepare, generate
     report["reinjected"] = (f"warp of the portrait at the asked expression (strength {args.strength:g}), "
-                            f"mouth {args.mouth}")
+                            f"mouth {args.mouth}; the network's psi at strength {args.psi_strength:g}")
     with atomic_output(os.path.join(args.out, "report.json")) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2)
     return 0

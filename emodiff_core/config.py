@@ -192,11 +192,21 @@ class ExpressionConfig:
 
 @dataclass(frozen=True)
 class SuperResConfig:
-    """Super-resolution head: a residual CNN on a bilinear upsample (scale 2 or 4)."""
+    """Super-resolution head: a residual CNN on a bilinear upsample (scale 2 or 4).
+
+    ``mouth_branch``: a second CNN of the same shape whose output is used around the mouth of the aligned crop
+    (`faces.mouth_region_weight`), the first one's everywhere else. A head trained to invent texture sharpens the
+    face and moves the landmarks that measure lip sync; with a smoother head around the mouth the face keeps most
+    of the sharpness (benchmarks/README.md, "Two SR heads: the mouth from the smooth one"). Not trained as one
+    network: `training export --superres-mouth-from` assembles it from two trained heads."""
 
     scale: int = 2
     channels: int = 48
     num_blocks: int = 6
+    mouth_branch: bool = False
+
+    # configs written before the mouth branch existed build a plain head (see DenoiserConfig.ADDED_KEYS)
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"mouth_branch": False}
 
     def validate(self) -> None:
         _require(self.scale in (2, 4), "superres.scale must be 2 or 4")

@@ -134,6 +134,21 @@ def template_landmarks(image_shape: Sequence[int], fill: float = 1.0) -> np.ndar
     return (TEMPLATE_68 * eye + np.array([w / 2.0, h / 2.0])).astype(np.float32)
 
 
+def mouth_region_weight(height: int, width: int) -> np.ndarray:
+    """float32 [H, W] in [0, 1]: 1 around the mouth of an aligned crop of that size (the template's mouth, the
+    layout `align_face` puts every face in), fading to 0 over a margin. An ellipse on the template's 20 mouth
+    points: 1.6 x their half-width across, 2.9 x their half-height down and up (room for an open jaw), its
+    centre lowered by 0.15 of that height; the weight falls linearly from squared radius 1 to 1.6."""
+    points = template_landmarks((height, width))[48:68].astype(np.float64)
+    centre = points.mean(axis=0)
+    half = (points.max(axis=0) - points.min(axis=0)) / 2.0
+    radius_x, radius_y = 1.6 * half[0], 2.88 * half[1]
+    # pixel centres, in the module's continuous coordinates, at (c + 0.5, r + 0.5)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    squared = ((x - centre[0]) / radius_x) ** 2 + ((y - centre[1] - 0.15 * radius_y) / radius_y) ** 2
+    return np.clip((1.6 - squared) / 0.6, 0.0, 1.0).astype(np.float32)
+
+
 def landmarks_box(landmarks: np.ndarray) -> Tuple[float, float, float, float]:
     """Bounding box (x0, y0, x1, y1) of a landmark set."""
     lm = np.asarray(landmarks, dtype=np.float64)

@@ -146,7 +146,8 @@ def _export(args) -> int:
     from .export import export
 
     path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance,
-                  reinject_identity_every=args.reinject_identity_every, audio_guidance=args.audio_guidance)
+                  reinject_identity_every=args.reinject_identity_every, audio_guidance=args.audio_guidance,
+                  superres_mouth_from=args.superres_mouth_from)
     print(f"wrote {path}")
     return 0
 
@@ -357,6 +358,9 @@ def main(argv=None) -> int:
     p.add_argument("--audio-guidance", type=float, default=None,
                    help="the guidance on the voice the CLI samples with by default (1 = off; from "
                         "`evaluate-portraits --audio-guidance` measurements of lip sync)")
+    p.add_argument("--superres-mouth-from", default=None, metavar="FILE",
+                   help="a file with an SR head (component file or bundle) to use around the mouth, the bundle's "
+                        "own SR head everywhere else (SuperResConfig.mouth_branch)")
     p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)

@@ -6,10 +6,12 @@ an optional model card.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
+from emodiff_core.models import SuperResolver
 from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, SAMPLING_INFO_PREFIX,
                                    recommended_audio_guidance, recommended_guidance, recommended_reinject)
 
@@ -23,15 +25,34 @@ def export_component(out_dir: str, name: str, module, step: int, data_dir: DataF
                            info={"kind": name, "steps": step, "data": data_label(data_dir)})
 
 
+def with_mouth_branch(detail: SuperResolver, mouth: SuperResolver, where: str = "--superres-mouth-from") \
+        -> SuperResolver:
+    """One SR head from two trained ones (`SuperResConfig.mouth_branch`): ``detail`` everywhere, ``mouth`` around
+    the mouth of the aligned crop. Both must be plain heads of the same shape."""
+    for name, head in (("the bundle's SR head", detail), (where, mouth)):
+        if head.config.mouth_branch:
+            raise CheckpointError(f"{name} already has a mouth branch; give two plain SR heads")
+    if mouth.config != detail.config:
+        raise CheckpointError(f"{where}: its SR head ({mouth.config}) differs in shape from the bundle's "
+                              f"({detail.config}); a mouth branch has the main head's scale, channels and blocks")
+    combined = SuperResolver(dataclasses.replace(detail.config, mouth_branch=True))
+    state = dict(detail.state_dict())
+    state.update({f"mouth.{k}": v for k, v in mouth.state_dict().items()})
+    combined.load_state_dict(state, strict=True)
+    return combined.eval()
+
+
 def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None,
            guidance: Optional[float] = None, reinject_identity_every: Optional[int] = None,
-           audio_guidance: Optional[float] = None) -> str:
+           audio_guidance: Optional[float] = None, superres_mouth_from: Optional[str] = None) -> str:
     """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
     with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
     ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
     samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it.
     ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`), and
     ``audio_guidance`` the guidance on the voice (`pipeline.AUDIO_GUIDANCE_INFO_KEY`).
+    ``superres_mouth_from``: a file holding an SR head (a component file or a bundle) that becomes the mouth branch
+    of the exported SR head (`with_mouth_branch`; the SR head from the parts or the base is the main one).
     No parts with a ``base``: the base re-exported whole (same weights) with a new card or recommendation. The
     base's sampling recommendations stay with its denoiser: kept when the parts do not replace it."""
     if not parts and not base:
@@ -54,6 +75,20 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         owners = set(kept) | ({SAMPLING_INFO_PREFIX} if "denoiser" in kept else set())
         info.update({key: value for key, value in read_checkpoint(base).info.items()
                      if key.split(".", 1)[0] in owners})
+    if superres_mouth_from is not None:
+        if "superres" not in components:
+            raise CheckpointError("--superres-mouth-from adds a mouth branch to the bundle's SR head; neither the "
+                                  "parts nor the base hold one")
+        if not os.path.isfile(superres_mouth_from):
+            raise FileNotFoundError(f"--superres-mouth-from: file not found: {superres_mouth_from}")
+        mouth = load_components(superres_mouth_from, ["superres"])["superres"]
+        components["superres"] = with_mouth_branch(components["superres"], mouth)
+        source = read_checkpoint(superres_mouth_from)
+        # its training info: a component file's whole info, a bundle's superres entries
+        trained = (source.info if source.components == ("superres",) else
+                   {key.split(".", 1)[1]: value for key, value in source.info.items() if key.startswith("superres.")})
+        info["superres.mouth_branch"] = os.path.basename(superres_mouth_from)
+        info.update({f"superres.mouth.{key}": value for key, value in trained.items() if key != "card"})
     if guidance is not None:
         if "denoiser" not in components:
             raise CheckpointError("--guidance recommends a sampling scale for a bundle's denoiser; none is exported")

@@ -185,6 +185,9 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     torch.set_num_threads(cfg_file.threads)
     info = setup_distributed(device)
     cfg = cfg_file.model.build("superres", config_path)
+    if cfg.mouth_branch:
+        raise ValueError(f"{config_path}: model.mouth_branch is assembled from two trained heads by "
+                         "`training export --superres-mouth-from`, not trained; remove it from the config")
     o, d, sched, lw = cfg_file.optim, cfg_file.data, cfg_file.schedule, cfg_file.loss
     seed, total = cfg_file.seed, int(max_steps or o.steps)
     os.makedirs(out_dir, exist_ok=True)
