@@ -71,6 +71,11 @@ def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray
     return psi
 
 
+def scaled_emotion(expression: torch.Tensor, neutral: torch.Tensor, strength: float) -> torch.Tensor:
+    """e_n + strength (e_y - e_n): the asked emotion at part strength; at 1 e_y itself, bit for bit."""
+    return expression if strength == 1 else neutral + float(strength) * (expression - neutral)
+
+
 def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], torch.Tensor]:
     """`generate_frames`' ``reinject_source``: frame i -> [B, 3, S, S] in [0, 1], the rig rendered at each video's
     psi row i (rendered on demand)."""
@@ -125,8 +130,7 @@ def main(argv=None) -> int:
         rig = rig_from_portrait(portrait.image, portrait.landmarks)
         psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth, args.strength)
                         for e, n in zip(expression.numpy(), k["neutral_expression"].numpy())])
-        neutral = k["neutral_expression"]
-        expression = neutral + args.psi_strength * (expression - neutral)
+        expression = scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
         return generate(denoiser, identity, audio, expression, reinject_source=warp_source(rig, psi, identity.shape[-1]),
                         **k)
 

@@ -216,6 +216,11 @@ def test_warp_reinjection_psi_and_frames():
     assert np.allclose(half[:, speech], 0.5 * (e_y - e_n)[:, speech])
     with pytest.raises(ValueError, match="mouth must be one of"):
         wr.anchor_psi(e_y, e_n, wave, fps, rate, "open")
+    t_y, t_n = torch.from_numpy(e_y), torch.from_numpy(e_n)                  # the network's psi (--psi-strength)
+    assert torch.allclose(wr.scaled_emotion(t_y, t_n, 0.5), t_n + 0.5 * (t_y - t_n))
+    assert torch.equal(wr.scaled_emotion(t_y, t_n, 1.0), t_y) and torch.equal(wr.scaled_emotion(t_y, t_n, 0.0), t_n)
+    args = wr.build_parser().parse_args(["--portraits", "p", "--audio", "a", "--out", "o"])
+    assert os.path.basename(args.checkpoint) == "emodiffhead_real.safetensors" and args.psi_strength == 1.0
 
     rest = np.zeros((n, EXPRESSION_DIM))
     smile = rest.copy()
