@@ -283,7 +283,7 @@ class EMOdiffheadSampler:
 class EMOdiffheadSuperResolve:
     DESCRIPTION = ("Upscales frames with the checkpoint's trained SR head, or any upscale model (UPSCALE_MODEL "
                    "from Load Upscale Model), or Lanczos when neither is connected. An SR head with a mouth branch "
-                   "expects the Sampler's aligned face crops: it finds the mouth where they "
+                   "(emodiffhead_real's) expects the Sampler's aligned face crops: it finds the mouth where they "
                    "have it.")
     CATEGORY = CATEGORY
     FUNCTION = "upscale"

@@ -90,7 +90,10 @@ $PY -m training export "$RUNS/denoiser_emotion_k2/denoiser.safetensors" "$RUNS/g
 # corpus version 3 with the emotion recipe (denoiser_emotion_real.json); it is sampled without guidance (guidance 2
 # turns a photo's sad and surprised into the procedural face's) and with the portrait re-injected every 2 frames.
 # The previous real checkpoint (until 2026-12-02) was the first emotion denoiser fine-tuned 3,000 steps with
-# denoiser_real.json on version 2.
+# denoiser_real.json on version 2. Since 2026-12-03 (evening) its SR head has two heads: the lips-masked sliding
+# texture head (superres_texture_lips.json) everywhere and the superres_texture.json head around the mouth
+# (export --superres-mouth-from; SuperResConfig.mouth_branch); sampling recommends audio guidance 2 and
+# re-injection at every frame.
 if [ -n "${REALFACES:-}" ]; then
     $PY -m training corpus --out "$DATA/real64" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH" --contact-sheet
@@ -99,10 +102,13 @@ if [ -n "${REALFACES:-}" ]; then
     $PY -m training corpus --out "$DATA/proc128" --clips 192 --identities 96 --seed 1 --size 128 --workers 2
     $PY -m training train superres --config training/configs/superres_texture.json --data "$DATA/real128" "$DATA/proc128" \
         --out "$RUNS/superres_texture" --resume
+    $PY -m training train superres --config training/configs/superres_texture_lips.json --data "$DATA/real128" "$DATA/proc128" \
+        --out "$RUNS/superres_texture_lips" --resume
     $PY -m training train denoiser --config training/configs/denoiser_emotion_real.json --data "$DATA/corpus64v2" "$DATA/real64" \
         --out "$RUNS/denoiser_emotion_real" --init-from "$RUNS/denoiser_emotion_k2/denoiser.safetensors" --resume
     $PY -m training export "$RUNS/denoiser_emotion_real/denoiser.safetensors" "$RUNS/generator_v2/expression_generator.safetensors" \
-        "$RUNS/superres_texture/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
+        "$RUNS/superres_texture_lips/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
+        --superres-mouth-from "$RUNS/superres_texture/superres.safetensors" \
         --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 1 --audio-guidance 2 --out checkpoints/emodiffhead_real.safetensors
 fi
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
