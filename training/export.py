@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
-from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
+from emodiff_core.checkpoint import CheckpointError, build_components, read_checkpoint, save_checkpoint
 from emodiff_core.models import SuperResolver
 from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, SAMPLING_INFO_PREFIX,
                                    recommended_audio_guidance, recommended_guidance, recommended_reinject)
@@ -63,27 +63,27 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         for name in ckpt.components:
             if name in components:
                 raise CheckpointError(f"component {name!r} is in two of the parts ({path}); give each once")
-        components.update(load_components(path))
+        components.update(build_components(ckpt))
         for key, value in ckpt.info.items():
             prefix = ckpt.components[0] if len(ckpt.components) == 1 else "bundle"
             info[f"{prefix}.{key}"] = value
     if base:
-        kept = [name for name in read_checkpoint(base).components if name not in components]
+        base_ckpt = read_checkpoint(base)
+        kept = [name for name in base_ckpt.components if name not in components]
         if not kept:
             raise CheckpointError(f"--base {base}: every one of its components is replaced by the parts; drop --base")
-        components.update(load_components(base, kept))
+        components.update(build_components(base_ckpt, kept))
         owners = set(kept) | ({SAMPLING_INFO_PREFIX} if "denoiser" in kept else set())
-        info.update({key: value for key, value in read_checkpoint(base).info.items()
-                     if key.split(".", 1)[0] in owners})
+        info.update({key: value for key, value in base_ckpt.info.items() if key.split(".", 1)[0] in owners})
     if superres_mouth_from is not None:
         if "superres" not in components:
             raise CheckpointError("--superres-mouth-from adds a mouth branch to the bundle's SR head; neither the "
                                   "parts nor the base hold one")
         if not os.path.isfile(superres_mouth_from):
             raise FileNotFoundError(f"--superres-mouth-from: file not found: {superres_mouth_from}")
-        mouth = load_components(superres_mouth_from, ["superres"])["superres"]
-        components["superres"] = with_mouth_branch(components["superres"], mouth)
         source = read_checkpoint(superres_mouth_from)
+        components["superres"] = with_mouth_branch(components["superres"],
+                                                   build_components(source, ["superres"])["superres"])
         # its training info: a component file's whole info, a bundle's superres entries
         trained = (source.info if source.components == ("superres",) else
                    {key.split(".", 1)[1]: value for key, value in source.info.items() if key.startswith("superres.")})
