@@ -230,3 +230,39 @@ def test_warp_reinjection_psi_and_frames():
     assert frames.shape == (2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
     diff = (frames[1] - frames[0]).abs().mean(0)
     assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile moves the mouth, not the top
+
+
+def test_region_reinjection_weights_and_source():
+    from benchmarks import region_reinjection as rr
+    from emodiff_core.faces import mouth_region_weight, template_landmarks
+    from emodiff_core.pipeline import FrameProgress
+
+    size = 64
+    eyes, mouth, both = (rr.region_weight(r, size) for r in ("eyes", "mouth", "expression"))
+    assert both.shape == (size, size) and float(both.min()) == 0.0 and float(both.max()) == 1.0
+    assert torch.equal(both, torch.maximum(eyes, mouth)) and torch.equal(mouth, torch.from_numpy(mouth_region_weight(size, size)))
+    points = np.floor(template_landmarks((size, size))).astype(int)
+    assert float(eyes[points[rr.BROWS_AND_EYES, 1], points[rr.BROWS_AND_EYES, 0]].min()) == 1.0   # brows and lids
+    nose_tip = points[30]
+    assert float(both[nose_tip[1], nose_tip[0]]) < 1.0 and float(both[:4].max()) == 0.0      # nose, top of the head
+    with pytest.raises(ValueError, match="region must be one of"):
+        rr.region_weight("cheeks", size)
+
+    identity = torch.rand(2, 3, size, size)
+    seen = []
+    source = rr.RegionSource(identity, both, 1.0, callback=seen.append)
+    assert torch.equal(source(0), identity)                          # nothing generated yet: the portrait
+    frames = [torch.rand(2, 3, size, size) for _ in range(7)]
+    for i, f in enumerate(frames):
+        source.progress(FrameProgress(i, 7, 0, 10))                 # a step of a frame: no image, passed on
+        source.progress(FrameProgress(i, 7, 9, 10, f))
+    assert len(seen) == 14 and len(source.frames) == rr.RegionSource.KEEP_FRAMES   # memory stays bounded
+    out = source(5)
+    inside, outside = both == 1, both == 0
+    assert torch.allclose(out[..., inside], frames[5][..., inside]) and torch.equal(out[..., outside], identity[..., outside])
+    half = rr.RegionSource(identity, both, 0.5)
+    half.progress(FrameProgress(3, 7, 9, 10, frames[3]))
+    assert torch.allclose(half(3)[..., inside], (identity + frames[3])[..., inside] / 2)
+    plain = rr.RegionSource(identity, both, 0.0)
+    plain.progress(FrameProgress(3, 7, 9, 10, frames[3]))
+    assert torch.equal(plain(3), identity)                            # keep 0: plain re-injection
