@@ -437,6 +437,35 @@ def test_twin_examples_keep_the_emotion_in_psi_only(corpus):
     assert probe["twin"].shape == probe["x0"].shape and (probe["x0"] - probe["twin"]).abs().max() > 0
 
 
+def test_neutral_oldest_examples_hold_the_neutral_twin_in_the_oldest_slot_and_the_clip_in_the_rest(corpus):
+    """emotion.twin_neutral_oldest_share: re-injected sampling's state (a neutral anchor in the oldest motion slot,
+    the emotion so far in the newest, the clip's own frame as the target); off, batches unchanged."""
+    from training.data import DenoiserData, TwinOptions
+
+    cfg = dataclasses.replace(C.DENOISER_PRESETS["demo"])
+    assert cfg.n_motion_frames == 2
+    data = DenoiserData(corpus, cfg, "train", twins=TwinOptions(share=1.0, neutral_oldest_share=1.0))
+    emotional = next(i for i, c in enumerate(data.clips) if c.meta["emotion"] != "neutral" and c.twins is not None)
+    c = data.clips[emotional]
+    frame = max(2, int(np.argmax(c.twins.onset)))
+    item = data.neutral_oldest_sample(emotional, frame, 1)
+    neutral, _ = c.twins.render(c.twins.neutral_psi[[1, frame - 2]], [1, frame - 2])
+    assert torch.equal(item["identity"], neutral[0])                           # identity: the neutral twin
+    assert torch.equal(item["motion"][0], neutral[1])                          # oldest slot: neutral twin of t-2
+    assert torch.equal(item["motion"][1], c.frames[frame - 1].float() / 127.5 - 1.0)   # newest: the clip's t-1
+    assert torch.equal(item["x0"], c.frames[frame].float() / 127.5 - 1.0)      # target: the clip's own frame
+    assert not torch.equal(item["expression"], item["neutral_expression"]) and item["emotion_mask"].sum() > 0
+    first = data.neutral_oldest_sample(emotional, 0, 1)                       # no previous frame: identity copies
+    assert torch.equal(first["motion"], first["identity"][None].expand_as(first["motion"]))
+    batch = data.batch(np.random.default_rng(7), 4)
+    assert batch["motion"].shape == (4, 2, 3, 64, 64) and set(batch) >= {"neutral_expression", "emotion_mask"}
+    twins = TwinOptions(share=0.6, target_share=0.5)
+    off = DenoiserData(corpus, cfg, "train", twins=twins)
+    again = DenoiserData(corpus, cfg, "train", twins=TwinOptions(share=0.6, target_share=0.5, neutral_oldest_share=0.0))
+    a, b = off.batch(np.random.default_rng(8), 4), again.batch(np.random.default_rng(8), 4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_same_emotion_twins_change_only_the_intensity_and_the_half_probe_pairs_with_the_full_one(corpus):
     from training.data import DenoiserData, TwinOptions
 

@@ -135,7 +135,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 24
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 25
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -143,7 +143,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
         if name in ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
                     "denoiser_emotion_k.json", "denoiser_emotion_k2.json", "denoiser_real.json",
                     "denoiser_real_v3.json", "denoiser_emotion_real.json",
-                    "denoiser_emotion_real_only.json"):                                  # the emotion
+                    "denoiser_emotion_real_only.json", "denoiser_emotion_real_anchor.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -151,6 +151,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.emotion.twin_same_emotion_share > 0) == name.startswith(("denoiser_emotion_k",
                                                                                   "denoiser_emotion_real"))
             assert (cfg.data.motion_blur > 0) == ("real" in name)
+            # only the re-injection-state fine-tune holds neutral-oldest examples
+            assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name == "denoiser_emotion_real_anchor.json")
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")

@@ -79,11 +79,16 @@ class TwinOptions:
     """``share``: probability that an example is built from counterfactual twins (clips that have them);
     ``target_share``: of those, the probability that the target is itself a twin (see `DenoiserData`);
     ``same_emotion_share``: of the emotional twins of an emotional clip (motion frames or target), the share
-    that shows the clip's own emotion at another intensity rather than another emotion."""
+    that shows the clip's own emotion at another intensity rather than another emotion.
+    ``neutral_oldest_share``: of the twin examples, the share whose oldest motion frame is the neutral twin's and
+    whose newer motion frames and target are the clip's own: the state of sampling with the portrait re-injected
+    at every frame (a neutral anchor in the oldest slot, the emotion shown so far in the newest), which the network
+    sees nowhere else; it must keep the emotion against the anchor."""
 
     share: float = 0.0
     target_share: float = 0.0
     same_emotion_share: float = 0.0
+    neutral_oldest_share: float = 0.0
 
 
 IDENTITY_SOURCES = ("same_clip", "neutral_clip")
@@ -226,6 +231,24 @@ class DenoiserData:
         self._add_neutral(c, frame, item, rendered_neutral=neutral_frame)
         return item
 
+    def neutral_oldest_sample(self, clip_index: int, frame: int, identity_frame: int) -> Dict[str, torch.Tensor]:
+        """The clip's own frame as the target, the identity from its neutral twin, the oldest motion frame from the
+        neutral twin and the newer ones the clip's own (`TwinOptions.neutral_oldest_share`)."""
+        c = self.clips[clip_index]
+        tw = c.twins
+        previous = [i for i in range(frame - self.cfg.n_motion_frames, frame) if i >= 0]
+        indices = [identity_frame, frame] + previous[:1]
+        images, _ = tw.render(tw.neutral_psi[indices], indices)
+        identity, neutral_frame = images[0], images[1]
+        own = c.frames[previous[1:]].float() / 127.5 - 1.0
+        motion = self._motion(torch.cat([images[2:], own]), identity, len(previous))
+        item = {"x0": c.frames[frame].float() / 127.5 - 1.0, "identity": identity, "motion": motion,
+                "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
+                "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
+                "landmarks": c.landmarks[frame]}
+        self._add_neutral(c, frame, item, rendered_neutral=neutral_frame)
+        return item
+
     def batch(self, rng: np.random.Generator, batch_size: int) -> Dict[str, torch.Tensor]:
         # clips weighted by length, so every frame of the split is equally likely
         clip_ids = rng.choice(len(self.clips), size=batch_size, p=self.lengths / self.lengths.sum())
@@ -234,7 +257,12 @@ class DenoiserData:
         for c in clip_ids:
             n, n_identity = self.lengths[c], self.lengths[self.identity_clip[c]]
             if opts.share > 0 and self.clips[c].twins is not None and rng.random() < opts.share:
-                items.append(self.twin_sample(int(c), int(rng.integers(n)), int(rng.integers(n)), rng,
+                frame, identity_frame = int(rng.integers(n)), int(rng.integers(n))
+                # drawn only when asked for, so that recipes without it see the batches they always saw
+                if opts.neutral_oldest_share > 0 and rng.random() < opts.neutral_oldest_share:
+                    items.append(self.neutral_oldest_sample(int(c), frame, identity_frame))
+                    continue
+                items.append(self.twin_sample(int(c), frame, identity_frame, rng,
                                               target_twin=rng.random() < opts.target_share))
                 continue
             drop = self.motion_dropout > 0 and rng.random() < self.motion_dropout

@@ -107,9 +107,11 @@ class EmotionSection:
     of the x0-response / swap probes logged at every sample step (0 = off; `training.probes`).
     ``twin_same_emotion_share``: of the emotional twins (motion frames, twin targets) of an emotional clip, the
     share showing the clip's own emotion at another intensity instead of another emotion (`ClipTwins.
-    counterfactual`): examples that differ only in k, so the response learns to follow k."""
+    counterfactual`): examples that differ only in k, so the response learns to follow k.
+    ``twin_neutral_oldest_share``: of the twin examples, the share whose oldest motion frame is the neutral twin's
+    and the rest the clip's own (`TwinOptions.neutral_oldest_share`: re-injected sampling's state)."""
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0, "twin_neutral_oldest_share": 0.0}
 
     twin_share: float
     twin_target_share: float
@@ -120,9 +122,11 @@ class EmotionSection:
     reset_expression_path: bool
     probe_examples: int
     twin_same_emotion_share: float
+    twin_neutral_oldest_share: float
 
     def validate(self) -> None:
-        for name in ("twin_share", "twin_target_share", "expression_dropout", "twin_same_emotion_share"):
+        for name in ("twin_share", "twin_target_share", "expression_dropout", "twin_same_emotion_share",
+                     "twin_neutral_oldest_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"emotion.{name} must be in [0, 1], got {value}")
         require(1 <= self.expression_components <= 50,
@@ -133,7 +137,8 @@ class EmotionSection:
 
 EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout": 0.0,
                "standardise_expression": False, "expression_components": 50, "expression_lr_mult": 1.0,
-               "reset_expression_path": False, "probe_examples": 0, "twin_same_emotion_share": 0.0}
+               "reset_expression_path": False, "probe_examples": 0, "twin_same_emotion_share": 0.0,
+               "twin_neutral_oldest_share": 0.0}
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     os.makedirs(out_dir, exist_ok=True)
 
     emotion = cfg_file.emotion
-    twins = TwinOptions(emotion.twin_share, emotion.twin_target_share, emotion.twin_same_emotion_share)
+    twins = TwinOptions(emotion.twin_share, emotion.twin_target_share, emotion.twin_same_emotion_share,
+                        emotion.twin_neutral_oldest_share)
     data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
                         motion_dropout=data_cfg.motion_dropout, twins=twins)
     start = load_components(init_from, ["denoiser"])["denoiser"] if init_from else None
