@@ -14,25 +14,22 @@ generated frame; 0: the portrait, i.e. plain re-injection). Regions (`region_wei
 (`faces.mouth_region_weight`: lips, corners, jaw opening), ``expression`` (both). The ReferenceNet still reads the
 portrait; the first frames (before one is generated) re-inject the portrait itself.
 
-Each run is `python -m training evaluate-portraits` (same photos, voice, seed, sampling and measures;
-`training.evaluate_portraits`) with `pipeline.generate_frames` given that ``reinject_source``. Measured on
-2026-12-03: benchmarks/README.md, "Re-injecting the portrait outside the expression".
+Each run is `python -m training evaluate-portraits` with `pipeline.generate_frames` given that ``reinject_source``
+(`benchmarks.portrait_ablation`). Measured on 2026-12-03: benchmarks/README.md, "Re-injecting the portrait outside
+the expression".
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 import torch
 
-from emodiff_core import pipeline
-from emodiff_core.atomic import atomic_output
 from emodiff_core.faces import mouth_region_weight, template_landmarks
-from emodiff_core.paths import CHECKPOINT_DIR
+
+from .portrait_ablation import evaluate_with_patches, portrait_parser
 
 REGIONS = ("expression", "eyes", "mouth")
 BROWS_AND_EYES = list(range(17, 27)) + list(range(36, 48))
@@ -89,49 +86,29 @@ class RegionSource:
         return torch.lerp(self.identity, generated, self.weight)
 
 
-# the checkpoint this ablation is about (its recommendation re-injects the portrait at every frame)
-REAL_CHECKPOINT = os.path.join(CHECKPOINT_DIR, "emodiffhead_real.safetensors")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.region_reinjection", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--portraits", required=True, help="folder of photos (as evaluate-portraits)")
-    p.add_argument("--audio", required=True, help="a recording (as evaluate-portraits)")
-    p.add_argument("--checkpoint", default=REAL_CHECKPOINT,
-                   help="default: the real checkpoint (checkpoints/emodiffhead_real.safetensors)")
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--emotions", default="happy,sad,surprised")
+    p = portrait_parser("python -m benchmarks.region_reinjection", __doc__)
     p.add_argument("--region", default="expression", choices=REGIONS)
     p.add_argument("--keep", type=float, default=1.0,
                    help="share of the generated frame inside the region (1: all of it; 0: plain re-injection)")
-    p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
     return p
 
 
 def main(argv=None) -> int:
-    from training.evaluate_portraits import evaluate_portraits
-
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.keep <= 1.0:
         raise SystemExit(f"--keep must be in [0, 1], got {args.keep}")
-    generate = pipeline.generate_frames
 
-    def generate_with_region(denoiser, identity, audio, expression, **k):
-        size = identity.shape[-1]
-        source = RegionSource(identity, region_weight(args.region, size), args.keep, k.pop("callback", None))
-        return generate(denoiser, identity, audio, expression, reinject_source=source, callback=source.progress, **k)
+    def with_region(generate):
+        def generate_with_region(denoiser, identity, audio, expression, **k):
+            size = identity.shape[-1]
+            source = RegionSource(identity, region_weight(args.region, size), args.keep, k.pop("callback", None))
+            return generate(denoiser, identity, audio, expression, reinject_source=source, callback=source.progress,
+                            **k)
+        return generate_with_region
 
-    pipeline.generate_frames = generate_with_region
-    try:
-        report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds,
-                                    emotions=args.emotions, out=args.out)
-    finally:
-        pipeline.generate_frames = generate
-    report["reinjected"] = (f"the portrait outside the {args.region} region, the generated frame inside it "
-                            f"(keep {args.keep:g})")
-    with atomic_output(os.path.join(args.out, "report.json")) as tmp, open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
+    evaluate_with_patches(args, f"the portrait outside the {args.region} region, the generated frame inside it "
+                                f"(keep {args.keep:g})", {"generate_frames": with_region})
     return 0
 
 

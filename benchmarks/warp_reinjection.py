@@ -17,25 +17,20 @@ reads the portrait. ``--psi-strength`` scales the emotion the network is asked f
 e_n)), the warp keeping its own ``--strength``: with the full warp the network renders the warp's emotion on top of
 psi's, and this asks for less of it from psi.
 
-Each run is `python -m training evaluate-portraits` (same photos, voice, seed, sampling and measures;
-`training.evaluate_portraits`) with `pipeline.generate_frames` given that ``reinject_source``. Not in the pack: the
-warp needs the corpus' face model and renderer, which live in `training/`. Measured on 2026-12-03:
-benchmarks/README.md, "Re-injecting a warp that shows the emotion".
+Each run is `python -m training evaluate-portraits` with `pipeline.generate_frames` given that ``reinject_source``
+(`benchmarks.portrait_ablation`). Not in the pack: the warp needs the corpus' face model and renderer, which
+live in `training/`. Measured on 2026-12-03: benchmarks/README.md, "Re-injecting a warp that shows the emotion".
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from typing import Callable
 
 import numpy as np
 import torch
 
-from emodiff_core import pipeline
-from emodiff_core.atomic import atomic_output
-from emodiff_core.paths import CHECKPOINT_DIR
+from .portrait_ablation import evaluate_with_patches, portrait_parser
 
 MOUTHS = ("voice", "closed")
 
@@ -92,58 +87,41 @@ def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], to
     return source
 
 
-# the checkpoint this ablation is about (the pack's default, the demo checkpoint, was not trained on photos' warps)
-REAL_CHECKPOINT = os.path.join(CHECKPOINT_DIR, "emodiffhead_real.safetensors")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.warp_reinjection", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--portraits", required=True, help="folder of photos (as evaluate-portraits)")
-    p.add_argument("--audio", required=True, help="a recording (as evaluate-portraits)")
-    p.add_argument("--checkpoint", default=REAL_CHECKPOINT,
-                   help="default: the real checkpoint (checkpoints/emodiffhead_real.safetensors)")
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--emotions", default="happy,sad,surprised")
+    p = portrait_parser("python -m benchmarks.warp_reinjection", __doc__)
     p.add_argument("--mouth", default="voice", choices=MOUTHS, help="the warp's mouth: from the voice or closed")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much of the asked emotion the warp shows (e_n + strength (e_y - e_n); default 1)")
     p.add_argument("--psi-strength", type=float, default=1.0,
                    help="how much of the asked emotion the network's psi holds (e_n + s (e_y - e_n); default 1)")
-    p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
     return p
 
 
 def main(argv=None) -> int:
-    from training.evaluate_portraits import evaluate_portraits
-
     args = build_parser().parse_args(argv)
     last = {}
-    prepare, generate = pipeline.prepare_portrait, pipeline.generate_frames
 
-    def remember_portrait(*a, **k):
-        last["portrait"] = prepare(*a, **k)
-        return last["portrait"]
+    def remember_portrait(prepare):
+        def prepare_and_remember(*a, **k):
+            last["portrait"] = prepare(*a, **k)
+            return last["portrait"]
+        return prepare_and_remember
 
-    def generate_with_warp(denoiser, identity, audio, expression, **k):
-        portrait = last["portrait"]          # evaluate_portraits prepares each photo right before sampling it
-        rig = rig_from_portrait(portrait.image, portrait.landmarks)
-        psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth, args.strength)
-                        for e, n in zip(expression.numpy(), k["neutral_expression"].numpy())])
-        expression = scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
-        return generate(denoiser, identity, audio, expression, reinject_source=warp_source(rig, psi, identity.shape[-1]),
-                        **k)
+    def with_warp(generate):
+        def generate_with_warp(denoiser, identity, audio, expression, **k):
+            portrait = last["portrait"]          # evaluate_portraits prepares each photo right before sampling it
+            rig = rig_from_portrait(portrait.image, portrait.landmarks)
+            psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth,
+                                       args.strength)
+                            for e, n in zip(expression.numpy(), k["neutral_expression"].numpy())])
+            expression = scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
+            return generate(denoiser, identity, audio, expression,
+                            reinject_source=warp_source(rig, psi, identity.shape[-1]), **k)
+        return generate_with_warp
 
-    pipeline.prepare_portrait, pipeline.generate_frames = remember_portrait, generate_with_warp
-    try:
-        report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds,
-                                    emotions=args.emotions, out=args.out)
-    finally:
-        pipeline.prepare_portrait, pipeline.generate_frames = prepare, generate
-    report["reinjected"] = (f"warp of the portrait at the asked expression (strength {args.strength:g}), "
-                            f"mouth {args.mouth}; the network's psi at strength {args.psi_strength:g}")
-    with atomic_output(os.path.join(args.out, "report.json")) as tmp, open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
+    evaluate_with_patches(args, f"warp of the portrait at the asked expression (strength {args.strength:g}), "
+                                f"mouth {args.mouth}; the network's psi at strength {args.psi_strength:g}",
+                          {"prepare_portrait": remember_portrait, "generate_frames": with_warp})
     return 0
 
 

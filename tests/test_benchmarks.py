@@ -266,3 +266,36 @@ def test_region_reinjection_weights_and_source():
     plain = rr.RegionSource(identity, both, 0.0)
     plain.progress(FrameProgress(3, 7, 9, 10, frames[3]))
     assert torch.equal(plain(3), identity)                            # keep 0: plain re-injection
+
+
+def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch):
+    from benchmarks import portrait_ablation as pa
+    from emodiff_core import pipeline
+    from training import evaluate_portraits as ep
+
+    original, prepare = pipeline.generate_frames, pipeline.prepare_portrait
+    seen = {}
+
+    def fake_evaluate(portraits, audio, checkpoint, seconds, emotions, out):
+        seen.update(portraits=portraits, checkpoint=checkpoint, seconds=seconds, emotions=emotions,
+                    generate=pipeline.generate_frames("d", "i", "a", "e"))
+        return {"summary": {"lipsync_r": 0.5}}
+
+    monkeypatch.setattr(ep, "evaluate_portraits", fake_evaluate)
+    args = pa.portrait_parser("prog", "doc").parse_args(["--portraits", "p", "--audio", "a", "--out", str(tmp_path),
+                                                         "--emotions", "sad"])
+    assert os.path.basename(args.checkpoint) == "emodiffhead_real.safetensors" and args.seconds == 10.0
+    wrap = lambda generate: (lambda *a, **k: ("patched", generate is original))      # noqa: E731
+    report = pa.evaluate_with_patches(args, "what changed", {"generate_frames": wrap})
+    assert seen["generate"] == ("patched", True) and seen["emotions"] == "sad" and seen["portraits"] == "p"
+    assert pipeline.generate_frames is original                                      # restored
+    with open(tmp_path / "report.json") as f:
+        assert json.load(f) == report == {"summary": {"lipsync_r": 0.5}, "reinjected": "what changed"}
+
+    def failing(*a, **k):
+        raise RuntimeError("sampling failed")
+
+    monkeypatch.setattr(ep, "evaluate_portraits", failing)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        pa.evaluate_with_patches(args, "x", {"generate_frames": wrap, "prepare_portrait": lambda f: None})
+    assert pipeline.generate_frames is original and pipeline.prepare_portrait is prepare   # however it ends

@@ -170,16 +170,18 @@ class DenoiserData:
         frames = c.frames[: frame + 1].float() / 127.5 - 1.0
         identity = self.clips[self.identity_clip[clip_index]].frames[identity_frame].float() / 127.5 - 1.0
         previous = frames[:0] if motion_from_identity else frames[:frame]
-        item = {
-            "x0": frames[frame],
-            "identity": identity,
-            "motion": self._motion(previous, identity, 0 if motion_from_identity else frame),
-            "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
-            "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
-            "landmarks": c.landmarks[frame],
-        }
+        item = self._example(c, frame, identity, self._motion(previous, identity, 0 if motion_from_identity else frame))
         self._add_neutral(c, frame, item)
         return item
+
+    def _example(self, c: LoadedClip, frame: int, identity: torch.Tensor,
+                 motion: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Frame ``frame`` of clip ``c`` as the target with its own conditions (audio and expression windows,
+        landmarks), given the identity and motion frames the caller chose."""
+        return {"x0": c.frames[frame].float() / 127.5 - 1.0, "identity": identity, "motion": motion,
+                "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
+                "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
+                "landmarks": c.landmarks[frame]}
 
     def _motion(self, previous: torch.Tensor, identity: torch.Tensor, frame: int) -> torch.Tensor:
         source = motion_source(previous, identity, self.cfg.n_motion_frames)
@@ -219,11 +221,7 @@ class DenoiserData:
             indices.append(frame)
         images, landmarks = tw.render(np.stack(rows), indices)
         identity, neutral_frame = images[0], images[1]
-        motion = self._motion(images[2: 2 + len(previous)], identity, len(previous))
-        item = {"x0": c.frames[frame].float() / 127.5 - 1.0, "identity": identity, "motion": motion,
-                "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
-                "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
-                "landmarks": c.landmarks[frame]}
+        item = self._example(c, frame, identity, self._motion(images[2: 2 + len(previous)], identity, len(previous)))
         if target_psi is not None:
             smoothed = smooth_sequence(torch.from_numpy(target_psi), self.cfg.expression_smoothing)
             item.update(x0=images[-1], landmarks=landmarks[-1],
@@ -241,11 +239,7 @@ class DenoiserData:
         images, _ = tw.render(tw.neutral_psi[indices], indices)
         identity, neutral_frame = images[0], images[1]
         own = c.frames[previous[1:]].float() / 127.5 - 1.0
-        motion = self._motion(torch.cat([images[2:], own]), identity, len(previous))
-        item = {"x0": c.frames[frame].float() / 127.5 - 1.0, "identity": identity, "motion": motion,
-                "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
-                "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
-                "landmarks": c.landmarks[frame]}
+        item = self._example(c, frame, identity, self._motion(torch.cat([images[2:], own]), identity, len(previous)))
         self._add_neutral(c, frame, item, rendered_neutral=neutral_frame)
         return item
 
