@@ -143,7 +143,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
         if name in ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
                     "denoiser_emotion_k.json", "denoiser_emotion_k2.json", "denoiser_real.json",
                     "denoiser_real_v3.json", "denoiser_emotion_real.json",
-                    "denoiser_emotion_real_only.json", "denoiser_emotion_real_anchor.json"):  # the emotion
+                    "denoiser_emotion_real_only.json", "denoiser_emotion_real_anchor.json",
+                    "denoiser_emotion_real_anchor_mix.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -152,7 +153,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                                   "denoiser_emotion_real"))
             assert (cfg.data.motion_blur > 0) == ("real" in name)
             # only the re-injection-state fine-tune holds neutral-oldest examples
-            assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name == "denoiser_emotion_real_anchor.json")
+            assert (cfg.emotion.twin_neutral_oldest_share > 0) == name.startswith("denoiser_emotion_real_anchor")
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
