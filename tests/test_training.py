@@ -152,7 +152,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.emotion.twin_same_emotion_share > 0) == name.startswith(("denoiser_emotion_k",
                                                                                   "denoiser_emotion_real"))
             assert (cfg.data.motion_blur > 0) == ("real" in name)
-            # only the re-injection-state fine-tune holds neutral-oldest examples
+            # only the re-injection-state fine-tunes (real-only and mixed) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == name.startswith("denoiser_emotion_real_anchor")
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail

@@ -167,9 +167,8 @@ class DenoiserData:
         """One training example: frame ``frame`` of a clip, with frame ``identity_frame`` of its identity clip
         (`identity_clip`) as the identity; ``motion_from_identity`` makes the motion frames identity copies."""
         c = self.clips[clip_index]
-        frames = c.frames[: frame + 1].float() / 127.5 - 1.0
         identity = self.clips[self.identity_clip[clip_index]].frames[identity_frame].float() / 127.5 - 1.0
-        previous = frames[:0] if motion_from_identity else frames[:frame]
+        previous = c.frames[: 0 if motion_from_identity else frame].float() / 127.5 - 1.0
         item = self._example(c, frame, identity, self._motion(previous, identity, 0 if motion_from_identity else frame))
         self._add_neutral(c, frame, item)
         return item
