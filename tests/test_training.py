@@ -3,6 +3,7 @@ evaluation and plots."""
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,7 +136,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 26
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 27
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -163,6 +164,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                       "superres_texture_lips"))
             # the last keeps the texture term off the lips
             assert (cfg.loss.texture_mouth == 0) == (name == "superres_texture_lips.json")
+        if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
+            assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
     # the shipped sizes of the former literal model sections are the presets now
     assert core.preset("superres", "demo") == core.SuperResConfig(scale=2, channels=32, num_blocks=4)
@@ -284,6 +287,40 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(corpus, tmp_path):
     train(os.path.join(CONFIGS, "denoiser_tiny.json"), corpus, single)
     a, b = _weights(os.path.join(out, "state.safetensors")), _weights(os.path.join(single, "state.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("module.model."))
+
+
+def test_regressor_blur_option_and_evaluate_with_another_regressor(corpus, tmp_path):
+    """The regressor file's ``data.blur`` (missing = 0, the older files) softens half of the training images; evaluate's
+    ``regressor`` replaces the bundle's as the instrument, by file."""
+    from emodiff_core.checkpoint import CheckpointError, load_components
+    from training.configfile import TrainingConfigError, load_config
+    from training.evaluate import evaluate, evaluate_regressor
+    from training.train_regressor import RegressorTrainingConfig, train
+
+    with open(os.path.join(CONFIGS, "regressor_tiny.json")) as fh:
+        base = json.load(fh)
+    assert load_config(os.path.join(CONFIGS, "regressor_tiny.json"), RegressorTrainingConfig).data.blur == 0.0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dict(base, data=dict(base["data"], blur=-1.0))))
+    with pytest.raises(TrainingConfigError, match=r"data.blur must be >= 0"):
+        load_config(str(bad), RegressorTrainingConfig)
+    blurred = tmp_path / "blurred.json"
+    blurred.write_text(json.dumps(dict(base, data=dict(base["data"], blur=1.5))))
+    plain = train(os.path.join(CONFIGS, "regressor_tiny.json"), corpus, str(tmp_path / "plain"))
+    soft = train(str(blurred), corpus, str(tmp_path / "soft"))
+    a, b = (load_components(p, ["regressor"])["regressor"].state_dict() for p in (plain, soft))
+    assert any(not torch.equal(a[k], b[k]) for k in a)          # same seed and draws but the blur: other weights
+
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    shutil.copy(plain, folder / "bundle.safetensors")
+    report = evaluate(str(folder), corpus, split="train", regressor=soft)
+    assert report["checkpoints"]["regressor"] == "regressor.safetensors" and soft.endswith("soft/regressor.safetensors")
+    expected = evaluate_regressor(load_components(soft, ["regressor"])["regressor"], corpus, "train")
+    assert report["regressor"] == expected
+    assert report["regressor"] != evaluate(str(folder), corpus, split="train")["regressor"]    # the bundle's own
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*missing.safetensors"):
+        evaluate(str(folder), corpus, split="train", regressor=str(tmp_path / "missing.safetensors"))
 
 
 def test_every_trainer_exports_a_loadable_checkpoint_and_bundle(corpus, tmp_path):

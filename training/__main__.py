@@ -118,7 +118,7 @@ def _evaluate(args) -> int:
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
                       flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, probe_examples=args.probe_examples,
                       also_judges=args.also_judge, neutral_seeds=args.neutral_seeds,
-                      audio_guidance=args.audio_guidance)
+                      audio_guidance=args.audio_guidance, regressor=args.regressor)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -244,6 +244,10 @@ def main(argv=None) -> int:
     p.add_argument("--video-frames", type=int, default=48, help="frames per evaluated video (default 48)")
     p.add_argument("--deca", default=None, help="DECA's deca_model.tar: psi from frames with DECA's encoder instead "
                                                 "of the bundle's regressor (FLAME/DECA licence: non-commercial)")
+    p.add_argument("--regressor", default=None, metavar="FILE",
+                   help="a checkpoint holding a 'regressor' (python -m training train regressor) that reads psi from "
+                        "the frames instead of the bundle's: its R^2, lip sync, psi emotion accuracy and FLIE "
+                        "(e.g. checkpoints/psi_regressor_v3.safetensors)")
     p.add_argument("--lpips-lin", default=None, help="LPIPS linear-layer weights (for LIE)")
     p.add_argument("--lpips-backbone", default=None, help="LPIPS backbone (AlexNet/VGG) weights (for LIE)")
     p.add_argument("--inception", default=None, help="Inception-v3 weights (for FID)")

@@ -690,7 +690,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              guidance: Optional[Sequence[Union[float, str]]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
-             audio_guidance: Optional[float] = None) -> dict:
+             audio_guidance: Optional[float] = None, regressor: Optional[str] = None) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
@@ -714,7 +714,11 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     videos of ``control_frames`` frames at ``control_intensities``, neutral at ``neutral_seeds`` seeds per
     identity (``neutral_k0_seeds``). ``also_judges``: more judge files; each reads
     the same videos too (``emotion_control.by_judge[file name]``, each scale's in the sweep) and its ground-truth
-    accuracy is in ``also_judged[file name]``."""
+    accuracy is in ``also_judged[file name]``.
+
+    ``regressor``: a file holding a ``regressor`` (image -> psi) used instead of the bundle's, for the regressor's
+    R^2 and as the psi extractor of every video measure that reads psi (lip sync, the psi classifier's emotion
+    accuracy, FLIE); the bundle's components are otherwise unchanged. ``checkpoints.regressor`` names it."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
@@ -740,6 +744,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         if name in extra_judges or (judge_path and name == os.path.basename(judge_path)):
             raise ValueError(f"two judges named {name!r}: the reports are keyed by file name")
         extra_judges[name] = load_components(path, ["emotion_judge"])["emotion_judge"]
+    if regressor:               # a measuring instrument, like the judge: it replaces the bundle's (loaded below,
+        found["regressor"] = regressor      # before any slow work, so a file without one fails at once)
     report = {"checkpoints": {k: os.path.basename(v) for k, v in found.items()}, "data": os.path.abspath(data),
               "split": split}
     if "regressor" in found:

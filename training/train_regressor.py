@@ -4,8 +4,9 @@ frames (FLIE, emotion accuracy). The loss is the squared error of standardised p
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from emodiff_core.models import ExpressionRegressor
 
 from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive
 from .clips import DataFolders
-from .data import FrameData, optional_validation_data
+from .data import FrameData, blur_frames, half_blurred_sigmas, optional_validation_data
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
@@ -39,11 +40,20 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    """``augment``: brightness/contrast jitter and noise on the training images."""
+    """``augment``: brightness/contrast jitter and noise on the training images. ``blur``: the largest Gaussian
+    blur (sigma, pixels of the 64 px frame) laid on half of the training images (`data.half_blurred_sigmas`): the
+    regressor reads generated frames, which are softer than the corpus' renders, and an expression should read the
+    same through that softness (0 = off, the files written before it existed)."""
 
     split: str
     val_split: str
     augment: bool
+    blur: float
+
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"blur": 0.0}
+
+    def validate(self) -> None:
+        require(self.blur >= 0.0, f"data.blur must be >= 0, got {self.blur}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
         rng = np.random.default_rng([seed, step, info.rank])
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         images, psi = data.batch(rng, o.batch_size)
+        if d.blur > 0:
+            images = blur_frames(images[:, None], half_blurred_sigmas(rng, len(images), d.blur))[:, 0]
         if d.augment:
             images = _augment(images, gen)
         images, psi = images.to(info.device) * 2 - 1, psi.to(info.device)
