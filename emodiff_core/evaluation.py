@@ -37,7 +37,9 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
     The expression conditions follow Eq. 14 with the same generator noise (``expression_seed``) at every
     level, and every video is sampled with the same ``settings`` and ``seed`` (common random numbers), so the
     videos differ only by the intensity. ``conditions``: those conditions when the caller already made them
-    (`intensity_conditions` with the same arguments); they are used as given.
+    (`intensity_conditions` with the same arguments); they are used as given. With classifier-free guidance
+    (``settings.guidance`` != 1) each video is guided against the k = 0 condition, the neutral sequence e_n of
+    Eq. 14 (as the pipeline guides a user's video).
     """
     if conditions is None:
         conditions = intensity_conditions(generator, audio, emotion, levels, expression_seed)
@@ -45,7 +47,8 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
     for psi in conditions:
         frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
                                  cache_reference=cache_reference, device=device,
-                                 reinject_identity_every=reinject_identity_every)
+                                 reinject_identity_every=reinject_identity_every,
+                                 neutral_expression=conditions[0] if settings.guidance != 1 else None)
         videos.append(frames[:, 0])
     return videos
 
@@ -65,21 +68,53 @@ def video_flie(denoiser, generator, identity: torch.Tensor, audio, emotion: str,
     return flie_from_videos(videos, extractor, dims=dims, intensities=intensity_levels(levels)), videos
 
 
+def per_dimension_cv(result: VideoFlie) -> Dict[str, float]:
+    """FLIE's terms: psi dimension (as text, for JSON) -> its coefficient of variation over the levels."""
+    dims = result.dims if result.dims is not None else list(range(result.mean_psi.shape[1]))
+    return {str(dims[int(j)]): float(cv) for j, cv in zip(result.result.kept, result.result.per_dimension)}
+
+
+def pooled_flie(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]] = None) -> Dict[str, object]:
+    """FLIE of several `intensity_metrics` runs pooled as the paper's Eq. 20 reads: the mean psi of each level
+    over every video at that level (here the runs' per-level means, averaged), over the dimensions the pooled
+    asked edit moves (``among`` them). One set of short videos swings widely with the seed (its noise over a
+    1/L step); the pooled mean averages that noise away and keeps what every run shares, such as a response
+    that saturates. Keys ``flie_edit_dims_pooled``, ``..._per_dim``, ``edit_dims_pooled``, ``pooled_runs``."""
+    import numpy as np
+
+    if not runs:
+        raise ValueError("pooled_flie needs at least one run")
+    measured = np.mean([np.asarray(r["level_psi_means"], np.float64) for r in runs], axis=0)
+    asked = np.mean([np.asarray(r["level_condition_means"], np.float64) for r in runs], axis=0)
+    dims = edit_dims([row[None] for row in asked], among=among)
+    result = flie_from_psi([row[None] for row in measured], dims=dims)
+    return {"flie_edit_dims_pooled": result.flie, "flie_edit_dims_pooled_per_dim": per_dimension_cv(result),
+            "edit_dims_pooled": dims, "pooled_runs": len(runs)}
+
+
 def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int,
                       extractor: Callable, lpips: Optional[LPIPS] = None, **generation) -> Dict[str, object]:
     """``flie`` (or ``flie_error`` when FLIE is undefined) and, with ``lpips``, ``lie`` of the intensity videos
     of ``emotion`` (`generate_intensity_videos`; keyword arguments go there); ``flie_edit_dims`` is FLIE over
     the dimensions the asked edit moves among those the denoiser reads (``edit_dims``, `metrics_video.edit_dims`,
-    `condition_dims`), where the extractor's noise on the others does not swamp it."""
+    `condition_dims`), where the extractor's noise on the others does not swamp it, and
+    ``flie_edit_dims_per_dim`` its terms (dimension -> CV): a dimension the edit asks a little of and the video
+    does not show has a CV of noise over a small step, and can be most of the sum. ``level_psi_means`` and
+    ``level_condition_means`` ([L + 1][D]): the measured and the asked psi per level, averaged over frames."""
     conditions = intensity_conditions(generator, audio, emotion, levels, generation.get("expression_seed", 0))
     videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, conditions=conditions,
                                        **generation)
     out: Dict[str, object] = {}
+    psi = [extractor(v) for v in videos]
+    # what FLIE is computed from, for a caller that pools several sets of videos (the paper's mean per level)
+    out["level_psi_means"] = [p.mean(axis=0).tolist() for p in psi]
+    out["level_condition_means"] = [c.numpy().mean(axis=0).tolist() for c in conditions]
     try:
-        psi = [extractor(v) for v in videos]
         out["flie"] = flie_from_psi(psi).flie
         dims = edit_dims([c.numpy() for c in conditions], among=condition_dims(denoiser.config))
-        out["flie_edit_dims"], out["edit_dims"] = flie_from_psi(psi, dims=dims).flie, dims
+        edit = flie_from_psi(psi, dims=dims)
+        out["flie_edit_dims"], out["edit_dims"] = edit.flie, dims
+        out["flie_edit_dims_per_dim"] = per_dimension_cv(edit)
     except ValueError as exc:
         out["flie_error"] = str(exc)
     if lpips is not None:
@@ -119,6 +154,7 @@ def generated_video_report(denoiser, generator, identity: torch.Tensor, audio, e
                                 classifier=classifier, descriptor=descriptor, reference_image=reference_image,
                                 landmark_backend=landmark_backend, window=window, max_offset=max_offset))
     if flie_levels >= 2 and extractor is not None and emotion != "neutral":
-        report.update(intensity_metrics(denoiser, generator, identity, audio, emotion, flie_levels, extractor, lpips,
-                                        settings=settings, seed=seed, expression_seed=seed, device=device))
+        intensity = intensity_metrics(denoiser, generator, identity, audio, emotion, flie_levels, extractor, lpips,
+                                      settings=settings, seed=seed, expression_seed=seed, device=device)
+        report.update({k: v for k, v in intensity.items() if not k.startswith("level_")})   # flat: no per-level rows
     return report

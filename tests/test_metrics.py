@@ -396,6 +396,7 @@ def test_generated_video_report_on_tiny_models(tmp_path):
         assert isinstance(r[key], float), key
     assert "flie" in r or "flie_error" in r
     assert r["lipsync_source"] == "psi"
+    assert not any(k.startswith("level_") for k in r)      # a flat report: the per-level rows stay inside
 
 
 class _StubDeca:
@@ -419,3 +420,29 @@ def test_psi_extractor_with_deca_uses_alignment_template_for_crops():
     assert n == 3 and np.allclose(lms[0], template_landmarks((64, 64, 3)))
     with pytest.raises(FN.MetricInputError, match="not the jaw"):
         MV.mouth_opening_from_frames(torch.rand(3, 3, 64, 64), extractor=ex)
+
+
+def test_pooled_flie_averages_the_runs_noise_away_and_names_each_term():
+    """Two runs of a linear edit with opposite noise on the second level: each run's FLIE is > 0, the pooled one
+    (mean psi per level over the runs, Eq. 20's mean over videos) is 0; a dimension asked little of is left out."""
+    levels = np.linspace(0.0, 1.0, 4)[:, None]                            # k = 0, 1/3, 2/3, 1
+    asked = levels * np.array([[1.0, 0.5, 0.05, 0.0]])                    # dims 0, 1 moved; 2 under 10 %; 3 still
+    noise = np.zeros_like(asked)
+    noise[1, :2] = 0.1
+    runs = []
+    for sign in (1.0, -1.0):
+        measured = asked + sign * noise
+        flie = MV.flie_from_psi([row[None] for row in measured], dims=[0, 1])
+        assert flie.flie > 0.3
+        runs.append({"level_psi_means": measured.tolist(), "level_condition_means": asked.tolist(),
+                     "flie_edit_dims_per_dim": EV.per_dimension_cv(flie)})
+    # per run, by hand: steps of dim 0 are 1/3 + 0.1, 1/3 - 0.1, 1/3 (or mirrored): CV = std / mean
+    steps = np.array([1 / 3 + 0.1, 1 / 3 - 0.1, 1 / 3])
+    assert runs[0]["flie_edit_dims_per_dim"]["0"] == pytest.approx(steps.std() / steps.mean())
+    pooled = EV.pooled_flie(runs)
+    assert pooled["edit_dims_pooled"] == [0, 1] and pooled["pooled_runs"] == 2
+    assert pooled["flie_edit_dims_pooled"] == pytest.approx(0.0, abs=1e-9)
+    assert set(pooled["flie_edit_dims_pooled_per_dim"]) == {"0", "1"}
+    assert EV.pooled_flie(runs, among=[1])["edit_dims_pooled"] == [1]
+    with pytest.raises(ValueError):
+        EV.pooled_flie([])

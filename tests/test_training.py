@@ -441,6 +441,12 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert videos["flie_ground_truth"] >= 0              # corpus clips have twins: the extractor's FLIE floor
     assert videos["flie_edit_dims_ground_truth"] >= 0 and videos["edit_dims_ground_truth"]
     assert len(videos["flie_edit_dims_per_seed"]) == 2 and videos["edit_dims"]
+    # each edit dimension's term, per seed too, and the seeds pooled as Eq. 20 averages over videos
+    assert set(videos["flie_edit_dims_per_dim"]) <= {str(d) for d in videos["edit_dims"]}
+    assert len(videos["flie_edit_dims_per_dim_per_seed"]) == 2
+    assert ("flie_edit_dims_pooled" in videos and videos["pooled_runs"] == 2) or "flie_pooled_error" in videos
+    assert not any(k.startswith("level_") for k in videos)          # the per-level rows are not reported
+    assert videos["flie_guidance"] == 1.0                # the bundle recommends no guidance
     assert set(videos["skipped"]) >= {"lie", "fid", "fvd"}          # no user weights given
     assert "identity" in videos or "identity" in videos["skipped"]
     assert -10 < report["regressor"]["r2_named_mean"] <= 1.0

@@ -195,12 +195,17 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                     clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
                     flie_levels: int = FLIE_LEVELS, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
                     i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
-                    reinject_identity_every: int = 0, flie_seeds: int = 1) -> dict:
+                    reinject_identity_every: int = 0, flie_seeds: int = 1,
+                    flie_settings: Optional[SamplingSettings] = None) -> dict:
     """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring) and
     ``reinject_identity_every`` (`pipeline.generate_frames`; 0 = off). Missing inputs (no extractor, no weights)
     leave their keys out and say why under ``skipped``. ``flie`` is measured with ``seed``; with ``flie_seeds``
     > 1 also with the next seeds (generator noise and sampling noise both), as ``flie_per_seed`` (None where
-    FLIE is undefined) and ``flie_median``. ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi
+    FLIE is undefined) and ``flie_median``, and pooled over the seeds (`evaluation.pooled_flie`:
+    ``flie_edit_dims_pooled``, the mean psi per level over all seeds' videos, as Eq. 20 averages over videos);
+    ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term. ``flie_settings``: the intensity videos'
+    sampling (default ``settings``); evaluate gives them the emotion guidance the videos of a user get (the rollouts
+    follow ground-truth psi, which has no neutral sequence to guide against), reported as ``flie_guidance``. ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi
     dimensions the asked edit moves (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth``
     and ``flie_edit_dims_ground_truth`` are the same measures of the first clip re-rendered by the corpus at
     those intensities (`ground_truth_flie`): the floor the extractor's errors set. ``per_clip``: each clip's
@@ -208,7 +213,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     of checkpoints). ``identity_ground_truth``: the same identity measure on the clip's own frames, the reference
     for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's)."""
     from emodiff_core import metrics_video as mv
-    from emodiff_core.evaluation import intensity_metrics
+    from emodiff_core.evaluation import intensity_metrics, pooled_flie
 
     data = ClipDataset(data_dir)
     metas = sorted(data.metas(split), key=lambda m: m["clip_id"])[:clips]
@@ -265,20 +270,28 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     if extractor is not None and flie_levels >= 2:
         def intensity_at(s: int, lpips=None) -> dict:
             return intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
-                                     flie_levels, extractor, lpips, expression_seed=s, **dict(gen_opts, seed=s))
+                                     flie_levels, extractor, lpips, expression_seed=s,
+                                     **dict(gen_opts, seed=s, settings=flie_settings or settings))
 
-        report.update(intensity_at(seed, lpips), flie_emotion=flie_emotion, flie_levels=flie_levels)
+        first_run = intensity_at(seed, lpips)
+        report.update({k: v for k, v in first_run.items() if not k.startswith("level_")}, flie_emotion=flie_emotion,
+                      flie_levels=flie_levels, flie_guidance=(flie_settings or settings).guidance)
         truth_flie = ground_truth_flie(first_meta, first_clip, data_dir, cfg.image_size, flie_emotion, flie_levels,
                                        min(flie_frames, audio.num_frames), extractor)
         if truth_flie is not None:
             report.update({f"{key}_ground_truth": value for key, value in truth_flie.items()})
         if flie_seeds > 1:        # FLIE of one short video set swings with the seed: its spread over seeds
-            runs = [report] + [intensity_at(s) for s in range(seed + 1, seed + flie_seeds)]
+            runs = [first_run] + [intensity_at(s) for s in range(seed + 1, seed + flie_seeds)]
             for key in ("flie", "flie_edit_dims"):
                 per_seed = [r.get(key) for r in runs]
                 finite = [v for v in per_seed if v is not None]
                 report[f"{key}_per_seed"] = per_seed
                 report[f"{key}_median"] = float(np.median(finite)) if finite else None
+            report["flie_edit_dims_per_dim_per_seed"] = [r.get("flie_edit_dims_per_dim") for r in runs]
+            try:
+                report.update(pooled_flie(runs, among=mv.condition_dims(cfg)))
+            except ValueError as exc:
+                report["flie_pooled_error"] = str(exc)
         if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
     if inception is not None:
@@ -703,7 +716,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     scales, each a number or `sampling.parse_guidance`'s text (``"2>0.35"``: guided only at or above 0.35 T)
     (None: the scale the denoiser's file recommends, `pipeline.recommended_guidance`, 1 without one);
     ``emotion_control`` is the first's full report and, with more than one, ``guidance_sweep`` holds
-    each scale's headline measures (the videos of ground-truth psi have no neutral sequence: no guidance).
+    each scale's headline measures (the videos of ground-truth psi have no neutral sequence: no guidance; FLIE's
+    intensity videos are guided at the first scale, ``videos.flie_guidance``).
     ``audio_guidance``: the guidance on the voice (`guidance.AudioGuidance`) of every video, the rollouts' and the
     emotion control's (None: the scale the denoiser's file recommends, `pipeline.recommended_audio_guidance`, 1 =
     off without one); reported as ``audio_guidance`` and in each video report's sampling keys when on.
@@ -779,7 +793,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 lpips=load_lpips(lpips_lin, lpips_backbone) if lpips_lin or lpips_backbone else None,
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None, settings=video_settings,
-                reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels)
+                reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels,
+                flie_settings=_guided(video_settings, guidance[0], den.config))
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
@@ -790,9 +805,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
             control_extractor = _psi_extractor(reg if "regressor" in found else None, deca)
             control_descriptor = _face_descriptor()
             for spec in guidance:
-                scale, min_noise = parse_guidance(spec)
-                control_settings = dataclasses.replace(video_settings, guidance=scale, guidance_min_noise=min_noise)
-                check_guidance(den.config, control_settings)
+                control_settings = _guided(video_settings, spec, den.config)
                 control = emotion_control_report(
                     den, gen, emotion_judge, data, split, identities=control_identities, frames=control_frames,
                     intensities=control_intensities,
@@ -879,6 +892,15 @@ def _fer_classifier():
         return load_fer_classifier()
     except FerWeightsNotFoundError:
         return None
+
+
+def _guided(settings: SamplingSettings, spec: Union[float, str], denoiser_config) -> SamplingSettings:
+    """``settings`` with the guidance of ``spec`` (a scale or `sampling.parse_guidance`'s text), checked against
+    the denoiser (one not trained with expression dropout refuses a scale other than 1)."""
+    scale, min_noise = parse_guidance(spec)
+    guided = dataclasses.replace(settings, guidance=scale, guidance_min_noise=min_noise)
+    check_guidance(denoiser_config, guided)
+    return guided
 
 
 def _psi_extractor(regressor, deca_path: Optional[str]):

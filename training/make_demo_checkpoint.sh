@@ -33,9 +33,23 @@ train_judge() {
     $PY -m training train judge --config training/configs/judge_demo.json --data "$DATA/judge64v2" --out "$RUNS/judge" --resume
     cp "$RUNS/judge/emotion_judge.safetensors" checkpoints/emotion_judge.safetensors
 }
+# checkpoints/psi_regressor_v3.safetensors, the psi regressor `evaluate --regressor` measures FLIE, lip sync and the
+# psi emotion accuracy with (not part of the bundles, which keep their own): the stage-1 recipe on version-3 faces,
+# with half of the training images blurred as generated frames are (regressor_v3.json; 3,000 steps, 30 min on 2
+# threads). `training/make_demo_checkpoint.sh regressor` retrains only it.
+train_psi_regressor() {
+    $PY -m training corpus --out "$DATA/corpus64v3_wide" --clips 1024 --identities 1024 --seed 0 --size 64 --workers 2
+    $PY -m training train regressor --config training/configs/regressor_v3.json --data "$DATA/corpus64v3_wide" \
+        --out "$RUNS/regressor_v3" --resume
+    cp "$RUNS/regressor_v3/regressor.safetensors" checkpoints/psi_regressor_v3.safetensors
+}
 if [ "${1:-all}" = judge ]; then
     emotion_corpora
     train_judge
+    exit 0
+fi
+if [ "${1:-all}" = regressor ]; then
+    train_psi_regressor
     exit 0
 fi
 
@@ -111,4 +125,5 @@ if [ -n "${REALFACES:-}" ]; then
         --superres-mouth-from "$RUNS/superres_texture/superres.safetensors" \
         --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 1 --audio-guidance 2 --out checkpoints/emodiffhead_real.safetensors
 fi
+train_psi_regressor
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
