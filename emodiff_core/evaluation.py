@@ -4,7 +4,7 @@
 - `generate_intensity_videos`: one identity speaking one audio with one emotion at k = 0, 1/L, .., 1 (Eq. 14,
   common random numbers), the input of FLIE and LIE;
 - `video_flie`: those videos and their FLIE (`metrics_video.flie_from_videos`);
-- `intensity_metrics`: FLIE and, with LPIPS, LIE of those videos;
+- `intensity_metrics`: FLIE and, with LPIPS, LIE of those videos; `pooled_flie`: FLIE of several such runs pooled;
 - `generated_video_report`: one video generated and measured with every metric whose inputs are available
   (`metrics_video.measure_video`), what an evaluation script calls.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from .feature_nets import LPIPS
@@ -80,8 +81,6 @@ def pooled_flie(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]
     asked edit moves (``among`` them). One set of short videos swings widely with the seed (its noise over a
     1/L step); the pooled mean averages that noise away and keeps what every run shares, such as a response
     that saturates. Keys ``flie_edit_dims_pooled``, ``..._per_dim``, ``edit_dims_pooled``, ``pooled_runs``."""
-    import numpy as np
-
     if not runs:
         raise ValueError("pooled_flie needs at least one run")
     measured = np.mean([np.asarray(r["level_psi_means"], np.float64) for r in runs], axis=0)
