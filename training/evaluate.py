@@ -205,10 +205,10 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     ``flie_edit_dims_pooled``, the mean psi per level over all seeds' videos, as Eq. 20 averages over videos);
     ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term. ``flie_settings``: the intensity videos'
     sampling (default ``settings``); evaluate gives them the emotion guidance the videos of a user get (the rollouts
-    follow ground-truth psi, which has no neutral sequence to guide against), reported as ``flie_guidance``. ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi
-    dimensions the asked edit moves (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth``
-    and ``flie_edit_dims_ground_truth`` are the same measures of the first clip re-rendered by the corpus at
-    those intensities (`ground_truth_flie`): the floor the extractor's errors set. ``per_clip``: each clip's
+    follow ground-truth psi, which has no neutral sequence to guide against), reported as ``flie_guidance``.
+    ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi dimensions the asked edit moves
+    (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth`` and ``flie_edit_dims_ground_truth``
+    are the same measures of the first clip re-rendered by the corpus at those intensities (`ground_truth_flie`): the floor the extractor's errors set. ``per_clip``: each clip's
     ``psnr``/``ssim``/``lipsync``/``identity``/``identity_ground_truth``, in ``clips`` order (for paired comparisons
     of checkpoints). ``identity_ground_truth``: the same identity measure on the clip's own frames, the reference
     for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's)."""
