@@ -427,8 +427,10 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     export(str(folder / "all.safetensors"), parts)
     with pytest.raises(ValueError, match="audio_guidance must be >= 0"):
         evaluate(str(folder), corpus, audio_guidance=-2.0)
+    with pytest.raises(ValueError, match="flie_emotion must be one of angry, .*got 'neutral'"):
+        evaluate(str(folder), corpus, flie_emotion="neutral")
     report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1,
-                      video_frames=24, flie_seeds=2, audio_guidance=2.0)
+                      video_frames=24, flie_seeds=2, audio_guidance=2.0, flie_emotion="sad")
     assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
     videos = report["videos"]
     assert report["audio_guidance"] == 2.0 == videos["audio_guidance"]      # the rollouts sampled with it
@@ -447,6 +449,7 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert ("flie_edit_dims_pooled" in videos and videos["pooled_runs"] == 2) or "flie_pooled_error" in videos
     assert not any(k.startswith("level_") for k in videos)          # the per-level rows are not reported
     assert videos["flie_guidance"] == 1.0                # the bundle recommends no guidance
+    assert videos["flie_emotion"] == "sad"
     assert set(videos["skipped"]) >= {"lie", "fid", "fvd"}          # no user weights given
     assert "identity" in videos or "identity" in videos["skipped"]
     assert -10 < report["regressor"]["r2_named_mean"] <= 1.0

@@ -116,7 +116,8 @@ def _evaluate(args) -> int:
                       control_identities=args.control_identities, control_frames=args.control_frames,
                       control_intensities=args.control_intensities,
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
-                      flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, probe_examples=args.probe_examples,
+                      flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, flie_emotion=args.flie_emotion,
+                      probe_examples=args.probe_examples,
                       also_judges=args.also_judge, neutral_seeds=args.neutral_seeds,
                       audio_guidance=args.audio_guidance, regressor=args.regressor)
     print(json.dumps(report, indent=None if args.json else 2))
@@ -286,6 +287,8 @@ def main(argv=None) -> int:
     p.add_argument("--flie-levels", type=int, default=FLIE_LEVELS,
                    help=f"videos: FLIE over k = 0, 1/L, .., 1 with L levels (the paper's figure is at 6; default "
                         f"{FLIE_LEVELS})")
+    p.add_argument("--flie-emotion", default="happy",
+                   help="videos: the emotion whose intensity edit FLIE measures (default happy)")
     p.add_argument("--flie-seeds", type=int, default=1,
                    help="videos: FLIE also measured with the next N-1 seeds (flie_per_seed, flie_median; one seed's "
                         "FLIE swings widely; default 1)")

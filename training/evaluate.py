@@ -702,6 +702,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              control_intensities: Sequence[float] = CONTROL_INTENSITIES, probe_examples: int = PROBE_EXAMPLES,
              guidance: Optional[Sequence[Union[float, str]]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
+             flie_emotion: str = "happy",
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
              audio_guidance: Optional[float] = None, regressor: Optional[str] = None) -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
@@ -746,6 +747,9 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     control_levels(control_intensities)
     if neutral_seeds < 1:
         raise ValueError(f"neutral_seeds must be >= 1, got {neutral_seeds}")
+    if flie_emotion not in EMOTIONS or flie_emotion == "neutral":
+        raise ValueError(f"flie_emotion must be one of {', '.join(e for e in EMOTIONS if e != 'neutral')}, "
+                         f"got {flie_emotion!r}")
     if probe_examples < 1:
         raise ValueError(f"probe_examples must be >= 1, got {probe_examples}")
     found = find_components(checkpoints)
@@ -794,6 +798,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None, settings=video_settings,
                 reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels,
+                flie_emotion=flie_emotion,
                 flie_settings=_guided(video_settings, guidance[0], den.config))
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
