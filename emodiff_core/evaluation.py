@@ -49,7 +49,7 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
         frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
                                  cache_reference=cache_reference, device=device,
                                  reinject_identity_every=reinject_identity_every,
-                                 neutral_expression=conditions[0] if settings.guidance != 1 else None)
+                                 neutral_expression=conditions[0])      # used only when guided
         videos.append(frames[:, 0])
     return videos
 

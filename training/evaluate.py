@@ -208,7 +208,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     follow ground-truth psi, which has no neutral sequence to guide against), reported as ``flie_guidance``.
     ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi dimensions the asked edit moves
     (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth`` and ``flie_edit_dims_ground_truth``
-    are the same measures of the first clip re-rendered by the corpus at those intensities (`ground_truth_flie`): the floor the extractor's errors set. ``per_clip``: each clip's
+    are the same measures of the first clip re-rendered by the corpus at those intensities (`ground_truth_flie`):
+    the floor the extractor's errors set. ``per_clip``: each clip's
     ``psnr``/``ssim``/``lipsync``/``identity``/``identity_ground_truth``, in ``clips`` order (for paired comparisons
     of checkpoints). ``identity_ground_truth``: the same identity measure on the clip's own frames, the reference
     for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's)."""

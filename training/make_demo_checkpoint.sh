@@ -36,10 +36,11 @@ train_judge() {
 # checkpoints/psi_regressor_v3.safetensors, the psi regressor `evaluate --regressor` measures FLIE, lip sync and the
 # psi emotion accuracy with (not part of the bundles, which keep their own): the stage-1 recipe on version-3 faces,
 # with half of the training images blurred as generated frames are (regressor_v3.json; 3,000 steps, 30 min on 2
-# threads). `training/make_demo_checkpoint.sh regressor` retrains only it.
+# threads), on the wide corpus, which today's corpus code renders as version 3 (the shipped file's folder was named
+# corpus64v3_wide, the same command). `training/make_demo_checkpoint.sh regressor` retrains only it.
 train_psi_regressor() {
-    $PY -m training corpus --out "$DATA/corpus64v3_wide" --clips 1024 --identities 1024 --seed 0 --size 64 --workers 2
-    $PY -m training train regressor --config training/configs/regressor_v3.json --data "$DATA/corpus64v3_wide" \
+    wide_corpus
+    $PY -m training train regressor --config training/configs/regressor_v3.json --data "$DATA/corpus64_wide" \
         --out "$RUNS/regressor_v3" --resume
     cp "$RUNS/regressor_v3/regressor.safetensors" checkpoints/psi_regressor_v3.safetensors
 }
