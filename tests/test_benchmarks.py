@@ -232,6 +232,34 @@ def test_warp_reinjection_psi_and_frames():
     assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile moves the mouth, not the top
 
 
+def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
+    from types import SimpleNamespace
+
+    from benchmarks import warp_reference as wref
+    from benchmarks import warp_reinjection as wr
+    from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
+    from training.corpus.generate import identity_rig, render_frames
+
+    rig0 = identity_rig(0, 3, 128)
+    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
+    image, landmarks = render_frames(rig0, rig0.identity.rest.copy()[None], still)
+    portrait = SimpleNamespace(image=image[0], landmarks=landmarks[0])
+    n, rate, fps = 6, 16000, 30.0
+    wave = (0.4 * np.sin(np.arange(int(rate * n / fps)) * 0.07)).astype(np.float32)
+    audio = SimpleNamespace(waveform=wave, fps=fps, config=SimpleNamespace(sample_rate=rate))
+    neutral = torch.zeros(2, n, EXPRESSION_DIM, dtype=torch.float64)
+    asked = neutral.clone()
+    asked[1, :, COMPONENT["lip_corner_up"]] = 1.5                  # video 1 smiles, video 0 stays neutral
+    frames = wref.reference_frames(portrait, audio, asked, neutral, 64)
+    assert frames.shape == (n, 2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
+    # frame i of each video is the rig at that video's anchor psi row i (voice-driven mouth), nothing else
+    rig = wr.rig_from_portrait(portrait.image, portrait.landmarks)
+    psi = np.stack([wr.anchor_psi(e, z, wave, fps, rate, "voice") for e, z in zip(asked.numpy(), neutral.numpy())])
+    assert torch.allclose(frames[3], wr.warp_source(rig, psi, 64)(3))
+    diff = (frames[:, 1] - frames[:, 0]).abs().mean((0, 1))
+    assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile is at the mouth
+
+
 def test_region_reinjection_weights_and_source():
     from benchmarks import region_reinjection as rr
     from emodiff_core.faces import mouth_region_weight, template_landmarks
@@ -299,3 +327,40 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="sampling failed"):
         pa.evaluate_with_patches(args, "x", {"generate_frames": wrap, "prepare_portrait": lambda f: None})
     assert pipeline.generate_frames is original and pipeline.prepare_portrait is prepare   # however it ends
+
+
+def test_denoiser_average_interpolates_parameters_and_refuses_other_shapes(tiny_bundle, tmp_path):
+    import dataclasses
+
+    from benchmarks import denoiser_average as da
+    from emodiff_core.checkpoint import CheckpointError, load_components, save_checkpoint
+    from emodiff_core.config import DENOISER_PRESETS
+    from emodiff_core.models import EMOdiffheadDenoiser
+
+    torch.manual_seed(1)
+    other = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape) * 0.05)
+    other_path = str(tmp_path / "other.safetensors")
+    save_checkpoint(other_path, {"denoiser": other}, info={"kind": "denoiser", "steps": 7})
+    first = load_components(tiny_bundle, ["denoiser"])["denoiser"].state_dict()
+    second = other.state_dict()
+    out = str(tmp_path / "avg.safetensors")
+    assert da.main([tiny_bundle, other_path, "--weight", "0.25", "--out", out]) == 0
+    avg = load_components(out, ["denoiser"])["denoiser"].state_dict()
+    key = next(k for k, v in first.items() if v.is_floating_point() and not torch.equal(v, second[k]))
+    assert torch.allclose(avg[key], 0.75 * first[key] + 0.25 * second[key], atol=1e-6)
+    for k in first:                                   # every tensor interpolated, none left behind
+        assert torch.allclose(avg[k].double(), 0.75 * first[k].double() + 0.25 * second[k].double(), atol=1e-6)
+    assert torch.equal(da.average_denoisers(tiny_bundle, other_path, 0.0).state_dict()[key], first[key])
+    assert torch.equal(da.average_denoisers(tiny_bundle, other_path, 1.0).state_dict()[key], second[key])
+    with pytest.raises(ValueError, match=r"weight must be in \[0, 1\]"):
+        da.average_denoisers(tiny_bundle, other_path, 1.5)
+    wider = EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], model_channels=DENOISER_PRESETS["tiny"].model_channels * 2))
+    wider_path = str(tmp_path / "wider.safetensors")
+    save_checkpoint(wider_path, {"denoiser": wider}, info={"kind": "denoiser"})
+    with pytest.raises(CheckpointError, match="same shape"):
+        da.average_denoisers(tiny_bundle, wider_path, 0.5)
+    assert da.main([tiny_bundle, wider_path, "--weight", "0.5", "--out", str(tmp_path / "bad.safetensors")]) == 2
+    assert not os.path.exists(tmp_path / "bad.safetensors")

@@ -1,0 +1,66 @@
+"""Reference: the real-texture corpus' own rendering of each video that evaluate-portraits asks a model for.
+
+    python -m benchmarks.warp_reference --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10] \\
+        [--emotions neutral,happy,sad,surprised] --out DIR
+
+The real checkpoint learned photos from the real-texture corpus (`training.corpus.realface`): a photo warped by a
+rig fitted to its 68 points, following psi. What that renderer makes of a held-out photo, asked for the same
+expression sequence (the checkpoint's expression generator, same seed and intensity) with the mouth driven by the
+same voice as the corpus drives it (`benchmarks.warp_reinjection.anchor_psi`, ``voice``), is the video the model
+was trained to reproduce. Here it stands in for the sampled frames (`pipeline.generate_frames` replaced), so every
+measure of evaluate-portraits (face found, same person, sharpness through the checkpoint's SR head, lip sync, FER)
+is read off the training target itself: the ceiling a model trained on this corpus can be expected to reach, as
+``identity_ground_truth`` is for the procedural rollouts (`training.evaluate.evaluate_videos`). A warp that shows
+surprise moves dlib's descriptor too; a measure the reference does not reach (FER sad) asks for more than the
+corpus shows. No network is sampled; the run takes seconds per video. Measured 2026-12-04: benchmarks/README.md,
+"The corpus' own rendering as the reference".
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from .portrait_ablation import evaluate_with_patches, portrait_parser
+from .warp_reinjection import anchor_psi, rig_from_portrait, warp_source
+
+
+def reference_frames(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, B, 3, S, S] in [0, 1]: the portrait's rig rendered at each video's expression sequence (``expression``,
+    ``neutral``: [B, N, 50]) with the voice's mouth drive, the layout `generate_frames` returns."""
+    rig = rig_from_portrait(portrait.image, portrait.landmarks)
+    psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, "voice", 1.0)
+                    for e, n in zip(expression.numpy(), neutral.numpy())])
+    source = warp_source(rig, psi, size)
+    return torch.stack([source(i) for i in range(psi.shape[1])])
+
+
+def main(argv=None) -> int:
+    args = portrait_parser("python -m benchmarks.warp_reference", __doc__).parse_args(argv)
+    last = {}
+
+    def remember_portrait(prepare):
+        def prepare_and_remember(*a, **k):
+            last["portrait"] = prepare(*a, **k)
+            return last["portrait"]
+        return prepare_and_remember
+
+    def render_instead(_generate):
+        def render(denoiser, identity, audio, expression, **k):
+            if expression.dim() == 2:
+                expression = expression[None].expand(identity.shape[0], -1, -1)
+            neutral = k["neutral_expression"]
+            if neutral.dim() == 2:
+                neutral = neutral[None].expand_as(expression)
+            return reference_frames(last["portrait"], audio, expression, neutral, identity.shape[-1])
+        return render
+
+    evaluate_with_patches(args, "nothing sampled: the real-texture corpus' warp of the portrait at the asked "
+                                "expression, mouth driven by the voice (the training target)",
+                          {"prepare_portrait": remember_portrait, "generate_frames": render_instead})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
