@@ -17,6 +17,7 @@ are the emotion checkpoint's and the photos lose the person on surprise: the tra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -62,8 +63,8 @@ def main(argv=None) -> int:
         steps = info.get("denoiser.steps") or info.get("steps") or "0"
         save_checkpoint(args.out, {"denoiser": denoiser},
                         info={"kind": "denoiser", "steps": steps,
-                              "data": f"average: {1 - args.weight:g} x {args.first.split('/')[-1]} + "
-                                      f"{args.weight:g} x {args.second.split('/')[-1]}"})
+                              "data": f"average: {1 - args.weight:g} x {os.path.basename(args.first)} + "
+                                      f"{args.weight:g} x {os.path.basename(args.second)}"})
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
