@@ -1,7 +1,7 @@
 """Reference: the real-texture corpus' own rendering of each video that evaluate-portraits asks a model for.
 
     python -m benchmarks.warp_reference --portraits DIR --audio FILE [--checkpoint PATH] [--seconds 10] \\
-        [--emotions neutral,happy,sad,surprised] --out DIR
+        [--emotions neutral,happy,sad,surprised] [--mouth voice|closed] --out DIR
 
 The real checkpoint learned photos from the real-texture corpus (`training.corpus.realface`): a photo warped by a
 rig fitted to its 68 points, following psi. What that renderer makes of a held-out photo, asked for the same
@@ -23,21 +23,27 @@ import numpy as np
 import torch
 
 from .portrait_ablation import evaluate_with_patches, portrait_parser
-from .warp_reinjection import anchor_psi, rig_from_portrait, warp_source
+from .warp_reinjection import MOUTHS, anchor_psi, rig_from_portrait, warp_source
 
 
-def reference_frames(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int) -> torch.Tensor:
+def reference_frames(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int,
+                     mouth: str = "voice") -> torch.Tensor:
     """[N, B, 3, S, S] in [0, 1]: the portrait's rig rendered at each video's expression sequence (``expression``,
-    ``neutral``: [B, N, 50]) with the voice's mouth drive, the layout `generate_frames` returns."""
+    ``neutral``: [B, N, 50]) with the voice's mouth drive (``closed``: the emotion's own mouth only, no speech), the
+    layout `generate_frames` returns."""
     rig = rig_from_portrait(portrait.image, portrait.landmarks)
-    psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, "voice", 1.0)
+    psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, mouth, 1.0)
                     for e, n in zip(expression.numpy(), neutral.numpy())])
     source = warp_source(rig, psi, size)
     return torch.stack([source(i) for i in range(psi.shape[1])])
 
 
 def main(argv=None) -> int:
-    args = portrait_parser("python -m benchmarks.warp_reference", __doc__).parse_args(argv)
+    p = portrait_parser("python -m benchmarks.warp_reference", __doc__)
+    p.add_argument("--mouth", default="voice", choices=MOUTHS,
+                   help="voice (default: the corpus' drive, the training target) or closed (what the emotion alone "
+                        "does to the mouth: which part of a reading the open mouth makes)")
+    args = p.parse_args(argv)
     last = {}
 
     def remember_portrait(prepare):
@@ -53,11 +59,13 @@ def main(argv=None) -> int:
             neutral = k["neutral_expression"]
             if neutral.dim() == 2:
                 neutral = neutral[None].expand_as(expression)
-            return reference_frames(last["portrait"], audio, expression, neutral, identity.shape[-1])
+            return reference_frames(last["portrait"], audio, expression, neutral, identity.shape[-1], args.mouth)
         return render
 
-    evaluate_with_patches(args, "nothing sampled: the real-texture corpus' warp of the portrait at the asked "
-                                "expression, mouth driven by the voice (the training target)",
+    mouth = ("mouth driven by the voice (the training target)" if args.mouth == "voice" else
+             "mouth closed but for the emotion's own part of it")
+    evaluate_with_patches(args, f"nothing sampled: the real-texture corpus' warp of the portrait at the asked "
+                                f"expression, {mouth}",
                           {"prepare_portrait": remember_portrait, "generate_frames": render_instead})
     return 0
 

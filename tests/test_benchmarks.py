@@ -258,6 +258,9 @@ def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
     assert torch.allclose(frames[3], wr.warp_source(rig, psi, 64)(3))
     diff = (frames[:, 1] - frames[:, 0]).abs().mean((0, 1))
     assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile is at the mouth
+    closed = wref.reference_frames(portrait, audio, asked, neutral, 64, mouth="closed")
+    assert not torch.allclose(closed, frames)                           # the voice no longer opens the mouth
+    assert torch.allclose(closed[2, 0], closed[4, 0])                   # a still neutral face: frames alike
 
 
 def test_region_reinjection_weights_and_source():
