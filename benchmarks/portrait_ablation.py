@@ -34,6 +34,18 @@ def portrait_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def remembering_portrait(memo: dict) -> Callable[[Callable], Callable]:
+    """A patch factory for `pipeline.prepare_portrait` that keeps the portrait it last prepared in
+    ``memo["portrait"]``: evaluate_portraits prepares each photo right before sampling it, so a stand-in for
+    `generate_frames` finds there the photo it is sampling."""
+    def patch(prepare):
+        def prepare_and_remember(*a, **k):
+            memo["portrait"] = prepare(*a, **k)
+            return memo["portrait"]
+        return prepare_and_remember
+    return patch
+
+
 def evaluate_with_patches(args: argparse.Namespace, reinjected: str,
                           patches: Dict[str, Callable[[Callable], Callable]]) -> dict:
     """Run evaluate-portraits as ``args`` say with `pipeline`'s functions replaced: ``patches`` maps a function's

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
 
-from .portrait_ablation import evaluate_with_patches, portrait_parser
-from .warp_reinjection import MOUTHS, anchor_psi, rig_from_portrait, warp_source
+from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
+from .warp_reinjection import MOUTHS, portrait_warp
 
 
 def reference_frames(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int,
@@ -31,11 +30,8 @@ def reference_frames(portrait, audio, expression: torch.Tensor, neutral: torch.T
     """[N, B, 3, S, S] in [0, 1]: the portrait's rig rendered at each video's expression sequence (``expression``,
     ``neutral``: [B, N, 50]) with the voice's mouth drive (``closed``: the emotion's own mouth only, no speech), the
     layout `generate_frames` returns."""
-    rig = rig_from_portrait(portrait.image, portrait.landmarks)
-    psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, mouth, 1.0)
-                    for e, n in zip(expression.numpy(), neutral.numpy())])
-    source = warp_source(rig, psi, size)
-    return torch.stack([source(i) for i in range(psi.shape[1])])
+    source = portrait_warp(portrait, audio, expression, neutral, size, mouth)
+    return torch.stack([source(i) for i in range(expression.shape[1])])
 
 
 def main(argv=None) -> int:
@@ -46,27 +42,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     last = {}
 
-    def remember_portrait(prepare):
-        def prepare_and_remember(*a, **k):
-            last["portrait"] = prepare(*a, **k)
-            return last["portrait"]
-        return prepare_and_remember
-
     def render_instead(_generate):
-        def render(denoiser, identity, audio, expression, **k):
-            if expression.dim() == 2:
-                expression = expression[None].expand(identity.shape[0], -1, -1)
-            neutral = k["neutral_expression"]
-            if neutral.dim() == 2:
-                neutral = neutral[None].expand_as(expression)
-            return reference_frames(last["portrait"], audio, expression, neutral, identity.shape[-1], args.mouth)
+        def render(denoiser, identity, audio, expression, **k):    # evaluate_portraits passes [B, N, 50] sequences
+            return reference_frames(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
+                                    args.mouth)
         return render
 
     mouth = ("mouth driven by the voice (the training target)" if args.mouth == "voice" else
              "mouth closed but for the emotion's own part of it")
     evaluate_with_patches(args, f"nothing sampled: the real-texture corpus' warp of the portrait at the asked "
                                 f"expression, {mouth}",
-                          {"prepare_portrait": remember_portrait, "generate_frames": render_instead})
+                          {"prepare_portrait": remembering_portrait(last), "generate_frames": render_instead})
     return 0
 
 

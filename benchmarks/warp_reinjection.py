@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .portrait_ablation import evaluate_with_patches, portrait_parser
+from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
 
 MOUTHS = ("voice", "closed")
 
@@ -87,6 +87,16 @@ def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], to
     return source
 
 
+def portrait_warp(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int, mouth: str,
+                  strength: float = 1.0) -> Callable[[int], torch.Tensor]:
+    """`warp_source` of the portrait's rig at each video's `anchor_psi` (``expression``, ``neutral``: [B, N, 50],
+    the sequences evaluate_portraits samples with; ``audio``: its `AudioFeatures`)."""
+    rig = rig_from_portrait(portrait.image, portrait.landmarks)
+    psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, mouth, strength)
+                    for e, n in zip(expression.numpy(), neutral.numpy())])
+    return warp_source(rig, psi, size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = portrait_parser("python -m benchmarks.warp_reinjection", __doc__)
     p.add_argument("--mouth", default="voice", choices=MOUTHS, help="the warp's mouth: from the voice or closed")
@@ -101,27 +111,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     last = {}
 
-    def remember_portrait(prepare):
-        def prepare_and_remember(*a, **k):
-            last["portrait"] = prepare(*a, **k)
-            return last["portrait"]
-        return prepare_and_remember
-
     def with_warp(generate):
         def generate_with_warp(denoiser, identity, audio, expression, **k):
-            portrait = last["portrait"]          # evaluate_portraits prepares each photo right before sampling it
-            rig = rig_from_portrait(portrait.image, portrait.landmarks)
-            psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, args.mouth,
-                                       args.strength)
-                            for e, n in zip(expression.numpy(), k["neutral_expression"].numpy())])
+            source = portrait_warp(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
+                                   args.mouth, args.strength)
             expression = scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
-            return generate(denoiser, identity, audio, expression,
-                            reinject_source=warp_source(rig, psi, identity.shape[-1]), **k)
+            return generate(denoiser, identity, audio, expression, reinject_source=source, **k)
         return generate_with_warp
 
     evaluate_with_patches(args, f"warp of the portrait at the asked expression (strength {args.strength:g}), "
                                 f"mouth {args.mouth}; the network's psi at strength {args.psi_strength:g}",
-                          {"prepare_portrait": remember_portrait, "generate_frames": with_warp})
+                          {"prepare_portrait": remembering_portrait(last), "generate_frames": with_warp})
     return 0
 
 

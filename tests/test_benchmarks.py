@@ -262,6 +262,11 @@ def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
     assert not torch.allclose(closed, frames)                           # the voice no longer opens the mouth
     assert torch.allclose(closed[2, 0], closed[4, 0])                   # a still neutral face: frames alike
 
+    from benchmarks.portrait_ablation import remembering_portrait
+    memo = {}
+    prepare = remembering_portrait(memo)(lambda image, size: (image, size))
+    assert prepare("photo", 64) == ("photo", 64) and memo["portrait"] == ("photo", 64)   # the stand-in finds it
+
 
 def test_region_reinjection_weights_and_source():
     from benchmarks import region_reinjection as rr
