@@ -1,12 +1,16 @@
 """The real-texture corpus (training/corpus/realface.py): warp mechanics, mouth, blinks, emotions, clip format,
 determinism, held-out material. Faces: a procedural corpus face (exact landmarks) and scikit-image's astronaut,
 a held-out TEST portrait used here only to check mechanics (the corpus itself refuses it)."""
+import dataclasses
 import json
 import os
 
 import cv2
 import numpy as np
 import pytest
+import torch
+
+from emodiff_core import config as C
 
 from training.clips import ClipDataset
 from training.corpus import realface as rf
@@ -237,6 +241,31 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     np.testing.assert_allclose(images.numpy(), clip.frames[rows].transpose(0, 3, 1, 2) / 127.5 - 1, atol=1e-6)
     neutral = tw.neutral_psi
     happy = tw.with_emotion("happy", 1.0)
+    # the source photo at its own expression (photo-anchor examples): the rig at the fitted psi, the clip's pose
+    photo, photo_lm = tw.render_source([0, n - 1])
+    frames, lm_src = rf.render_real_source_frames(out, clip.meta, clip.extras, [0, n - 1])
+    np.testing.assert_allclose(photo.numpy(), frames.transpose(0, 3, 1, 2) / 127.5 - 1, atol=1e-6)
+    ends = HeadPose(*(v[[0, n - 1]] for v in (posed.yaw, posed.roll, posed.scale, posed.tx, posed.ty)))
+    expected, _ = rf.target_landmarks(rig, np.stack([rig.source_psi] * 2), ends, 64)
+    np.testing.assert_allclose(lm_src, expected, atol=1e-6)
+    np.testing.assert_allclose(photo_lm.numpy(), expected, atol=1e-4)
+    assert not np.array_equal(frames[0], clip.frames[0])          # the clip's psi is not the photo's expression
+    from training.data import DenoiserData, TwinOptions
+
+    cfg = dataclasses.replace(C.DENOISER_PRESETS["demo"])
+    assert cfg.n_motion_frames == 2
+    data = DenoiserData(out, cfg, "train", twins=TwinOptions(share=1.0, photo_anchor_share=1.0))
+    ci = next(i for i, c in enumerate(data.clips) if c.twins is not None and len(c.frames) > 3)
+    c = data.clips[ci]
+    item = data.photo_anchor_sample(ci, 3, 1)
+    source, _ = c.twins.render_source([1])
+    assert torch.equal(item["identity"], source[0])                           # identity: the photo
+    assert torch.equal(item["motion"][0], source[0])                          # oldest slot: the same image
+    assert torch.equal(item["motion"][1], c.frames[2].float() / 127.5 - 1.0)  # newest: the clip's t-1
+    assert torch.equal(item["x0"], c.frames[3].float() / 127.5 - 1.0)         # target: the clip's own frame
+    first = data.photo_anchor_sample(ci, 0, 1)                                # no previous frame: identity copies
+    assert torch.equal(first["motion"], first["identity"][None].expand_as(first["motion"]))
+    assert data.batch(np.random.default_rng(5), 3)["motion"].shape == (3, 2, 3, 64, 64)
     assert happy[:, COMPONENT["lip_corner_up"]].mean() > neutral[:, COMPONENT["lip_corner_up"]].mean() + 0.8
     # the contact sheet: a label column + 8 emotions, (1 intensity + 1 mechanics row) per identity
     sheet = rf.real_contact_sheet(str(tmp_path / "sheet.png"), os.path.join(out, rf.SOURCES_CACHE), 0, 64,
@@ -265,3 +294,12 @@ def test_fit_on_a_real_photo_and_mouth_follows_psi(astronaut):
     opened, lm_o = rf.render_real_frames(rig, _psi(rig, jaw_open=0.8), FRONTAL, 64)
     inside = _polygon_mask(lm_o[0, 60:68], 64)
     assert opened[0][inside].mean() < closed[0][inside].mean() - 20
+    # the photo's own expression is recorded: the astronaut smiles, so her mouth corners sit higher (relative to
+    # the lip line's centre) when the rig is rendered at it than at psi = 0
+    assert rig.source_psi[COMPONENT["lip_corner_up"]] > 0.4
+    _, lm_own = rf.render_real_frames(rig, rig.source_psi[None], FRONTAL, 64)
+    _, lm_zero = rf.render_real_frames(rig, np.zeros((1, EXPRESSION_DIM)), FRONTAL, 64)
+
+    def corner_lift(lm):
+        return float(lm[0, [51, 57], 1].mean() - lm[0, [48, 54], 1].mean())
+    assert corner_lift(lm_own) > corner_lift(lm_zero) + 0.5

@@ -83,12 +83,18 @@ class TwinOptions:
     ``neutral_oldest_share``: of the twin examples, the share whose oldest motion frame is the neutral twin's and
     whose newer motion frames and target are the clip's own: the state of sampling with the portrait re-injected
     at every frame (a neutral anchor in the oldest slot, the emotion shown so far in the newest), which the network
-    sees nowhere else; it must keep the emotion against the anchor."""
+    sees nowhere else; it must keep the emotion against the anchor.
+    ``photo_anchor_share``: of the twin examples of clips animated from a photo (real-texture clips), the share
+    whose identity and oldest motion frame are that photo at its own expression (`ClipTwins.render_source`) and
+    whose newer motion frame and target are the clip's own: re-injected sampling's state as it is on a user's
+    photo, which carries its own expression (a smile) in its geometry and texture, where the neutral twin has
+    only the texture. Drawn before ``neutral_oldest_share``."""
 
     share: float = 0.0
     target_share: float = 0.0
     same_emotion_share: float = 0.0
     neutral_oldest_share: float = 0.0
+    photo_anchor_share: float = 0.0
 
 
 IDENTITY_SOURCES = ("same_clip", "neutral_clip")
@@ -242,6 +248,20 @@ class DenoiserData:
         self._add_neutral(c, frame, item, rendered_neutral=neutral_frame)
         return item
 
+    def photo_anchor_sample(self, clip_index: int, frame: int, identity_frame: int) -> Dict[str, torch.Tensor]:
+        """The clip's own frame as the target, the identity and the oldest motion frame the photo the clip was
+        animated from (at its own expression, the identity frame's pose: the one image, as when sampling
+        re-injects the portrait), the newer motion frames the clip's own (`TwinOptions.photo_anchor_share`)."""
+        c = self.clips[clip_index]
+        previous = [i for i in range(frame - self.cfg.n_motion_frames, frame) if i >= 0]
+        photo, _ = c.twins.render_source([identity_frame])
+        identity = photo[0]
+        own = c.frames[previous[1:]].float() / 127.5 - 1.0
+        motion = torch.cat([photo[: len(previous[:1])], own])
+        item = self._example(c, frame, identity, self._motion(motion, identity, len(previous)))
+        self._add_neutral(c, frame, item)
+        return item
+
     def batch(self, rng: np.random.Generator, batch_size: int) -> Dict[str, torch.Tensor]:
         # clips weighted by length, so every frame of the split is equally likely
         clip_ids = rng.choice(len(self.clips), size=batch_size, p=self.lengths / self.lengths.sum())
@@ -251,7 +271,11 @@ class DenoiserData:
             n, n_identity = self.lengths[c], self.lengths[self.identity_clip[c]]
             if opts.share > 0 and self.clips[c].twins is not None and rng.random() < opts.share:
                 frame, identity_frame = int(rng.integers(n)), int(rng.integers(n))
-                # drawn only when asked for, so that recipes without it see the batches they always saw
+                # drawn only when asked for, so that recipes without them see the batches they always saw
+                if (opts.photo_anchor_share > 0 and self.clips[c].twins.has_source
+                        and rng.random() < opts.photo_anchor_share):
+                    items.append(self.photo_anchor_sample(int(c), frame, identity_frame))
+                    continue
                 if opts.neutral_oldest_share > 0 and rng.random() < opts.neutral_oldest_share:
                     items.append(self.neutral_oldest_sample(int(c), frame, identity_frame))
                     continue

@@ -109,9 +109,13 @@ class EmotionSection:
     share showing the clip's own emotion at another intensity instead of another emotion (`ClipTwins.
     counterfactual`): examples that differ only in k, so the response learns to follow k.
     ``twin_neutral_oldest_share``: of the twin examples, the share whose oldest motion frame is the neutral twin's
-    and the rest the clip's own (`TwinOptions.neutral_oldest_share`: re-injected sampling's state)."""
+    and the rest the clip's own (`TwinOptions.neutral_oldest_share`: re-injected sampling's state).
+    ``twin_photo_anchor_share``: of the twin examples of real-texture clips, the share whose identity and oldest
+    motion frame are the clip's source photo at its own expression (`TwinOptions.photo_anchor_share`: that state
+    on a user's photo)."""
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0, "twin_neutral_oldest_share": 0.0}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0, "twin_neutral_oldest_share": 0.0,
+                                                      "twin_photo_anchor_share": 0.0}
 
     twin_share: float
     twin_target_share: float
@@ -123,10 +127,11 @@ class EmotionSection:
     probe_examples: int
     twin_same_emotion_share: float
     twin_neutral_oldest_share: float
+    twin_photo_anchor_share: float
 
     def validate(self) -> None:
         for name in ("twin_share", "twin_target_share", "expression_dropout", "twin_same_emotion_share",
-                     "twin_neutral_oldest_share"):
+                     "twin_neutral_oldest_share", "twin_photo_anchor_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"emotion.{name} must be in [0, 1], got {value}")
         require(1 <= self.expression_components <= 50,
@@ -138,7 +143,7 @@ class EmotionSection:
 EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout": 0.0,
                "standardise_expression": False, "expression_components": 50, "expression_lr_mult": 1.0,
                "reset_expression_path": False, "probe_examples": 0, "twin_same_emotion_share": 0.0,
-               "twin_neutral_oldest_share": 0.0}
+               "twin_neutral_oldest_share": 0.0, "twin_photo_anchor_share": 0.0}
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
 
     emotion = cfg_file.emotion
     twins = TwinOptions(emotion.twin_share, emotion.twin_target_share, emotion.twin_same_emotion_share,
-                        emotion.twin_neutral_oldest_share)
+                        emotion.twin_neutral_oldest_share, emotion.twin_photo_anchor_share)
     data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
                         motion_dropout=data_cfg.motion_dropout, twins=twins)
     start = load_components(init_from, ["denoiser"])["denoiser"] if init_from else None

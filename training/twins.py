@@ -64,12 +64,32 @@ class ClipTwins:
 
             frames, landmarks = render_twin_frames(self.meta, self.extras, np.asarray(psi_rows, np.float32),
                                                    list(frame_indices), native)
+        return self._as_model_images(frames, landmarks)
+
+    def _as_model_images(self, frames, landmarks) -> Tuple[torch.Tensor, torch.Tensor]:
+        native = int(self.meta["size"])
         frames = np.asarray(frames)
         if native != self.size:
             frames = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames])
             landmarks = np.asarray(landmarks) * (self.size / native)
         images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         return images, torch.from_numpy(np.asarray(landmarks, np.float32))
+
+    @property
+    def has_source(self) -> bool:
+        """Whether the clip was animated from a photo (real-texture clips), so `render_source` can show it."""
+        return self.meta.get("source") == "real_texture"
+
+    def render_source(self, frame_indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The photo the clip was animated from, at its own expression and the clip's pose at ``frame_indices``
+        (`realface.render_real_source_frames`): images [K, 3, S, S] in [-1, 1] and landmarks [K, 68, 2]."""
+        if not self.has_source:
+            raise ValueError(f"clip {self.meta.get('clip_id')!r} was not animated from a photo")
+        from .corpus.realface import render_real_source_frames
+
+        frames, landmarks = render_real_source_frames(self.root, self.meta, self.extras, list(frame_indices),
+                                                      int(self.meta["size"]))
+        return self._as_model_images(frames, landmarks)
 
     def with_emotion(self, emotion: str, intensity: float) -> np.ndarray:
         """psi [N, 50] of the twin showing ``emotion`` at ``intensity`` over the whole clip."""

@@ -506,6 +506,7 @@ class RealRig:
     skin: np.ndarray          # [3] skin colour
     pose_offset: np.ndarray   # [5] crop augmentation added to the clip's pose (yaw, roll, scale - 1, tx, ty)
     info: dict
+    source_psi: Optional[np.ndarray] = None   # [50] the photo's own expression as fitted (None: not recorded)
 
 
 def _eye_openings(pts: np.ndarray) -> np.ndarray:
@@ -609,7 +610,7 @@ def rig_from_face(face: SourceFace, canvas: np.ndarray, identity: Identity, pose
     skin = _skin_colour(canvas, face.landmarks)
     tone = float(np.clip(skin.mean() / 0.55, 0.45, 1.15))
     return RealRig(identity, canvas, fit.residual, _source_points(face.landmarks), np.maximum(_eye_openings(neutral), 0.02),
-                   tone, skin.astype(np.float32), pose_offset, info)
+                   tone, skin.astype(np.float32), pose_offset, info, source_psi=np.asarray(fit.psi, np.float64))
 
 
 @functools.lru_cache(maxsize=64)
@@ -802,6 +803,21 @@ def render_real_twin_frames(root: str, meta: dict, extras: Dict[str, np.ndarray]
     rig = _cached_rig(os.path.join(root, SOURCES_CACHE), int(meta["corpus_seed"]), int(meta["identity_index"]))
     idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
     psi = _as_stored(psi).reshape(len(idx), EXPRESSION_DIM)
+    return render_real_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]), int(size or meta["size"]))
+
+
+def render_real_source_frames(root: str, meta: dict, extras: Dict[str, np.ndarray], frame_indices: Sequence[int],
+                              size: Optional[int] = None):
+    """The clip's identity as its photo shows it: the rig rendered at the source face's own fitted expression
+    (`RealRig.source_psi`: a smiling photo smiles, in its geometry as in its texture) with the clip's head pose at
+    ``frame_indices``; (frames uint8 [n, S, S, 3], landmarks [n, 68, 2]). Every frame of a clip is a warp at psi,
+    whose geometry follows psi alone; at sampling the re-injected portrait is the photo itself, with its own
+    expression. These frames give training that state (`training.data.TwinOptions.photo_anchor_share`)."""
+    if meta.get("source") != SOURCE:
+        raise ValueError(f"clip {meta.get('clip_id')!r} is not a real-texture clip")
+    rig = _cached_rig(os.path.join(root, SOURCES_CACHE), int(meta["corpus_seed"]), int(meta["identity_index"]))
+    idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    psi = np.broadcast_to(rig.source_psi, (len(idx), EXPRESSION_DIM))
     return render_real_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]), int(size or meta["size"]))
 
 
