@@ -263,8 +263,18 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     assert torch.equal(item["motion"][0], source[0])                          # oldest slot: the same image
     assert torch.equal(item["motion"][1], c.frames[2].float() / 127.5 - 1.0)  # newest: the clip's t-1
     assert torch.equal(item["x0"], c.frames[3].float() / 127.5 - 1.0)         # target: the clip's own frame
-    first = data.photo_anchor_sample(ci, 0, 1)                                # no previous frame: identity copies
-    assert torch.equal(first["motion"], first["identity"][None].expand_as(first["motion"]))
+    for first in (data.photo_anchor_sample(ci, 0, 1),                          # no previous frame: identity copies
+                  data.photo_anchor_sample(ci, 3, 1, still=True)):            # photo_still_share: the photo only
+        assert torch.equal(first["motion"], first["identity"][None].expand_as(first["motion"]))
+    assert torch.equal(data.photo_anchor_sample(ci, 3, 1, still=True)["x0"], item["x0"])
+    # photo_oldest_own_pose: the oldest slot is the photo at frame t-2's pose, not the identity image itself
+    posed = DenoiserData(out, cfg, "train", twins=TwinOptions(share=1.0, photo_anchor_share=1.0,
+                                                              photo_oldest_own_pose=True))
+    moved = posed.photo_anchor_sample(ci, 3, 0)
+    at_poses, _ = posed.clips[ci].twins.render_source([0, 1])
+    assert torch.equal(moved["identity"], at_poses[0]) and torch.equal(moved["motion"][0], at_poses[1])
+    assert not torch.equal(moved["motion"][0], moved["identity"])
+    assert torch.equal(moved["motion"][1], item["motion"][1]) and torch.equal(moved["x0"], item["x0"])
     assert data.batch(np.random.default_rng(5), 3)["motion"].shape == (3, 2, 3, 64, 64)
     assert happy[:, COMPONENT["lip_corner_up"]].mean() > neutral[:, COMPONENT["lip_corner_up"]].mean() + 0.8
     # the contact sheet: a label column + 8 emotions, (1 intensity + 1 mechanics row) per identity

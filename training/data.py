@@ -88,13 +88,21 @@ class TwinOptions:
     whose identity and oldest motion frame are that photo at its own expression (`ClipTwins.render_source`) and
     whose newer motion frame and target are the clip's own: re-injected sampling's state as it is on a user's
     photo, which carries its own expression (a smile) in its geometry and texture, where the neutral twin has
-    only the texture. Drawn before ``neutral_oldest_share``."""
+    only the texture. Drawn before ``neutral_oldest_share``. ``photo_still_share``: of those, the share whose
+    motion frames are all the photo (a video's first frame): the target has to be drawn from the photo and psi
+    alone, so the network keeps reading the photo rather than copying the newest frame (which, at sampling, is its
+    own output and drifts). ``photo_oldest_own_pose``: the oldest slot shows the photo at frame t-2's head pose
+    instead of the identity frame's, so it is never the identity image itself (a network trained on that state
+    stops copying from the slot, which is what anchors the person: training/README.md, the dropped re-injection
+    fine-tune)."""
 
     share: float = 0.0
     target_share: float = 0.0
     same_emotion_share: float = 0.0
     neutral_oldest_share: float = 0.0
     photo_anchor_share: float = 0.0
+    photo_still_share: float = 0.0
+    photo_oldest_own_pose: bool = False
 
 
 IDENTITY_SOURCES = ("same_clip", "neutral_clip")
@@ -248,16 +256,20 @@ class DenoiserData:
         self._add_neutral(c, frame, item, rendered_neutral=neutral_frame)
         return item
 
-    def photo_anchor_sample(self, clip_index: int, frame: int, identity_frame: int) -> Dict[str, torch.Tensor]:
+    def photo_anchor_sample(self, clip_index: int, frame: int, identity_frame: int,
+                            still: bool = False) -> Dict[str, torch.Tensor]:
         """The clip's own frame as the target, the identity and the oldest motion frame the photo the clip was
         animated from (at its own expression, the identity frame's pose: the one image, as when sampling
-        re-injects the portrait), the newer motion frames the clip's own (`TwinOptions.photo_anchor_share`)."""
+        re-injects the portrait; with `TwinOptions.photo_oldest_own_pose` at frame t-2's pose), the newer motion
+        frames the clip's own (`TwinOptions.photo_anchor_share`);
+        ``still``: every motion frame the photo (`TwinOptions.photo_still_share`)."""
         c = self.clips[clip_index]
-        previous = [i for i in range(frame - self.cfg.n_motion_frames, frame) if i >= 0]
-        photo, _ = c.twins.render_source([identity_frame])
+        previous = [] if still else [i for i in range(frame - self.cfg.n_motion_frames, frame) if i >= 0]
+        own_pose = self.twin_options.photo_oldest_own_pose and bool(previous)
+        photo, _ = c.twins.render_source([identity_frame] + previous[:1] if own_pose else [identity_frame])
         identity = photo[0]
         own = c.frames[previous[1:]].float() / 127.5 - 1.0
-        motion = torch.cat([photo[: len(previous[:1])], own])
+        motion = torch.cat([photo[1:] if own_pose else photo[: len(previous[:1])], own])
         item = self._example(c, frame, identity, self._motion(motion, identity, len(previous)))
         self._add_neutral(c, frame, item)
         return item
@@ -274,7 +286,8 @@ class DenoiserData:
                 # drawn only when asked for, so that recipes without them see the batches they always saw
                 if (opts.photo_anchor_share > 0 and self.clips[c].twins.has_source
                         and rng.random() < opts.photo_anchor_share):
-                    items.append(self.photo_anchor_sample(int(c), frame, identity_frame))
+                    still = opts.photo_still_share > 0 and rng.random() < opts.photo_still_share
+                    items.append(self.photo_anchor_sample(int(c), frame, identity_frame, still))
                     continue
                 if opts.neutral_oldest_share > 0 and rng.random() < opts.neutral_oldest_share:
                     items.append(self.neutral_oldest_sample(int(c), frame, identity_frame))

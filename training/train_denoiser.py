@@ -112,10 +112,13 @@ class EmotionSection:
     and the rest the clip's own (`TwinOptions.neutral_oldest_share`: re-injected sampling's state).
     ``twin_photo_anchor_share``: of the twin examples of real-texture clips, the share whose identity and oldest
     motion frame are the clip's source photo at its own expression (`TwinOptions.photo_anchor_share`: that state
-    on a user's photo)."""
+    on a user's photo). ``twin_photo_still_share``: of those, the share whose motion frames are all the photo
+    (`TwinOptions.photo_still_share`). ``twin_photo_oldest_own_pose``: the oldest slot's photo at frame t-2's pose,
+    never the identity image itself (`TwinOptions.photo_oldest_own_pose`)."""
 
     ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0, "twin_neutral_oldest_share": 0.0,
-                                                      "twin_photo_anchor_share": 0.0}
+                                                      "twin_photo_anchor_share": 0.0, "twin_photo_still_share": 0.0,
+                                                      "twin_photo_oldest_own_pose": False}
 
     twin_share: float
     twin_target_share: float
@@ -128,10 +131,12 @@ class EmotionSection:
     twin_same_emotion_share: float
     twin_neutral_oldest_share: float
     twin_photo_anchor_share: float
+    twin_photo_still_share: float
+    twin_photo_oldest_own_pose: bool
 
     def validate(self) -> None:
         for name in ("twin_share", "twin_target_share", "expression_dropout", "twin_same_emotion_share",
-                     "twin_neutral_oldest_share", "twin_photo_anchor_share"):
+                     "twin_neutral_oldest_share", "twin_photo_anchor_share", "twin_photo_still_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"emotion.{name} must be in [0, 1], got {value}")
         require(1 <= self.expression_components <= 50,
@@ -143,7 +148,8 @@ class EmotionSection:
 EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout": 0.0,
                "standardise_expression": False, "expression_components": 50, "expression_lr_mult": 1.0,
                "reset_expression_path": False, "probe_examples": 0, "twin_same_emotion_share": 0.0,
-               "twin_neutral_oldest_share": 0.0, "twin_photo_anchor_share": 0.0}
+               "twin_neutral_oldest_share": 0.0, "twin_photo_anchor_share": 0.0, "twin_photo_still_share": 0.0,
+               "twin_photo_oldest_own_pose": False}
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
 
     emotion = cfg_file.emotion
     twins = TwinOptions(emotion.twin_share, emotion.twin_target_share, emotion.twin_same_emotion_share,
-                        emotion.twin_neutral_oldest_share, emotion.twin_photo_anchor_share)
+                        emotion.twin_neutral_oldest_share, emotion.twin_photo_anchor_share,
+                        emotion.twin_photo_still_share, emotion.twin_photo_oldest_own_pose)
     data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
                         motion_dropout=data_cfg.motion_dropout, twins=twins)
     start = load_components(init_from, ["denoiser"])["denoiser"] if init_from else None
