@@ -136,7 +136,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 30
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 31
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -146,7 +146,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_real_v3.json", "denoiser_emotion_real.json",
                     "denoiser_emotion_real_only.json", "denoiser_emotion_real_anchor.json",
                     "denoiser_emotion_real_anchor_mix.json", "denoiser_emotion_real_photo_anchor.json",
-                    "denoiser_emotion_real_photo_still.json", "denoiser_emotion_real_photo_pose.json"):  # the emotion
+                    "denoiser_emotion_real_photo_still.json", "denoiser_emotion_real_photo_pose.json",
+                    "denoiser_emotion_real_anchor_photo.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -156,10 +157,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.data.motion_blur > 0) == ("real" in name)
             # only the re-injection-state fine-tunes (real-only and mixed) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == name.startswith("denoiser_emotion_real_anchor")
-            # the photo-anchor arms hold the source photo there instead, the second also in every slot at times
-            assert (cfg.emotion.twin_photo_anchor_share > 0) == name.startswith("denoiser_emotion_real_photo")
+            # the photo-anchor arms hold the source photo there instead (the last with neutral-oldest examples too),
+            # the second also in every slot at times, the third and the last at another pose than the identity's
+            photo_pose = ("denoiser_emotion_real_photo_pose.json", "denoiser_emotion_real_anchor_photo.json")
+            assert (cfg.emotion.twin_photo_anchor_share > 0) == (name.startswith("denoiser_emotion_real_photo")
+                                                                 or name in photo_pose)
             assert (cfg.emotion.twin_photo_still_share > 0) == (name == "denoiser_emotion_real_photo_still.json")
-            assert cfg.emotion.twin_photo_oldest_own_pose == (name == "denoiser_emotion_real_photo_pose.json")
+            assert cfg.emotion.twin_photo_oldest_own_pose == (name in photo_pose)
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
