@@ -506,7 +506,7 @@ class RealRig:
     skin: np.ndarray          # [3] skin colour
     pose_offset: np.ndarray   # [5] crop augmentation added to the clip's pose (yaw, roll, scale - 1, tx, ty)
     info: dict
-    source_psi: Optional[np.ndarray] = None   # [50] the photo's own expression as fitted (None: not recorded)
+    source_psi: np.ndarray    # [50] the photo's own expression as fitted (`render_real_source_frames`)
 
 
 def _eye_openings(pts: np.ndarray) -> np.ndarray:
