@@ -265,11 +265,12 @@ class DenoiserData:
         ``still``: every motion frame the photo (`TwinOptions.photo_still_share`)."""
         c = self.clips[clip_index]
         previous = [] if still else [i for i in range(frame - self.cfg.n_motion_frames, frame) if i >= 0]
-        own_pose = self.twin_options.photo_oldest_own_pose and bool(previous)
-        photo, _ = c.twins.render_source([identity_frame] + previous[:1] if own_pose else [identity_frame])
+        poses = [identity_frame] + (previous[:1] if self.twin_options.photo_oldest_own_pose else [])
+        photo, _ = c.twins.render_source(poses)
         identity = photo[0]
+        oldest = photo[-1:] if previous else photo[:0]     # the photo at the last pose rendered
         own = c.frames[previous[1:]].float() / 127.5 - 1.0
-        motion = torch.cat([photo[1:] if own_pose else photo[: len(previous[:1])], own])
+        motion = torch.cat([oldest, own])
         item = self._example(c, frame, identity, self._motion(motion, identity, len(previous)))
         self._add_neutral(c, frame, item)
         return item

@@ -792,15 +792,20 @@ def render_real_clip(sources_path: str, seed: int, clip_index: int, n_identities
                 tracks.extras())
 
 
+def _clip_rig(root: str, meta: dict) -> RealRig:
+    """The rig of a real-texture clip of the corpus in ``root``, rebuilt from its prepared sources (cached)."""
+    if meta.get("source") != SOURCE:
+        raise ValueError(f"clip {meta.get('clip_id')!r} is not a real-texture clip")
+    return _cached_rig(os.path.join(root, SOURCES_CACHE), int(meta["corpus_seed"]), int(meta["identity_index"]))
+
+
 def render_real_twin_frames(root: str, meta: dict, extras: Dict[str, np.ndarray], psi: np.ndarray,
                             frame_indices: Sequence[int], size: Optional[int] = None):
     """Counterfactual frames of a real-texture clip of the corpus in ``root`` (as ``render_twin_frames`` for the
     procedural corpus): frames ``frame_indices`` rendered with ``psi`` instead of the clip's own, with the clip's
     identity (rebuilt from ``root/real_sources.npz``, the seed and the identity index in the meta) and head pose.
     Given the clip's own psi rows it reproduces the clip's frames exactly."""
-    if meta.get("source") != SOURCE:
-        raise ValueError(f"clip {meta.get('clip_id')!r} is not a real-texture clip")
-    rig = _cached_rig(os.path.join(root, SOURCES_CACHE), int(meta["corpus_seed"]), int(meta["identity_index"]))
+    rig = _clip_rig(root, meta)
     idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
     psi = _as_stored(psi).reshape(len(idx), EXPRESSION_DIM)
     return render_real_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]), int(size or meta["size"]))
@@ -813,9 +818,7 @@ def render_real_source_frames(root: str, meta: dict, extras: Dict[str, np.ndarra
     ``frame_indices``; (frames uint8 [n, S, S, 3], landmarks [n, 68, 2]). Every frame of a clip is a warp at psi,
     whose geometry follows psi alone; at sampling the re-injected portrait is the photo itself, with its own
     expression. These frames give training that state (`training.data.TwinOptions.photo_anchor_share`)."""
-    if meta.get("source") != SOURCE:
-        raise ValueError(f"clip {meta.get('clip_id')!r} is not a real-texture clip")
-    rig = _cached_rig(os.path.join(root, SOURCES_CACHE), int(meta["corpus_seed"]), int(meta["identity_index"]))
+    rig = _clip_rig(root, meta)
     idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
     psi = np.broadcast_to(rig.source_psi, (len(idx), EXPRESSION_DIM))
     return render_real_frames(rig, psi, _pose_of(np.asarray(extras["pose"])[idx]), int(size or meta["size"]))
