@@ -14,7 +14,7 @@ from emodiff_core import config as C
 
 from training.clips import ClipDataset
 from training.corpus import realface as rf
-from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, TEMPLATE, HeadPose
+from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, TEMPLATE, HeadPose, teeth_showing
 from training.corpus.generate import identity_rig, render_frames
 from training.corpus.render import CROP_EYE_RATIO, EYE_DISTANCE
 
@@ -110,6 +110,28 @@ def test_jaw_open_opens_the_inner_lips_as_psi_says(sources):
     assert lum_open < lum_closed - 15
     # and the chin went down with the jaw: the landmarks are where the warp put them (frame differs below the lips)
     assert np.abs(opened[0].astype(int) - closed[0].astype(int))[int(lm_c[0, 57, 1]):].mean() > 3
+
+
+def test_rounded_lips_cover_the_teeth_in_both_renderers(sources):
+    """An open mouth drawn narrow (surprise, an "oo") shows cavity where a wide one shows the upper teeth: a teeth
+    bar under raised brows reads as a grin to a real-face classifier (corpus version 4)."""
+    assert [teeth_showing(np.eye(EXPRESSION_DIM)[COMPONENT["mouth_width"]] * w) for w in (0.4, 0.0, -0.5, -1.0, -2.0)] \
+        == [1.0, 1.0, 0.5, 0.0, 0.0]
+    real = _rig(sources)
+    procedural = identity_rig(0, 3, 128)
+    renderers = {"real texture": (real, lambda psi: rf.render_real_frames(real, psi, FRONTAL, 128)),
+                 "procedural": (procedural, lambda psi: render_frames(procedural, psi, FRONTAL))}
+    for name, (rig, render) in renderers.items():
+        bright = {}
+        for width in (0.0, -1.0):
+            psi = rig.identity.rest.copy()
+            psi[COMPONENT["jaw_open"]] += 1.0
+            psi[COMPONENT["mouth_width"]] = width
+            frames, lm = render(psi[None])
+            inside = _polygon_mask(lm[0, 60:68], 128)
+            assert inside.sum() > 60
+            bright[width] = np.percentile(frames[0][inside].astype(float).mean(-1), 90)   # the teeth, if any
+        assert bright[0.0] > bright[-1.0] + 40, (name, bright)
 
 
 def test_blink_closes_the_eyes(astronaut):

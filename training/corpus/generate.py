@@ -123,11 +123,12 @@ def clip_speech(identity: Identity, rng: np.random.Generator, emotion: str, samp
 
 
 EMOTION_CHANGE_SHARE = 0.18      # share of emotional clips whose emotion changes mid-clip
-# meta["corpus_version"]: 2 = clips carry what render_twin_frames needs; 3 = the emotion directions of
-# facemodel.EMOTION_DIRECTIONS as they are now (sad re-tuned). Twins of another emotion are drawn with today's
-# directions, so they are refused for clips of an older version (their stored frames would not match).
-CORPUS_VERSION = 3
-EMOTION_DIRECTIONS_VERSION = 3   # the corpus version that last changed EMOTION_DIRECTIONS
+# meta["corpus_version"]: 2 = clips carry what render_twin_frames needs; 3 = sad re-tuned; 4 = surprised re-tuned
+# and teeth covered by rounded lips (facemodel.EMOTION_DIRECTIONS, teeth_showing, as they are now). Twins of another
+# emotion are drawn with today's directions and mouth, so they are refused for clips of an older version (their
+# stored frames would not match).
+CORPUS_VERSION = 4
+EMOTION_DIRECTIONS_VERSION = 4   # the corpus version that last changed EMOTION_DIRECTIONS or the mouth's drawing
 RIG_CACHE_SIZE = 64              # identities kept rendered-ready (about 1.3 MB each at 64 px, 5 MB at 128 px)
 
 
@@ -368,7 +369,7 @@ def check_directions_version(meta: Mapping) -> None:
     version = int(meta.get("corpus_version", 0))
     if version < EMOTION_DIRECTIONS_VERSION:
         raise ValueError(f"clip {meta.get('clip_id')!r} is from corpus version {version}, rendered with emotion "
-                         f"directions that changed in version {EMOTION_DIRECTIONS_VERSION} (sad): its twins of "
+                         f"directions that changed in version {EMOTION_DIRECTIONS_VERSION} (surprised, teeth): its twins of "
                          "another emotion would not match its frames; regenerate the corpus with "
                          "python -m training corpus, or train without twins (emotion.twin_share 0)")
 
