@@ -136,7 +136,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 31
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 32
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -147,7 +147,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_only.json", "denoiser_emotion_real_anchor.json",
                     "denoiser_emotion_real_anchor_mix.json", "denoiser_emotion_real_photo_anchor.json",
                     "denoiser_emotion_real_photo_still.json", "denoiser_emotion_real_photo_pose.json",
-                    "denoiser_emotion_real_anchor_photo.json"):  # the emotion
+                    "denoiser_emotion_real_anchor_photo.json", "denoiser_emotion_real_v4.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0

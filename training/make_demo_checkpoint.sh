@@ -4,8 +4,9 @@
 # cores for stage 1, the denoiser most of it). DATA and RUNS may be set; the defaults are outside the repository.
 # Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), the first part of
 # stage 2 and stage 3's SR head on version 2, the last part of stage 2 (and its generator) and stage 3's denoiser
-# on version 3 (sad re-tuned, training/README.md section 1), which the corpus command now renders; rerunning the
-# earlier parts trains them on version-3 faces: close to, not byte-identical with, the shipped components
+# on version 3 (sad re-tuned, training/README.md section 1). The corpus command now renders version 4 (surprised
+# re-tuned, teeth covered by rounded lips), which no shipped component was trained on; rerunning trains them on
+# version-4 faces: close to, not byte-identical with, the shipped components
 # (generator step 3000 on v1 is replaced in stage 2; SR head and regressor are kept). The folder names below keep
 # "v2".
 set -euo pipefail
