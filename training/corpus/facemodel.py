@@ -268,7 +268,7 @@ def emotion_directions() -> Dict[str, np.ndarray]:
         # the teeth (`teeth_showing`). Corpus v4: the mouth narrower and the lip corners and cheeks down (where a
         # smiling photo keeps them up); FER reads surprised on frontal real-texture faces of 40 training identities
         # 50 -> 75 % (smiling sources 34 -> 66 %), most of it from the hidden teeth. Raising brows, lids and jaw
-        # further read 95 %, but the real checkpoint lost held-out photos' person under it (training/README.md 1b)
+        # further read 95 %, but the real checkpoint lost held-out photos' person under it (training/README.md 1)
         "surprised": {"outer_brow_raise": 1.1, "inner_brow_raise": 0.9, "eye_openness": 1.2, "jaw_open": 0.8,
                       "mouth_width": -0.7, "lip_press": -0.3, "lip_corner_up": -0.3, "cheek_raise": -0.3},
     }
