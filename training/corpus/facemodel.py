@@ -289,3 +289,10 @@ def teeth_showing(psi: np.ndarray) -> float:
     in surprise or an "oo") cover them, fully at mouth_width = -1. Both renderers fade the teeth into the cavity by
     it; a drawn teeth bar under an open, narrow mouth reads as a grin to a real-face classifier."""
     return float(1.0 - np.clip(-psi[COMPONENT["mouth_width"]], 0.0, 1.0))
+
+
+def teeth_colour(teeth, cavity, psi: np.ndarray) -> tuple:
+    """The colour both renderers draw teeth with: ``teeth`` faded into the ``cavity`` colour as far as rounded lips
+    cover them (`teeth_showing`)."""
+    show = teeth_showing(psi)
+    return tuple(float(v) for v in show * np.asarray(teeth) + (1 - show) * np.asarray(cavity))

@@ -45,7 +45,7 @@ from emodiff_core.emotions import EMOTIONS
 from ..clips import Clip, write_clip, write_index
 from ..digest import sha256_of
 from .facemodel import (COMPONENT, DEPTH, EXPRESSION_BASIS, EXPRESSION_DIM, IDENTITY_BASIS, NUM_NAMED, TEMPLATE,
-                        HeadPose, apply_pose, teeth_showing)
+                        HeadPose, apply_pose, teeth_colour)
 from .generate import (Identity, _as_stored, _draw_emotion_plan, _pose_of, _track_meta, check_corpus_options,
                        clip_tracks, make_identity, pending_clips, run_clip_jobs, split_of)
 from .render import CANONICAL_NOSE_TIP, CROP_EYE_RATIO, EYE_DISTANCE, Renderer, canonical_to_pixels, expression_shading
@@ -742,17 +742,15 @@ def _mouth(shader: _Shader, img: np.ndarray, lm: np.ndarray, dense: np.ndarray, 
     axes = (int(round(0.3 * width * shader.ss * 16)), int(round(0.35 * gap * shader.ss * 16)))
     cv2.ellipse(layer, c, axes, angle, 180, 360, tuple(float(v) for v in np.array([0.55, 0.22, 0.22]) * tone), -1,
                 lineType=cv2.LINE_AA, shift=4)
-    # teeth a little lighter than the skin, never brighter than off-white (they are in the mouth's shadow)
-    # rounded lips cover the teeth: they fade into the cavity (facemodel.teeth_showing)
-    show = teeth_showing(psi)
+    # teeth a little lighter than the skin, never brighter than off-white (they are in the mouth's shadow), faded
+    # into the cavity where rounded lips cover them (facemodel.teeth_colour)
     teeth = np.array([1.0, 0.97, 0.9]) * min(0.8, float(rig.skin.mean()) * 1.3)
     height = min(0.06 * unit, 0.6 * gap)
-    shader._fill(layer, np.concatenate([upper, upper[::-1] + height * down]),
-                 tuple(float(v) for v in show * teeth + (1 - show) * cavity))
+    shader._fill(layer, np.concatenate([upper, upper[::-1] + height * down]), teeth_colour(teeth, cavity, psi))
     bare = 0.05 * float(np.clip(psi[COMPONENT["lower_lip_depress"]], 0, 1)) + 0.02 * float(np.clip(gap / unit - 0.2, 0, 1))
     if bare > 0.005:
         shader._fill(layer, np.concatenate([lower, lower[::-1] - bare * unit * down]),
-                     tuple(float(v) for v in show * 0.93 * teeth + (1 - show) * cavity))
+                     teeth_colour(0.93 * teeth, cavity, psi))
     soft = 0.35 * shader.ss   # the interior's edges as soft as the photo's
     mask = cv2.GaussianBlur(mask, (0, 0), soft)[..., None]
     layer = cv2.GaussianBlur(layer, (0, 0), soft)

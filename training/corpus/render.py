@@ -17,7 +17,7 @@ import numpy as np
 
 from emodiff_core.faces import ALIGN_CROP_EYE_RATIO
 
-from .facemodel import COMPONENT, TEMPLATE, teeth_showing
+from .facemodel import COMPONENT, TEMPLATE, teeth_colour
 
 SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.92, 0.74, 0.62], [0.84, 0.63, 0.50], [0.74, 0.53, 0.39],
                        [0.60, 0.42, 0.30], [0.45, 0.31, 0.22], [0.34, 0.23, 0.17]])
@@ -237,18 +237,17 @@ class Renderer:
         self._fill(img, lm[48:60], app.lips)
         # the lower teeth show as far as the lower lip is pulled down off them (lower_lip_depress, AU16/20)
         bare = 0.05 * float(np.clip(psi[COMPONENT["lower_lip_depress"]], 0, 1))
-        cavity = np.array([0.18, 0.05, 0.06])
-        show = teeth_showing(psi)     # rounded lips cover the teeth: they fade into the cavity
+        cavity = (0.18, 0.05, 0.06)     # rounded lips cover the teeth: they fade into it (teeth_colour)
 
         def draw_mouth(layer, origin):
-            self._fill(layer, lm[60:68], tuple(cavity), origin)
+            self._fill(layer, lm[60:68], cavity, origin)
             upper = lm[[60, 61, 62, 63, 64]]
             self._fill(layer, np.concatenate([upper, upper[::-1] + np.array([0, 0.06 * unit])]),
-                       tuple(show * np.array([0.92, 0.9, 0.85]) + (1 - show) * cavity), origin)
+                       teeth_colour((0.92, 0.9, 0.85), cavity, psi), origin)
             if bare > 0:
                 lower = lm[[64, 65, 66, 67, 60]]
                 self._fill(layer, np.concatenate([lower, lower[::-1] - np.array([0, bare * unit])]),
-                           tuple(show * np.array([0.85, 0.83, 0.78]) + (1 - show) * cavity), origin)
+                           teeth_colour((0.85, 0.83, 0.78), cavity, psi), origin)
         self._composite(img, lm[60:68], draw_mouth)
         self._line(img, lm[[60, 61, 62, 63, 64]], app.lips * 0.45, 0.022 * unit)
         out = cv2.resize(np.clip(img, 0, 1), (self.size, self.size), interpolation=cv2.INTER_AREA)
