@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,14 +60,17 @@ def load_image(path: str) -> np.ndarray:
 
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
                  settings: SamplingSettings, seed: int, superres: str, paste_back: bool, max_side: int = 0,
-                 progress: bool = True, reinject_identity_every: int = 0) -> Tuple[Iterator[np.ndarray], float]:
+                 progress: bool = True, reinject_identity_every: int = 0,
+                 mouth_level: Optional[Sequence[float]] = None) -> Tuple[Iterator[np.ndarray], float]:
     """(uint8 frames [H, W, 3], one at a time, seconds spent sampling) for one portrait: the aligned crop video
     (optionally super-resolved) or, with ``paste_back``, the portrait at `pl.paste_output_size`(max_side).
 
     Sampling runs first (its crops are small: S x S floats per frame); super-resolution and paste-back run
-    lazily as the caller consumes the frames, so a full-size frame exists once at a time."""
+    lazily as the caller consumes the frames, so a full-size frame exists once at a time. ``mouth_level``: see
+    `pl.emotion_expression_pair` (`pl.resolve_mouth_level` makes it from --mouth)."""
     check_superres(models, superres)         # before minutes of sampling, not after
-    psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed)
+    psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed,
+                                              mouth_level=mouth_level)
     start = time.perf_counter()
 
     def report(event: pl.FrameProgress):
@@ -198,6 +201,7 @@ def generate(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
+    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, os.path.basename(args.checkpoint))
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
                                    allow_centre_crop=args.centre_crop)
@@ -211,7 +215,7 @@ def generate(args) -> dict:
         spec.weights(audio.num_frames, audio.fps)        # bad keyframes/blends fail before sampling either way
     frames, seconds = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
                                    superres=args.superres, paste_back=args.paste_back, max_side=args.max_side,
-                                   reinject_identity_every=reinject)
+                                   reinject_identity_every=reinject, mouth_level=mouth_level)
     map_big_buffers_while_streaming()      # sampling is done; what follows allocates frame-sized buffers
     start = time.perf_counter()
     shape = []
@@ -225,6 +229,7 @@ def generate(args) -> dict:
     report = {"out": os.path.abspath(args.out), "frames": audio.num_frames, "fps": audio.fps,
               "audio_seconds": round(audio.seconds, 3), "silent_seconds": round(audio.silent_seconds, 3),
               "size": [int(v) for v in shape], "sampling": settings.to_dict(), "reinject_identity_every": reinject,
+              "mouth": pl.mouth_name(mouth_level),
               "generation_seconds": round(seconds, 1),
               "frames_per_second": round(audio.num_frames / max(seconds, 1e-9), 3),
               "write_seconds": round(time.perf_counter() - start, 1)}
@@ -235,7 +240,7 @@ def generate(args) -> dict:
 
 def emotion_contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
                   frames: int = 8, settings: SamplingSettings = DEFAULT_SAMPLING,
-                  intensities=CONTACT_INTENSITIES) -> np.ndarray:
+                  intensities=CONTACT_INTENSITIES, mouth_level: Optional[Sequence[float]] = None) -> np.ndarray:
     """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
     all rendered as one batch. Intensity 0 is neutral in every column (Eq. 14 at k = 0)."""
     import cv2
@@ -245,7 +250,7 @@ def emotion_contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.
     for k in intensities:
         for emotion in EMOTIONS:
             psi, neutral = pl.emotion_expression_pair(models.generator, short.num_frames, pl.EmotionSpec(emotion, k),
-                                                      fps=audio.fps, seed=seed)
+                                                      fps=audio.fps, seed=seed, mouth_level=mouth_level)
             psis.append(psi)
             neutrals.append(neutral)
     batch = crop[None].expand(len(psis), -1, -1, -1)
@@ -284,17 +289,19 @@ def demo(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
+    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, os.path.basename(args.checkpoint))
     size = models.denoiser.config.image_size
     wave, sr = load_audio_file(DEMO_SPEECH)
     audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)
     spec = pl.EmotionSpec(args.emotion, args.intensity)
     report = {"checkpoint": os.path.basename(args.checkpoint), "emotion": args.emotion, "intensity": args.intensity,
               "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "sampling": settings.to_dict(),
-              "reinject_identity_every": reinject, "outputs": []}
+              "reinject_identity_every": reinject, "mouth": pl.mouth_name(mouth_level), "outputs": []}
     photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
     procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
     # both portraits in one batch: one autoregressive pass renders two videos
-    psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=args.seed)
+    psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=args.seed,
+                                              mouth_level=mouth_level)
     t0 = time.perf_counter()
 
     def report_progress(event: pl.FrameProgress):
@@ -318,7 +325,8 @@ def demo(args) -> dict:
                       sample_rate=audio.config.sample_rate)
             report["outputs"].append(full_path)
     sheet_path = os.path.join(args.out, "contact_sheet.png")
-    emotion_contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, settings=settings)
+    emotion_contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, settings=settings,
+                          mouth_level=mouth_level)
     report["outputs"].append(sheet_path)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     return report
@@ -351,6 +359,11 @@ def main(argv=None) -> int:
     common.add_argument("--reinject-identity-every", type=int, default=None,
                         help="against identity drift: every N frames the oldest motion frame is the portrait again "
                              "(0 = off; default: the checkpoint's recommended period, 0 when it names none)")
+    common.add_argument("--mouth", default="auto", choices=pl.MOUTH_POLICIES,
+                        help="the mouth of the generated expression: voice = held at the denoiser's training mean, "
+                             "so the audio alone moves it; generator = the expression generator's own speaking mouth "
+                             "(the paper); auto (default) = voice where the denoiser stores its training statistics "
+                             "(emodiffhead_emotion, emodiffhead_real), generator otherwise (emodiffhead_demo)")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

@@ -363,19 +363,27 @@ class EmotionSpec:
 
 
 @torch.no_grad()
-def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0) -> torch.Tensor:
+def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0,
+                        mouth_level: Optional[Sequence[float]] = None) -> torch.Tensor:
     """Per-frame expression vectors [N, 50]: e_n + sum_j w_j (e_j - e_n) (Eq. 14 with d_y = e_y - e_n).
 
     The neutral and every target sequence come from the expression generator with the SAME noise z, so the
-    differences e_j - e_n isolate the emotions.
+    differences e_j - e_n isolate the emotions. ``mouth_level``: see `emotion_expression_pair`.
     """
-    return emotion_expression_pair(generator, num_frames, spec, fps, seed)[0]
+    return emotion_expression_pair(generator, num_frames, spec, fps, seed, mouth_level=mouth_level)[0]
 
 
 @torch.no_grad()
-def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0):
+def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0,
+                            mouth_level: Optional[Sequence[float]] = None):
     """(psi, e_n): the per-frame expression vectors of `emotion_expressions` and the neutral sequence e_n they
-    were made from (the null condition of classifier-free guidance, `guidance.ExpressionGuidance`)."""
+    were made from (the null condition of classifier-free guidance, `guidance.ExpressionGuidance`).
+
+    :param mouth_level: None: the generator's sequences as they are (the paper). Otherwise the mouth is the
+        voice's (`hold_voice_mouth`): the speaking mouth the generator drew is replaced by this level (one value
+        per psi component; `voice_mouth_level` gives a denoiser's), and each emotion keeps only its own mouth
+        offset, so that the denoiser's mouth follows the audio alone.
+    """
     if num_frames < 1:
         raise PipelineError("num_frames must be at least 1")
     weights = spec.weights(num_frames, fps)                       # [N, 8]
@@ -385,10 +393,77 @@ def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: 
     z = generator.sample_noise(1, g, device)
     labels = torch.tensor([emotion_index(NEUTRAL)] + used, device=device)
     seqs = generator(labels, num_frames, z=z.expand(len(labels), -1)).float().cpu()
-    e_n = seqs[0]
+    e_n, targets = seqs[0], seqs[1:]
+    if mouth_level is not None:
+        e_n, targets = hold_voice_mouth(e_n, targets, mouth_level)
     if not used:
         return e_n, e_n
-    return blend_from_weights(e_n, seqs[1:], weights[:, used].float()), e_n
+    return blend_from_weights(e_n, targets, weights[:, used].float()), e_n
+
+
+# The components of the corpus' expression space (training/corpus/facemodel.EXPRESSION_COMPONENTS: the psi every
+# shipped expression generator makes and every shipped denoiser reads) that speech moves: jaw_open, mouth_width,
+# lip_press, lower_lip_depress.
+SPEECH_MOUTH_COMPONENTS = (0, 1, 10, 12)
+# How `emotion_expression_pair`'s mouth is chosen (`resolve_mouth_level`): "voice" holds it (`hold_voice_mouth`),
+# "generator" keeps the generator's speaking mouth (the paper), "auto" is "voice" for a denoiser that stores its
+# training statistics (`DenoiserConfig.expression_mean`) and "generator" for one that does not.
+MOUTH_POLICIES = ("auto", "voice", "generator")
+
+
+def hold_voice_mouth(neutral: torch.Tensor, targets: torch.Tensor, level: Sequence[float]):
+    """(e_n, e_targets) with the mouth left to the voice: in e_n the `SPEECH_MOUTH_COMPONENTS` are set to
+    ``level`` in every frame; in each target e_j they are that level plus the emotion's own mouth, the time-mean of
+    (e_j - e_n) over the sequence. The other components are unchanged, so Eq. 14's directions keep everything but
+    the mouth's motion.
+
+    Why: the generator learned whole psi sequences of speaking clips, so its e_n and e_j carry a speaking mouth of
+    their own, at a level that differs between generator training runs (mean jaw_open of a 10 s sequence: 0.11 to
+    0.60 over four runs). The denoiser reads psi's (smoothed) mouth as an offset to the mouth the audio gives,
+    and lip sync then depends on which generator run made the sequence (benchmarks/README.md, "The mouth is the
+    voice's").
+
+    :param neutral: [N, D]; :param targets: [J, N, D] (J may be 0); :param level: D values (the denoiser's
+        training mean psi).
+    """
+    level_t = torch.as_tensor(level, dtype=neutral.dtype).reshape(-1)
+    if level_t.numel() != neutral.shape[-1]:
+        raise PipelineError(f"the mouth level has {level_t.numel()} values; the expression vectors have "
+                            f"{neutral.shape[-1]} components")
+    mouth = list(SPEECH_MOUTH_COMPONENTS)
+    held = neutral.clone()
+    held[:, mouth] = level_t[mouth]
+    offsets = (targets[..., mouth] - neutral[None, :, mouth]).mean(dim=1, keepdim=True)     # [J, 1, M]
+    held_targets = targets.clone()
+    held_targets[..., mouth] = held[None, :, mouth] + offsets
+    return held, held_targets
+
+
+def voice_mouth_level(denoiser) -> Optional[Tuple[float, ...]]:
+    """The level `hold_voice_mouth` holds the mouth at for this denoiser: the mean psi of its training data
+    (`DenoiserConfig.expression_mean`), where the speech-driven mouth of its condition was on average. None for a
+    denoiser that stores no statistics (trained on raw psi, as the demo checkpoint)."""
+    mean = tuple(denoiser.config.expression_mean)
+    return mean if mean else None
+
+
+def resolve_mouth_level(policy: str, denoiser, name: str = "this checkpoint") -> Optional[Tuple[float, ...]]:
+    """The ``mouth_level`` for `emotion_expression_pair` under a policy of `MOUTH_POLICIES`. The one rule behind
+    the CLI's --mouth, the Emotion Vector node's mouth input, `evaluate` and `evaluate-portraits`."""
+    if policy not in MOUTH_POLICIES:
+        raise PipelineError(f"mouth must be one of {', '.join(MOUTH_POLICIES)}; got {policy!r}")
+    if policy == "generator":
+        return None
+    level = voice_mouth_level(denoiser)
+    if level is None and policy == "voice":
+        raise PipelineError(f"mouth 'voice' needs a denoiser that stores its training statistics (expression_mean); "
+                            f"{name} does not: use 'auto' or 'generator'")
+    return level
+
+
+def mouth_name(mouth_level: Optional[Sequence[float]]) -> str:
+    """How reports name the mouth a ``mouth_level`` (`resolve_mouth_level`'s result) gives: "voice" or "generator"."""
+    return "generator" if mouth_level is None else "voice"
 
 
 @dataclass

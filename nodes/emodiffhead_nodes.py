@@ -164,15 +164,23 @@ class EMOdiffheadEmotionVector:
             "keyframes": ("STRING", {"default": "", "multiline": True,
                                      "tooltip": "A timeline time:emotion:intensity, e.g. 0:neutral:0, 1.5:happy:1, 3:sad:0.8 "
                                                 "(seconds; eased between keys; overrides blend)."}),
+            "mouth": (list(pl.MOUTH_POLICIES), {"default": "auto",
+                                                "tooltip": "voice: the generated mouth is held, the audio alone moves it "
+                                                           "(the emotion keeps its own mouth shape); generator: the "
+                                                           "expression generator's own speaking mouth (the paper); auto: "
+                                                           "voice for emodiffhead_emotion and emodiffhead_real, generator "
+                                                           "for emodiffhead_demo."}),
         }}
 
-    def make(self, model, audio_features, emotion, intensity, seed, blend="", keyframes=""):
+    def make(self, model, audio_features, emotion, intensity, seed, blend="", keyframes="", mouth="auto"):
         spec = pl.EmotionSpec(emotion, float(intensity), blend=_run(parse_blend, blend.strip() or None),
                               keyframes=keyframes.strip() or None)
+        mouth_level = _run(pl.resolve_mouth_level, mouth, model.denoiser, model.name)
         psi, neutral = _run(pl.emotion_expression_pair, model.generator, audio_features.num_frames, spec,
-                            fps=audio_features.fps, seed=seed)
+                            fps=audio_features.fps, seed=seed, mouth_level=mouth_level)
         description = {"emotion": emotion, "intensity": float(intensity), "blend": blend.strip(),
-                       "keyframes": keyframes.strip(), "seed": int(seed), "model": model.name}
+                       "keyframes": keyframes.strip(), "seed": int(seed), "model": model.name,
+                       "mouth": pl.mouth_name(mouth_level)}
         plot = emotion_plot(spec, audio_features.num_frames, audio_features.fps, silent=audio_features.silent)
         plot_image = (torch.from_numpy(plot).float() / 255.0)[None].to(bridge.intermediate_device())
         return (pl.ExpressionTrack(psi, audio_features.fps, description, neutral=neutral), plot_image)

@@ -53,6 +53,7 @@ def test_generate_writes_an_mp4_as_long_as_the_audio(bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["frames"] == 15 and report["size"] == [64, 64]
+    assert report["mouth"] == "generator"           # auto: the tiny denoiser stores no training statistics
     video_s, audio_s, vcodec, acodec, frames = _stream_durations(str(out))
     assert vcodec == "h264" and acodec == "aac" and frames == 15
     assert video_s == pytest.approx(0.5, abs=1e-3) and audio_s == pytest.approx(0.5, abs=1e-3)
@@ -113,6 +114,8 @@ def test_bad_cli_input_gives_clear_errors(bundle, tmp_path):
          "not trained with expression dropout"),
         (["--portrait", portrait, "--audio", os.path.join(ROOT, "assets", "speech.wav"), "--audio-guidance", "-1"],
          "audio_guidance must be a number >= 0"),
+        (["--portrait", portrait, "--audio", os.path.join(ROOT, "assets", "speech.wav"), "--mouth", "voice"],
+         "needs a denoiser that stores its training statistics"),
     ]
     for args, message in cases:
         out = tmp_path / "x.mp4"

@@ -57,6 +57,13 @@ def test_incomparable_reports_are_refused_with_what_differs(tmp_path):
     assert allowed["settings"]["candidate"]["sampling"]["start_noise"] == 0.7 and allowed["candidate_at_least_as_good"]
     with pytest.raises(ComparisonError, match="--allow takes"):
         compare([report("v1.wav", 0.5)], [sampled], allow=["portraits"])
+    # the mouth policy: a report without it (older) is the generator's mouth; voice against it needs --allow mouth
+    generator, voice = report("v1.wav", 0.5), report("v1.wav", 0.6)
+    generator["mouth"], voice["mouth"] = "generator", "voice"
+    assert compare([report("v1.wav", 0.5)], [generator])["candidate_at_least_as_good"]
+    with pytest.raises(ComparisonError, match="differ in mouth"):
+        compare([report("v1.wav", 0.5)], [voice])
+    assert compare([report("v1.wav", 0.5)], [voice], allow=["mouth"])["settings"]["candidate"]["mouth"] == "voice"
     with pytest.raises(ComparisonError, match="same voice"):
         compare([report("v1.wav", 0.5), report("v1.wav", 0.4)], [report("v1.wav", 0.5)])
     path = tmp_path / "partial.json"

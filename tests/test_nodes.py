@@ -312,6 +312,8 @@ def test_bad_audio_emotion_and_checkpoints(comfy):
         emo.make(model, feats, "happy", 1.0, 0, blend="joyful:0.5")
     with pytest.raises(err, match="keyframe"):
         emo.make(model, feats, "happy", 1.0, 0, keyframes="1.0:happy")
+    with pytest.raises(err, match="training statistics"):     # the tiny denoiser stores none
+        emo.make(model, feats, "happy", 1.0, 0, mouth="voice")
     loader = _node(comfy, "LoadEMOdiffheadModel")
     with pytest.raises(err, match="not a generation checkpoint"):
         loader.load("sr_only.safetensors", "cpu", "auto")

@@ -5,7 +5,7 @@ import torch
 
 from emodiff_core import pipeline as pl
 from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
-from emodiff_core.emotions import EmotionError
+from emodiff_core.emotions import EMOTIONS, EmotionError
 from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
 from emodiff_core.sampling import SamplingSettings
 
@@ -59,6 +59,49 @@ def test_emotion_expressions_follow_eq14():
     for spec in (pl.EmotionSpec("joy"), pl.EmotionSpec("happy", 2.5), pl.EmotionSpec("happy", -0.1)):
         with pytest.raises(EmotionError):
             pl.emotion_expressions(gen, 5, spec)
+
+
+def test_voice_mouth_holds_the_generated_mouth_and_keeps_each_emotions_own():
+    """mouth 'voice' (`hold_voice_mouth`): e_n's speech-mouth components are the level in every frame; an emotion
+    adds its time-mean mouth offset, scaled by its weight frame by frame; every other component is Eq. 14's."""
+    import dataclasses
+
+    _, gen = _tiny_models()
+    mouth = list(pl.SPEECH_MOUTH_COMPONENTS)
+    others = [c for c in range(50) if c not in mouth]
+    level = torch.linspace(-0.5, 0.5, 50)
+    e_y, e_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 1.0), seed=3)
+    assert e_n[:, mouth].std(dim=0).min() > 0           # the generator's own mouth moves (what is held)
+    held_y, held_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 1.0), seed=3, mouth_level=level)
+    assert torch.equal(held_n[:, mouth], level[mouth].expand(60, -1))
+    assert torch.equal(held_n[:, others], e_n[:, others]) and torch.allclose(held_y[:, others], e_y[:, others])
+    offset = (e_y - e_n)[:, mouth].mean(dim=0)
+    assert torch.allclose(held_y[:, mouth], (level[mouth] + offset).expand(60, -1), atol=1e-6)
+    half, _ = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 0.5), seed=3, mouth_level=level)
+    assert torch.allclose(half[:, mouth], (level[mouth] + 0.5 * offset).expand(60, -1), atol=1e-6)
+    # a timeline: neutral at 0 s to happy at 1 s, the emotion's mouth offset follows the weight
+    spec = pl.EmotionSpec(keyframes="0:neutral:0, 1:happy:1")
+    timeline, _ = pl.emotion_expression_pair(gen, 60, spec, fps=30, seed=3, mouth_level=level)
+    happy = EMOTIONS.index("happy")
+    w = spec.weights(60, 30)[:, happy:happy + 1].float()
+    assert w[0] == 0 and w[45] == 1
+    assert torch.allclose(timeline[:, mouth], level[mouth] + w * offset, atol=1e-6)
+    neutral, neutral_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("neutral"), seed=3, mouth_level=level)
+    assert torch.equal(neutral, neutral_n) and torch.allclose(neutral, held_n, atol=1e-6)
+    with pytest.raises(pl.PipelineError, match="49 values"):
+        pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy"), seed=3, mouth_level=level[:49])
+    # which level a denoiser gives: its training mean; none for one trained on raw psi
+    raw = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"])
+    stats = EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], expression_mean=tuple(level.tolist()),
+                                                    expression_scale=(1.0,) * 50))
+    assert pl.resolve_mouth_level("auto", raw) is None and pl.resolve_mouth_level("generator", stats) is None
+    assert torch.equal(torch.tensor(pl.resolve_mouth_level("auto", stats)), level)
+    assert pl.resolve_mouth_level("voice", stats) == pl.voice_mouth_level(stats)
+    assert pl.mouth_name(None) == "generator" and pl.mouth_name(pl.voice_mouth_level(stats)) == "voice"
+    with pytest.raises(pl.PipelineError, match="training statistics.*'generator'"):
+        pl.resolve_mouth_level("voice", raw, "demo.safetensors")
+    with pytest.raises(pl.PipelineError, match="one of auto, voice, generator"):
+        pl.resolve_mouth_level("lips", stats)
 
 
 def test_generate_frames_is_seeded_autoregressive_and_cancellable():

@@ -119,7 +119,7 @@ def _evaluate(args) -> int:
                       flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, flie_emotion=args.flie_emotion,
                       probe_examples=args.probe_examples,
                       also_judges=args.also_judge, neutral_seeds=args.neutral_seeds,
-                      audio_guidance=args.audio_guidance, regressor=args.regressor)
+                      audio_guidance=args.audio_guidance, regressor=args.regressor, mouth=args.mouth)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -137,7 +137,7 @@ def _evaluate_portraits(args) -> int:
                                 emotions=args.emotions, intensity=args.intensity, out=args.out, seed=args.seed,
                                 device=args.device, save_videos=args.save_videos, settings=settings,
                                 reinject_identity_every=args.reinject_identity_every, guidance=args.guidance,
-                                save_crops=args.save_crops, crops_from=args.crops_from,
+                                save_crops=args.save_crops, crops_from=args.crops_from, mouth=args.mouth,
                                 superres_from=args.superres_from, audio_guidance=args.audio_guidance)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
@@ -155,6 +155,7 @@ def _export(args) -> int:
 
 def main(argv=None) -> int:
     from emodiff_core.paths import DEFAULT_CHECKPOINT
+    from emodiff_core.pipeline import MOUTH_POLICIES
     from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES
 
     from .evaluate import (CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_NEUTRAL_SEEDS, CONTROL_SETTLE, FLIE_LEVELS,
@@ -295,6 +296,9 @@ def main(argv=None) -> int:
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="videos and emotion control: every N frames the oldest motion frame is the portrait again "
                         "(0 = off; default: the period the denoiser's checkpoint recommends, as generate)")
+    p.add_argument("--mouth", choices=MOUTH_POLICIES, default="auto",
+                   help="videos made from the expression generator: their mouth, as generate's --mouth (voice, "
+                        "generator; default auto: voice where the denoiser stores its training statistics)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)
@@ -329,6 +333,10 @@ def main(argv=None) -> int:
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="every N frames the oldest motion frame is the portrait again (against drift; 0 = off; "
                         "default: the checkpoint's recommended period, as generate)")
+    p.add_argument("--mouth", choices=MOUTH_POLICIES, default="auto",
+                   help="the generated expression's mouth, as generate's --mouth: voice (held, the audio moves it), "
+                        "generator (the generator's own speaking mouth), auto (default: voice where the checkpoint's "
+                        "denoiser stores its training statistics)")
     p.add_argument("--save-crops", action="store_true",
                    help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
     p.add_argument("--crops-from", default=None, metavar="DIR",

@@ -16,7 +16,7 @@ voices first (each voice counts once, whatever its number of frames):
 - ``fer_<emotion>``: the share of frames the real-face classifier reads as the asked emotion, per non-neutral
   emotion (issue 10 sets no FER target for neutral).
 
-``--allow sampling`` (or ``reinject_identity_every``, ``superres``) lets those differ, to rank two ways of running
+``--allow sampling`` (or ``reinject_identity_every``, ``superres``, ``mouth``) lets those differ, to rank two ways of running
 one checkpoint (e.g. start noise 0.5 against 0.7) by the same rule.
 
 The verdict ``candidate_at_least_as_good`` is True when the candidate's voice-mean is >= the baseline's minus
@@ -33,9 +33,9 @@ from emodiff_core.sampling import SamplingError, SamplingSettings
 
 SUMMARY_MEASURES = ("face_share", "same_person_share", "sharpness", "lipsync_r")
 # what must agree between two reports for their numbers to be comparable
-SETTINGS_KEYS = ("emotions", "intensity", "seed", "sampling", "reinject_identity_every", "superres")
+SETTINGS_KEYS = ("emotions", "intensity", "seed", "sampling", "reinject_identity_every", "superres", "mouth")
 # what may differ when the comparison is between two ways of running ONE checkpoint (--allow)
-GENERATION_SETTINGS = ("sampling", "reinject_identity_every", "superres")
+GENERATION_SETTINGS = ("sampling", "reinject_identity_every", "superres", "mouth")
 
 
 class ComparisonError(ValueError):
@@ -84,8 +84,10 @@ def _by_voice(reports: Sequence[Mapping], side: str) -> Dict[str, Mapping]:
 
 def _setting(report: Mapping, key: str):
     """A report's setting; sampling as `SamplingSettings`, so that a report written before a sampling option
-    existed (without its key) equals one that has the option's default."""
+    existed (without its key) equals one that has the option's default; likewise the mouth policy."""
     value = report.get(key)
+    if key == "mouth" and value is None:      # reports from before the mouth policy: the generator's mouth
+        return "generator"
     if key == "sampling" and isinstance(value, Mapping):
         try:
             return SamplingSettings(**value)

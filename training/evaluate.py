@@ -28,9 +28,10 @@ from emodiff_core.checkpoint import load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_reinject, emotion_expression_pair,
-                                   emotion_expressions, encode_audio, generate_frames, recommended_audio_guidance,
-                                   recommended_guidance, recommended_reinject, resolve_guidance, resolve_reinject)
+from emodiff_core.pipeline import (MOUTH_POLICIES, EmotionSpec, check_guidance, check_reinject, emotion_expression_pair,
+                                   emotion_expressions, encode_audio, generate_frames, mouth_name,
+                                   recommended_audio_guidance, recommended_guidance, recommended_reinject,
+                                   resolve_guidance, resolve_mouth_level, resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
 from .clips import ClipDataset
@@ -196,7 +197,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                     flie_levels: int = FLIE_LEVELS, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
                     i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
                     reinject_identity_every: int = 0, flie_seeds: int = 1,
-                    flie_settings: Optional[SamplingSettings] = None) -> dict:
+                    flie_settings: Optional[SamplingSettings] = None,
+                    mouth_level: Optional[Sequence[float]] = None) -> dict:
     """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring) and
     ``reinject_identity_every`` (`pipeline.generate_frames`; 0 = off). Missing inputs (no extractor, no weights)
     leave their keys out and say why under ``skipped``. ``flie`` is measured with ``seed``; with ``flie_seeds``
@@ -212,7 +214,9 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     the floor the extractor's errors set. ``per_clip``: each clip's
     ``psnr``/``ssim``/``lipsync``/``identity``/``identity_ground_truth``, in ``clips`` order (for paired comparisons
     of checkpoints). ``identity_ground_truth``: the same identity measure on the clip's own frames, the reference
-    for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's)."""
+    for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's).
+    ``mouth_level``: the generated expressions' mouth (`pipeline.emotion_expression_pair`) in the emotion-accuracy and
+    FLIE videos (and the rollouts of a corpus without psi); None = the generator's."""
     from emodiff_core import metrics_video as mv
     from emodiff_core.evaluation import intensity_metrics, pooled_flie
 
@@ -235,7 +239,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         if first is None:
             first = (identity, audio, meta, clip)
         psi = (torch.from_numpy(np.array(clip.psi[:n], np.float32)) if clip.psi is not None
-               else emotion_expressions(generator, n, EmotionSpec("neutral"), fps=audio.fps, seed=seed))
+               else emotion_expressions(generator, n, EmotionSpec("neutral"), fps=audio.fps, seed=seed,
+                                        mouth_level=mouth_level))
         video = generate_frames(denoiser, identity, audio, psi, **gen_opts)[:, 0]
         measured = mv.measure_video(video, audio, truth_frames=truth, extractor=extractor,
                                     descriptor=descriptor, reference_image=truth[0])
@@ -262,7 +267,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         short = audio.first(emotion_frames)
         accuracy = {}
         for emotion in EMOTIONS:
-            psi = emotion_expressions(generator, short.num_frames, EmotionSpec(emotion, 1.0), fps=short.fps, seed=seed)
+            psi = emotion_expressions(generator, short.num_frames, EmotionSpec(emotion, 1.0), fps=short.fps, seed=seed,
+                                      mouth_level=mouth_level)
             video = generate_frames(denoiser, identity, short, psi, **gen_opts)[:, 0]
             accuracy[emotion] = mv.measure_video(video, short, emotion=emotion, extractor=extractor,
                                                  classifier=classifier, window=WINDOW)["emotion_accuracy"]
@@ -271,7 +277,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     if extractor is not None and flie_levels >= 2:
         def intensity_at(s: int, lpips=None) -> dict:
             return intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
-                                     flie_levels, extractor, lpips, expression_seed=s,
+                                     flie_levels, extractor, lpips, expression_seed=s, mouth_level=mouth_level,
                                      **dict(gen_opts, seed=s, settings=flie_settings or settings))
 
         first_run = intensity_at(seed, lpips)
@@ -486,13 +492,14 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
 
 
 def extra_neutral_videos(denoiser, generator, face: torch.Tensor, audio, settings: SamplingSettings, seed: int,
-                         count: int, reinject_identity_every: int = 0) -> torch.Tensor:
+                         count: int, reinject_identity_every: int = 0,
+                         mouth_level: Optional[Sequence[float]] = None) -> torch.Tensor:
     """``count`` neutral videos of ``face`` ([3, S, S] in 0..1) speaking ``audio`` beside the control grid's own
     (which is at ``seed``): video r's expression generator at seed ``seed + r`` (r = 1..count), all diffused in
     one batch at sampling seed ``seed + 1``, apart from the grid so its videos do not change. [N, count, 3, S, S]."""
     n = audio.num_frames
-    pairs = [emotion_expression_pair(generator, n, EmotionSpec("neutral", 0.0), fps=audio.fps, seed=seed + r)
-             for r in range(1, count + 1)]
+    pairs = [emotion_expression_pair(generator, n, EmotionSpec("neutral", 0.0), fps=audio.fps, seed=seed + r,
+                                     mouth_level=mouth_level) for r in range(1, count + 1)]
     return generate_frames(denoiser, face[None].expand(count, -1, -1, -1).contiguous(), audio,
                            torch.stack([p[0] for p in pairs]), settings=settings, seed=seed + 1,
                            neutral_expression=torch.stack([p[1] for p in pairs]),
@@ -532,7 +539,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                            settle_frames: int = CONTROL_SETTLE, settings: SamplingSettings = DEFAULT,
                            seed: int = 0, fer=None, ground_truth: bool = True,
                            reinject_identity_every: int = 0, extractor=None, descriptor=None,
-                           extra_judges: Optional[Mapping[str, object]] = None, neutral_seeds: int = 1) -> dict:
+                           extra_judges: Optional[Mapping[str, object]] = None, neutral_seeds: int = 1,
+                           mouth_level: Optional[Sequence[float]] = None) -> dict:
     """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
 
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
@@ -610,8 +618,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         face_u8, _ = resize_clip_frames(portrait[None], np.zeros((1, 68, 2)), cfg.image_size)
         face_u8 = np.array(face_u8[0])
         face = torch.from_numpy(face_u8).permute(2, 0, 1).float() / 255.0
-        pairs = [emotion_expression_pair(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed)
-                 for e, k in conditions]
+        pairs = [emotion_expression_pair(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed,
+                                         mouth_level=mouth_level) for e, k in conditions]
         video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio,
                                 torch.stack([p[0] for p in pairs]), settings=settings, seed=seed,
                                 neutral_expression=torch.stack([p[1] for p in pairs]),
@@ -624,7 +632,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         read("neutral_seeds", video[settle_frames:, 0], identity, "neutral", 0.0)     # conditions[0] is neutral
         if neutral_seeds > 1:
             more = extra_neutral_videos(denoiser, generator, face, audio, settings, seed, int(neutral_seeds) - 1,
-                                        reinject_identity_every)
+                                        reinject_identity_every, mouth_level)
             for b in range(more.shape[1]):
                 read("neutral_seeds", more[settle_frames:, b], identity, "neutral", 0.0)
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
@@ -647,7 +655,8 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
 
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
               "videos_per_identity": len(conditions), "neutral_seeds": int(neutral_seeds), **settings.to_dict(),
-              "reinject_identity_every": int(reinject_identity_every), **summary(MAIN_JUDGE)}
+              "reinject_identity_every": int(reinject_identity_every), "mouth": mouth_name(mouth_level),
+              **summary(MAIN_JUDGE)}
     for key in ("lipsync", "identity"):
         values = [q[key] for q in quality if key in q]
         if values:
@@ -705,7 +714,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
              flie_emotion: str = "happy",
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
-             audio_guidance: Optional[float] = None, regressor: Optional[str] = None) -> dict:
+             audio_guidance: Optional[float] = None, regressor: Optional[str] = None, mouth: str = "auto") -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
@@ -734,13 +743,19 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
     ``regressor``: a file holding a ``regressor`` (image -> psi) used instead of the bundle's, for the regressor's
     R^2 and as the psi extractor of every video measure that reads psi (lip sync, the psi classifier's emotion
-    accuracy, FLIE); the bundle's components are otherwise unchanged. ``checkpoints.regressor`` names it."""
+    accuracy, FLIE); the bundle's components are otherwise unchanged. ``checkpoints.regressor`` names it.
+
+    ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`, as generate's --mouth; "auto" follows
+    the denoiser) in every video made from the expression generator (the emotion control's, the rollouts' emotion
+    accuracy and FLIE's); the rollouts of ground-truth psi are not affected."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     check_reinject(reinject_identity_every, "reinject_identity_every")   # before the slow work
     resolve_guidance(audio_guidance, 1.0, "audio_guidance")              # a negative scale fails here too
+    if mouth not in MOUTH_POLICIES:
+        raise ValueError(f"mouth must be one of {', '.join(MOUTH_POLICIES)}, got {mouth!r}")
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     if flie_levels < 2:
@@ -774,9 +789,12 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         gen = load_components(found["expression_generator"], ["expression_generator"])["expression_generator"]
         classifier = fit_emotion_classifier(data, seed)
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
+    mouth_level = None
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
         den_info, den_name = read_checkpoint(found["denoiser"]).info, os.path.basename(found["denoiser"])
+        mouth_level = resolve_mouth_level(mouth, den, den_name)
+        report["mouth"] = mouth_name(mouth_level)
         reinject_identity_every = resolve_reinject(reinject_identity_every, recommended_reinject(den_info, den_name))
         audio_guidance = resolve_guidance(audio_guidance, recommended_audio_guidance(den_info, den_name),
                                           "audio_guidance")
@@ -799,7 +817,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None, settings=video_settings,
                 reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels,
-                flie_emotion=flie_emotion,
+                flie_emotion=flie_emotion, mouth_level=mouth_level,
                 flie_settings=_guided(video_settings, guidance[0], den.config))
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
@@ -817,7 +835,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                     intensities=control_intensities,
                     settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
                     reinject_identity_every=reinject_identity_every, extractor=control_extractor,
-                    descriptor=control_descriptor, extra_judges=extra_judges, neutral_seeds=neutral_seeds)
+                    descriptor=control_descriptor, extra_judges=extra_judges, neutral_seeds=neutral_seeds,
+                    mouth_level=mouth_level)
                 report.setdefault("emotion_control", control)
                 sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
                 if extra_judges:

@@ -389,7 +389,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        fps: float = 30.0, reinject_identity_every: Optional[int] = None,
                        guidance: Optional[float] = None, save_crops: bool = False, crops_from: Optional[str] = None,
                        superres_from: Optional[str] = None, audio_guidance: Optional[float] = None,
-                       log: Callable[[str], None] = _log) -> dict:
+                       mouth: str = "auto", log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
     (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it);
@@ -455,8 +455,9 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         f"sampling {settings.label}")
 
     # the expression sequences do not depend on the portrait: one (psi, e_n) pair per emotion
+    mouth_level = pl.resolve_mouth_level(mouth, models.denoiser, display_path(checkpoint))
     pairs = [pl.emotion_expression_pair(models.generator, clip.num_frames, pl.EmotionSpec(e, float(intensity)),
-                                        fps=clip.fps, seed=seed) for e in emotions]
+                                        fps=clip.fps, seed=seed, mouth_level=mouth_level) for e in emotions]
     psi = torch.stack([p[0] for p in pairs])
     neutral = torch.stack([p[1] for p in pairs])
 
@@ -467,6 +468,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                   "silent_seconds": round(clip.silent_seconds, 3), "frames": clip.num_frames, "fps": clip.fps},
         "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed), "sampling": settings.to_dict(),
         "reinject_identity_every": int(reinject_identity_every),
+        "mouth": pl.mouth_name(mouth_level),
         "superres": ("none" if models.superres is None else
                      f"head of {display_path(superres_from)}" if superres_from is not None else "head"),
         "device": str(device),
@@ -486,7 +488,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                          "frames": clip.num_frames, "seconds_used": header["audio"]["seconds_used"],
                          "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed),
                          "sampling": settings.to_dict(), "reinject_identity_every": int(reinject_identity_every),
-                         "image_size": int(size)}
+                         "mouth": header["mouth"], "image_size": int(size)}
     crop_folder = os.path.join(out, "crops") if save_crops else crops_from
     crop_entries = _open_crops(crops_from, crop_settings) if crops_from is not None else None
     header["crops"] = ("sampled, saved in crops/" if save_crops else

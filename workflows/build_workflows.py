@@ -29,7 +29,7 @@ WIDGETS = {
     "LoadEMOdiffheadModel": ["ckpt_name", "device", "dtype"],
     "EMOdiffheadLoadPortrait": ["face_index", "detector", "centre_crop_if_no_face"],
     "EMOdiffheadAudioEncode": ["fps"],
-    "EMOdiffheadEmotionVector": ["emotion", "intensity", "seed+control", "blend", "keyframes"],
+    "EMOdiffheadEmotionVector": ["emotion", "intensity", "seed+control", "blend", "keyframes", "mouth"],
     "EMOdiffheadSampler": ["steps", "sampler", "seed+control", "reinject_identity_every", "start_noise", "guidance",
                            "audio_guidance"],
     "EMOdiffheadSuperResolve": ["method", "lanczos_scale", "repeat"],
@@ -144,7 +144,7 @@ def _front(graph: Graph):
 
 def _emotion(graph, model, feats, pos, emotion="happy", intensity=1.0, keyframes=""):
     return graph.add("EMOdiffheadEmotionVector", pos, model=(model, 0), audio_features=(feats, 0), emotion=emotion,
-                     intensity=intensity, seed=0, blend="", keyframes=keyframes)
+                     intensity=intensity, seed=0, blend="", keyframes=keyframes, mouth="auto")
 
 
 def _sampler(graph, model, portrait, feats, expr, pos):
