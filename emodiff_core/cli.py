@@ -201,7 +201,8 @@ def generate(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
-    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, os.path.basename(args.checkpoint))
+    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, models.recommended_mouth,
+                                         os.path.basename(args.checkpoint))
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
                                    allow_centre_crop=args.centre_crop)
@@ -289,7 +290,8 @@ def demo(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
-    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, os.path.basename(args.checkpoint))
+    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, models.recommended_mouth,
+                                         os.path.basename(args.checkpoint))
     size = models.denoiser.config.image_size
     wave, sr = load_audio_file(DEMO_SPEECH)
     audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)
@@ -361,9 +363,9 @@ def main(argv=None) -> int:
                              "(0 = off; default: the checkpoint's recommended period, 0 when it names none)")
     common.add_argument("--mouth", default="auto", choices=pl.MOUTH_POLICIES,
                         help="the mouth of the generated expression: voice = held at the denoiser's training mean, "
-                             "so the audio alone moves it; generator = the expression generator's own speaking mouth "
-                             "(the paper); auto (default) = voice where the denoiser stores its training statistics "
-                             "(emodiffhead_emotion, emodiffhead_real), generator otherwise (emodiffhead_demo)")
+                             "so the audio alone moves it (the emotion keeps its own mouth shape); generator = the "
+                             "expression generator's own speaking mouth (the paper); auto (default) = what the "
+                             "checkpoint recommends (export --mouth), generator when it names none (the shipped ones)")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

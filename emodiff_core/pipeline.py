@@ -61,6 +61,8 @@ class ModelBundle:
     recommended_reinject_identity_every: int = 0
     # and for the audio guidance (info.sampling.audio_guidance, `SamplingSettings.audio_guidance`; 1 = off)
     recommended_audio_guidance: float = 1.0
+    # and for the generated mouth (info.sampling.mouth, `MOUTH_POLICIES`' "voice" or "generator"): what "auto" means
+    recommended_mouth: str = "generator"
 
     @property
     def image_size(self) -> int:
@@ -94,16 +96,18 @@ def load_bundle(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> 
     guidance = recommended_guidance(ckpt.info, comps["denoiser"].config, os.path.basename(path))
     reinject = recommended_reinject(ckpt.info, os.path.basename(path))
     audio_guidance = recommended_audio_guidance(ckpt.info, os.path.basename(path))
+    mouth = recommended_mouth(ckpt.info, comps["denoiser"], os.path.basename(path))
     return ModelBundle(comps["denoiser"], comps["expression_generator"], comps.get("superres"),
                        name=os.path.basename(path), device=torch.device(device), dtype=dtype,
                        recommended_guidance=guidance, recommended_reinject_identity_every=reinject,
-                       recommended_audio_guidance=audio_guidance)
+                       recommended_audio_guidance=audio_guidance, recommended_mouth=mouth)
 
 
 SAMPLING_INFO_PREFIX = "sampling"      # a bundle's info keys that recommend how to sample its denoiser
 GUIDANCE_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.guidance"
 REINJECT_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.reinject_identity_every"
 AUDIO_GUIDANCE_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.audio_guidance"
+MOUTH_INFO_KEY = f"{SAMPLING_INFO_PREFIX}.mouth"
 
 
 def recommended_reinject(info: Dict[str, str], name: str = "the checkpoint") -> int:
@@ -164,6 +168,24 @@ def recommended_audio_guidance(info: Dict[str, str], name: str = "the checkpoint
     except ValueError as exc:
         raise CheckpointError(f"{name}: its recommended info.{AUDIO_GUIDANCE_INFO_KEY} = {text!r} is unusable ({exc}); "
                               "re-export it with a valid --audio-guidance") from None
+
+
+def recommended_mouth(info: Dict[str, str], denoiser, name: str = "the checkpoint") -> str:
+    """The generated mouth a bundle's info recommends (`MOUTH_INFO_KEY`: "voice" or "generator"; what `MOUTH_POLICIES`'
+    "auto" means for it), "generator" (the paper's) without one. "voice" needs a denoiser that stores its training
+    statistics (`voice_mouth_level`)."""
+    from .checkpoint import CheckpointError
+
+    text = info.get(MOUTH_INFO_KEY)
+    if text is None:
+        return "generator"
+    if text not in ("voice", "generator"):
+        raise CheckpointError(f"{name}: its recommended info.{MOUTH_INFO_KEY} = {text!r} is neither 'voice' nor "
+                              "'generator'; re-export it with a valid --mouth")
+    if text == "voice" and voice_mouth_level(denoiser) is None:
+        raise CheckpointError(f"{name}: it recommends the mouth 'voice', which needs a denoiser that stores its "
+                              "training statistics (expression_mean); re-export it with --mouth generator")
+    return text
 
 
 def recommended_guidance(info: Dict[str, str], cfg: DenoiserConfig, name: str = "the checkpoint") -> float:
@@ -406,8 +428,8 @@ def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: 
 # lip_press, lower_lip_depress.
 SPEECH_MOUTH_COMPONENTS = (0, 1, 10, 12)
 # How `emotion_expression_pair`'s mouth is chosen (`resolve_mouth_level`): "voice" holds it (`hold_voice_mouth`),
-# "generator" keeps the generator's speaking mouth (the paper), "auto" is "voice" for a denoiser that stores its
-# training statistics (`DenoiserConfig.expression_mean`) and "generator" for one that does not.
+# "generator" keeps the generator's speaking mouth (the paper), "auto" is what the bundle recommends
+# (`recommended_mouth`: its info.sampling.mouth, "generator" without one).
 MOUTH_POLICIES = ("auto", "voice", "generator")
 
 
@@ -447,17 +469,21 @@ def voice_mouth_level(denoiser) -> Optional[Tuple[float, ...]]:
     return mean if mean else None
 
 
-def resolve_mouth_level(policy: str, denoiser, name: str = "this checkpoint") -> Optional[Tuple[float, ...]]:
-    """The ``mouth_level`` for `emotion_expression_pair` under a policy of `MOUTH_POLICIES`. The one rule behind
-    the CLI's --mouth, the Emotion Vector node's mouth input, `evaluate` and `evaluate-portraits`."""
+def resolve_mouth_level(policy: str, denoiser, recommended: str = "generator",
+                        name: str = "this checkpoint") -> Optional[Tuple[float, ...]]:
+    """The ``mouth_level`` for `emotion_expression_pair` under a policy of `MOUTH_POLICIES`, "auto" being
+    ``recommended`` (the bundle's `recommended_mouth`). The one rule behind the CLI's --mouth, the Emotion Vector
+    node's mouth input, `evaluate` and `evaluate-portraits`."""
     if policy not in MOUTH_POLICIES:
         raise PipelineError(f"mouth must be one of {', '.join(MOUTH_POLICIES)}; got {policy!r}")
+    if policy == "auto":
+        policy = recommended
     if policy == "generator":
         return None
     level = voice_mouth_level(denoiser)
-    if level is None and policy == "voice":
+    if level is None:
         raise PipelineError(f"mouth 'voice' needs a denoiser that stores its training statistics (expression_mean); "
-                            f"{name} does not: use 'auto' or 'generator'")
+                            f"{name} does not: use 'generator'")
     return level
 
 

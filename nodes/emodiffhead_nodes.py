@@ -168,14 +168,14 @@ class EMOdiffheadEmotionVector:
                                                 "tooltip": "voice: the generated mouth is held, the audio alone moves it "
                                                            "(the emotion keeps its own mouth shape); generator: the "
                                                            "expression generator's own speaking mouth (the paper); auto: "
-                                                           "voice for emodiffhead_emotion and emodiffhead_real, generator "
-                                                           "for emodiffhead_demo."}),
+                                                           "what the checkpoint recommends (generator for the shipped "
+                                                           "ones)."}),
         }}
 
     def make(self, model, audio_features, emotion, intensity, seed, blend="", keyframes="", mouth="auto"):
         spec = pl.EmotionSpec(emotion, float(intensity), blend=_run(parse_blend, blend.strip() or None),
                               keyframes=keyframes.strip() or None)
-        mouth_level = _run(pl.resolve_mouth_level, mouth, model.denoiser, model.name)
+        mouth_level = _run(pl.resolve_mouth_level, mouth, model.denoiser, model.recommended_mouth, model.name)
         psi, neutral = _run(pl.emotion_expression_pair, model.generator, audio_features.num_frames, spec,
                             fps=audio_features.fps, seed=seed, mouth_level=mouth_level)
         description = {"emotion": emotion, "intensity": float(intensity), "blend": blend.strip(),

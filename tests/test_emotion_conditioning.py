@@ -309,6 +309,17 @@ def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
     with pytest.raises(CheckpointError, match="expression dropout"):           # nothing written for a plain one
         export(str(tmp_path / "refused.safetensors"), [plain], guidance=2.0)
     assert not (tmp_path / "refused.safetensors").exists()
+    # the generated mouth: "voice" needs a denoiser with training statistics (expression_mean)
+    with pytest.raises(CheckpointError, match="training statistics"):
+        export(str(tmp_path / "refused.safetensors"), [guided], mouth="voice")
+    assert not (tmp_path / "refused.safetensors").exists() and pl.load_bundle(bundle).recommended_mouth == "generator"
+    stats = str(tmp_path / "stats_parts.safetensors")
+    save_checkpoint(stats, {"denoiser": _tiny(dataclasses.replace(TINY, expression_mean=(0.1,) * 50,
+                                                                  expression_scale=(1.0,) * 50)),
+                            "expression_generator": gen})
+    voiced = pl.load_bundle(export(str(tmp_path / "voiced.safetensors"), [stats], mouth="voice"))
+    assert voiced.recommended_mouth == "voice"
+    assert pl.resolve_mouth_level("auto", voiced.denoiser, voiced.recommended_mouth) == (0.1,) * 50
     speech = os.path.join(root, "assets", "speech.wav")
     portrait = os.path.join(root, "assets", "portrait.jpg")
 

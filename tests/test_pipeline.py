@@ -94,12 +94,15 @@ def test_voice_mouth_holds_the_generated_mouth_and_keeps_each_emotions_own():
     raw = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"])
     stats = EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], expression_mean=tuple(level.tolist()),
                                                     expression_scale=(1.0,) * 50))
-    assert pl.resolve_mouth_level("auto", raw) is None and pl.resolve_mouth_level("generator", stats) is None
-    assert torch.equal(torch.tensor(pl.resolve_mouth_level("auto", stats)), level)
-    assert pl.resolve_mouth_level("voice", stats) == pl.voice_mouth_level(stats)
+    assert pl.voice_mouth_level(raw) is None
+    assert torch.equal(torch.tensor(pl.resolve_mouth_level("voice", stats)), level)
+    # auto is the bundle's recommendation (`recommended_mouth`), the generator's mouth without one
+    assert pl.resolve_mouth_level("auto", stats) is None and pl.resolve_mouth_level("generator", stats) is None
+    assert pl.resolve_mouth_level("auto", stats, "voice") == pl.voice_mouth_level(stats)
+    assert pl.resolve_mouth_level("generator", stats, "voice") is None
     assert pl.mouth_name(None) == "generator" and pl.mouth_name(pl.voice_mouth_level(stats)) == "voice"
     with pytest.raises(pl.PipelineError, match="training statistics.*'generator'"):
-        pl.resolve_mouth_level("voice", raw, "demo.safetensors")
+        pl.resolve_mouth_level("voice", raw, name="demo.safetensors")
     with pytest.raises(pl.PipelineError, match="one of auto, voice, generator"):
         pl.resolve_mouth_level("lips", stats)
 

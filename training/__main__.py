@@ -148,7 +148,7 @@ def _export(args) -> int:
 
     path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance,
                   reinject_identity_every=args.reinject_identity_every, audio_guidance=args.audio_guidance,
-                  superres_mouth_from=args.superres_mouth_from)
+                  superres_mouth_from=args.superres_mouth_from, mouth=args.mouth)
     print(f"wrote {path}")
     return 0
 
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
                         "(0 = off; default: the period the denoiser's checkpoint recommends, as generate)")
     p.add_argument("--mouth", choices=MOUTH_POLICIES, default="auto",
                    help="videos made from the expression generator: their mouth, as generate's --mouth (voice, "
-                        "generator; default auto: voice where the denoiser stores its training statistics)")
+                        "generator; default auto: what the denoiser's checkpoint recommends)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)
@@ -335,8 +335,8 @@ def main(argv=None) -> int:
                         "default: the checkpoint's recommended period, as generate)")
     p.add_argument("--mouth", choices=MOUTH_POLICIES, default="auto",
                    help="the generated expression's mouth, as generate's --mouth: voice (held, the audio moves it), "
-                        "generator (the generator's own speaking mouth), auto (default: voice where the checkpoint's "
-                        "denoiser stores its training statistics)")
+                        "generator (the generator's own speaking mouth), auto (default: what the checkpoint "
+                        "recommends, generator when it names none)")
     p.add_argument("--save-crops", action="store_true",
                    help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
     p.add_argument("--crops-from", default=None, metavar="DIR",
@@ -370,6 +370,10 @@ def main(argv=None) -> int:
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="the identity re-injection period the CLI samples with by default (0 = off; from "
                         "`evaluate-portraits --reinject-identity-every` measurements of identity drift)")
+    p.add_argument("--mouth", choices=("voice", "generator"), default=None,
+                   help="the generated mouth the CLI samples with by default (--mouth auto): voice (held at the "
+                        "denoiser's training mean, the audio moves it; needs a denoiser with training statistics) or "
+                        "generator; from paired `evaluate-portraits --mouth` / `evaluate --mouth` measurements")
     p.add_argument("--audio-guidance", type=float, default=None,
                    help="the guidance on the voice the CLI samples with by default (1 = off; from "
                         "`evaluate-portraits --audio-guidance` measurements of lip sync)")

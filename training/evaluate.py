@@ -30,8 +30,8 @@ from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 from emodiff_core.pipeline import (MOUTH_POLICIES, EmotionSpec, check_guidance, check_reinject, emotion_expression_pair,
                                    emotion_expressions, encode_audio, generate_frames, mouth_name,
-                                   recommended_audio_guidance, recommended_guidance, recommended_reinject,
-                                   resolve_guidance, resolve_mouth_level, resolve_reinject)
+                                   recommended_audio_guidance, recommended_guidance, recommended_mouth,
+                                   recommended_reinject, resolve_guidance, resolve_mouth_level, resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
 from .clips import ClipDataset
@@ -745,8 +745,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     R^2 and as the psi extractor of every video measure that reads psi (lip sync, the psi classifier's emotion
     accuracy, FLIE); the bundle's components are otherwise unchanged. ``checkpoints.regressor`` names it.
 
-    ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`, as generate's --mouth; "auto" follows
-    the denoiser) in every video made from the expression generator (the emotion control's, the rollouts' emotion
+    ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`, as generate's --mouth; "auto" is what the
+    denoiser's bundle recommends) in every video made from the expression generator (the emotion control's, the rollouts' emotion
     accuracy and FLIE's); the rollouts of ground-truth psi are not affected."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
@@ -793,7 +793,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     if "denoiser" in found:
         den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
         den_info, den_name = read_checkpoint(found["denoiser"]).info, os.path.basename(found["denoiser"])
-        mouth_level = resolve_mouth_level(mouth, den, den_name)
+        mouth_level = resolve_mouth_level(mouth, den, recommended_mouth(den_info, den, den_name), den_name)
         report["mouth"] = mouth_name(mouth_level)
         reinject_identity_every = resolve_reinject(reinject_identity_every, recommended_reinject(den_info, den_name))
         audio_guidance = resolve_guidance(audio_guidance, recommended_audio_guidance(den_info, den_name),

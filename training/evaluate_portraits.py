@@ -395,7 +395,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it);
     ``audio_guidance`` likewise the guidance on the voice (`pipeline.resolve_guidance`).
     ``save_crops``, ``crops_from``, ``superres_from``: measure SR heads on the same sampled crops (module
-    docstring)."""
+    docstring). ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`; "auto" = the checkpoint's
+    recommendation), reported as ``mouth``."""
     from emodiff_core import faces
     from emodiff_core.audio import load_audio_file
     from emodiff_core.cli import load_image, load_models
@@ -455,7 +456,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         f"sampling {settings.label}")
 
     # the expression sequences do not depend on the portrait: one (psi, e_n) pair per emotion
-    mouth_level = pl.resolve_mouth_level(mouth, models.denoiser, display_path(checkpoint))
+    mouth_level = pl.resolve_mouth_level(mouth, models.denoiser, models.recommended_mouth, display_path(checkpoint))
     pairs = [pl.emotion_expression_pair(models.generator, clip.num_frames, pl.EmotionSpec(e, float(intensity)),
                                         fps=clip.fps, seed=seed, mouth_level=mouth_level) for e in emotions]
     psi = torch.stack([p[0] for p in pairs])

@@ -12,8 +12,9 @@ from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, build_components, read_checkpoint, save_checkpoint
 from emodiff_core.models import SuperResolver
-from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, REINJECT_INFO_KEY, SAMPLING_INFO_PREFIX,
-                                   recommended_audio_guidance, recommended_guidance, recommended_reinject)
+from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, MOUTH_INFO_KEY, REINJECT_INFO_KEY,
+                                   SAMPLING_INFO_PREFIX, recommended_audio_guidance, recommended_guidance,
+                                   recommended_mouth, recommended_reinject)
 
 from .clips import DataFolders, data_label
 
@@ -44,13 +45,16 @@ def with_mouth_branch(detail: SuperResolver, mouth: SuperResolver, where: str = 
 
 def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None,
            guidance: Optional[float] = None, reinject_identity_every: Optional[int] = None,
-           audio_guidance: Optional[float] = None, superres_mouth_from: Optional[str] = None) -> str:
+           audio_guidance: Optional[float] = None, superres_mouth_from: Optional[str] = None,
+           mouth: Optional[str] = None) -> str:
     """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
     with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
     ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
     samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it.
     ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`), and
-    ``audio_guidance`` the guidance on the voice (`pipeline.AUDIO_GUIDANCE_INFO_KEY`).
+    ``audio_guidance`` the guidance on the voice (`pipeline.AUDIO_GUIDANCE_INFO_KEY`), and ``mouth`` the generated
+    mouth, "voice" or "generator" (`pipeline.MOUTH_INFO_KEY`, what --mouth auto samples with; "voice" needs a
+    denoiser with training statistics).
     ``superres_mouth_from``: a file holding an SR head (a component file or a bundle) that becomes the mouth branch
     of the exported SR head (`with_mouth_branch`; the SR head from the parts or the base is the main one).
     No parts with a ``base``: the base re-exported whole (same weights) with a new card or recommendation. The
@@ -103,6 +107,11 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
                                   "exported")
         info[AUDIO_GUIDANCE_INFO_KEY] = f"{float(audio_guidance):g}"
         recommended_audio_guidance(info, out)                                  # checked before writing
+    if mouth is not None:
+        if "denoiser" not in components:
+            raise CheckpointError("--mouth recommends how a bundle's denoiser is sampled; none is exported")
+        info[MOUTH_INFO_KEY] = str(mouth)
+        recommended_mouth(info, components["denoiser"], out)                   # checked before writing
     if card:
         if not os.path.isfile(card):
             raise FileNotFoundError(f"model card not found: {card}")
