@@ -113,6 +113,12 @@ def reinject_period(args, models: pl.ModelBundle) -> int:
                                "--reinject-identity-every")
 
 
+def resolve_mouth(args, models: pl.ModelBundle):
+    """The ``mouth_level`` --mouth asks for (`pl.resolve_mouth_level`; auto = the checkpoint's recommendation)."""
+    return pl.resolve_mouth_level(args.mouth, models.denoiser, models.recommended_mouth,
+                                  os.path.basename(args.checkpoint))
+
+
 def resolve_superres(models: pl.ModelBundle, mode: str) -> str:
     """``auto`` (the default) -> the checkpoint's SR head, or lanczos2 when it has none: the video a user gets
     is twice the model's size (128 px for the demo), not its 64 px crops. Other modes as given."""
@@ -201,8 +207,7 @@ def generate(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
-    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, models.recommended_mouth,
-                                         os.path.basename(args.checkpoint))
+    mouth_level = resolve_mouth(args, models)
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
                                    allow_centre_crop=args.centre_crop)
@@ -290,8 +295,7 @@ def demo(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
-    mouth_level = pl.resolve_mouth_level(args.mouth, models.denoiser, models.recommended_mouth,
-                                         os.path.basename(args.checkpoint))
+    mouth_level = resolve_mouth(args, models)
     size = models.denoiser.config.image_size
     wave, sr = load_audio_file(DEMO_SPEECH)
     audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)

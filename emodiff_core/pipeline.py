@@ -179,7 +179,7 @@ def recommended_mouth(info: Dict[str, str], denoiser, name: str = "the checkpoin
     text = info.get(MOUTH_INFO_KEY)
     if text is None:
         return "generator"
-    if text not in ("voice", "generator"):
+    if text not in MOUTH_CHOICES:
         raise CheckpointError(f"{name}: its recommended info.{MOUTH_INFO_KEY} = {text!r} is neither 'voice' nor "
                               "'generator'; re-export it with a valid --mouth")
     if text == "voice" and voice_mouth_level(denoiser) is None:
@@ -430,7 +430,14 @@ SPEECH_MOUTH_COMPONENTS = (0, 1, 10, 12)
 # How `emotion_expression_pair`'s mouth is chosen (`resolve_mouth_level`): "voice" holds it (`hold_voice_mouth`),
 # "generator" keeps the generator's speaking mouth (the paper), "auto" is what the bundle recommends
 # (`recommended_mouth`: its info.sampling.mouth, "generator" without one).
-MOUTH_POLICIES = ("auto", "voice", "generator")
+MOUTH_CHOICES = ("voice", "generator")           # what a bundle can recommend (`recommended_mouth`)
+MOUTH_POLICIES = ("auto",) + MOUTH_CHOICES
+
+
+def check_mouth_policy(policy: str) -> None:
+    """Refuse a mouth policy outside `MOUTH_POLICIES` (before slow work, as `check_reinject`)."""
+    if policy not in MOUTH_POLICIES:
+        raise PipelineError(f"mouth must be one of {', '.join(MOUTH_POLICIES)}; got {policy!r}")
 
 
 def hold_voice_mouth(neutral: torch.Tensor, targets: torch.Tensor, level: Sequence[float]):
@@ -474,8 +481,7 @@ def resolve_mouth_level(policy: str, denoiser, recommended: str = "generator",
     """The ``mouth_level`` for `emotion_expression_pair` under a policy of `MOUTH_POLICIES`, "auto" being
     ``recommended`` (the bundle's `recommended_mouth`). The one rule behind the CLI's --mouth, the Emotion Vector
     node's mouth input, `evaluate` and `evaluate-portraits`."""
-    if policy not in MOUTH_POLICIES:
-        raise PipelineError(f"mouth must be one of {', '.join(MOUTH_POLICIES)}; got {policy!r}")
+    check_mouth_policy(policy)
     if policy == "auto":
         policy = recommended
     if policy == "generator":

@@ -155,7 +155,7 @@ def _export(args) -> int:
 
 def main(argv=None) -> int:
     from emodiff_core.paths import DEFAULT_CHECKPOINT
-    from emodiff_core.pipeline import MOUTH_POLICIES
+    from emodiff_core.pipeline import MOUTH_CHOICES, MOUTH_POLICIES
     from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES
 
     from .evaluate import (CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_NEUTRAL_SEEDS, CONTROL_SETTLE, FLIE_LEVELS,
@@ -370,7 +370,7 @@ def main(argv=None) -> int:
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="the identity re-injection period the CLI samples with by default (0 = off; from "
                         "`evaluate-portraits --reinject-identity-every` measurements of identity drift)")
-    p.add_argument("--mouth", choices=("voice", "generator"), default=None,
+    p.add_argument("--mouth", choices=MOUTH_CHOICES, default=None,
                    help="the generated mouth the CLI samples with by default (--mouth auto): voice (held at the "
                         "denoiser's training mean, the audio moves it; needs a denoiser with training statistics) or "
                         "generator; from paired `evaluate-portraits --mouth` / `evaluate --mouth` measurements")

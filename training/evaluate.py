@@ -28,8 +28,8 @@ from emodiff_core.checkpoint import load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (MOUTH_POLICIES, EmotionSpec, check_guidance, check_reinject, emotion_expression_pair,
-                                   emotion_expressions, encode_audio, generate_frames, mouth_name,
+from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_mouth_policy, check_reinject,
+                                   emotion_expression_pair, emotion_expressions, encode_audio, generate_frames, mouth_name,
                                    recommended_audio_guidance, recommended_guidance, recommended_mouth,
                                    recommended_reinject, resolve_guidance, resolve_mouth_level, resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
@@ -754,8 +754,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     check_reinject(reinject_identity_every, "reinject_identity_every")   # before the slow work
     resolve_guidance(audio_guidance, 1.0, "audio_guidance")              # a negative scale fails here too
-    if mouth not in MOUTH_POLICIES:
-        raise ValueError(f"mouth must be one of {', '.join(MOUTH_POLICIES)}, got {mouth!r}")
+    check_mouth_policy(mouth)
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     if flie_levels < 2:
