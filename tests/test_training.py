@@ -635,3 +635,53 @@ def test_superres_trains_with_the_texture_term_off_the_lips(corpus, tmp_path):
     (tmp_path / "lips.json").write_text(json.dumps(data))
     out = train_superres.train(str(tmp_path / "lips.json"), corpus, str(tmp_path / "run"), max_steps=3)
     assert set(load_components(out)) == {"superres"}
+
+
+class _StepGenerator(torch.nn.Module):
+    """An expression generator whose mouth is known: component c of emotion j's sequence is 0.1 j + c, plus a
+    noise part that the neutral and the emotion share when they share z (as `emotion_expression_pair` pairs them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(1, 1)
+
+    def sample_noise(self, batch, generator=None, device=None):
+        return torch.randn(batch, 3, generator=generator)
+
+    def forward(self, labels, num_frames, z=None, generator=None):
+        z = self.sample_noise(len(labels), generator) if z is None else z
+        t = torch.arange(num_frames, dtype=torch.float32)
+        seq = (0.1 * labels.float()[:, None, None] + torch.arange(50, dtype=torch.float32)
+               + z[:, :1, None] * torch.sin(t)[None, :, None])
+        return seq
+
+
+def test_generator_mouth_offsets_against_the_corpus(corpus):
+    from emodiff_core.emotions import emotion_index
+    from emodiff_core.pipeline import SPEECH_MOUTH_COMPONENTS
+    from training.evaluate import corpus_mouth_offsets, generator_mouth_offsets
+
+    mouth = list(SPEECH_MOUTH_COMPONENTS)
+    ref = corpus_mouth_offsets(corpus, "train", min_intensity=0.0)
+    ds = ClipDataset(corpus)
+    neutral = [ds.load(m, with_audio=False).psi[:, mouth].mean(0) for m in ds.metas("train", labelled=True)
+               if m["emotion"] == "neutral"]
+    assert len(neutral) == ref["clips"]["neutral"] > 0
+    np.testing.assert_allclose(ref["neutral_level"], np.mean(neutral, axis=0), atol=1e-9)
+    assert set(ref["offsets"]) == set(ref["clips"]) - {"neutral"}
+
+    report = generator_mouth_offsets(_StepGenerator(), corpus, "train", samples=4, frames=12, min_intensity=0.0)
+    assert report["components"] == ["jaw_open", "mouth_width", "lip_press", "lower_lip_depress"]
+    n = emotion_index("neutral")
+    np.testing.assert_allclose(report["neutral_level"]["generator"], [0.1 * n + c for c in mouth], atol=0.5)
+    for emotion, entry in report["offsets"].items():      # the shared noise cancels: exactly the label step
+        np.testing.assert_allclose(entry["generator"], [0.1 * (emotion_index(emotion) - n)] * 4, atol=1e-4)
+    errors = [np.abs(np.subtract(e["generator"], e["corpus"])).max() for e in report["offsets"].values()
+              if e["corpus"] is not None]
+    assert errors and report["offset_error_max"] == pytest.approx(max(errors), abs=2e-4)
+    worst_emotion, worst_component = report["offset_error_where"].split()
+    worst = report["offsets"][worst_emotion]
+    c = report["components"].index(worst_component)
+    assert abs(worst["generator"][c] - worst["corpus"][c]) == pytest.approx(report["offset_error_max"], abs=2e-4)
+    with pytest.raises(ValueError, match="no neutral clips"):
+        corpus_mouth_offsets(corpus, "no-such-split")

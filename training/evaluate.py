@@ -24,14 +24,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from emodiff_core.checkpoint import load_components, read_checkpoint
+from emodiff_core.checkpoint import build_components, load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_mouth_policy, check_reinject,
                                    emotion_expression_pair, emotion_expressions, encode_audio, generate_frames, mouth_name,
                                    recommended_audio_guidance, recommended_guidance, recommended_mouth,
-                                   recommended_reinject, resolve_guidance, resolve_mouth_level, resolve_reinject)
+                                   recommended_reinject, resolve_guidance, resolve_mouth_level, resolve_reinject,
+                                   SPEECH_MOUTH_COMPONENTS)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
 from .clips import ClipDataset
@@ -119,7 +120,75 @@ def evaluate_generator(generator, classifier: EmotionClassifier, data_dir: str, 
     real_x, real_y = labelled_psi_windows(data_dir, split, min_intensity=0.99, seed=seed)
     return {"samples_per_emotion": samples, "sample_emotion_accuracy": total_correct / (samples * len(EMOTIONS)),
             "per_emotion": per_emotion, "classifier_accuracy_on_real_psi": classifier.accuracy(real_x, real_y),
-            "real_windows": int(len(real_y))}
+            "real_windows": int(len(real_y)),
+            "mouth": generator_mouth_offsets(generator, data_dir, split, samples=samples, seed=seed)}
+
+
+def corpus_mouth_offsets(data_dir: str, split: str, min_intensity: float = 0.99) -> dict:
+    """The corpus' speaking mouth per emotion on `pipeline.SPEECH_MOUTH_COMPONENTS`: {"neutral_level": [M]
+    (mean over the split's neutral clips of each clip's time-mean), "offsets": {emotion: [M]} (the same mean over
+    the clips at k >= ``min_intensity``, minus the neutral level), "clips": {emotion: count}}."""
+    ds = ClipDataset(data_dir)
+    mouth = list(SPEECH_MOUTH_COMPONENTS)
+    means: Dict[str, List[np.ndarray]] = {}
+    for meta in ds.metas(split, labelled=True):
+        if meta["emotion"] != "neutral" and (meta.get("intensity") or 0) < min_intensity:
+            continue
+        psi = ds.load(meta, with_audio=False).psi
+        if psi is not None and len(psi):
+            means.setdefault(meta["emotion"], []).append(np.asarray(psi[:, mouth], np.float64).mean(axis=0))
+    if "neutral" not in means:
+        raise ValueError(f"{data_dir}: no neutral clips with psi in the {split} split to measure the mouth against")
+    level = np.mean(means["neutral"], axis=0)
+    return {"neutral_level": level, "offsets": {e: np.mean(v, axis=0) - level for e, v in means.items() if e != "neutral"},
+            "clips": {e: len(v) for e, v in means.items()}}
+
+
+@torch.no_grad()
+def generator_mouth_offsets(generator, data_dir: str, split: str, samples: int = 32, frames: int = WINDOW,
+                            seed: int = 0, min_intensity: float = 0.99) -> dict:
+    """How the expression generator's speaking mouth compares with the corpus', on the components the voice's
+    mouth policy holds (`pipeline.SPEECH_MOUTH_COMPONENTS`): its neutral level (the time-mean of e_n, which
+    `--mouth generator` passes to the denoiser as a slow mouth offset) and each emotion's own offset (the time-mean
+    of e_j - e_n with the same noise, as `emotion_expression_pair` pairs them: what `--mouth voice` keeps), each
+    against the corpus' (`corpus_mouth_offsets`). Why: retrained generators differ here from run to run (the
+    surprised jaw offset decided a bundle's lip sync, benchmarks/README.md "Version 4 judged again"), and these
+    numbers pick among runs before any video is sampled.
+
+    Returns {"components": names, "neutral_level": {"generator", "corpus"}, "offsets": {emotion: {"generator",
+    "corpus"}}, "offset_error_max" (largest |generator - corpus| over emotions and components),
+    "offset_error_where" (that emotion and component), "neutral_level_error_max", "samples", "frames"}."""
+    from .corpus.facemodel import EXPRESSION_COMPONENTS
+
+    mouth = list(SPEECH_MOUTH_COMPONENTS)
+    corpus = corpus_mouth_offsets(data_dir, split, min_intensity)
+    g = torch.Generator().manual_seed(seed)
+    z = generator.sample_noise(samples, g)
+    means = {}
+    for j, emotion in enumerate(EMOTIONS):
+        seqs = generator(torch.full((samples,), j, dtype=torch.long), frames, z=z).float()
+        means[emotion] = seqs[..., mouth].mean(dim=1).double()                      # [samples, M], same z per row
+    level = means["neutral"].mean(dim=0).numpy()
+    offsets, errors = {}, []
+    for emotion in EMOTIONS:
+        if emotion == "neutral":
+            continue
+        gen = (means[emotion] - means["neutral"]).mean(dim=0).numpy()
+        ref = corpus["offsets"].get(emotion)
+        offsets[emotion] = {"generator": _rounded(gen), "corpus": None if ref is None else _rounded(ref)}
+        if ref is not None:
+            c = int(np.abs(gen - ref).argmax())
+            errors.append((float(abs(gen[c] - ref[c])), f"{emotion} {EXPRESSION_COMPONENTS[mouth[c]]}"))
+    worst = max(errors) if errors else (None, None)
+    return {"components": [EXPRESSION_COMPONENTS[c] for c in mouth],
+            "neutral_level": {"generator": _rounded(level), "corpus": _rounded(corpus["neutral_level"])},
+            "neutral_level_error_max": round(float(np.abs(level - corpus["neutral_level"]).max()), 4),
+            "offsets": offsets, "offset_error_max": None if worst[0] is None else round(worst[0], 4),
+            "offset_error_where": worst[1], "samples": int(samples), "frames": int(frames)}
+
+
+def _rounded(values, digits: int = 4) -> List[float]:
+    return [round(float(v), digits) for v in values]
 
 
 @torch.no_grad()
@@ -790,8 +859,10 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
     mouth_level = None
     if "denoiser" in found:
-        den = load_components(found["denoiser"], ["denoiser"])["denoiser"]
-        den_info, den_name = read_checkpoint(found["denoiser"]).info, os.path.basename(found["denoiser"])
+        den_ckpt = read_checkpoint(found["denoiser"])          # read once: the weights and the recommendations
+        den = build_components(den_ckpt, ["denoiser"])["denoiser"]
+        den_info, den_name = den_ckpt.info, os.path.basename(found["denoiser"])
+        del den_ckpt                                            # its tensors are in the module now
         mouth_level = resolve_mouth_level(mouth, den, recommended_mouth(den_info, den, den_name), den_name)
         report["mouth"] = mouth_name(mouth_level)
         reinject_identity_every = resolve_reinject(reinject_identity_every, recommended_reinject(den_info, den_name))
