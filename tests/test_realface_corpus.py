@@ -297,7 +297,9 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     assert torch.equal(moved["identity"], at_poses[0]) and torch.equal(moved["motion"][0], at_poses[1])
     assert not torch.equal(moved["motion"][0], moved["identity"])
     assert torch.equal(moved["motion"][1], item["motion"][1]) and torch.equal(moved["x0"], item["x0"])
-    assert data.batch(np.random.default_rng(5), 3)["motion"].shape == (3, 2, 3, 64, 64)
+    drawn = data.batch(np.random.default_rng(5), 3)
+    assert drawn["motion"].shape == (3, 2, 3, 64, 64)
+    assert drawn["real_texture"].dtype == torch.bool and drawn["real_texture"].all()   # motion_blur_sources' flag
     assert happy[:, COMPONENT["lip_corner_up"]].mean() > neutral[:, COMPONENT["lip_corner_up"]].mean() + 0.8
     # the contact sheet: a label column + 8 emotions, (1 intensity + 1 mechanics row) per identity
     sheet = rf.real_contact_sheet(str(tmp_path / "sheet.png"), os.path.join(out, rf.SOURCES_CACHE), 0, 64,

@@ -136,7 +136,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 32
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 34
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -147,7 +147,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_only.json", "denoiser_emotion_real_anchor.json",
                     "denoiser_emotion_real_anchor_mix.json", "denoiser_emotion_real_photo_anchor.json",
                     "denoiser_emotion_real_photo_still.json", "denoiser_emotion_real_photo_pose.json",
-                    "denoiser_emotion_real_anchor_photo.json", "denoiser_emotion_real_v4.json"):  # the emotion
+                    "denoiser_emotion_real_anchor_photo.json", "denoiser_emotion_real_v4.json",
+                    "denoiser_emotion_real_v4_blur_real.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -155,6 +156,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.emotion.twin_same_emotion_share > 0) == name.startswith(("denoiser_emotion_k",
                                                                                   "denoiser_emotion_real"))
             assert (cfg.data.motion_blur > 0) == ("real" in name)
+            # one arm keeps the blur to the real-texture clips (the procedural faces' motion frames stay sharp)
+            assert (cfg.data.motion_blur_sources == "real_texture") == name.endswith("_blur_real.json")
             # only the re-injection-state fine-tunes (real-only and mixed) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == name.startswith("denoiser_emotion_real_anchor")
             # the photo-anchor arms hold the source photo there instead (the last with neutral-oldest examples too),
@@ -685,3 +688,30 @@ def test_generator_mouth_offsets_against_the_corpus(corpus):
     assert abs(worst["generator"][c] - worst["corpus"][c]) == pytest.approx(report["offset_error_max"], abs=2e-4)
     with pytest.raises(ValueError, match="no neutral clips"):
         corpus_mouth_offsets(corpus, "no-such-split")
+
+
+def test_motion_blur_can_keep_to_the_real_texture_clips(corpus, tmp_path):
+    from emodiff_core import config as C
+    from training.data import DenoiserData, motion_blur_sigmas
+
+    procedural = DenoiserData(corpus, C.DENOISER_PRESETS["tiny"], "train").batch(np.random.default_rng(0), 4)
+    assert procedural["real_texture"].dtype == torch.bool and not procedural["real_texture"].any()
+    real = np.array([True, False] * 20)
+    every = motion_blur_sigmas(np.random.default_rng(3), real, 1.0)
+    only = motion_blur_sigmas(np.random.default_rng(3), real, 1.0, "real_texture")
+    assert (every[~real] > 0).any() and not only[~real].any()             # the procedural examples stay sharp
+    np.testing.assert_array_equal(only[real], every[real])                # the same draws for the real ones
+    assert 0 < (every > 0).mean() < 1 and every.max() <= 1.0
+    with pytest.raises(ValueError, match="motion blur sources must be one of all, real_texture"):
+        motion_blur_sigmas(np.random.default_rng(3), real, 1.0, "procedural")
+    from training.train_denoiser import DenoiserTrainingConfig
+
+    assert load_config("denoiser_emotion_real_v4_blur_real.json",
+                       DenoiserTrainingConfig).data.motion_blur_sources == "real_texture"
+    assert load_config("denoiser_emotion_real_v4.json", DenoiserTrainingConfig).data.motion_blur_sources == "all"
+    recipe = json.load(open(os.path.join(CONFIGS, "denoiser_emotion_real_v4_blur_real.json")))
+    recipe["data"]["motion_blur_sources"] = "procedural"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(recipe))
+    with pytest.raises(TrainingConfigError, match="data.motion_blur_sources must be one of all, real_texture"):
+        load_config(str(bad), DenoiserTrainingConfig)

@@ -194,7 +194,8 @@ class DenoiserData:
         return {"x0": c.frames[frame].float() / 127.5 - 1.0, "identity": identity, "motion": motion,
                 "audio": gather_windows(c.features, [frame], self._audio_offsets)[0],
                 "expression": gather_windows(c.expression, [frame], self._expr_offsets)[0],
-                "landmarks": c.landmarks[frame]}
+                "landmarks": c.landmarks[frame],
+                "real_texture": torch.tensor(c.meta.get("source") == "real_texture")}
 
     def _motion(self, previous: torch.Tensor, identity: torch.Tensor, frame: int) -> torch.Tensor:
         source = motion_source(previous, identity, self.cfg.n_motion_frames)
@@ -345,6 +346,21 @@ def half_blurred_sigmas(rng: np.random.Generator, n: int, max_sigma: float) -> n
     """Blur sigmas for `blur_frames`: half of the ``n`` examples (on average) get one drawn uniformly from
     [0, ``max_sigma``), the others 0 (the denoiser's motion-frame and the SR head's input blur)."""
     return rng.uniform(0.0, max_sigma, n) * (rng.random(n) < 0.5)
+
+
+MOTION_BLUR_SOURCES = ("all", "real_texture")
+
+
+def motion_blur_sigmas(rng: np.random.Generator, real_texture, max_sigma: float, sources: str = "all") -> np.ndarray:
+    """The denoiser's motion-frame blur (`half_blurred_sigmas` over the batch) for examples whose clips are of the
+    real-texture corpus or not (``real_texture``, one bool each): ``sources`` "all" blurs any example,
+    "real_texture" only those (the others get 0). The same draws either way, so the real-texture examples get
+    the same sigmas under both."""
+    if sources not in MOTION_BLUR_SOURCES:
+        raise ValueError(f"motion blur sources must be one of {', '.join(MOTION_BLUR_SOURCES)}, got {sources!r}")
+    real_texture = np.asarray(real_texture, dtype=bool)
+    sigmas = half_blurred_sigmas(rng, len(real_texture), max_sigma)
+    return sigmas if sources == "all" else np.where(real_texture, sigmas, 0.0)
 
 
 def blur_frames(batch: torch.Tensor, sigmas) -> torch.Tensor:

@@ -25,8 +25,8 @@ from emodiff_core.sampling import SamplingError, SamplingSettings
 
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .clips import DataFolders
-from .data import (IDENTITY_SOURCES, DenoiserData, TwinOptions, blur_frames, expression_statistics,
-                   half_blurred_sigmas, mean_psnr, model_range_to_01, optional_validation_data)
+from .data import (IDENTITY_SOURCES, MOTION_BLUR_SOURCES, DenoiserData, TwinOptions, blur_frames,
+                   expression_statistics, mean_psnr, model_range_to_01, motion_blur_sigmas, optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
 from .probes import emotion_probes, half_intensity_probe
@@ -52,7 +52,11 @@ class DataSection:
     """``motion_noise``: std of Gaussian noise on the motion frames; ``motion_blur``: the largest Gaussian blur
     (sigma, pixels of the model's size) laid on the motion frames of half the examples (`blur_frames`), so that
     detail lost in generated previous frames is taken back from the identity frame instead of copied on
-    (identity drift on real faces, issue 10); 0 = off, the value of files written before the key existed."""
+    (identity drift on real faces, issue 10); 0 = off, the value of files written before the key existed.
+    ``motion_blur_sources``: whose motion frames may be blurred, "all" (the value of files written before the key
+    existed) or "real_texture" (only clips of the real-texture corpus, `DenoiserData`'s ``real_texture``): the
+    procedural faces' flat shading and thin edges are what their rollouts' SSIM measures, and a network trained to
+    take detail from the identity frame rather than the previous ones renders them less faithfully."""
 
     split: str
     motion_noise: float
@@ -61,8 +65,9 @@ class DataSection:
     val_split: str
     val_examples: int
     motion_blur: float
+    motion_blur_sources: str
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0, "motion_blur_sources": "all"}
 
     def validate(self) -> None:
         require(self.identity_from in IDENTITY_SOURCES,
@@ -70,6 +75,8 @@ class DataSection:
         require(0.0 <= self.motion_dropout <= 1.0, f"data.motion_dropout must be in [0, 1], got {self.motion_dropout}")
         require(self.motion_noise >= 0.0, f"data.motion_noise must be >= 0, got {self.motion_noise}")
         require(self.motion_blur >= 0.0, f"data.motion_blur must be >= 0, got {self.motion_blur}")
+        require(self.motion_blur_sources in MOTION_BLUR_SOURCES, f"data.motion_blur_sources must be one of "
+                f"{', '.join(MOTION_BLUR_SOURCES)}, got {self.motion_blur_sources!r}")
         require_positive("data", val_examples=self.val_examples)
 
 
@@ -259,7 +266,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             drop = torch.from_numpy(rng.random(len(batch["x0"])) < emotion.expression_dropout).to(info.device)
             batch["expression"] = torch.where(drop[:, None, None], batch["neutral_expression"], batch["expression"])
         if data_cfg.motion_blur > 0:   # generated previous frames are softer than the clip's
-            sigmas = half_blurred_sigmas(rng, len(batch["x0"]), data_cfg.motion_blur)
+            sigmas = motion_blur_sigmas(rng, batch["real_texture"].cpu().numpy(), data_cfg.motion_blur,
+                                        data_cfg.motion_blur_sources)
             batch["motion"] = blur_frames(batch["motion"], sigmas)
         if motion_noise > 0:   # robustness to the drift of autoregressive inference
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)
