@@ -688,6 +688,9 @@ def test_generator_mouth_offsets_against_the_corpus(corpus):
     assert abs(worst["generator"][c] - worst["corpus"][c]) == pytest.approx(report["offset_error_max"], abs=2e-4)
     with pytest.raises(ValueError, match="no neutral clips"):
         corpus_mouth_offsets(corpus, "no-such-split")
+    from training.evaluate import _mouth_or_why               # evaluate reports why instead of failing
+
+    assert "no neutral clips" in _mouth_or_why(_StepGenerator(), corpus, "no-such-split", 4, 0)["skipped"]
 
 
 def test_motion_blur_can_keep_to_the_real_texture_clips(corpus, tmp_path):

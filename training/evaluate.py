@@ -28,11 +28,11 @@ from emodiff_core.checkpoint import build_components, load_components, read_chec
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (EmotionSpec, check_guidance, check_mouth_policy, check_reinject,
-                                   emotion_expression_pair, emotion_expressions, encode_audio, generate_frames, mouth_name,
-                                   recommended_audio_guidance, recommended_guidance, recommended_mouth,
-                                   recommended_reinject, resolve_guidance, resolve_mouth_level, resolve_reinject,
-                                   SPEECH_MOUTH_COMPONENTS)
+from emodiff_core.pipeline import (SPEECH_MOUTH_COMPONENTS, EmotionSpec, check_guidance, check_mouth_policy,
+                                   check_reinject, emotion_expression_pair, emotion_expressions, encode_audio,
+                                   generate_frames, mouth_name, recommended_audio_guidance, recommended_guidance,
+                                   recommended_mouth, recommended_reinject, resolve_guidance, resolve_mouth_level,
+                                   resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
 from .clips import ClipDataset
@@ -120,8 +120,19 @@ def evaluate_generator(generator, classifier: EmotionClassifier, data_dir: str, 
     real_x, real_y = labelled_psi_windows(data_dir, split, min_intensity=0.99, seed=seed)
     return {"samples_per_emotion": samples, "sample_emotion_accuracy": total_correct / (samples * len(EMOTIONS)),
             "per_emotion": per_emotion, "classifier_accuracy_on_real_psi": classifier.accuracy(real_x, real_y),
-            "real_windows": int(len(real_y)),
-            "mouth": generator_mouth_offsets(generator, data_dir, split, samples=samples, seed=seed)}
+            "real_windows": int(len(real_y)), "mouth": _mouth_or_why(generator, data_dir, split, samples, seed)}
+
+
+class NoNeutralClipsError(ValueError):
+    """A split without neutral clips: there is no speaking mouth to measure emotions' offsets against."""
+
+
+def _mouth_or_why(generator, data_dir: str, split: str, samples: int, seed: int) -> dict:
+    """`generator_mouth_offsets`, or {"skipped": why} for a split it cannot measure against (no neutral clips)."""
+    try:
+        return generator_mouth_offsets(generator, data_dir, split, samples=samples, seed=seed)
+    except NoNeutralClipsError as exc:
+        return {"skipped": str(exc)}
 
 
 def corpus_mouth_offsets(data_dir: str, split: str, min_intensity: float = 0.99) -> dict:
@@ -138,7 +149,8 @@ def corpus_mouth_offsets(data_dir: str, split: str, min_intensity: float = 0.99)
         if psi is not None and len(psi):
             means.setdefault(meta["emotion"], []).append(np.asarray(psi[:, mouth], np.float64).mean(axis=0))
     if "neutral" not in means:
-        raise ValueError(f"{data_dir}: no neutral clips with psi in the {split} split to measure the mouth against")
+        raise NoNeutralClipsError(f"{data_dir}: no neutral clips with psi in the {split} split to measure the mouth "
+                                  "against")
     level = np.mean(means["neutral"], axis=0)
     return {"neutral_level": level, "offsets": {e: np.mean(v, axis=0) - level for e, v in means.items() if e != "neutral"},
             "clips": {e: len(v) for e, v in means.items()}}
