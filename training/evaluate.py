@@ -61,18 +61,26 @@ def find_components(folder: str) -> Dict[str, str]:
     return found
 
 
-def labelled_psi_windows(data_dir: str, split: str, min_intensity: float = 0.6, window: int = WINDOW,
-                         per_clip: int = 2, seed: int = 0):
-    """Labelled psi windows of a data split's clips for the emotion classifier: (windows [M, window, 50], labels
-    [M]), ``per_clip`` random windows of each neutral clip and each clip at k >= min_intensity."""
+def labelled_clip_psi(data_dir: str, split: str, min_intensity: float):
+    """(meta, psi) of a split's labelled clips that have psi: every neutral clip and each emotional one at
+    k >= ``min_intensity``, in the index's order (psi memory-mapped)."""
     ds = ClipDataset(data_dir)
-    rng = np.random.default_rng(seed)
-    seqs, labels = [], []
     for meta in ds.metas(split, labelled=True):
         if meta["emotion"] != "neutral" and (meta.get("intensity") or 0) < min_intensity:
             continue
         psi = ds.load(meta, with_audio=False).psi
-        if psi is None or len(psi) < window:
+        if psi is not None:
+            yield meta, psi
+
+
+def labelled_psi_windows(data_dir: str, split: str, min_intensity: float = 0.6, window: int = WINDOW,
+                         per_clip: int = 2, seed: int = 0):
+    """Labelled psi windows of a data split's clips for the emotion classifier: (windows [M, window, 50], labels
+    [M]), ``per_clip`` random windows of each neutral clip and each clip at k >= min_intensity."""
+    rng = np.random.default_rng(seed)
+    seqs, labels = [], []
+    for meta, psi in labelled_clip_psi(data_dir, split, min_intensity):
+        if len(psi) < window:
             continue
         for _ in range(per_clip):
             start = int(rng.integers(len(psi) - window + 1))
@@ -139,14 +147,10 @@ def corpus_mouth_offsets(data_dir: str, split: str, min_intensity: float = 0.99)
     """The corpus' speaking mouth per emotion on `pipeline.SPEECH_MOUTH_COMPONENTS`: {"neutral_level": [M]
     (mean over the split's neutral clips of each clip's time-mean), "offsets": {emotion: [M]} (the same mean over
     the clips at k >= ``min_intensity``, minus the neutral level), "clips": {emotion: count}}."""
-    ds = ClipDataset(data_dir)
     mouth = list(SPEECH_MOUTH_COMPONENTS)
     means: Dict[str, List[np.ndarray]] = {}
-    for meta in ds.metas(split, labelled=True):
-        if meta["emotion"] != "neutral" and (meta.get("intensity") or 0) < min_intensity:
-            continue
-        psi = ds.load(meta, with_audio=False).psi
-        if psi is not None and len(psi):
+    for meta, psi in labelled_clip_psi(data_dir, split, min_intensity):
+        if len(psi):
             means.setdefault(meta["emotion"], []).append(np.asarray(psi[:, mouth], np.float64).mean(axis=0))
     if "neutral" not in means:
         raise NoNeutralClipsError(f"{data_dir}: no neutral clips with psi in the {split} split to measure the mouth "
