@@ -1,8 +1,9 @@
 """Shared machinery of the benchmarks: checkpoints, machine description, held-out corpus clips rendered on
 the fly, timed generation, and quality against ground truth.
 
-Held-out clips: the procedural corpus the demo model was trained on (seed 0, 64 identities) puts identity
-i in the test split when i % 8 == 7 (`training.corpus.generate.split_of`); clip c shows identity c % 64.
+Held-out clips: the procedural corpus the procedural checkpoint (the demo until 2026-12-05) was trained on (seed
+0, 64 identities) puts identity i in the test split when i % 8 == 7 (`training.corpus.generate.split_of`); clip c
+shows identity c % 64.
 `held_out_clips` renders the first K such clips with `render_clip` (deterministic), at the model's
 resolution. Each gives the identity frame (the clip's first frame), the audio, the clip's own
 ground-truth psi (the expression condition) and the ground-truth frames.

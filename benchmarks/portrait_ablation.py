@@ -16,7 +16,7 @@ from emodiff_core.atomic import atomic_output
 from emodiff_core.paths import CHECKPOINT_DIR
 
 # the checkpoint these ablations are about: its recommendation re-injects the portrait at every frame (the pack's
-# default, the demo checkpoint, was not trained on photos)
+# default until 2026-12-05, now emodiffhead_procedural, was not trained on photos)
 REAL_CHECKPOINT = os.path.join(CHECKPOINT_DIR, "emodiffhead_real.safetensors")
 
 

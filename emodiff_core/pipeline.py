@@ -300,7 +300,7 @@ class AudioFeatures:
 def silent_start_lead_in(audio: AudioFeatures) -> int:
     """Frames to generate and drop before frame 0 (`generate_frames`' ``lead_in``) when the audio starts with
     silence: SILENT_START_LEAD_IN_SECONDS of it. Without them a silent start shows the model moving the
-    portrait's mouth to its own closed rest over the first second (measured on the demo model); 0 when the
+    portrait's mouth to its own closed rest over the first second (measured on the procedural checkpoint); 0 when the
     audio starts with sound."""
     if audio.silent is None or audio.num_frames == 0 or not bool(audio.silent[0]):
         return 0
@@ -471,7 +471,7 @@ def hold_voice_mouth(neutral: torch.Tensor, targets: torch.Tensor, level: Sequen
 def voice_mouth_level(denoiser) -> Optional[Tuple[float, ...]]:
     """The level `hold_voice_mouth` holds the mouth at for this denoiser: the mean psi of its training data
     (`DenoiserConfig.expression_mean`), where the speech-driven mouth of its condition was on average. None for a
-    denoiser that stores no statistics (trained on raw psi, as the demo checkpoint)."""
+    denoiser that stores no statistics (trained on raw psi, as the procedural checkpoint)."""
     mean = tuple(denoiser.config.expression_mean)
     return mean if mean else None
 
@@ -644,8 +644,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
     :param hold: bool [N], frames to hold (silence, `silent_hold_frames`): each is rendered from one rest state,
         the frame generated just before the hold began (as both motion frames and the start-noise anchor),
         with the same noise for every held frame, so only its own conditions (its expression: emotion,
-        blinks) change the face. Left free, the autoregression drifts in silence: on the demo model the
-        mouth and eyes wandered over seconds (benchmarks/README.md, silence).
+        blinks) change the face. Left free, the autoregression drifts in silence: on the procedural checkpoint
+        the mouth and eyes wandered over seconds (benchmarks/README.md, silence).
     :param neutral_expression: like ``expression``: the neutral sequence e_n it was made from (the second
         value of `emotion_expression_pair`); needed, and only used, when ``settings.guidance`` is not 1.
     :param reinject_source: what stands in for the identity crop in the motion slots (the copies before the

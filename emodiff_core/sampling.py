@@ -243,10 +243,10 @@ def parse_guidance(text) -> Tuple[float, float]:
 
 
 DEFAULT = SamplingSettings()
-"""Chosen from the sweep in benchmarks/README.md (demo checkpoint, held-out clips, full rollouts): starting each
-frame from the previous one diffused to 0.5 T instead of pure noise raised rollout PSNR from 17.3 to 24.0 dB, lip
-sync r from 0.86 to 0.89 and lowered FLIE from 12.7 to 6.9, at 1.9x the frame rate. 10 DDIM steps keep 6 steps
-below 0.5 T (5 steps: 3, as good on the demo)."""
+"""Chosen from the sweep in benchmarks/README.md (the procedural checkpoint, the demo of the time, held-out
+clips, full rollouts): starting each frame from the previous one diffused to 0.5 T instead of pure noise raised
+rollout PSNR from 17.3 to 24.0 dB, lip sync r from 0.86 to 0.89 and lowered FLIE from 12.7 to 6.9, at 1.9x the
+frame rate. 10 DDIM steps keep 6 steps below 0.5 T (5 steps: 3, as good on that checkpoint)."""
 
 PAPER = SamplingSettings(Sampler.ANCESTRAL, steps=1000, start_noise=1.0)
 """The paper's sampler, literally: every frame from pure noise through all 1,000 steps of Eq. 3."""

@@ -218,8 +218,9 @@ class EMOdiffheadSampler:
             "audio": ("AUDIO", {"tooltip": "Speech to pass through to the audio output (the trimmed audio of Audio Encode)."}),
             "reinject_identity_every": ("INT", {"default": MODEL_RECOMMENDS, "min": MODEL_RECOMMENDS, "max": 1000,
                                                 "tooltip": "Against identity drift on long videos: every N frames the oldest motion frame "
-                                                           "is the portrait again (0 = off; -1 = what the checkpoint recommends: 2 for "
-                                                           "the shipped emodiffhead_demo, 1 for emodiffhead_real)."}),
+                                                           "is the portrait again (0 = off; -1 = what the checkpoint recommends: 1 for "
+                                                           "the shipped emodiffhead_demo and emodiffhead_real, 2 for emodiffhead_emotion and "
+                                                           "emodiffhead_procedural)."}),
             "start_noise": ("FLOAT", {"default": DEFAULT_SAMPLING.start_noise, "min": 0.05, "max": 1.0, "step": 0.05,
                                       "tooltip": "1 = every frame from pure noise (the paper). Lower = start from the previous frame "
                                                  "noised this far, running only the steps below it: faster and steadier."}),
@@ -233,7 +234,8 @@ class EMOdiffheadSampler:
                                          "step": 0.25,
                                          "tooltip": "Guidance on the voice against silence: 1 = off, above 1 the mouth follows "
                                                     "the voice further (two network passes per step); -1 = what the "
-                                                    "checkpoint recommends (2 for emodiffhead_real, 1 for the others)."}),
+                                                    "checkpoint recommends (2 for emodiffhead_demo and emodiffhead_real, 1 for the "
+                                                    "others)."}),
         }}
 
     @staticmethod

@@ -386,8 +386,9 @@ def test_checkpoint_list_leaves_out_files_that_are_not_bundles(comfy):
         names = comfy.nodes["LoadEMOdiffheadModel"].INPUT_TYPES()["required"]["ckpt_name"][0]
         assert "tiny.safetensors" in names and "damaged.safetensors" in names     # loading it says what is wrong
         assert "judge_only.safetensors" not in names and "other_format.safetensors" not in names
-        # the pack's own folder: both bundles listed, the measuring files (judge, psi regressor, FER weights) not
-        assert {"emodiffhead_demo.safetensors", "emodiffhead_emotion.safetensors"} <= set(names)
+        # the pack's own folder: the four bundles listed, the measuring files (judge, psi regressor, FER weights) not
+        assert {"emodiffhead_demo.safetensors", "emodiffhead_emotion.safetensors", "emodiffhead_real.safetensors",
+                "emodiffhead_procedural.safetensors"} <= set(names)
         assert not {"emotion_judge.safetensors", "psi_regressor_v3.safetensors",
                     "fer_mini_xception.safetensors"} & set(names)
     finally:

@@ -136,7 +136,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 34
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 35
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -148,7 +148,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_anchor_mix.json", "denoiser_emotion_real_photo_anchor.json",
                     "denoiser_emotion_real_photo_still.json", "denoiser_emotion_real_photo_pose.json",
                     "denoiser_emotion_real_anchor_photo.json", "denoiser_emotion_real_v4.json",
-                    "denoiser_emotion_real_v4_blur_real.json"):  # the emotion
+                    "denoiser_emotion_real_v4_blur_real.json",
+                    "denoiser_emotion_real_v4_blur_real2.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -156,8 +157,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.emotion.twin_same_emotion_share > 0) == name.startswith(("denoiser_emotion_k",
                                                                                   "denoiser_emotion_real"))
             assert (cfg.data.motion_blur > 0) == ("real" in name)
-            # one arm keeps the blur to the real-texture clips (the procedural faces' motion frames stay sharp)
-            assert (cfg.data.motion_blur_sources == "real_texture") == name.endswith("_blur_real.json")
+            # two arms keep the blur to the real-texture clips (the procedural faces' motion frames stay sharp)
+            assert (cfg.data.motion_blur_sources == "real_texture") == ("_blur_real" in name)
             # only the re-injection-state fine-tunes (real-only and mixed) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == name.startswith("denoiser_emotion_real_anchor")
             # the photo-anchor arms hold the source photo there instead (the last with neutral-oldest examples too),

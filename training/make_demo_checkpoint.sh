@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Reproduces checkpoints/emodiffhead_demo.safetensors (stage 1) and the checkpoints built on it (stage 2:
-# emodiffhead_emotion.safetensors; stage 3: emodiffhead_real.safetensors) from nothing, on a CPU (about 4 h on 2
-# cores for stage 1, the denoiser most of it). DATA and RUNS may be set; the defaults are outside the repository.
+# Reproduces the shipped bundles from nothing, on a CPU: stage 1, checkpoints/emodiffhead_procedural.safetensors (the
+# demo until 2026-12-05; about 4 h on 2 cores, the denoiser most of it); stage 2, emodiffhead_emotion.safetensors;
+# stage 3, emodiffhead_real.safetensors; stage 4, the demo, emodiffhead_demo.safetensors (stage 3's generator, SR head
+# and regressor with its denoiser fine-tuned twice on corpus version 4; stages 3 and 4 need the real faces and voices,
+# REALFACES and REALSPEECH). DATA and RUNS may be set; the defaults are outside the repository.
 # Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), the first part of
 # stage 2 and stage 3's SR head on version 2, the last part of stage 2 (and its generator) and stage 3's denoiser
-# on version 3 (sad re-tuned, training/README.md section 1). The corpus command now renders version 4 (surprised
-# re-tuned, teeth covered by rounded lips), which no shipped component was trained on; rerunning trains them on
-# version-4 faces: close to, not byte-identical with, the shipped components
+# on version 3 (sad re-tuned, training/README.md section 1), stage 4 on version 4 (surprised re-tuned, teeth covered
+# by rounded lips), which the corpus command renders now: rerunning stages 1-3 trains them on version-4 faces, close
+# to, not byte-identical with, the shipped components
 # (generator step 3000 on v1 is replaced in stage 2; SR head and regressor are kept). The folder names below keep
 # "v2".
 set -euo pipefail
@@ -68,7 +70,7 @@ $PY -m training train regressor --config training/configs/regressor_demo.json --
 $PY -m training train superres --config training/configs/superres_demo.json --data "$DATA/corpus128" --out "$RUNS/superres" --resume
 $PY -m training export "$RUNS/denoiser/denoiser.safetensors" "$RUNS/generator/expression_generator.safetensors" \
     "$RUNS/superres/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
-    --card checkpoints/MODEL_CARD.md --reinject-identity-every 2 --out checkpoints/emodiffhead_demo.safetensors
+    --card checkpoints/MODEL_CARD.md --reinject-identity-every 2 --out checkpoints/emodiffhead_procedural.safetensors
 # Stage 2, emotion (issue 9): the expression generator retrained on corpus v2 (its emotion directions), the
 # stage-1 denoiser fine-tuned with the emotion recipe (training/configs/denoiser_emotion.json: counterfactual
 # twins, emotion-region loss, standardised psi, spatial expression map, expression dropout for guidance),
@@ -126,6 +128,22 @@ if [ -n "${REALFACES:-}" ]; then
         "$RUNS/superres_texture_lips/superres.safetensors" "$RUNS/regressor/regressor.safetensors" \
         --superres-mouth-from "$RUNS/superres_texture/superres.safetensors" \
         --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 1 --audio-guidance 2 --out checkpoints/emodiffhead_real.safetensors
+    # Stage 4, the demo (since 2026-12-05): both corpora rendered again as version 4 (the commands and seeds of
+    # corpus64v2 and real64), stage 3's denoiser fine-tuned 1,000 steps on them with its own recipe
+    # (denoiser_emotion_real_v4.json), then 1,000 steps with the motion-frame blur on the real-texture clips only
+    # (denoiser_emotion_real_v4_blur_real.json), exported with stage 3's generator, SR head and regressor and its
+    # recommendation (checkpoints/MODEL_CARD.md, "Why it replaced the procedural demo").
+    $PY -m training corpus --out "$DATA/corpus64v4" --clips 640 --identities 64 --seed 0 --size 64 --workers 2
+    $PY -m training corpus --out "$DATA/real64v4" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
+        --real-faces "$REALFACES" --real-speech "$REALSPEECH"
+    $PY -m training train denoiser --config training/configs/denoiser_emotion_real_v4.json --data "$DATA/corpus64v4" "$DATA/real64v4" \
+        --out "$RUNS/denoiser_emotion_real_v4" --init-from "$RUNS/denoiser_emotion_real/denoiser.safetensors" --resume
+    $PY -m training train denoiser --config training/configs/denoiser_emotion_real_v4_blur_real.json \
+        --data "$DATA/corpus64v4" "$DATA/real64v4" --out "$RUNS/denoiser_emotion_real_v4_blur_real" \
+        --init-from "$RUNS/denoiser_emotion_real_v4/denoiser.safetensors" --resume
+    $PY -m training export "$RUNS/denoiser_emotion_real_v4_blur_real/denoiser.safetensors" \
+        --base checkpoints/emodiffhead_real.safetensors \
+        --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 1 --audio-guidance 2 --out checkpoints/emodiffhead_demo.safetensors
 fi
 train_psi_regressor
 $PY -m training evaluate --checkpoints checkpoints --data "$DATA/corpus64v2" --split test --guidance 1,2,3 --json
