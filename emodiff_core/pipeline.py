@@ -300,8 +300,8 @@ class AudioFeatures:
 def silent_start_lead_in(audio: AudioFeatures) -> int:
     """Frames to generate and drop before frame 0 (`generate_frames`' ``lead_in``) when the audio starts with
     silence: SILENT_START_LEAD_IN_SECONDS of it. Without them a silent start shows the model moving the
-    portrait's mouth to its own closed rest over the first second (measured on the procedural checkpoint); 0 when the
-    audio starts with sound."""
+    portrait's mouth to its own closed rest over the first second (measured on the procedural checkpoint); 0 when
+    the audio starts with sound."""
     if audio.silent is None or audio.num_frames == 0 or not bool(audio.silent[0]):
         return 0
     return int(round(SILENT_START_LEAD_IN_SECONDS * audio.fps))
