@@ -12,6 +12,7 @@ ComfyUI use shared/tools/comfy_accept.py; this only draws pictures.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -26,24 +27,24 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from emodiff_core.audio import load_audio_file  # noqa: E402
+from emodiff_core.cli import load_image as read_image  # noqa: E402
 from tests import comfy_stubs  # noqa: E402
 
 ASSETS = os.path.join(ROOT, "assets")
-INPUT_FILES = {"portrait.jpg": "portrait.jpg", "speech.wav": "speech.wav"}
 
 
-def stand_ins(seconds: float, saved: dict) -> dict:
-    """ComfyUI core nodes used by the example graphs, reduced to what these graphs ask of them."""
+def stand_ins(bridge, seconds: float, saved: dict) -> dict:
+    """ComfyUI core nodes used by the example graphs, reduced to what these graphs ask of them; ``bridge`` is the
+    pack's own `nodes.bridge`, whose AUDIO constructor the audio stand-in uses."""
 
     def load_image(image, **_):
-        rgb = cv2.imread(os.path.join(ASSETS, INPUT_FILES[image]))[..., ::-1]
+        rgb = read_image(os.path.join(ASSETS, image))[..., :3]
         tensor = torch.from_numpy(np.ascontiguousarray(rgb)).float()[None] / 255.0
         return tensor, torch.zeros(tensor.shape[1:3])[None]
 
     def load_audio(audio, **_):
-        wave, sr = load_audio_file(os.path.join(ASSETS, INPUT_FILES[audio]))
-        wave = wave[:, : int(seconds * sr)]
-        return ({"waveform": torch.from_numpy(wave)[None], "sample_rate": sr},)
+        wave, sr = load_audio_file(os.path.join(ASSETS, audio))
+        return (bridge.make_audio(wave[:, : int(seconds * sr)], sr),)
 
     def image_stitch(image1, image2, direction="right", **_):
         if direction != "right":
@@ -112,18 +113,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory() as base:
         comfy_stubs.install(base)
-        mappings = comfy_stubs.load_pack().NODE_CLASS_MAPPINGS
-        for name in names:
-            graph = json.load(open(os.path.join(HERE, "api", f"{name}.json")))
-            saved = {}
-            run_graph(graph, mappings, stand_ins(args.seconds, saved))
-            path = os.path.join(HERE, f"{name}.jpg")
-            old = cv2.imread(path)
-            image = thumbnail(saved["video"], args.frame, old.shape[:2] if old is not None else None)
-            cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            print(json.dumps({"workflow": name, "frames": int(len(saved["video"])), "thumbnail": os.path.relpath(path, ROOT),
-                              "size": list(image.shape[:2])}), flush=True)
-        comfy_stubs.uninstall()
+        try:
+            pack = comfy_stubs.load_pack()
+            bridge = importlib.import_module(f"{pack.__name__}.nodes.bridge")
+            for name in names:
+                with open(os.path.join(HERE, "api", f"{name}.json")) as fh:
+                    graph = json.load(fh)
+                saved = {}
+                run_graph(graph, pack.NODE_CLASS_MAPPINGS, stand_ins(bridge, args.seconds, saved))
+                path = os.path.join(HERE, f"{name}.jpg")
+                old = cv2.imread(path)
+                image = thumbnail(saved["video"], args.frame, old.shape[:2] if old is not None else None)
+                cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                print(json.dumps({"workflow": name, "frames": int(len(saved["video"])),
+                                  "thumbnail": os.path.relpath(path, ROOT), "size": list(image.shape[:2])}), flush=True)
+        finally:
+            comfy_stubs.uninstall()
     return 0
 
 
