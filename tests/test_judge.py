@@ -286,6 +286,31 @@ def test_emotion_control_report_keys_and_ranges(corpus):
         emotion_control_report(denoiser, generator, judge, corpus, "test", neutral_seeds=0)
 
 
+def test_extra_neutral_videos_do_not_depend_on_how_many_are_asked():
+    # each extra neutral video has its own seed and its own sampling call: asking for more seeds adds videos
+    # and leaves the earlier ones as they were (one batch drew noise for all of them together)
+    from emodiff_core import pipeline as pl
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core.sampling import SamplingSettings
+
+    from training.evaluate import extra_neutral_videos
+
+    torch.manual_seed(0)
+    tiny = core.preset("denoiser", "tiny")
+    denoiser = EMOdiffheadDenoiser(tiny).eval()
+    generator = ExpressionGenerator(core.preset("expression", "tiny")).eval()
+    t = np.arange(16000 * 4 // 30) / 16000
+    audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, 30, tiny.audio)
+    face = torch.rand(3, tiny.image_size, tiny.image_size)
+    settings = SamplingSettings(steps=2, start_noise=1.0)
+    one = extra_neutral_videos(denoiser, generator, face, audio, settings, seed=5, count=1)
+    three = extra_neutral_videos(denoiser, generator, face, audio, settings, seed=5, count=3)
+    assert one.shape == (audio.num_frames, 1, 3, tiny.image_size, tiny.image_size)
+    assert three.shape[1] == 3
+    assert torch.equal(three[:, :1], one)
+    assert not torch.equal(three[:, 1], three[:, 0]) and not torch.equal(three[:, 2], three[:, 1])
+
+
 def test_summarise_neutral_videos_reads_each_video_by_its_mean_probability():
     from training.evaluate import JudgedVideo, summarise_neutral_videos
 

@@ -580,15 +580,18 @@ def extra_neutral_videos(denoiser, generator, face: torch.Tensor, audio, setting
                          count: int, reinject_identity_every: int = 0,
                          mouth_level: Optional[Sequence[float]] = None) -> torch.Tensor:
     """``count`` neutral videos of ``face`` ([3, S, S] in 0..1) speaking ``audio`` beside the control grid's own
-    (which is at ``seed``): video r's expression generator at seed ``seed + r`` (r = 1..count), all diffused in
-    one batch at sampling seed ``seed + 1``, apart from the grid so its videos do not change. [N, count, 3, S, S]."""
-    n = audio.num_frames
-    pairs = [emotion_expression_pair(generator, n, EmotionSpec("neutral", 0.0), fps=audio.fps, seed=seed + r,
-                                     mouth_level=mouth_level) for r in range(1, count + 1)]
-    return generate_frames(denoiser, face[None].expand(count, -1, -1, -1).contiguous(), audio,
-                           torch.stack([p[0] for p in pairs]), settings=settings, seed=seed + 1,
-                           neutral_expression=torch.stack([p[1] for p in pairs]),
-                           reinject_identity_every=reinject_identity_every)
+    (which is at ``seed``): video r (r = 1..count) has the expression generator and the sampling both at seed
+    ``seed + r``, and is diffused on its own, so it is the same video whatever ``count`` is (they were once diffused in one
+    batch, whose noise depends on the batch size: runs with different counts drew different videos). Apart from
+    the grid, so the grid's videos do not change. [N, count, 3, S, S]."""
+    videos = []
+    for r in range(1, count + 1):
+        expression, neutral = emotion_expression_pair(generator, audio.num_frames, EmotionSpec("neutral", 0.0),
+                                                      fps=audio.fps, seed=seed + r, mouth_level=mouth_level)
+        videos.append(generate_frames(denoiser, face[None], audio, expression[None], settings=settings,
+                                      seed=seed + r, neutral_expression=neutral[None],
+                                      reinject_identity_every=reinject_identity_every))
+    return torch.cat(videos, dim=1)
 
 
 def summarise_neutral_videos(videos: Sequence[JudgedVideo]) -> Optional[dict]:
