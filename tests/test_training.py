@@ -136,7 +136,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 35
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 37
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -149,7 +149,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_photo_still.json", "denoiser_emotion_real_photo_pose.json",
                     "denoiser_emotion_real_anchor_photo.json", "denoiser_emotion_real_v4.json",
                     "denoiser_emotion_real_v4_blur_real.json",
-                    "denoiser_emotion_real_v4_blur_real2.json"):  # the emotion
+                    "denoiser_emotion_real_v4_blur_real2.json", "denoiser_emotion_real_v4_anchor.json",
+                    "denoiser_emotion_real_v4_emph.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -157,10 +158,16 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.emotion.twin_same_emotion_share > 0) == name.startswith(("denoiser_emotion_k",
                                                                                   "denoiser_emotion_real"))
             assert (cfg.data.motion_blur > 0) == ("real" in name)
-            # two arms keep the blur to the real-texture clips (the procedural faces' motion frames stay sharp)
-            assert (cfg.data.motion_blur_sources == "real_texture") == ("_blur_real" in name)
-            # only the re-injection-state fine-tunes (real-only and mixed) hold neutral-oldest examples
-            assert (cfg.emotion.twin_neutral_oldest_share > 0) == name.startswith("denoiser_emotion_real_anchor")
+            # the demo's denoiser and the arms from it keep the blur to the real-texture clips (the procedural
+            # faces' motion frames stay sharp)
+            from_demo = "_blur_real" in name or name.endswith(("_v4_anchor.json", "_v4_emph.json"))
+            assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
+            # only the re-injection-state fine-tunes (real-only, mixed, from the demo) hold neutral-oldest examples
+            assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
+                                                                   or name.endswith("_v4_anchor.json"))
+            # one arm doubles the emotion region's weight and the share of twin examples
+            assert (cfg.loss.emotion, cfg.emotion.twin_share) == ((8.0, 0.8) if name.endswith("_v4_emph.json")
+                                                                  else (4.0, 0.6)), name
             # the photo-anchor arms hold the source photo there instead (the last with neutral-oldest examples too),
             # the second also in every slot at times, the third and the last at another pose than the identity's
             photo_pose = ("denoiser_emotion_real_photo_pose.json", "denoiser_emotion_real_anchor_photo.json")
