@@ -581,16 +581,15 @@ def extra_neutral_videos(denoiser, generator, face: torch.Tensor, audio, setting
                          mouth_level: Optional[Sequence[float]] = None) -> torch.Tensor:
     """``count`` neutral videos of ``face`` ([3, S, S] in 0..1) speaking ``audio`` beside the control grid's own
     (which is at ``seed``): video r (r = 1..count) has the expression generator and the sampling both at seed
-    ``seed + r``, and is diffused on its own, so it is the same video whatever ``count`` is (they were once diffused in one
-    batch, whose noise depends on the batch size: runs with different counts drew different videos). Apart from
-    the grid, so the grid's videos do not change. [N, count, 3, S, S]."""
+    ``seed + r``, and is diffused on its own, so it is the same video whatever ``count`` is (they were once
+    diffused in one batch, whose noise depends on the batch size: runs with different counts drew different
+    videos). Apart from the grid, so the grid's videos do not change. [N, count, 3, S, S]."""
     videos = []
     for r in range(1, count + 1):
         expression, neutral = emotion_expression_pair(generator, audio.num_frames, EmotionSpec("neutral", 0.0),
                                                       fps=audio.fps, seed=seed + r, mouth_level=mouth_level)
-        videos.append(generate_frames(denoiser, face[None], audio, expression[None], settings=settings,
-                                      seed=seed + r, neutral_expression=neutral[None],
-                                      reinject_identity_every=reinject_identity_every))
+        videos.append(generate_frames(denoiser, face, audio, expression, settings=settings, seed=seed + r,
+                                      neutral_expression=neutral, reinject_identity_every=reinject_identity_every))
     return torch.cat(videos, dim=1)
 
 
