@@ -136,7 +136,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 37
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 39
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -150,7 +150,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_anchor_photo.json", "denoiser_emotion_real_v4.json",
                     "denoiser_emotion_real_v4_blur_real.json",
                     "denoiser_emotion_real_v4_blur_real2.json", "denoiser_emotion_real_v4_anchor.json",
-                    "denoiser_emotion_real_v4_emph.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph.json", "denoiser_emotion_real_v4_w8.json",
+                    "denoiser_emotion_real_v4_twin8.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -160,14 +161,16 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert (cfg.data.motion_blur > 0) == ("real" in name)
             # the demo's denoiser and the arms from it keep the blur to the real-texture clips (the procedural
             # faces' motion frames stay sharp)
-            from_demo = "_blur_real" in name or name.endswith(("_v4_anchor.json", "_v4_emph.json"))
+            from_demo = "_blur_real" in name or name.endswith(("_v4_anchor.json", "_v4_emph.json", "_v4_w8.json",
+                                                                           "_v4_twin8.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from the demo) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
                                                                    or name.endswith("_v4_anchor.json"))
-            # one arm doubles the emotion region's weight and the share of twin examples
-            assert (cfg.loss.emotion, cfg.emotion.twin_share) == ((8.0, 0.8) if name.endswith("_v4_emph.json")
-                                                                  else (4.0, 0.6)), name
+            # one arm doubles the emotion region's weight and raises the share of twin examples; two split it
+            emphasis = {"_v4_emph.json": (8.0, 0.8), "_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8)}
+            assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
+                (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
             # the photo-anchor arms hold the source photo there instead (the last with neutral-oldest examples too),
             # the second also in every slot at times, the third and the last at another pose than the identity's
             photo_pose = ("denoiser_emotion_real_photo_pose.json", "denoiser_emotion_real_anchor_photo.json")
