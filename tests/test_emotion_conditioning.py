@@ -10,7 +10,7 @@ import torch
 from emodiff_core import config as C
 from emodiff_core import pipeline as pl
 from emodiff_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
-from emodiff_core.diffusion.losses import emotion_region_mask
+from emodiff_core.diffusion.losses import emotion_region_mask, texture_gap
 from emodiff_core.guidance import AudioGuidance, ExpressionGuidance
 from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
 from emodiff_core.sampling import SamplingError, SamplingSettings, parse_guidance
@@ -110,6 +110,33 @@ def test_emotion_region_mask_and_loss_term():
     assert weighted["loss"].item() == pytest.approx(plain["loss"].item() + 9.0 * expected, rel=1e-5)
     # loss sections written before the emotion weight existed mean "off"
     assert C.from_dict(LossWeights, {"vlb": 0.001, "lip": 0.2, "eye": 0.1}).emotion == 0.0
+
+
+def test_texture_term_asks_for_the_targets_amount_of_fine_detail():
+    checker = torch.from_numpy(np.indices((16, 16)).sum(0) % 2 * 1.0 - 0.5).float().expand(1, 3, 16, 16)
+    flat = torch.zeros(1, 3, 16, 16)
+    # detail maps compare the amount of fine detail, not where it lies: a shifted checker has as much
+    assert texture_gap(flat, flat).item() == 0.0 and texture_gap(checker, flat).item() > 1.0
+    inner = (slice(None), slice(None), slice(4, 12), slice(4, 12))   # away from the replicated edges
+    assert texture_gap(checker.roll(1, -1)[inner], checker[inner]).item() == pytest.approx(0.0, abs=1e-6)
+    d = GaussianDiffusion.from_config(TINY.diffusion)
+
+    def model(x, t, **cond):       # predicts no noise at all: x0 = x_t / sqrt(alpha-bar)
+        return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+    target = checker.clone()
+    noise = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for step in (2, 50):
+        t = torch.tensor([step])
+        plain = hybrid_loss(d, model, target, t, {}, LossWeights(), noise=noise)
+        textured = hybrid_loss(d, model, target, t, {}, LossWeights(texture=3.0), noise=noise)
+        assert "texture" not in plain
+        x_t = d.q_sample(target, t, noise)
+        signal = float(d.alphas_cumprod[step])
+        expected = signal * texture_gap(x_t / signal ** 0.5, target).item()   # the hand-made x0 and its weight
+        assert textured["texture"].item() == pytest.approx(expected, rel=1e-5) and expected > 0
+        assert textured["loss"].item() == pytest.approx(plain["loss"].item() + 3.0 * expected, rel=1e-5)
+    assert C.from_dict(LossWeights, {"vlb": 0.001, "lip": 0.2, "eye": 0.1}).texture == 0.0
 
 
 # --------------------------------------------------------------------------- guidance

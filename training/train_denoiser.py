@@ -162,7 +162,7 @@ EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout"
 @dataclass(frozen=True)
 class DenoiserTrainingConfig:
     """A denoiser training file (training/configs/denoiser_*.json). ``loss`` holds the weights of Eq. 16 (and
-    the emotion-region weight), ``emotion`` the recipe that makes the network read psi."""
+    the emotion-region and texture weights, `LossWeights`), ``emotion`` the recipe that makes the network read psi."""
 
     model: ModelSection
     loss: LossWeights
@@ -177,6 +177,9 @@ class DenoiserTrainingConfig:
 
     def validate(self) -> None:
         require_positive("", threads=self.threads)
+        for name in ("vlb", "lip", "eye", "emotion", "texture"):
+            value = getattr(self.loss, name)
+            require(value >= 0.0, f"loss.{name} must be >= 0, got {value}")
 
 
 LOG_FIELDS = ["step", "seconds", "loss", "simple", "vlb", "lip", "eye", "emotion", "lr", "grad_norm", "val_psnr",
@@ -255,7 +258,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     val = _validation_set(data_dir, model_cfg, data_cfg, seed, announce=info.main)
     probe = (_probe_set(data_dir, model_cfg, data_cfg, emotion.probe_examples, seed, announce=info.main)
              if emotion.probe_examples else None)
-    log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS)
+    # the texture column only where the term is on, so that the logs of every earlier recipe keep their columns
+    log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS + (["texture"] if weights.texture > 0 else []))
     motion_noise = data_cfg.motion_noise
 
     def step_fn(step: int) -> Dict[str, float]:

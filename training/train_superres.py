@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from emodiff_core.diffusion.losses import laplacian, local_detail  # noqa: F401 (the SR loss' detail maps)
 from emodiff_core.models import SuperResolver
 
 from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive
@@ -116,23 +117,6 @@ LOG_FIELDS = ["step", "seconds", "loss", "lr", "val_psnr", "val_psnr_bilinear"]
 
 def degrade(images: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(images, scale_factor=1.0 / scale, mode="area")
-
-
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def laplacian(images: torch.Tensor) -> torch.Tensor:
-    """The 4-neighbour Laplacian of every channel of [B, C, H, W] images (edges replicated), same shape."""
-    c = images.shape[1]
-    kernel = _LAPLACIAN.to(images).view(1, 1, 3, 3).expand(c, 1, 3, 3)
-    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
-
-
-def local_detail(images: torch.Tensor, window: int, stride: int = 0) -> torch.Tensor:
-    """The mean absolute Laplacian of every channel over ``window``-pixel squares placed every ``stride`` pixels
-    (0: the window, side by side): [B, C, (H - window) / stride + 1, ...] (a partial last square is dropped).
-    How much fine detail each patch holds, whatever its phase."""
-    return F.avg_pool2d(laplacian(images).abs(), window, stride or window)
 
 
 LIPS = slice(48, 68)    # the outer and inner lip points of the 68-point layout

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
 import torch
+import torch.nn.functional as F
 
 # iBUG-68 index groups (FAN and dlib use the same layout).
 MOUTH = tuple(range(48, 68))
@@ -120,6 +121,35 @@ def masked_mse(target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tenso
     return squared.reshape(squared.shape[0], -1).sum(dim=1) / area.clamp(min=1.0)
 
 
+# --------------------------------------------------------------------------- fine detail
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian(images: torch.Tensor) -> torch.Tensor:
+    """The 4-neighbour Laplacian of every channel of [B, C, H, W] images (edges replicated), same shape."""
+    c = images.shape[1]
+    kernel = _LAPLACIAN.to(images).view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+
+
+def local_detail(images: torch.Tensor, window: int, stride: int = 0) -> torch.Tensor:
+    """The mean absolute Laplacian of every channel over ``window``-pixel squares placed every ``stride`` pixels
+    (0: the window, side by side): [B, C, (H - window) / stride + 1, ...] (a partial last square is dropped).
+    How much fine detail each patch holds, whatever its phase (the SR head's texture term and the denoiser's)."""
+    return F.avg_pool2d(laplacian(images).abs(), window, stride or window)
+
+
+TEXTURE_WINDOW = 4   # the denoiser's texture term: 4-pixel squares at every pixel of the 64 px frame
+
+
+def texture_gap(pred_xstart: torch.Tensor, x_start: torch.Tensor, window: int = TEXTURE_WINDOW) -> torch.Tensor:
+    """Per-sample L1 between the local detail maps (`local_detail`, sliding ``window``-pixel squares) of a
+    predicted x0 and the target: how far the prediction's amount of fine detail is from the target's,
+    wherever its phase."""
+    gap = (local_detail(pred_xstart, window, 1) - local_detail(x_start, window, 1)).abs()
+    return mean_flat(gap)
+
+
 # --------------------------------------------------------------------------- hybrid objective
 @dataclass(frozen=True)
 class LossWeights:
@@ -128,15 +158,21 @@ class LossWeights:
     ``emotion`` (our addition, 0 = off) weights the noise error on the pixels where the target differs from
     its neutral twin (the emotion's region, `emotion_region_mask`): the emotion is a few pixels of thin
     edges that the whole-image loss barely sees, so without it the network can ignore its expression input.
+    ``texture`` (ours, 0 = off) weights `texture_gap` between the predicted x0 and the target, times the step's
+    signal share alpha-bar_t: the noise error is a mean over pixels, and a prediction that leaves fine detail
+    out costs it little, so a network that must draw a new expression (twin examples) draws it soft. The
+    alpha-bar factor keeps the term to the steps where x0 is mostly known; at high noise the best prediction is
+    rightly smooth.
     """
 
     vlb: float = 0.001
     lip: float = 0.2
     eye: float = 0.1
     emotion: float = 0.0
+    texture: float = 0.0
 
-    # read by config.from_dict: loss sections written before `emotion` existed mean "off"
-    ADDED_KEYS: typing.ClassVar[Mapping[str, float]] = {"emotion": 0.0}
+    # read by config.from_dict: loss sections written before these keys existed mean "off"
+    ADDED_KEYS: typing.ClassVar[Mapping[str, float]] = {"emotion": 0.0, "texture": 0.0}
 
 
 def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: Mapping,
@@ -147,7 +183,8 @@ def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: 
     ``weights.emotion`` times the noise error on ``emotion_mask`` [B, 1, H, W] when given.
 
     Returns a dict of per-sample tensors: ``simple`` (Eq. 6), ``vlb`` (the per-step term in bits/dim),
-    ``lip``, ``eye``, ``emotion`` (when a mask is given) and ``loss`` (the weighted total). Take ``.mean()``
+    ``lip``, ``eye``, ``emotion`` (when a mask is given), ``texture`` (when weighted) and ``loss`` (the weighted
+    total). Take ``.mean()``
     of ``loss`` to optimise.
     The vlb term sees the network's epsilon through a stop-gradient, so it trains only v (improved DDPM).
     """
@@ -169,5 +206,10 @@ def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: 
     if emotion_mask is not None:
         terms["emotion"] = masked_mse(noise, eps, emotion_mask.to(x_start.dtype))
         loss = loss + weights.emotion * terms["emotion"]
+    if weights.texture > 0:
+        pred_xstart = diffusion.predict_xstart_from_eps(x_t, t, eps)
+        signal = diffusion.extract(diffusion.alphas_cumprod, t, x_start).reshape(-1)
+        terms["texture"] = signal * texture_gap(pred_xstart, x_start)
+        loss = loss + weights.texture * terms["texture"]
     terms["loss"] = loss
     return terms
