@@ -177,9 +177,9 @@ class DenoiserTrainingConfig:
 
     def validate(self) -> None:
         require_positive("", threads=self.threads)
-        for name in ("vlb", "lip", "eye", "emotion", "texture"):
-            value = getattr(self.loss, name)
-            require(value >= 0.0, f"loss.{name} must be >= 0, got {value}")
+        for field in dataclasses.fields(self.loss):
+            value = getattr(self.loss, field.name)
+            require(value >= 0.0, f"loss.{field.name} must be >= 0, got {value}")
 
 
 LOG_FIELDS = ["step", "seconds", "loss", "simple", "vlb", "lip", "eye", "emotion", "lr", "grad_norm", "val_psnr",

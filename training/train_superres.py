@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emodiff_core.diffusion.losses import laplacian, local_detail  # noqa: F401 (the SR loss' detail maps)
+from emodiff_core.diffusion.losses import laplacian, local_detail
 from emodiff_core.models import SuperResolver
 
 from .configfile import ModelSection, ScheduleSection, load_config, require, require_positive

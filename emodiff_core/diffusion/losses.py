@@ -184,8 +184,7 @@ def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: 
 
     Returns a dict of per-sample tensors: ``simple`` (Eq. 6), ``vlb`` (the per-step term in bits/dim),
     ``lip``, ``eye``, ``emotion`` (when a mask is given), ``texture`` (when weighted) and ``loss`` (the weighted
-    total). Take ``.mean()``
-    of ``loss`` to optimise.
+    total). Take ``.mean()`` of ``loss`` to optimise.
     The vlb term sees the network's epsilon through a stop-gradient, so it trains only v (improved DDPM).
     """
     if noise is None:
