@@ -172,13 +172,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             # only the re-injection-state fine-tunes (real-only, mixed, from the demo) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
                                                                    or name.endswith("_v4_anchor.json"))
-            # one arm doubles the emotion region's weight and raises the share of twin examples; two split it
+            # the emphasis arms double the emotion region's weight and raise the share of twin examples (two split it)
             emphasis = {"_v4_emph.json": (8.0, 0.8), "_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8),
                         "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
                         "_v4_emph_tex4_nodrop.json": (8.0, 0.8)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
-            # and two of them ask the predicted x0 for the target's fine detail
+            # and three of them ask the predicted x0 for the target's fine detail
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
             # the last of them trains without the null condition of guidance (its neutral psi would otherwise
