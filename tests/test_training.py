@@ -137,7 +137,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 42
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 43
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -154,7 +154,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_v4_emph.json", "denoiser_emotion_real_v4_w8.json",
                     "denoiser_emotion_real_v4_twin8.json", "denoiser_emotion_real_v4_emph_tex.json",
                     "denoiser_emotion_real_v4_emph_tex4.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop.json",
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_t6.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -167,23 +168,26 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             from_demo = "_blur_real" in name or name.endswith(("_v4_anchor.json", "_v4_emph.json", "_v4_w8.json",
                                                                            "_v4_twin8.json", "_v4_emph_tex.json",
                                                                            "_v4_emph_tex4.json",
-                                                                           "_v4_emph_tex4_nodrop.json"))
+                                                                           "_v4_emph_tex4_nodrop.json",
+                                                                           "_v4_emph_tex4_nodrop_t6.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from the demo) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
                                                                    or name.endswith("_v4_anchor.json"))
-            # the emphasis arms double the emotion region's weight and raise the share of twin examples (two split it)
+            # the emphasis arms double the emotion region's weight and raise the share of twin examples (two split
+            # it; the last keeps the demo's share)
             emphasis = {"_v4_emph.json": (8.0, 0.8), "_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8),
                         "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop.json": (8.0, 0.8)}
+                        "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
-            # and three of them ask the predicted x0 for the target's fine detail
-            texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0}
+            # and four of them ask the predicted x0 for the target's fine detail
+            texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
+                       "_v4_emph_tex4_nodrop_t6.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
-            # the last of them trains without the null condition of guidance (its neutral psi would otherwise
-            # also stand for "any emotion"); the demo samples without guidance on the emotion
-            assert (cfg.emotion.expression_dropout == 0.0) == name.endswith("_nodrop.json"), name
+            # the last two train without the null condition of guidance (its neutral psi would otherwise also
+            # stand for "any emotion"); the demo samples without guidance on the emotion
+            assert (cfg.emotion.expression_dropout == 0.0) == ("_nodrop" in name), name
             # the photo-anchor arms hold the source photo there instead (the last with neutral-oldest examples too),
             # the second also in every slot at times, the third and the last at another pose than the identity's
             photo_pose = ("denoiser_emotion_real_photo_pose.json", "denoiser_emotion_real_anchor_photo.json")
