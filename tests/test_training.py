@@ -185,6 +185,10 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
                        "_v4_emph_tex4_nodrop_t6.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
+            # a twin is the target in half of the twin examples (the first recipes: 40 %)
+            first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
+                     "denoiser_real.json", "denoiser_real_v3.json")
+            assert cfg.emotion.twin_target_share == (0.4 if name in first else 0.5), name
             # the last two train without the null condition of guidance (its neutral psi would otherwise also
             # stand for "any emotion"); the demo samples without guidance on the emotion
             assert (cfg.emotion.expression_dropout == 0.0) == ("_nodrop" in name), name
