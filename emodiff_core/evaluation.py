@@ -4,7 +4,8 @@
 - `generate_intensity_videos`: one identity speaking one audio with one emotion at k = 0, 1/L, .., 1 (Eq. 14,
   common random numbers), the input of FLIE and LIE;
 - `video_flie`: those videos and their FLIE (`metrics_video.flie_from_videos`);
-- `intensity_metrics`: FLIE and, with LPIPS, LIE of those videos; `pooled_flie`: FLIE of several such runs pooled;
+- `intensity_metrics`: FLIE and, with LPIPS, LIE of those videos; `pooled_flie`: FLIE of several such runs pooled
+  (`pooled_flie_bootstrap`: its spread over the runs);
 - `generated_video_report`: one video generated and measured with every metric whose inputs are available
   (`metrics_video.measure_video`), what an evaluation script calls.
 
@@ -91,6 +92,25 @@ def pooled_flie(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]
     result = flie_from_psi([row[None] for row in measured], dims=dims)
     return {"flie_edit_dims_pooled": result.flie, "flie_edit_dims_pooled_per_dim": per_dimension_cv(result),
             "edit_dims_pooled": dims, "pooled_runs": len(runs)}
+
+
+def pooled_flie_bootstrap(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]] = None,
+                          draws: int = 1000, seed: int = 0) -> np.ndarray:
+    """The pooled FLIE (`pooled_flie`) of ``draws`` bootstrap resamples of ``runs`` (drawn with replacement, as many
+    as there are runs): its spread over the seeds, the noise a comparison of pooled FLIEs must be read against. The
+    resampled index sets come from ``seed`` alone, so two models' runs at the same seeds, passed in the same order,
+    get the same draws: the difference of their arrays is a paired bootstrap of the difference. A draw whose FLIE is
+    undefined (nothing moves) is NaN."""
+    if len(runs) < 2:
+        raise ValueError("a bootstrap over seeds needs at least 2 runs")
+    picks = np.random.default_rng(seed).integers(0, len(runs), size=(draws, len(runs)))
+    out = np.full(draws, np.nan)
+    for i, pick in enumerate(picks):
+        try:
+            out[i] = pooled_flie([runs[j] for j in pick], among=among)["flie_edit_dims_pooled"]
+        except ValueError:
+            pass
+    return out
 
 
 def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotion: str, levels: int,

@@ -446,3 +446,21 @@ def test_pooled_flie_averages_the_runs_noise_away_and_names_each_term():
     assert EV.pooled_flie(runs, among=[1])["edit_dims_pooled"] == [1]
     with pytest.raises(ValueError):
         EV.pooled_flie([])
+
+
+def test_pooled_flie_bootstrap_spreads_with_the_runs_and_pairs_two_models_by_seed():
+    """Identical runs have no spread; runs that disagree do; two models' runs at the same seeds get the same
+    resamples (a paired bootstrap), so a model minus itself is exactly 0 in every draw."""
+    levels = np.linspace(0.0, 1.0, 4)[:, None]
+    asked = levels * np.array([[1.0, 0.5]])
+    rng = np.random.default_rng(3)
+    same = [{"level_psi_means": asked.tolist(), "level_condition_means": asked.tolist()}] * 4
+    noisy = [{"level_psi_means": (asked + rng.normal(0, 0.05, asked.shape)).tolist(),
+              "level_condition_means": asked.tolist()} for _ in range(4)]
+    assert np.allclose(EV.pooled_flie_bootstrap(same, draws=50), 0.0, atol=1e-9)
+    a, b = EV.pooled_flie_bootstrap(noisy, draws=50), EV.pooled_flie_bootstrap(noisy, draws=50)
+    assert a.shape == (50,) and np.nanstd(a) > 0.01
+    assert np.array_equal(a, b)                                     # the draws depend on the seed only
+    assert not np.array_equal(a, EV.pooled_flie_bootstrap(noisy, draws=50, seed=1))
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        EV.pooled_flie_bootstrap(noisy[:1])

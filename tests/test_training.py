@@ -458,7 +458,7 @@ def test_ground_truth_flie_reads_the_corpus_own_intensity_edit(corpus):
 
 
 def test_evaluate_reports_every_component(corpus, tmp_path):
-    from training.evaluate import evaluate
+    from training.evaluate import FLIE_LEVELS, evaluate
     from training.export import export
     from training import train_generator, train_regressor
     from training.train_denoiser import train as train_denoiser
@@ -491,6 +491,12 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert set(videos["flie_edit_dims_per_dim"]) <= {str(d) for d in videos["edit_dims"]}
     assert len(videos["flie_edit_dims_per_dim_per_seed"]) == 2
     assert ("flie_edit_dims_pooled" in videos and videos["pooled_runs"] == 2) or "flie_pooled_error" in videos
+    if "flie_edit_dims_pooled" in videos:                # the pooled FLIE's spread over resampled seeds
+        assert videos["flie_edit_dims_pooled_bootstrap_se"] >= 0
+    # what the pooling used, per seed, so evaluations at other seeds can be pooled with this one
+    assert videos["flie_seeds"] == [0, 1]
+    assert len(videos["flie_level_psi_means_per_seed"]) == 2 == len(videos["flie_level_condition_means_per_seed"])
+    assert np.array(videos["flie_level_psi_means_per_seed"]).shape[:2] == (2, FLIE_LEVELS + 1)   # + neutral
     assert not any(k.startswith("level_") for k in videos)          # the per-level rows are not reported
     assert videos["flie_guidance"] == 1.0                # the bundle recommends no guidance
     assert videos["flie_emotion"] == "sad"

@@ -290,7 +290,10 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     > 1 also with the next seeds (generator noise and sampling noise both), as ``flie_per_seed`` (None where
     FLIE is undefined) and ``flie_median``, and pooled over the seeds (`evaluation.pooled_flie`:
     ``flie_edit_dims_pooled``, the mean psi per level over all seeds' videos, as Eq. 20 averages over videos);
-    ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term. ``flie_settings``: the intensity videos'
+    ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term; ``flie_edit_dims_pooled_bootstrap_se``: the
+    pooled FLIE's spread over bootstrap resamples of the seeds (`evaluation.pooled_flie_bootstrap`), and
+    ``flie_level_psi_means_per_seed`` / ``flie_level_condition_means_per_seed`` (with ``flie_seeds``) what it is
+    pooled from, so that runs of evaluations at other seeds (``seed``) can be pooled with these. ``flie_settings``: the intensity videos'
     sampling (default ``settings``); evaluate gives them the emotion guidance the videos of a user get (the rollouts
     follow ground-truth psi, which has no neutral sequence to guide against), reported as ``flie_guidance``.
     ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi dimensions the asked edit moves
@@ -303,7 +306,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     ``mouth_level``: the generated expressions' mouth (`pipeline.emotion_expression_pair`) in the emotion-accuracy and
     FLIE videos (and the rollouts of a corpus without psi); None = the generator's."""
     from emodiff_core import metrics_video as mv
-    from emodiff_core.evaluation import intensity_metrics, pooled_flie
+    from emodiff_core.evaluation import intensity_metrics, pooled_flie, pooled_flie_bootstrap
 
     data = ClipDataset(data_dir)
     metas = sorted(data.metas(split), key=lambda m: m["clip_id"])[:clips]
@@ -380,8 +383,14 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                 report[f"{key}_per_seed"] = per_seed
                 report[f"{key}_median"] = float(np.median(finite)) if finite else None
             report["flie_edit_dims_per_dim_per_seed"] = [r.get("flie_edit_dims_per_dim") for r in runs]
+            # what the pooled FLIE is made of, per seed: runs of several evaluations (other seeds) pool with these
+            report["flie_level_psi_means_per_seed"] = [r["level_psi_means"] for r in runs]
+            report["flie_level_condition_means_per_seed"] = [r["level_condition_means"] for r in runs]
+            report["flie_seeds"] = list(range(seed, seed + flie_seeds))
             try:
                 report.update(pooled_flie(runs, among=mv.condition_dims(cfg)))
+                spread = pooled_flie_bootstrap(runs, among=mv.condition_dims(cfg))
+                report["flie_edit_dims_pooled_bootstrap_se"] = float(np.nanstd(spread))
             except ValueError as exc:
                 report["flie_pooled_error"] = str(exc)
         if lpips is None:
