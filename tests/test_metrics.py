@@ -448,19 +448,26 @@ def test_pooled_flie_averages_the_runs_noise_away_and_names_each_term():
         EV.pooled_flie([])
 
 
-def test_pooled_flie_bootstrap_spreads_with_the_runs_and_pairs_two_models_by_seed():
-    """Identical runs have no spread; runs that disagree do; two models' runs at the same seeds get the same
-    resamples (a paired bootstrap), so a model minus itself is exactly 0 in every draw."""
+def test_pooled_flie_jackknife_leaves_each_run_out_and_pairs_two_models_by_seed():
+    """Identical runs: every leave-one-out FLIE is the full one and the SE is 0. A run that alone bends the edit:
+    leaving it out gives FLIE 0, keeping it does not, and the SE follows the jackknife's formula. A model paired
+    with itself differs by exactly 0 at every seed."""
     levels = np.linspace(0.0, 1.0, 4)[:, None]
     asked = levels * np.array([[1.0, 0.5]])
-    rng = np.random.default_rng(3)
     same = [{"level_psi_means": asked.tolist(), "level_condition_means": asked.tolist()}] * 4
-    noisy = [{"level_psi_means": (asked + rng.normal(0, 0.05, asked.shape)).tolist(),
-              "level_condition_means": asked.tolist()} for _ in range(4)]
-    assert np.allclose(EV.pooled_flie_bootstrap(same, draws=50), 0.0, atol=1e-9)
-    a, b = EV.pooled_flie_bootstrap(noisy, draws=50), EV.pooled_flie_bootstrap(noisy, draws=50)
-    assert a.shape == (50,) and np.nanstd(a) > 0.01
-    assert np.array_equal(a, b)                                     # the draws depend on the seed only
-    assert not np.array_equal(a, EV.pooled_flie_bootstrap(noisy, draws=50, seed=1))
-    with pytest.raises(ValueError, match="at least 2 runs"):
-        EV.pooled_flie_bootstrap(noisy[:1])
+    assert np.allclose(EV.pooled_flie_jackknife(same), 0.0, atol=1e-9)
+    assert EV.jackknife_se(EV.pooled_flie_jackknife(same)) == pytest.approx(0.0, abs=1e-9)
+    bent = asked.copy()
+    bent[1] += 0.2
+    runs = same[:3] + [{"level_psi_means": bent.tolist(), "level_condition_means": asked.tolist()}]
+    loo = EV.pooled_flie_jackknife(runs)
+    assert loo[3] == pytest.approx(0.0, abs=1e-9) and np.all(loo[:3] > 0.1)
+    assert np.allclose(loo[:3], loo[0])
+    n = 4
+    assert EV.jackknife_se(loo) == pytest.approx(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+    assert np.array_equal(EV.pooled_flie_jackknife(runs) - loo, np.zeros(4))
+    assert EV.jackknife_se(np.array([1.0, np.nan, 3.0])) == pytest.approx(np.sqrt(0.5 * 2.0))   # NaN dropped
+    with pytest.raises(ValueError, match="at least 3 runs"):
+        EV.pooled_flie_jackknife(runs[:2])
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        EV.jackknife_se(np.array([1.0, np.nan]))

@@ -290,8 +290,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     > 1 also with the next seeds (generator noise and sampling noise both), as ``flie_per_seed`` (None where
     FLIE is undefined) and ``flie_median``, and pooled over the seeds (`evaluation.pooled_flie`:
     ``flie_edit_dims_pooled``, the mean psi per level over all seeds' videos, as Eq. 20 averages over videos);
-    ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term; ``flie_edit_dims_pooled_bootstrap_se``: the
-    pooled FLIE's spread over bootstrap resamples of the seeds (`evaluation.pooled_flie_bootstrap`), and
+    ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term; ``flie_edit_dims_pooled_jackknife_se`` (3 seeds or more):
+    the pooled FLIE's jackknife standard error over the seeds (`evaluation.pooled_flie_jackknife`), and
     ``flie_level_psi_means_per_seed`` / ``flie_level_condition_means_per_seed`` (with ``flie_seeds``) what it is
     pooled from, so that runs of evaluations at other seeds (``seed``) can be pooled with these. ``flie_settings``: the intensity videos'
     sampling (default ``settings``); evaluate gives them the emotion guidance the videos of a user get (the rollouts
@@ -306,7 +306,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     ``mouth_level``: the generated expressions' mouth (`pipeline.emotion_expression_pair`) in the emotion-accuracy and
     FLIE videos (and the rollouts of a corpus without psi); None = the generator's."""
     from emodiff_core import metrics_video as mv
-    from emodiff_core.evaluation import intensity_metrics, pooled_flie, pooled_flie_bootstrap
+    from emodiff_core.evaluation import intensity_metrics, jackknife_se, pooled_flie, pooled_flie_jackknife
 
     data = ClipDataset(data_dir)
     metas = sorted(data.metas(split), key=lambda m: m["clip_id"])[:clips]
@@ -389,8 +389,9 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
             report["flie_seeds"] = list(range(seed, seed + flie_seeds))
             try:
                 report.update(pooled_flie(runs, among=mv.condition_dims(cfg)))
-                spread = pooled_flie_bootstrap(runs, among=mv.condition_dims(cfg))
-                report["flie_edit_dims_pooled_bootstrap_se"] = float(np.nanstd(spread))
+                if len(runs) >= 3:
+                    report["flie_edit_dims_pooled_jackknife_se"] = jackknife_se(
+                        pooled_flie_jackknife(runs, among=mv.condition_dims(cfg)))
             except ValueError as exc:
                 report["flie_pooled_error"] = str(exc)
         if lpips is None:
