@@ -183,9 +183,18 @@ class ExpressionConfig:
     disc_dilations: Tuple[int, ...] = (1, 2, 4, 8)
     disc_kernel: int = 3
     local_hidden_dim: int = 128
+    # Frames the generator rolls out and drops before the first one it returns. From its start state every
+    # sequence makes the same motion in its first second (the jaw clenched then snapping open, a blink, the brows
+    # raised then lowered), whatever the noise; it settles by frame 30
+    # (benchmarks/results/generator_neutral_startup.json). A warm-up returns settled frames only; 0 is the paper's.
+    warmup_frames: int = 0
+
+    # configs written before the warm-up existed roll out from frame 0 (see DenoiserConfig.ADDED_KEYS)
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"warmup_frames": 0}
 
     def validate(self) -> None:
         _require(self.expression_dim > 0 and self.num_emotions >= 2, "expression_dim > 0 and num_emotions >= 2")
+        _require(self.warmup_frames >= 0, "expression warmup_frames must be >= 0")
         _require(self.hidden_dim > 0 and self.num_layers >= 1, "hidden_dim > 0 and num_layers >= 1")
         _require(self.disc_kernel >= 2 and all(d >= 1 for d in self.disc_dilations), "disc_kernel >= 2, dilations >= 1")
 

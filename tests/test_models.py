@@ -169,6 +169,29 @@ def test_generator_rolls_out_sequences_and_is_seeded():
     assert torch.allclose(short, a[:, :5], atol=1e-6)
 
 
+def test_generator_warmup_returns_the_rollout_after_its_first_frames_and_old_configs_have_none():
+    """A warm-up of W frames is the same rollout with its first W frames dropped (same weights, same noise); a
+    config written before the field existed reads as no warm-up; a negative one is refused."""
+    import dataclasses
+    import json
+
+    from emodiff_core.config import ConfigError, from_json
+
+    cfg = EXPRESSION_PRESETS["tiny"]
+    gen = ExpressionGenerator(cfg).eval()
+    warmed = ExpressionGenerator(dataclasses.replace(cfg, warmup_frames=7)).eval()
+    warmed.load_state_dict(gen.state_dict())
+    labels = torch.tensor([1, 4])
+    z = gen.sample_noise(2, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full, tail = gen(labels, 7 + 9, z=z), warmed(labels, 9, z=z)
+    assert tail.shape == (2, 9, 50) and torch.allclose(tail, full[:, 7:], atol=1e-6)
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "warmup_frames"}
+    assert from_json(type(cfg), json.dumps(old)).warmup_frames == 0
+    with pytest.raises(ConfigError, match="warmup_frames must be >= 0"):
+        ExpressionGenerator(dataclasses.replace(cfg, warmup_frames=-1))
+
+
 def test_one_gan_step_gives_finite_losses_and_updates_all_three_networks():
     torch.manual_seed(0)
     cfg = EXPRESSION_PRESETS["tiny"]

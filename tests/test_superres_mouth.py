@@ -100,6 +100,27 @@ def test_export_assembles_the_mouth_branch_and_refuses_what_cannot_be_one(tmp_pa
     assert not (tmp_path / "x.safetensors").exists()                     # nothing half-written
 
 
+def test_export_sets_the_generators_warmup_and_keeps_its_weights(tmp_path):
+    """`export --expression-warmup`: the bundle's generator rolls out W frames first (config), with the same
+    weights; refused without a generator or with a negative count, leaving no file."""
+    from training.export import export
+
+    gen = ExpressionGenerator(EXPRESSION_PRESETS["tiny"]).eval()
+    part = save_checkpoint(str(tmp_path / "g.safetensors"), {"expression_generator": gen})
+    bundle = export(str(tmp_path / "b.safetensors"), [part], expression_warmup=30)
+    loaded = load_components(bundle)["expression_generator"]
+    assert loaded.config.warmup_frames == 30
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), gen.state_dict().values()))
+    again = export(str(tmp_path / "c.safetensors"), [], base=bundle, expression_warmup=0)   # re-export: undone
+    assert load_components(again)["expression_generator"].config.warmup_frames == 0
+    detail = save_checkpoint(str(tmp_path / "detail.safetensors"), {"superres": _head(0)})
+    with pytest.raises(CheckpointError, match="expression-warmup.*neither the parts nor the base"):
+        export(str(tmp_path / "x.safetensors"), [detail], expression_warmup=30)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        export(str(tmp_path / "x.safetensors"), [part], expression_warmup=-3)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_superres_training_refuses_a_mouth_branch_config(tmp_path):
     from training.train_superres import train
 

@@ -148,7 +148,8 @@ def _export(args) -> int:
 
     path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance,
                   reinject_identity_every=args.reinject_identity_every, audio_guidance=args.audio_guidance,
-                  superres_mouth_from=args.superres_mouth_from, mouth=args.mouth)
+                  superres_mouth_from=args.superres_mouth_from, mouth=args.mouth,
+                  expression_warmup=args.expression_warmup)
     print(f"wrote {path}")
     return 0
 
@@ -377,6 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--audio-guidance", type=float, default=None,
                    help="the guidance on the voice the CLI samples with by default (1 = off; from "
                         "`evaluate-portraits --audio-guidance` measurements of lip sync)")
+    p.add_argument("--expression-warmup", type=int, default=None, metavar="FRAMES",
+                   help="frames the expression generator rolls out and drops before a sequence's first (its start-up "
+                        "swing settles by about 30; benchmarks.generator_neutral); the weights are unchanged")
     p.add_argument("--superres-mouth-from", default=None, metavar="FILE",
                    help="a file with an SR head (component file or bundle) to use around the mouth, the bundle's "
                         "own SR head everywhere else (SuperResConfig.mouth_branch)")

@@ -11,7 +11,7 @@ import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, build_components, read_checkpoint, save_checkpoint
-from emodiff_core.models import SuperResolver
+from emodiff_core.models import ExpressionGenerator, SuperResolver
 from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, MOUTH_INFO_KEY, REINJECT_INFO_KEY,
                                    SAMPLING_INFO_PREFIX, recommended_audio_guidance, recommended_guidance,
                                    recommended_mouth, recommended_reinject)
@@ -43,10 +43,18 @@ def with_mouth_branch(detail: SuperResolver, mouth: SuperResolver, where: str = 
     return combined.eval()
 
 
+def with_warmup(generator: ExpressionGenerator, frames: int) -> ExpressionGenerator:
+    """The same generator (same weights) rolling out ``frames`` frames before the first it returns
+    (`ExpressionConfig.warmup_frames`)."""
+    warmed = ExpressionGenerator(dataclasses.replace(generator.config, warmup_frames=int(frames)))
+    warmed.load_state_dict(generator.state_dict(), strict=True)
+    return warmed.eval()
+
+
 def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None,
            guidance: Optional[float] = None, reinject_identity_every: Optional[int] = None,
            audio_guidance: Optional[float] = None, superres_mouth_from: Optional[str] = None,
-           mouth: Optional[str] = None) -> str:
+           mouth: Optional[str] = None, expression_warmup: Optional[int] = None) -> str:
     """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
     with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
     ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
@@ -55,6 +63,8 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
     ``audio_guidance`` the guidance on the voice (`pipeline.AUDIO_GUIDANCE_INFO_KEY`), and ``mouth`` the generated
     mouth, "voice" or "generator" (`pipeline.MOUTH_INFO_KEY`, what --mouth auto samples with; "voice" needs a
     denoiser with training statistics).
+    ``expression_warmup``: the frames the bundle's expression generator rolls out and drops before the first
+    it returns (`ExpressionConfig.warmup_frames`, `with_warmup`; its weights unchanged).
     ``superres_mouth_from``: a file holding an SR head (a component file or a bundle) that becomes the mouth branch
     of the exported SR head (`with_mouth_branch`; the SR head from the parts or the base is the main one).
     No parts with a ``base``: the base re-exported whole (same weights) with a new card or recommendation. The
@@ -93,6 +103,13 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
                    {key.split(".", 1)[1]: value for key, value in source.info.items() if key.startswith("superres.")})
         info["superres.mouth_branch"] = os.path.basename(superres_mouth_from)
         info.update({f"superres.mouth.{key}": value for key, value in trained.items() if key != "card"})
+    if expression_warmup is not None:
+        if "expression_generator" not in components:
+            raise CheckpointError("--expression-warmup sets how a bundle's expression generator rolls out; neither "
+                                  "the parts nor the base hold one")
+        if expression_warmup < 0:
+            raise ValueError(f"--expression-warmup must be >= 0 frames, got {expression_warmup}")
+        components["expression_generator"] = with_warmup(components["expression_generator"], expression_warmup)
     if guidance is not None:
         if "denoiser" not in components:
             raise CheckpointError("--guidance recommends a sampling scale for a bundle's denoiser; none is exported")

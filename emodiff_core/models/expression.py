@@ -3,7 +3,7 @@ Eq. 17-19.
 
 Conventions (the paper leaves them open):
 - The generator rolls out one frame at a time, ê^(i) = G(ê^(i-1), y, z), from ê^(0) = 0, with one noise
-  vector z per sequence fed at every step.
+  vector z per sequence fed at every step; a config's ``warmup_frames`` are rolled out and dropped first.
 - D_g is a temporal convolutional network (residual blocks of dilated causal 1-D convolutions) whose
   features are mean-pooled over time; it scores the whole sequence conditioned on y (a projection term
   <embed(y), h>) and predicts the emotion label from the same features (an auxiliary classifier).
@@ -43,6 +43,7 @@ class ExpressionGenerator(nn.Module):
 
     def forward(self, labels: torch.Tensor, num_frames: int, z: Optional[torch.Tensor] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """[B, num_frames, D]: the rollout's frames after the config's ``warmup_frames`` (rolled out, then dropped)."""
         cfg = self.config
         if num_frames < 1:
             raise ValueError("num_frames must be at least 1")
@@ -54,11 +55,11 @@ class ExpressionGenerator(nn.Module):
         state = (h0.transpose(0, 1).contiguous(), c0.transpose(0, 1).contiguous())
         e = torch.zeros(b, cfg.expression_dim, device=labels.device, dtype=self.head.weight.dtype)
         frames = []
-        for _ in range(num_frames):
+        for _ in range(cfg.warmup_frames + num_frames):
             out, state = self.lstm(torch.cat([e, cond], dim=1)[:, None], state)
             e = self.head(out[:, 0])
             frames.append(e)
-        return torch.stack(frames, dim=1)
+        return torch.stack(frames[cfg.warmup_frames:], dim=1)
 
 
 class _TCNBlock(nn.Module):
