@@ -290,11 +290,11 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     > 1 also with the next seeds (generator noise and sampling noise both), as ``flie_per_seed`` (None where
     FLIE is undefined) and ``flie_median``, and pooled over the seeds (`evaluation.pooled_flie`:
     ``flie_edit_dims_pooled``, the mean psi per level over all seeds' videos, as Eq. 20 averages over videos);
-    ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term; ``flie_edit_dims_pooled_jackknife_se`` (3 seeds or more):
-    the pooled FLIE's jackknife standard error over the seeds (`evaluation.pooled_flie_jackknife`), and
-    ``flie_level_psi_means_per_seed`` / ``flie_level_condition_means_per_seed`` (with ``flie_seeds``) what it is
-    pooled from, so that runs of evaluations at other seeds (``seed``) can be pooled with these. ``flie_settings``: the intensity videos'
-    sampling (default ``settings``); evaluate gives them the emotion guidance the videos of a user get (the rollouts
+    ``flie_edit_dims_per_dim`` (``_per_seed``): each edit dimension's term; ``flie_edit_dims_pooled_jackknife_se``
+    (3 seeds or more): the pooled FLIE's jackknife standard error over the seeds
+    (`evaluation.pooled_flie_jackknife`); ``flie_level_psi_means_per_seed`` / ``flie_level_condition_means_per_seed``
+    (with ``flie_seeds``): what it is pooled from, so that evaluations at other seeds (``seed``) can be pooled with
+    these. ``flie_settings``: the intensity videos' sampling (default ``settings``); evaluate gives them the emotion guidance the videos of a user get (the rollouts
     follow ground-truth psi, which has no neutral sequence to guide against), reported as ``flie_guidance``.
     ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi dimensions the asked edit moves
     (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth`` and ``flie_edit_dims_ground_truth``
