@@ -294,8 +294,9 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     (3 seeds or more): the pooled FLIE's jackknife standard error over the seeds
     (`evaluation.pooled_flie_jackknife`); ``flie_level_psi_means_per_seed`` / ``flie_level_condition_means_per_seed``
     (with ``flie_seeds``): what it is pooled from, so that evaluations at other seeds (``seed``) can be pooled with
-    these. ``flie_settings``: the intensity videos' sampling (default ``settings``); evaluate gives them the emotion guidance the videos of a user get (the rollouts
-    follow ground-truth psi, which has no neutral sequence to guide against), reported as ``flie_guidance``.
+    these. ``flie_settings``: the intensity videos' sampling (default ``settings``); evaluate gives them the emotion
+    guidance the videos of a user get (the rollouts follow ground-truth psi, which has no neutral sequence to guide
+    against), reported as ``flie_guidance``.
     ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi dimensions the asked edit moves
     (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth`` and ``flie_edit_dims_ground_truth``
     are the same measures of the first clip re-rendered by the corpus at those intensities (`ground_truth_flie`):
