@@ -73,15 +73,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     from emodiff_core.checkpoint import CheckpointError, load_components
-    from training.clips import ClipDataset
     from training.corpus.facemodel import EXPRESSION_COMPONENTS
+    from training.evaluate import labelled_clip_psi
 
     torch.set_num_threads(1)
     try:
         generator = load_components(args.checkpoint, ["expression_generator"])["expression_generator"].eval()
-        data = ClipDataset(args.data)
-        clips = [data.load(m, with_audio=False).psi for m in data.metas(args.split) if m.get("emotion") == "neutral"]
-        clips = [c for c in clips if c is not None]
+        # the neutral clips only: no emotional clip reaches an infinite minimum intensity
+        clips = [psi for _, psi in labelled_clip_psi(args.data, args.split, min_intensity=float("inf"))]
         report = neutral_profile(generator_neutral(generator, args.frames, args.seeds, len(EXPRESSION_COMPONENTS)),
                                  clips, args.settle)
     except (CheckpointError, OSError, ValueError) as exc:

@@ -388,11 +388,12 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
             report["flie_level_psi_means_per_seed"] = [r["level_psi_means"] for r in runs]
             report["flie_level_condition_means_per_seed"] = [r["level_condition_means"] for r in runs]
             report["flie_seeds"] = list(range(seed, seed + flie_seeds))
+            read_dims = mv.condition_dims(cfg)
             try:
-                report.update(pooled_flie(runs, among=mv.condition_dims(cfg)))
+                report.update(pooled_flie(runs, among=read_dims))
                 if len(runs) >= 3:
                     report["flie_edit_dims_pooled_jackknife_se"] = jackknife_se(
-                        pooled_flie_jackknife(runs, among=mv.condition_dims(cfg)))
+                        pooled_flie_jackknife(runs, among=read_dims))
             except ValueError as exc:
                 report["flie_pooled_error"] = str(exc)
         if lpips is None:

@@ -107,8 +107,7 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         if "expression_generator" not in components:
             raise CheckpointError("--expression-warmup sets how a bundle's expression generator rolls out; neither "
                                   "the parts nor the base hold one")
-        if expression_warmup < 0:
-            raise ValueError(f"--expression-warmup must be >= 0 frames, got {expression_warmup}")
+        # a negative count is refused by ExpressionConfig.validate (a ValueError), before anything is written
         components["expression_generator"] = with_warmup(components["expression_generator"], expression_warmup)
     if guidance is not None:
         if "denoiser" not in components:
