@@ -94,19 +94,28 @@ def pooled_flie(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]
             "edit_dims_pooled": dims, "pooled_runs": len(runs)}
 
 
-def pooled_flie_jackknife(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]] = None) -> np.ndarray:
+def pooled_flie_jackknife(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]] = None,
+                          groups: Optional[Sequence[object]] = None) -> np.ndarray:
     """The pooled FLIE (`pooled_flie`) of ``runs`` with each run left out in turn ([len(runs)], NaN where FLIE is
     undefined): with `jackknife_se`, the noise a comparison of pooled FLIEs must be read against. Two models' runs
     at the same seeds, in the same order, give a paired jackknife: the difference of their arrays, seed by seed.
+    ``groups`` (one label per run): leave out a whole group at a time instead ([number of groups], in order of
+    first appearance), as for runs of several identities whose seeds share the identity's face: the noise between
+    identities is what a FLIE pooled over identities must be read against.
     Not a bootstrap: a resample that repeats a seed pools fewer distinct videos per level, and FLIE (a ratio of the
     steps' spread to their mean) rises with that noise, so bootstrap draws sit above the estimate (the demo's angry at
     seeds 5-9: median of the draws 6.49 against 5.62; benchmarks/README.md)."""
-    if len(runs) < 3:
-        raise ValueError("a jackknife over seeds needs at least 3 runs")
-    out = np.full(len(runs), np.nan)
-    for i in range(len(runs)):
+    labels = list(range(len(runs))) if groups is None else list(groups)
+    if len(labels) != len(runs):
+        raise ValueError(f"groups must name one group per run: {len(labels)} labels for {len(runs)} runs")
+    order = list(dict.fromkeys(labels))
+    if len(order) < 3:
+        raise ValueError(f"a jackknife needs at least 3 runs (or groups), got {len(order)}")
+    out = np.full(len(order), np.nan)
+    for i, left_out in enumerate(order):
         try:
-            out[i] = pooled_flie([r for j, r in enumerate(runs) if j != i], among=among)["flie_edit_dims_pooled"]
+            kept = [r for r, label in zip(runs, labels) if label != left_out]
+            out[i] = pooled_flie(kept, among=among)["flie_edit_dims_pooled"]
         except ValueError:
             pass
     return out

@@ -469,5 +469,12 @@ def test_pooled_flie_jackknife_leaves_each_run_out_and_pairs_two_models_by_seed(
     assert EV.jackknife_se(np.array([1.0, np.nan, 3.0])) == pytest.approx(np.sqrt(0.5 * 2.0))   # NaN dropped
     with pytest.raises(ValueError, match="at least 3 runs"):
         EV.pooled_flie_jackknife(runs[:2])
+    # grouped: a whole group (an identity's seeds) is left out at a time, one value per group in first-seen order
+    grouped = EV.pooled_flie_jackknife(runs + runs[:2], groups=["a", "b", "c", "bent", "a", "b"])
+    assert grouped.shape == (4,) and grouped[3] == pytest.approx(0.0, abs=1e-9) and np.all(grouped[:3] > 0.1)
+    with pytest.raises(ValueError, match="at least 3 runs \\(or groups\\), got 2"):
+        EV.pooled_flie_jackknife(runs, groups=["a", "a", "b", "b"])
+    with pytest.raises(ValueError, match="one group per run"):
+        EV.pooled_flie_jackknife(runs, groups=["a", "b", "c"])
     with pytest.raises(ValueError, match="at least 2 finite"):
         EV.jackknife_se(np.array([1.0, np.nan]))

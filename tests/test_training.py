@@ -457,6 +457,39 @@ def test_ground_truth_flie_reads_the_corpus_own_intensity_edit(corpus):
     assert ground_truth_flie(without_twins, clip, corpus, 32, "happy", 3, 5, reader(0.0)) is None
 
 
+def test_flie_over_clips_pools_identities_whose_offsets_drop_out_and_leaves_one_identity_out():
+    """Three identities' runs of one linear edit, each shifted by its own psi offset at every level: the pooled
+    FLIE and each clip's are 0 (an offset is no step). One identity that bends the edit: the leave-one-identity-out
+    SE is above 0 and its own pooled FLIE is the largest. The FLIE clips are the first clip of each identity."""
+    from training.evaluate import flie_clip_metas, flie_over_clips
+
+    asked = np.linspace(0.0, 1.0, 5)[:, None] * np.array([[1.0, 0.5, 0.0]])
+
+    def run(offset, bend=0.0):
+        measured = asked + offset
+        measured[2] += bend
+        return {"level_psi_means": measured.tolist(), "level_condition_means": asked.tolist()}
+
+    metas = [{"clip_id": f"c{i}", "identity": f"id{i}"} for i in range(3)]
+    flat = flie_over_clips([[run(o), run(o)] for o in (0.0, 0.7, -1.3)], metas, read_dims=[0, 1, 2])
+    assert flat["flie_edit_dims_pooled"] == pytest.approx(0.0, abs=1e-9) and flat["edit_dims_pooled"] == [0, 1]
+    assert flat["flie_edit_dims_pooled_per_clip"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert flat["flie_edit_dims_pooled_jackknife_se"] == pytest.approx(0.0, abs=1e-9)
+    assert flat["pooled_runs"] == 6 and flat["identities"] == ["id0", "id1", "id2"]
+    assert np.array(flat["level_psi_means_per_clip_seed"]).shape == (3, 2, 5, 3)
+    bent = flie_over_clips([[run(0.0), run(0.0)], [run(0.7, 0.3), run(0.7, 0.3)], [run(-1.3), run(-1.3)]],
+                           metas, read_dims=[0, 1, 2])
+    assert bent["flie_edit_dims_pooled_jackknife_se"] > 0.05
+    assert int(np.argmax(bent["flie_edit_dims_pooled_per_clip"])) == 1
+    two = flie_over_clips([[run(0.0)], [run(0.7)]], metas[:2], read_dims=[0, 1])
+    assert "flie_edit_dims_pooled_jackknife_se" not in two and len(two["flie_edit_dims_pooled_per_clip"]) == 2
+    clips = [{"clip_id": "a", "identity": "x"}, {"clip_id": "b", "identity": "x"}, {"clip_id": "c", "identity": "y"}]
+    assert [m["clip_id"] for m in flie_clip_metas(clips, 2)] == ["a", "c"]
+    assert [m["clip_id"] for m in flie_clip_metas(clips, 1)] == ["a"]
+    with pytest.raises(ValueError, match="flie_clips=3 asks for that many identities; the split has 2"):
+        flie_clip_metas(clips, 3)
+
+
 def test_evaluate_reports_every_component(corpus, tmp_path):
     from training.evaluate import FLIE_LEVELS, evaluate
     from training.export import export
@@ -473,8 +506,12 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
         evaluate(str(folder), corpus, audio_guidance=-2.0)
     with pytest.raises(ValueError, match="flie_emotion must be one of angry, .*got 'neutral'"):
         evaluate(str(folder), corpus, flie_emotion="neutral")
+    with pytest.raises(ValueError, match="flie_clips must be >= 1, got 0"):
+        evaluate(str(folder), corpus, flie_clips=0)
+    with pytest.raises(ValueError, match="flie_clips=99 asks for that many identities; the split has [1-8]$"):
+        evaluate(str(folder), corpus, split="train", videos=1, flie_clips=99)
     report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1,
-                      video_frames=24, flie_seeds=2, audio_guidance=2.0, flie_emotion="sad")
+                      video_frames=24, flie_seeds=2, audio_guidance=2.0, flie_emotion="sad", flie_clips=2)
     assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
     videos = report["videos"]
     assert report["audio_guidance"] == 2.0 == videos["audio_guidance"]      # the rollouts sampled with it
@@ -497,6 +534,14 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     assert len(videos["flie_level_psi_means_per_seed"]) == 2 == len(videos["flie_level_condition_means_per_seed"])
     assert np.array(videos["flie_level_psi_means_per_seed"]).shape[:2] == (2, FLIE_LEVELS + 1)   # + neutral
     assert not any(k.startswith("level_") for k in videos)          # the per-level rows are not reported
+    # a second identity at the same seeds: its first clip, pooled with the first clip's runs (kept as they were)
+    over = videos["flie_over_clips"]
+    assert over["clips"][0] == videos["clips"][0] and len(set(over["identities"])) == 2
+    assert over["level_psi_means_per_clip_seed"][0] == videos["flie_level_psi_means_per_seed"]
+    if "flie_pooled_error" not in over:
+        assert over["pooled_runs"] == 4 and len(over["flie_edit_dims_pooled_per_clip"]) == 2
+        if "flie_edit_dims_pooled" in videos:
+            assert over["flie_edit_dims_pooled_per_clip"][0] == pytest.approx(videos["flie_edit_dims_pooled"])
     assert videos["flie_guidance"] == 1.0                # the bundle recommends no guidance
     assert videos["flie_emotion"] == "sad"
     assert set(videos["skipped"]) >= {"lie", "fid", "fvd"}          # no user weights given

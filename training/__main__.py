@@ -117,6 +117,7 @@ def _evaluate(args) -> int:
                       control_intensities=args.control_intensities,
                       guidance=args.guidance, reinject_identity_every=args.reinject_identity_every,
                       flie_seeds=args.flie_seeds, flie_levels=args.flie_levels, flie_emotion=args.flie_emotion,
+                      flie_clips=args.flie_clips,
                       probe_examples=args.probe_examples,
                       also_judges=args.also_judge, neutral_seeds=args.neutral_seeds,
                       audio_guidance=args.audio_guidance, regressor=args.regressor, mouth=args.mouth)
@@ -294,6 +295,10 @@ def main(argv=None) -> int:
     p.add_argument("--flie-seeds", type=int, default=1,
                    help="videos: FLIE also measured with the next N-1 seeds (flie_per_seed, flie_median; one seed's "
                         "FLIE swings widely; default 1)")
+    p.add_argument("--flie-clips", type=int, default=1,
+                   help="videos: FLIE also of the first clip of the next N-1 identities of the split, at the same "
+                        "seeds, pooled (videos.flie_over_clips, with a leave-one-identity-out SE from 3; one face is "
+                        "one draw too; default 1)")
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="videos and emotion control: every N frames the oldest motion frame is the portrait again "
                         "(0 = off; default: the period the denoiser's checkpoint recommends, as generate)")

@@ -276,12 +276,38 @@ def condition_sensitivity(denoiser, data_dir: str, split: str, examples: int = 6
 VIDEO_CLIP_KEYS = ("psnr", "ssim", "lipsync", "identity", "identity_ground_truth")
 
 
+def flie_clip_metas(metas: Sequence[dict], identities: int) -> List[dict]:
+    """The clips FLIE's intensity videos take their portrait and voice from: the first clip (in ``metas``'
+    order) of each of the first ``identities`` identities; the first is ``metas[0]``, the rollouts' first clip.
+    ValueError when ``metas`` has fewer identities."""
+    chosen, seen = [], set()
+    for meta in metas:
+        if meta["identity"] not in seen:
+            seen.add(meta["identity"])
+            chosen.append(meta)
+            if len(chosen) == identities:
+                return chosen
+    raise ValueError(f"flie_clips={identities} asks for that many identities; the split has {len(chosen)}")
+
+
+def _rollout_inputs(data: ClipDataset, meta: dict, frames: int, cfg):
+    """A clip's first ``frames`` frames as a rollout reads them: (clip, audio features, ground-truth frames uint8
+    [N, S, S, 3] at the denoiser's size, portrait [3, S, S] 0..1 = the first of them)."""
+    clip = data.load(meta)
+    audio = encode_audio(clip.audio, meta["sample_rate"], meta["fps"], cfg.audio).first(frames)
+    truth, _ = resize_clip_frames(np.asarray(clip.frames[:audio.num_frames]),
+                                  np.asarray(clip.landmarks[:audio.num_frames]), cfg.image_size)
+    truth = np.array(truth)          # a writable copy (the clip's arrays are read-only memory maps)
+    identity = torch.from_numpy(truth[0]).permute(2, 0, 1).float() / 255.0
+    return clip, audio, truth, identity
+
+
 @torch.no_grad()
 def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
                     clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
                     flie_levels: int = FLIE_LEVELS, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
                     i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
-                    reinject_identity_every: int = 0, flie_seeds: int = 1,
+                    reinject_identity_every: int = 0, flie_seeds: int = 1, flie_clips: int = 1,
                     flie_settings: Optional[SamplingSettings] = None,
                     mouth_level: Optional[Sequence[float]] = None) -> dict:
     """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring) and
@@ -297,6 +323,11 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     these. ``flie_settings``: the intensity videos' sampling (default ``settings``); evaluate gives them the emotion
     guidance the videos of a user get (the rollouts follow ground-truth psi, which has no neutral sequence to guide
     against), reported as ``flie_guidance``.
+    ``flie_clips`` > 1: FLIE's videos are also made of the first clip of the next identities (`flie_clip_metas`), at
+    the same seeds, and ``flie_over_clips`` pools them all (an identity's psi offset is the same at every level, so
+    it drops out of the steps): ``flie_edit_dims_pooled`` over every clip and seed, ``..._per_clip`` (each clip's
+    seeds pooled), ``..._jackknife_se`` (3 clips or more: leaving out one identity at a time), and the per-level
+    means per clip and seed for later pooling. The top-level FLIE keys stay the first clip's.
     ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi dimensions the asked edit moves
     (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth`` and ``flie_edit_dims_ground_truth``
     are the same measures of the first clip re-rendered by the corpus at those intensities (`ground_truth_flie`):
@@ -310,21 +341,19 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     from emodiff_core.evaluation import intensity_metrics, jackknife_se, pooled_flie, pooled_flie_jackknife
 
     data = ClipDataset(data_dir)
-    metas = sorted(data.metas(split), key=lambda m: m["clip_id"])[:clips]
+    every_meta = sorted(data.metas(split), key=lambda m: m["clip_id"])
+    metas = every_meta[:clips]
     if not metas:
         raise ValueError(f"{data_dir} has no clips in split {split!r}")
+    flie_metas = flie_clip_metas(every_meta, flie_clips)
     cfg = denoiser.config
     start = time.perf_counter()
     gen_opts = dict(settings=settings, seed=seed, reinject_identity_every=reinject_identity_every)
     per_clip, real, fake, skipped = [], [], [], {}
     first = None
     for meta in metas:
-        clip = data.load(meta)
-        audio = encode_audio(clip.audio, meta["sample_rate"], meta["fps"], cfg.audio).first(frames)
+        clip, audio, truth, identity = _rollout_inputs(data, meta, frames, cfg)
         n = audio.num_frames
-        truth, _ = resize_clip_frames(np.asarray(clip.frames[:n]), np.asarray(clip.landmarks[:n]), cfg.image_size)
-        truth = np.array(truth)          # a writable copy (the clip's arrays are read-only memory maps)
-        identity = torch.from_numpy(truth[0]).permute(2, 0, 1).float() / 255.0
         if first is None:
             first = (identity, audio, meta, clip)
         psi = (torch.from_numpy(np.array(clip.psi[:n], np.float32)) if clip.psi is not None
@@ -364,8 +393,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         report["emotion_accuracy"] = float(np.mean(list(accuracy.values())))
         report["emotion_accuracy_per_emotion"] = accuracy
     if extractor is not None and flie_levels >= 2:
-        def intensity_at(s: int, lpips=None) -> dict:
-            return intensity_metrics(denoiser, generator, identity, audio.first(flie_frames), flie_emotion,
+        def intensity_at(s: int, lpips=None, portrait=identity, voice=audio) -> dict:
+            return intensity_metrics(denoiser, generator, portrait, voice.first(flie_frames), flie_emotion,
                                      flie_levels, extractor, lpips, expression_seed=s, mouth_level=mouth_level,
                                      **dict(gen_opts, seed=s, settings=flie_settings or settings))
 
@@ -376,8 +405,9 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                                        min(flie_frames, audio.num_frames), extractor)
         if truth_flie is not None:
             report.update({f"{key}_ground_truth": value for key, value in truth_flie.items()})
+        read_dims = mv.condition_dims(cfg)
+        runs = [first_run] + [intensity_at(s) for s in range(seed + 1, seed + flie_seeds)]
         if flie_seeds > 1:        # FLIE of one short video set swings with the seed: its spread over seeds
-            runs = [first_run] + [intensity_at(s) for s in range(seed + 1, seed + flie_seeds)]
             for key in ("flie", "flie_edit_dims"):
                 per_seed = [r.get(key) for r in runs]
                 finite = [v for v in per_seed if v is not None]
@@ -388,7 +418,6 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
             report["flie_level_psi_means_per_seed"] = [r["level_psi_means"] for r in runs]
             report["flie_level_condition_means_per_seed"] = [r["level_condition_means"] for r in runs]
             report["flie_seeds"] = list(range(seed, seed + flie_seeds))
-            read_dims = mv.condition_dims(cfg)
             try:
                 report.update(pooled_flie(runs, among=read_dims))
                 if len(runs) >= 3:
@@ -396,6 +425,13 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                         pooled_flie_jackknife(runs, among=read_dims))
             except ValueError as exc:
                 report["flie_pooled_error"] = str(exc)
+        if flie_clips > 1:        # one identity's face is one draw too: the same seeds on the next identities
+            runs_per_clip = [runs]
+            for meta in flie_metas[1:]:
+                _, voice, _, portrait = _rollout_inputs(data, meta, frames, cfg)
+                runs_per_clip.append([intensity_at(s, portrait=portrait, voice=voice)
+                                      for s in range(seed, seed + flie_seeds)])
+            report["flie_over_clips"] = flie_over_clips(runs_per_clip, flie_metas, read_dims)
         if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
     if inception is not None:
@@ -409,6 +445,31 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     report["skipped"] = skipped
     report["seconds"] = round(time.perf_counter() - start, 1)
     return report
+
+
+def flie_over_clips(runs_per_clip: Sequence[Sequence[dict]], metas: Sequence[dict],
+                    read_dims: Sequence[int]) -> dict:
+    """`evaluate_videos`' ``flie_over_clips``: FLIE's `intensity_metrics` runs of several clips (each a list over
+    the same seeds) pooled together (`evaluation.pooled_flie`), per clip, and with a leave-one-identity-out
+    jackknife SE (3 clips or more); ``flie_pooled_error`` where FLIE is undefined."""
+    from emodiff_core.evaluation import jackknife_se, pooled_flie, pooled_flie_jackknife
+
+    every_run = [r for clip_runs in runs_per_clip for r in clip_runs]
+    out: Dict[str, object] = {
+        "clips": [m["clip_id"] for m in metas], "identities": [m["identity"] for m in metas],
+        "level_psi_means_per_clip_seed": [[r["level_psi_means"] for r in rs] for rs in runs_per_clip],
+        "level_condition_means_per_clip_seed": [[r["level_condition_means"] for r in rs] for rs in runs_per_clip]}
+    try:
+        out.update(pooled_flie(every_run, among=read_dims))
+        out["flie_edit_dims_pooled_per_clip"] = [pooled_flie(rs, among=read_dims)["flie_edit_dims_pooled"]
+                                                 for rs in runs_per_clip]
+        if len(runs_per_clip) >= 3:
+            groups = [i for i, rs in enumerate(runs_per_clip) for _ in rs]
+            out["flie_edit_dims_pooled_jackknife_se"] = jackknife_se(
+                pooled_flie_jackknife(every_run, among=read_dims, groups=groups))
+    except ValueError as exc:
+        out["flie_pooled_error"] = str(exc)
+    return out
 
 
 # --------------------------------------------------------------------------- emotion judge and emotion control
@@ -811,14 +872,14 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              control_intensities: Sequence[float] = CONTROL_INTENSITIES, probe_examples: int = PROBE_EXAMPLES,
              guidance: Optional[Sequence[Union[float, str]]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
-             flie_emotion: str = "happy",
+             flie_emotion: str = "happy", flie_clips: int = 1,
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
              audio_guidance: Optional[float] = None, regressor: Optional[str] = None, mouth: str = "auto") -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
-    the Sampler node follow it; 0 = off); FLIE over ``flie_levels`` levels and ``flie_seeds`` seeds
-    (`evaluate_videos`); the emotion probes on ``probe_examples`` twin examples (the training log's 32 swing by
+    the Sampler node follow it; 0 = off); FLIE over ``flie_levels`` levels and ``flie_seeds`` seeds, of the first
+    clip's identity and with ``flie_clips`` > 1 pooled over that many identities too (`evaluate_videos`); the emotion probes on ``probe_examples`` twin examples (the training log's 32 swing by
     several points between draws: the shipped emotion checkpoint's x0-response at 0.6 T reads 23.8 or 29.5 %
     on two draws of corpus64v3's test twins).
 
@@ -856,6 +917,10 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     check_mouth_policy(mouth)
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
+    if flie_clips < 1:
+        raise ValueError(f"flie_clips must be >= 1, got {flie_clips}")
+    if videos > 0 and flie_clips > 1:           # before the slow work: the split has the identities asked for
+        flie_clip_metas(ClipDataset(data).metas(split), flie_clips)
     if flie_levels < 2:
         raise ValueError(f"flie_levels must be >= 2 (k = 0, 1/L, .., 1), got {flie_levels}")
     control_levels(control_intensities)
@@ -917,7 +982,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None, settings=video_settings,
                 reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels,
-                flie_emotion=flie_emotion, mouth_level=mouth_level,
+                flie_emotion=flie_emotion, flie_clips=flie_clips, mouth_level=mouth_level,
                 flie_settings=_guided(video_settings, guidance[0], den.config))
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
