@@ -17,6 +17,7 @@ are the emotion checkpoint's and the photos lose the person on surprise: the tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -25,16 +26,26 @@ import torch
 from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
 
 
+# config fields that say how a denoiser was trained, not what its weights compute: two denoisers that differ only
+# here average. expression_dropout > 0 says the null condition of classifier-free guidance was learned; the average
+# keeps the smaller value, claiming guidance only where both learned it.
+TRAINING_ONLY_FIELDS = ("expression_dropout",)
+
+
 def average_denoisers(first: str, second: str, weight: float):
     """The first file's denoiser with every floating tensor of its state replaced by (1 - weight) first + weight
-    second (computed in float64); non-floating tensors must be equal."""
+    second (computed in float64); non-floating tensors must be equal. The configs must agree outside
+    `TRAINING_ONLY_FIELDS`; the average has the smaller expression_dropout of the two."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     a = load_components(first, ["denoiser"])["denoiser"]
     b = load_components(second, ["denoiser"])["denoiser"]
-    if a.config != b.config:
+    neutralised = {name: 0.0 for name in TRAINING_ONLY_FIELDS}
+    if dataclasses.replace(a.config, **neutralised) != dataclasses.replace(b.config, **neutralised):
         raise CheckpointError(f"{second}: its denoiser's config differs from {first}'s; only denoisers of the same "
                               "shape can be averaged")
+    a.config = dataclasses.replace(a.config, expression_dropout=min(a.config.expression_dropout,
+                                                                     b.config.expression_dropout))
     state_b = b.state_dict()
     averaged = {}
     for key, value in a.state_dict().items():

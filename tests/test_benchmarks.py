@@ -372,6 +372,15 @@ def test_denoiser_average_interpolates_parameters_and_refuses_other_shapes(tiny_
         da.average_denoisers(tiny_bundle, wider_path, 0.5)
     assert da.main([tiny_bundle, wider_path, "--weight", "0.5", "--out", str(tmp_path / "bad.safetensors")]) == 2
     assert not os.path.exists(tmp_path / "bad.safetensors")
+    # trained with expression dropout (the null condition learned) and without: they average, and the average
+    # claims the null condition only as far as both learned it
+    dropped = EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], expression_dropout=0.1))
+    dropped.load_state_dict(second)
+    dropped_path = str(tmp_path / "dropped.safetensors")
+    save_checkpoint(dropped_path, {"denoiser": dropped}, info={"kind": "denoiser"})
+    mixed = da.average_denoisers(dropped_path, tiny_bundle, 0.5)
+    assert mixed.config.expression_dropout == 0.0
+    assert torch.allclose(mixed.state_dict()[key], 0.5 * first[key] + 0.5 * second[key], atol=1e-6)
 
 
 def test_generator_neutral_profile_separates_the_start_up_swing_from_the_bias(tiny_bundle):
