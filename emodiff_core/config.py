@@ -187,6 +187,8 @@ class ExpressionConfig:
     # sequence makes the same motion in its first second (the jaw clenched then snapping open, a blink, the brows
     # raised then lowered), whatever the noise; it settles by frame 30
     # (benchmarks/results/generator_neutral_startup.json). A warm-up returns settled frames only; 0 is the paper's.
+    # No shipped bundle sets it: settled, the demo's neutral reads sad on some faces that its start-up hides
+    # (benchmarks/README.md, "The warm-up on videos").
     warmup_frames: int = 0
 
     # configs written before the warm-up existed roll out from frame 0 (see DenoiserConfig.ADDED_KEYS)
