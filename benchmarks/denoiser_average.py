@@ -26,22 +26,17 @@ import torch
 from emodiff_core.checkpoint import CheckpointError, load_components, read_checkpoint, save_checkpoint
 
 
-# config fields that say how a denoiser was trained, not what its weights compute: two denoisers that differ only
-# here average. expression_dropout > 0 says the null condition of classifier-free guidance was learned; the average
-# keeps the smaller value, claiming guidance only where both learned it.
-TRAINING_ONLY_FIELDS = ("expression_dropout",)
-
-
 def average_denoisers(first: str, second: str, weight: float):
     """The first file's denoiser with every floating tensor of its state replaced by (1 - weight) first + weight
-    second (computed in float64); non-floating tensors must be equal. The configs must agree outside
-    `TRAINING_ONLY_FIELDS`; the average has the smaller expression_dropout of the two."""
+    second (computed in float64); non-floating tensors must be equal. The configs must agree but for
+    ``expression_dropout``, which says how a denoiser was trained (> 0: the null condition of classifier-free guidance
+    was learned), not what its weights compute; the average keeps the smaller, claiming guidance only as far as both
+    learned it."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     a = load_components(first, ["denoiser"])["denoiser"]
     b = load_components(second, ["denoiser"])["denoiser"]
-    neutralised = {name: 0.0 for name in TRAINING_ONLY_FIELDS}
-    if dataclasses.replace(a.config, **neutralised) != dataclasses.replace(b.config, **neutralised):
+    if dataclasses.replace(a.config, expression_dropout=0.0) != dataclasses.replace(b.config, expression_dropout=0.0):
         raise CheckpointError(f"{second}: its denoiser's config differs from {first}'s; only denoisers of the same "
                               "shape can be averaged")
     a.config = dataclasses.replace(a.config, expression_dropout=min(a.config.expression_dropout,
