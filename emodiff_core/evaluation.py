@@ -121,6 +121,18 @@ def pooled_flie_jackknife(runs: Sequence[Dict[str, object]], among: Optional[Seq
     return out
 
 
+def pooled_flie_with_se(runs: Sequence[Dict[str, object]], among: Optional[Sequence[int]] = None,
+                        groups: Optional[Sequence[object]] = None) -> Dict[str, object]:
+    """`pooled_flie` of ``runs`` and, with 3 runs (or ``groups``) or more, its jackknife standard error
+    ``flie_edit_dims_pooled_jackknife_se`` (`pooled_flie_jackknife`, `jackknife_se`). ValueError where FLIE is
+    undefined."""
+    out = pooled_flie(runs, among=among)
+    if len(set(range(len(runs)) if groups is None else groups)) >= 3:
+        out["flie_edit_dims_pooled_jackknife_se"] = jackknife_se(
+            pooled_flie_jackknife(runs, among=among, groups=groups))
+    return out
+
+
 def jackknife_se(leave_one_out: np.ndarray) -> float:
     """The jackknife standard error sqrt((n - 1) / n * sum (theta_i - mean)^2) of a statistic from its n
     leave-one-out values (`pooled_flie_jackknife`, or a difference of two such arrays); NaN values are dropped."""

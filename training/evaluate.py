@@ -338,7 +338,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     ``mouth_level``: the generated expressions' mouth (`pipeline.emotion_expression_pair`) in the emotion-accuracy and
     FLIE videos (and the rollouts of a corpus without psi); None = the generator's."""
     from emodiff_core import metrics_video as mv
-    from emodiff_core.evaluation import intensity_metrics, jackknife_se, pooled_flie, pooled_flie_jackknife
+    from emodiff_core.evaluation import intensity_metrics, pooled_flie_with_se
 
     data = ClipDataset(data_dir)
     every_meta = sorted(data.metas(split), key=lambda m: m["clip_id"])
@@ -419,10 +419,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
             report["flie_level_condition_means_per_seed"] = [r["level_condition_means"] for r in runs]
             report["flie_seeds"] = list(range(seed, seed + flie_seeds))
             try:
-                report.update(pooled_flie(runs, among=read_dims))
-                if len(runs) >= 3:
-                    report["flie_edit_dims_pooled_jackknife_se"] = jackknife_se(
-                        pooled_flie_jackknife(runs, among=read_dims))
+                report.update(pooled_flie_with_se(runs, among=read_dims))
             except ValueError as exc:
                 report["flie_pooled_error"] = str(exc)
         if flie_clips > 1:        # one identity's face is one draw too: the same seeds on the next identities
@@ -452,7 +449,7 @@ def flie_over_clips(runs_per_clip: Sequence[Sequence[dict]], metas: Sequence[dic
     """`evaluate_videos`' ``flie_over_clips``: FLIE's `intensity_metrics` runs of several clips (each a list over
     the same seeds) pooled together (`evaluation.pooled_flie`), per clip, and with a leave-one-identity-out
     jackknife SE (3 clips or more); ``flie_pooled_error`` where FLIE is undefined."""
-    from emodiff_core.evaluation import jackknife_se, pooled_flie, pooled_flie_jackknife
+    from emodiff_core.evaluation import pooled_flie, pooled_flie_with_se
 
     every_run = [r for clip_runs in runs_per_clip for r in clip_runs]
     out: Dict[str, object] = {
@@ -460,13 +457,10 @@ def flie_over_clips(runs_per_clip: Sequence[Sequence[dict]], metas: Sequence[dic
         "level_psi_means_per_clip_seed": [[r["level_psi_means"] for r in rs] for rs in runs_per_clip],
         "level_condition_means_per_clip_seed": [[r["level_condition_means"] for r in rs] for rs in runs_per_clip]}
     try:
-        out.update(pooled_flie(every_run, among=read_dims))
+        out.update(pooled_flie_with_se(every_run, among=read_dims,
+                                       groups=[i for i, rs in enumerate(runs_per_clip) for _ in rs]))
         out["flie_edit_dims_pooled_per_clip"] = [pooled_flie(rs, among=read_dims)["flie_edit_dims_pooled"]
                                                  for rs in runs_per_clip]
-        if len(runs_per_clip) >= 3:
-            groups = [i for i, rs in enumerate(runs_per_clip) for _ in rs]
-            out["flie_edit_dims_pooled_jackknife_se"] = jackknife_se(
-                pooled_flie_jackknife(every_run, among=read_dims, groups=groups))
     except ValueError as exc:
         out["flie_pooled_error"] = str(exc)
     return out
