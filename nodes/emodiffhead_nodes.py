@@ -229,7 +229,9 @@ class EMOdiffheadSampler:
                                    "tooltip": "Classifier-free guidance on the emotion: 1 = off, above 1 strengthens what the "
                                               "emotion changes (two network passes per step); -1 = what the checkpoint "
                                               "recommends (1 when the expression has no neutral sequence to guide from). "
-                                              "Needs an expression from Emotion Vector and a model trained for it."}),
+                                              "Needs an expression from Emotion Vector and a model trained for it "
+                                              "(emodiffhead_emotion and emodiffhead_real are; the demo is not: "
+                                              "its intensity is the dial)."}),
             "audio_guidance": ("FLOAT", {"default": float(MODEL_RECOMMENDS), "min": float(MODEL_RECOMMENDS), "max": 5.0,
                                          "step": 0.25,
                                          "tooltip": "Guidance on the voice against silence: 1 = off, above 1 the mouth follows "

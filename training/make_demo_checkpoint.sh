@@ -2,7 +2,7 @@
 # Reproduces the shipped bundles from nothing, on a CPU: stage 1, checkpoints/emodiffhead_procedural.safetensors (the
 # demo until 2026-12-05; about 4 h on 2 cores, the denoiser most of it); stage 2, emodiffhead_emotion.safetensors;
 # stage 3, emodiffhead_real.safetensors; stage 4, the demo, emodiffhead_demo.safetensors (stage 3's generator, SR head
-# and regressor with its denoiser fine-tuned twice on corpus version 4; stages 3 and 4 need the real faces and voices,
+# and regressor with its denoiser fine-tuned three times on corpus version 4; stages 3 and 4 need the real faces and voices,
 # REALFACES and REALSPEECH). DATA and RUNS may be set; the defaults are outside the repository.
 # Stage 1 was trained on procedural corpus version 1 (the corpus code before commit 0e4ee30), the first part of
 # stage 2 and stage 3's SR head on version 2, the last part of stage 2 (and its generator) and stage 3's denoiser
@@ -131,8 +131,10 @@ if [ -n "${REALFACES:-}" ]; then
     # Stage 4, the demo (since 2026-12-05): both corpora rendered again as version 4 (the commands and seeds of
     # corpus64v2 and real64), stage 3's denoiser fine-tuned 1,000 steps on them with its own recipe
     # (denoiser_emotion_real_v4.json), then 1,000 steps with the motion-frame blur on the real-texture clips only
-    # (denoiser_emotion_real_v4_blur_real.json), exported with stage 3's generator, SR head and regressor and its
-    # recommendation (checkpoints/MODEL_CARD.md, "Why it replaced the procedural demo").
+    # (denoiser_emotion_real_v4_blur_real.json: the demo from the first replacement), then 1,000 steps with the
+    # emotion's emphasis, a texture term on the predicted x0 and no expression dropout
+    # (denoiser_emotion_real_v4_emph_tex4_nodrop.json: the demo since the second), exported with stage 3's generator,
+    # SR head and regressor and its recommendation (checkpoints/MODEL_CARD.md, "Why it replaced ...").
     $PY -m training corpus --out "$DATA/corpus64v4" --clips 640 --identities 64 --seed 0 --size 64 --workers 2
     $PY -m training corpus --out "$DATA/real64v4" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH"
@@ -141,7 +143,10 @@ if [ -n "${REALFACES:-}" ]; then
     $PY -m training train denoiser --config training/configs/denoiser_emotion_real_v4_blur_real.json \
         --data "$DATA/corpus64v4" "$DATA/real64v4" --out "$RUNS/denoiser_emotion_real_v4_blur_real" \
         --init-from "$RUNS/denoiser_emotion_real_v4/denoiser.safetensors" --resume
-    $PY -m training export "$RUNS/denoiser_emotion_real_v4_blur_real/denoiser.safetensors" \
+    $PY -m training train denoiser --config training/configs/denoiser_emotion_real_v4_emph_tex4_nodrop.json \
+        --data "$DATA/corpus64v4" "$DATA/real64v4" --out "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop" \
+        --init-from "$RUNS/denoiser_emotion_real_v4_blur_real/denoiser.safetensors" --resume
+    $PY -m training export "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop/denoiser.safetensors" \
         --base checkpoints/emodiffhead_real.safetensors \
         --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 1 --audio-guidance 2 --out checkpoints/emodiffhead_demo.safetensors
 fi
