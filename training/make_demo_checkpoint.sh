@@ -134,7 +134,8 @@ if [ -n "${REALFACES:-}" ]; then
     # (denoiser_emotion_real_v4_blur_real.json: the demo from the first replacement), then 1,000 steps with the
     # emotion's emphasis, a texture term on the predicted x0 and no expression dropout
     # (denoiser_emotion_real_v4_emph_tex4_nodrop.json: the demo since the second), exported with stage 3's generator,
-    # SR head and regressor and its recommendation (checkpoints/MODEL_CARD.md, "Why it replaced ...").
+    # SR head and regressor and its recommendation (checkpoints/MODEL_CARD.md, "Why the no-dropout arm replaced the
+    # first demo").
     $PY -m training corpus --out "$DATA/corpus64v4" --clips 640 --identities 64 --seed 0 --size 64 --workers 2
     $PY -m training corpus --out "$DATA/real64v4" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH"
