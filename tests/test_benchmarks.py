@@ -405,3 +405,24 @@ def test_generator_neutral_profile_separates_the_start_up_swing_from_the_bias(ti
         gn.neutral_profile(generated, [], settle=10)
     generator = load_components(tiny_bundle, ["expression_generator"])["expression_generator"].eval()
     assert gn.generator_neutral(generator, 12, 3, 13).shape == (3, 12, 13)
+
+
+def test_flie_paired_reads_two_reports_and_says_what_a_report_lacks(tmp_path, capsys):
+    from benchmarks import flie_paired
+
+    def report(loo, name):
+        over = {"emotions": ["sad", "happy"], "identities": ["a", "b", "c"], "flie_edit_dims_pooled_mean": sum(loo) / 3,
+                "leave_one_identity_out": loo, "jackknife_se": 0.0}
+        path = tmp_path / name
+        path.write_text(json.dumps({"videos": {"flie_over_emotions": over}}))
+        return str(path)
+
+    a, b = report([4.0, 5.0, 6.0], "a.json"), report([3.0, 5.0, 4.0], "b.json")
+    assert flie_paired.main([a, b]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # differences per left-out identity -1, 0, -2: mean -1, jackknife SE sqrt(2/3 * 2)
+    assert out["difference"] == pytest.approx(-1.0) and out["paired_jackknife_se"] == pytest.approx((4 / 3) ** 0.5)
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"videos": {"flie": 3.0}}))
+    assert flie_paired.main([a, str(one)]) == 2
+    assert "has no videos.flie_over_emotions" in capsys.readouterr().err

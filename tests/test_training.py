@@ -137,7 +137,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 43
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 44
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -155,7 +155,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_v4_twin8.json", "denoiser_emotion_real_v4_emph_tex.json",
                     "denoiser_emotion_real_v4_emph_tex4.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_t6.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_t6.json",
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -169,7 +170,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                            "_v4_twin8.json", "_v4_emph_tex.json",
                                                                            "_v4_emph_tex4.json",
                                                                            "_v4_emph_tex4_nodrop.json",
-                                                                           "_v4_emph_tex4_nodrop_t6.json"))
+                                                                           "_v4_emph_tex4_nodrop_t6.json",
+                                                                           "_v4_emph_tex4_nodrop_rt3.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from the demo) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
@@ -178,12 +180,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             # it; the last keeps the demo's share)
             emphasis = {"_v4_emph.json": (8.0, 0.8), "_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8),
                         "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6)}
+                        "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6),
+                        "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
             # and four of them ask the predicted x0 for the target's fine detail
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
-                       "_v4_emph_tex4_nodrop_t6.json": 4.0}
+                       "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
             # a twin is the target in half of the twin examples (the first recipes: 40 %)
             first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
@@ -199,6 +202,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                  or name in photo_pose)
             assert (cfg.emotion.twin_photo_still_share > 0) == (name == "denoiser_emotion_real_photo_still.json")
             assert cfg.emotion.twin_photo_oldest_own_pose == (name in photo_pose)
+            # one arm weights the emotion region three times more on the real-texture examples
+            assert cfg.emotion.real_texture_emotion_mult == (3.0 if name.endswith("_nodrop_rt3.json") else 1.0)
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
@@ -490,6 +495,49 @@ def test_flie_over_clips_pools_identities_whose_offsets_drop_out_and_leaves_one_
         flie_clip_metas(clips, 3)
 
 
+def test_flie_over_emotions_means_each_emotions_pooled_flie_and_pairs_two_models_by_identity():
+    from emodiff_core.evaluation import jackknife_se, pooled_flie
+    from training.evaluate import flie_emotions, flie_over_emotions, paired_flie_difference
+
+    assert flie_emotions("sad, happy") == ("sad", "happy") and flie_emotions(["fear"]) == ("fear",)
+    assert flie_emotions("all") == tuple(e for e in EMOTIONS if e != "neutral")
+    for bad, why in (("neutral", "got 'neutral'"), ("sad,glad", "got 'glad'"), ("", "got ''"),
+                     ("sad,sad", "names an emotion twice: sad, sad")):
+        with pytest.raises(ValueError, match=why):
+            flie_emotions(bad)
+    rng = np.random.default_rng(0)
+    levels = np.linspace(0, 1, 7)[:, None]
+    direction = {"sad": np.array([1.0, 0.5, 0.0]), "happy": np.array([0.0, 1.0, 2.0])}
+
+    def runs(gain: float) -> dict:       # [emotion][clip][seed]: psi follows the asked steps, unevenly, with noise
+        return {e: [[{"level_condition_means": (levels * d).tolist(),
+                      "level_psi_means": (gain * levels ** 1.3 * d + 0.02 * rng.standard_normal((7, 3))).tolist()}
+                     for _seed in range(2)] for _clip in range(4)] for e, d in direction.items()}
+
+    metas = [{"identity": f"id{i}"} for i in range(4)]
+    before, after = runs(1.0), runs(0.8)
+    a, b = flie_over_emotions(before, metas, [0, 1, 2]), flie_over_emotions(after, metas, [0, 1, 2])
+    pooled = [pooled_flie([r for clip in before[e] for r in clip], among=[0, 1, 2])["flie_edit_dims_pooled"]
+              for e in direction]
+    assert a["emotions"] == ["sad", "happy"] and a["identities"] == ["id0", "id1", "id2", "id3"]
+    assert a["flie_edit_dims_pooled_mean"] == pytest.approx(np.mean(pooled))
+    without_first = np.mean([pooled_flie([r for clip in before[e][1:] for r in clip], among=[0, 1, 2])
+                             ["flie_edit_dims_pooled"] for e in direction])
+    assert a["leave_one_identity_out"][0] == pytest.approx(without_first)
+    assert a["jackknife_se"] == pytest.approx(jackknife_se(np.array(a["leave_one_identity_out"])))
+    paired = paired_flie_difference(a, b)
+    assert paired["difference"] == pytest.approx(b["flie_edit_dims_pooled_mean"] - a["flie_edit_dims_pooled_mean"])
+    assert paired["paired_jackknife_se"] == pytest.approx(jackknife_se(
+        np.array(b["leave_one_identity_out"]) - np.array(a["leave_one_identity_out"])))
+    assert paired_flie_difference(a, a)["difference"] == 0 == paired_flie_difference(a, a)["paired_jackknife_se"]
+    with pytest.raises(ValueError, match="differ in identities"):
+        paired_flie_difference(a, dict(b, identities=["id1", "id0", "id2", "id3"]))
+    two = flie_over_emotions({e: r[:2] for e, r in before.items()}, metas[:2], [0, 1, 2])
+    assert "leave_one_identity_out" not in two
+    with pytest.raises(ValueError, match="needs leave-one-identity-out values"):
+        paired_flie_difference(two, dict(two))
+
+
 def test_evaluate_reports_every_component(corpus, tmp_path):
     from training.evaluate import FLIE_LEVELS, evaluate
     from training.export import export
@@ -511,7 +559,7 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
     with pytest.raises(ValueError, match="flie_clips=99 asks for that many identities; the split has [1-8]$"):
         evaluate(str(folder), corpus, split="train", videos=1, flie_clips=99)
     report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1,
-                      video_frames=24, flie_seeds=2, audio_guidance=2.0, flie_emotion="sad", flie_clips=2)
+                      video_frames=24, flie_seeds=2, audio_guidance=2.0, flie_emotion="sad,happy", flie_clips=2)
     assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
     videos = report["videos"]
     assert report["audio_guidance"] == 2.0 == videos["audio_guidance"]      # the rollouts sampled with it
@@ -543,7 +591,16 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
         if "flie_edit_dims_pooled" in videos:
             assert over["flie_edit_dims_pooled_per_clip"][0] == pytest.approx(videos["flie_edit_dims_pooled"])
     assert videos["flie_guidance"] == 1.0                # the bundle recommends no guidance
-    assert videos["flie_emotion"] == "sad"
+    assert videos["flie_emotion"] == "sad"                 # the first asked; the second's videos beside it
+    assert list(videos["flie_per_emotion"]) == ["sad", "happy"] and videos["flie_per_emotion"]["sad"] == over
+    happy = videos["flie_per_emotion"]["happy"]
+    assert happy["identities"] == over["identities"] and np.shape(happy["level_psi_means_per_clip_seed"])[:2] == (2, 2)
+    assert happy["level_psi_means_per_clip_seed"] != over["level_psi_means_per_clip_seed"]
+    both = videos["flie_over_emotions"]
+    assert both["emotions"] == ["sad", "happy"] and "leave_one_identity_out" not in both    # two faces: no jackknife
+    if "flie_pooled_error" not in both:
+        assert both["flie_edit_dims_pooled_mean"] == pytest.approx(
+            np.mean([happy["flie_edit_dims_pooled"], over["flie_edit_dims_pooled"]]))
     assert set(videos["skipped"]) >= {"lie", "fid", "fvd"}          # no user weights given
     assert "identity" in videos or "identity" in videos["skipped"]
     assert -10 < report["regressor"]["r2_named_mean"] <= 1.0
@@ -773,6 +830,28 @@ def test_generator_mouth_offsets_against_the_corpus(corpus):
     from training.evaluate import _mouth_or_why               # evaluate reports why instead of failing
 
     assert "no neutral clips" in _mouth_or_why(_StepGenerator(), corpus, "no-such-split", 4, 0)["skipped"]
+
+
+def test_the_emotion_term_can_weigh_more_on_the_real_texture_examples(tmp_path):
+    """emotion.real_texture_emotion_mult: the emotion-region term of real-texture examples counts mult times, the
+    procedural examples' loss is unchanged; older files read 1 (no change); a negative multiple is refused."""
+    from training.train_denoiser import DenoiserTrainingConfig, real_texture_emotion_extra
+
+    term = torch.tensor([0.5, 2.0, 1.5])
+    real = torch.tensor([True, False, True])
+    extra = real_texture_emotion_extra(term, real, 8.0, 3.0)
+    torch.testing.assert_close(extra, torch.tensor([8.0, 0.0, 24.0]))   # (3 - 1) x 8 x term, real ones only
+    base = 8.0 * term                                                    # what hybrid_loss adds for the term
+    torch.testing.assert_close((base + extra) / base, torch.tensor([3.0, 1.0, 3.0]))
+    assert not real_texture_emotion_extra(term, real, 8.0, 1.0).any()
+    assert load_config("denoiser_emotion_real_v4_emph_tex4_nodrop.json",
+                       DenoiserTrainingConfig).emotion.real_texture_emotion_mult == 1.0
+    recipe = json.load(open(os.path.join(CONFIGS, "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json")))
+    recipe["emotion"]["real_texture_emotion_mult"] = -1.0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(recipe))
+    with pytest.raises(TrainingConfigError, match="emotion.real_texture_emotion_mult must be >= 0, got -1.0"):
+        load_config(str(bad), DenoiserTrainingConfig)
 
 
 def test_motion_blur_can_keep_to_the_real_texture_clips(corpus, tmp_path):

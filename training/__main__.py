@@ -291,7 +291,9 @@ def main(argv=None) -> int:
                    help=f"videos: FLIE over k = 0, 1/L, .., 1 with L levels (the paper's figure is at 6; default "
                         f"{FLIE_LEVELS})")
     p.add_argument("--flie-emotion", default="happy",
-                   help="videos: the emotion whose intensity edit FLIE measures (default happy)")
+                   help="videos: the emotion whose intensity edit FLIE measures, or several comma-separated ('all': "
+                        "the seven), made with one model load: the first's in the FLIE keys, each in "
+                        "videos.flie_per_emotion, their mean in videos.flie_over_emotions (default happy)")
     p.add_argument("--flie-seeds", type=int, default=1,
                    help="videos: FLIE also measured with the next N-1 seeds (flie_per_seed, flie_median; one seed's "
                         "FLIE swings widely; default 1)")

@@ -304,7 +304,8 @@ def _rollout_inputs(data: ClipDataset, meta: dict, frames: int, cfg):
 
 @torch.no_grad()
 def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor=None, classifier=None,
-                    clips: int = 2, frames: int = 48, emotion_frames: int = 24, flie_emotion: str = "happy",
+                    clips: int = 2, frames: int = 48, emotion_frames: int = 24,
+                    flie_emotion: Union[str, Sequence[str]] = "happy",
                     flie_levels: int = FLIE_LEVELS, flie_frames: int = 16, descriptor=None, lpips=None, inception=None,
                     i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
                     reinject_identity_every: int = 0, flie_seeds: int = 1, flie_clips: int = 1,
@@ -328,6 +329,9 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     it drops out of the steps): ``flie_edit_dims_pooled`` over every clip and seed, ``..._per_clip`` (each clip's
     seeds pooled), ``..._jackknife_se`` (3 clips or more: leaving out one identity at a time), and the per-level
     means per clip and seed for later pooling. The top-level FLIE keys stay the first clip's.
+    ``flie_emotion``: an emotion, or several (`flie_emotions`); with several, the top-level FLIE keys are the first
+    emotion's, ``flie_per_emotion`` holds each emotion's `flie_over_clips`, and ``flie_over_emotions`` their mean
+    (`flie_over_emotions`: FLIE over every emotion's videos, made with one model load).
     ``flie_edit_dims`` (+ ``_per_seed``, ``_median``): FLIE over the psi dimensions the asked edit moves
     (`metrics_video.edit_dims`); on a corpus with twins, ``flie_ground_truth`` and ``flie_edit_dims_ground_truth``
     are the same measures of the first clip re-rendered by the corpus at those intensities (`ground_truth_flie`):
@@ -393,8 +397,11 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         report["emotion_accuracy"] = float(np.mean(list(accuracy.values())))
         report["emotion_accuracy_per_emotion"] = accuracy
     if extractor is not None and flie_levels >= 2:
-        def intensity_at(s: int, lpips=None, portrait=identity, voice=audio) -> dict:
-            return intensity_metrics(denoiser, generator, portrait, voice.first(flie_frames), flie_emotion,
+        emotions = flie_emotions(flie_emotion)
+        flie_emotion = emotions[0]
+
+        def intensity_at(s: int, lpips=None, portrait=identity, voice=audio, emotion=flie_emotion) -> dict:
+            return intensity_metrics(denoiser, generator, portrait, voice.first(flie_frames), emotion,
                                      flie_levels, extractor, lpips, expression_seed=s, mouth_level=mouth_level,
                                      **dict(gen_opts, seed=s, settings=flie_settings or settings))
 
@@ -422,13 +429,24 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                 report.update(pooled_flie_with_se(runs, among=read_dims))
             except ValueError as exc:
                 report["flie_pooled_error"] = str(exc)
-        if flie_clips > 1:        # one identity's face is one draw too: the same seeds on the next identities
-            runs_per_clip = [runs]
-            for meta in flie_metas[1:]:
-                _, voice, _, portrait = _rollout_inputs(data, meta, frames, cfg)
-                runs_per_clip.append([intensity_at(s, portrait=portrait, voice=voice)
-                                      for s in range(seed, seed + flie_seeds)])
+        # one identity's face is one draw too: the same seeds on the next identities
+        faces = [(identity, audio)]
+        for meta in flie_metas[1:]:
+            _, voice, _, portrait = _rollout_inputs(data, meta, frames, cfg)
+            faces.append((portrait, voice))
+
+        def runs_of(emotion: str, of_faces) -> List[List[dict]]:        # [face][seed]
+            return [[intensity_at(s, portrait=portrait, voice=voice, emotion=emotion)
+                     for s in range(seed, seed + flie_seeds)] for portrait, voice in of_faces]
+
+        runs_per_clip = [runs] + runs_of(flie_emotion, faces[1:])
+        if flie_clips > 1:
             report["flie_over_clips"] = flie_over_clips(runs_per_clip, flie_metas, read_dims)
+        if len(emotions) > 1:     # the other emotions' videos of the same faces and seeds
+            runs_by_emotion = {flie_emotion: runs_per_clip, **{e: runs_of(e, faces) for e in emotions[1:]}}
+            report["flie_per_emotion"] = {e: flie_over_clips(r, flie_metas, read_dims)
+                                          for e, r in runs_by_emotion.items()}
+            report["flie_over_emotions"] = flie_over_emotions(runs_by_emotion, flie_metas, read_dims)
         if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
     if inception is not None:
@@ -464,6 +482,69 @@ def flie_over_clips(runs_per_clip: Sequence[Sequence[dict]], metas: Sequence[dic
     except ValueError as exc:
         out["flie_pooled_error"] = str(exc)
     return out
+
+
+FLIE_EMOTIONS = tuple(e for e in EMOTIONS if e != "neutral")
+
+
+def flie_emotions(asked: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """The emotions of FLIE's intensity videos from an emotion, a comma-separated list or a sequence ("all": the
+    seven non-neutral ones); ValueError on an unknown, neutral or repeated emotion, or none."""
+    if isinstance(asked, str):
+        asked = FLIE_EMOTIONS if asked.strip() == "all" else [e.strip() for e in asked.split(",")]
+    asked = tuple(asked)
+    bad = [e for e in asked if e not in FLIE_EMOTIONS]
+    if bad or not asked:
+        raise ValueError(f"flie_emotion must be one of {', '.join(FLIE_EMOTIONS)} (several comma-separated, or "
+                         f"'all'), got {bad[0] if bad else ''!r}")
+    if len(set(asked)) < len(asked):
+        raise ValueError(f"flie_emotion names an emotion twice: {', '.join(asked)}")
+    return asked
+
+
+def flie_over_emotions(runs_by_emotion: Mapping[str, Sequence[Sequence[dict]]], metas: Sequence[dict],
+                       read_dims: Sequence[int]) -> dict:
+    """FLIE over several emotions: ``flie_edit_dims_pooled_mean``, the mean over emotions of each emotion's
+    `pooled_flie` over every clip and seed (``runs_by_emotion[e][clip][seed]``, the same clips, ``metas``, for
+    every emotion). With 3 clips or more, ``leave_one_identity_out``: that mean with one identity's clip left out of
+    every emotion's pool, in ``identities`` order, and its jackknife ``jackknife_se``; two models' reports over the
+    same identities give a paired difference (`paired_flie_difference`). ``flie_pooled_error`` where FLIE is
+    undefined for an emotion."""
+    from emodiff_core.evaluation import jackknife_se, pooled_flie
+
+    def mean_over_emotions(keep: Sequence[int]) -> float:
+        return float(np.mean([pooled_flie([r for i in keep for r in runs[i]], among=read_dims)["flie_edit_dims_pooled"]
+                              for runs in runs_by_emotion.values()]))
+
+    n = len(metas)
+    out: Dict[str, object] = {"emotions": list(runs_by_emotion), "identities": [m["identity"] for m in metas]}
+    try:
+        out["flie_edit_dims_pooled_mean"] = mean_over_emotions(range(n))
+        if n >= 3:
+            loo = [mean_over_emotions([j for j in range(n) if j != i]) for i in range(n)]
+            out.update(leave_one_identity_out=loo, jackknife_se=jackknife_se(np.array(loo)))
+    except ValueError as exc:
+        out["flie_pooled_error"] = str(exc)
+    return out
+
+
+def paired_flie_difference(before: Mapping, after: Mapping) -> dict:
+    """``after`` minus ``before`` on `flie_over_emotions` reports of two models (their ``videos.flie_over_emotions``)
+    over the same emotions and identities: the difference of the means and its paired leave-one-identity-out
+    jackknife standard error (identity draws are shared, so the pairing removes most of their spread). ValueError
+    when the two were not measured on the same emotions and identities, or without leave-one-out values."""
+    from emodiff_core.evaluation import jackknife_se
+
+    for key in ("emotions", "identities"):
+        if list(before[key]) != list(after[key]):
+            raise ValueError(f"the two FLIE reports differ in {key}: {before[key]} vs {after[key]}; a paired "
+                             f"difference needs the same")
+    if "leave_one_identity_out" not in before or "leave_one_identity_out" not in after:
+        raise ValueError("a paired FLIE difference needs leave-one-identity-out values (flie_clips >= 3, FLIE defined)")
+    loo = np.array(after["leave_one_identity_out"]) - np.array(before["leave_one_identity_out"])
+    return {"before": before["flie_edit_dims_pooled_mean"], "after": after["flie_edit_dims_pooled_mean"],
+            "difference": after["flie_edit_dims_pooled_mean"] - before["flie_edit_dims_pooled_mean"],
+            "paired_jackknife_se": jackknife_se(loo)}
 
 
 # --------------------------------------------------------------------------- emotion judge and emotion control
@@ -866,7 +947,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              control_intensities: Sequence[float] = CONTROL_INTENSITIES, probe_examples: int = PROBE_EXAMPLES,
              guidance: Optional[Sequence[Union[float, str]]] = None,
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
-             flie_emotion: str = "happy", flie_clips: int = 1,
+             flie_emotion: Union[str, Sequence[str]] = "happy", flie_clips: int = 1,
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
              audio_guidance: Optional[float] = None, regressor: Optional[str] = None, mouth: str = "auto") -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
@@ -920,9 +1001,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     control_levels(control_intensities)
     if neutral_seeds < 1:
         raise ValueError(f"neutral_seeds must be >= 1, got {neutral_seeds}")
-    if flie_emotion not in EMOTIONS or flie_emotion == "neutral":
-        raise ValueError(f"flie_emotion must be one of {', '.join(e for e in EMOTIONS if e != 'neutral')}, "
-                         f"got {flie_emotion!r}")
+    flie_emotion = flie_emotions(flie_emotion)
     if probe_examples < 1:
         raise ValueError(f"probe_examples must be >= 1, got {probe_examples}")
     found = find_components(checkpoints)

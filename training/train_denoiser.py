@@ -121,11 +121,15 @@ class EmotionSection:
     motion frame are the clip's source photo at its own expression (`TwinOptions.photo_anchor_share`: that state
     on a user's photo). ``twin_photo_still_share``: of those, the share whose motion frames are all the photo
     (`TwinOptions.photo_still_share`). ``twin_photo_oldest_own_pose``: the oldest slot's photo at frame t-2's pose,
-    never the identity image itself (`TwinOptions.photo_oldest_own_pose`)."""
+    never the identity image itself (`TwinOptions.photo_oldest_own_pose`).
+    ``real_texture_emotion_mult``: the emotion-region term's weight on examples of the real-texture corpus, as a
+    multiple of ``loss.emotion`` (1 = the same as on procedural faces; `real_texture_emotion_extra`): the photos'
+    emotions are the ones users see, and the procedural faces already render theirs."""
 
     ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0, "twin_neutral_oldest_share": 0.0,
                                                       "twin_photo_anchor_share": 0.0, "twin_photo_still_share": 0.0,
-                                                      "twin_photo_oldest_own_pose": False}
+                                                      "twin_photo_oldest_own_pose": False,
+                                                      "real_texture_emotion_mult": 1.0}
 
     twin_share: float
     twin_target_share: float
@@ -140,6 +144,7 @@ class EmotionSection:
     twin_photo_anchor_share: float
     twin_photo_still_share: float
     twin_photo_oldest_own_pose: bool
+    real_texture_emotion_mult: float
 
     def validate(self) -> None:
         for name in ("twin_share", "twin_target_share", "expression_dropout", "twin_same_emotion_share",
@@ -150,13 +155,15 @@ class EmotionSection:
                 f"emotion.expression_components must be in [1, 50], got {self.expression_components}")
         require(self.expression_lr_mult > 0, f"emotion.expression_lr_mult must be positive, got {self.expression_lr_mult}")
         require(self.probe_examples >= 0, f"emotion.probe_examples must be >= 0, got {self.probe_examples}")
+        require(self.real_texture_emotion_mult >= 0,
+                f"emotion.real_texture_emotion_mult must be >= 0, got {self.real_texture_emotion_mult}")
 
 
 EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout": 0.0,
                "standardise_expression": False, "expression_components": 50, "expression_lr_mult": 1.0,
                "reset_expression_path": False, "probe_examples": 0, "twin_same_emotion_share": 0.0,
                "twin_neutral_oldest_share": 0.0, "twin_photo_anchor_share": 0.0, "twin_photo_still_share": 0.0,
-               "twin_photo_oldest_own_pose": False}
+               "twin_photo_oldest_own_pose": False, "real_texture_emotion_mult": 1.0}
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,14 @@ LOG_FIELDS = ["step", "seconds", "loss", "simple", "vlb", "lip", "eye", "emotion
               "x0_response_half_0.6"]
 EXPRESSION_PATH = ("unet.expression_frame_embed.", "unet.expression_embed.", "unet.expression_spatial",
                    ".film.expression.")
+
+
+def real_texture_emotion_extra(emotion_term: torch.Tensor, real_texture: torch.Tensor, weight: float,
+                               mult: float) -> torch.Tensor:
+    """Per example, what to add to `hybrid_loss`'s total so that the emotion-region term of real-texture examples
+    counts ``mult`` x ``weight`` instead of ``weight`` (the term is a mean over the region's pixels, so scaling
+    the mask would change nothing); 0 for the procedural examples."""
+    return (mult - 1.0) * weight * emotion_term * real_texture.to(emotion_term.dtype)
 
 
 def make_cond(model: EMOdiffheadDenoiser, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -283,6 +298,9 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             terms = hybrid_loss(diffusion, ddp_model, batch["x0"], t, make_cond(ddp_model, batch), weights,
                                 landmarks=batch["landmarks"], noise=noise,
                                 emotion_mask=batch.get("emotion_mask") if weights.emotion > 0 else None)
+            if emotion.real_texture_emotion_mult != 1.0 and "emotion" in terms:   # logged as what is optimised
+                terms["loss"] = terms["loss"] + real_texture_emotion_extra(
+                    terms["emotion"], batch["real_texture"], weights.emotion, emotion.real_texture_emotion_mult)
             loss = terms["loss"].mean()
         grad_norm = optimizer_step(opt, loss, lr, model.parameters(), optim_cfg.grad_clip)
         ema.update(model, step)
