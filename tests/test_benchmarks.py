@@ -426,3 +426,35 @@ def test_flie_paired_reads_two_reports_and_says_what_a_report_lacks(tmp_path, ca
     one.write_text(json.dumps({"videos": {"flie": 3.0}}))
     assert flie_paired.main([a, str(one)]) == 2
     assert "has no videos.flie_over_emotions" in capsys.readouterr().err
+
+
+def test_neutral_portrait_takes_the_photos_own_expression_out_of_the_identity():
+    from types import SimpleNamespace
+
+    from benchmarks import neutral_portrait as npo
+    from benchmarks import warp_reinjection as wr
+    from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
+    from training.corpus.generate import identity_rig, render_frames
+
+    rig0 = identity_rig(0, 3, 128)                                 # a procedural face as the photo: exact landmarks
+    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
+    smiling = rig0.identity.rest.copy()
+    smiling[COMPONENT["lip_corner_up"]] += 1.5
+    photos = {}
+    for name, psi in (("rest", rig0.identity.rest.copy()), ("smile", smiling)):
+        image, landmarks = render_frames(rig0, psi[None], still)
+        photos[name] = SimpleNamespace(image=image[0], landmarks=landmarks[0])
+    n, rate, fps = 4, 16000, 30.0
+    audio = SimpleNamespace(waveform=np.zeros(int(rate * n / fps), np.float32), fps=fps,
+                            config=SimpleNamespace(sample_rate=rate))
+    neutral = torch.zeros(2, n, EXPRESSION_DIM)
+    out = {k: npo.neutral_identity(p, audio, neutral, 64) for k, p in photos.items()}
+    assert out["smile"].shape == (2, 3, 64, 64) and float(out["smile"].min()) >= 0 and float(out["smile"].max()) <= 1
+    assert torch.equal(out["smile"][0], out["smile"][1])           # both videos' neutral first frames are alike here
+    # the photo at its own (fitted) expression still smiles; the neutral identity has most of the smile's change at
+    # the mouth taken out (what is left is the smile's shading in the texture, which a warp does not move)
+    rig = wr.rig_from_portrait(photos["smile"].image, photos["smile"].landmarks)
+    own = wr.warp_source(rig, rig.source_psi[None, None], 64)(0)[0]
+    mouth = (slice(None), slice(40, 56), slice(16, 48))
+    smile_left = float((own - out["rest"][0])[mouth].abs().mean())
+    assert float((out["smile"][0] - out["rest"][0])[mouth].abs().mean()) < 0.7 * smile_left
