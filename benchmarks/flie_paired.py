@@ -4,8 +4,9 @@
     python -m training evaluate --checkpoints BUNDLE_B ... (the same options) --json > b.json
     python -m benchmarks.flie_paired a.json b.json
 
-FLIE's videos of one face are one draw: over four identities the demo's per-identity FLIE ranged from 1.5 to 6, so
-two models measured on the same identities are compared identity by identity (`evaluate.paired_flie_difference`:
+FLIE's videos of one face are one draw: over four test identities one emotion's FLIE ranged from 1.7 to 7.0 by
+identity (the first demo's contempt; the no-dropout arm's happy 2.4 to 9.5, benchmarks/README.md), so two models
+measured on the same identities are compared identity by identity (`evaluate.paired_flie_difference`:
 B minus A on the mean over emotions, with a leave-one-identity-out jackknife SE of the difference). Prints one JSON
 line; a report without `videos.flie_over_emotions` (one emotion asked, or FLIE undefined) is an error.
 """
