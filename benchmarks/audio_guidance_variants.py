@@ -34,6 +34,8 @@ from emodiff_core.atomic import atomic_output
 from emodiff_core.faces import ALIGN_CROP_EYE_RATIO
 from emodiff_core.guidance import AudioGuidance, _paired_passes
 
+from .portrait_ablation import add_portrait_identity
+
 # the lower face in units of the outer-eye distance, nose tip at the origin (faces.TEMPLATE_68's frame)
 LOWER_FACE_TOP = 0.15          # just below the nostrils (template points 31-35 at 0.075-0.117)
 LOWER_FACE_BOTTOM = 0.9        # below the chin (point 8 at 0.69) with room for an open jaw
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=2.0, help="the guidance scale w (default 2)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
+    add_portrait_identity(p)
     return p
 
 
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
     pipeline.AudioGuidance = substitute          # generate_frames builds its audio guidance from this name
     try:
         report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds, out=args.out,
-                                    audio_guidance=args.scale)
+                                    audio_guidance=args.scale, portrait_identity=args.portrait_identity)
     finally:
         pipeline.AudioGuidance = original
     report["audio_guidance_variant"] = args.variant      # the report's sampling says only "a<scale>"

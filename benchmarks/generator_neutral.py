@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     from emodiff_core.checkpoint import CheckpointError, load_components
-    from training.corpus.facemodel import EXPRESSION_COMPONENTS
+    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
     from training.evaluate import labelled_clip_psi
 
     torch.set_num_threads(1)

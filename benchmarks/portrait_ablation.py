@@ -31,7 +31,16 @@ def portrait_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--emotions", default="happy,sad,surprised")
     p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
+    add_portrait_identity(p)
     return p
+
+
+def add_portrait_identity(p: argparse.ArgumentParser) -> None:
+    """--portrait-identity, as evaluate-portraits', but ``photo`` by default: the pack's default until 2026-12-06,
+    what every recorded run of these ablations used (benchmarks/README.md)."""
+    p.add_argument("--portrait-identity", default="photo", choices=pipeline.PORTRAIT_IDENTITIES,
+                   help="what the network is given as the person (default photo, as the recorded runs; neutral = "
+                        "the pack's default now)")
 
 
 def remembering_portrait(memo: dict) -> Callable[[Callable], Callable]:
@@ -59,7 +68,7 @@ def evaluate_with_patches(args: argparse.Namespace, reinjected: str,
         for name, make in patches.items():
             setattr(pipeline, name, make(originals[name]))
         report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds,
-                                    emotions=args.emotions, out=args.out)
+                                    emotions=args.emotions, out=args.out, portrait_identity=args.portrait_identity)
     finally:
         for name, original in originals.items():
             setattr(pipeline, name, original)

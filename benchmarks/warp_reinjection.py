@@ -30,19 +30,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from emodiff_core.face_rig import render_rig_frames, rig_from_photo
+from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS, HeadPose
+
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
 
 MOUTHS = ("voice", "closed")
-
-
-def rig_from_portrait(image: np.ndarray, landmarks: np.ndarray):
-    """The real-texture corpus' rig of a photo (its largest face's 68 points): no augmentation, no morph, no crop
-    offset, so a frame rendered at the photo's own geometry lines up with `pipeline.prepare_portrait`'s crop."""
-    from training.corpus.generate import make_identity
-    from training.corpus.realface import rig_from_face, source_from_image
-
-    face = source_from_image(np.asarray(image), np.asarray(landmarks, np.float64), "portrait")
-    return rig_from_face(face, face.canvas.astype(np.float32) / 255.0, make_identity(0, 0), np.zeros(5), {})
 
 
 def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int,
@@ -50,8 +43,6 @@ def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray
     """psi [N, 50] to warp the portrait with: e_n + strength (e_y - e_n) (e_y at strength 1), its speech components
     (the corpus drives them from the voice) replaced by the emotion's own part of them, strength (e_y - e_n), plus
     the voice's drive (``voice``) or nothing (``closed``)."""
-    from training.corpus.facemodel import COMPONENT
-    from training.corpus.generate import SPEECH_COMPONENTS
     from training.corpus.speech import mouth_drive
 
     if mouth not in MOUTHS:
@@ -74,14 +65,11 @@ def scaled_emotion(expression: torch.Tensor, neutral: torch.Tensor, strength: fl
 def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], torch.Tensor]:
     """`generate_frames`' ``reinject_source``: frame i -> [B, 3, S, S] in [0, 1], the rig rendered at each video's
     psi row i (rendered on demand)."""
-    from training.corpus.facemodel import HeadPose
-    from training.corpus.realface import render_real_frames
-
     videos = len(psi_per_video)
     still = HeadPose(np.zeros(videos), np.zeros(videos), np.ones(videos), np.zeros(videos), np.zeros(videos))
 
     def source(index: int) -> torch.Tensor:     # every video's row i in one call (each frame is rendered alone)
-        frames, _ = render_real_frames(rig, psi_per_video[:, index], still, size)
+        frames, _ = render_rig_frames(rig, psi_per_video[:, index], still, size)
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
     return source
@@ -91,7 +79,7 @@ def portrait_warp(portrait, audio, expression: torch.Tensor, neutral: torch.Tens
                   strength: float = 1.0) -> Callable[[int], torch.Tensor]:
     """`warp_source` of the portrait's rig at each video's `anchor_psi` (``expression``, ``neutral``: [B, N, 50],
     the sequences evaluate_portraits samples with; ``audio``: its `AudioFeatures`)."""
-    rig = rig_from_portrait(portrait.image, portrait.landmarks)
+    rig = rig_from_photo(portrait.image, portrait.landmarks)
     psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, mouth, strength)
                     for e, n in zip(expression.numpy(), neutral.numpy())])
     return warp_source(rig, psi, size)

@@ -61,13 +61,15 @@ def load_image(path: str) -> np.ndarray:
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
                  settings: SamplingSettings, seed: int, superres: str, paste_back: bool, max_side: int = 0,
                  progress: bool = True, reinject_identity_every: int = 0,
-                 mouth_level: Optional[Sequence[float]] = None) -> Tuple[Iterator[np.ndarray], float]:
+                 mouth_level: Optional[Sequence[float]] = None,
+                 portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY) -> Tuple[Iterator[np.ndarray], float]:
     """(uint8 frames [H, W, 3], one at a time, seconds spent sampling) for one portrait: the aligned crop video
     (optionally super-resolved) or, with ``paste_back``, the portrait at `pl.paste_output_size`(max_side).
 
     Sampling runs first (its crops are small: S x S floats per frame); super-resolution and paste-back run
     lazily as the caller consumes the frames, so a full-size frame exists once at a time. ``mouth_level``: see
-    `pl.emotion_expression_pair` (`pl.resolve_mouth_level` makes it from --mouth)."""
+    `pl.emotion_expression_pair` (`pl.resolve_mouth_level` makes it from --mouth); ``portrait_identity``: see
+    `pl.identity_crops`."""
     check_superres(models, superres)         # before minutes of sampling, not after
     psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed,
                                               mouth_level=mouth_level)
@@ -78,7 +80,8 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             rate = (event.frame + 1) / (time.perf_counter() - start)
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
-    crops = pl.generate_frames(models.denoiser, portrait.crop_tensor(), audio, psi, settings=settings, seed=seed,
+    identity = pl.identity_crops(portrait, portrait_identity, neutral)
+    crops = pl.generate_frames(models.denoiser, identity, audio, psi, settings=settings, seed=seed,
                                callback=report, neutral_expression=neutral,
                                reinject_identity_every=reinject_identity_every, **pl.silence_handling(audio))[:, 0]
     seconds = time.perf_counter() - start
@@ -221,7 +224,8 @@ def generate(args) -> dict:
         spec.weights(audio.num_frames, audio.fps)        # bad keyframes/blends fail before sampling either way
     frames, seconds = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
                                    superres=args.superres, paste_back=args.paste_back, max_side=args.max_side,
-                                   reinject_identity_every=reinject, mouth_level=mouth_level)
+                                   reinject_identity_every=reinject, mouth_level=mouth_level,
+                                   portrait_identity=args.portrait_identity)
     map_big_buffers_while_streaming()      # sampling is done; what follows allocates frame-sized buffers
     start = time.perf_counter()
     shape = []
@@ -235,7 +239,7 @@ def generate(args) -> dict:
     report = {"out": os.path.abspath(args.out), "frames": audio.num_frames, "fps": audio.fps,
               "audio_seconds": round(audio.seconds, 3), "silent_seconds": round(audio.silent_seconds, 3),
               "size": [int(v) for v in shape], "sampling": settings.to_dict(), "reinject_identity_every": reinject,
-              "mouth": pl.mouth_name(mouth_level),
+              "mouth": pl.mouth_name(mouth_level), "portrait_identity": args.portrait_identity,
               "generation_seconds": round(seconds, 1),
               "frames_per_second": round(audio.num_frames / max(seconds, 1e-9), 3),
               "write_seconds": round(time.perf_counter() - start, 1)}
@@ -244,9 +248,10 @@ def generate(args) -> dict:
     return report
 
 
-def emotion_contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.AudioFeatures, path: str, seed: int = 0,
-                  frames: int = 8, settings: SamplingSettings = DEFAULT_SAMPLING,
-                  intensities=CONTACT_INTENSITIES, mouth_level: Optional[Sequence[float]] = None) -> np.ndarray:
+def emotion_contact_sheet(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, path: str,
+                          seed: int = 0, frames: int = 8, settings: SamplingSettings = DEFAULT_SAMPLING,
+                          intensities=CONTACT_INTENSITIES, mouth_level: Optional[Sequence[float]] = None,
+                          portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY) -> np.ndarray:
     """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
     all rendered as one batch. Intensity 0 is neutral in every column (Eq. 14 at k = 0).
 
@@ -264,7 +269,7 @@ def emotion_contact_sheet(models: pl.ModelBundle, crop: torch.Tensor, audio: pl.
                                                       fps=audio.fps, seed=seed, mouth_level=mouth_level)
             psis.append(psi)
             neutrals.append(neutral)
-    batch = crop[None].expand(len(psis), -1, -1, -1)
+    batch = pl.identity_crops(portrait, portrait_identity, torch.stack(neutrals))
     out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), settings=settings, seed=seed,
                              neutral_expression=torch.stack(neutrals))[-1]
     s = out.shape[-1]
@@ -307,7 +312,8 @@ def demo(args) -> dict:
     spec = pl.EmotionSpec(args.emotion, args.intensity)
     report = {"checkpoint": os.path.basename(args.checkpoint), "emotion": args.emotion, "intensity": args.intensity,
               "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "sampling": settings.to_dict(),
-              "reinject_identity_every": reinject, "mouth": pl.mouth_name(mouth_level), "outputs": []}
+              "reinject_identity_every": reinject, "mouth": pl.mouth_name(mouth_level),
+              "portrait_identity": args.portrait_identity, "outputs": []}
     photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
     procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
     # both portraits in one batch: one autoregressive pass renders two videos
@@ -319,7 +325,7 @@ def demo(args) -> dict:
         if event.image is not None and (event.frame + 1) % 15 == 0:
             print(f"  frame {event.frame + 1}/{event.total_frames}", flush=True)
 
-    crops = torch.stack([photo.crop_tensor(), procedural.crop_tensor()])
+    crops = torch.cat([pl.identity_crops(p, args.portrait_identity, neutral) for p in (photo, procedural)])
     frames = pl.generate_frames(models.denoiser, crops, audio, psi, settings=settings, seed=args.seed,
                                 callback=report_progress, neutral_expression=neutral, reinject_identity_every=reinject,
                                 **pl.silence_handling(audio))
@@ -336,8 +342,8 @@ def demo(args) -> dict:
                       sample_rate=audio.config.sample_rate)
             report["outputs"].append(full_path)
     sheet_path = os.path.join(args.out, "contact_sheet.png")
-    emotion_contact_sheet(models, procedural.crop_tensor(), audio, sheet_path, seed=args.seed, settings=settings,
-                          mouth_level=mouth_level)
+    emotion_contact_sheet(models, procedural, audio, sheet_path, seed=args.seed, settings=settings,
+                          mouth_level=mouth_level, portrait_identity=args.portrait_identity)
     report["outputs"].append(sheet_path)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     return report
@@ -375,6 +381,10 @@ def main(argv=None) -> int:
                              "so the audio alone moves it (the emotion keeps its own mouth shape); generator = the "
                              "expression generator's own speaking mouth (the paper); auto (default) = what the "
                              "checkpoint recommends (export --mouth), generator when it names none (the shipped ones)")
+    common.add_argument("--portrait-identity", default=pl.DEFAULT_PORTRAIT_IDENTITY, choices=pl.PORTRAIT_IDENTITIES,
+                        help="what the network is given as the person: neutral (default) = the portrait's face "
+                             "re-rendered at a neutral expression (a smiling photo can then look sad), photo = the "
+                             "aligned crop as it is (its own expression stays in every frame)")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

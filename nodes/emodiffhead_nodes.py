@@ -238,6 +238,11 @@ class EMOdiffheadSampler:
                                                     "the voice further (two network passes per step); -1 = what the "
                                                     "checkpoint recommends (2 for emodiffhead_demo and emodiffhead_real, 1 for the "
                                                     "others)."}),
+            "portrait_identity": (list(pl.PORTRAIT_IDENTITIES), {
+                "default": pl.DEFAULT_PORTRAIT_IDENTITY,
+                "tooltip": "What the network is given as the person. neutral: the portrait's face re-rendered at a "
+                           "neutral expression, so a smiling photo can look sad or surprised. photo: the crop as it "
+                           "is (its own expression stays in every frame)."}),
         }}
 
     @staticmethod
@@ -254,7 +259,8 @@ class EMOdiffheadSampler:
         return scale
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
-               reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None, audio_guidance=None):
+               reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None, audio_guidance=None,
+               portrait_identity=pl.DEFAULT_PORTRAIT_IDENTITY):
         n = audio_features.num_frames
         reinject_identity_every = _run(pl.resolve_reinject,
                                        None if reinject_identity_every == MODEL_RECOMMENDS else reinject_identity_every,
@@ -270,6 +276,7 @@ class EMOdiffheadSampler:
             raise NodeError(f"guidance {settings.guidance:g} needs the neutral sequence the emotion was made from, which "
                             "this expression lacks (it comes from a file or node that does not keep it); make it with "
                             "Emotion Vector or set guidance to 1")
+        identity = _run(pl.identity_crops, portrait, portrait_identity, track.neutral)
         progress = bridge.Progress(n)
 
         def callback(event: pl.FrameProgress):
@@ -279,7 +286,7 @@ class EMOdiffheadSampler:
 
         start = time.perf_counter()
         try:
-            frames = _run(pl.generate_frames, model.denoiser, portrait.crop_tensor(), audio_features, track.psi,
+            frames = _run(pl.generate_frames, model.denoiser, identity, audio_features, track.psi,
                           settings=settings, seed=seed, callback=callback, device=model.device, dtype=model.dtype,
                           reinject_identity_every=reinject_identity_every, neutral_expression=track.neutral,
                           **pl.silence_handling(audio_features))

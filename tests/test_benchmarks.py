@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from benchmarks import common, gpu_throughput, memory, speed
+from emodiff_core.face_rig import rig_from_photo
 from emodiff_core.sampling import Sampler, SamplingSettings
 
 NUM = (int, float)
@@ -187,7 +188,7 @@ def test_audio_guidance_variants_act_where_and_when_they_say():
 
 def test_warp_reinjection_psi_and_frames():
     from benchmarks import warp_reinjection as wr
-    from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
+    from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
     from training.corpus.generate import SPEECH_COMPONENTS, identity_rig, render_frames
     from training.corpus.speech import mouth_drive
 
@@ -195,7 +196,7 @@ def test_warp_reinjection_psi_and_frames():
     rig0 = identity_rig(0, 3, 128)
     still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
     image, landmarks = render_frames(rig0, rig0.identity.rest.copy()[None], still)
-    rig = wr.rig_from_portrait(image[0], landmarks[0])
+    rig = rig_from_photo(image[0], landmarks[0])
 
     n, rate, fps = 12, 16000, 30.0
     rng = np.random.default_rng(0)
@@ -237,7 +238,7 @@ def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
 
     from benchmarks import warp_reference as wref
     from benchmarks import warp_reinjection as wr
-    from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
+    from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
     from training.corpus.generate import identity_rig, render_frames
 
     rig0 = identity_rig(0, 3, 128)
@@ -253,7 +254,7 @@ def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
     frames = wref.reference_frames(portrait, audio, asked, neutral, 64)
     assert frames.shape == (n, 2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
     # frame i of each video is the rig at that video's anchor psi row i (voice-driven mouth), nothing else
-    rig = wr.rig_from_portrait(portrait.image, portrait.landmarks)
+    rig = rig_from_photo(portrait.image, portrait.landmarks)
     psi = np.stack([wr.anchor_psi(e, z, wave, fps, rate, "voice") for e, z in zip(asked.numpy(), neutral.numpy())])
     assert torch.allclose(frames[3], wr.warp_source(rig, psi, 64)(3))
     diff = (frames[:, 1] - frames[:, 0]).abs().mean((0, 1))
@@ -312,9 +313,9 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     original, prepare = pipeline.generate_frames, pipeline.prepare_portrait
     seen = {}
 
-    def fake_evaluate(portraits, audio, checkpoint, seconds, emotions, out):
+    def fake_evaluate(portraits, audio, checkpoint, seconds, emotions, out, portrait_identity):
         seen.update(portraits=portraits, checkpoint=checkpoint, seconds=seconds, emotions=emotions,
-                    generate=pipeline.generate_frames("d", "i", "a", "e"))
+                    portrait_identity=portrait_identity, generate=pipeline.generate_frames("d", "i", "a", "e"))
         return {"summary": {"lipsync_r": 0.5}}
 
     monkeypatch.setattr(ep, "evaluate_portraits", fake_evaluate)
@@ -324,6 +325,7 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     wrap = lambda generate: (lambda *a, **k: ("patched", generate is original))      # noqa: E731
     report = pa.evaluate_with_patches(args, "what changed", {"generate_frames": wrap})
     assert seen["generate"] == ("patched", True) and seen["emotions"] == "sad" and seen["portraits"] == "p"
+    assert seen["portrait_identity"] == "photo"                                    # as the recorded runs
     assert pipeline.generate_frames is original                                      # restored
     with open(tmp_path / "report.json") as f:
         assert json.load(f) == report == {"summary": {"lipsync_r": 0.5}, "reinjected": "what changed"}
@@ -426,35 +428,3 @@ def test_flie_paired_reads_two_reports_and_says_what_a_report_lacks(tmp_path, ca
     one.write_text(json.dumps({"videos": {"flie": 3.0}}))
     assert flie_paired.main([a, str(one)]) == 2
     assert "has no videos.flie_over_emotions" in capsys.readouterr().err
-
-
-def test_neutral_portrait_takes_the_photos_own_expression_out_of_the_identity():
-    from types import SimpleNamespace
-
-    from benchmarks import neutral_portrait as npo
-    from benchmarks import warp_reinjection as wr
-    from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
-    from training.corpus.generate import identity_rig, render_frames
-
-    rig0 = identity_rig(0, 3, 128)                                 # a procedural face as the photo: exact landmarks
-    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
-    smiling = rig0.identity.rest.copy()
-    smiling[COMPONENT["lip_corner_up"]] += 1.5
-    photos = {}
-    for name, psi in (("rest", rig0.identity.rest.copy()), ("smile", smiling)):
-        image, landmarks = render_frames(rig0, psi[None], still)
-        photos[name] = SimpleNamespace(image=image[0], landmarks=landmarks[0])
-    n, rate, fps = 4, 16000, 30.0
-    audio = SimpleNamespace(waveform=np.zeros(int(rate * n / fps), np.float32), fps=fps,
-                            config=SimpleNamespace(sample_rate=rate))
-    neutral = torch.zeros(2, n, EXPRESSION_DIM)
-    out = {k: npo.neutral_identity(p, audio, neutral, 64) for k, p in photos.items()}
-    assert out["smile"].shape == (2, 3, 64, 64) and float(out["smile"].min()) >= 0 and float(out["smile"].max()) <= 1
-    assert torch.equal(out["smile"][0], out["smile"][1])           # both videos' neutral first frames are alike here
-    # the photo at its own (fitted) expression still smiles; the neutral identity has most of the smile's change at
-    # the mouth taken out (what is left is the smile's shading in the texture, which a warp does not move)
-    rig = wr.rig_from_portrait(photos["smile"].image, photos["smile"].landmarks)
-    own = wr.warp_source(rig, rig.source_psi[None, None], 64)(0)[0]
-    mouth = (slice(None), slice(40, 56), slice(16, 48))
-    smile_left = float((own - out["rest"][0])[mouth].abs().mean())
-    assert float((out["smile"][0] - out["rest"][0])[mouth].abs().mean()) < 0.7 * smile_left

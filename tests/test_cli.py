@@ -54,6 +54,7 @@ def test_generate_writes_an_mp4_as_long_as_the_audio(bundle, tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["frames"] == 15 and report["size"] == [64, 64]
     assert report["mouth"] == "generator"           # auto: the tiny denoiser stores no training statistics
+    assert report["portrait_identity"] == "neutral"  # the default: the portrait at a neutral expression
     video_s, audio_s, vcodec, acodec, frames = _stream_durations(str(out))
     assert vcodec == "h264" and acodec == "aac" and frames == 15
     assert video_s == pytest.approx(0.5, abs=1e-3) and audio_s == pytest.approx(0.5, abs=1e-3)
@@ -139,6 +140,27 @@ def test_demo_runs_on_the_shipped_assets(bundle, tmp_path):
     assert audio_s == pytest.approx(report["audio_seconds"], abs=1e-3)
     assert video_s == pytest.approx(report["frames"] / 30, abs=1e-3)
     assert abs(video_s - audio_seconds) < 1 / 30
+
+
+@pytest.mark.parametrize("how", ["neutral", "photo"])
+def test_contact_sheet_samples_every_cell_from_either_identity(bundle, tmp_path, how):
+    import cv2
+
+    from emodiff_core import cli
+    from emodiff_core import pipeline as pl
+    from emodiff_core.emotions import EMOTIONS
+
+    models = pl.load_bundle(bundle)
+    portrait = pl.prepare_portrait(cli.load_image(os.path.join(ROOT, "assets", "portrait.jpg")), models.image_size)
+    t = np.arange(int(0.2 * 16000)) / 16000
+    audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, 30.0,
+                            models.denoiser.config.audio)
+    path = str(tmp_path / "sheet.png")
+    sheet = cli.emotion_contact_sheet(models, portrait, audio, path, frames=2, intensities=(0.0, 1.0),
+                                      settings=cli.DEFAULT_SAMPLING.replace(steps=2), portrait_identity=how)
+    cell = models.image_size * max(1, 96 // models.image_size)
+    assert sheet.shape == (16 + 2 * cell, 40 + len(EMOTIONS) * cell, 3)
+    assert cv2.imread(path).shape == sheet.shape
 
 
 def test_silence_gives_a_video(bundle, tmp_path):

@@ -5,13 +5,14 @@ import cv2
 import numpy as np
 import pytest
 from emodiff_core.emotions import EMOTIONS
+from emodiff_core.facemodel import COMPONENT, HeadPose, apply_pose, canonical_to_pixels
+from emodiff_core.shading import mark_strengths
 
 from training.clips import ClipDataset, write_clip, write_index
 from training.corpus import clip_emotion_plan, emotion_psi, render_clip, render_twin_frames
-from training.corpus.facemodel import COMPONENT, HeadPose, apply_pose
 from training.corpus.generate import (CORPUS_VERSION, EMOTION_CHANGE_SHARE, EMOTION_DIRECTIONS_VERSION, identity_rig,
                                      render_frames)
-from training.corpus.render import OUTLINE_DEPTH, canonical_to_pixels, mark_strengths
+from training.corpus.render import OUTLINE_DEPTH
 
 SEED, IDENTITIES = 5, 8
 

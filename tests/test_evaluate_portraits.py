@@ -82,6 +82,7 @@ def test_report_contact_sheet_and_ranges(bundle, folders, tmp_path):
     assert [s["file"] for s in report["skipped"]] == ["wall.png"] and "no face" in report["skipped"][0]["reason"]
     assert report["audio"]["frames"] == 21 and report["audio"]["seconds_used"] == pytest.approx(0.7)
     assert report["superres"] == "head" and report["sampling"]["steps"] == 2
+    assert report["portrait_identity"] == "neutral"                   # the pack's default
     (entry,) = report["results"]
     assert entry["output_size"] == 64                                  # tiny: 32 px sampled, x2 SR head
     assert entry["reference"]["face_in_photo"] is True
@@ -169,6 +170,9 @@ def test_saved_crops_measure_another_sr_head_without_sampling(bundle, folders, t
     with pytest.raises(PortraitEvaluationError, match="other settings.*seed: crops 0, this run 1"):
         evaluate_portraits(photos, speech, out=str(tmp_path / "x"), crops_from=str(tmp_path / "first" / "crops"),
                            seed=1, **common)
+    with pytest.raises(PortraitEvaluationError, match="portrait_identity: crops 'neutral', this run 'photo'"):
+        evaluate_portraits(photos, speech, out=str(tmp_path / "x"), crops_from=str(tmp_path / "first" / "crops"),
+                           portrait_identity="photo", **common)
     with pytest.raises(PortraitEvaluationError, match="holds no crops.json"):
         evaluate_portraits(photos, speech, out=str(tmp_path / "x"), crops_from=str(folders), **common)
     with pytest.raises(PortraitEvaluationError, match="exclude each other"):
@@ -197,6 +201,9 @@ def test_bad_input_gives_clear_errors(bundle, folders, tmp_path):
                            out=str(tmp_path / "a"))
     with pytest.raises(pl.PipelineError, match="--reinject-identity-every must be >= 0"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, reinject_identity_every=-1,
+                           out=str(tmp_path / "b"))
+    with pytest.raises(pl.PipelineError, match="--portrait-identity must be one of neutral, photo"):
+        evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, portrait_identity="crop",
                            out=str(tmp_path / "b"))
     with pytest.raises(PortraitEvaluationError, match="--seconds"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, seconds=0, out=str(tmp_path / "b"))

@@ -190,6 +190,32 @@ def test_sampler_reinjects_the_identity_as_the_checkpoint_recommends_by_default(
     assert periods == [0, 2, 0, 3]        # -1 follows the checkpoint; an explicit value wins
 
 
+def test_sampler_gives_the_portrait_at_a_neutral_expression_by_default(comfy, astronaut, monkeypatch):
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
+    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
+    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
+    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "sad", 1.0, 0)
+    sampler = _node(comfy, "EMOdiffheadSampler")
+    widget = type(sampler).INPUT_TYPES()["optional"]["portrait_identity"]
+    assert widget[0] == ["neutral", "photo"] and widget[1]["default"] == "neutral"
+    pl = sys.modules[type(sampler).__module__].pl
+    identities = []
+
+    def spy(denoiser, identity, audio, psi, **kwargs):
+        identities.append(identity)
+        return torch.zeros(audio.num_frames, 1, 3, 32, 32)
+
+    monkeypatch.setattr(pl, "generate_frames", spy)
+    sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0)
+    sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, portrait_identity="photo")
+    track = expr.resampled(feats.num_frames, feats.fps)
+    assert torch.equal(identities[0], pl.neutral_identity(portrait, track.neutral, 32))
+    assert torch.equal(identities[1], portrait.crop_tensor()[None])
+    assert float((identities[0] - identities[1]).abs().mean()) > 0.005       # the warp changed the face
+    with pytest.raises(_node_error(), match="portrait identity must be one of neutral, photo"):
+        sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, portrait_identity="smile")
+
+
 def test_sampler_guides_as_the_checkpoint_recommends_by_default(comfy, astronaut, monkeypatch, capsys):
     model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
     portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))

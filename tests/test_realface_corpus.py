@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from emodiff_core import config as C
+from emodiff_core import face_rig
+from emodiff_core.facemodel import (COMPONENT, CROP_EYE_RATIO, EXPRESSION_DIM, EYE_DISTANCE, TEMPLATE, HeadPose,
+                                    teeth_showing)
 
 from training.clips import ClipDataset
 from training.corpus import realface as rf
-from training.corpus.facemodel import COMPONENT, EXPRESSION_DIM, TEMPLATE, HeadPose, teeth_showing
 from training.corpus.generate import identity_rig, render_frames
-from training.corpus.render import CROP_EYE_RATIO, EYE_DISTANCE
 
 FRONTAL = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
 
@@ -32,7 +33,7 @@ def _procedural_face(index=3):
 def sources():
     a_img, a_lm = _procedural_face(3)
     b_img, b_lm = _procedural_face(12)
-    faces = [rf.source_from_image(a_img, a_lm, "a.png"), rf.source_from_image(b_img, b_lm, "b.png")]
+    faces = [face_rig.source_from_image(a_img, a_lm, "a.png"), face_rig.source_from_image(b_img, b_lm, "b.png")]
     return rf.RealSources(faces, {"a.png": "train", "b.png": "train"}, [])
 
 
@@ -43,14 +44,14 @@ def astronaut():
     from emodiff_core.landmarks import detect_portrait
 
     img = data.astronaut()
-    face = rf.source_from_image(img, detect_portrait(img, backend="dlib"), "test_only")
+    face = face_rig.source_from_image(img, detect_portrait(img, backend="dlib"), "test_only")
     return rf.RealSources([face], {"test_only": "train"}, [])
 
 
 def _rig(sources, index=0):
     rig = rf.real_identity(sources, 0, index)
     # no crop offset, so the expected geometry is the plain model's
-    return rf.dataclasses.replace(rig, pose_offset=np.zeros(5))
+    return dataclasses.replace(rig, pose_offset=np.zeros(5))
 
 
 def _psi(rig, **parts):
@@ -67,14 +68,14 @@ def _polygon_mask(points, size):
 
 
 def test_triangulation_keeps_mouth_and_eyes_apart():
-    assert rf.region_is_own(rf.TRIANGLES, rf.INNER_LIP_POLY)
-    assert rf.region_is_own(rf.TRIANGLES, rf.EYE_POLYS[0]) and rf.region_is_own(rf.TRIANGLES, rf.EYE_POLYS[1])
+    assert face_rig.region_is_own(face_rig.TRIANGLES, face_rig.INNER_LIP_POLY)
+    assert face_rig.region_is_own(face_rig.TRIANGLES, face_rig.EYE_POLYS[0]) and face_rig.region_is_own(face_rig.TRIANGLES, face_rig.EYE_POLYS[1])
     assert rf.folded_triangles(TEMPLATE) == 0
     # the contour midpoints lie on smooth curves through the landmarks, and follow any similarity exactly
-    dense = rf.densify(TEMPLATE)
-    assert dense.shape == (rf.NUM_CONTROL, 2) and np.array_equal(dense[:68], TEMPLATE)
+    dense = face_rig.densify(TEMPLATE)
+    assert dense.shape == (face_rig.NUM_CONTROL, 2) and np.array_equal(dense[:68], TEMPLATE)
     rot = np.array([[0.8, -0.6], [0.6, 0.8]]) * 1.7
-    np.testing.assert_allclose(rf.densify(TEMPLATE @ rot.T + 3.0), dense @ rot.T + 3.0, atol=1e-12)
+    np.testing.assert_allclose(face_rig.densify(TEMPLATE @ rot.T + 3.0), dense @ rot.T + 3.0, atol=1e-12)
     # the mirror map is an involution and maps the (symmetric) template onto itself
     assert (rf.MIRROR_68[rf.MIRROR_68] == np.arange(68)).all()
     mirrored = TEMPLATE[rf.MIRROR_68] * [-1, 1]
@@ -84,22 +85,22 @@ def test_triangulation_keeps_mouth_and_eyes_apart():
 def test_warp_with_equal_points_is_the_identity():
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.random((96, 96, 3)).astype(np.float32), (0, 0), 2)
-    pts = rf.canon_to_canvas(rf.control_points(TEMPLATE, rf.ANCHORS)) * 96 / rf.CANVAS
-    out = rf.warp_piecewise(img, pts, pts, 96)
+    pts = face_rig.canon_to_canvas(face_rig.control_points(TEMPLATE, face_rig.ANCHORS)) * 96 / face_rig.CANVAS
+    out = face_rig.warp_piecewise(img, pts, pts, 96)
     assert np.abs(out - img).max() < 1e-4
 
 
 def test_jaw_open_opens_the_inner_lips_as_psi_says(sources):
     rig = _rig(sources)
     size = 128
-    closed, lm_c = rf.render_real_frames(rig, _psi(rig), FRONTAL, size)
-    opened, lm_o = rf.render_real_frames(rig, _psi(rig, jaw_open=1.0), FRONTAL, size)
+    closed, lm_c = face_rig.render_rig_frames(rig, _psi(rig), FRONTAL, size)
+    opened, lm_o = face_rig.render_rig_frames(rig, _psi(rig, jaw_open=1.0), FRONTAL, size)
     unit = size / (CROP_EYE_RATIO * EYE_DISTANCE)
     gap = lambda lm: lm[0, [65, 66, 67], 1].mean() - lm[0, [61, 62, 63], 1].mean()
     # jaw_open moves the lower inner lip 0.25 face units down (facemodel's basis), the upper one not at all
     # (from a slightly open mouth, so the lips' no-crossing clamp is not involved)
-    a = rf.render_real_frames(rig, _psi(rig, jaw_open=0.3), FRONTAL, size)[1]
-    b = rf.render_real_frames(rig, _psi(rig, jaw_open=0.8), FRONTAL, size)[1]
+    a = face_rig.render_rig_frames(rig, _psi(rig, jaw_open=0.3), FRONTAL, size)[1]
+    b = face_rig.render_rig_frames(rig, _psi(rig, jaw_open=0.8), FRONTAL, size)[1]
     assert gap(b) - gap(a) == pytest.approx(0.5 * 0.25 * unit, rel=1e-3)
     assert gap(lm_o) > gap(lm_c) + 0.2 * unit
     # the pixels follow: inside the open inner lips the mouth interior is dark (cavity) where it was lips/skin
@@ -119,7 +120,7 @@ def test_rounded_lips_cover_the_teeth_in_both_renderers(sources):
         == [1.0, 1.0, 0.5, 0.0, 0.0]
     real = _rig(sources)
     procedural = identity_rig(0, 3, 128)
-    renderers = {"real texture": (real, lambda psi: rf.render_real_frames(real, psi, FRONTAL, 128)),
+    renderers = {"real texture": (real, lambda psi: face_rig.render_rig_frames(real, psi, FRONTAL, 128)),
                  "procedural": (procedural, lambda psi: render_frames(procedural, psi, FRONTAL))}
     for name, (rig, render) in renderers.items():
         bright = {}
@@ -137,8 +138,8 @@ def test_rounded_lips_cover_the_teeth_in_both_renderers(sources):
 def test_blink_closes_the_eyes(astronaut):
     rig = _rig(astronaut)
     size = 128
-    open_, lm = rf.render_real_frames(rig, _psi(rig), FRONTAL, size)
-    shut, lm_s = rf.render_real_frames(rig, _psi(rig, eye_openness=-2.2), FRONTAL, size)
+    open_, lm = face_rig.render_rig_frames(rig, _psi(rig), FRONTAL, size)
+    shut, lm_s = face_rig.render_rig_frames(rig, _psi(rig, eye_openness=-2.2), FRONTAL, size)
     assert np.abs(lm_s[0, [37, 38], 1] - lm_s[0, [41, 40], 1]).max() < 0.05   # upper lid on the lower one
     for upper, lower in (([36, 37, 38, 39], [40, 41]), ([42, 43, 44, 45], [46, 47])):
         # the upper half of the open eye (white, iris, pupil: the most varied patch of the face) is lid skin once
@@ -153,12 +154,12 @@ def test_blink_closes_the_eyes(astronaut):
 def test_emotion_directions_change_brows_and_mouth(sources):
     rig = _rig(sources)
     size = 64
-    neutral, lm = rf.render_real_frames(rig, rig.identity.rest[None], FRONTAL, size)
+    neutral, lm = face_rig.render_rig_frames(rig, rig.identity.rest[None], FRONTAL, size)
     brows = (slice(int(lm[0, 17:27, 1].min()) - 4, int(lm[0, 37:39, 1].max()) + 1), slice(8, 56))
     mouth = (slice(int(lm[0, 50, 1]) - 3, int(lm[0, 57, 1]) + 4), slice(int(lm[0, 48, 0]) - 4, int(lm[0, 54, 0]) + 5))
     for emotion in ("angry", "disgusted", "fear", "happy", "sad", "surprised"):
         psi = (rig.identity.rest + rig.identity.directions[emotion])[None]
-        frame = rf.render_real_frames(rig, psi, FRONTAL, size)[0]
+        frame = face_rig.render_rig_frames(rig, psi, FRONTAL, size)[0]
         diff = np.abs(frame[0].astype(float) - neutral[0].astype(float)).mean(-1)
         assert max(diff[brows].mean(), diff[mouth].mean()) > 4.0, emotion
 
@@ -247,7 +248,7 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     off = rig.pose_offset
     posed = HeadPose(pose[:, 0] + off[0], pose[:, 1] + off[1], pose[:, 2] * (1 + off[2]), pose[:, 3] + off[3],
                      pose[:, 4] + off[4])
-    lm, _ = rf.target_landmarks(rig, clip.psi.astype(np.float64), posed, 64)
+    lm, _ = face_rig.target_landmarks(rig, clip.psi.astype(np.float64), posed, 64)
     assert np.abs(lm - clip.landmarks).max() < 1e-3
     # counterfactual twins: the clip's own psi reproduces its frames; the neutral twin differs where the emotion is
     rows = [0, n // 2, n - 1]
@@ -268,7 +269,7 @@ def test_real_corpus_clip_format_and_determinism(tmp_path):
     frames, lm_src = rf.render_real_source_frames(out, clip.meta, clip.extras, [0, n - 1])
     np.testing.assert_allclose(photo.numpy(), frames.transpose(0, 3, 1, 2) / 127.5 - 1, atol=1e-6)
     ends = HeadPose(*(v[[0, n - 1]] for v in (posed.yaw, posed.roll, posed.scale, posed.tx, posed.ty)))
-    expected, _ = rf.target_landmarks(rig, np.stack([rig.source_psi] * 2), ends, 64)
+    expected, _ = face_rig.target_landmarks(rig, np.stack([rig.source_psi] * 2), ends, 64)
     np.testing.assert_allclose(lm_src, expected, atol=1e-6)
     np.testing.assert_allclose(photo_lm.numpy(), expected, atol=1e-4)
     assert not np.array_equal(frames[0], clip.frames[0])          # the clip's psi is not the photo's expression
@@ -321,18 +322,18 @@ def test_fit_on_a_real_photo_and_mouth_follows_psi(astronaut):
     """On a real photo (the astronaut, test-only): dlib's landmarks, the model fit, and a jaw that opens."""
     face = astronaut.faces[0]
     assert rf.folded_triangles(face.landmarks) == 0
-    fit = rf.fit_face(face.landmarks, fix_similarity=np.eye(2, 3))
+    fit = face_rig.fit_face(face.landmarks, fix_similarity=np.eye(2, 3))
     assert np.abs(fit.residual).mean() < 0.05            # the model explains the photo's landmarks to ~3 % of a face
     rig = _rig(astronaut, 0)
-    closed, lm_c = rf.render_real_frames(rig, _psi(rig), FRONTAL, 64)
-    opened, lm_o = rf.render_real_frames(rig, _psi(rig, jaw_open=0.8), FRONTAL, 64)
+    closed, lm_c = face_rig.render_rig_frames(rig, _psi(rig), FRONTAL, 64)
+    opened, lm_o = face_rig.render_rig_frames(rig, _psi(rig, jaw_open=0.8), FRONTAL, 64)
     inside = _polygon_mask(lm_o[0, 60:68], 64)
     assert opened[0][inside].mean() < closed[0][inside].mean() - 20
     # the photo's own expression is recorded: the astronaut smiles, so her mouth corners sit higher (relative to
     # the lip line's centre) when the rig is rendered at it than at psi = 0
     assert rig.source_psi[COMPONENT["lip_corner_up"]] > 0.4
-    _, lm_own = rf.render_real_frames(rig, rig.source_psi[None], FRONTAL, 64)
-    _, lm_zero = rf.render_real_frames(rig, np.zeros((1, EXPRESSION_DIM)), FRONTAL, 64)
+    _, lm_own = face_rig.render_rig_frames(rig, rig.source_psi[None], FRONTAL, 64)
+    _, lm_zero = face_rig.render_rig_frames(rig, np.zeros((1, EXPRESSION_DIM)), FRONTAL, 64)
 
     def corner_lift(lm):
         return float(lm[0, [51, 57], 1].mean() - lm[0, [48, 54], 1].mean())

@@ -17,7 +17,7 @@ from emodiff_core.sampling import SamplingSettings
 from training.clips import ClipDataset
 from training.configfile import TrainingConfigError, load_config
 from training.corpus import generate_corpus, render_clip
-from training.corpus.facemodel import COMPONENT, EXPRESSION_COMPONENTS
+from emodiff_core.facemodel import COMPONENT, EXPRESSION_COMPONENTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "training", "configs")

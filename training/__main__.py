@@ -139,7 +139,8 @@ def _evaluate_portraits(args) -> int:
                                 device=args.device, save_videos=args.save_videos, settings=settings,
                                 reinject_identity_every=args.reinject_identity_every, guidance=args.guidance,
                                 save_crops=args.save_crops, crops_from=args.crops_from, mouth=args.mouth,
-                                superres_from=args.superres_from, audio_guidance=args.audio_guidance)
+                                superres_from=args.superres_from, audio_guidance=args.audio_guidance,
+                                portrait_identity=args.portrait_identity)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
 
@@ -157,8 +158,8 @@ def _export(args) -> int:
 
 def main(argv=None) -> int:
     from emodiff_core.paths import DEFAULT_CHECKPOINT
-    from emodiff_core.pipeline import MOUTH_CHOICES, MOUTH_POLICIES
-    from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, NAMES as SAMPLER_NAMES
+    from emodiff_core.pipeline import DEFAULT_PORTRAIT_IDENTITY, MOUTH_CHOICES, MOUTH_POLICIES, PORTRAIT_IDENTITIES
+    from emodiff_core.sampling import NAMES as SAMPLER_NAMES
 
     from .evaluate import (CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_NEUTRAL_SEEDS, CONTROL_SETTLE, FLIE_LEVELS,
                            PROBE_EXAMPLES, SINGLE_FRAME_SETTINGS)
@@ -345,6 +346,9 @@ def main(argv=None) -> int:
                    help="the generated expression's mouth, as generate's --mouth: voice (held, the audio moves it), "
                         "generator (the generator's own speaking mouth), auto (default: what the checkpoint "
                         "recommends, generator when it names none)")
+    p.add_argument("--portrait-identity", choices=PORTRAIT_IDENTITIES, default=DEFAULT_PORTRAIT_IDENTITY,
+                   help="what the network is given as the person, as generate's --portrait-identity: neutral "
+                        "(default: the portrait re-rendered at a neutral expression) or photo (the crop as it is)")
     p.add_argument("--save-crops", action="store_true",
                    help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
     p.add_argument("--crops-from", default=None, metavar="DIR",

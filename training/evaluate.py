@@ -174,7 +174,7 @@ def generator_mouth_offsets(generator, data_dir: str, split: str, samples: int =
     Returns {"components": names, "neutral_level": {"generator", "corpus"}, "offsets": {emotion: {"generator",
     "corpus"}}, "offset_error_max" (largest |generator - corpus| over emotions and components),
     "offset_error_where" (that emotion and component), "neutral_level_error_max", "samples", "frames"}."""
-    from .corpus.facemodel import EXPRESSION_COMPONENTS
+    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
 
     mouth = list(SPEECH_MOUTH_COMPONENTS)
     corpus = corpus_mouth_offsets(data_dir, split, min_intensity)

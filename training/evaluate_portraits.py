@@ -389,14 +389,16 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        fps: float = 30.0, reinject_identity_every: Optional[int] = None,
                        guidance: Optional[float] = None, save_crops: bool = False, crops_from: Optional[str] = None,
                        superres_from: Optional[str] = None, audio_guidance: Optional[float] = None,
-                       mouth: str = "auto", log: Callable[[str], None] = _log) -> dict:
+                       mouth: str = "auto", portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY,
+                       log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
     (None: the scale the checkpoint recommends, `pipeline.recommended_guidance`, as `generate` takes it);
     ``audio_guidance`` likewise the guidance on the voice (`pipeline.resolve_guidance`).
     ``save_crops``, ``crops_from``, ``superres_from``: measure SR heads on the same sampled crops (module
     docstring). ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`; "auto" = the checkpoint's
-    recommendation), reported as ``mouth``."""
+    recommendation), reported as ``mouth``. ``portrait_identity``: what the network is given as the person
+    (`pipeline.identity_crops`); the person is measured against the photograph either way."""
     from emodiff_core import faces
     from emodiff_core.audio import load_audio_file
     from emodiff_core.cli import load_image, load_models
@@ -406,6 +408,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
 
     emotions = parse_emotions(emotions)
     pl.check_reinject(reinject_identity_every, "--reinject-identity-every")   # before the slow work
+    pl.check_portrait_identity(portrait_identity, "--portrait-identity")
     if not seconds > 0:
         raise PortraitEvaluationError(f"--seconds must be > 0, got {seconds}")
     try:
@@ -470,6 +473,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed), "sampling": settings.to_dict(),
         "reinject_identity_every": int(reinject_identity_every),
         "mouth": pl.mouth_name(mouth_level),
+        "portrait_identity": portrait_identity,
         "superres": ("none" if models.superres is None else
                      f"head of {display_path(superres_from)}" if superres_from is not None else "head"),
         "device": str(device),
@@ -489,7 +493,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                          "frames": clip.num_frames, "seconds_used": header["audio"]["seconds_used"],
                          "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed),
                          "sampling": settings.to_dict(), "reinject_identity_every": int(reinject_identity_every),
-                         "mouth": header["mouth"], "image_size": int(size)}
+                         "mouth": header["mouth"], "portrait_identity": portrait_identity, "image_size": int(size)}
     crop_folder = os.path.join(out, "crops") if save_crops else crops_from
     crop_entries = _open_crops(crops_from, crop_settings) if crops_from is not None else None
     header["crops"] = ("sampled, saved in crops/" if save_crops else
@@ -509,8 +513,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         else:
             torch.manual_seed(seed)
             start = time.perf_counter()
-            crops = pl.generate_frames(models.denoiser,
-                                       portrait.crop_tensor()[None].expand(len(emotions), -1, -1, -1),
+            crops = pl.generate_frames(models.denoiser, pl.identity_crops(portrait, portrait_identity, neutral),
                                        clip, psi, settings=settings, seed=seed, neutral_expression=neutral,
                                        reinject_identity_every=reinject_identity_every,
                                        **pl.silence_handling(clip))              # [N, B, 3, S, S]

@@ -20,7 +20,7 @@ from .data import FrameData, blur_frames, half_blurred_sigmas, optional_validati
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, wrap_ddp
 
-NAMED_COMPONENTS = 13   # training/corpus/facemodel.py EXPRESSION_COMPONENTS
+NAMED_COMPONENTS = 13   # emodiff_core/facemodel.py EXPRESSION_COMPONENTS
 VAL_FRAMES = 2000       # validation frames drawn once per evaluation
 
 

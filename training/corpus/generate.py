@@ -29,14 +29,13 @@ import numpy as np
 
 from emodiff_core.audio import num_video_frames, samples_for_frames
 from emodiff_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
+from emodiff_core.facemodel import (COMPONENT, EMOTION_DIRECTIONS, EXPRESSION_DIM, IDENTITY_BASIS, IDENTITY_DIM,
+                                    NUM_NAMED, SPEECH_COMPONENTS, TEMPLATE, HeadPose, apply_pose, canonical_to_pixels,
+                                    landmarks_canonical)
 
 from ..clips import Clip, write_clip, write_index
 from . import speech
-from .facemodel import (COMPONENT, EMOTION_DIRECTIONS, EXPRESSION_DIM, IDENTITY_DIM, NUM_NAMED, TEMPLATE,
-                        HeadPose, apply_pose, landmarks_canonical, IDENTITY_BASIS)
-from .render import OUTLINE_DEPTH, Appearance, Renderer, canonical_to_pixels, outline_points, sample_appearance
-
-SPEECH_COMPONENTS = ("jaw_open", "mouth_width", "lip_press")
+from .render import OUTLINE_DEPTH, Appearance, Renderer, outline_points, sample_appearance
 
 
 @dataclass

@@ -6,6 +6,10 @@ tip (landmark 30) near (0, 0.12). psi is 50-dimensional like DECA's expression v
 components carry meaning (``EXPRESSION_COMPONENTS``, one unit is a clearly visible full-strength action);
 components 13..49 are small smooth displacement fields (a few thousandths of a unit), like the many
 low-energy components of a real expression space.
+
+It defines what psi means for every model of the pack (the expression generator and the denoiser were trained
+on psi of this model) and the crop convention of its pixels, so it lives in the core: the corpus renders with it
+(`training.corpus`), and sampling re-renders a user's photo with it (`emodiff_core.face_rig`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from typing import Dict
 
 import numpy as np
 
-from emodiff_core.config import EXPRESSION_DIM
+from .config import EXPRESSION_DIM
+from .faces import ALIGN_CROP_EYE_RATIO
 
 NUM_LANDMARKS = 68
 JAW = np.arange(0, 17)
@@ -35,6 +40,8 @@ EXPRESSION_COMPONENTS = (
 )
 NUM_NAMED = len(EXPRESSION_COMPONENTS)
 COMPONENT = {name: i for i, name in enumerate(EXPRESSION_COMPONENTS)}
+# the components the corpus drives from the voice (`training.corpus.speech.mouth_drive`)
+SPEECH_COMPONENTS = ("jaw_open", "mouth_width", "lip_press")
 IDENTITY_DIM = 10
 
 
@@ -193,6 +200,18 @@ def _identity_basis() -> np.ndarray:
 
 EXPRESSION_BASIS = _expression_basis(np.random.default_rng(20240911))
 IDENTITY_BASIS = _identity_basis()
+
+# The crop convention shared by the corpus, real data and inference: nose tip at the crop centre, the crop side
+# ALIGN_CROP_EYE_RATIO times the outer-eye-corner distance (`faces.align_face` crops photos so).
+CANONICAL_NOSE_TIP = np.array([0.0, 0.12])
+EYE_DISTANCE = float(np.linalg.norm(TEMPLATE[45] - TEMPLATE[36]))
+CROP_EYE_RATIO = ALIGN_CROP_EYE_RATIO
+
+
+def canonical_to_pixels(points: np.ndarray, size: int) -> np.ndarray:
+    """Canonical units -> pixel coordinates of a ``size`` crop (nose tip at the centre)."""
+    unit = size / (CROP_EYE_RATIO * EYE_DISTANCE)
+    return size / 2.0 + (points - CANONICAL_NOSE_TIP) * unit
 # Relative depth of each landmark (nose tip forward), used to fake a yaw rotation in 2D.
 DEPTH = np.zeros(NUM_LANDMARKS)
 DEPTH[NOSE_BRIDGE] = np.linspace(0.15, 0.4, 4)
