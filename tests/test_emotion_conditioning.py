@@ -108,6 +108,13 @@ def test_emotion_region_mask_and_loss_term():
     expected = float((noise ** 2 * mask).sum() / (mask.sum() * 3))
     assert weighted["emotion"].item() == pytest.approx(expected, rel=1e-5)
     assert weighted["loss"].item() == pytest.approx(plain["loss"].item() + 9.0 * expected, rel=1e-5)
+    # a per-sample multiple of the weight (training's emotion.real_texture_emotion_mult)
+    scaled = hybrid_loss(d, model, target.repeat(2, 1, 1, 1), torch.tensor([5, 5]), {}, LossWeights(emotion=9.0),
+                         noise=noise.repeat(2, 1, 1, 1), emotion_mask=mask.repeat(2, 1, 1, 1),
+                         emotion_scale=torch.tensor([3.0, 1.0]))
+    assert scaled["loss"][0].item() == pytest.approx(plain["loss"].item() + 27.0 * expected, rel=1e-5)
+    assert scaled["loss"][1].item() == pytest.approx(weighted["loss"].item(), rel=1e-6)
+    assert torch.equal(scaled["emotion"][0], scaled["emotion"][1])      # the term itself is reported unscaled
     # loss sections written before the emotion weight existed mean "off"
     assert C.from_dict(LossWeights, {"vlb": 0.001, "lip": 0.2, "eye": 0.1}).emotion == 0.0
 

@@ -480,14 +480,18 @@ def test_flie_over_clips_pools_identities_whose_offsets_drop_out_and_leaves_one_
     assert flat["flie_edit_dims_pooled"] == pytest.approx(0.0, abs=1e-9) and flat["edit_dims_pooled"] == [0, 1]
     assert flat["flie_edit_dims_pooled_per_clip"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
     assert flat["flie_edit_dims_pooled_jackknife_se"] == pytest.approx(0.0, abs=1e-9)
+    assert flat["leave_one_identity_out"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
     assert flat["pooled_runs"] == 6 and flat["identities"] == ["id0", "id1", "id2"]
     assert np.array(flat["level_psi_means_per_clip_seed"]).shape == (3, 2, 5, 3)
     bent = flie_over_clips([[run(0.0), run(0.0)], [run(0.7, 0.3), run(0.7, 0.3)], [run(-1.3), run(-1.3)]],
                            metas, read_dims=[0, 1, 2])
     assert bent["flie_edit_dims_pooled_jackknife_se"] > 0.05
+    assert bent["leave_one_identity_out"][1] == pytest.approx(0.0, abs=1e-9)       # the bent identity left out
+    assert min(bent["leave_one_identity_out"][0], bent["leave_one_identity_out"][2]) > 0.05
     assert int(np.argmax(bent["flie_edit_dims_pooled_per_clip"])) == 1
     two = flie_over_clips([[run(0.0)], [run(0.7)]], metas[:2], read_dims=[0, 1])
     assert "flie_edit_dims_pooled_jackknife_se" not in two and len(two["flie_edit_dims_pooled_per_clip"]) == 2
+    assert "leave_one_identity_out" not in two
     clips = [{"clip_id": "a", "identity": "x"}, {"clip_id": "b", "identity": "x"}, {"clip_id": "c", "identity": "y"}]
     assert [m["clip_id"] for m in flie_clip_metas(clips, 2)] == ["a", "c"]
     assert [m["clip_id"] for m in flie_clip_metas(clips, 1)] == ["a"]
@@ -497,7 +501,7 @@ def test_flie_over_clips_pools_identities_whose_offsets_drop_out_and_leaves_one_
 
 def test_flie_over_emotions_means_each_emotions_pooled_flie_and_pairs_two_models_by_identity():
     from emodiff_core.evaluation import jackknife_se, pooled_flie
-    from training.evaluate import flie_emotions, flie_over_emotions, paired_flie_difference
+    from training.evaluate import flie_emotions, flie_over_clips, flie_over_emotions, paired_flie_difference
 
     assert flie_emotions("sad, happy") == ("sad", "happy") and flie_emotions(["fear"]) == ("fear",)
     assert flie_emotions("all") == tuple(e for e in EMOTIONS if e != "neutral")
@@ -514,9 +518,14 @@ def test_flie_over_emotions_means_each_emotions_pooled_flie_and_pairs_two_models
                       "level_psi_means": (gain * levels ** 1.3 * d + 0.02 * rng.standard_normal((7, 3))).tolist()}
                      for _seed in range(2)] for _clip in range(4)] for e, d in direction.items()}
 
-    metas = [{"identity": f"id{i}"} for i in range(4)]
+    metas = [{"clip_id": f"c{i}", "identity": f"id{i}"} for i in range(4)]
+
+    def over_emotions(runs_by_emotion, clips=4):
+        return flie_over_emotions({e: flie_over_clips(r[:clips], metas[:clips], [0, 1, 2])
+                                   for e, r in runs_by_emotion.items()})
+
     before, after = runs(1.0), runs(0.8)
-    a, b = flie_over_emotions(before, metas, [0, 1, 2]), flie_over_emotions(after, metas, [0, 1, 2])
+    a, b = over_emotions(before), over_emotions(after)
     pooled = [pooled_flie([r for clip in before[e] for r in clip], among=[0, 1, 2])["flie_edit_dims_pooled"]
               for e in direction]
     assert a["emotions"] == ["sad", "happy"] and a["identities"] == ["id0", "id1", "id2", "id3"]
@@ -532,8 +541,16 @@ def test_flie_over_emotions_means_each_emotions_pooled_flie_and_pairs_two_models
     assert paired_flie_difference(a, a)["difference"] == 0 == paired_flie_difference(a, a)["paired_jackknife_se"]
     with pytest.raises(ValueError, match="differ in identities"):
         paired_flie_difference(a, dict(b, identities=["id1", "id0", "id2", "id3"]))
-    two = flie_over_emotions({e: r[:2] for e, r in before.items()}, metas[:2], [0, 1, 2])
-    assert "leave_one_identity_out" not in two
+    two = over_emotions(before, clips=2)
+    assert "leave_one_identity_out" not in two and two["flie_edit_dims_pooled_mean"] > 0
+    still = {"level_condition_means": np.zeros((7, 3)).tolist(), "level_psi_means": np.zeros((7, 3)).tolist()}
+    undefined = flie_over_emotions({"sad": flie_over_clips(before["sad"], metas, [0, 1, 2]),
+                                    "happy": flie_over_clips([[still]] * 4, metas, [0, 1, 2])})
+    assert undefined["flie_pooled_error"].startswith("happy: the asked psi does not change")
+    assert "flie_edit_dims_pooled_mean" not in undefined
+    with pytest.raises(ValueError, match="the same clips"):
+        flie_over_emotions({"sad": flie_over_clips(before["sad"], metas, [0, 1, 2]),
+                            "happy": flie_over_clips(before["happy"][:3], metas[1:], [0, 1, 2])})
     with pytest.raises(ValueError, match="needs leave-one-identity-out values"):
         paired_flie_difference(two, dict(two))
 
@@ -835,15 +852,11 @@ def test_generator_mouth_offsets_against_the_corpus(corpus):
 def test_the_emotion_term_can_weigh_more_on_the_real_texture_examples(tmp_path):
     """emotion.real_texture_emotion_mult: the emotion-region term of real-texture examples counts mult times, the
     procedural examples' loss is unchanged; older files read 1 (no change); a negative multiple is refused."""
-    from training.train_denoiser import DenoiserTrainingConfig, real_texture_emotion_extra
+    from training.train_denoiser import DenoiserTrainingConfig, real_texture_emotion_scale
 
-    term = torch.tensor([0.5, 2.0, 1.5])
-    real = torch.tensor([True, False, True])
-    extra = real_texture_emotion_extra(term, real, 8.0, 3.0)
-    torch.testing.assert_close(extra, torch.tensor([8.0, 0.0, 24.0]))   # (3 - 1) x 8 x term, real ones only
-    base = 8.0 * term                                                    # what hybrid_loss adds for the term
-    torch.testing.assert_close((base + extra) / base, torch.tensor([3.0, 1.0, 3.0]))
-    assert not real_texture_emotion_extra(term, real, 8.0, 1.0).any()
+    real = torch.tensor([True, False, True])          # hybrid_loss's emotion_scale (test_emotion_conditioning.py)
+    torch.testing.assert_close(real_texture_emotion_scale(real, 3.0), torch.tensor([3.0, 1.0, 3.0]))
+    assert real_texture_emotion_scale(real, 1.0) is None
     assert load_config("denoiser_emotion_real_v4_emph_tex4_nodrop.json",
                        DenoiserTrainingConfig).emotion.real_texture_emotion_mult == 1.0
     recipe = json.load(open(os.path.join(CONFIGS, "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json")))

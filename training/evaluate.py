@@ -440,13 +440,15 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                      for s in range(seed, seed + flie_seeds)] for portrait, voice in of_faces]
 
         runs_per_clip = [runs] + runs_of(flie_emotion, faces[1:])
-        if flie_clips > 1:
-            report["flie_over_clips"] = flie_over_clips(runs_per_clip, flie_metas, read_dims)
-        if len(emotions) > 1:     # the other emotions' videos of the same faces and seeds
-            runs_by_emotion = {flie_emotion: runs_per_clip, **{e: runs_of(e, faces) for e in emotions[1:]}}
-            report["flie_per_emotion"] = {e: flie_over_clips(r, flie_metas, read_dims)
-                                          for e, r in runs_by_emotion.items()}
-            report["flie_over_emotions"] = flie_over_emotions(runs_by_emotion, flie_metas, read_dims)
+        if flie_clips > 1 or len(emotions) > 1:
+            first = flie_over_clips(runs_per_clip, flie_metas, read_dims)
+            if flie_clips > 1:
+                report["flie_over_clips"] = first
+            if len(emotions) > 1:     # the other emotions' videos of the same faces and seeds
+                per_emotion = {flie_emotion: first, **{e: flie_over_clips(runs_of(e, faces), flie_metas, read_dims)
+                                                       for e in emotions[1:]}}
+                report["flie_per_emotion"] = per_emotion
+                report["flie_over_emotions"] = flie_over_emotions(per_emotion)
         if lpips is None:
             skipped["lie"] = "no LPIPS weights (--lpips-lin and --lpips-backbone)"
     if inception is not None:
@@ -465,9 +467,10 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
 def flie_over_clips(runs_per_clip: Sequence[Sequence[dict]], metas: Sequence[dict],
                     read_dims: Sequence[int]) -> dict:
     """`evaluate_videos`' ``flie_over_clips``: FLIE's `intensity_metrics` runs of several clips (each a list over
-    the same seeds) pooled together (`evaluation.pooled_flie`), per clip, and with a leave-one-identity-out
-    jackknife SE (3 clips or more); ``flie_pooled_error`` where FLIE is undefined."""
-    from emodiff_core.evaluation import pooled_flie, pooled_flie_with_se
+    the same seeds) pooled together (`evaluation.pooled_flie`), per clip, and with 3 clips or more
+    ``leave_one_identity_out`` (the pooled FLIE with each clip's runs left out in turn, None where undefined:
+    `evaluation.pooled_flie_jackknife`) and its jackknife SE; ``flie_pooled_error`` where FLIE is undefined."""
+    from emodiff_core.evaluation import jackknife_se, pooled_flie, pooled_flie_jackknife
 
     every_run = [r for clip_runs in runs_per_clip for r in clip_runs]
     out: Dict[str, object] = {
@@ -475,8 +478,12 @@ def flie_over_clips(runs_per_clip: Sequence[Sequence[dict]], metas: Sequence[dic
         "level_psi_means_per_clip_seed": [[r["level_psi_means"] for r in rs] for rs in runs_per_clip],
         "level_condition_means_per_clip_seed": [[r["level_condition_means"] for r in rs] for rs in runs_per_clip]}
     try:
-        out.update(pooled_flie_with_se(every_run, among=read_dims,
-                                       groups=[i for i, rs in enumerate(runs_per_clip) for _ in rs]))
+        out.update(pooled_flie(every_run, among=read_dims))
+        if len(runs_per_clip) >= 3:
+            loo = pooled_flie_jackknife(every_run, among=read_dims,
+                                        groups=[i for i, rs in enumerate(runs_per_clip) for _ in rs])
+            out["leave_one_identity_out"] = [None if np.isnan(v) else float(v) for v in loo]
+            out["flie_edit_dims_pooled_jackknife_se"] = jackknife_se(loo)
         out["flie_edit_dims_pooled_per_clip"] = [pooled_flie(rs, among=read_dims)["flie_edit_dims_pooled"]
                                                  for rs in runs_per_clip]
     except ValueError as exc:
@@ -502,29 +509,32 @@ def flie_emotions(asked: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     return asked
 
 
-def flie_over_emotions(runs_by_emotion: Mapping[str, Sequence[Sequence[dict]]], metas: Sequence[dict],
-                       read_dims: Sequence[int]) -> dict:
-    """FLIE over several emotions: ``flie_edit_dims_pooled_mean``, the mean over emotions of each emotion's
-    `pooled_flie` over every clip and seed (``runs_by_emotion[e][clip][seed]``, the same clips, ``metas``, for
-    every emotion). With 3 clips or more, ``leave_one_identity_out``: that mean with one identity's clip left out of
-    every emotion's pool, in ``identities`` order, and its jackknife ``jackknife_se``; two models' reports over the
-    same identities give a paired difference (`paired_flie_difference`). ``flie_pooled_error`` where FLIE is
-    undefined for an emotion."""
-    from emodiff_core.evaluation import jackknife_se, pooled_flie
+def flie_over_emotions(per_emotion: Mapping[str, Mapping]) -> dict:
+    """FLIE over several emotions from each emotion's `flie_over_clips` (the same clips, in the same order, for every
+    emotion): ``flie_edit_dims_pooled_mean``, the mean of their pooled FLIEs, and with 3 clips or more
+    ``leave_one_identity_out``, the mean of their leave-one-identity-out values (one identity's clip left out of
+    every emotion's pool), with its jackknife ``jackknife_se``; two models' reports over the same identities give a
+    paired difference (`paired_flie_difference`). ``flie_pooled_error`` where FLIE is undefined for an emotion (or
+    for one with an identity left out)."""
+    from emodiff_core.evaluation import jackknife_se
 
-    def mean_over_emotions(keep: Sequence[int]) -> float:
-        return float(np.mean([pooled_flie([r for i in keep for r in runs[i]], among=read_dims)["flie_edit_dims_pooled"]
-                              for runs in runs_by_emotion.values()]))
-
-    n = len(metas)
-    out: Dict[str, object] = {"emotions": list(runs_by_emotion), "identities": [m["identity"] for m in metas]}
-    try:
-        out["flie_edit_dims_pooled_mean"] = mean_over_emotions(range(n))
-        if n >= 3:
-            loo = [mean_over_emotions([j for j in range(n) if j != i]) for i in range(n)]
-            out.update(leave_one_identity_out=loo, jackknife_se=jackknife_se(np.array(loo)))
-    except ValueError as exc:
-        out["flie_pooled_error"] = str(exc)
+    reports = list(per_emotion.values())
+    identities = list(reports[0]["identities"])
+    if any(list(r["identities"]) != identities for r in reports):
+        raise ValueError("flie_over_emotions needs every emotion's FLIE over the same clips")
+    out: Dict[str, object] = {"emotions": list(per_emotion), "identities": identities}
+    undefined = [f"{e}: {r['flie_pooled_error']}" for e, r in per_emotion.items() if "flie_pooled_error" in r]
+    if undefined:
+        out["flie_pooled_error"] = "; ".join(undefined)
+        return out
+    out["flie_edit_dims_pooled_mean"] = float(np.mean([r["flie_edit_dims_pooled"] for r in reports]))
+    if all("leave_one_identity_out" in r for r in reports):
+        loo = np.array([[np.nan if v is None else v for v in r["leave_one_identity_out"]] for r in reports]).mean(0)
+        if np.isnan(loo).any():
+            left = ", ".join(i for i, v in zip(identities, loo) if np.isnan(v))
+            out["flie_pooled_error"] = f"FLIE is undefined for an emotion with {left} left out"
+        else:
+            out.update(leave_one_identity_out=loo.tolist(), jackknife_se=jackknife_se(loo))
     return out
 
 

@@ -123,7 +123,7 @@ class EmotionSection:
     (`TwinOptions.photo_still_share`). ``twin_photo_oldest_own_pose``: the oldest slot's photo at frame t-2's pose,
     never the identity image itself (`TwinOptions.photo_oldest_own_pose`).
     ``real_texture_emotion_mult``: the emotion-region term's weight on examples of the real-texture corpus, as a
-    multiple of ``loss.emotion`` (1 = the same as on procedural faces; `real_texture_emotion_extra`): the photos'
+    multiple of ``loss.emotion`` (1 = the same as on procedural faces; `real_texture_emotion_scale`): the photos'
     emotions are the ones users see, and the procedural faces already render theirs."""
 
     ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0, "twin_neutral_oldest_share": 0.0,
@@ -196,12 +196,10 @@ EXPRESSION_PATH = ("unet.expression_frame_embed.", "unet.expression_embed.", "un
                    ".film.expression.")
 
 
-def real_texture_emotion_extra(emotion_term: torch.Tensor, real_texture: torch.Tensor, weight: float,
-                               mult: float) -> torch.Tensor:
-    """Per example, what to add to `hybrid_loss`'s total so that the emotion-region term of real-texture examples
-    counts ``mult`` x ``weight`` instead of ``weight`` (the term is a mean over the region's pixels, so scaling
-    the mask would change nothing); 0 for the procedural examples."""
-    return (mult - 1.0) * weight * emotion_term * real_texture.to(emotion_term.dtype)
+def real_texture_emotion_scale(real_texture: torch.Tensor, mult: float) -> Optional[torch.Tensor]:
+    """`hybrid_loss`'s ``emotion_scale``: ``mult`` for the real-texture examples, 1 for the procedural ones; None
+    (no scaling) when ``mult`` is 1."""
+    return None if mult == 1.0 else 1.0 + (mult - 1.0) * real_texture.float()
 
 
 def make_cond(model: EMOdiffheadDenoiser, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -297,10 +295,9 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
         with autocast(info.device):
             terms = hybrid_loss(diffusion, ddp_model, batch["x0"], t, make_cond(ddp_model, batch), weights,
                                 landmarks=batch["landmarks"], noise=noise,
-                                emotion_mask=batch.get("emotion_mask") if weights.emotion > 0 else None)
-            if emotion.real_texture_emotion_mult != 1.0 and "emotion" in terms:   # logged as what is optimised
-                terms["loss"] = terms["loss"] + real_texture_emotion_extra(
-                    terms["emotion"], batch["real_texture"], weights.emotion, emotion.real_texture_emotion_mult)
+                                emotion_mask=batch.get("emotion_mask") if weights.emotion > 0 else None,
+                                emotion_scale=real_texture_emotion_scale(batch["real_texture"],
+                                                                         emotion.real_texture_emotion_mult))
             loss = terms["loss"].mean()
         grad_norm = optimizer_step(opt, loss, lr, model.parameters(), optim_cfg.grad_clip)
         ema.update(model, step)

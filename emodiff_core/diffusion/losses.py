@@ -177,10 +177,12 @@ class LossWeights:
 
 def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: Mapping,
                 weights: LossWeights = LossWeights(), landmarks: Optional[torch.Tensor] = None,
-                noise: Optional[torch.Tensor] = None, emotion_mask: Optional[torch.Tensor] = None
-                ) -> Dict[str, torch.Tensor]:
+                noise: Optional[torch.Tensor] = None, emotion_mask: Optional[torch.Tensor] = None,
+                emotion_scale: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Eq. 16: L_simple + lambda_vlb L_vlb + lambda_lip L_lip + lambda_eye L_eye, per sample, plus
-    ``weights.emotion`` times the noise error on ``emotion_mask`` [B, 1, H, W] when given.
+    ``weights.emotion`` times the noise error on ``emotion_mask`` [B, 1, H, W] when given, that weight multiplied
+    per sample by ``emotion_scale`` [B] when given (the term is a mean over the region's pixels, so scaling the mask
+    would change nothing).
 
     Returns a dict of per-sample tensors: ``simple`` (Eq. 6), ``vlb`` (the per-step term in bits/dim),
     ``lip``, ``eye``, ``emotion`` (when a mask is given), ``texture`` (when weighted) and ``loss`` (the weighted
@@ -204,7 +206,8 @@ def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: 
         loss = loss + weights.lip * terms["lip"] + weights.eye * terms["eye"]
     if emotion_mask is not None:
         terms["emotion"] = masked_mse(noise, eps, emotion_mask.to(x_start.dtype))
-        loss = loss + weights.emotion * terms["emotion"]
+        weight = weights.emotion if emotion_scale is None else weights.emotion * emotion_scale.to(x_start.dtype)
+        loss = loss + weight * terms["emotion"]
     if weights.texture > 0:
         pred_xstart = diffusion.predict_xstart_from_eps(x_t, t, eps)
         signal = diffusion.extract(diffusion.alphas_cumprod, t, x_start).reshape(-1)
