@@ -166,7 +166,7 @@ class FaceFit:
 
 def fit_face(landmarks: np.ndarray, fix_similarity: Optional[np.ndarray] = None, ridge: float = 0.02,
              iterations: int = 4) -> FaceFit:
-    """Fit the corpus' face model to 68 landmarks (pixels): similarity, beta and the named part of psi."""
+    """Fit the face model (`facemodel`) to 68 landmarks (pixels): similarity, beta and the named part of psi."""
     lm = np.asarray(landmarks, np.float64)
     basis = np.concatenate([IDENTITY_BASIS, EXPRESSION_BASIS[:NUM_NAMED]]).reshape(-1, 136)   # [23, 136]
     coef = np.zeros(len(basis))
