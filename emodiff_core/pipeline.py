@@ -26,6 +26,7 @@ from .guidance import AudioGuidance, ExpressionGuidance
 from .sampling import SamplingSettings
 from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
 from .emotions import EMOTIONS, NEUTRAL, emotion_index
+from .facemodel import SPEECH_MOUTH_COMPONENTS       # of the psi every shipped model makes and reads
 from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
 
 MAX_AUDIO_SECONDS = 600.0
@@ -481,10 +482,6 @@ def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: 
     return blend_from_weights(e_n, targets, weights[:, used].float()), e_n
 
 
-# The components of the corpus' expression space (facemodel.EXPRESSION_COMPONENTS: the psi every
-# shipped expression generator makes and every shipped denoiser reads) that speech moves: jaw_open, mouth_width,
-# lip_press, lower_lip_depress.
-SPEECH_MOUTH_COMPONENTS = (0, 1, 10, 12)
 # How `emotion_expression_pair`'s mouth is chosen (`resolve_mouth_level`): "voice" holds it (`hold_voice_mouth`),
 # "generator" keeps the generator's speaking mouth (the paper), "auto" is what the bundle recommends
 # (`recommended_mouth`: its info.sampling.mouth, "generator" without one).
