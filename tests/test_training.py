@@ -156,7 +156,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_v4_emph_tex4.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_t6.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json",
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_no50.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -171,28 +172,31 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                            "_v4_emph_tex4.json",
                                                                            "_v4_emph_tex4_nodrop.json",
                                                                            "_v4_emph_tex4_nodrop_t6.json",
-                                                                           "_v4_emph_tex4_nodrop_rt3.json"))
+                                                                           "_v4_emph_tex4_nodrop_rt3.json",
+                                                                           "_v4_emph_tex4_nodrop_no50.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
-            # only the re-injection-state fine-tunes (real-only, mixed, from the demo) hold neutral-oldest examples
+            # only the re-injection-state fine-tunes (real-only, mixed, from two demos) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
-                                                                   or name.endswith("_v4_anchor.json"))
+                                                                   or name.endswith(("_v4_anchor.json",
+                                                                                     "_nodrop_no50.json")))
             # the emphasis arms double the emotion region's weight and raise the share of twin examples (two split
             # it; the last keeps the demo's share)
             emphasis = {"_v4_emph.json": (8.0, 0.8), "_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8),
                         "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
                         "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6),
-                        "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8)}
+                        "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_no50.json": (8.0, 0.8)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
-            # and four of them ask the predicted x0 for the target's fine detail
+            # and the texture arms ask the predicted x0 for the target's fine detail
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
-                       "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0}
+                       "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0,
+                       "_v4_emph_tex4_nodrop_no50.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
             # a twin is the target in half of the twin examples (the first recipes: 40 %)
             first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
                      "denoiser_real.json", "denoiser_real_v3.json")
             assert cfg.emotion.twin_target_share == (0.4 if name in first else 0.5), name
-            # the last two train without the null condition of guidance (its neutral psi would otherwise also
+            # the no-dropout arms train without the null condition of guidance (its neutral psi would otherwise also
             # stand for "any emotion"); the demo samples without guidance on the emotion
             assert (cfg.emotion.expression_dropout == 0.0) == ("_nodrop" in name), name
             # the photo-anchor arms hold the source photo there instead (the last with neutral-oldest examples too),
