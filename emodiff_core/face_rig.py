@@ -27,7 +27,7 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .facemodel import (CANONICAL_NOSE_TIP, COMPONENT, CROP_EYE_RATIO, DEPTH, EXPRESSION_BASIS, EXPRESSION_DIM,
+from .facemodel import (CANONICAL_NOSE_TIP, COMPONENT, CROP_EYE_RATIO, EXPRESSION_BASIS, EXPRESSION_DIM,
                         EYE_DISTANCE, IDENTITY_BASIS, NUM_NAMED, TEMPLATE, HeadPose, apply_pose, canonical_to_pixels,
                         teeth_colour)
 from .shading import Canvas, expression_shading
@@ -54,7 +54,6 @@ def _anchors() -> Tuple[np.ndarray, np.ndarray]:
 
 
 ANCHORS, ANCHOR_DEPTH = _anchors()
-ALL_DEPTH = np.concatenate([DEPTH, ANCHOR_DEPTH])
 
 
 # Contours (corner to corner) whose landmarks get Catmull-Rom midpoints as extra control points, so lips, lids and

@@ -69,7 +69,7 @@ def _polygon_mask(points, size):
 
 def test_triangulation_keeps_mouth_and_eyes_apart():
     assert face_rig.region_is_own(face_rig.TRIANGLES, face_rig.INNER_LIP_POLY)
-    assert face_rig.region_is_own(face_rig.TRIANGLES, face_rig.EYE_POLYS[0]) and face_rig.region_is_own(face_rig.TRIANGLES, face_rig.EYE_POLYS[1])
+    assert all(face_rig.region_is_own(face_rig.TRIANGLES, eye) for eye in face_rig.EYE_POLYS)
     assert rf.folded_triangles(TEMPLATE) == 0
     # the contour midpoints lie on smooth curves through the landmarks, and follow any similarity exactly
     dense = face_rig.densify(TEMPLATE)
