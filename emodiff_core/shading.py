@@ -46,7 +46,6 @@ class Canvas:
         cv2.circle(img, c, int(round(radius * self.ss * 16)), tuple(float(v) for v in colour), -1,
                    lineType=cv2.LINE_AA, shift=4)
 
-
     def _shading(self, marks: "ShadingMarks", window) -> np.ndarray:
         """Multiplicative skin shading [h, w, 1] of a canvas window (0 = none) from folds (thin lines) and soft
         bulges/shadows."""
@@ -64,7 +63,6 @@ class Canvas:
             # the blur treats the window's edge as a mirror; the face mask hides what is outside the face anyway
             shade += cv2.GaussianBlur(acc, (0, 0), sigma * unit * self.ss)
         return shade[..., None]
-
 
 
 # Expression shading, in face units (1 = the outer-eye-corner distance / 1.2): folds are soft lines, bulges and
