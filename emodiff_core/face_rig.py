@@ -269,7 +269,9 @@ def source_from_image(image: np.ndarray, landmarks: np.ndarray, name: str, perso
     return SourceFace(name, person or name.split("#")[0], canvas, canon.astype(np.float64),
                       float(np.linalg.norm(lm[45] - lm[36])))
 
+
 def source_points(canon68: np.ndarray) -> np.ndarray:
+    """The canvas control points (landmarks, contour midpoints, anchors) of a face's canonical landmarks."""
     return canon_to_canvas(control_points(canon68, ANCHORS))
 
 

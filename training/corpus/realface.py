@@ -61,7 +61,6 @@ MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28
                      + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
 
 
-
 def flip_source(face: SourceFace) -> SourceFace:
     """The mirror image (canonical x -> -x about the nose tip, landmarks renumbered)."""
     lm = face.landmarks[MIRROR_68].copy()
@@ -324,7 +323,6 @@ def real_identity(sources: RealSources, seed: int, index: int) -> RealRig:
                             rng.uniform(-0.04, 0.04)])
     info["crop"] = [round(float(v), 3) for v in pose_offset[1:]]
     return corpus_rig(rig_from_face(face, canvas, pose_offset, info), make_identity(seed, index))
-
 
 
 @functools.lru_cache(maxsize=64)
