@@ -51,6 +51,15 @@ def _image(arr):
     return torch.from_numpy(np.asarray(arr, np.float32) / 255.0)[None]
 
 
+def _sampler_inputs(comfy, astronaut, emotion):
+    """(model, portrait, audio features, expression): the tiny model's Sampler inputs from the nodes before it."""
+    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
+    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
+    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
+    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, emotion, 1.0, 0)
+    return model, portrait, feats, expr
+
+
 def _speech_audio(seconds=0.3, sr=44100, channels=2):
     t = np.arange(int(seconds * sr)) / sr
     wave = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
@@ -166,10 +175,7 @@ def test_the_nodes_chain_into_a_video(comfy, astronaut):
 
 
 def test_sampler_reinjects_the_identity_as_the_checkpoint_recommends_by_default(comfy, astronaut, monkeypatch):
-    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
-    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
-    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
-    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "happy", 1.0, 0)
+    model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "happy")
     sampler = _node(comfy, "EMOdiffheadSampler")
     widget = type(sampler).INPUT_TYPES()["optional"]["reinject_identity_every"][1]
     assert widget["default"] == widget["min"] == -1
@@ -191,10 +197,7 @@ def test_sampler_reinjects_the_identity_as_the_checkpoint_recommends_by_default(
 
 
 def test_sampler_gives_the_portrait_at_a_neutral_expression_by_default(comfy, astronaut, monkeypatch):
-    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
-    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
-    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
-    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "sad", 1.0, 0)
+    model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "sad")
     sampler = _node(comfy, "EMOdiffheadSampler")
     widget = type(sampler).INPUT_TYPES()["optional"]["portrait_identity"]
     assert widget[0] == ["neutral", "photo"] and widget[1]["default"] == "neutral"
@@ -217,10 +220,7 @@ def test_sampler_gives_the_portrait_at_a_neutral_expression_by_default(comfy, as
 
 
 def test_sampler_guides_as_the_checkpoint_recommends_by_default(comfy, astronaut, monkeypatch, capsys):
-    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
-    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
-    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
-    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "happy", 1.0, 0)
+    model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "happy")
     bare = type(expr)(expr.psi, expr.fps, expr.description)          # a loaded track without its neutral sequence
     sampler = _node(comfy, "EMOdiffheadSampler")
     widget = type(sampler).INPUT_TYPES()["optional"]["guidance"][1]
@@ -247,10 +247,7 @@ def test_sampler_guides_as_the_checkpoint_recommends_by_default(comfy, astronaut
 
 
 def test_cancel_stops_within_one_denoising_step(comfy, astronaut):
-    model, = _node(comfy, "LoadEMOdiffheadModel").load("tiny.safetensors", "cpu", "fp32")
-    portrait, _ = _node(comfy, "EMOdiffheadLoadPortrait").load(model, _image(astronaut))
-    feats, _, _ = _node(comfy, "EMOdiffheadAudioEncode").encode(model, _speech_audio(0.3), 30.0)
-    expr, _ = _node(comfy, "EMOdiffheadEmotionVector").make(model, feats, "sad", 1.0, 0)
+    model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "sad")
     forwards = []
     hook = model.denoiser.register_forward_hook(lambda *a: forwards.append(1))
     comfy.checks = 0
