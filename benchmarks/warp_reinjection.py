@@ -30,8 +30,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from emodiff_core.face_rig import render_rig_frames, rig_from_photo
-from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS, HeadPose
+from emodiff_core import pipeline
+from emodiff_core.face_rig import rig_from_photo
+from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS
 
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
 
@@ -64,15 +65,8 @@ def scaled_emotion(expression: torch.Tensor, neutral: torch.Tensor, strength: fl
 
 def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], torch.Tensor]:
     """`generate_frames`' ``reinject_source``: frame i -> [B, 3, S, S] in [0, 1], the rig rendered at each video's
-    psi row i (rendered on demand)."""
-    videos = len(psi_per_video)
-    still = HeadPose(np.zeros(videos), np.zeros(videos), np.ones(videos), np.zeros(videos), np.zeros(videos))
-
-    def source(index: int) -> torch.Tensor:     # every video's row i in one call (each frame is rendered alone)
-        frames, _ = render_rig_frames(rig, psi_per_video[:, index], still, size)
-        return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-
-    return source
+    psi row i (rendered on demand, `pipeline.rig_crops`)."""
+    return lambda index: pipeline.rig_crops(rig, psi_per_video[:, index], size)   # each frame is rendered alone
 
 
 def portrait_warp(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int, mouth: str,

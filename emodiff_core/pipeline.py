@@ -263,8 +263,8 @@ def neutral_identity(portrait: Portrait, neutral: Optional[torch.Tensor], size: 
     geometry, its own expression (a smile, raised brows) taken out. ``neutral``: e_n, [N, D] (one video) or
     [B, N, D], as `emotion_expression_pair` makes it; None (an expression file without one): the face model's
     neutral, psi = 0. Rendered with the crop convention of `prepare_portrait`, so it lines up with the crop."""
-    from .face_rig import render_rig_frames, rig_from_photo
-    from .facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS, HeadPose
+    from .face_rig import rig_from_photo
+    from .facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS
 
     if neutral is None:
         psi = np.zeros((1, EXPRESSION_DIM))
@@ -275,9 +275,18 @@ def neutral_identity(portrait: Portrait, neutral: Optional[torch.Tensor], size: 
                                 f"got {list(first.shape)}")
         psi = first.reshape(-1, first.shape[-2], EXPRESSION_DIM)[:, 0].numpy().copy()
     psi[:, [COMPONENT[name] for name in SPEECH_COMPONENTS]] = 0.0
-    videos = len(psi)
-    still = HeadPose(np.zeros(videos), np.zeros(videos), np.ones(videos), np.zeros(videos), np.zeros(videos))
-    frames, _ = render_rig_frames(rig_from_photo(portrait.image, portrait.landmarks), psi, still, int(size))
+    return rig_crops(rig_from_photo(portrait.image, portrait.landmarks), psi, size)
+
+
+def rig_crops(rig, psi: np.ndarray, size: int) -> torch.Tensor:
+    """[B, 3, S, S] in [0, 1]: a `face_rig.FaceRig` rendered at each row of ``psi`` [B, D], head still, in the crop
+    convention of `prepare_portrait`."""
+    from .face_rig import render_rig_frames
+    from .facemodel import HeadPose
+
+    n = len(psi)
+    still = HeadPose(np.zeros(n), np.zeros(n), np.ones(n), np.zeros(n), np.zeros(n))
+    frames, _ = render_rig_frames(rig, psi, still, int(size))
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
 
