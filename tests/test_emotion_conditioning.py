@@ -480,6 +480,34 @@ def test_twin_examples_keep_the_emotion_in_psi_only(corpus):
     assert set(batch) >= {"neutral_expression", "emotion_mask"} and batch["emotion_mask"].shape == (4, 1, 64, 64)
     probe = data.probe_batch(np.random.default_rng(2), 3)
     assert probe["twin"].shape == probe["x0"].shape and (probe["x0"] - probe["twin"]).abs().max() > 0
+    # one emotion's probe batch: every target is a frame of a clip of that emotion
+    strongest = max((d for d in data.clips if d.twins is not None and d.meta["emotion"] != "neutral"),
+                    key=lambda d: d.meta.get("intensity") or 0.0)
+    emotion = strongest.meta["emotion"]
+    only = data.probe_batch(np.random.default_rng(2), 3, emotion=emotion)
+    own = torch.cat([d.frames.float() / 127.5 - 1.0 for d in data.clips if d.meta["emotion"] == emotion])
+    assert all(bool((own == x).flatten(1).all(1).any()) for x in only["x0"])
+    from training.data import ClipFormatError
+    with pytest.raises(ClipFormatError, match="no elated clips"):
+        data.probe_batch(np.random.default_rng(2), 3, emotion="elated")
+
+
+def test_probes_by_emotion_report_each_emotion_of_the_split(corpus):
+    """benchmarks.x0_response_by_emotion: one probe batch per emotion (the same draws as the pooled probe's,
+    restricted), every emotion of the split reported."""
+    from benchmarks.x0_response_by_emotion import probes_by_emotion
+    from training.data import DenoiserData, TwinOptions
+
+    torch.manual_seed(0)
+    den = EMOdiffheadDenoiser(dataclasses.replace(C.DENOISER_PRESETS["demo"])).eval()
+    report = probes_by_emotion(den, corpus, "train", examples=2)
+    data = DenoiserData(corpus, den.config, "train", twins=TwinOptions(share=1.0))
+    assert set(report) == {c.meta["emotion"] for c in data.clips} - {"neutral"}
+    measured = {e: r for e, r in report.items() if r["examples"]}
+    assert measured, report
+    for r in measured.values():
+        assert r["examples"] == 2 and r["change_0_255"] > 0
+        assert all(np.isfinite(r[k]) for k in ("x0_response_0.2", "x0_response_0.4", "x0_response_0.6", "swap_loss"))
 
 
 def test_neutral_oldest_examples_hold_the_neutral_twin_in_the_oldest_slot_and_the_clip_in_the_rest(corpus):

@@ -302,19 +302,22 @@ class DenoiserData:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
     def probe_batch(self, rng: np.random.Generator, examples: int, min_intensity: float = 0.6,
-                    emotion_scale: float = 1.0) -> Dict[str, torch.Tensor]:
+                    emotion_scale: float = 1.0, emotion: Optional[str] = None) -> Dict[str, torch.Tensor]:
         """Twin examples for `training.probes`: frames of emotional clips (k >= ``min_intensity``) where the
         emotion has set in, their neutral twins, identity and motion frames from the neutral twin.
         ``emotion_scale`` below 1: the target is the frame's twin with that share of its emotion (0.5: half
-        the intensity), with that twin's psi; the same draws as at 1, so the two batches pair up."""
+        the intensity), with that twin's psi; the same draws as at 1, so the two batches pair up.
+        ``emotion``: only clips of that emotion (the probes per emotion)."""
         if not 0.0 < emotion_scale <= 1.0:
             raise ValueError(f"emotion_scale must be in (0, 1], got {emotion_scale}")
         candidates = [(i, f) for i, c in enumerate(self.clips) if c.twins is not None
                       and c.meta.get("emotion") not in (None, "neutral") and not c.meta.get("emotion_change")
+                      and (emotion is None or c.meta.get("emotion") == emotion)
                       and (c.meta.get("intensity") or 0.0) >= min_intensity
                       for f in np.flatnonzero(c.twins.onset >= 0.9)]
         if not candidates:
-            raise ClipFormatError("no emotional clips with twins at full onset for the emotion probes")
+            which = "emotional clips" if emotion is None else f"{emotion} clips"
+            raise ClipFormatError(f"no {which} with twins at full onset for the emotion probes")
         picks = rng.choice(len(candidates), size=min(examples, len(candidates)), replace=False)
         items = []
         for k in picks:
