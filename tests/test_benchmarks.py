@@ -428,3 +428,27 @@ def test_flie_paired_reads_two_reports_and_says_what_a_report_lacks(tmp_path, ca
     one.write_text(json.dumps({"videos": {"flie": 3.0}}))
     assert flie_paired.main([a, str(one)]) == 2
     assert "has no videos.flie_over_emotions" in capsys.readouterr().err
+
+
+def test_cpu_allocator_alternates_the_arms_and_compares_within_each_quadruple(tiny_bundle, tmp_path, monkeypatch,
+                                                                             capsys):
+    from benchmarks import cpu_allocator
+
+    calls, walls = [], iter([4.0, 2.0, 2.0, 4.0, 3.0, 3.0, 3.0, 3.0])
+    monkeypatch.setattr(cpu_allocator, "run_arm",
+                        lambda arm, args: calls.append(arm) or {"arm": arm, "sampling_seconds": next(walls)})
+    out = tmp_path / "cpu_allocator.json"
+    assert cpu_allocator.main(["--json", "--checkpoint", tiny_bundle, "--pairs", "2", "--out", str(out)]) == 0
+    r = _last_json(capsys)
+    assert calls == ["default", "tuned", "tuned", "default"] * 2                  # ABBA, twice
+    assert r["tuned_over_default_wall_per_quadruple"] == [0.5, 1.0]
+    assert r["tuned_over_default_wall_median"] == 0.75
+    assert json.loads(out.read_text()) == r
+
+
+def test_cpu_allocator_child_times_the_demo_sampling(tiny_bundle):
+    from benchmarks import cpu_allocator
+
+    r = cpu_allocator.child("default", tiny_bundle, 0.2, 1)     # default: the test process's malloc is left alone
+    assert r["arm"] == "default" and r["mallopt"] == {}
+    assert r["sampling_seconds"] > 0 and r["user_seconds"] >= 0 and r["minor_page_faults"] >= 0 and r["peak_rss_mb"] > 0
