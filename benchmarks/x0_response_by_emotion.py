@@ -22,13 +22,10 @@ import numpy as np
 
 from . import common
 
-SEED = 424_242      # the training log's probe seed (`train_denoiser`), so a batch here is drawn the same way
-
-
 def probes_by_emotion(denoiser, data_dir: str, split: str, examples: int, seed: int = 0) -> dict:
     from emodiff_core.diffusion import GaussianDiffusion
     from training.data import ClipFormatError, DenoiserData, TwinOptions
-    from training.probes import emotion_probes
+    from training.probes import PROBE_DRAW_SEED, emotion_probes
 
     data = DenoiserData(data_dir, denoiser.config, split, twins=TwinOptions(share=1.0))
     if not data.has_twins:
@@ -39,7 +36,7 @@ def probes_by_emotion(denoiser, data_dir: str, split: str, examples: int, seed: 
     out = {}
     for emotion in emotions:
         try:
-            batch = data.probe_batch(np.random.default_rng([seed, SEED]), examples, emotion=emotion)
+            batch = data.probe_batch(np.random.default_rng([seed, PROBE_DRAW_SEED]), examples, emotion=emotion)
         except ClipFormatError:         # this emotion's clips are all weak (k < 0.6) or change emotion
             out[emotion] = {"examples": 0}
             continue

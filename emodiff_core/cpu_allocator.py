@@ -3,11 +3,11 @@
 glibc's malloc serves a block above its mmap threshold with a fresh mapping and returns it to the kernel when it is
 freed, and trims the top of its heap back to the kernel once more than the trim threshold is free there; both
 thresholds move with what was freed before. Torch's CPU allocator asks malloc for every activation, so an
-autoregressive loop that allocates and frees the same few megabytes at every network pass can fall into faulting the
-same pages in again and again: some runs of the demo's sampling take 5 million minor page faults and 14 s of system
-time per 60 frames, others 0.2 million, depending on the order of earlier frees. Fixed thresholds, set once at the
-start, make malloc reuse those blocks in every run (75-80 thousand faults, 1 s of system time); the sampling wall time
-was 0.87-1.00 of glibc's defaults (`benchmarks/cpu_allocator.py`, benchmarks/README.md). Training steps were measured
+autoregressive loop that allocates and frees the same few megabytes at every network pass falls into faulting the
+same pages in again and again: the demo command took 8-17 million minor page faults and 16-39 s of system time, how
+many depending on the order of earlier frees. Fixed thresholds, set once at the start, make malloc reuse those blocks
+(0.2-0.7 million faults, 1-3 s); the demo then took 0.79 of the time, same files bit for bit
+(`benchmarks/cpu_allocator.py`, benchmarks/README.md). Training steps were measured
 unchanged, so only the inference command line applies it. Peak memory stays what the work needs (freed memory is
 reused, not added to); the process just does not hand it back before it exits.
 

@@ -434,21 +434,50 @@ def test_cpu_allocator_alternates_the_arms_and_compares_within_each_quadruple(ti
                                                                              capsys):
     from benchmarks import cpu_allocator
 
-    calls, walls = [], iter([4.0, 2.0, 2.0, 4.0, 3.0, 3.0, 3.0, 3.0])
-    monkeypatch.setattr(cpu_allocator, "run_arm",
-                        lambda arm, args: calls.append(arm) or {"arm": arm, "sampling_seconds": next(walls)})
+    calls, totals = [], iter([4.0, 2.0, 2.0, 4.0, 3.0, 3.0, 3.0, 3.0])
+    monkeypatch.setattr(cpu_allocator, "run_arm", lambda arm, args: calls.append(arm) or
+                        {"arm": arm, "total_seconds": next(totals), "outputs_sha256": "same"})
     out = tmp_path / "cpu_allocator.json"
     assert cpu_allocator.main(["--json", "--checkpoint", tiny_bundle, "--pairs", "2", "--out", str(out)]) == 0
     r = _last_json(capsys)
     assert calls == ["default", "tuned", "tuned", "default"] * 2                  # ABBA, twice
-    assert r["tuned_over_default_wall_per_quadruple"] == [0.5, 1.0]
-    assert r["tuned_over_default_wall_median"] == 0.75
+    assert r["tuned_over_default_total_per_quadruple"] == [0.5, 1.0]
+    assert r["tuned_over_default_total_median"] == 0.75 and r["same_outputs"] is True
     assert json.loads(out.read_text()) == r
 
 
-def test_cpu_allocator_child_times_the_demo_sampling(tiny_bundle):
+def test_cpu_allocator_runs_each_arm_in_its_own_process_with_its_environment(tmp_path, monkeypatch):
+    # a stand-in for the demo command (the real one is the benchmark's to run: minutes) that writes what it was given
+    import argparse
+    import sys
+
     from benchmarks import cpu_allocator
 
-    r = cpu_allocator.child("default", tiny_bundle, 0.2, 1)     # default: the test process's malloc is left alone
-    assert r["arm"] == "default" and r["mallopt"] == {}
-    assert r["sampling_seconds"] > 0 and r["user_seconds"] >= 0 and r["minor_page_faults"] >= 0 and r["peak_rss_mb"] > 0
+    script = tmp_path / "fake_demo.py"
+    script.write_text("import json, os, sys\n"
+                      "os.makedirs(sys.argv[1])\n"
+                      "seen = {k: os.environ.get(k) for k in ('EMODIFF_MALLOC_DEFAULTS', 'MALLOC_TRIM_THRESHOLD_')}\n"
+                      "open(os.path.join(sys.argv[1], 'env.json'), 'w').write(json.dumps(seen))\n"
+                      "bytearray(64 << 20)\n"
+                      "print(json.dumps({'sampling_seconds': 1.5, 'total_seconds': 2.5}))\n")
+    monkeypatch.setattr(cpu_allocator, "demo_command", lambda args, out_dir: [sys.executable, str(script), out_dir])
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")       # the caller's own setting is not passed on
+    monkeypatch.setenv("EMODIFF_MALLOC_DEFAULTS", "1")           # nor its opt-out: the arm decides
+    args = argparse.Namespace(checkpoint="unused", steps=None)
+    default, tuned = (cpu_allocator.run_arm(arm, args) for arm in ("default", "tuned"))
+    for r in (default, tuned):
+        assert (r["sampling_seconds"], r["total_seconds"]) == (1.5, 2.5)
+        assert r["peak_rss_mb"] > 64 and r["minor_page_faults"] > 0 and r["user_seconds"] >= 0
+    assert default["outputs_sha256"] != tuned["outputs_sha256"]       # they were given different environments
+
+
+def test_cpu_allocator_reports_a_failed_run(tmp_path, monkeypatch):
+    import argparse
+    import sys
+
+    from benchmarks import common, cpu_allocator
+
+    monkeypatch.setattr(cpu_allocator, "demo_command",
+                        lambda args, out_dir: [sys.executable, "-c", "import sys; sys.exit('no portrait here')"])
+    with pytest.raises(common.BenchmarkError, match="(?s)the tuned demo run failed:.*no portrait here"):
+        cpu_allocator.run_arm("tuned", argparse.Namespace(checkpoint="unused", steps=None))

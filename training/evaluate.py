@@ -37,7 +37,7 @@ from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, par
 
 from .clips import ClipDataset
 from .data import DenoiserData, FrameData, TwinOptions, resize_clip_frames
-from .probes import emotion_probes, half_intensity_probe
+from .probes import PROBE_DRAW_SEED, emotion_probes, half_intensity_probe
 
 NAMED = 13
 WINDOW = 48
@@ -1136,7 +1136,7 @@ def emotion_probe_report(denoiser, data_dir: str, split: str, examples: int = PR
     data = DenoiserData(data_dir, denoiser.config, split, twins=TwinOptions(share=1.0))
     if not data.has_twins:
         return None
-    batches = {scale: data.probe_batch(np.random.default_rng([seed, 424_242]), examples, emotion_scale=scale)
+    batches = {scale: data.probe_batch(np.random.default_rng([seed, PROBE_DRAW_SEED]), examples, emotion_scale=scale)
                for scale in (1.0, 0.5)}
     diffusion = GaussianDiffusion.from_config(denoiser.config.diffusion)
     return {"examples": examples, **emotion_probes(denoiser, diffusion, batches[1.0], seed=seed),

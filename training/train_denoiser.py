@@ -29,7 +29,7 @@ from .data import (IDENTITY_SOURCES, MOTION_BLUR_SOURCES, DenoiserData, TwinOpti
                    expression_statistics, mean_psnr, model_range_to_01, motion_blur_sigmas, optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
-from .probes import emotion_probes, half_intensity_probe
+from .probes import PROBE_DRAW_SEED, emotion_probes, half_intensity_probe
 
 
 @dataclass(frozen=True)
@@ -349,7 +349,7 @@ def _probe_set(data_dir: DataFolders, model_cfg, data_cfg: DataSection, examples
             print("emotion probes are off: the validation clips have no counterfactual twins (corpus clips only)",
                   flush=True)
         return None
-    return {name: val.probe_batch(np.random.default_rng([seed, 424_242]), examples, emotion_scale=scale)
+    return {name: val.probe_batch(np.random.default_rng([seed, PROBE_DRAW_SEED]), examples, emotion_scale=scale)
             for name, scale in (("full", 1.0), ("half", 0.5))}
 
 
