@@ -30,6 +30,8 @@ def portrait_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="default: the real checkpoint (checkpoints/emodiffhead_real.safetensors)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--emotions", default="happy,sad,surprised")
+    p.add_argument("--intensity", type=float, default=1.0,
+                   help="k of every asked emotion (as evaluate-portraits'; default 1)")
     p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
     add_portrait_identity(p)
     return p
@@ -68,7 +70,8 @@ def evaluate_with_patches(args: argparse.Namespace, reinjected: str,
         for name, make in patches.items():
             setattr(pipeline, name, make(originals[name]))
         report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds,
-                                    emotions=args.emotions, out=args.out, portrait_identity=args.portrait_identity)
+                                    emotions=args.emotions, intensity=args.intensity, out=args.out,
+                                    portrait_identity=args.portrait_identity)
     finally:
         for name, original in originals.items():
             setattr(pipeline, name, original)

@@ -313,9 +313,10 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     original, prepare = pipeline.generate_frames, pipeline.prepare_portrait
     seen = {}
 
-    def fake_evaluate(portraits, audio, checkpoint, seconds, emotions, out, portrait_identity):
+    def fake_evaluate(portraits, audio, checkpoint, seconds, emotions, intensity, out, portrait_identity):
         seen.update(portraits=portraits, checkpoint=checkpoint, seconds=seconds, emotions=emotions,
-                    portrait_identity=portrait_identity, generate=pipeline.generate_frames("d", "i", "a", "e"))
+                    intensity=intensity, portrait_identity=portrait_identity,
+                    generate=pipeline.generate_frames("d", "i", "a", "e"))
         return {"summary": {"lipsync_r": 0.5}}
 
     monkeypatch.setattr(ep, "evaluate_portraits", fake_evaluate)
@@ -325,10 +326,14 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     wrap = lambda generate: (lambda *a, **k: ("patched", generate is original))      # noqa: E731
     report = pa.evaluate_with_patches(args, "what changed", {"generate_frames": wrap})
     assert seen["generate"] == ("patched", True) and seen["emotions"] == "sad" and seen["portraits"] == "p"
-    assert seen["portrait_identity"] == "photo"                                    # as the recorded runs
+    assert seen["portrait_identity"] == "photo" and seen["intensity"] == 1.0      # as the recorded runs
     assert pipeline.generate_frames is original                                      # restored
     with open(tmp_path / "report.json") as f:
         assert json.load(f) == report == {"summary": {"lipsync_r": 0.5}, "reinjected": "what changed"}
+    args_k = pa.portrait_parser("prog", "doc").parse_args(["--portraits", "p", "--audio", "a", "--out", str(tmp_path / "k"),
+                                                           "--intensity", "1.5"])
+    pa.evaluate_with_patches(args_k, "k", {"generate_frames": wrap})
+    assert seen["intensity"] == 1.5                                                 # passed on as asked
 
     def failing(*a, **k):
         raise RuntimeError("sampling failed")

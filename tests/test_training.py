@@ -137,7 +137,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 45
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 46
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -157,7 +157,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_v4_emph_tex4_nodrop.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_t6.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_no50.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_no50.json",
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_tw10.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -173,24 +174,26 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                            "_v4_emph_tex4_nodrop.json",
                                                                            "_v4_emph_tex4_nodrop_t6.json",
                                                                            "_v4_emph_tex4_nodrop_rt3.json",
-                                                                           "_v4_emph_tex4_nodrop_no50.json"))
+                                                                           "_v4_emph_tex4_nodrop_no50.json",
+                                                                           "_v4_emph_tex4_nodrop_tw10.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from two demos) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
                                                                    or name.endswith(("_v4_anchor.json",
                                                                                      "_nodrop_no50.json")))
             # the emphasis arms double the emotion region's weight and raise the share of twin examples (two split
-            # it; the last keeps the demo's share)
+            # it; t6 keeps the first demo's share, tw10 makes every example of a clip with twins a twin example)
             emphasis = {"_v4_emph.json": (8.0, 0.8), "_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8),
                         "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
                         "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6),
-                        "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_no50.json": (8.0, 0.8)}
+                        "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_no50.json": (8.0, 0.8),
+                        "_v4_emph_tex4_nodrop_tw10.json": (8.0, 1.0)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
             # and the texture arms ask the predicted x0 for the target's fine detail
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
                        "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0,
-                       "_v4_emph_tex4_nodrop_no50.json": 4.0}
+                       "_v4_emph_tex4_nodrop_no50.json": 4.0, "_v4_emph_tex4_nodrop_tw10.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
             # a twin is the target in half of the twin examples (the first recipes: 40 %)
             first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
