@@ -205,6 +205,15 @@ class SamplingSettings:
         limit = int(round(self.start_noise * (num_timesteps - 1)))
         return max(1, sum(1 for t in kept if t <= limit))
 
+    def start_timestep(self, num_timesteps: int) -> int:
+        """The training timestep of a frame's first denoising step: the highest kept step, at or below
+        start_noise * T when anchored (the step `anchored_start` diffuses the previous frame to)."""
+        kept = self.timesteps(num_timesteps)
+        if not self.anchored:
+            return max(kept)
+        limit = int(round(self.start_noise * (num_timesteps - 1)))
+        return max([t for t in kept if t <= limit] or [min(kept)])
+
     def guidance_min_timestep(self, num_timesteps: int) -> int:
         """The smallest training timestep that is guided (`guidance_min_noise` on the same grid as the start
         noise's truncation); 0 when every step is."""

@@ -137,7 +137,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 46
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 47
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -158,7 +158,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_t6.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_no50.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_tw10.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_tw10.json",
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_as30.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -175,7 +176,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                            "_v4_emph_tex4_nodrop_t6.json",
                                                                            "_v4_emph_tex4_nodrop_rt3.json",
                                                                            "_v4_emph_tex4_nodrop_no50.json",
-                                                                           "_v4_emph_tex4_nodrop_tw10.json"))
+                                                                           "_v4_emph_tex4_nodrop_tw10.json",
+                                                                           "_v4_emph_tex4_nodrop_as30.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from two demos) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
@@ -187,13 +189,14 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                         "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
                         "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6),
                         "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_no50.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop_tw10.json": (8.0, 1.0)}
+                        "_v4_emph_tex4_nodrop_tw10.json": (8.0, 1.0), "_v4_emph_tex4_nodrop_as30.json": (8.0, 0.8)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
             # and the texture arms ask the predicted x0 for the target's fine detail
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
                        "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0,
-                       "_v4_emph_tex4_nodrop_no50.json": 4.0, "_v4_emph_tex4_nodrop_tw10.json": 4.0}
+                       "_v4_emph_tex4_nodrop_no50.json": 4.0, "_v4_emph_tex4_nodrop_tw10.json": 4.0,
+                       "_v4_emph_tex4_nodrop_as30.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
             # a twin is the target in half of the twin examples (the first recipes: 40 %)
             first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
@@ -211,6 +214,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert cfg.emotion.twin_photo_oldest_own_pose == (name in photo_pose)
             # one arm weights the emotion region three times more on the real-texture examples
             assert cfg.emotion.real_texture_emotion_mult == (3.0 if name.endswith("_nodrop_rt3.json") else 1.0)
+            # and one starts 30 % of its examples from the previous frame diffused, as sampling does
+            assert cfg.data.anchored_start_share == (0.3 if name.endswith("_nodrop_as30.json") else 0.0)
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
@@ -871,6 +876,34 @@ def test_the_emotion_term_can_weigh_more_on_the_real_texture_examples(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(recipe))
     with pytest.raises(TrainingConfigError, match="emotion.real_texture_emotion_mult must be >= 0, got -1.0"):
+        load_config(str(bad), DenoiserTrainingConfig)
+
+
+def test_anchored_start_examples_diffuse_the_previous_frame_and_ask_for_the_target(tmp_path):
+    """data.anchored_start_share: the chosen examples' x_t is the newest motion frame diffused (sampling's first
+    step), their loss asks for the target; the others are untouched; older files read 0; out of range refused."""
+    from emodiff_core.diffusion import GaussianDiffusion, beta_schedule
+    from training.train_denoiser import DenoiserTrainingConfig, anchored_start_noise
+
+    diffusion = GaussianDiffusion(beta_schedule("cosine", 1000))
+    g = torch.Generator().manual_seed(0)
+    x0, previous, noise = (torch.rand(3, 3, 8, 8, generator=g) * 2 - 1 for _ in range(3))
+    t = torch.tensor([500, 500, 120])
+    chosen = torch.tensor([True, False, True])
+    shifted = anchored_start_noise(diffusion, x0, previous, t, noise, chosen)
+    torch.testing.assert_close(diffusion.q_sample(x0, t, shifted)[chosen], diffusion.q_sample(previous, t, noise)[chosen])
+    torch.testing.assert_close(shifted[1], noise[1])                                   # not chosen: unchanged
+    # the predicted x0 of the network that outputs this noise is the target itself
+    torch.testing.assert_close(diffusion.predict_xstart_from_eps(diffusion.q_sample(x0, t, shifted), t, shifted), x0,
+                               atol=1e-4, rtol=0)
+    assert not torch.allclose(shifted[0], noise[0])
+    assert load_config("denoiser_emotion_real_v4_emph_tex4_nodrop.json",
+                       DenoiserTrainingConfig).data.anchored_start_share == 0.0
+    recipe = json.load(open(os.path.join(CONFIGS, "denoiser_emotion_real_v4_emph_tex4_nodrop.json")))
+    recipe["data"]["anchored_start_share"] = 1.5
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(recipe))
+    with pytest.raises(TrainingConfigError, match=r"data.anchored_start_share must be in \[0, 1\], got 1.5"):
         load_config(str(bad), DenoiserTrainingConfig)
 
 

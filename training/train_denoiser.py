@@ -21,7 +21,7 @@ import torch
 from emodiff_core.checkpoint import load_components
 from emodiff_core.diffusion import GaussianDiffusion, LossWeights, hybrid_loss
 from emodiff_core.models import EMOdiffheadDenoiser
-from emodiff_core.sampling import SamplingError, SamplingSettings
+from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, SamplingError, SamplingSettings
 
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .clips import DataFolders
@@ -56,7 +56,13 @@ class DataSection:
     ``motion_blur_sources``: whose motion frames may be blurred, "all" (the value of files written before the key
     existed) or "real_texture" (only clips of the real-texture corpus, `DenoiserData`'s ``real_texture``): the
     procedural faces' flat shading and thin edges are what their rollouts' SSIM measures, and a network trained to
-    take detail from the identity frame rather than the previous ones renders them less faithfully."""
+    take detail from the identity frame rather than the previous ones renders them less faithfully.
+    ``anchored_start_share``: share of examples whose x_t is the newest motion frame diffused to the default
+    sampler's first step (`SamplingSettings.start_timestep`: t = 500 of 1000) instead of the target diffused
+    (`anchored_start_noise`), the state every frame starts from at sampling (`sampling.anchored_start`); 0 = off,
+    the value of files written before the key existed. Trained only on x_t made from its own target, the network
+    takes from x_t whatever it shows at that noise level, and at sampling x_t shows the previous frame's
+    expression: the asked emotion has to come from psi against it, which no example asked for."""
 
     split: str
     motion_noise: float
@@ -66,8 +72,10 @@ class DataSection:
     val_examples: int
     motion_blur: float
     motion_blur_sources: str
+    anchored_start_share: float
 
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0, "motion_blur_sources": "all"}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0, "motion_blur_sources": "all",
+                                                      "anchored_start_share": 0.0}
 
     def validate(self) -> None:
         require(self.identity_from in IDENTITY_SOURCES,
@@ -75,6 +83,8 @@ class DataSection:
         require(0.0 <= self.motion_dropout <= 1.0, f"data.motion_dropout must be in [0, 1], got {self.motion_dropout}")
         require(self.motion_noise >= 0.0, f"data.motion_noise must be >= 0, got {self.motion_noise}")
         require(self.motion_blur >= 0.0, f"data.motion_blur must be >= 0, got {self.motion_blur}")
+        require(0.0 <= self.anchored_start_share <= 1.0,
+                f"data.anchored_start_share must be in [0, 1], got {self.anchored_start_share}")
         require(self.motion_blur_sources in MOTION_BLUR_SOURCES, f"data.motion_blur_sources must be one of "
                 f"{', '.join(MOTION_BLUR_SOURCES)}, got {self.motion_blur_sources!r}")
         require_positive("data", val_examples=self.val_examples)
@@ -196,6 +206,17 @@ EXPRESSION_PATH = ("unet.expression_frame_embed.", "unet.expression_embed.", "un
                    ".film.expression.")
 
 
+def anchored_start_noise(diffusion: GaussianDiffusion, x0: torch.Tensor, previous: torch.Tensor, t: torch.Tensor,
+                         noise: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """`hybrid_loss`'s ``noise`` for examples whose x_t is ``previous`` diffused rather than ``x0``: on the
+    ``chosen`` rows [B] (bool), noise + sqrt(abar_t) / sqrt(1 - abar_t) (previous - x0), so that q_sample(x0, t, ·)
+    is exactly q_sample(previous, t, noise) and the loss asks the network for the target ``x0`` (and the noise
+    that leads there) from it; the other rows keep ``noise``."""
+    shift = (diffusion.extract(diffusion.sqrt_alphas_cumprod, t, x0)
+             / diffusion.extract(diffusion.sqrt_one_minus_alphas_cumprod, t, x0)) * (previous - x0)
+    return torch.where(chosen[:, None, None, None], noise + shift, noise)
+
+
 def real_texture_emotion_scale(real_texture: torch.Tensor, mult: float) -> Optional[torch.Tensor]:
     """`hybrid_loss`'s ``emotion_scale``: ``mult`` for the real-texture examples, 1 for the procedural ones; None
     (no scaling) when ``mult`` is 1."""
@@ -274,6 +295,9 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     # the texture column only where the term is on, so that the logs of every earlier recipe keep their columns
     log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS + (["texture"] if weights.texture > 0 else []))
     motion_noise = data_cfg.motion_noise
+    if data_cfg.anchored_start_share > 0 and not model_cfg.n_motion_frames:
+        raise TrainingConfigError(f"{config_path}: data.anchored_start_share needs motion frames (the model has none)")
+    start_timestep = DEFAULT_SAMPLING.start_timestep(diffusion.num_timesteps)
 
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
@@ -290,6 +314,10 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
         noise = torch.randn(batch["x0"].shape, generator=gen).to(info.device)
+        if data_cfg.anchored_start_share > 0:   # sampling's first step: x_t is the previous frame diffused
+            chosen = torch.from_numpy(rng.random(len(t)) < data_cfg.anchored_start_share).to(info.device)
+            t = torch.where(chosen, torch.full_like(t, start_timestep), t)
+            noise = anchored_start_noise(diffusion, batch["x0"], batch["motion"][:, -1], t, noise, chosen)
         lr = lr_at(step, optim_cfg.lr, optim_cfg.warmup, total)
         model.train()
         with autocast(info.device):
