@@ -22,6 +22,7 @@ import numpy as np
 
 from . import common
 
+
 def probes_by_emotion(denoiser, data_dir: str, split: str, examples: int, seed: int = 0) -> dict:
     from emodiff_core.diffusion import GaussianDiffusion
     from training.data import ClipFormatError, DenoiserData, TwinOptions
