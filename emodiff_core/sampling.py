@@ -190,29 +190,34 @@ class SamplingSettings:
         full training process ``diffusion``; ``diffusion`` itself is never modified."""
         spaced = keep_timesteps(diffusion, self.timesteps(diffusion.num_timesteps))
         if self.anchored:
-            spaced = truncate(spaced, int(round(self.start_noise * (diffusion.num_timesteps - 1))))
+            spaced = truncate(spaced, self._start_limit(diffusion.num_timesteps))
         return spaced
 
     def process_for(self, diffusion_config) -> GaussianDiffusion:
         """`process` of the training process described by a `config.DiffusionConfig`."""
         return self.process(GaussianDiffusion.from_config(diffusion_config))
 
+    def frame_timesteps(self, num_timesteps: int) -> List[int]:
+        """The training timesteps one frame is denoised through, the steps of `process`: the kept steps, when
+        anchored only those at or below start_noise * T (the lowest one if none is)."""
+        kept = self.timesteps(num_timesteps)
+        if not self.anchored:
+            return kept
+        limit = self._start_limit(num_timesteps)
+        return [t for t in kept if t <= limit] or [min(kept)]
+
     def denoising_steps(self, num_timesteps: int) -> int:
         """Network evaluations per frame (after the start-noise truncation)."""
-        kept = self.timesteps(num_timesteps)
-        if not self.anchored:
-            return len(kept)
-        limit = int(round(self.start_noise * (num_timesteps - 1)))
-        return max(1, sum(1 for t in kept if t <= limit))
+        return len(self.frame_timesteps(num_timesteps))
 
     def start_timestep(self, num_timesteps: int) -> int:
-        """The training timestep of a frame's first denoising step: the highest kept step, at or below
-        start_noise * T when anchored (the step `anchored_start` diffuses the previous frame to)."""
-        kept = self.timesteps(num_timesteps)
-        if not self.anchored:
-            return max(kept)
-        limit = int(round(self.start_noise * (num_timesteps - 1)))
-        return max([t for t in kept if t <= limit] or [min(kept)])
+        """The training timestep of a frame's first denoising step (the step `anchored_start` diffuses the
+        previous frame to when anchored)."""
+        return max(self.frame_timesteps(num_timesteps))
+
+    def _start_limit(self, num_timesteps: int) -> int:
+        """start_noise * T on the training grid: the highest timestep an anchored frame starts at."""
+        return int(round(self.start_noise * (num_timesteps - 1)))
 
     def guidance_min_timestep(self, num_timesteps: int) -> int:
         """The smallest training timestep that is guided (`guidance_min_noise` on the same grid as the start

@@ -76,7 +76,9 @@ def test_process_is_new_respaced_and_truncated_with_original_timesteps():
     # the first step's training timestep (what training's anchored-start examples are diffused to)
     for settings in (SamplingSettings(steps=10, start_noise=0.45), DEFAULT, SamplingSettings.parse("ddim25@0.3"),
                      SamplingSettings.parse("ancestral50@0.7")):
-        assert settings.start_timestep(1000) == settings.process(base).timestep_map.tolist()[-1]
+        walked = settings.process(base).timestep_map.tolist()
+        assert settings.frame_timesteps(1000) == walked and settings.start_timestep(1000) == walked[-1]
+        assert settings.denoising_steps(1000) == len(walked)
     assert (DEFAULT.start_timestep(1000), SamplingSettings(steps=10, start_noise=0.45).start_timestep(1000)) == (500, 400)
     assert full.timestep_map.tolist()[-1] == SamplingSettings(steps=10, start_noise=1.0).start_timestep(1000) == 900
 
