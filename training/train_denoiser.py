@@ -209,12 +209,11 @@ EXPRESSION_PATH = ("unet.expression_frame_embed.", "unet.expression_embed.", "un
 def anchored_start_noise(diffusion: GaussianDiffusion, x0: torch.Tensor, previous: torch.Tensor, t: torch.Tensor,
                          noise: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """`hybrid_loss`'s ``noise`` for examples whose x_t is ``previous`` diffused rather than ``x0``: on the
-    ``chosen`` rows [B] (bool), noise + sqrt(abar_t) / sqrt(1 - abar_t) (previous - x0), so that q_sample(x0, t, ·)
-    is exactly q_sample(previous, t, noise) and the loss asks the network for the target ``x0`` (and the noise
-    that leads there) from it; the other rows keep ``noise``."""
-    shift = (diffusion.extract(diffusion.sqrt_alphas_cumprod, t, x0)
-             / diffusion.extract(diffusion.sqrt_one_minus_alphas_cumprod, t, x0)) * (previous - x0)
-    return torch.where(chosen[:, None, None, None], noise + shift, noise)
+    ``chosen`` rows [B] (bool), the noise that leads from the target ``x0`` to x_t = q_sample(previous, t, noise)
+    (noise + sqrt(abar_t) / sqrt(1 - abar_t) (previous - x0)), so that hybrid_loss's q_sample(x0, t, ·) is that
+    x_t and the loss asks the network for the target from it; the other rows keep ``noise``."""
+    from_previous = diffusion.predict_eps_from_xstart(diffusion.q_sample(previous, t, noise), t, x0)
+    return torch.where(chosen[:, None, None, None], from_previous, noise)
 
 
 def real_texture_emotion_scale(real_texture: torch.Tensor, mult: float) -> Optional[torch.Tensor]:
