@@ -645,14 +645,14 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
     # a fine-tune of it on a mix of two corpora keeps its psi statistics (its expression path reads psi
     # through them) and records both folders; it runs with the real-texture emotion weight (no real-texture
     # clips here: the term's extra is zero, the path is exercised) and half its examples start from the previous
-    # frame as sampling does (data.anchored_start_share)
+    # frame as sampling does (data.anchored_start_share; kept to the procedural clips, which all of these are)
     from emodiff_core.checkpoint import read_checkpoint
     from training.corpus import generate_corpus
 
     other = str(tmp_path / "other_corpus")
     generate_corpus(other, clips=4, seed=6, size=64, identities=4)
     again = dict(recipe, emotion=dict(recipe["emotion"], reset_expression_path=False, real_texture_emotion_mult=3.0),
-                 data=dict(recipe["data"], anchored_start_share=0.5))
+                 data=dict(recipe["data"], anchored_start_share=0.5, anchored_start_sources="procedural"))
     path.write_text(json.dumps(again))
     more = train(str(path), [corpus, other], str(tmp_path / "mix"), init_from=out)
     tuned = load_components(more, ["denoiser"])["denoiser"]

@@ -137,7 +137,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 47
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 48
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -159,7 +159,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_no50.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_tw10.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_as30.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_as30.json",
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_asp30.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -177,7 +178,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                            "_v4_emph_tex4_nodrop_rt3.json",
                                                                            "_v4_emph_tex4_nodrop_no50.json",
                                                                            "_v4_emph_tex4_nodrop_tw10.json",
-                                                                           "_v4_emph_tex4_nodrop_as30.json"))
+                                                                           "_v4_emph_tex4_nodrop_as30.json",
+                                                                           "_v4_emph_tex4_nodrop_asp30.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from two demos) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
@@ -189,14 +191,15 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                         "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
                         "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6),
                         "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_no50.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop_tw10.json": (8.0, 1.0), "_v4_emph_tex4_nodrop_as30.json": (8.0, 0.8)}
+                        "_v4_emph_tex4_nodrop_tw10.json": (8.0, 1.0), "_v4_emph_tex4_nodrop_as30.json": (8.0, 0.8),
+                        "_v4_emph_tex4_nodrop_asp30.json": (8.0, 0.8)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
             # and the texture arms ask the predicted x0 for the target's fine detail
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
                        "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0,
                        "_v4_emph_tex4_nodrop_no50.json": 4.0, "_v4_emph_tex4_nodrop_tw10.json": 4.0,
-                       "_v4_emph_tex4_nodrop_as30.json": 4.0}
+                       "_v4_emph_tex4_nodrop_as30.json": 4.0, "_v4_emph_tex4_nodrop_asp30.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
             # a twin is the target in half of the twin examples (the first recipes: 40 %)
             first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
@@ -215,7 +218,10 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             # one arm weights the emotion region three times more on the real-texture examples
             assert cfg.emotion.real_texture_emotion_mult == (3.0 if name.endswith("_nodrop_rt3.json") else 1.0)
             # and one starts 30 % of its examples from the previous frame diffused, as sampling does
-            assert cfg.data.anchored_start_share == (0.3 if name.endswith("_nodrop_as30.json") else 0.0)
+            # (the second only the procedural clips' examples)
+            assert cfg.data.anchored_start_share == (0.3 if name.endswith(("_nodrop_as30.json", "_nodrop_asp30.json"))
+                                                     else 0.0)
+            assert cfg.data.anchored_start_sources == ("procedural" if name.endswith("_nodrop_asp30.json") else "all")
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
@@ -905,6 +911,20 @@ def test_anchored_start_examples_diffuse_the_previous_frame_and_ask_for_the_targ
     bad.write_text(json.dumps(recipe))
     with pytest.raises(TrainingConfigError, match=r"data.anchored_start_share must be in \[0, 1\], got 1.5"):
         load_config(str(bad), DenoiserTrainingConfig)
+    # which clips' examples may start so: any, or those of one corpus (the share is drawn over all of them)
+    from training.data import examples_from
+
+    real = np.array([True, False, False, True])
+    np.testing.assert_array_equal(examples_from(real, "all"), [True] * 4)
+    np.testing.assert_array_equal(examples_from(real, "procedural"), ~real)
+    np.testing.assert_array_equal(examples_from(real, "real_texture"), real)
+    assert load_config("denoiser_emotion_real_v4_emph_tex4_nodrop.json",
+                       DenoiserTrainingConfig).data.anchored_start_sources == "all"
+    recipe["data"].update(anchored_start_share=0.3, anchored_start_sources="photos")
+    bad.write_text(json.dumps(recipe))
+    with pytest.raises(TrainingConfigError, match="data.anchored_start_sources must be one of all, real_texture, "
+                                                  "procedural, got 'photos'"):
+        load_config(str(bad), DenoiserTrainingConfig)
 
 
 def test_motion_blur_can_keep_to_the_real_texture_clips(corpus, tmp_path):
@@ -919,16 +939,20 @@ def test_motion_blur_can_keep_to_the_real_texture_clips(corpus, tmp_path):
     assert (every[~real] > 0).any() and not only[~real].any()             # the procedural examples stay sharp
     np.testing.assert_array_equal(only[real], every[real])                # the same draws for the real ones
     assert 0 < (every > 0).mean() < 1 and every.max() <= 1.0
-    with pytest.raises(ValueError, match="motion blur sources must be one of all, real_texture"):
-        motion_blur_sigmas(np.random.default_rng(3), real, 1.0, "procedural")
+    others = motion_blur_sigmas(np.random.default_rng(3), real, 1.0, "procedural")
+    assert not others[real].any()
+    np.testing.assert_array_equal(others[~real], every[~real])
+    with pytest.raises(ValueError, match="example sources must be one of all, real_texture, procedural"):
+        motion_blur_sigmas(np.random.default_rng(3), real, 1.0, "photos")
     from training.train_denoiser import DenoiserTrainingConfig
 
     assert load_config("denoiser_emotion_real_v4_blur_real.json",
                        DenoiserTrainingConfig).data.motion_blur_sources == "real_texture"
     assert load_config("denoiser_emotion_real_v4.json", DenoiserTrainingConfig).data.motion_blur_sources == "all"
     recipe = json.load(open(os.path.join(CONFIGS, "denoiser_emotion_real_v4_blur_real.json")))
-    recipe["data"]["motion_blur_sources"] = "procedural"
+    recipe["data"]["motion_blur_sources"] = "photos"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(recipe))
-    with pytest.raises(TrainingConfigError, match="data.motion_blur_sources must be one of all, real_texture"):
+    with pytest.raises(TrainingConfigError,
+                       match="data.motion_blur_sources must be one of all, real_texture, procedural, got 'photos'"):
         load_config(str(bad), DenoiserTrainingConfig)

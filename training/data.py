@@ -351,19 +351,28 @@ def half_blurred_sigmas(rng: np.random.Generator, n: int, max_sigma: float) -> n
     return rng.uniform(0.0, max_sigma, n) * (rng.random(n) < 0.5)
 
 
-MOTION_BLUR_SOURCES = ("all", "real_texture")
+EXAMPLE_SOURCES = ("all", "real_texture", "procedural")
+MOTION_BLUR_SOURCES = EXAMPLE_SOURCES
+
+
+def examples_from(real_texture, sources: str) -> np.ndarray:
+    """Which examples a per-source option applies to: ``real_texture`` (one bool each: the clip is of the
+    real-texture corpus) -> bool [B], all of them ("all"), the real-texture ones ("real_texture") or the others
+    ("procedural")."""
+    if sources not in EXAMPLE_SOURCES:
+        raise ValueError(f"example sources must be one of {', '.join(EXAMPLE_SOURCES)}, got {sources!r}")
+    real_texture = np.asarray(real_texture, dtype=bool)
+    if sources == "all":
+        return np.ones_like(real_texture)
+    return real_texture if sources == "real_texture" else ~real_texture
 
 
 def motion_blur_sigmas(rng: np.random.Generator, real_texture, max_sigma: float, sources: str = "all") -> np.ndarray:
-    """The denoiser's motion-frame blur (`half_blurred_sigmas` over the batch) for examples whose clips are of the
-    real-texture corpus or not (``real_texture``, one bool each): ``sources`` "all" blurs any example,
-    "real_texture" only those (the others get 0). The same draws either way, so the real-texture examples get
-    the same sigmas under both."""
-    if sources not in MOTION_BLUR_SOURCES:
-        raise ValueError(f"motion blur sources must be one of {', '.join(MOTION_BLUR_SOURCES)}, got {sources!r}")
-    real_texture = np.asarray(real_texture, dtype=bool)
-    sigmas = half_blurred_sigmas(rng, len(real_texture), max_sigma)
-    return sigmas if sources == "all" else np.where(real_texture, sigmas, 0.0)
+    """The denoiser's motion-frame blur (`half_blurred_sigmas` over the batch) for the examples ``sources`` names
+    (`examples_from`; the others get 0). The same draws whatever ``sources`` is, so an example that is blurred gets
+    the same sigma under each."""
+    chosen = examples_from(real_texture, sources)
+    return np.where(chosen, half_blurred_sigmas(rng, len(chosen), max_sigma), 0.0)
 
 
 def blur_frames(batch: torch.Tensor, sigmas) -> torch.Tensor:

@@ -25,8 +25,9 @@ from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, SamplingError, Sa
 
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .clips import DataFolders
-from .data import (IDENTITY_SOURCES, MOTION_BLUR_SOURCES, DenoiserData, TwinOptions, blur_frames,
-                   expression_statistics, mean_psnr, model_range_to_01, motion_blur_sigmas, optional_validation_data)
+from .data import (EXAMPLE_SOURCES, IDENTITY_SOURCES, MOTION_BLUR_SOURCES, DenoiserData, TwinOptions, blur_frames,
+                   examples_from, expression_statistics, mean_psnr, model_range_to_01, motion_blur_sigmas,
+                   optional_validation_data)
 from .export import export_component
 from .loop import EMA, CsvLog, autocast, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
 from .probes import PROBE_DRAW_SEED, emotion_probes, half_intensity_probe
@@ -62,7 +63,10 @@ class DataSection:
     (`anchored_start_noise`), the state every frame starts from at sampling (`sampling.anchored_start`); 0 = off,
     the value of files written before the key existed. Trained only on x_t made from its own target, the network
     takes from x_t whatever it shows at that noise level, and at sampling x_t shows the previous frame's
-    expression: the asked emotion has to come from psi against it, which no example asked for."""
+    expression: the asked emotion has to come from psi against it, which no example asked for.
+    ``anchored_start_sources``: which clips' examples may start so (`examples_from`): "all" (the value of files
+    written before the key existed), "real_texture" or "procedural"; the share is drawn over every example, so
+    "procedural" starts that share of the procedural examples and none of the others."""
 
     split: str
     motion_noise: float
@@ -73,9 +77,10 @@ class DataSection:
     motion_blur: float
     motion_blur_sources: str
     anchored_start_share: float
+    anchored_start_sources: str
 
     ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"motion_blur": 0.0, "motion_blur_sources": "all",
-                                                      "anchored_start_share": 0.0}
+                                                      "anchored_start_share": 0.0, "anchored_start_sources": "all"}
 
     def validate(self) -> None:
         require(self.identity_from in IDENTITY_SOURCES,
@@ -87,6 +92,8 @@ class DataSection:
                 f"data.anchored_start_share must be in [0, 1], got {self.anchored_start_share}")
         require(self.motion_blur_sources in MOTION_BLUR_SOURCES, f"data.motion_blur_sources must be one of "
                 f"{', '.join(MOTION_BLUR_SOURCES)}, got {self.motion_blur_sources!r}")
+        require(self.anchored_start_sources in EXAMPLE_SOURCES, f"data.anchored_start_sources must be one of "
+                f"{', '.join(EXAMPLE_SOURCES)}, got {self.anchored_start_sources!r}")
         require_positive("data", val_examples=self.val_examples)
 
 
@@ -314,7 +321,9 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
         noise = torch.randn(batch["x0"].shape, generator=gen).to(info.device)
         if data_cfg.anchored_start_share > 0:   # sampling's first step: x_t is the previous frame diffused
-            chosen = torch.from_numpy(rng.random(len(t)) < data_cfg.anchored_start_share).to(info.device)
+            chosen = ((rng.random(len(t)) < data_cfg.anchored_start_share)
+                      & examples_from(batch["real_texture"].cpu().numpy(), data_cfg.anchored_start_sources))
+            chosen = torch.from_numpy(chosen).to(info.device)
             t = torch.where(chosen, torch.full_like(t, start_timestep), t)
             noise = anchored_start_noise(diffusion, batch["x0"], batch["motion"][:, -1], t, noise, chosen)
         lr = lr_at(step, optim_cfg.lr, optim_cfg.warmup, total)
