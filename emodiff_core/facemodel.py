@@ -40,7 +40,7 @@ EXPRESSION_COMPONENTS = (
 )
 NUM_NAMED = len(EXPRESSION_COMPONENTS)
 COMPONENT = {name: i for i, name in enumerate(EXPRESSION_COMPONENTS)}
-# the components the corpus drives from the voice (`training.corpus.speech.mouth_drive`)
+# the components the corpus drives from the voice (`audio.mouth_drive`)
 SPEECH_COMPONENTS = ("jaw_open", "mouth_width", "lip_press")
 # the components speech moves in psi: those, and the lower lip that opens with them (`pipeline.hold_voice_mouth`)
 SPEECH_MOUTH_COMPONENTS = tuple(COMPONENT[name] for name in SPEECH_COMPONENTS + ("lower_lip_depress",))

@@ -84,3 +84,23 @@ def test_smoothing_is_a_replicate_padded_moving_average():
     with pytest.raises(ValueError):
         smooth_sequence(seq, 4)
 
+
+
+def test_mouth_drive_follows_the_voice_one_value_per_frame_at_any_length():
+    """audio.mouth_drive (the corpora's and the expression anchor's mouth from a voice): the jaw opens with the
+    loudness, the lips press in pauses, and every output has one value per video frame, even under 3 frames
+    (the lip press is a centred 3-frame mean)."""
+    from emodiff_core.audio import mouth_drive
+
+    rate, fps = 16000, 30.0
+    frames = 30
+    wave = np.zeros(int(rate * frames / fps), np.float32)
+    loud = slice(int(rate * 0.5), int(rate * 0.8))                     # speech in frames 15-23, silence around
+    wave[loud] = 0.4 * np.sin(np.arange(loud.stop - loud.start) * 2 * np.pi * 220 / rate)
+    drive = mouth_drive(wave, fps, frames, rate)
+    assert all(len(v) == frames for v in drive.values())
+    assert drive["jaw_open"][18] > 0.5 and drive["jaw_open"][5] < 0.05
+    assert drive["lip_press"][5] == pytest.approx(0.3) and drive["lip_press"][18] == 0.0
+    for n in (1, 2, 3):
+        short = mouth_drive(wave[: int(rate * n / fps)], fps, n, rate)
+        assert all(len(v) == n for v in short.values()), n

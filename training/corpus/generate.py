@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from emodiff_core.audio import num_video_frames, samples_for_frames
+from emodiff_core.audio import mouth_drive, num_video_frames, samples_for_frames
 from emodiff_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
 from emodiff_core.facemodel import (COMPONENT, EMOTION_DIRECTIONS, EXPRESSION_DIM, IDENTITY_BASIS, IDENTITY_DIM,
                                     NUM_NAMED, SPEECH_COMPONENTS, TEMPLATE, HeadPose, apply_pose, canonical_to_pixels,
@@ -316,7 +316,7 @@ def clip_tracks(identity: Identity, rng: np.random.Generator, plan: EmotionPlan,
     weights = weights * wobble[:, None]
     weights[:, EMOTIONS.index("neutral")] = np.clip(1.0 - weights.sum(1), 0, 1)   # the rest of the face is neutral
     psi_emotion = emotion_weights_to_psi(identity, weights)
-    drive = speech.mouth_drive(wave, fps, n, sample_rate)
+    drive = mouth_drive(wave, fps, n, sample_rate)
     psi_speech = np.zeros((n, EXPRESSION_DIM))
     for name in SPEECH_COMPONENTS:
         psi_speech[:, COMPONENT[name]] = drive[name]

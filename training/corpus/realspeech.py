@@ -9,7 +9,7 @@ with weights min(recorded seconds, 60).
 A clip's speech is 1.8-3.2 s of that speaker: whole prompts (silence trimmed) joined by short pauses, or a
 window of a long recording, resampled to 16 kHz, peak-normalised like the corpus' synthetic speech and padded
 with 0.15-0.35 s of silence at both ends (as ``generate.clip_speech``). The mouth then follows it through the
-same ``speech.mouth_drive`` as espeak-ng speech.
+same ``emodiff_core.audio.mouth_drive`` as espeak-ng speech.
 
 ``python -m training.corpus.collect_real --speech-out DIR ...`` fills such a folder from Debian's
 ``asterisk-core-sounds-en-wav`` (one voice, Allison Smith, CC-BY-SA-3.0: train) and ``codec2-examples``

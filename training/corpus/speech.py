@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from emodiff_core.audio import frame_centre_samples, resample
+from emodiff_core.audio import resample
 
 SENTENCES = (
     "The orange boat drifted slowly past the harbour wall.",
@@ -116,32 +116,3 @@ def synthesize_babble(rng: np.random.Generator, duration: float, pitch_hz: float
     wave = np.concatenate(out)[: int(duration * sample_rate)]
     return (0.5 * wave / (np.abs(wave).max() + 1e-9)).astype(np.float32)
 
-
-def mouth_drive(wave: np.ndarray, fps, num_frames: int, sample_rate: int) -> dict:
-    """Per-frame mouth activity from the audio around each frame's centre (40 ms windows).
-
-    Returns ``jaw_open`` (loudness envelope), ``mouth_width`` (spectral centroid, z-scored on voiced
-    frames: wide for bright vowels, rounded for dark ones) and ``lip_press`` (lips shut in pauses).
-    """
-    centres = frame_centre_samples(num_frames, fps, sample_rate)
-    half = int(0.02 * sample_rate)
-    padded = np.pad(wave.astype(np.float64), (half, half))
-    window = np.hanning(2 * half)
-    rms = np.empty(num_frames)
-    centroid = np.empty(num_frames)
-    freqs = np.fft.rfftfreq(2 * half, 1.0 / sample_rate)
-    for i, c in enumerate(centres):
-        seg = padded[c: c + 2 * half]
-        rms[i] = np.sqrt(np.mean(seg ** 2))
-        spec = np.abs(np.fft.rfft(seg * window)) ** 2
-        centroid[i] = (spec * freqs).sum() / (spec.sum() + 1e-12)
-    loud = np.percentile(rms, 95) + 1e-9
-    env = np.clip(rms / loud, 0.0, 1.3)
-    voiced = env > 0.15
-    if voiced.sum() >= 3:
-        z = (centroid - centroid[voiced].mean()) / (centroid[voiced].std() + 1e-9)
-    else:
-        z = np.zeros(num_frames)
-    width = 0.35 * np.tanh(z) * voiced
-    press = np.convolve((env < 0.08).astype(np.float64), np.ones(3) / 3, mode="same") * 0.3
-    return {"jaw_open": 0.85 * env ** 0.8, "mouth_width": width, "lip_press": press, "envelope": env}
