@@ -18,21 +18,67 @@ e_n)), the warp keeping its own ``--strength``: with the full warp the network r
 psi's, and this asks for less of it from psi.
 
 Each run is `python -m training evaluate-portraits` with `pipeline.generate_frames` given that ``reinject_source``
-(`benchmarks.portrait_ablation`). The warp and the psi scaling are the pack's own (`pipeline.expression_anchor`,
-`pipeline.scaled_emotion`): at strength 0.75 each, with the voice's mouth, they are what the Sampler's portrait
-identity "expression" samples with (`pipeline.portrait_conditions`). Measured on 2026-12-03 and 2026-12-06:
-benchmarks/README.md, "Re-injecting a warp that shows the emotion" and "The warp's strength against psi's".
+(`benchmarks.portrait_ablation`). Not in the pack: at every setting measured it costs the person somewhere (at warp
+and psi strength 0.75, the best of a sweep, the smiling photos' happy videos; benchmarks/README.md, "The full
+measurement of the warp at (0.75, 0.75)"). Measured on 2026-12-03 and 2026-12-06: benchmarks/README.md,
+"Re-injecting a warp that shows the emotion" and what follows it.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
+
+import numpy as np
+import torch
 
 from emodiff_core import pipeline
+from emodiff_core.face_rig import rig_from_photo
+from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS
 
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
 
-MOUTHS = pipeline.ANCHOR_MOUTHS
+MOUTHS = ("voice", "closed")
+
+
+def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int,
+               mouth: str, strength: float = 1.0) -> np.ndarray:
+    """psi [N, 50] to warp the portrait with: e_n + strength (e_y - e_n) (e_y at strength 1), its speech components
+    (the corpus drives them from the voice) replaced by the emotion's own part of them, strength (e_y - e_n), plus
+    the voice's drive (``voice``) or nothing (``closed``)."""
+    from emodiff_core.audio import mouth_drive
+
+    if mouth not in MOUTHS:
+        raise ValueError(f"mouth must be one of {', '.join(MOUTHS)}, got {mouth!r}")
+    neutral = np.asarray(neutral, np.float64)
+    emotion = float(strength) * (np.asarray(expression, np.float64) - neutral)
+    psi = neutral + emotion
+    drive = mouth_drive(waveform, fps, len(psi), sample_rate) if mouth == "voice" else None
+    for name in SPEECH_COMPONENTS:
+        c = COMPONENT[name]
+        psi[:, c] = emotion[:, c] + (drive[name] if drive is not None else 0.0)
+    return psi
+
+
+def scaled_emotion(expression: torch.Tensor, neutral: torch.Tensor, strength: float) -> torch.Tensor:
+    """e_n + strength (e_y - e_n): the asked emotion at part strength; at 1 e_y itself, bit for bit."""
+    return expression if strength == 1 else neutral + float(strength) * (expression - neutral)
+
+
+def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], torch.Tensor]:
+    """`generate_frames`' ``reinject_source``: frame i -> [B, 3, S, S] in [0, 1], the rig rendered at each video's
+    psi row i (rendered on demand, `pipeline.rig_crops`)."""
+    return lambda index: pipeline.rig_crops(rig, psi_per_video[:, index], size)   # each frame is rendered alone
+
+
+def portrait_warp(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int, mouth: str,
+                  strength: float = 1.0) -> Callable[[int], torch.Tensor]:
+    """`warp_source` of the portrait's rig at each video's `anchor_psi` (``expression``, ``neutral``: [B, N, 50],
+    the sequences evaluate_portraits samples with; ``audio``: its `AudioFeatures`)."""
+    rig = rig_from_photo(portrait.image, portrait.landmarks)
+    psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, mouth, strength)
+                    for e, n in zip(expression.numpy(), neutral.numpy())])
+    return warp_source(rig, psi, size)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +97,9 @@ def main(argv=None) -> int:
 
     def with_warp(generate):
         def generate_with_warp(denoiser, identity, audio, expression, **k):
-            source = pipeline.expression_anchor(last["portrait"], audio, expression, k["neutral_expression"],
-                                                args.strength, args.mouth, identity.shape[-1])
-            expression = pipeline.scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
+            source = portrait_warp(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
+                                   args.mouth, args.strength)
+            expression = scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
             return generate(denoiser, identity, audio, expression, reinject_source=source, **k)
         return generate_with_warp
 

@@ -222,11 +222,10 @@ def frame_features(waveform: np.ndarray, fps: Number, cfg: AudioFeatureConfig,
     return np.ascontiguousarray(mel[:, idx].transpose(1, 0, 2))
 
 
-# --------------------------------------------------------------------------- files
 def mouth_drive(wave: np.ndarray, fps, num_frames: int, sample_rate: int) -> dict:
     """Per-frame mouth activity from the audio around each frame's centre (40 ms windows): how the procedural and
-    real-texture corpora drive a face's speech components from a voice (`training.corpus`), and how the pipeline
-    draws the voice's mouth on the portrait it re-injects (`pipeline.expression_anchor_psi`).
+    real-texture corpora drive a face's speech components from a voice (`training.corpus`), and how the warp
+    ablations draw the voice's mouth on a portrait (`benchmarks.warp_reinjection.anchor_psi`).
 
     Returns ``jaw_open`` (loudness envelope), ``mouth_width`` (spectral centroid, z-scored on voiced
     frames: wide for bright vowels, rounded for dark ones) and ``lip_press`` (lips shut in pauses).
@@ -256,6 +255,7 @@ def mouth_drive(wave: np.ndarray, fps, num_frames: int, sample_rate: int) -> dic
     return {"jaw_open": 0.85 * env ** 0.8, "mouth_width": width, "lip_press": press, "envelope": env}
 
 
+# --------------------------------------------------------------------------- files
 def load_audio_file(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, int]:
     """(waveform [C, T] float32, sample_rate) from a file: soundfile for WAV/FLAC/OGG, PyAV otherwise."""
     path = os.fspath(path)

@@ -80,9 +80,9 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             rate = (event.frame + 1) / (time.perf_counter() - start)
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
-    cond = pl.portrait_conditions(portrait, portrait_identity, psi, neutral, audio)
-    crops = pl.generate_frames(models.denoiser, cond.identity, audio, cond.expression, settings=settings, seed=seed,
-                               callback=report, neutral_expression=neutral, reinject_source=cond.reinject_source,
+    identity = pl.identity_crops(portrait, portrait_identity, neutral)
+    crops = pl.generate_frames(models.denoiser, identity, audio, psi, settings=settings, seed=seed,
+                               callback=report, neutral_expression=neutral,
                                reinject_identity_every=reinject_identity_every, **pl.silence_handling(audio))[:, 0]
     seconds = time.perf_counter() - start
     frames = iter_superres(crops, models, superres)
@@ -269,9 +269,9 @@ def emotion_contact_sheet(models: pl.ModelBundle, portrait: pl.Portrait, audio: 
                                                       fps=audio.fps, seed=seed, mouth_level=mouth_level)
             psis.append(psi)
             neutrals.append(neutral)
-    cond = pl.portrait_conditions(portrait, portrait_identity, torch.stack(psis), torch.stack(neutrals), short)
-    out = pl.generate_frames(models.denoiser, cond.identity, short, cond.expression, settings=settings, seed=seed,
-                             neutral_expression=torch.stack(neutrals), reinject_source=cond.reinject_source)[-1]
+    batch = pl.identity_crops(portrait, portrait_identity, torch.stack(neutrals))
+    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), settings=settings, seed=seed,
+                             neutral_expression=torch.stack(neutrals))[-1]
     s = out.shape[-1]
     grid = (out.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
     rows = [np.concatenate(list(grid[r * len(EMOTIONS):(r + 1) * len(EMOTIONS)]), axis=1)
@@ -325,12 +325,10 @@ def demo(args) -> dict:
         if event.image is not None and (event.frame + 1) % 15 == 0:
             print(f"  frame {event.frame + 1}/{event.total_frames}", flush=True)
 
-    conds = [pl.portrait_conditions(p, args.portrait_identity, psi, neutral, audio) for p in (photo, procedural)]
-    sources = [c.reinject_source for c in conds]
-    frames = pl.generate_frames(models.denoiser, torch.cat([c.identity for c in conds]), audio, conds[0].expression,
-                                settings=settings, seed=args.seed, callback=report_progress, neutral_expression=neutral,
-                                reinject_identity_every=reinject, **pl.silence_handling(audio),
-                                reinject_source=(lambda i: torch.cat([s(i) for s in sources])) if sources[0] else None)
+    crops = torch.cat([pl.identity_crops(p, args.portrait_identity, neutral) for p in (photo, procedural)])
+    frames = pl.generate_frames(models.denoiser, crops, audio, psi, settings=settings, seed=args.seed,
+                                callback=report_progress, neutral_expression=neutral, reinject_identity_every=reinject,
+                                **pl.silence_handling(audio))
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
         video = apply_superres(frames[:, b], models, "auto")
@@ -384,11 +382,9 @@ def main(argv=None) -> int:
                              "expression generator's own speaking mouth (the paper); auto (default) = what the "
                              "checkpoint recommends (export --mouth), generator when it names none (the shipped ones)")
     common.add_argument("--portrait-identity", default=pl.DEFAULT_PORTRAIT_IDENTITY, choices=pl.PORTRAIT_IDENTITIES,
-                        help="what the network is given as the person: neutral = the portrait's face re-rendered "
-                             "at a neutral expression (a smiling photo can then look sad), photo = the aligned crop "
-                             "as it is (its own expression stays in every frame), expression = the neutral face, and "
-                             "at every re-injection the portrait re-rendered at the video's expression with the "
-                             f"voice's mouth; default {pl.DEFAULT_PORTRAIT_IDENTITY}")
+                        help="what the network is given as the person: neutral (default) = the portrait's face "
+                             "re-rendered at a neutral expression (a smiling photo can then look sad), photo = the "
+                             "aligned crop as it is (its own expression stays in every frame)")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

@@ -4,7 +4,6 @@
     audio     = encode_audio(waveform, sample_rate, fps, cfg)      16 kHz mono -> per-frame features
     psi, e_n  = emotion_expression_pair(generator, n, EmotionSpec) Eq. 14 (label + k, blend or keyframes)
     identity  = identity_crops(portrait, "neutral", e_n)           the portrait at a neutral expression, or as is
-                (portrait_conditions: also the portrait re-rendered at the video's expression to re-inject)
     frames    = generate_frames(denoiser, identity, audio, psi, ...)   autoregressive sampling (section 3.4)
     frames    = super_resolve(frames, head or upscale model)       optional
     full      = paste_back(frames, portrait)                       optional, at the portrait's resolution
@@ -248,18 +247,8 @@ def prepare_portrait(image, size: int, backend="auto", face_index: int = 0, allo
 # keeps smiling through a sad video. Measured on the demo checkpoint, 3 held-out photos, 10 s (benchmarks/README.md,
 # "The portrait warped to a neutral face"): FER surprised 45 -> 63 %, sad 15 -> 26 %, same person 98 -> 97 %,
 # sharpness 0.64 -> 0.68, lip sync 0.76 -> 0.72 (the one cost).
-#
-# "expression" gives the ReferenceNet the same neutral re-rendering, but re-injects (the motion slots `generate_frames`
-# fills with the identity) the portrait re-rendered at the video's own expression: EXPRESSION_ANCHOR_STRENGTH of the
-# asked emotion, the voice's mouth (`expression_anchor_psi`), while the network is asked for EXPRESSION_ANCHOR_PSI of
-# the emotion (`scaled_emotion`): the two add up, and each at full strength overshoots (a caricature that is no longer
-# the person). Measured on the demo checkpoint, 3 held-out photos, both held-out voices (benchmarks/README.md, "The
-# warp's strength against psi's" and what follows it).
-PORTRAIT_IDENTITIES = ("neutral", "photo", "expression")
+PORTRAIT_IDENTITIES = ("neutral", "photo")
 DEFAULT_PORTRAIT_IDENTITY = "neutral"
-EXPRESSION_ANCHOR_STRENGTH = 0.75
-EXPRESSION_ANCHOR_PSI = 0.75
-ANCHOR_MOUTHS = ("voice", "closed")
 
 
 def check_portrait_identity(how: str, option: str = "portrait identity") -> None:
@@ -304,7 +293,7 @@ def rig_crops(rig, psi: np.ndarray, size: int) -> torch.Tensor:
 def identity_crops(portrait: Portrait, how: str = DEFAULT_PORTRAIT_IDENTITY, neutral: Optional[torch.Tensor] = None,
                    videos: int = 1) -> torch.Tensor:
     """The identity ``generate_frames`` takes, [B, 3, S, S] in [0, 1] at the crop's size S: the portrait as
-    ``how`` says (`PORTRAIT_IDENTITIES`; "expression"'s identity is the neutral one, see `portrait_conditions`). ``neutral``: the videos' e_n ([N, D] or [B, N, D], see
+    ``how`` says (`PORTRAIT_IDENTITIES`). ``neutral``: the videos' e_n ([N, D] or [B, N, D], see
     `neutral_identity`); ``videos``: B when ``neutral`` does not say it (one sequence for several videos). Either
     way there is one crop per video of ``neutral``."""
     check_portrait_identity(how)
@@ -315,87 +304,6 @@ def identity_crops(portrait: Portrait, how: str = DEFAULT_PORTRAIT_IDENTITY, neu
     size = portrait.crop.shape[0]
     crops = portrait.crop_tensor()[None] if how == "photo" else neutral_identity(portrait, neutral, size)
     return crops.expand(batch, -1, -1, -1).contiguous()
-
-
-def scaled_emotion(expression: torch.Tensor, neutral: torch.Tensor, strength: float) -> torch.Tensor:
-    """e_n + strength (e_y - e_n): the asked emotion (Eq. 14's direction) at part strength; at 1 e_y itself, bit
-    for bit."""
-    return expression if strength == 1 else neutral + float(strength) * (expression - neutral)
-
-
-def expression_anchor_psi(expression, neutral, waveform: np.ndarray, fps: float, sample_rate: int,
-                          strength: float = EXPRESSION_ANCHOR_STRENGTH, mouth: str = "voice") -> np.ndarray:
-    """psi [N, D] to re-render the portrait at for one video (e_y, e_n: [N, D]): e_n + strength (e_y - e_n), its
-    speech components (`facemodel.SPEECH_COMPONENTS`) replaced by the emotion's own part of them, strength (e_y -
-    e_n), plus the voice's drive (`audio.mouth_drive`, as the corpora drive a face from its voice) for ``mouth``
-    "voice", or nothing ("closed"). The generator's own speaking mouth is left out: the rendered frame's mouth
-    is the voice's."""
-    from .audio import mouth_drive
-    from .facemodel import COMPONENT, SPEECH_COMPONENTS
-
-    if mouth not in ANCHOR_MOUTHS:
-        raise PipelineError(f"the anchor's mouth must be one of {', '.join(ANCHOR_MOUTHS)}, got {mouth!r}")
-    neutral = np.asarray(neutral, np.float64)
-    emotion = float(strength) * (np.asarray(expression, np.float64) - neutral)
-    psi = neutral + emotion
-    drive = mouth_drive(waveform, fps, len(psi), sample_rate) if mouth == "voice" else None
-    for name in SPEECH_COMPONENTS:
-        c = COMPONENT[name]
-        psi[:, c] = emotion[:, c] + (drive[name] if drive is not None else 0.0)
-    return psi
-
-
-def expression_anchor(portrait: Portrait, audio: AudioFeatures, expression: torch.Tensor, neutral: torch.Tensor,
-                      strength: float = EXPRESSION_ANCHOR_STRENGTH, mouth: str = "voice",
-                      size: Optional[int] = None) -> Callable[[int], torch.Tensor]:
-    """`generate_frames`' ``reinject_source``: video frame i -> [B, 3, S, S] in [0, 1] (S: ``size``, by default the
-    crop's), the portrait's face (`face_rig.rig_from_photo`; only its image and landmarks are read) rendered at each
-    video's `expression_anchor_psi` row i, on demand (one frame in memory at a time). ``expression``, ``neutral``:
-    e_y and e_n, [N, D] or [B, N, D]."""
-    from .face_rig import rig_from_photo
-
-    e_y, e_n = (torch.as_tensor(v).detach().cpu().double() for v in (expression, neutral))
-    if e_y.dim() == 2:
-        e_y = e_y[None]
-    if e_n.dim() == 2:
-        e_n = e_n[None].expand(len(e_y), -1, -1)
-    if e_y.dim() != 3 or e_y.shape != e_n.shape:
-        raise PipelineError(f"the expression {list(e_y.shape)} and its neutral sequence {list(e_n.shape)} must both "
-                            "be [N, D] or [B, N, D], one per video")
-    rig = rig_from_photo(portrait.image, portrait.landmarks)
-    rate = audio.config.sample_rate
-    psi = np.stack([expression_anchor_psi(y, n, audio.waveform, audio.fps, rate, strength, mouth)
-                    for y, n in zip(e_y.numpy(), e_n.numpy())])                            # [B, N, D]
-    size = int(size or portrait.crop.shape[0])
-    return lambda index: rig_crops(rig, psi[:, index], size)
-
-
-@dataclass
-class PortraitConditions:
-    """What `generate_frames` samples a portrait with: ``identity`` [B, 3, S, S] (the ReferenceNet's input and, by
-    default, the re-injected frame), ``expression`` (psi to ask for, possibly scaled: [N, D] or [B, N, D]) and
-    ``reinject_source`` (None: the identity itself)."""
-
-    identity: torch.Tensor
-    expression: torch.Tensor
-    reinject_source: Optional[Callable[[int], torch.Tensor]] = None
-
-
-def portrait_conditions(portrait: Portrait, how: str, expression: torch.Tensor, neutral: Optional[torch.Tensor],
-                        audio: AudioFeatures, videos: int = 1) -> PortraitConditions:
-    """The portrait as ``how`` says (`PORTRAIT_IDENTITIES`) for the videos of ``expression`` (e_y) and ``neutral``
-    (e_n), each [N, D] or [B, N, D]: the identity crops (`identity_crops`), and for "expression" the psi scaled to
-    `EXPRESSION_ANCHOR_PSI` and the re-rendered portrait to re-inject (`expression_anchor`), whose mouth follows
-    ``audio``. "expression" needs e_n (the emotion is what separates e_y from it)."""
-    check_portrait_identity(how)
-    identity = identity_crops(portrait, how, neutral, videos)
-    if how != "expression":
-        return PortraitConditions(identity, expression)
-    if neutral is None:
-        raise PipelineError("portrait identity 'expression' needs the neutral sequence the emotion was made from "
-                            "(Emotion Vector, or an expression file that keeps it); use 'neutral' without one")
-    return PortraitConditions(identity, scaled_emotion(expression, neutral, EXPRESSION_ANCHOR_PSI),
-                              expression_anchor(portrait, audio, expression, neutral))
 
 
 def paste_output_size(image_shape: Sequence[int], max_side: int = 0) -> Tuple[int, int]:
@@ -808,7 +716,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         first frame and the re-injected oldest frame): a function of the video frame index that slot stands for
         (0 before the video starts) returning [B, 3, S, S] or [3, S, S] in [0, 1]; called once per slot, so memory
         does not grow with the video. None: the identity crop itself. The ReferenceNet always reads the identity
-        crop. (`portrait_conditions`' "expression" re-injects the portrait re-rendered at the video's expression.)
+        crop. (An ablation hook: `benchmarks.warp_reinjection` re-injects a warp of the portrait that follows the
+        asked expression.)
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """

@@ -242,10 +242,7 @@ class EMOdiffheadSampler:
                 "default": pl.DEFAULT_PORTRAIT_IDENTITY,
                 "tooltip": "What the network is given as the person. neutral: the portrait's face re-rendered at a "
                            "neutral expression, so a smiling photo can look sad or surprised. photo: the crop as it "
-                           "is (its own expression stays in every frame). expression: the neutral face, and at every "
-                           "re-injection the portrait re-rendered at the video's expression with the voice's mouth "
-                           "(the emotion reads more and the lips follow the voice more; needs an expression from "
-                           "Emotion Vector)."}),
+                           "is (its own expression stays in every frame)."}),
         }}
 
     @staticmethod
@@ -279,7 +276,7 @@ class EMOdiffheadSampler:
             raise NodeError(f"guidance {settings.guidance:g} needs the neutral sequence the emotion was made from, which "
                             "this expression lacks (it comes from a file or node that does not keep it); make it with "
                             "Emotion Vector or set guidance to 1")
-        cond = _run(pl.portrait_conditions, portrait, portrait_identity, track.psi, track.neutral, audio_features)
+        identity = _run(pl.identity_crops, portrait, portrait_identity, track.neutral)
         progress = bridge.Progress(n)
 
         def callback(event: pl.FrameProgress):
@@ -289,10 +286,10 @@ class EMOdiffheadSampler:
 
         start = time.perf_counter()
         try:
-            frames = _run(pl.generate_frames, model.denoiser, cond.identity, audio_features, cond.expression,
+            frames = _run(pl.generate_frames, model.denoiser, identity, audio_features, track.psi,
                           settings=settings, seed=seed, callback=callback, device=model.device, dtype=model.dtype,
                           reinject_identity_every=reinject_identity_every, neutral_expression=track.neutral,
-                          reinject_source=cond.reinject_source, **pl.silence_handling(audio_features))
+                          **pl.silence_handling(audio_features))
         finally:
             bridge.soft_empty_cache()
         elapsed = time.perf_counter() - start

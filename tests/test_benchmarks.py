@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from benchmarks import common, gpu_throughput, memory, speed
-from emodiff_core import pipeline as pl
 from emodiff_core.face_rig import rig_from_photo
 from emodiff_core.sampling import Sampler, SamplingSettings
 
@@ -187,18 +186,58 @@ def test_audio_guidance_variants_act_where_and_when_they_say():
             agv.variant_class(bad, 1000)
 
 
-def test_warp_reinjection_parser():
+def test_warp_reinjection_psi_and_frames():
     from benchmarks import warp_reinjection as wr
+    from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
+    from training.corpus.generate import SPEECH_COMPONENTS, identity_rig, render_frames
+    from emodiff_core.audio import mouth_drive
 
+    # a procedural corpus face as the photo: exact landmarks
+    rig0 = identity_rig(0, 3, 128)
+    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
+    image, landmarks = render_frames(rig0, rig0.identity.rest.copy()[None], still)
+    rig = rig_from_photo(image[0], landmarks[0])
+
+    n, rate, fps = 12, 16000, 30.0
+    rng = np.random.default_rng(0)
+    e_y, e_n = rng.normal(0, 0.3, (n, EXPRESSION_DIM)), rng.normal(0, 0.3, (n, EXPRESSION_DIM))
+    wave = (0.3 * np.sin(np.arange(int(rate * n / fps)) * 0.05) * np.linspace(0, 1, int(rate * n / fps))).astype(np.float32)
+    closed = wr.anchor_psi(e_y, e_n, wave, fps, rate, "closed")
+    voice = wr.anchor_psi(e_y, e_n, wave, fps, rate, "voice")
+    drive = mouth_drive(wave, fps, n, rate)
+    speech = [COMPONENT[c] for c in SPEECH_COMPONENTS]
+    others = [c for c in range(EXPRESSION_DIM) if c not in speech]
+    assert np.allclose(closed[:, others], e_y[:, others]) and np.allclose(voice[:, others], e_y[:, others])
+    assert np.allclose(closed[:, speech], e_y[:, speech] - e_n[:, speech])      # the emotion's own part only
+    for name in SPEECH_COMPONENTS:
+        c = COMPONENT[name]
+        assert np.allclose(voice[:, c], e_y[:, c] - e_n[:, c] + drive[name])
+    half = wr.anchor_psi(e_y, e_n, wave, fps, rate, "closed", strength=0.5)
+    assert np.allclose(half[:, others], (e_n + 0.5 * (e_y - e_n))[:, others])
+    assert np.allclose(half[:, speech], 0.5 * (e_y - e_n)[:, speech])
+    with pytest.raises(ValueError, match="mouth must be one of"):
+        wr.anchor_psi(e_y, e_n, wave, fps, rate, "open")
+    t_y, t_n = torch.from_numpy(e_y), torch.from_numpy(e_n)                  # the network's psi (--psi-strength)
+    assert torch.allclose(wr.scaled_emotion(t_y, t_n, 0.5), t_n + 0.5 * (t_y - t_n))
+    assert torch.equal(wr.scaled_emotion(t_y, t_n, 1.0), t_y) and torch.equal(wr.scaled_emotion(t_y, t_n, 0.0), t_n)
     args = wr.build_parser().parse_args(["--portraits", "p", "--audio", "a", "--out", "o"])
     assert os.path.basename(args.checkpoint) == "emodiffhead_real.safetensors" and args.psi_strength == 1.0
-    assert args.strength == 1.0 and args.mouth == "voice" and wr.MOUTHS == ("voice", "closed")
+
+    rest = np.zeros((n, EXPRESSION_DIM))
+    smile = rest.copy()
+    smile[:, COMPONENT["lip_corner_up"]] = 1.5
+    source = wr.warp_source(rig, np.stack([rest, smile]), 64)
+    frames = source(5)
+    assert frames.shape == (2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
+    diff = (frames[1] - frames[0]).abs().mean(0)
+    assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile moves the mouth, not the top
 
 
 def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
     from types import SimpleNamespace
 
     from benchmarks import warp_reference as wref
+    from benchmarks import warp_reinjection as wr
     from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
     from training.corpus.generate import identity_rig, render_frames
 
@@ -216,9 +255,8 @@ def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
     assert frames.shape == (n, 2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
     # frame i of each video is the rig at that video's anchor psi row i (voice-driven mouth), nothing else
     rig = rig_from_photo(portrait.image, portrait.landmarks)
-    psi = np.stack([pl.expression_anchor_psi(e, z, wave, fps, rate, 1.0, "voice")
-                    for e, z in zip(asked.numpy(), neutral.numpy())])
-    assert torch.allclose(frames[3], pl.rig_crops(rig, psi[:, 3], 64))
+    psi = np.stack([wr.anchor_psi(e, z, wave, fps, rate, "voice") for e, z in zip(asked.numpy(), neutral.numpy())])
+    assert torch.allclose(frames[3], wr.warp_source(rig, psi, 64)(3))
     diff = (frames[:, 1] - frames[:, 0]).abs().mean((0, 1))
     assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile is at the mouth
     closed = wref.reference_frames(portrait, audio, asked, neutral, 64, mouth="closed")

@@ -142,8 +142,8 @@ def test_demo_runs_on_the_shipped_assets(bundle, tmp_path):
     assert abs(video_s - audio_seconds) < 1 / 30
 
 
-@pytest.mark.parametrize("how", ["neutral", "photo", "expression"])
-def test_contact_sheet_samples_every_cell_from_each_identity(bundle, tmp_path, how):
+@pytest.mark.parametrize("how", ["neutral", "photo"])
+def test_contact_sheet_samples_every_cell_from_either_identity(bundle, tmp_path, how):
     import cv2
 
     from emodiff_core import cli

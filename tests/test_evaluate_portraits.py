@@ -202,7 +202,7 @@ def test_bad_input_gives_clear_errors(bundle, folders, tmp_path):
     with pytest.raises(pl.PipelineError, match="--reinject-identity-every must be >= 0"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, reinject_identity_every=-1,
                            out=str(tmp_path / "b"))
-    with pytest.raises(pl.PipelineError, match="--portrait-identity must be one of neutral, photo, expression"):
+    with pytest.raises(pl.PipelineError, match="--portrait-identity must be one of neutral, photo"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, portrait_identity="crop",
                            out=str(tmp_path / "b"))
     with pytest.raises(PortraitEvaluationError, match="--seconds"):

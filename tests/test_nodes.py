@@ -200,7 +200,7 @@ def test_sampler_gives_the_portrait_at_a_neutral_expression_by_default(comfy, as
     model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "sad")
     sampler = _node(comfy, "EMOdiffheadSampler")
     widget = type(sampler).INPUT_TYPES()["optional"]["portrait_identity"]
-    assert widget[0] == ["neutral", "photo", "expression"] and widget[1]["default"] == "neutral"
+    assert widget[0] == ["neutral", "photo"] and widget[1]["default"] == "neutral"
     pl = sys.modules[type(sampler).__module__].pl
     identities = []
 
@@ -215,32 +215,8 @@ def test_sampler_gives_the_portrait_at_a_neutral_expression_by_default(comfy, as
     assert torch.equal(identities[0], pl.neutral_identity(portrait, track.neutral, 32))
     assert torch.equal(identities[1], portrait.crop_tensor()[None])
     assert float((identities[0] - identities[1]).abs().mean()) > 0.005       # the warp changed the face
-    with pytest.raises(_node_error(), match="portrait identity must be one of neutral, photo, expression"):
+    with pytest.raises(_node_error(), match="portrait identity must be one of neutral, photo"):
         sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, portrait_identity="smile")
-
-
-def test_sampler_with_the_expression_identity_reinjects_the_portrait_at_the_videos_expression(comfy, astronaut,
-                                                                                               monkeypatch):
-    model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "sad")
-    sampler = _node(comfy, "EMOdiffheadSampler")
-    pl = sys.modules[type(sampler).__module__].pl
-    calls = []
-
-    def spy(denoiser, identity, audio, psi, **kwargs):
-        calls.append((identity, psi, kwargs["reinject_source"]))
-        return torch.zeros(audio.num_frames, 1, 3, 32, 32)
-
-    monkeypatch.setattr(pl, "generate_frames", spy)
-    sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, portrait_identity="expression")
-    track = expr.resampled(feats.num_frames, feats.fps)
-    identity, psi, source = calls[0]
-    assert torch.equal(identity, pl.neutral_identity(portrait, track.neutral, 32))        # the neutral face
-    assert torch.allclose(psi, track.neutral + pl.EXPRESSION_ANCHOR_PSI * (track.psi - track.neutral))
-    anchor = pl.expression_anchor(portrait, feats, track.psi, track.neutral)
-    assert torch.equal(source(3), anchor(3)) and source(3).shape == (1, 3, 32, 32)
-    bare = type(expr)(expr.psi, expr.fps, expr.description)          # a loaded track without its neutral sequence
-    with pytest.raises(_node_error(), match="'expression' needs the neutral sequence"):
-        sampler.sample(model, portrait, feats, bare, 2, Sampler.DDIM.value, 0, portrait_identity="expression")
 
 
 def test_sampler_guides_as_the_checkpoint_recommends_by_default(comfy, astronaut, monkeypatch, capsys):

@@ -348,9 +348,7 @@ def main(argv=None) -> int:
                         "recommends, generator when it names none)")
     p.add_argument("--portrait-identity", choices=PORTRAIT_IDENTITIES, default=DEFAULT_PORTRAIT_IDENTITY,
                    help="what the network is given as the person, as generate's --portrait-identity: neutral "
-                        "(the portrait re-rendered at a neutral expression), photo (the crop as it is) or expression "
-                        f"(neutral, re-injecting the portrait re-rendered at the video's expression); default "
-                        f"{DEFAULT_PORTRAIT_IDENTITY}")
+                        "(default: the portrait re-rendered at a neutral expression) or photo (the crop as it is)")
     p.add_argument("--save-crops", action="store_true",
                    help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
     p.add_argument("--crops-from", default=None, metavar="DIR",

@@ -513,9 +513,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         else:
             torch.manual_seed(seed)
             start = time.perf_counter()
-            cond = pl.portrait_conditions(portrait, portrait_identity, psi, neutral, clip)
-            crops = pl.generate_frames(models.denoiser, cond.identity, clip, cond.expression, settings=settings,
-                                       seed=seed, neutral_expression=neutral, reinject_source=cond.reinject_source,
+            crops = pl.generate_frames(models.denoiser, pl.identity_crops(portrait, portrait_identity, neutral),
+                                       clip, psi, settings=settings, seed=seed, neutral_expression=neutral,
                                        reinject_identity_every=reinject_identity_every,
                                        **pl.silence_handling(clip))              # [N, B, 3, S, S]
             sampling_seconds = time.perf_counter() - start
