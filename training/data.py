@@ -351,8 +351,8 @@ def half_blurred_sigmas(rng: np.random.Generator, n: int, max_sigma: float) -> n
     return rng.uniform(0.0, max_sigma, n) * (rng.random(n) < 0.5)
 
 
+# which clips a per-source option (motion blur, anchored start) applies to: `examples_from`
 EXAMPLE_SOURCES = ("all", "real_texture", "procedural")
-MOTION_BLUR_SOURCES = EXAMPLE_SOURCES
 
 
 def examples_from(real_texture, sources: str) -> np.ndarray:

@@ -25,7 +25,7 @@ from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING, SamplingError, Sa
 
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .clips import DataFolders
-from .data import (EXAMPLE_SOURCES, IDENTITY_SOURCES, MOTION_BLUR_SOURCES, DenoiserData, TwinOptions, blur_frames,
+from .data import (EXAMPLE_SOURCES, IDENTITY_SOURCES, DenoiserData, TwinOptions, blur_frames,
                    examples_from, expression_statistics, mean_psnr, model_range_to_01, motion_blur_sigmas,
                    optional_validation_data)
 from .export import export_component
@@ -90,8 +90,8 @@ class DataSection:
         require(self.motion_blur >= 0.0, f"data.motion_blur must be >= 0, got {self.motion_blur}")
         require(0.0 <= self.anchored_start_share <= 1.0,
                 f"data.anchored_start_share must be in [0, 1], got {self.anchored_start_share}")
-        require(self.motion_blur_sources in MOTION_BLUR_SOURCES, f"data.motion_blur_sources must be one of "
-                f"{', '.join(MOTION_BLUR_SOURCES)}, got {self.motion_blur_sources!r}")
+        require(self.motion_blur_sources in EXAMPLE_SOURCES, f"data.motion_blur_sources must be one of "
+                f"{', '.join(EXAMPLE_SOURCES)}, got {self.motion_blur_sources!r}")
         require(self.anchored_start_sources in EXAMPLE_SOURCES, f"data.anchored_start_sources must be one of "
                 f"{', '.join(EXAMPLE_SOURCES)}, got {self.anchored_start_sources!r}")
         require_positive("data", val_examples=self.val_examples)
