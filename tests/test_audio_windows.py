@@ -85,7 +85,6 @@ def test_smoothing_is_a_replicate_padded_moving_average():
         smooth_sequence(seq, 4)
 
 
-
 def test_mouth_drive_follows_the_voice_one_value_per_frame_at_any_length():
     """audio.mouth_drive (the corpora's and the warp ablations' mouth from a voice): the jaw opens with the
     loudness, the lips press in pauses, and every output has one value per video frame, even under 3 frames
