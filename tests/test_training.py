@@ -137,7 +137,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 48
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 49
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -160,7 +160,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_no50.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_tw10.json",
                     "denoiser_emotion_real_v4_emph_tex4_nodrop_as30.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_asp30.json"):  # the emotion
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_asp30.json",
+                    "denoiser_emotion_real_v4_emph_tex4_nodrop_as15.json"):  # the emotion
             # fine-tunes add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
@@ -179,7 +180,8 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                            "_v4_emph_tex4_nodrop_no50.json",
                                                                            "_v4_emph_tex4_nodrop_tw10.json",
                                                                            "_v4_emph_tex4_nodrop_as30.json",
-                                                                           "_v4_emph_tex4_nodrop_asp30.json"))
+                                                                           "_v4_emph_tex4_nodrop_asp30.json",
+                                                                           "_v4_emph_tex4_nodrop_as15.json"))
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from two demos) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
@@ -192,14 +194,15 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                         "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6),
                         "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_no50.json": (8.0, 0.8),
                         "_v4_emph_tex4_nodrop_tw10.json": (8.0, 1.0), "_v4_emph_tex4_nodrop_as30.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop_asp30.json": (8.0, 0.8)}
+                        "_v4_emph_tex4_nodrop_asp30.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_as15.json": (8.0, 0.8)}
             assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
                 (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
             # and the texture arms ask the predicted x0 for the target's fine detail
             texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
                        "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0,
                        "_v4_emph_tex4_nodrop_no50.json": 4.0, "_v4_emph_tex4_nodrop_tw10.json": 4.0,
-                       "_v4_emph_tex4_nodrop_as30.json": 4.0, "_v4_emph_tex4_nodrop_asp30.json": 4.0}
+                       "_v4_emph_tex4_nodrop_as30.json": 4.0, "_v4_emph_tex4_nodrop_asp30.json": 4.0,
+                       "_v4_emph_tex4_nodrop_as15.json": 4.0}
             assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
             # a twin is the target in half of the twin examples (the first recipes: 40 %)
             first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
@@ -217,10 +220,10 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert cfg.emotion.twin_photo_oldest_own_pose == (name in photo_pose)
             # one arm weights the emotion region three times more on the real-texture examples
             assert cfg.emotion.real_texture_emotion_mult == (3.0 if name.endswith("_nodrop_rt3.json") else 1.0)
-            # and one starts 30 % of its examples from the previous frame diffused, as sampling does
-            # (the second only the procedural clips' examples)
-            assert cfg.data.anchored_start_share == (0.3 if name.endswith(("_nodrop_as30.json", "_nodrop_asp30.json"))
-                                                     else 0.0)
+            # and three start 30 % or 15 % of their examples from the previous frame diffused, as sampling does
+            # (asp30 only the procedural clips' examples)
+            anchored = {"_nodrop_as30.json": 0.3, "_nodrop_asp30.json": 0.3, "_nodrop_as15.json": 0.15}
+            assert cfg.data.anchored_start_share == next((v for k, v in anchored.items() if name.endswith(k)), 0.0)
             assert cfg.data.anchored_start_sources == ("procedural" if name.endswith("_nodrop_asp30.json") else "all")
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
