@@ -261,7 +261,7 @@ def emotion_contact_sheet(models: pl.ModelBundle, portrait: pl.Portrait, audio: 
     import cv2
 
     settings = dataclasses.replace(settings, audio_guidance=1.0)
-    short = pl.AudioFeatures(audio.features[:frames], audio.waveform, audio.fps, audio.config)
+    short = audio.first(frames)
     psis, neutrals = [], []
     for k in intensities:
         for emotion in EMOTIONS:
