@@ -4,7 +4,7 @@ import json
 import pytest
 
 from training.__main__ import main as training_main
-from training.compare_portraits import ComparisonError, compare, read_report
+from training.compare_portraits import ComparisonError, compare, compare_paired, read_report
 
 
 def report(voice, lip, same=0.95, sharp=0.4, fer_sad=0.1, portraits=("a.jpg", "b.jpg"), seconds=10.0, complete=True,
@@ -90,3 +90,54 @@ def test_command_line_prints_the_table_and_writes_json(tmp_path, capsys):
     assert json.loads(out.read_text())["worse"] == ["lipsync_r"]
     assert training_main(["compare-portraits", "--baseline", str(tmp_path / "missing.json"),
                           "--candidate", str(out)]) == 2
+
+
+def with_videos(voice, per_video):
+    """A report whose per-video results are ``per_video``: {(photo, emotion): (same_person, lip, fer_asked)}."""
+    rep = report(voice, 0.5)
+    photos = {}
+    for (photo, emotion), (same, lip, fer) in per_video.items():
+        photos.setdefault(photo, {})[emotion] = {"face_share": 1.0, "same_person_share": same, "sharpness": 0.6,
+                                                 "lipsync_r": lip, "fer": {"asked": emotion, "asked_share": fer}}
+    rep["results"] = [{"file": f"/some/dir/{photo}", "videos": videos} for photo, videos in photos.items()]
+    return rep
+
+
+def test_paired_verdict_reads_video_by_video_differences_against_their_standard_error():
+    keys = [(p, e) for p in ("a.jpg", "b.jpg", "c.jpg") for e in ("neutral", "sad")]
+    base = {k: (0.9, 0.5, 0.2) for k in keys}
+    # lip sync 0.02 lower on every video (SE 0): worse; same person lower on one video only (-0.3 / 6 = -0.05,
+    # SE 0.05): within 2 SE; sad FER +0.1 on each of the 3 sad videos
+    cand = {k: (0.6 if k == ("a.jpg", "neutral") else 0.9, 0.48, 0.3) for k in keys}
+    result = compare_paired([with_videos("v1.wav", base)], [with_videos("v1.wav", cand)])
+    paired = result["paired"]
+    assert result["videos"] == 6 and list(paired)[-1] == "fer_sad" and "fer_neutral" not in paired
+    assert paired["lipsync_r"]["difference"] == pytest.approx(-0.02) and paired["lipsync_r"]["se"] == 0
+    assert paired["same_person_share"]["difference"] == pytest.approx(-0.05)
+    assert paired["same_person_share"]["se"] == pytest.approx(0.05)
+    assert paired["fer_sad"] == {"baseline": 0.2, "candidate": 0.3, "difference": 0.1, "se": 0.0, "higher": 3,
+                                 "videos": 3}
+    assert result["worse"] == ["lipsync_r"] and not result["candidate_at_least_as_good"]
+    assert result["by_emotion"]["neutral"]["same_person_share"]["difference"] == pytest.approx(-0.1)
+    # one SE instead of two: same person's -0.05 is exactly -1 SE, not below it; 0.9 SE is
+    assert compare_paired([with_videos("v1.wav", base)], [with_videos("v1.wav", cand)],
+                          standard_errors=0.9)["worse"] == ["lipsync_r", "same_person_share"]
+    with pytest.raises(ComparisonError, match="share no video"):
+        compare_paired([with_videos("v1.wav", base)], [report("v1.wav", 0.5)])
+    with pytest.raises(ComparisonError, match=">= 0"):
+        compare_paired([with_videos("v1.wav", base)], [with_videos("v1.wav", cand)], standard_errors=-1)
+
+
+def test_paired_command_line(tmp_path, capsys):
+    keys = [("a.jpg", "sad"), ("b.jpg", "sad")]
+    base, cand = tmp_path / "base.json", tmp_path / "cand.json"
+    base.write_text(json.dumps(with_videos("v1.wav", {k: (0.9, 0.5, 0.2) for k in keys})))
+    cand.write_text(json.dumps(with_videos("v1.wav", {k: (0.9, 0.6, 0.2) for k in keys})))
+    out = tmp_path / "cmp.json"
+    assert training_main(["compare-portraits", "--baseline", str(base), "--candidate", str(cand), "--paired", "2",
+                          "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "+0.100 (0.000)" in printed and "within 2 SE of the baseline on every kept measure (2 paired" in printed
+    assert json.loads(out.read_text())["paired"]["lipsync_r"]["higher"] == 2
+    assert training_main(["compare-portraits", "--baseline", str(base), "--candidate", str(cand), "--paired", "2",
+                          "--tolerance", "0.1"]) == 2

@@ -362,7 +362,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("compare-portraits", help="rank two checkpoints by evaluate-portraits reports over several voices",
                        description="Pair two checkpoints' evaluate-portraits reports by voice, average the measures the "
                                    "shipping rule keeps over the voices and say whether the candidate is at least as "
-                                   "good on every one (training/compare_portraits.py).")
+                                   "good on every one; with --paired K, video by video within K standard errors "
+                                   "(training/compare_portraits.py).")
     from .compare_portraits import add_arguments as _compare_arguments, run as _compare_run
     _compare_arguments(p)
     p.set_defaults(func=_compare_run)

@@ -21,6 +21,11 @@ one checkpoint (e.g. start noise 0.5 against 0.7) by the same rule.
 
 The verdict ``candidate_at_least_as_good`` is True when the candidate's voice-mean is >= the baseline's minus
 ``--tolerance`` (default 0) on every kept measure; ``worse`` lists the measures where it is not.
+
+``--paired K`` decides by the demo's standing rule instead (checkpoints/MODEL_CARD.md): the same kept measures,
+paired video by video (voice, photo, emotion; FER on the videos of its emotion), worse only where the candidate's mean
+is below the baseline's by more than K standard errors of the paired differences (K = 2 in the rule). A difference
+of means over a dozen videos moves by a few points between seeds; pairing removes what the photo and voice share.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ import argparse
 import json
 import os
 from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
 
 from emodiff_core.sampling import SamplingError, SamplingSettings
 
@@ -112,15 +119,10 @@ def _mean(values) -> Optional[float]:
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance: float = 0.0,
-            allow: Sequence[str] = ()) -> dict:
-    """Per-voice and voice-mean kept measures of both checkpoints, and the verdict (module docstring).
-    ``allow``: generation settings (`GENERATION_SETTINGS`) that may differ, to compare two ways of sampling one
-    checkpoint; the settings of both sides are then part of the result."""
+def _paired_reports(baseline: Sequence[Mapping], candidate: Sequence[Mapping], allow: Sequence[str]):
+    """Both sides' reports keyed by voice, and the voices, once every refusal (module docstring) has been checked."""
     if not baseline or not candidate:
         raise ComparisonError("give at least one report for --baseline and one for --candidate")
-    if tolerance < 0:
-        raise ComparisonError(f"--tolerance must be >= 0, got {tolerance}")
     unknown = [k for k in allow if k not in GENERATION_SETTINGS]
     if unknown:
         raise ComparisonError(f"--allow takes {', '.join(GENERATION_SETTINGS)}; not {', '.join(unknown)}")
@@ -131,6 +133,22 @@ def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance
     voices = sorted(base)
     for voice in voices:
         _check_comparable(base[voice], cand[voice], voice, allow)
+    return base, cand, voices
+
+
+def _allowed_settings(base: Mapping, cand: Mapping, voices: Sequence[str], allow: Sequence[str]) -> dict:
+    return {side: {k: reports[voices[0]].get(k) for k in allow} for side, reports in (("baseline", base),
+                                                                                       ("candidate", cand))}
+
+
+def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance: float = 0.0,
+            allow: Sequence[str] = ()) -> dict:
+    """Per-voice and voice-mean kept measures of both checkpoints, and the verdict (module docstring).
+    ``allow``: generation settings (`GENERATION_SETTINGS`) that may differ, to compare two ways of sampling one
+    checkpoint; the settings of both sides are then part of the result."""
+    if tolerance < 0:
+        raise ComparisonError(f"--tolerance must be >= 0, got {tolerance}")
+    base, cand, voices = _paired_reports(baseline, candidate, allow)
     per_voice = {voice: {"baseline": kept_measures(base[voice]), "candidate": kept_measures(cand[voice])}
                  for voice in voices}
     keys: List[str] = list(per_voice[voices[0]]["baseline"])
@@ -141,8 +159,68 @@ def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance
     result = {"voices": voices, "tolerance": tolerance, "per_voice": per_voice, "mean_over_voices": mean,
               "worse": worse, "candidate_at_least_as_good": not worse}
     if allow:
-        result["settings"] = {side: {k: reports[voices[0]].get(k) for k in allow}
-                              for side, reports in (("baseline", base), ("candidate", cand))}
+        result["settings"] = _allowed_settings(base, cand, voices, allow)
+    return result
+
+
+def video_measures(report: Mapping) -> Dict[tuple, Dict[str, float]]:
+    """The kept measures of each video of one report, keyed (voice, photo file name, emotion): the summary
+    measures, and ``fer_<emotion>`` (the share of its frames read as the asked emotion) for a non-neutral one."""
+    voice = voice_of(report)
+    out: Dict[tuple, Dict[str, float]] = {}
+    for photo in report.get("results") or []:
+        for emotion, video in (photo.get("videos") or {}).items():
+            measures = {key: video[key] for key in SUMMARY_MEASURES if video.get(key) is not None}
+            asked = (video.get("fer") or {}).get("asked_share")
+            if emotion != "neutral" and asked is not None:
+                measures[f"fer_{emotion}"] = asked
+            out[(voice, os.path.basename(str(photo["file"])), emotion)] = measures
+    return out
+
+
+def _paired_stats(pairs: Sequence[tuple]) -> dict:
+    base = np.array([b for b, _ in pairs], np.float64)
+    diff = np.array([c for _, c in pairs], np.float64) - base
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None
+    return {"baseline": round(float(base.mean()), 4), "candidate": round(float((base + diff).mean()), 4),
+            "difference": round(float(diff.mean()), 4), "se": None if se is None else round(se, 4),
+            "higher": int((diff > 0).sum()), "videos": len(diff)}
+
+
+def compare_paired(baseline: Sequence[Mapping], candidate: Sequence[Mapping], standard_errors: float = 2.0,
+                   allow: Sequence[str] = ()) -> dict:
+    """The kept measures paired video by video over every voice (module docstring, ``--paired``): per measure the
+    two means, the mean difference (candidate minus baseline), its standard error, how many videos the candidate
+    is higher on; ``by_emotion``: the summary measures on each emotion's videos alone (to read, not to decide).
+    ``worse``: the measures whose difference is below -``standard_errors`` SE (or below 0 where one video leaves
+    no SE)."""
+    if standard_errors < 0:
+        raise ComparisonError(f"--paired takes a number of standard errors >= 0, got {standard_errors}")
+    base, cand, voices = _paired_reports(baseline, candidate, allow)
+    before, after = {}, {}
+    for voice in voices:
+        before.update(video_measures(base[voice]))
+        after.update(video_measures(cand[voice]))
+    shared = sorted(set(before) & set(after))
+    if not shared:
+        raise ComparisonError("the reports share no video (voice, photo, emotion): a paired comparison needs "
+                              "evaluate-portraits reports with per-video results of the same photos and emotions")
+
+    def stats(keys, measure):
+        pairs = [(before[k][measure], after[k][measure]) for k in keys
+                 if measure in before[k] and measure in after[k]]
+        return _paired_stats(pairs) if pairs else None
+
+    measures = sorted({m for k in shared for m in before[k]}, key=lambda m: (m.startswith("fer_"), m))
+    paired = {m: s for m in measures if (s := stats(shared, m)) is not None}
+    worse = [m for m, s in paired.items()
+             if s["difference"] < -standard_errors * (s["se"] if s["se"] is not None else 0.0)]
+    emotions = sorted({k[2] for k in shared})
+    by_emotion = {e: {m: stats([k for k in shared if k[2] == e], m) for m in SUMMARY_MEASURES} for e in emotions}
+    result = {"voices": voices, "videos": len(shared), "standard_errors": standard_errors, "paired": paired,
+              "by_emotion": by_emotion, "worse": worse, "candidate_at_least_as_good": not worse}
+    if allow:
+        result["settings"] = _allowed_settings(base, cand, voices, allow)
     return result
 
 
@@ -165,6 +243,21 @@ def format_table(result: Mapping) -> str:
     return "\n".join(lines + [verdict])
 
 
+def format_paired_table(result: Mapping) -> str:
+    rows = [["measure", "baseline", "candidate", "difference (SE)", "higher", ""]]
+    for key, st in result["paired"].items():
+        se = "-" if st["se"] is None else f"{st['se']:.3f}"
+        rows.append([key, _fmt(st["baseline"]), _fmt(st["candidate"]), f"{st['difference']:+.3f} ({se})",
+                     f"{st['higher']} of {st['videos']}", "worse" if key in result["worse"] else ""])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    k = result["standard_errors"]
+    verdict = (f"candidate within {k:g} SE of the baseline on every kept measure ({result['videos']} paired videos)"
+               if result["candidate_at_least_as_good"] else
+               f"candidate lower by more than {k:g} SE on: {', '.join(result['worse'])}")
+    return "\n".join(lines + [verdict])
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -176,13 +269,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a kept measure counts as worse only below baseline - TOLERANCE (default 0)")
     p.add_argument("--allow", nargs="+", default=(), choices=GENERATION_SETTINGS,
                    help="generation settings that may differ (to compare two ways of sampling ONE checkpoint)")
+    p.add_argument("--paired", type=float, default=None, metavar="K",
+                   help="decide video by video: worse only where lower by more than K standard errors of the paired "
+                        "differences (the demo's rule: 2)")
     p.add_argument("--json", default=None, help="also write the comparison here")
 
 
 def run(args) -> int:
-    result = compare([read_report(p) for p in args.baseline], [read_report(p) for p in args.candidate],
-                     tolerance=args.tolerance, allow=args.allow)
-    print(format_table(result))
+    baseline, candidate = [read_report(p) for p in args.baseline], [read_report(p) for p in args.candidate]
+    if args.paired is None:
+        result = compare(baseline, candidate, tolerance=args.tolerance, allow=args.allow)
+        print(format_table(result))
+    elif args.tolerance:
+        raise ComparisonError("--paired decides by standard errors; --tolerance is for the comparison of means")
+    else:
+        result = compare_paired(baseline, candidate, standard_errors=args.paired, allow=args.allow)
+        print(format_paired_table(result))
     if args.json:
         from emodiff_core.atomic import atomic_output
 
