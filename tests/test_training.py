@@ -142,68 +142,33 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
         model = cfg.model.build(kind, name)
-        if name in ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
-                    "denoiser_emotion_k.json", "denoiser_emotion_k2.json", "denoiser_real.json",
-                    "denoiser_real_v3.json", "denoiser_emotion_real.json",
-                    "denoiser_emotion_real_only.json", "denoiser_emotion_real_anchor.json",
-                    "denoiser_emotion_real_anchor_mix.json", "denoiser_emotion_real_photo_anchor.json",
-                    "denoiser_emotion_real_photo_still.json", "denoiser_emotion_real_photo_pose.json",
-                    "denoiser_emotion_real_anchor_photo.json", "denoiser_emotion_real_v4.json",
-                    "denoiser_emotion_real_v4_blur_real.json",
-                    "denoiser_emotion_real_v4_blur_real2.json", "denoiser_emotion_real_v4_anchor.json",
-                    "denoiser_emotion_real_v4_emph.json", "denoiser_emotion_real_v4_w8.json",
-                    "denoiser_emotion_real_v4_twin8.json", "denoiser_emotion_real_v4_emph_tex.json",
-                    "denoiser_emotion_real_v4_emph_tex4.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_t6.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_rt3.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_no50.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_tw10.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_as30.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_asp30.json",
-                    "denoiser_emotion_real_v4_emph_tex4_nodrop_as15.json"):  # the emotion
-            # fine-tunes add the spatial map
+        if name.startswith("denoiser_") and name not in ("denoiser_demo.json", "denoiser_tiny.json"):
+            # the emotion fine-tunes (every other denoiser file) add the spatial map
             assert model == dataclasses.replace(core.preset(kind, "demo"), expression_spatial=8)
             assert cfg.emotion.twin_share > 0 and cfg.loss.emotion > 0
             # files written before the same-emotion twins read as without them; real-texture mixes blur motion
             assert (cfg.emotion.twin_same_emotion_share > 0) == name.startswith(("denoiser_emotion_k",
                                                                                   "denoiser_emotion_real"))
             assert (cfg.data.motion_blur > 0) == ("real" in name)
-            # the demo's denoiser and the arms from it keep the blur to the real-texture clips (the procedural
-            # faces' motion frames stay sharp)
-            from_demo = "_blur_real" in name or name.endswith(("_v4_anchor.json", "_v4_emph.json", "_v4_w8.json",
-                                                                           "_v4_twin8.json", "_v4_emph_tex.json",
-                                                                           "_v4_emph_tex4.json",
-                                                                           "_v4_emph_tex4_nodrop.json",
-                                                                           "_v4_emph_tex4_nodrop_t6.json",
-                                                                           "_v4_emph_tex4_nodrop_rt3.json",
-                                                                           "_v4_emph_tex4_nodrop_no50.json",
-                                                                           "_v4_emph_tex4_nodrop_tw10.json",
-                                                                           "_v4_emph_tex4_nodrop_as30.json",
-                                                                           "_v4_emph_tex4_nodrop_asp30.json",
-                                                                           "_v4_emph_tex4_nodrop_as15.json"))
+            # the demo's denoiser and the arms from it (every version-4 arm after the first version-4 fine-tune)
+            # keep the blur to the real-texture clips (the procedural faces' motion frames stay sharp)
+            from_demo = name.startswith("denoiser_emotion_real_v4_")
             assert (cfg.data.motion_blur_sources == "real_texture") == from_demo
             # only the re-injection-state fine-tunes (real-only, mixed, from two demos) hold neutral-oldest examples
             assert (cfg.emotion.twin_neutral_oldest_share > 0) == (name.startswith("denoiser_emotion_real_anchor")
                                                                    or name.endswith(("_v4_anchor.json",
                                                                                      "_nodrop_no50.json")))
-            # the emphasis arms double the emotion region's weight and raise the share of twin examples (two split
-            # it; t6 keeps the first demo's share, tw10 makes every example of a clip with twins a twin example)
-            emphasis = {"_v4_emph.json": (8.0, 0.8), "_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8),
-                        "_v4_emph_tex.json": (8.0, 0.8), "_v4_emph_tex4.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_t6.json": (8.0, 0.6),
-                        "_v4_emph_tex4_nodrop_rt3.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_no50.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop_tw10.json": (8.0, 1.0), "_v4_emph_tex4_nodrop_as30.json": (8.0, 0.8),
-                        "_v4_emph_tex4_nodrop_asp30.json": (8.0, 0.8), "_v4_emph_tex4_nodrop_as15.json": (8.0, 0.8)}
-            assert (cfg.loss.emotion, cfg.emotion.twin_share) == next(
-                (v for k, v in emphasis.items() if name.endswith(k)), (4.0, 0.6)), name
-            # and the texture arms ask the predicted x0 for the target's fine detail
-            texture = {"_v4_emph_tex.json": 2.0, "_v4_emph_tex4.json": 4.0, "_v4_emph_tex4_nodrop.json": 4.0,
-                       "_v4_emph_tex4_nodrop_t6.json": 4.0, "_v4_emph_tex4_nodrop_rt3.json": 4.0,
-                       "_v4_emph_tex4_nodrop_no50.json": 4.0, "_v4_emph_tex4_nodrop_tw10.json": 4.0,
-                       "_v4_emph_tex4_nodrop_as30.json": 4.0, "_v4_emph_tex4_nodrop_asp30.json": 4.0,
-                       "_v4_emph_tex4_nodrop_as15.json": 4.0}
-            assert cfg.loss.texture == next((v for k, v in texture.items() if name.endswith(k)), 0.0), name
+            # the emphasis arms (and every arm from them) double the emotion region's weight and raise the share of
+            # twin examples; two split it, t6 keeps the first demo's share, tw10 makes every example of a clip with
+            # twins a twin example
+            split_or_other = {"_v4_w8.json": (8.0, 0.6), "_v4_twin8.json": (4.0, 0.8), "_nodrop_t6.json": (8.0, 0.6),
+                              "_nodrop_tw10.json": (8.0, 1.0)}
+            emphasis = next((v for k, v in split_or_other.items() if name.endswith(k)),
+                            (8.0, 0.8) if "_v4_emph" in name else (4.0, 0.6))
+            assert (cfg.loss.emotion, cfg.emotion.twin_share) == emphasis, name
+            # and the texture arms ask the predicted x0 for the target's fine detail (weight 2, then 4 from tex4 on)
+            texture = 4.0 if "_emph_tex4" in name else 2.0 if name.endswith("_emph_tex.json") else 0.0
+            assert cfg.loss.texture == texture, name
             # a twin is the target in half of the twin examples (the first recipes: 40 %)
             first = ("denoiser_emotion.json", "denoiser_emotion_v3.json", "denoiser_emotion_v3b.json",
                      "denoiser_real.json", "denoiser_real_v3.json")
