@@ -179,12 +179,16 @@ def video_measures(report: Mapping) -> Dict[tuple, Dict[str, float]]:
 
 
 def _paired_stats(pairs: Sequence[tuple]) -> dict:
+    """Unrounded, so that a verdict near the bar is not decided by the rounding (`_rounded` is for the report)."""
     base = np.array([b for b, _ in pairs], np.float64)
     diff = np.array([c for _, c in pairs], np.float64) - base
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None
-    return {"baseline": round(float(base.mean()), 4), "candidate": round(float((base + diff).mean()), 4),
-            "difference": round(float(diff.mean()), 4), "se": None if se is None else round(se, 4),
-            "higher": int((diff > 0).sum()), "videos": len(diff)}
+    return {"baseline": float(base.mean()), "candidate": float((base + diff).mean()), "difference": float(diff.mean()),
+            "se": se, "higher": int((diff > 0).sum()), "videos": len(diff)}
+
+
+def _rounded(stats: Optional[Mapping]) -> Optional[dict]:
+    return None if stats is None else {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
 
 
 def compare_paired(baseline: Sequence[Mapping], candidate: Sequence[Mapping], standard_errors: float = 2.0,
@@ -216,7 +220,9 @@ def compare_paired(baseline: Sequence[Mapping], candidate: Sequence[Mapping], st
     worse = [m for m, s in paired.items()
              if s["difference"] < -standard_errors * (s["se"] if s["se"] is not None else 0.0)]
     emotions = sorted({k[2] for k in shared})
-    by_emotion = {e: {m: stats([k for k in shared if k[2] == e], m) for m in SUMMARY_MEASURES} for e in emotions}
+    by_emotion = {e: {m: _rounded(stats([k for k in shared if k[2] == e], m)) for m in SUMMARY_MEASURES}
+                  for e in emotions}
+    paired = {m: _rounded(st) for m, st in paired.items()}
     result = {"voices": voices, "videos": len(shared), "standard_errors": standard_errors, "paired": paired,
               "by_emotion": by_emotion, "worse": worse, "candidate_at_least_as_good": not worse}
     if allow:
