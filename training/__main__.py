@@ -1,4 +1,5 @@
-"""python -m training <command>: corpus, prepare, train, evaluate, evaluate-portraits, compare-portraits, export.
+"""python -m training <command>: corpus, prepare, train, evaluate, evaluate-portraits, compare-portraits, average,
+export.
 
 Run ``python -m training <command> --help`` for each command's options; training/README.md explains them.
 """
@@ -367,6 +368,13 @@ def main(argv=None) -> int:
     from .compare_portraits import add_arguments as _compare_arguments, run as _compare_run
     _compare_arguments(p)
     p.set_defaults(func=_compare_run)
+
+    p = sub.add_parser("average", help="average two denoisers of the same shape parameter by parameter",
+                       description="Write (1 - weight) FIRST + weight SECOND as a denoiser component file, to bundle "
+                                   "with export --base (training/average.py; the demo's denoiser is such an average).")
+    from .average import add_arguments as _average_arguments, run as _average_run
+    _average_arguments(p)
+    p.set_defaults(func=_average_run)
 
     p = sub.add_parser("export", help="bundle trained components into one node checkpoint",
                        description="Combine exported component files (denoiser, expression_generator, superres, "
