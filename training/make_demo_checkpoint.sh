@@ -133,9 +133,11 @@ if [ -n "${REALFACES:-}" ]; then
     # (denoiser_emotion_real_v4.json), then 1,000 steps with the motion-frame blur on the real-texture clips only
     # (denoiser_emotion_real_v4_blur_real.json: the demo from the first replacement), then 1,000 steps with the
     # emotion's emphasis, a texture term on the predicted x0 and no expression dropout
-    # (denoiser_emotion_real_v4_emph_tex4_nodrop.json: the demo since the second), exported with stage 3's generator,
-    # SR head and regressor and its recommendation (checkpoints/MODEL_CARD.md, "Why the no-dropout arm replaced the
-    # first demo").
+    # (denoiser_emotion_real_v4_emph_tex4_nodrop.json: the demo from the second), then 1,000 steps from that with 30 %
+    # of the examples started from the previous frame diffused (denoiser_emotion_real_v4_emph_tex4_nodrop_as30.json),
+    # the last two averaged at weight 0.5 (the demo since the third, 2026-12-06), exported with stage 3's generator,
+    # SR head and regressor and its recommendation (checkpoints/MODEL_CARD.md, "Why the average replaced the
+    # no-dropout arm").
     $PY -m training corpus --out "$DATA/corpus64v4" --clips 640 --identities 64 --seed 0 --size 64 --workers 2
     $PY -m training corpus --out "$DATA/real64v4" --clips 512 --identities 128 --seed 0 --size 64 --workers 2 \
         --real-faces "$REALFACES" --real-speech "$REALSPEECH"
@@ -147,7 +149,13 @@ if [ -n "${REALFACES:-}" ]; then
     $PY -m training train denoiser --config training/configs/denoiser_emotion_real_v4_emph_tex4_nodrop.json \
         --data "$DATA/corpus64v4" "$DATA/real64v4" --out "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop" \
         --init-from "$RUNS/denoiser_emotion_real_v4_blur_real/denoiser.safetensors" --resume
-    $PY -m training export "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop/denoiser.safetensors" \
+    $PY -m training train denoiser --config training/configs/denoiser_emotion_real_v4_emph_tex4_nodrop_as30.json \
+        --data "$DATA/corpus64v4" "$DATA/real64v4" --out "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop_as30" \
+        --init-from "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop/denoiser.safetensors" --resume
+    $PY -m training average "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop/denoiser.safetensors" \
+        "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop_as30/denoiser.safetensors" --weight 0.5 \
+        --out "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop_as30avg.safetensors"
+    $PY -m training export "$RUNS/denoiser_emotion_real_v4_emph_tex4_nodrop_as30avg.safetensors" \
         --base checkpoints/emodiffhead_real.safetensors \
         --card checkpoints/MODEL_CARD.md --guidance 1 --reinject-identity-every 1 --audio-guidance 2 --out checkpoints/emodiffhead_demo.safetensors
 fi
