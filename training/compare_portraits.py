@@ -119,7 +119,7 @@ def _mean(values) -> Optional[float]:
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def _paired_reports(baseline: Sequence[Mapping], candidate: Sequence[Mapping], allow: Sequence[str]):
+def _checked_reports(baseline: Sequence[Mapping], candidate: Sequence[Mapping], allow: Sequence[str]):
     """Both sides' reports keyed by voice, and the voices, once every refusal (module docstring) has been checked."""
     if not baseline or not candidate:
         raise ComparisonError("give at least one report for --baseline and one for --candidate")
@@ -148,7 +148,7 @@ def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance
     checkpoint; the settings of both sides are then part of the result."""
     if tolerance < 0:
         raise ComparisonError(f"--tolerance must be >= 0, got {tolerance}")
-    base, cand, voices = _paired_reports(baseline, candidate, allow)
+    base, cand, voices = _checked_reports(baseline, candidate, allow)
     per_voice = {voice: {"baseline": kept_measures(base[voice]), "candidate": kept_measures(cand[voice])}
                  for voice in voices}
     keys: List[str] = list(per_voice[voices[0]]["baseline"])
@@ -200,7 +200,7 @@ def compare_paired(baseline: Sequence[Mapping], candidate: Sequence[Mapping], st
     no SE)."""
     if standard_errors < 0:
         raise ComparisonError(f"--paired takes a number of standard errors >= 0, got {standard_errors}")
-    base, cand, voices = _paired_reports(baseline, candidate, allow)
+    base, cand, voices = _checked_reports(baseline, candidate, allow)
     before, after = {}, {}
     for voice in voices:
         before.update(video_measures(base[voice]))
@@ -242,11 +242,9 @@ def format_table(result: Mapping) -> str:
         m = result["mean_over_voices"]
         row += [f"{_fmt(m['baseline'][key])} / {_fmt(m['candidate'][key])}", "worse" if key in result["worse"] else ""]
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     verdict = "candidate at least as good on every kept measure" if result["candidate_at_least_as_good"] else \
         f"candidate worse on: {', '.join(result['worse'])}"
-    return "\n".join(lines + [verdict])
+    return _aligned(rows, verdict)
 
 
 def format_paired_table(result: Mapping) -> str:
@@ -255,12 +253,17 @@ def format_paired_table(result: Mapping) -> str:
         se = "-" if st["se"] is None else f"{st['se']:.3f}"
         rows.append([key, _fmt(st["baseline"]), _fmt(st["candidate"]), f"{st['difference']:+.3f} ({se})",
                      f"{st['higher']} of {st['videos']}", "worse" if key in result["worse"] else ""])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     k = result["standard_errors"]
     verdict = (f"candidate within {k:g} SE of the baseline on every kept measure ({result['videos']} paired videos)"
                if result["candidate_at_least_as_good"] else
                f"candidate lower by more than {k:g} SE on: {', '.join(result['worse'])}")
+    return _aligned(rows, verdict)
+
+
+def _aligned(rows: Sequence[Sequence[str]], verdict: str) -> str:
+    """The rows as left-aligned columns, then the verdict line."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines + [verdict])
 
 
