@@ -18,6 +18,25 @@ if _WORKERS > 1:
 torch.set_num_threads(_THREADS)
 
 
+@pytest.fixture(scope="session")
+def perturbed_tiny_denoiser():
+    """Makes the tiny denoiser with every parameter moved by noise of ``scale`` (its output head starts at zero, so
+    without this no condition would change its output), after seeding torch's global generator with ``seed``: the
+    caller's later draws follow from that seed as they did when each test built its own."""
+    from emodiff_core.config import DENOISER_PRESETS
+    from emodiff_core.models import EMOdiffheadDenoiser
+
+    def make(seed: int = 0, scale: float = 0.02):
+        torch.manual_seed(seed)
+        den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
+        with torch.no_grad():
+            for p in den.parameters():
+                p.add_(torch.randn(p.shape) * scale)
+        return den
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module: on a busy 2-core machine two OpenMP threads wait on each other for a

@@ -10,23 +10,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
+def tiny_bundle(tmp_path_factory, perturbed_tiny_denoiser):
     """A tiny denoiser with every parameter non-zero (its output head starts at zero), in a bundle."""
     from emodiff_core.checkpoint import save_checkpoint
-    from emodiff_core.config import DENOISER_PRESETS
-    from emodiff_core.models import EMOdiffheadDenoiser
 
-    torch.manual_seed(0)
-    den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
-    with torch.no_grad():
-        for p in den.parameters():
-            p.add_(torch.randn(p.shape) * 0.02)
+    den = perturbed_tiny_denoiser()
     path = str(tmp_path_factory.mktemp("average") / "tiny.safetensors")
     save_checkpoint(path, {"denoiser": den}, info={"steps": "3"})
     return path
 
 
-def test_average_interpolates_parameters_and_refuses_other_shapes(tiny_bundle, tmp_path):
+def test_average_interpolates_parameters_and_refuses_other_shapes(tiny_bundle, tmp_path, perturbed_tiny_denoiser):
     import dataclasses
 
     from training import average as da
@@ -34,11 +28,7 @@ def test_average_interpolates_parameters_and_refuses_other_shapes(tiny_bundle, t
     from emodiff_core.config import DENOISER_PRESETS
     from emodiff_core.models import EMOdiffheadDenoiser
 
-    torch.manual_seed(1)
-    other = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(torch.randn(p.shape) * 0.05)
+    other = perturbed_tiny_denoiser(seed=1, scale=0.05)
     other_path = str(tmp_path / "other.safetensors")
     save_checkpoint(other_path, {"denoiser": other}, info={"kind": "denoiser", "steps": 7})
     first = load_components(tiny_bundle, ["denoiser"])["denoiser"].state_dict()
@@ -54,7 +44,8 @@ def test_average_interpolates_parameters_and_refuses_other_shapes(tiny_bundle, t
     assert torch.equal(da.average_denoisers(tiny_bundle, other_path, 1.0).state_dict()[key], second[key])
     with pytest.raises(ValueError, match=r"weight must be in \[0, 1\]"):
         da.average_denoisers(tiny_bundle, other_path, 1.5)
-    wider = EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], model_channels=DENOISER_PRESETS["tiny"].model_channels * 2))
+    tiny = DENOISER_PRESETS["tiny"]
+    wider = EMOdiffheadDenoiser(dataclasses.replace(tiny, model_channels=tiny.model_channels * 2))
     wider_path = str(tmp_path / "wider.safetensors")
     save_checkpoint(wider_path, {"denoiser": wider}, info={"kind": "denoiser"})
     with pytest.raises(CheckpointError, match="same shape"):

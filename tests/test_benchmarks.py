@@ -17,16 +17,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
+def tiny_bundle(tmp_path_factory, perturbed_tiny_denoiser):
     from emodiff_core.checkpoint import save_checkpoint
-    from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS, RegressorConfig
-    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator, ExpressionRegressor
+    from emodiff_core.config import EXPRESSION_PRESETS, RegressorConfig
+    from emodiff_core.models import ExpressionGenerator, ExpressionRegressor
 
-    torch.manual_seed(0)
-    den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
-    with torch.no_grad():                      # the output head starts at zero: perturb it
-        for p in den.parameters():
-            p.add_(torch.randn(p.shape) * 0.02)
+    den = perturbed_tiny_denoiser()
     path = str(tmp_path_factory.mktemp("bench") / "tiny.safetensors")
     save_checkpoint(path, {"denoiser": den, "expression_generator": ExpressionGenerator(EXPRESSION_PRESETS["tiny"]),
                            "regressor": ExpressionRegressor(RegressorConfig(image_size=32, channels=8))},

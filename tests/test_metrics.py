@@ -134,16 +134,12 @@ def test_psi_extractor_regressor_and_errors(tmp_path):
     assert MV.PsiExtractor.from_files(regressor_path=path)(frames).shape == (5, 50)
 
 
-def test_video_flie_on_tiny_models():
+def test_video_flie_on_tiny_models(perturbed_tiny_denoiser):
     from emodiff_core import pipeline as pl
-    from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
-    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core.config import EXPRESSION_PRESETS
+    from emodiff_core.models import ExpressionGenerator
 
-    torch.manual_seed(0)
-    den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
-    with torch.no_grad():                   # the output head starts at zero: perturb so conditions matter
-        for p in den.parameters():
-            p.add_(torch.randn(p.shape) * 0.02)
+    den = perturbed_tiny_denoiser()
     gen = ExpressionGenerator(EXPRESSION_PRESETS["tiny"]).eval()
     t = np.arange(int(0.1 * 16000)) / 16000
     audio = pl.encode_audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, 30, den.config.audio)
@@ -371,17 +367,13 @@ def test_fid_fvd_need_user_weights_and_load_them(tmp_path):
         MV.fvd([torch.rand(5, 3, 8, 8)], videos, tiny3d, length=9)
 
 
-def test_generated_video_report_on_tiny_models(tmp_path):
+def test_generated_video_report_on_tiny_models(tmp_path, perturbed_tiny_denoiser):
     from emodiff_core import pipeline as pl
-    from emodiff_core.config import DENOISER_PRESETS, EXPRESSION_PRESETS
+    from emodiff_core.config import EXPRESSION_PRESETS
     from emodiff_core.emotions import EMOTIONS
-    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+    from emodiff_core.models import ExpressionGenerator
 
-    torch.manual_seed(0)
-    den = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]).eval()
-    with torch.no_grad():
-        for p in den.parameters():
-            p.add_(torch.randn(p.shape) * 0.02)
+    den = perturbed_tiny_denoiser()
     gen = ExpressionGenerator(EXPRESSION_PRESETS["tiny"]).eval()
     audio = pl.encode_audio(_speech_like(21, 30, 16000), 16000, 30, den.config.audio)
     x = torch.randn(16, 48, 50)
