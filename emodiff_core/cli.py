@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
@@ -61,18 +61,18 @@ def load_image(path: str) -> np.ndarray:
 def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, spec: pl.EmotionSpec, *,
                  settings: SamplingSettings, seed: int, superres: str, paste_back: bool, max_side: int = 0,
                  progress: bool = True, reinject_identity_every: int = 0,
-                 mouth_level: Optional[Sequence[float]] = None,
+                 mouth: pl.Mouth = pl.GENERATOR_MOUTH,
                  portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY) -> Tuple[Iterator[np.ndarray], float]:
     """(uint8 frames [H, W, 3], one at a time, seconds spent sampling) for one portrait: the aligned crop video
     (optionally super-resolved) or, with ``paste_back``, the portrait at `pl.paste_output_size`(max_side).
 
     Sampling runs first (its crops are small: S x S floats per frame); super-resolution and paste-back run
-    lazily as the caller consumes the frames, so a full-size frame exists once at a time. ``mouth_level``: see
-    `pl.emotion_expression_pair` (`pl.resolve_mouth_level` makes it from --mouth); ``portrait_identity``: see
+    lazily as the caller consumes the frames, so a full-size frame exists once at a time. ``mouth``: see
+    `pl.emotion_expression_pair` (`pl.resolve_mouth` makes it from --mouth); ``portrait_identity``: see
     `pl.identity_crops`."""
     check_superres(models, superres)         # before minutes of sampling, not after
     psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed,
-                                              mouth_level=mouth_level)
+                                              mouth=mouth, audio=audio)
     start = time.perf_counter()
 
     def report(event: pl.FrameProgress):
@@ -116,10 +116,9 @@ def reinject_period(args, models: pl.ModelBundle) -> int:
                                "--reinject-identity-every")
 
 
-def resolve_mouth(args, models: pl.ModelBundle):
-    """The ``mouth_level`` --mouth asks for (`pl.resolve_mouth_level`; auto = the checkpoint's recommendation)."""
-    return pl.resolve_mouth_level(args.mouth, models.denoiser, models.recommended_mouth,
-                                  os.path.basename(args.checkpoint))
+def resolve_mouth(args, models: pl.ModelBundle) -> pl.Mouth:
+    """The `pl.Mouth` --mouth asks for (`pl.resolve_mouth`; auto = the checkpoint's recommendation)."""
+    return pl.resolve_mouth(args.mouth, models.denoiser, models.recommended_mouth, os.path.basename(args.checkpoint))
 
 
 def resolve_superres(models: pl.ModelBundle, mode: str) -> str:
@@ -210,7 +209,7 @@ def generate(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
-    mouth_level = resolve_mouth(args, models)
+    mouth = resolve_mouth(args, models)
     size = models.denoiser.config.image_size
     portrait = pl.prepare_portrait(load_image(args.portrait), size, face_index=args.face_index,
                                    allow_centre_crop=args.centre_crop)
@@ -224,7 +223,7 @@ def generate(args) -> dict:
         spec.weights(audio.num_frames, audio.fps)        # bad keyframes/blends fail before sampling either way
     frames, seconds = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
                                    superres=args.superres, paste_back=args.paste_back, max_side=args.max_side,
-                                   reinject_identity_every=reinject, mouth_level=mouth_level,
+                                   reinject_identity_every=reinject, mouth=mouth,
                                    portrait_identity=args.portrait_identity)
     map_big_buffers_while_streaming()      # sampling is done; what follows allocates frame-sized buffers
     start = time.perf_counter()
@@ -239,7 +238,7 @@ def generate(args) -> dict:
     report = {"out": os.path.abspath(args.out), "frames": audio.num_frames, "fps": audio.fps,
               "audio_seconds": round(audio.seconds, 3), "silent_seconds": round(audio.silent_seconds, 3),
               "size": [int(v) for v in shape], "sampling": settings.to_dict(), "reinject_identity_every": reinject,
-              "mouth": pl.mouth_name(mouth_level), "portrait_identity": args.portrait_identity,
+              "mouth": mouth.name, "portrait_identity": args.portrait_identity,
               "generation_seconds": round(seconds, 1),
               "frames_per_second": round(audio.num_frames / max(seconds, 1e-9), 3),
               "write_seconds": round(time.perf_counter() - start, 1)}
@@ -250,7 +249,7 @@ def generate(args) -> dict:
 
 def emotion_contact_sheet(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, path: str,
                           seed: int = 0, frames: int = 8, settings: SamplingSettings = DEFAULT_SAMPLING,
-                          intensities=CONTACT_INTENSITIES, mouth_level: Optional[Sequence[float]] = None,
+                          intensities=CONTACT_INTENSITIES, mouth: pl.Mouth = pl.GENERATOR_MOUTH,
                           portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY) -> np.ndarray:
     """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
     all rendered as one batch. Intensity 0 is neutral in every column (Eq. 14 at k = 0).
@@ -266,7 +265,7 @@ def emotion_contact_sheet(models: pl.ModelBundle, portrait: pl.Portrait, audio: 
     for k in intensities:
         for emotion in EMOTIONS:
             psi, neutral = pl.emotion_expression_pair(models.generator, short.num_frames, pl.EmotionSpec(emotion, k),
-                                                      fps=audio.fps, seed=seed, mouth_level=mouth_level)
+                                                      fps=audio.fps, seed=seed, mouth=mouth, audio=short)
             psis.append(psi)
             neutrals.append(neutral)
     batch = pl.identity_crops(portrait, portrait_identity, torch.stack(neutrals))
@@ -305,20 +304,20 @@ def demo(args) -> dict:
     settings = with_guidance(settings, args, models)
     pl.check_guidance(models.denoiser.config, settings)
     reinject = reinject_period(args, models)
-    mouth_level = resolve_mouth(args, models)
+    mouth = resolve_mouth(args, models)
     size = models.denoiser.config.image_size
     wave, sr = load_audio_file(DEMO_SPEECH)
     audio = pl.encode_audio(wave, sr, 30, models.denoiser.config.audio)
     spec = pl.EmotionSpec(args.emotion, args.intensity)
     report = {"checkpoint": os.path.basename(args.checkpoint), "emotion": args.emotion, "intensity": args.intensity,
               "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "sampling": settings.to_dict(),
-              "reinject_identity_every": reinject, "mouth": pl.mouth_name(mouth_level),
+              "reinject_identity_every": reinject, "mouth": mouth.name,
               "portrait_identity": args.portrait_identity, "outputs": []}
     photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
     procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
     # both portraits in one batch: one autoregressive pass renders two videos
     psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=args.seed,
-                                              mouth_level=mouth_level)
+                                              mouth=mouth, audio=audio)
     t0 = time.perf_counter()
 
     def report_progress(event: pl.FrameProgress):
@@ -343,7 +342,7 @@ def demo(args) -> dict:
             report["outputs"].append(full_path)
     sheet_path = os.path.join(args.out, "contact_sheet.png")
     emotion_contact_sheet(models, procedural, audio, sheet_path, seed=args.seed, settings=settings,
-                          mouth_level=mouth_level, portrait_identity=args.portrait_identity)
+                          mouth=mouth, portrait_identity=args.portrait_identity)
     report["outputs"].append(sheet_path)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     return report
@@ -378,7 +377,8 @@ def main(argv=None) -> int:
                              "(0 = off; default: the checkpoint's recommended period, 0 when it names none)")
     common.add_argument("--mouth", default="auto", choices=pl.MOUTH_POLICIES,
                         help="the mouth of the generated expression: voice = held at the denoiser's training mean, "
-                             "so the audio alone moves it (the emotion keeps its own mouth shape); generator = the "
+                             "so the audio alone moves it (the emotion keeps its own mouth shape); speech = held, "
+                             "and moved by the recording's loudness as in the training corpus; generator = the "
                              "expression generator's own speaking mouth (the paper); auto (default) = what the "
                              "checkpoint recommends (export --mouth), generator when it names none (the shipped ones)")
     common.add_argument("--portrait-identity", default=pl.DEFAULT_PORTRAIT_IDENTITY, choices=pl.PORTRAIT_IDENTITIES,

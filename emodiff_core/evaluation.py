@@ -23,7 +23,7 @@ from .feature_nets import LPIPS
 from .metrics import EmotionClassifier
 from .metrics_video import (FaceDescriptor, VideoFlie, condition_dims, edit_dims, flie_from_psi, flie_from_videos,
                             frames_to_uint8, intensity_levels, lie, measure_video)
-from .pipeline import EmotionSpec, emotion_expressions, generate_frames
+from .pipeline import EmotionSpec, Mouth, emotion_expressions, generate_frames
 from .sampling import DEFAULT, SamplingSettings
 
 
@@ -33,7 +33,7 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
                               cache_reference: bool = True, device=None,
                               reinject_identity_every: int = 0,
                               conditions: Optional[Sequence[torch.Tensor]] = None,
-                              mouth_level: Optional[Sequence[float]] = None) -> List[torch.Tensor]:
+                              mouth: Optional[Mouth] = None) -> List[torch.Tensor]:
     """Videos [N, 3, S, S] of one identity speaking ``audio`` with ``emotion`` at k = 0, 1/L, .., 1
     (``reinject_identity_every`` as `pipeline.generate_frames`; 0 = off).
 
@@ -42,10 +42,10 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
     videos differ only by the intensity. ``conditions``: those conditions when the caller already made them
     (`intensity_conditions` with the same arguments); they are used as given. With classifier-free guidance
     (``settings.guidance`` != 1) each video is guided against the k = 0 condition, the neutral sequence e_n of
-    Eq. 14 (as the pipeline guides a user's video). ``mouth_level``: see `pipeline.emotion_expression_pair`.
+    Eq. 14 (as the pipeline guides a user's video). ``mouth``: see `pipeline.emotion_expression_pair`.
     """
     if conditions is None:
-        conditions = intensity_conditions(generator, audio, emotion, levels, expression_seed, mouth_level)
+        conditions = intensity_conditions(generator, audio, emotion, levels, expression_seed, mouth)
     videos = []
     for psi in conditions:
         frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
@@ -57,11 +57,11 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
 
 
 def intensity_conditions(generator, audio, emotion: str, levels: int, expression_seed: int = 0,
-                         mouth_level: Optional[Sequence[float]] = None) -> List[torch.Tensor]:
+                         mouth: Optional[Mouth] = None) -> List[torch.Tensor]:
     """The expression conditions [N, 50] of `generate_intensity_videos` at k = 0, 1/L, .., 1 (Eq. 14, the same
-    generator noise at every level; ``mouth_level`` as `pipeline.emotion_expression_pair`)."""
+    generator noise at every level; ``mouth`` as `pipeline.emotion_expression_pair`, with ``audio``)."""
     return [emotion_expressions(generator, audio.num_frames, EmotionSpec(emotion, float(k)), fps=audio.fps,
-                                seed=expression_seed, mouth_level=mouth_level) for k in intensity_levels(levels)]
+                                seed=expression_seed, mouth=mouth, audio=audio) for k in intensity_levels(levels)]
 
 
 def video_flie(denoiser, generator, identity: torch.Tensor, audio, emotion: str, extractor: Callable,
@@ -154,7 +154,7 @@ def intensity_metrics(denoiser, generator, identity: torch.Tensor, audio, emotio
     does not show has a CV of noise over a small step, and can be most of the sum. ``level_psi_means`` and
     ``level_condition_means`` ([L + 1][D]): the measured and the asked psi per level, averaged over frames."""
     conditions = intensity_conditions(generator, audio, emotion, levels, generation.get("expression_seed", 0),
-                                      generation.get("mouth_level"))
+                                      generation.get("mouth"))
     videos = generate_intensity_videos(denoiser, generator, identity, audio, emotion, levels, conditions=conditions,
                                        **generation)
     out: Dict[str, object] = {}

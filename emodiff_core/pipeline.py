@@ -26,7 +26,8 @@ from .guidance import AudioGuidance, ExpressionGuidance
 from .sampling import SamplingSettings
 from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
 from .emotions import EMOTIONS, NEUTRAL, emotion_index
-from .facemodel import SPEECH_MOUTH_COMPONENTS       # of the psi every shipped model makes and reads
+# of the psi every shipped model makes and reads
+from .facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS, SPEECH_MOUTH_COMPONENTS
 from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
 
 MAX_AUDIO_SECONDS = 600.0
@@ -173,19 +174,19 @@ def recommended_audio_guidance(info: Dict[str, str], name: str = "the checkpoint
 
 
 def recommended_mouth(info: Dict[str, str], denoiser, name: str = "the checkpoint") -> str:
-    """The generated mouth a bundle's info recommends (`MOUTH_INFO_KEY`: "voice" or "generator"; what `MOUTH_POLICIES`'
-    "auto" means for it), "generator" (the paper's) without one. "voice" needs a denoiser that stores its training
-    statistics (`voice_mouth_level`)."""
+    """The generated mouth a bundle's info recommends (`MOUTH_INFO_KEY`: one of `MOUTH_CHOICES`; what
+    `MOUTH_POLICIES`' "auto" means for it), "generator" (the paper's) without one. "voice" and "speech" need a
+    denoiser that stores its training statistics (`voice_mouth_level`)."""
     from .checkpoint import CheckpointError
 
     text = info.get(MOUTH_INFO_KEY)
     if text is None:
         return "generator"
     if text not in MOUTH_CHOICES:
-        raise CheckpointError(f"{name}: its recommended info.{MOUTH_INFO_KEY} = {text!r} is neither 'voice' nor "
-                              "'generator'; re-export it with a valid --mouth")
-    if text == "voice" and voice_mouth_level(denoiser) is None:
-        raise CheckpointError(f"{name}: it recommends the mouth 'voice', which needs a denoiser that stores its "
+        raise CheckpointError(f"{name}: its recommended info.{MOUTH_INFO_KEY} = {text!r} is not one of "
+                              f"{', '.join(MOUTH_CHOICES)}; re-export it with a valid --mouth")
+    if text != "generator" and voice_mouth_level(denoiser) is None:
+        raise CheckpointError(f"{name}: it recommends the mouth {text!r}, which needs a denoiser that stores its "
                               "training statistics (expression_mean); re-export it with --mouth generator")
     return text
 
@@ -264,7 +265,6 @@ def neutral_identity(portrait: Portrait, neutral: Optional[torch.Tensor], size: 
     [B, N, D], as `emotion_expression_pair` makes it; None (an expression file without one): the face model's
     neutral, psi = 0. Rendered with the crop convention of `prepare_portrait`, so it lines up with the crop."""
     from .face_rig import rig_from_photo
-    from .facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS
 
     if neutral is None:
         psi = np.zeros((1, EXPRESSION_DIM))
@@ -454,28 +454,40 @@ class EmotionSpec:
 
 @torch.no_grad()
 def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0,
-                        mouth_level: Optional[Sequence[float]] = None) -> torch.Tensor:
+                        mouth: Optional["Mouth"] = None, audio: Optional[AudioFeatures] = None) -> torch.Tensor:
     """Per-frame expression vectors [N, 50]: e_n + sum_j w_j (e_j - e_n) (Eq. 14 with d_y = e_y - e_n).
 
     The neutral and every target sequence come from the expression generator with the SAME noise z, so the
-    differences e_j - e_n isolate the emotions. ``mouth_level``: see `emotion_expression_pair`.
+    differences e_j - e_n isolate the emotions. ``mouth``, ``audio``: see `emotion_expression_pair`.
     """
-    return emotion_expression_pair(generator, num_frames, spec, fps, seed, mouth_level=mouth_level)[0]
+    return emotion_expression_pair(generator, num_frames, spec, fps, seed, mouth=mouth, audio=audio)[0]
 
 
 @torch.no_grad()
 def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0,
-                            mouth_level: Optional[Sequence[float]] = None):
+                            mouth: Optional["Mouth"] = None, audio: Optional[AudioFeatures] = None):
     """(psi, e_n): the per-frame expression vectors of `emotion_expressions` and the neutral sequence e_n they
     were made from (the null condition of classifier-free guidance, `guidance.ExpressionGuidance`).
 
-    :param mouth_level: None: the generator's sequences as they are (the paper). Otherwise the mouth is the
-        voice's (`hold_voice_mouth`): the speaking mouth the generator drew is replaced by this level (one value
-        per psi component; `voice_mouth_level` gives a denoiser's), and each emotion keeps only its own mouth
-        offset, so that the denoiser's mouth follows the audio alone.
+    :param mouth: how the mouth is made (`resolve_mouth`; None = `GENERATOR_MOUTH`): the generator's sequences as
+        they are (the paper); or held (``mouth.level``, `hold_voice_mouth`): the speaking mouth the generator drew
+        is replaced by that level and each emotion keeps only its own mouth offset; and, with
+        ``mouth.follows_speech``, the recording's mouth motion (`speech_mouth_motion` of ``audio``) added to both
+        psi and e_n, so that Eq. 14's directions are unchanged.
+    :param audio: the recording the video will speak (its `num_frames` must be ``num_frames``); needed, and only
+        used, by a mouth that follows the speech.
     """
+    mouth = GENERATOR_MOUTH if mouth is None else mouth
     if num_frames < 1:
         raise PipelineError("num_frames must be at least 1")
+    motion = None
+    if mouth.follows_speech:
+        if audio is None:
+            raise PipelineError("the mouth 'speech' follows the recording: give the audio features")
+        if audio.num_frames != num_frames:
+            raise PipelineError(f"the audio has {audio.num_frames} frames; the expressions are asked for "
+                                f"{num_frames}")
+        motion = speech_mouth_motion(audio)
     weights = spec.weights(num_frames, fps)                       # [N, 8]
     used = [j for j in range(len(EMOTIONS)) if weights[:, j].abs().max() > 0]
     device = next(generator.parameters()).device
@@ -484,18 +496,63 @@ def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: 
     labels = torch.tensor([emotion_index(NEUTRAL)] + used, device=device)
     seqs = generator(labels, num_frames, z=z.expand(len(labels), -1)).float().cpu()
     e_n, targets = seqs[0], seqs[1:]
-    if mouth_level is not None:
-        e_n, targets = hold_voice_mouth(e_n, targets, mouth_level)
-    if not used:
-        return e_n, e_n
-    return blend_from_weights(e_n, targets, weights[:, used].float()), e_n
+    if mouth.level is not None:
+        e_n, targets = hold_voice_mouth(e_n, targets, mouth.level)
+    psi = blend_from_weights(e_n, targets, weights[:, used].float()) if used else e_n
+    if motion is not None:
+        psi, e_n = psi + motion, e_n + motion
+    return psi, e_n
 
 
-# How `emotion_expression_pair`'s mouth is chosen (`resolve_mouth_level`): "voice" holds it (`hold_voice_mouth`),
-# "generator" keeps the generator's speaking mouth (the paper), "auto" is what the bundle recommends
-# (`recommended_mouth`: its info.sampling.mouth, "generator" without one).
-MOUTH_CHOICES = ("voice", "generator")           # what a bundle can recommend (`recommended_mouth`)
+def speech_mouth_motion(audio: AudioFeatures) -> torch.Tensor:
+    """[N, 50]: how a recording moves psi's speech components (`facemodel.SPEECH_COMPONENTS`: jaw, mouth width, lip
+    press), as the corpora drove them (`audio.mouth_drive`), less their time mean; zero elsewhere.
+
+    Why: in training, psi's mouth is the drive of the clip's own voice, in step with the audio the denoiser hears;
+    the expression generator never hears the voice, so its speaking mouth is out of step with it (and `--mouth
+    voice` holds it still). The mean is left out so that the level stays the held one (`Mouth.level`) whatever the
+    recording's loudness (benchmarks/README.md, "psi's speech components from the recording").
+    """
+    drive = audio_mod.mouth_drive(audio.waveform, audio.fps, audio.num_frames, audio.config.sample_rate)
+    motion = torch.zeros(audio.num_frames, EXPRESSION_DIM)
+    for name in SPEECH_COMPONENTS:
+        track = torch.as_tensor(drive[name], dtype=torch.float32)
+        motion[:, COMPONENT[name]] = track - track.mean()
+    return motion
+
+
+# How `emotion_expression_pair`'s mouth is chosen (`resolve_mouth`): "generator" keeps the generator's speaking mouth
+# (the paper), "voice" holds it (`hold_voice_mouth`), "speech" holds it and adds the recording's mouth motion
+# (`speech_mouth_motion`), "auto" is what the bundle recommends (`recommended_mouth`: its info.sampling.mouth,
+# "generator" without one).
+MOUTH_CHOICES = ("voice", "generator", "speech")     # what a bundle can recommend (`recommended_mouth`)
 MOUTH_POLICIES = ("auto",) + MOUTH_CHOICES
+
+
+@dataclass(frozen=True)
+class Mouth:
+    """How `emotion_expression_pair` makes the expressions' mouth (`resolve_mouth` makes it from a policy).
+
+    ``level``: None keeps the generator's own speaking mouth; D values hold the speech-mouth components there
+    (`hold_voice_mouth`). ``follows_speech``: psi's speech components also follow the recording
+    (`speech_mouth_motion`), on top of the held level."""
+
+    level: Optional[Tuple[float, ...]] = None
+    follows_speech: bool = False
+
+    def __post_init__(self):
+        if self.follows_speech and self.level is None:
+            raise PipelineError("a mouth that follows the speech rides on a held level: give the level")
+
+    @property
+    def name(self) -> str:
+        """How reports and expression descriptions name it: one of `MOUTH_CHOICES`."""
+        if self.level is None:
+            return "generator"
+        return "speech" if self.follows_speech else "voice"
+
+
+GENERATOR_MOUTH = Mouth()
 
 
 def check_mouth_policy(policy: str) -> None:
@@ -540,26 +597,20 @@ def voice_mouth_level(denoiser) -> Optional[Tuple[float, ...]]:
     return mean if mean else None
 
 
-def resolve_mouth_level(policy: str, denoiser, recommended: str = "generator",
-                        name: str = "this checkpoint") -> Optional[Tuple[float, ...]]:
-    """The ``mouth_level`` for `emotion_expression_pair` under a policy of `MOUTH_POLICIES`, "auto" being
-    ``recommended`` (the bundle's `recommended_mouth`). The one rule behind the CLI's --mouth, the Emotion Vector
-    node's mouth input, `evaluate` and `evaluate-portraits`."""
+def resolve_mouth(policy: str, denoiser, recommended: str = "generator", name: str = "this checkpoint") -> Mouth:
+    """The `Mouth` for `emotion_expression_pair` under a policy of `MOUTH_POLICIES`, "auto" being ``recommended``
+    (the bundle's `recommended_mouth`). The one rule behind the CLI's --mouth, the Emotion Vector node's mouth
+    input, `evaluate` and `evaluate-portraits`."""
     check_mouth_policy(policy)
     if policy == "auto":
         policy = recommended
     if policy == "generator":
-        return None
+        return GENERATOR_MOUTH
     level = voice_mouth_level(denoiser)
     if level is None:
-        raise PipelineError(f"mouth 'voice' needs a denoiser that stores its training statistics (expression_mean); "
-                            f"{name} does not: use 'generator'")
-    return level
-
-
-def mouth_name(mouth_level: Optional[Sequence[float]]) -> str:
-    """How reports name the mouth a ``mouth_level`` (`resolve_mouth_level`'s result) gives: "voice" or "generator"."""
-    return "generator" if mouth_level is None else "voice"
+        raise PipelineError(f"mouth {policy!r} needs a denoiser that stores its training statistics "
+                            f"(expression_mean); {name} does not: use 'generator'")
+    return Mouth(level, follows_speech=policy == "speech")
 
 
 @dataclass

@@ -152,7 +152,8 @@ class EMOdiffheadEmotionVector:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (MODEL, {"tooltip": "Its expression generator makes the neutral and target sequences."}),
-            "audio_features": (AUDIO_FEATURES, {"tooltip": "Gives the number of frames and the fps."}),
+            "audio_features": (AUDIO_FEATURES, {"tooltip": "Gives the number of frames and the fps (and, with the "
+                                                           "mouth 'speech', the mouth's motion)."}),
             "emotion": (list(EMOTIONS), {"default": "happy", "tooltip": "MEAD's eight emotions."}),
             "intensity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": MAX_INTENSITY, "step": 0.05,
                                     "tooltip": "0 = neutral, 1 = the emotion as trained, above 1 exaggerates."}),
@@ -166,7 +167,8 @@ class EMOdiffheadEmotionVector:
                                                 "(seconds; eased between keys; overrides blend)."}),
             "mouth": (list(pl.MOUTH_POLICIES), {"default": "auto",
                                                 "tooltip": "voice: the generated mouth is held, the audio alone moves it "
-                                                           "(the emotion keeps its own mouth shape); generator: the "
+                                                           "(the emotion keeps its own mouth shape); speech: held, and "
+                                                           "moved by the recording's loudness as in training; generator: the "
                                                            "expression generator's own speaking mouth (the paper); auto: "
                                                            "what the checkpoint recommends (generator for the shipped "
                                                            "ones)."}),
@@ -175,12 +177,12 @@ class EMOdiffheadEmotionVector:
     def make(self, model, audio_features, emotion, intensity, seed, blend="", keyframes="", mouth="auto"):
         spec = pl.EmotionSpec(emotion, float(intensity), blend=_run(parse_blend, blend.strip() or None),
                               keyframes=keyframes.strip() or None)
-        mouth_level = _run(pl.resolve_mouth_level, mouth, model.denoiser, model.recommended_mouth, model.name)
+        generated_mouth = _run(pl.resolve_mouth, mouth, model.denoiser, model.recommended_mouth, model.name)
         psi, neutral = _run(pl.emotion_expression_pair, model.generator, audio_features.num_frames, spec,
-                            fps=audio_features.fps, seed=seed, mouth_level=mouth_level)
+                            fps=audio_features.fps, seed=seed, mouth=generated_mouth, audio=audio_features)
         description = {"emotion": emotion, "intensity": float(intensity), "blend": blend.strip(),
                        "keyframes": keyframes.strip(), "seed": int(seed), "model": model.name,
-                       "mouth": pl.mouth_name(mouth_level)}
+                       "mouth": generated_mouth.name}
         plot = emotion_plot(spec, audio_features.num_frames, audio_features.fps, silent=audio_features.silent)
         plot_image = (torch.from_numpy(plot).float() / 255.0)[None].to(bridge.intermediate_device())
         return (pl.ExpressionTrack(psi, audio_features.fps, description, neutral=neutral), plot_image)

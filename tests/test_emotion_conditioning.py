@@ -353,7 +353,9 @@ def test_a_bundle_recommends_its_guidance_and_the_cli_samples_with_it(tmp_path):
                             "expression_generator": gen})
     voiced = pl.load_bundle(export(str(tmp_path / "voiced.safetensors"), [stats], mouth="voice"))
     assert voiced.recommended_mouth == "voice"
-    assert pl.resolve_mouth_level("auto", voiced.denoiser, voiced.recommended_mouth) == (0.1,) * 50
+    assert pl.resolve_mouth("auto", voiced.denoiser, voiced.recommended_mouth) == pl.Mouth((0.1,) * 50)
+    spoken = pl.load_bundle(export(str(tmp_path / "spoken.safetensors"), [stats], mouth="speech"))
+    assert pl.resolve_mouth("auto", spoken.denoiser, spoken.recommended_mouth) == pl.Mouth((0.1,) * 50, True)
     speech = os.path.join(root, "assets", "speech.wav")
     portrait = os.path.join(root, "assets", "portrait.jpg")
 

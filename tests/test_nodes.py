@@ -337,6 +337,16 @@ def test_bad_audio_emotion_and_checkpoints(comfy):
         emo.make(model, feats, "happy", 1.0, 0, keyframes="1.0:happy")
     with pytest.raises(err, match="training statistics"):     # the tiny denoiser stores none
         emo.make(model, feats, "happy", 1.0, 0, mouth="voice")
+    # with training statistics: 'speech' is 'voice' plus the connected recording's mouth motion
+    stats = EMOdiffheadDenoiser(dataclasses.replace(model.denoiser.config, expression_mean=(0.2,) * 50,
+                                                    expression_scale=(1.0,) * 50))
+    with_stats = dataclasses.replace(model, denoiser=stats)
+    pl = sys.modules[type(emo).__module__].pl
+    feats2 = enc.encode(model, _speech_audio(2.0, 16000, 1), 30.0)[0]
+    spoken, voiced = (emo.make(with_stats, feats2, "sad", 1.0, 0, mouth=m)[0] for m in ("speech", "voice"))
+    assert spoken.description["mouth"] == "speech" and voiced.description["mouth"] == "voice"
+    assert torch.allclose(spoken.psi - voiced.psi, pl.speech_mouth_motion(feats2), atol=1e-6)
+    assert torch.allclose(spoken.neutral - voiced.neutral, pl.speech_mouth_motion(feats2), atol=1e-6)
     loader = _node(comfy, "LoadEMOdiffheadModel")
     with pytest.raises(err, match="not a generation checkpoint"):
         loader.load("sr_only.safetensors", "cpu", "auto")

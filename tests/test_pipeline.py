@@ -70,41 +70,93 @@ def test_voice_mouth_holds_the_generated_mouth_and_keeps_each_emotions_own():
     mouth = list(pl.SPEECH_MOUTH_COMPONENTS)
     others = [c for c in range(50) if c not in mouth]
     level = torch.linspace(-0.5, 0.5, 50)
+    voice = pl.Mouth(tuple(level.tolist()))
     e_y, e_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 1.0), seed=3)
     assert e_n[:, mouth].std(dim=0).min() > 0           # the generator's own mouth moves (what is held)
-    held_y, held_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 1.0), seed=3, mouth_level=level)
+    held_y, held_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 1.0), seed=3, mouth=voice)
     assert torch.equal(held_n[:, mouth], level[mouth].expand(60, -1))
     assert torch.equal(held_n[:, others], e_n[:, others]) and torch.allclose(held_y[:, others], e_y[:, others])
     offset = (e_y - e_n)[:, mouth].mean(dim=0)
     assert torch.allclose(held_y[:, mouth], (level[mouth] + offset).expand(60, -1), atol=1e-6)
-    half, _ = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 0.5), seed=3, mouth_level=level)
+    half, _ = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy", 0.5), seed=3, mouth=voice)
     assert torch.allclose(half[:, mouth], (level[mouth] + 0.5 * offset).expand(60, -1), atol=1e-6)
     # a timeline: neutral at 0 s to happy at 1 s, the emotion's mouth offset follows the weight
     spec = pl.EmotionSpec(keyframes="0:neutral:0, 1:happy:1")
-    timeline, _ = pl.emotion_expression_pair(gen, 60, spec, fps=30, seed=3, mouth_level=level)
+    timeline, _ = pl.emotion_expression_pair(gen, 60, spec, fps=30, seed=3, mouth=voice)
     happy = EMOTIONS.index("happy")
     w = spec.weights(60, 30)[:, happy:happy + 1].float()
     assert w[0] == 0 and w[45] == 1
     assert torch.allclose(timeline[:, mouth], level[mouth] + w * offset, atol=1e-6)
-    neutral, neutral_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("neutral"), seed=3, mouth_level=level)
+    neutral, neutral_n = pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("neutral"), seed=3, mouth=voice)
     assert torch.equal(neutral, neutral_n) and torch.allclose(neutral, held_n, atol=1e-6)
     with pytest.raises(pl.PipelineError, match="49 values"):
-        pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy"), seed=3, mouth_level=level[:49])
+        pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy"), seed=3, mouth=pl.Mouth(voice.level[:49]))
     # which level a denoiser gives: its training mean; none for one trained on raw psi
     raw = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"])
     stats = EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], expression_mean=tuple(level.tolist()),
                                                     expression_scale=(1.0,) * 50))
     assert pl.voice_mouth_level(raw) is None
-    assert torch.equal(torch.tensor(pl.resolve_mouth_level("voice", stats)), level)
+    assert pl.resolve_mouth("voice", stats) == voice and voice.name == "voice"
     # auto is the bundle's recommendation (`recommended_mouth`), the generator's mouth without one
-    assert pl.resolve_mouth_level("auto", stats) is None and pl.resolve_mouth_level("generator", stats) is None
-    assert pl.resolve_mouth_level("auto", stats, "voice") == pl.voice_mouth_level(stats)
-    assert pl.resolve_mouth_level("generator", stats, "voice") is None
-    assert pl.mouth_name(None) == "generator" and pl.mouth_name(pl.voice_mouth_level(stats)) == "voice"
+    assert pl.resolve_mouth("auto", stats) == pl.GENERATOR_MOUTH == pl.resolve_mouth("generator", stats)
+    assert pl.resolve_mouth("auto", stats, "voice") == voice
+    assert pl.resolve_mouth("generator", stats, "voice") == pl.GENERATOR_MOUTH
+    assert pl.GENERATOR_MOUTH.name == "generator" and pl.GENERATOR_MOUTH.level is None
     with pytest.raises(pl.PipelineError, match="training statistics.*'generator'"):
-        pl.resolve_mouth_level("voice", raw, name="demo.safetensors")
-    with pytest.raises(pl.PipelineError, match="one of auto, voice, generator"):
-        pl.resolve_mouth_level("lips", stats)
+        pl.resolve_mouth("voice", raw, name="demo.safetensors")
+    with pytest.raises(pl.PipelineError, match="one of auto, voice, generator, speech"):
+        pl.resolve_mouth("lips", stats)
+
+
+def test_speech_mouth_adds_the_recordings_mouth_motion_to_the_held_mouth():
+    """mouth 'speech': psi and e_n are the 'voice' ones plus `speech_mouth_motion` of the recording (so Eq. 14's
+    directions are unchanged); the motion is the corpus' drive (`audio.mouth_drive`) of the speech components less
+    its time mean, zero elsewhere; the jaw opens with the voice's loudness."""
+    import dataclasses
+
+    from emodiff_core.audio import mouth_drive
+    from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS
+
+    _, gen = _tiny_models()
+    cfg = dataclasses.replace(DENOISER_PRESETS["tiny"], expression_mean=tuple(torch.linspace(-0.5, 0.5, 50).tolist()),
+                              expression_scale=(1.0,) * 50)
+    stats = EMOdiffheadDenoiser(cfg)
+    rate, seconds = 16000, 2.0
+    t = np.arange(int(rate * seconds)) / rate
+    loudness = np.clip(np.sin(2 * np.pi * 1.5 * t), 0, None)          # three syllables a second, pauses between
+    audio = pl.encode_audio(0.3 * loudness * np.sin(2 * np.pi * 220 * t), rate, 30, cfg.audio)
+    n = audio.num_frames
+    speech, voice = pl.resolve_mouth("speech", stats), pl.resolve_mouth("voice", stats)
+    assert speech.name == "speech" and speech.follows_speech and speech.level == voice.level
+
+    motion = pl.speech_mouth_motion(audio)
+    assert motion.shape == (n, 50)
+    driven = [COMPONENT[name] for name in SPEECH_COMPONENTS]
+    assert torch.count_nonzero(motion[:, [c for c in range(50) if c not in driven]]) == 0
+    assert motion[:, driven].mean(dim=0).abs().max() < 1e-6
+    drive = mouth_drive(audio.waveform, audio.fps, n, audio.config.sample_rate)
+    jaw = motion[:, COMPONENT["jaw_open"]].numpy()
+    assert np.allclose(jaw, drive["jaw_open"] - drive["jaw_open"].mean(), atol=1e-6)
+    assert np.corrcoef(jaw, drive["envelope"])[0, 1] > 0.9 and jaw.std() > 0.1
+
+    for spec in (pl.EmotionSpec("surprised", 0.7), pl.EmotionSpec("neutral"),
+                 pl.EmotionSpec(keyframes="0:neutral:0, 1:happy:1")):
+        held_y, held_n = pl.emotion_expression_pair(gen, n, spec, seed=3, mouth=voice)
+        moved_y, moved_n = pl.emotion_expression_pair(gen, n, spec, seed=3, mouth=speech, audio=audio)
+        assert torch.allclose(moved_n, held_n + motion, atol=1e-6) and torch.allclose(moved_y, held_y + motion, atol=1e-6)
+        assert torch.allclose(moved_y - moved_n, held_y - held_n, atol=1e-6)
+    # the other mouths ignore the audio
+    assert torch.equal(pl.emotion_expression_pair(gen, n, pl.EmotionSpec("sad"), seed=3, mouth=voice, audio=audio)[0],
+                       pl.emotion_expression_pair(gen, n, pl.EmotionSpec("sad"), seed=3, mouth=voice)[0])
+
+    with pytest.raises(pl.PipelineError, match="give the audio features"):
+        pl.emotion_expression_pair(gen, n, pl.EmotionSpec("sad"), mouth=speech)
+    with pytest.raises(pl.PipelineError, match=f"the audio has {n} frames"):
+        pl.emotion_expression_pair(gen, n - 1, pl.EmotionSpec("sad"), mouth=speech, audio=audio)
+    with pytest.raises(pl.PipelineError, match="held level"):
+        pl.Mouth(None, follows_speech=True)
+    with pytest.raises(pl.PipelineError, match="mouth 'speech' needs a denoiser that stores its training statistics"):
+        pl.resolve_mouth("speech", EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"]))
 
 
 def test_generate_frames_is_seeded_autoregressive_and_cancellable():

@@ -308,7 +308,7 @@ def main(argv=None) -> int:
                         "(0 = off; default: the period the denoiser's checkpoint recommends, as generate)")
     p.add_argument("--mouth", choices=MOUTH_POLICIES, default="auto",
                    help="videos made from the expression generator: their mouth, as generate's --mouth (voice, "
-                        "generator; default auto: what the denoiser's checkpoint recommends)")
+                        "speech, generator; default auto: what the denoiser's checkpoint recommends)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_evaluate)
@@ -345,7 +345,8 @@ def main(argv=None) -> int:
                         "default: the checkpoint's recommended period, as generate)")
     p.add_argument("--mouth", choices=MOUTH_POLICIES, default="auto",
                    help="the generated expression's mouth, as generate's --mouth: voice (held, the audio moves it), "
-                        "generator (the generator's own speaking mouth), auto (default: what the checkpoint "
+                        "speech (held, and moved by the recording as in the corpus), generator (the generator's own "
+                        "speaking mouth), auto (default: what the checkpoint "
                         "recommends, generator when it names none)")
     p.add_argument("--portrait-identity", choices=PORTRAIT_IDENTITIES, default=DEFAULT_PORTRAIT_IDENTITY,
                    help="what the network is given as the person, as generate's --portrait-identity: neutral "
@@ -393,8 +394,8 @@ def main(argv=None) -> int:
                         "`evaluate-portraits --reinject-identity-every` measurements of identity drift)")
     p.add_argument("--mouth", choices=MOUTH_CHOICES, default=None,
                    help="the generated mouth the CLI samples with by default (--mouth auto): voice (held at the "
-                        "denoiser's training mean, the audio moves it; needs a denoiser with training statistics) or "
-                        "generator; from paired `evaluate-portraits --mouth` / `evaluate --mouth` measurements")
+                        "denoiser's training mean, the audio moves it; needs a denoiser with training statistics), speech "
+                        "(held, and moved by the recording; the same need) or generator; from paired `evaluate-portraits --mouth` / `evaluate --mouth` measurements")
     p.add_argument("--audio-guidance", type=float, default=None,
                    help="the guidance on the voice the CLI samples with by default (1 = off; from "
                         "`evaluate-portraits --audio-guidance` measurements of lip sync)")

@@ -28,10 +28,10 @@ from emodiff_core.checkpoint import build_components, load_components, read_chec
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (SPEECH_MOUTH_COMPONENTS, EmotionSpec, check_guidance, check_mouth_policy,
-                                   check_reinject, emotion_expression_pair, emotion_expressions, encode_audio,
-                                   generate_frames, mouth_name, recommended_audio_guidance, recommended_guidance,
-                                   recommended_mouth, recommended_reinject, resolve_guidance, resolve_mouth_level,
+from emodiff_core.pipeline import (GENERATOR_MOUTH, SPEECH_MOUTH_COMPONENTS, EmotionSpec, Mouth, check_guidance,
+                                   check_mouth_policy, check_reinject, emotion_expression_pair, emotion_expressions,
+                                   encode_audio, generate_frames, recommended_audio_guidance, recommended_guidance,
+                                   recommended_mouth, recommended_reinject, resolve_guidance, resolve_mouth,
                                    resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
@@ -310,7 +310,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                     i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
                     reinject_identity_every: int = 0, flie_seeds: int = 1, flie_clips: int = 1,
                     flie_settings: Optional[SamplingSettings] = None,
-                    mouth_level: Optional[Sequence[float]] = None) -> dict:
+                    mouth: Optional[Mouth] = None) -> dict:
     """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring) and
     ``reinject_identity_every`` (`pipeline.generate_frames`; 0 = off). Missing inputs (no extractor, no weights)
     leave their keys out and say why under ``skipped``. ``flie`` is measured with ``seed``; with ``flie_seeds``
@@ -339,7 +339,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     ``psnr``/``ssim``/``lipsync``/``identity``/``identity_ground_truth``, in ``clips`` order (for paired comparisons
     of checkpoints). ``identity_ground_truth``: the same identity measure on the clip's own frames, the reference
     for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's).
-    ``mouth_level``: the generated expressions' mouth (`pipeline.emotion_expression_pair`) in the emotion-accuracy and
+    ``mouth``: the generated expressions' mouth (`pipeline.emotion_expression_pair`) in the emotion-accuracy and
     FLIE videos (and the rollouts of a corpus without psi); None = the generator's."""
     from emodiff_core import metrics_video as mv
     from emodiff_core.evaluation import intensity_metrics, pooled_flie_with_se
@@ -362,7 +362,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
             first = (identity, audio, meta, clip)
         psi = (torch.from_numpy(np.array(clip.psi[:n], np.float32)) if clip.psi is not None
                else emotion_expressions(generator, n, EmotionSpec("neutral"), fps=audio.fps, seed=seed,
-                                        mouth_level=mouth_level))
+                                        mouth=mouth, audio=audio))
         video = generate_frames(denoiser, identity, audio, psi, **gen_opts)[:, 0]
         measured = mv.measure_video(video, audio, truth_frames=truth, extractor=extractor,
                                     descriptor=descriptor, reference_image=truth[0])
@@ -390,7 +390,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         accuracy = {}
         for emotion in EMOTIONS:
             psi = emotion_expressions(generator, short.num_frames, EmotionSpec(emotion, 1.0), fps=short.fps, seed=seed,
-                                      mouth_level=mouth_level)
+                                      mouth=mouth, audio=short)
             video = generate_frames(denoiser, identity, short, psi, **gen_opts)[:, 0]
             accuracy[emotion] = mv.measure_video(video, short, emotion=emotion, extractor=extractor,
                                                  classifier=classifier, window=WINDOW)["emotion_accuracy"]
@@ -402,7 +402,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
 
         def intensity_at(s: int, lpips=None, portrait=identity, voice=audio, emotion=flie_emotion) -> dict:
             return intensity_metrics(denoiser, generator, portrait, voice.first(flie_frames), emotion,
-                                     flie_levels, extractor, lpips, expression_seed=s, mouth_level=mouth_level,
+                                     flie_levels, extractor, lpips, expression_seed=s, mouth=mouth,
                                      **dict(gen_opts, seed=s, settings=flie_settings or settings))
 
         first_run = intensity_at(seed, lpips)
@@ -736,7 +736,7 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
 
 def extra_neutral_videos(denoiser, generator, face: torch.Tensor, audio, settings: SamplingSettings, seed: int,
                          count: int, reinject_identity_every: int = 0,
-                         mouth_level: Optional[Sequence[float]] = None) -> torch.Tensor:
+                         mouth: Optional[Mouth] = None) -> torch.Tensor:
     """``count`` neutral videos of ``face`` ([3, S, S] in 0..1) speaking ``audio`` beside the control grid's own
     (which is at ``seed``): video r (r = 1..count) has the expression generator and the sampling both at seed
     ``seed + r``, and is diffused on its own, so it is the same video whatever ``count`` is (they were once
@@ -745,7 +745,7 @@ def extra_neutral_videos(denoiser, generator, face: torch.Tensor, audio, setting
     videos = []
     for r in range(1, count + 1):
         expression, neutral = emotion_expression_pair(generator, audio.num_frames, EmotionSpec("neutral", 0.0),
-                                                      fps=audio.fps, seed=seed + r, mouth_level=mouth_level)
+                                                      fps=audio.fps, seed=seed + r, mouth=mouth, audio=audio)
         videos.append(generate_frames(denoiser, face, audio, expression, settings=settings, seed=seed + r,
                                       neutral_expression=neutral, reinject_identity_every=reinject_identity_every))
     return torch.cat(videos, dim=1)
@@ -785,7 +785,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                            seed: int = 0, fer=None, ground_truth: bool = True,
                            reinject_identity_every: int = 0, extractor=None, descriptor=None,
                            extra_judges: Optional[Mapping[str, object]] = None, neutral_seeds: int = 1,
-                           mouth_level: Optional[Sequence[float]] = None) -> dict:
+                           mouth: Optional[Mouth] = None) -> dict:
     """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
 
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
@@ -864,7 +864,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         face_u8 = np.array(face_u8[0])
         face = torch.from_numpy(face_u8).permute(2, 0, 1).float() / 255.0
         pairs = [emotion_expression_pair(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed,
-                                         mouth_level=mouth_level) for e, k in conditions]
+                                         mouth=mouth, audio=audio) for e, k in conditions]
         video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio,
                                 torch.stack([p[0] for p in pairs]), settings=settings, seed=seed,
                                 neutral_expression=torch.stack([p[1] for p in pairs]),
@@ -877,7 +877,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         read("neutral_seeds", video[settle_frames:, 0], identity, "neutral", 0.0)     # conditions[0] is neutral
         if neutral_seeds > 1:
             more = extra_neutral_videos(denoiser, generator, face, audio, settings, seed, int(neutral_seeds) - 1,
-                                        reinject_identity_every, mouth_level)
+                                        reinject_identity_every, mouth)
             for b in range(more.shape[1]):
                 read("neutral_seeds", more[settle_frames:, b], identity, "neutral", 0.0)
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
@@ -900,7 +900,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
 
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
               "videos_per_identity": len(conditions), "neutral_seeds": int(neutral_seeds), **settings.to_dict(),
-              "reinject_identity_every": int(reinject_identity_every), "mouth": mouth_name(mouth_level),
+              "reinject_identity_every": int(reinject_identity_every), "mouth": (mouth or GENERATOR_MOUTH).name,
               **summary(MAIN_JUDGE)}
     for key in ("lipsync", "identity"):
         values = [q[key] for q in quality if key in q]
@@ -1035,14 +1035,14 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
         gen = load_components(found["expression_generator"], ["expression_generator"])["expression_generator"]
         classifier = fit_emotion_classifier(data, seed)
         report["generator"] = evaluate_generator(gen, classifier, data, split, seed=seed)
-    mouth_level = None
+    generated_mouth = GENERATOR_MOUTH
     if "denoiser" in found:
         den_ckpt = read_checkpoint(found["denoiser"])          # read once: the weights and the recommendations
         den = build_components(den_ckpt, ["denoiser"])["denoiser"]
         den_info, den_name = den_ckpt.info, os.path.basename(found["denoiser"])
         del den_ckpt                                            # its tensors are in the module now
-        mouth_level = resolve_mouth_level(mouth, den, recommended_mouth(den_info, den, den_name), den_name)
-        report["mouth"] = mouth_name(mouth_level)
+        generated_mouth = resolve_mouth(mouth, den, recommended_mouth(den_info, den, den_name), den_name)
+        report["mouth"] = generated_mouth.name
         reinject_identity_every = resolve_reinject(reinject_identity_every, recommended_reinject(den_info, den_name))
         audio_guidance = resolve_guidance(audio_guidance, recommended_audio_guidance(den_info, den_name),
                                           "audio_guidance")
@@ -1065,7 +1065,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 inception=load_inception(inception) if inception else None,
                 i3d=load_i3d(i3d) if i3d else None, settings=video_settings,
                 reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels,
-                flie_emotion=flie_emotion, flie_clips=flie_clips, mouth_level=mouth_level,
+                flie_emotion=flie_emotion, flie_clips=flie_clips, mouth=generated_mouth,
                 flie_settings=_guided(video_settings, guidance[0], den.config))
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
@@ -1084,7 +1084,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                     settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
                     reinject_identity_every=reinject_identity_every, extractor=control_extractor,
                     descriptor=control_descriptor, extra_judges=extra_judges, neutral_seeds=neutral_seeds,
-                    mouth_level=mouth_level)
+                    mouth=generated_mouth)
                 report.setdefault("emotion_control", control)
                 sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
                 if extra_judges:

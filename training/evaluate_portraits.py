@@ -459,9 +459,9 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         f"sampling {settings.label}")
 
     # the expression sequences do not depend on the portrait: one (psi, e_n) pair per emotion
-    mouth_level = pl.resolve_mouth_level(mouth, models.denoiser, models.recommended_mouth, display_path(checkpoint))
+    generated_mouth = pl.resolve_mouth(mouth, models.denoiser, models.recommended_mouth, display_path(checkpoint))
     pairs = [pl.emotion_expression_pair(models.generator, clip.num_frames, pl.EmotionSpec(e, float(intensity)),
-                                        fps=clip.fps, seed=seed, mouth_level=mouth_level) for e in emotions]
+                                        fps=clip.fps, seed=seed, mouth=generated_mouth, audio=clip) for e in emotions]
     psi = torch.stack([p[0] for p in pairs])
     neutral = torch.stack([p[1] for p in pairs])
 
@@ -472,7 +472,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                   "silent_seconds": round(clip.silent_seconds, 3), "frames": clip.num_frames, "fps": clip.fps},
         "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed), "sampling": settings.to_dict(),
         "reinject_identity_every": int(reinject_identity_every),
-        "mouth": pl.mouth_name(mouth_level),
+        "mouth": generated_mouth.name,
         "portrait_identity": portrait_identity,
         "superres": ("none" if models.superres is None else
                      f"head of {display_path(superres_from)}" if superres_from is not None else "head"),

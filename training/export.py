@@ -61,8 +61,8 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
     samples with by default; chosen by `evaluate --guidance`'s sweep); refused for a denoiser not trained for it.
     ``reinject_identity_every``: likewise the identity re-injection period (`pipeline.REINJECT_INFO_KEY`), and
     ``audio_guidance`` the guidance on the voice (`pipeline.AUDIO_GUIDANCE_INFO_KEY`), and ``mouth`` the generated
-    mouth, "voice" or "generator" (`pipeline.MOUTH_INFO_KEY`, what --mouth auto samples with; "voice" needs a
-    denoiser with training statistics).
+    mouth, one of `pipeline.MOUTH_CHOICES` (`pipeline.MOUTH_INFO_KEY`, what --mouth auto samples with; "voice" and
+    "speech" need a denoiser with training statistics).
     ``expression_warmup``: the frames the bundle's expression generator rolls out and drops before the first
     it returns (`ExpressionConfig.warmup_frames`, `with_warmup`; its weights unchanged).
     ``superres_mouth_from``: a file holding an SR head (a component file or a bundle) that becomes the mouth branch
