@@ -454,7 +454,7 @@ class EmotionSpec:
 
 @torch.no_grad()
 def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0,
-                        mouth: Optional["Mouth"] = None, audio: Optional[AudioFeatures] = None) -> torch.Tensor:
+                        mouth: Optional[Mouth] = None, audio: Optional[AudioFeatures] = None) -> torch.Tensor:
     """Per-frame expression vectors [N, 50]: e_n + sum_j w_j (e_j - e_n) (Eq. 14 with d_y = e_y - e_n).
 
     The neutral and every target sequence come from the expression generator with the SAME noise z, so the
@@ -465,7 +465,7 @@ def emotion_expressions(generator, num_frames: int, spec: EmotionSpec, fps: floa
 
 @torch.no_grad()
 def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: float = 30.0, seed: int = 0,
-                            mouth: Optional["Mouth"] = None, audio: Optional[AudioFeatures] = None):
+                            mouth: Optional[Mouth] = None, audio: Optional[AudioFeatures] = None):
     """(psi, e_n): the per-frame expression vectors of `emotion_expressions` and the neutral sequence e_n they
     were made from (the null condition of classifier-free guidance, `guidance.ExpressionGuidance`).
 
