@@ -34,7 +34,7 @@ import torch
 
 from emodiff_core import pipeline
 from emodiff_core.face_rig import rig_from_photo
-from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS
+from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS, speech_psi
 
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
 
@@ -53,10 +53,10 @@ def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray
     neutral = np.asarray(neutral, np.float64)
     emotion = float(strength) * (np.asarray(expression, np.float64) - neutral)
     psi = neutral + emotion
-    drive = mouth_drive(waveform, fps, len(psi), sample_rate) if mouth == "voice" else None
-    for name in SPEECH_COMPONENTS:
-        c = COMPONENT[name]
-        psi[:, c] = emotion[:, c] + (drive[name] if drive is not None else 0.0)
+    speech = (speech_psi(mouth_drive(waveform, fps, len(psi), sample_rate)) if mouth == "voice"
+              else np.zeros_like(psi))
+    driven = [COMPONENT[name] for name in SPEECH_COMPONENTS]
+    psi[:, driven] = emotion[:, driven] + speech[:, driven]
     return psi
 
 

@@ -47,6 +47,16 @@ SPEECH_MOUTH_COMPONENTS = tuple(COMPONENT[name] for name in SPEECH_COMPONENTS + 
 IDENTITY_DIM = 10
 
 
+def speech_psi(drive: Dict[str, np.ndarray]) -> np.ndarray:
+    """psi's speech part [N, D] from a voice's mouth drive (`audio.mouth_drive`): its tracks in the
+    `SPEECH_COMPONENTS`, zero elsewhere. The one mapping of a voice onto psi: the corpora drive their faces with it
+    (`training.corpus`), sampling follows a recording with it (`pipeline.speech_mouth_motion`)."""
+    psi = np.zeros((len(drive[SPEECH_COMPONENTS[0]]), EXPRESSION_DIM))
+    for name in SPEECH_COMPONENTS:
+        psi[:, COMPONENT[name]] = drive[name]
+    return psi
+
+
 def _template() -> np.ndarray:
     pts = np.zeros((NUM_LANDMARKS, 2))
     a = np.linspace(0.0, np.pi, 17)

@@ -27,7 +27,7 @@ from .sampling import SamplingSettings
 from .editing import Keyframe, blend_from_weights, check_intensity, keyframe_weights, parse_keyframes
 from .emotions import EMOTIONS, NEUTRAL, emotion_index
 # of the psi every shipped model makes and reads
-from .facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS, SPEECH_MOUTH_COMPONENTS
+from .facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS, SPEECH_MOUTH_COMPONENTS, speech_psi
 from .windows import motion_centre, motion_offsets, smooth_sequence, window_indices, window_offsets
 
 MAX_AUDIO_SECONDS = 600.0
@@ -514,11 +514,9 @@ def speech_mouth_motion(audio: AudioFeatures) -> torch.Tensor:
     recording's loudness (benchmarks/README.md, "psi's speech components from the recording").
     """
     drive = audio_mod.mouth_drive(audio.waveform, audio.fps, audio.num_frames, audio.config.sample_rate)
-    motion = torch.zeros(audio.num_frames, EXPRESSION_DIM)
-    for name in SPEECH_COMPONENTS:
-        track = torch.as_tensor(drive[name], dtype=torch.float32)
-        motion[:, COMPONENT[name]] = track - track.mean()
-    return motion
+    # each track as a contiguous float32 row, so its time mean is summed as the measured runs summed it, bit for bit
+    tracks = torch.from_numpy(speech_psi(drive)).float().T.contiguous()                  # [D, N]
+    return (tracks - tracks.mean(dim=1, keepdim=True)).T.contiguous()
 
 
 # How `emotion_expression_pair`'s mouth is chosen (`resolve_mouth`): "generator" keeps the generator's speaking mouth

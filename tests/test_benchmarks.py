@@ -184,8 +184,8 @@ def test_audio_guidance_variants_act_where_and_when_they_say():
 
 def test_warp_reinjection_psi_and_frames():
     from benchmarks import warp_reinjection as wr
-    from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
-    from training.corpus.generate import SPEECH_COMPONENTS, identity_rig, render_frames
+    from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS, HeadPose
+    from training.corpus.generate import identity_rig, render_frames
     from emodiff_core.audio import mouth_drive
 
     # a procedural corpus face as the photo: exact landmarks

@@ -61,11 +61,17 @@ def test_emotion_expressions_follow_eq14():
             pl.emotion_expressions(gen, 5, spec)
 
 
+def _denoiser_with_statistics(level: torch.Tensor) -> EMOdiffheadDenoiser:
+    """The tiny denoiser storing training statistics: mean psi ``level`` (the level the mouth is held at), scale 1."""
+    import dataclasses
+
+    return EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], expression_mean=tuple(level.tolist()),
+                                                   expression_scale=(1.0,) * 50))
+
+
 def test_voice_mouth_holds_the_generated_mouth_and_keeps_each_emotions_own():
     """mouth 'voice' (`hold_voice_mouth`): e_n's speech-mouth components are the level in every frame; an emotion
     adds its time-mean mouth offset, scaled by its weight frame by frame; every other component is Eq. 14's."""
-    import dataclasses
-
     _, gen = _tiny_models()
     mouth = list(pl.SPEECH_MOUTH_COMPONENTS)
     others = [c for c in range(50) if c not in mouth]
@@ -93,8 +99,7 @@ def test_voice_mouth_holds_the_generated_mouth_and_keeps_each_emotions_own():
         pl.emotion_expression_pair(gen, 60, pl.EmotionSpec("happy"), seed=3, mouth=pl.Mouth(voice.level[:49]))
     # which level a denoiser gives: its training mean; none for one trained on raw psi
     raw = EMOdiffheadDenoiser(DENOISER_PRESETS["tiny"])
-    stats = EMOdiffheadDenoiser(dataclasses.replace(DENOISER_PRESETS["tiny"], expression_mean=tuple(level.tolist()),
-                                                    expression_scale=(1.0,) * 50))
+    stats = _denoiser_with_statistics(level)
     assert pl.voice_mouth_level(raw) is None
     assert pl.resolve_mouth("voice", stats) == voice and voice.name == "voice"
     # auto is the bundle's recommendation (`recommended_mouth`), the generator's mouth without one
@@ -112,19 +117,15 @@ def test_speech_mouth_adds_the_recordings_mouth_motion_to_the_held_mouth():
     """mouth 'speech': psi and e_n are the 'voice' ones plus `speech_mouth_motion` of the recording (so Eq. 14's
     directions are unchanged); the motion is the corpus' drive (`audio.mouth_drive`) of the speech components less
     its time mean, zero elsewhere; the jaw opens with the voice's loudness."""
-    import dataclasses
-
     from emodiff_core.audio import mouth_drive
     from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS
 
     _, gen = _tiny_models()
-    cfg = dataclasses.replace(DENOISER_PRESETS["tiny"], expression_mean=tuple(torch.linspace(-0.5, 0.5, 50).tolist()),
-                              expression_scale=(1.0,) * 50)
-    stats = EMOdiffheadDenoiser(cfg)
+    stats = _denoiser_with_statistics(torch.linspace(-0.5, 0.5, 50))
     rate, seconds = 16000, 2.0
     t = np.arange(int(rate * seconds)) / rate
     loudness = np.clip(np.sin(2 * np.pi * 1.5 * t), 0, None)          # three syllables a second, pauses between
-    audio = pl.encode_audio(0.3 * loudness * np.sin(2 * np.pi * 220 * t), rate, 30, cfg.audio)
+    audio = pl.encode_audio(0.3 * loudness * np.sin(2 * np.pi * 220 * t), rate, 30, stats.config.audio)
     n = audio.num_frames
     speech, voice = pl.resolve_mouth("speech", stats), pl.resolve_mouth("voice", stats)
     assert speech.name == "speech" and speech.follows_speech and speech.level == voice.level

@@ -30,8 +30,8 @@ import numpy as np
 from emodiff_core.audio import mouth_drive, num_video_frames, samples_for_frames
 from emodiff_core.emotions import EMOTIONS, MEAD_LEVEL_INTENSITY
 from emodiff_core.facemodel import (COMPONENT, EMOTION_DIRECTIONS, EXPRESSION_DIM, IDENTITY_BASIS, IDENTITY_DIM,
-                                    NUM_NAMED, SPEECH_COMPONENTS, TEMPLATE, HeadPose, apply_pose, canonical_to_pixels,
-                                    landmarks_canonical)
+                                    NUM_NAMED, TEMPLATE, HeadPose, apply_pose, canonical_to_pixels,
+                                    landmarks_canonical, speech_psi)
 
 from ..clips import Clip, write_clip, write_index
 from . import speech
@@ -317,9 +317,7 @@ def clip_tracks(identity: Identity, rng: np.random.Generator, plan: EmotionPlan,
     weights[:, EMOTIONS.index("neutral")] = np.clip(1.0 - weights.sum(1), 0, 1)   # the rest of the face is neutral
     psi_emotion = emotion_weights_to_psi(identity, weights)
     drive = mouth_drive(wave, fps, n, sample_rate)
-    psi_speech = np.zeros((n, EXPRESSION_DIM))
-    for name in SPEECH_COMPONENTS:
-        psi_speech[:, COMPONENT[name]] = drive[name]
+    psi_speech = speech_psi(drive)
     psi_blink = np.zeros((n, EXPRESSION_DIM))
     psi_blink[:, COMPONENT["eye_openness"]] = -2.2 * _blinks(rng, n, fps)
     psi_noise = np.zeros((n, EXPRESSION_DIM))
