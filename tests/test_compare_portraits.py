@@ -8,10 +8,10 @@ from training.compare_portraits import ComparisonError, compare, compare_paired,
 
 
 def report(voice, lip, same=0.95, sharp=0.4, fer_sad=0.1, portraits=("a.jpg", "b.jpg"), seconds=10.0, complete=True,
-           reinject=2):
+           reinject=2, seed=0):
     return {"complete": complete, "checkpoint": "x.safetensors", "portraits": list(portraits),
             "audio": {"file": voice, "seconds_used": seconds},
-            "emotions": ["neutral", "happy", "sad"], "intensity": 1.0, "seed": 0, "sampling": {"steps": 10},
+            "emotions": ["neutral", "happy", "sad"], "intensity": 1.0, "seed": seed, "sampling": {"steps": 10},
             "reinject_identity_every": reinject, "superres": "head",
             "summary": {"face_share": 1.0, "same_person_share": same, "sharpness": sharp, "lipsync_r": lip,
                         "fer_reads_asked": {"neutral": 0.2, "happy": 0.9, "sad": fer_sad}}}
@@ -92,9 +92,9 @@ def test_command_line_prints_the_table_and_writes_json(tmp_path, capsys):
                           "--candidate", str(out)]) == 2
 
 
-def with_videos(voice, per_video):
+def with_videos(voice, per_video, seed=0):
     """A report whose per-video results are ``per_video``: {(photo, emotion): (same_person, lip, fer_asked)}."""
-    rep = report(voice, 0.5)
+    rep = report(voice, 0.5, seed=seed)
     photos = {}
     for (photo, emotion), (same, lip, fer) in per_video.items():
         photos.setdefault(photo, {})[emotion] = {"face_share": 1.0, "same_person_share": same, "sharpness": 0.6,
@@ -126,6 +126,32 @@ def test_paired_verdict_reads_video_by_video_differences_against_their_standard_
         compare_paired([with_videos("v1.wav", base)], [report("v1.wav", 0.5)])
     with pytest.raises(ComparisonError, match=">= 0"):
         compare_paired([with_videos("v1.wav", base)], [with_videos("v1.wav", cand)], standard_errors=-1)
+
+
+def test_seeds_of_one_voice_pool_as_runs_paired_by_seed():
+    keys = [("a.jpg", "sad"), ("b.jpg", "sad")]
+    # seed 0: the candidate 0.1 higher on both videos; seed 1: 0.2 lower on both (its reports given in the other
+    # order). Paired by seed: -0.05, SE 0.087 (within 2 SE)
+    base = [with_videos("v1.wav", {k: (0.9, 0.5, 0.2) for k in keys}, seed=0),
+            with_videos("v1.wav", {k: (0.9, 0.7, 0.2) for k in keys}, seed=1)]
+    cand = [with_videos("v1.wav", {k: (0.9, 0.5, 0.2) for k in keys}, seed=1),
+            with_videos("v1.wav", {k: (0.9, 0.6, 0.2) for k in keys}, seed=0)]
+    result = compare_paired(base, cand)
+    assert result["voices"] == ["v1.wav seed 0", "v1.wav seed 1"] and result["videos"] == 4
+    lip = result["paired"]["lipsync_r"]
+    assert lip["difference"] == pytest.approx(-0.05) and lip["higher"] == 2
+    assert lip["se"] == pytest.approx(0.0866, abs=1e-4)
+    assert result["candidate_at_least_as_good"]
+    means = compare([report("v1.wav", 0.5, seed=0), report("v1.wav", 0.3, seed=1)],
+                    [report("v1.wav", 0.45, seed=1), report("v1.wav", 0.5, seed=0)])
+    assert means["per_voice"]["v1.wav seed 1"]["candidate"]["lipsync_r"] == 0.45
+    assert means["mean_over_voices"]["candidate"]["lipsync_r"] == pytest.approx(0.475)
+    # one seed throughout: runs are named by the voice alone, as before seeds pooled
+    assert compare([report("v1.wav", 0.5, seed=3)], [report("v1.wav", 0.5, seed=3)])["voices"] == ["v1.wav"]
+    with pytest.raises(ComparisonError, match="different voices or seeds"):
+        compare([report("v1.wav", 0.5, seed=0)], [report("v1.wav", 0.5, seed=1)])
+    with pytest.raises(ComparisonError, match="same voice 'v1.wav' and seed 1"):
+        compare([report("v1.wav", 0.5, seed=1), report("v1.wav", 0.4, seed=1)], [report("v1.wav", 0.5, seed=1)])
 
 
 def test_paired_command_line(tmp_path, capsys):

@@ -1,16 +1,19 @@
-"""python -m training compare-portraits: rank two checkpoints on real photos over SEVERAL voices.
+"""python -m training compare-portraits: rank two checkpoints on real photos over SEVERAL voices (and seeds).
 
     python -m training compare-portraits --baseline A_vk5qi/report.json A_other/report.json \
         --candidate B_vk5qi/report.json B_other/report.json [--json out.json]
 
-Each ``report.json`` is one `evaluate-portraits` run (one checkpoint, one recording). Reports are paired by
-voice (the recording's file name): the two checkpoints must have been measured on the same voices, photos,
-emotions, seconds, seed, sampling and re-injection period, or the comparison is refused with what differs.
+Each ``report.json`` is one `evaluate-portraits` run (one checkpoint, one recording, one seed). Reports are paired
+by run: the voice (the recording's file name) and the seed. The two checkpoints must have been measured on the same
+voices and seeds, photos, emotions, seconds, sampling and re-injection period, or the comparison is refused with what
+differs. Several seeds of one voice pool as several runs (each named "VOICE seed N" in the result; by the voice alone
+where every report has one seed): one seed's dozen videos do not tell a cost of a point or two from the noise of
+the sampling (benchmarks/README.md, "`--mouth speech` as the recommendation, over two seeds").
 
 Why: lip sync on the held-out photos swings more with the voice than with the checkpoint (the real checkpoint:
 r 0.50 with one held-out recording, 0.31 with another), so a ship decision from one voice is noise. The
 measures kept by the shipping rule (README: "at least as good on every kept measure") are averaged over the
-voices first (each voice counts once, whatever its number of frames):
+runs first (each voice and seed counts once, whatever its number of frames):
 
 - ``face_share``, ``same_person_share``, ``sharpness``, ``lipsync_r``: the report's summary (mean over videos);
 - ``fer_<emotion>``: the share of frames the real-face classifier reads as the asked emotion, per non-neutral
@@ -19,11 +22,11 @@ voices first (each voice counts once, whatever its number of frames):
 ``--allow sampling`` (or ``reinject_identity_every``, ``superres``, ``mouth``) lets those differ, to rank two ways of running
 one checkpoint (e.g. start noise 0.5 against 0.7) by the same rule.
 
-The verdict ``candidate_at_least_as_good`` is True when the candidate's voice-mean is >= the baseline's minus
+The verdict ``candidate_at_least_as_good`` is True when the candidate's run-mean is >= the baseline's minus
 ``--tolerance`` (default 0) on every kept measure; ``worse`` lists the measures where it is not.
 
 ``--paired K`` decides by the demo's standing rule instead (checkpoints/MODEL_CARD.md): the same kept measures,
-paired video by video (voice, photo, emotion; FER on the videos of its emotion), worse only where the candidate's mean
+paired video by video (run, photo, emotion; FER on the videos of its emotion), worse only where the candidate's mean
 is below the baseline's by more than K standard errors of the paired differences (K = 2 in the rule). A difference
 of means over a dozen videos moves by a few points between seeds; pairing removes what the photo and voice share.
 """
@@ -32,15 +35,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from emodiff_core.sampling import SamplingError, SamplingSettings
 
 SUMMARY_MEASURES = ("face_share", "same_person_share", "sharpness", "lipsync_r")
-# what must agree between two reports for their numbers to be comparable
-SETTINGS_KEYS = ("emotions", "intensity", "seed", "sampling", "reinject_identity_every", "superres", "mouth")
+# what must agree between two reports for their numbers to be comparable (the voice and the seed pair them: `run_of`)
+SETTINGS_KEYS = ("emotions", "intensity", "sampling", "reinject_identity_every", "superres", "mouth")
 # what may differ when the comparison is between two ways of running ONE checkpoint (--allow)
 GENERATION_SETTINGS = ("sampling", "reinject_identity_every", "superres", "mouth")
 
@@ -69,6 +72,11 @@ def voice_of(report: Mapping) -> str:
     return str(report["audio"]["file"])
 
 
+def run_of(report: Mapping) -> Tuple[str, int]:
+    """(voice, seed): what pairs a baseline report with a candidate report."""
+    return voice_of(report), int(report.get("seed", 0))
+
+
 def kept_measures(report: Mapping) -> Dict[str, Optional[float]]:
     """The measures the shipping rule keeps, from one report's summary."""
     summary = report["summary"]
@@ -79,13 +87,14 @@ def kept_measures(report: Mapping) -> Dict[str, Optional[float]]:
     return out
 
 
-def _by_voice(reports: Sequence[Mapping], side: str) -> Dict[str, Mapping]:
-    out: Dict[str, Mapping] = {}
+def _by_run(reports: Sequence[Mapping], side: str) -> Dict[Tuple[str, int], Mapping]:
+    out: Dict[Tuple[str, int], Mapping] = {}
     for report in reports:
-        voice = voice_of(report)
-        if voice in out:
-            raise ComparisonError(f"two {side} reports are for the same voice {voice!r}; give one per voice")
-        out[voice] = report
+        run = run_of(report)
+        if run in out:
+            raise ComparisonError(f"two {side} reports are for the same voice {run[0]!r} and seed {run[1]}; give "
+                                  "one per voice and seed")
+        out[run] = report
     return out
 
 
@@ -103,14 +112,14 @@ def _setting(report: Mapping, key: str):
     return value
 
 
-def _check_comparable(a: Mapping, b: Mapping, voice: str, allow: Sequence[str] = ()) -> None:
+def _check_comparable(a: Mapping, b: Mapping, run: str, allow: Sequence[str] = ()) -> None:
     differ = [k for k in SETTINGS_KEYS if k not in allow and _setting(a, k) != _setting(b, k)]
     if sorted(a["portraits"]) != sorted(b["portraits"]):
         differ.append("portraits")
     if a["audio"].get("seconds_used") != b["audio"].get("seconds_used"):
         differ.append("seconds")
     if differ:
-        raise ComparisonError(f"the reports for voice {voice!r} differ in {', '.join(differ)}: rerun "
+        raise ComparisonError(f"the reports for {run!r} differ in {', '.join(differ)}: rerun "
                               "evaluate-portraits with the same options for both checkpoints")
 
 
@@ -120,53 +129,63 @@ def _mean(values) -> Optional[float]:
 
 
 def _checked_reports(baseline: Sequence[Mapping], candidate: Sequence[Mapping], allow: Sequence[str]):
-    """Both sides' reports keyed by voice, and the voices, once every refusal (module docstring) has been checked."""
+    """Both sides' reports keyed by run name, and the run names, once every refusal (module docstring) has been
+    checked. A run is named by its voice, and by its voice and seed where the reports hold more than one seed."""
     if not baseline or not candidate:
         raise ComparisonError("give at least one report for --baseline and one for --candidate")
     unknown = [k for k in allow if k not in GENERATION_SETTINGS]
     if unknown:
         raise ComparisonError(f"--allow takes {', '.join(GENERATION_SETTINGS)}; not {', '.join(unknown)}")
-    base, cand = _by_voice(baseline, "baseline"), _by_voice(candidate, "candidate")
+    base, cand = _by_run(baseline, "baseline"), _by_run(candidate, "candidate")
     if set(base) != set(cand):
-        raise ComparisonError(f"the checkpoints were measured on different voices: baseline {sorted(base)}, "
-                              f"candidate {sorted(cand)}")
-    voices = sorted(base)
-    for voice in voices:
-        _check_comparable(base[voice], cand[voice], voice, allow)
-    return base, cand, voices
+        raise ComparisonError(f"the checkpoints were measured on different voices or seeds: baseline "
+                              f"{_run_names(base)}, candidate {_run_names(cand)}")
+    names = _run_names(base)
+    base = {names[run]: report for run, report in base.items()}
+    cand = {names[run]: report for run, report in cand.items()}
+    runs = sorted(base)
+    for run in runs:
+        _check_comparable(base[run], cand[run], run, allow)
+    return base, cand, runs
 
 
-def _allowed_settings(base: Mapping, cand: Mapping, voices: Sequence[str], allow: Sequence[str]) -> dict:
-    return {side: {k: reports[voices[0]].get(k) for k in allow} for side, reports in (("baseline", base),
+def _run_names(reports: Mapping[Tuple[str, int], Mapping]) -> Dict[Tuple[str, int], str]:
+    """Each run's name: the voice, or "VOICE seed N" where the runs hold more than one seed."""
+    one_seed = len({seed for _, seed in reports}) == 1
+    return {(voice, seed): voice if one_seed else f"{voice} seed {seed}" for voice, seed in reports}
+
+
+def _allowed_settings(base: Mapping, cand: Mapping, runs: Sequence[str], allow: Sequence[str]) -> dict:
+    return {side: {k: reports[runs[0]].get(k) for k in allow} for side, reports in (("baseline", base),
                                                                                        ("candidate", cand))}
 
 
 def compare(baseline: Sequence[Mapping], candidate: Sequence[Mapping], tolerance: float = 0.0,
             allow: Sequence[str] = ()) -> dict:
-    """Per-voice and voice-mean kept measures of both checkpoints, and the verdict (module docstring).
+    """Per-run and run-mean kept measures of both checkpoints, and the verdict (module docstring); the result's
+    ``voices``, ``per_voice`` and ``mean_over_voices`` are the runs (a run is a voice where one seed was measured).
     ``allow``: generation settings (`GENERATION_SETTINGS`) that may differ, to compare two ways of sampling one
     checkpoint; the settings of both sides are then part of the result."""
     if tolerance < 0:
         raise ComparisonError(f"--tolerance must be >= 0, got {tolerance}")
-    base, cand, voices = _checked_reports(baseline, candidate, allow)
-    per_voice = {voice: {"baseline": kept_measures(base[voice]), "candidate": kept_measures(cand[voice])}
-                 for voice in voices}
-    keys: List[str] = list(per_voice[voices[0]]["baseline"])
-    mean = {side: {key: _mean(per_voice[v][side].get(key) for v in voices) for key in keys}
+    base, cand, runs = _checked_reports(baseline, candidate, allow)
+    per_run = {run: {"baseline": kept_measures(base[run]), "candidate": kept_measures(cand[run])} for run in runs}
+    keys: List[str] = list(per_run[runs[0]]["baseline"])
+    mean = {side: {key: _mean(per_run[run][side].get(key) for run in runs) for key in keys}
             for side in ("baseline", "candidate")}
     worse = [key for key in keys if mean["baseline"][key] is not None and
              (mean["candidate"][key] is None or mean["candidate"][key] < mean["baseline"][key] - tolerance)]
-    result = {"voices": voices, "tolerance": tolerance, "per_voice": per_voice, "mean_over_voices": mean,
+    result = {"voices": runs, "tolerance": tolerance, "per_voice": per_run, "mean_over_voices": mean,
               "worse": worse, "candidate_at_least_as_good": not worse}
     if allow:
-        result["settings"] = _allowed_settings(base, cand, voices, allow)
+        result["settings"] = _allowed_settings(base, cand, runs, allow)
     return result
 
 
-def video_measures(report: Mapping) -> Dict[tuple, Dict[str, float]]:
-    """The kept measures of each video of one report, keyed (voice, photo file name, emotion): the summary
-    measures, and ``fer_<emotion>`` (the share of its frames read as the asked emotion) for a non-neutral one."""
-    voice = voice_of(report)
+def video_measures(report: Mapping, run: str) -> Dict[tuple, Dict[str, float]]:
+    """The kept measures of each video of one report, keyed (``run``: its run's name, photo file name, emotion):
+    the summary measures, and ``fer_<emotion>`` (the share of its frames read as the asked emotion) for a
+    non-neutral one."""
     out: Dict[tuple, Dict[str, float]] = {}
     for photo in report.get("results") or []:
         for emotion, video in (photo.get("videos") or {}).items():
@@ -174,7 +193,7 @@ def video_measures(report: Mapping) -> Dict[tuple, Dict[str, float]]:
             asked = (video.get("fer") or {}).get("asked_share")
             if emotion != "neutral" and asked is not None:
                 measures[f"fer_{emotion}"] = asked
-            out[(voice, os.path.basename(str(photo["file"])), emotion)] = measures
+            out[(run, os.path.basename(str(photo["file"])), emotion)] = measures
     return out
 
 
@@ -193,21 +212,21 @@ def _rounded(stats: Optional[Mapping]) -> Optional[dict]:
 
 def compare_paired(baseline: Sequence[Mapping], candidate: Sequence[Mapping], standard_errors: float = 2.0,
                    allow: Sequence[str] = ()) -> dict:
-    """The kept measures paired video by video over every voice (module docstring, ``--paired``): per measure the
+    """The kept measures paired video by video over every run (module docstring, ``--paired``): per measure the
     two means, the mean difference (candidate minus baseline), its standard error, how many videos the candidate
     is higher on; ``by_emotion``: the summary measures on each emotion's videos alone (to read, not to decide).
     ``worse``: the measures whose difference is below -``standard_errors`` SE (or below 0 where one video leaves
     no SE)."""
     if standard_errors < 0:
         raise ComparisonError(f"--paired takes a number of standard errors >= 0, got {standard_errors}")
-    base, cand, voices = _checked_reports(baseline, candidate, allow)
+    base, cand, runs = _checked_reports(baseline, candidate, allow)
     before, after = {}, {}
-    for voice in voices:
-        before.update(video_measures(base[voice]))
-        after.update(video_measures(cand[voice]))
+    for run in runs:
+        before.update(video_measures(base[run], run))
+        after.update(video_measures(cand[run], run))
     shared = sorted(set(before) & set(after))
     if not shared:
-        raise ComparisonError("the reports share no video (voice, photo, emotion): a paired comparison needs "
+        raise ComparisonError("the reports share no video (run, photo, emotion): a paired comparison needs "
                               "evaluate-portraits reports with per-video results of the same photos and emotions")
 
     def stats(keys, measure):
@@ -223,10 +242,10 @@ def compare_paired(baseline: Sequence[Mapping], candidate: Sequence[Mapping], st
     by_emotion = {e: {m: _rounded(stats([k for k in shared if k[2] == e], m)) for m in SUMMARY_MEASURES}
                   for e in emotions}
     paired = {m: _rounded(st) for m, st in paired.items()}
-    result = {"voices": voices, "videos": len(shared), "standard_errors": standard_errors, "paired": paired,
+    result = {"voices": runs, "videos": len(shared), "standard_errors": standard_errors, "paired": paired,
               "by_emotion": by_emotion, "worse": worse, "candidate_at_least_as_good": not worse}
     if allow:
-        result["settings"] = _allowed_settings(base, cand, voices, allow)
+        result["settings"] = _allowed_settings(base, cand, runs, allow)
     return result
 
 
@@ -272,8 +291,10 @@ def _fmt(value) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--baseline", nargs="+", required=True, help="report.json files of the checkpoint to beat, one per voice")
-    p.add_argument("--candidate", nargs="+", required=True, help="report.json files of the candidate, the same voices")
+    p.add_argument("--baseline", nargs="+", required=True,
+                   help="report.json files of the checkpoint to beat, one per voice and seed")
+    p.add_argument("--candidate", nargs="+", required=True,
+                   help="report.json files of the candidate, the same voices and seeds")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="a kept measure counts as worse only below baseline - TOLERANCE (default 0)")
     p.add_argument("--allow", nargs="+", default=(), choices=GENERATION_SETTINGS,
