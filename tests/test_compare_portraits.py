@@ -148,7 +148,8 @@ def test_seeds_of_one_voice_pool_as_runs_paired_by_seed():
     assert means["mean_over_voices"]["candidate"]["lipsync_r"] == pytest.approx(0.475)
     # one seed throughout: runs are named by the voice alone, as before seeds pooled
     assert compare([report("v1.wav", 0.5, seed=3)], [report("v1.wav", 0.5, seed=3)])["voices"] == ["v1.wav"]
-    with pytest.raises(ComparisonError, match="different voices or seeds"):
+    with pytest.raises(ComparisonError, match=r"different voices or seeds: baseline \['v1.wav seed 0'\], "
+                                              r"candidate \['v1.wav seed 1'\]"):
         compare([report("v1.wav", 0.5, seed=0)], [report("v1.wav", 0.5, seed=1)])
     with pytest.raises(ComparisonError, match="same voice 'v1.wav' and seed 1"):
         compare([report("v1.wav", 0.5, seed=1), report("v1.wav", 0.4, seed=1)], [report("v1.wav", 0.5, seed=1)])

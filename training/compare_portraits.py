@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -137,10 +137,10 @@ def _checked_reports(baseline: Sequence[Mapping], candidate: Sequence[Mapping], 
     if unknown:
         raise ComparisonError(f"--allow takes {', '.join(GENERATION_SETTINGS)}; not {', '.join(unknown)}")
     base, cand = _by_run(baseline, "baseline"), _by_run(candidate, "candidate")
+    names = _run_names(set(base) | set(cand))      # both sides, so that runs differing only by seed say so
     if set(base) != set(cand):
         raise ComparisonError(f"the checkpoints were measured on different voices or seeds: baseline "
-                              f"{_run_names(base)}, candidate {_run_names(cand)}")
-    names = _run_names(base)
+                              f"{sorted(names[r] for r in base)}, candidate {sorted(names[r] for r in cand)}")
     base = {names[run]: report for run, report in base.items()}
     cand = {names[run]: report for run, report in cand.items()}
     runs = sorted(base)
@@ -149,10 +149,11 @@ def _checked_reports(baseline: Sequence[Mapping], candidate: Sequence[Mapping], 
     return base, cand, runs
 
 
-def _run_names(reports: Mapping[Tuple[str, int], Mapping]) -> Dict[Tuple[str, int], str]:
-    """Each run's name: the voice, or "VOICE seed N" where the runs hold more than one seed."""
-    one_seed = len({seed for _, seed in reports}) == 1
-    return {(voice, seed): voice if one_seed else f"{voice} seed {seed}" for voice, seed in reports}
+def _run_names(runs: Iterable[Tuple[str, int]]) -> Dict[Tuple[str, int], str]:
+    """Each (voice, seed) run's name: the voice, or "VOICE seed N" where the runs hold more than one seed."""
+    runs = set(runs)
+    one_seed = len({seed for _, seed in runs}) == 1
+    return {(voice, seed): voice if one_seed else f"{voice} seed {seed}" for voice, seed in runs}
 
 
 def _allowed_settings(base: Mapping, cand: Mapping, runs: Sequence[str], allow: Sequence[str]) -> dict:
