@@ -690,13 +690,15 @@ def _frames_to_model(frames: torch.Tensor) -> torch.Tensor:
     return frames * 2.0 - 1.0
 
 
-def _reinjected(source: Callable[[int], torch.Tensor], index: int, batch: int, size: int, device, dtype) -> torch.Tensor:
-    """``generate_frames``' reinject_source for video frame ``index``, checked and in the model's range."""
+def _reinjected(source: Callable[[int], torch.Tensor], index: int, batch: int, size: int, device, dtype,
+                what: str = "reinject_source") -> torch.Tensor:
+    """``generate_frames``' reinject_source (or the source named ``what``) for video frame ``index``, checked and in
+    the model's range."""
     frame = torch.as_tensor(source(index))
     if frame.dim() == 3:
         frame = frame[None].expand(batch, -1, -1, -1)
     if tuple(frame.shape) != (batch, 3, size, size):
-        raise PipelineError(f"reinject_source({index}) must give [{batch}, 3, {size}, {size}] or [3, {size}, {size}] "
+        raise PipelineError(f"{what}({index}) must give [{batch}, 3, {size}, {size}] or [3, {size}, {size}] "
                             f"frames in [0, 1], got {list(frame.shape)}")
     return _frames_to_model(frame.to(device=device, dtype=dtype))
 
@@ -734,7 +736,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
                     dtype: Optional[torch.dtype] = None, cache_reference: bool = True,
                     reinject_identity_every: int = 0, lead_in: int = 0, hold: Optional[torch.Tensor] = None,
                     neutral_expression: Optional[torch.Tensor] = None,
-                    reinject_source: Optional[Callable[[int], torch.Tensor]] = None) -> torch.Tensor:
+                    reinject_source: Optional[Callable[[int], torch.Tensor]] = None,
+                    anchor_source: Optional[Callable[[int], torch.Tensor]] = None) -> torch.Tensor:
     """Autoregressive generation (section 3.4): frame i is sampled from noise conditioned on the identity
     crop, the motion frames x(i-2), x(i-1) (copies of the identity before the first frame, generated frames
     after), and the audio and expression windows i-n .. i+n.
@@ -767,6 +770,10 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         does not grow with the video. None: the identity crop itself. The ReferenceNet always reads the identity
         crop. (An ablation hook: `benchmarks.warp_reinjection` re-injects a warp of the portrait that follows the
         asked expression.)
+    :param anchor_source: what a frame's first denoising step starts from, diffused to the start noise (with
+        ``settings.start_noise`` below 1 only): a function of the video frame index returning frames as
+        ``reinject_source``'s; None: the newest motion frame (the previous frame). Held frames keep their rest
+        state. (An ablation hook: `benchmarks.warp_anchor` starts every frame from a warp of the portrait.)
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """
@@ -854,7 +861,12 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
 
         start = None
         if settings.anchored:
-            anchor = rest if held else cond["motion"][:, -1] if cfg.n_motion_frames else ident
+            if held:
+                anchor = rest
+            elif anchor_source is not None:
+                anchor = _reinjected(anchor_source, i, batch, size, device, dtype, "anchor_source")
+            else:
+                anchor = cond["motion"][:, -1] if cfg.n_motion_frames else ident
             start = sampling.anchored_start(process, anchor, frame_generator)
         x = settings.run(process, model, (batch, 3, size, size), cond, generator=frame_generator, device=device,
                          callback=step_callback, noise=start)

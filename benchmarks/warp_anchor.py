@@ -1,0 +1,56 @@
+"""Ablation: start every frame's denoising from a warp of the portrait at that frame's expression.
+
+    python -m benchmarks.warp_anchor --portraits DIR --audio FILE --checkpoint PATH --portrait-identity neutral \\
+        [--seconds 4] [--emotions sad,surprised] [--mouth voice|closed] [--strength 1] --out DIR
+
+At the pack's default sampling (`sampling.DEFAULT`, start noise 0.5) frame i starts from frame i-1 diffused to
+0.5 T, where the network takes about two thirds of the expression from x_t and a third from psi
+(benchmarks/README.md, "Training the first step of sampling"), so the emotion settles at the share it renders. A
+real-texture training example's x_t is its target diffused, and that target is a warp of a photo following psi
+(`training.corpus.realface`); the warp of a held-out photo at the asked expression reads sad in two thirds of its
+frames with the person kept (`benchmarks.warp_reference`). Here x_t is that warp, for the frame being sampled
+(`benchmarks.warp_reinjection.portrait_warp`: e_y's emotion and blinks, the mouth from the voice as the corpus drives
+it, or closed but for the emotion's own part), diffused to the start noise; the identity, the motion frames (the
+video's own previous frames) and psi are as the pack gives them. So the network starts where its training examples
+start, and its conditions and the previous frames decide what it keeps of the warp. ``--strength`` scales the
+warp's emotion (e_n + s (e_y - e_n)); psi is left as asked.
+
+Each run is `python -m training evaluate-portraits` with `pipeline.generate_frames` given that ``anchor_source``
+(`benchmarks.portrait_ablation`). Measured 2026-12-07: benchmarks/README.md, "Every frame started from the warp".
+"""
+from __future__ import annotations
+
+import sys
+
+from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
+from .warp_reinjection import MOUTHS, portrait_warp
+
+
+def build_parser():
+    p = portrait_parser("python -m benchmarks.warp_anchor", __doc__)
+    p.add_argument("--mouth", default="voice", choices=MOUTHS,
+                   help="the warp's mouth: from the voice (default, as the corpus drives it) or closed")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="how much of the asked emotion the warp shows (e_n + strength (e_y - e_n); default 1)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    last = {}
+
+    def with_anchor(generate):
+        def generate_from_warp(denoiser, identity, audio, expression, **k):
+            source = portrait_warp(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
+                                   args.mouth, args.strength)
+            return generate(denoiser, identity, audio, expression, anchor_source=source, **k)
+        return generate_from_warp
+
+    evaluate_with_patches(args, f"every frame started from the warp of the portrait at its expression (strength "
+                                f"{args.strength:g}, mouth {args.mouth}) diffused to the start noise",
+                          {"prepare_portrait": remembering_portrait(last), "generate_frames": with_anchor})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
