@@ -32,6 +32,8 @@ def portrait_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--emotions", default="happy,sad,surprised")
     p.add_argument("--intensity", type=float, default=1.0,
                    help="k of every asked emotion (as evaluate-portraits'; default 1)")
+    p.add_argument("--start-noise", type=float, default=None,
+                   help="the sampler's start noise (as evaluate-portraits'; default: the pack's, 0.5)")
     p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
     add_portrait_identity(p)
     return p
@@ -63,6 +65,7 @@ def evaluate_with_patches(args: argparse.Namespace, reinjected: str,
     name to a factory that takes the original and returns its stand-in. The originals come back however the run
     ends. The report gets a ``reinjected`` line (what this ablation changed) and is written to OUT/report.json;
     returns it."""
+    from emodiff_core import sampling
     from training.evaluate_portraits import evaluate_portraits
 
     originals = {name: getattr(pipeline, name) for name in patches}
@@ -71,7 +74,9 @@ def evaluate_with_patches(args: argparse.Namespace, reinjected: str,
             setattr(pipeline, name, make(originals[name]))
         report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds,
                                     emotions=args.emotions, intensity=args.intensity, out=args.out,
-                                    portrait_identity=args.portrait_identity)
+                                    portrait_identity=args.portrait_identity,
+                                    settings=(sampling.DEFAULT if args.start_noise is None else
+                                              sampling.DEFAULT.replace(start_noise=args.start_noise)))
     finally:
         for name, original in originals.items():
             setattr(pipeline, name, original)
