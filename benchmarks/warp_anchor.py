@@ -1,7 +1,8 @@
 """Ablation: start every frame's denoising from a warp of the portrait at that frame's expression.
 
     python -m benchmarks.warp_anchor --portraits DIR --audio FILE --checkpoint PATH --portrait-identity neutral \\
-        [--seconds 4] [--emotions sad,surprised] [--mouth voice|closed] [--strength 1] --out DIR
+        [--seconds 4] [--emotions sad,surprised] [--mouth voice|closed] [--strength 1] [--region face|mouth] \\
+        [--start-noise 0.5] --out DIR
 
 At the pack's default sampling (`sampling.DEFAULT`, start noise 0.5) frame i starts from frame i-1 diffused to
 0.5 T, where the network takes about two thirds of the expression from x_t and a third from psi
@@ -13,7 +14,9 @@ frames with the person kept (`benchmarks.warp_reference`). Here x_t is that warp
 it, or closed but for the emotion's own part), diffused to the start noise; the identity, the motion frames (the
 video's own previous frames) and psi are as the pack gives them. So the network starts where its training examples
 start, and its conditions and the previous frames decide what it keeps of the warp. ``--strength`` scales the
-warp's emotion (e_n + s (e_y - e_n)); psi is left as asked.
+warp's emotion (e_n + s (e_y - e_n)); psi is left as asked. ``--region mouth`` starts from the previous frame (the
+default anchor) with the warp inside the mouth region of the aligned crop (`faces.mouth_region_weight`): the warp's
+mouth, the rest of the face as the video has rendered it.
 
 Each run is `python -m training evaluate-portraits` with `pipeline.generate_frames` given that ``anchor_source``
 (`benchmarks.portrait_ablation`). Measured 2026-12-07: benchmarks/README.md, "Every frame started from the warp".
@@ -22,8 +25,25 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
+from emodiff_core.faces import mouth_region_weight
+
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
 from .warp_reinjection import MOUTHS, portrait_warp
+
+REGIONS = ("face", "mouth")
+
+
+def anchor_from(warp, region: str, size: int):
+    """`generate_frames`' ``anchor_source``: the warp of frame i (``face``), or the previous frame with the warp
+    inside the template's mouth region (``mouth``, `faces.mouth_region_weight`)."""
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {', '.join(REGIONS)}, got {region!r}")
+    if region == "face":
+        return lambda index, previous: warp(index)
+    weight = torch.from_numpy(mouth_region_weight(size, size))
+    return lambda index, previous: previous + weight * (warp(index) - previous)
 
 
 def build_parser():
@@ -32,6 +52,9 @@ def build_parser():
                    help="the warp's mouth: from the voice (default, as the corpus drives it) or closed")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much of the asked emotion the warp shows (e_n + strength (e_y - e_n); default 1)")
+    p.add_argument("--region", default="face", choices=REGIONS,
+                   help="face (default): every frame starts from the warp; mouth: from the previous frame with the "
+                        "warp's mouth region")
     return p
 
 
@@ -41,12 +64,15 @@ def main(argv=None) -> int:
 
     def with_anchor(generate):
         def generate_from_warp(denoiser, identity, audio, expression, **k):
-            source = portrait_warp(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
-                                   args.mouth, args.strength)
-            return generate(denoiser, identity, audio, expression, anchor_source=source, **k)
+            size = identity.shape[-1]
+            warp = portrait_warp(last["portrait"], audio, expression, k["neutral_expression"], size, args.mouth,
+                                 args.strength)
+            return generate(denoiser, identity, audio, expression, anchor_source=anchor_from(warp, args.region, size),
+                            **k)
         return generate_from_warp
 
-    evaluate_with_patches(args, f"every frame started from the warp of the portrait at its expression (strength "
+    where = "the warp" if args.region == "face" else "the previous frame with the warp's mouth region"
+    evaluate_with_patches(args, f"every frame started from {where} (the portrait at its expression, strength "
                                 f"{args.strength:g}, mouth {args.mouth}) diffused to the start noise",
                           {"prepare_portrait": remembering_portrait(last), "generate_frames": with_anchor})
     return 0

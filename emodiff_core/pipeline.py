@@ -737,7 +737,7 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
                     reinject_identity_every: int = 0, lead_in: int = 0, hold: Optional[torch.Tensor] = None,
                     neutral_expression: Optional[torch.Tensor] = None,
                     reinject_source: Optional[Callable[[int], torch.Tensor]] = None,
-                    anchor_source: Optional[Callable[[int], torch.Tensor]] = None) -> torch.Tensor:
+                    anchor_source: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """Autoregressive generation (section 3.4): frame i is sampled from noise conditioned on the identity
     crop, the motion frames x(i-2), x(i-1) (copies of the identity before the first frame, generated frames
     after), and the audio and expression windows i-n .. i+n.
@@ -771,9 +771,10 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
         crop. (An ablation hook: `benchmarks.warp_reinjection` re-injects a warp of the portrait that follows the
         asked expression.)
     :param anchor_source: what a frame's first denoising step starts from, diffused to the start noise (with
-        ``settings.start_noise`` below 1 only): a function of the video frame index returning frames as
-        ``reinject_source``'s; None: the newest motion frame (the previous frame). Held frames keep their rest
-        state. (An ablation hook: `benchmarks.warp_anchor` starts every frame from a warp of the portrait.)
+        ``settings.start_noise`` below 1 only): a function of the video frame index and the default anchor (the
+        newest motion frame, [B, 3, S, S] in [0, 1] on the CPU) returning frames as ``reinject_source``'s; None:
+        that default. Held frames keep their rest state. (An ablation hook: `benchmarks.warp_anchor` starts
+        every frame from a warp of the portrait, or from the previous frame with the warp's mouth.)
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """
@@ -861,12 +862,13 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
 
         start = None
         if settings.anchored:
+            anchor = cond["motion"][:, -1] if cfg.n_motion_frames else ident
             if held:
                 anchor = rest
             elif anchor_source is not None:
-                anchor = _reinjected(anchor_source, i, batch, size, device, dtype, "anchor_source")
-            else:
-                anchor = cond["motion"][:, -1] if cfg.n_motion_frames else ident
+                previous = ((anchor.float().clamp(-1, 1) + 1) / 2).cpu()
+                anchor = _reinjected(lambda index: anchor_source(index, previous), i, batch, size, device, dtype,
+                                     "anchor_source")
             start = sampling.anchored_start(process, anchor, frame_generator)
         x = settings.run(process, model, (batch, 3, size, size), cond, generator=frame_generator, device=device,
                          callback=step_callback, noise=start)
