@@ -12,6 +12,7 @@ import os
 from typing import Callable, Dict
 
 from emodiff_core import pipeline
+from emodiff_core.anchors import START_MOUTHS
 from emodiff_core.atomic import atomic_output
 from emodiff_core.paths import CHECKPOINT_DIR
 
@@ -34,6 +35,9 @@ def portrait_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="k of every asked emotion (as evaluate-portraits'; default 1)")
     p.add_argument("--start-noise", type=float, default=None,
                    help="the sampler's start noise (as evaluate-portraits'; default: the pack's, 0.5)")
+    p.add_argument("--start-mouth", default="previous", choices=START_MOUTHS,
+                   help="what each frame starts from, as evaluate-portraits' (default previous, as the recorded "
+                        "runs; rig = the pack's default since 2026-12-07)")
     p.add_argument("--out", required=True, help="where report.json and contact_sheet.png go")
     add_portrait_identity(p)
     return p
@@ -74,7 +78,7 @@ def evaluate_with_patches(args: argparse.Namespace, reinjected: str,
             setattr(pipeline, name, make(originals[name]))
         report = evaluate_portraits(args.portraits, args.audio, args.checkpoint, seconds=args.seconds,
                                     emotions=args.emotions, intensity=args.intensity, out=args.out,
-                                    portrait_identity=args.portrait_identity,
+                                    portrait_identity=args.portrait_identity, start_mouth=args.start_mouth,
                                     settings=(sampling.DEFAULT if args.start_noise is None else
                                               sampling.DEFAULT.replace(start_noise=args.start_noise)))
     finally:

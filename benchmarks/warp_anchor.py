@@ -10,7 +10,7 @@ At the pack's default sampling (`sampling.DEFAULT`, start noise 0.5) frame i sta
 real-texture training example's x_t is its target diffused, and that target is a warp of a photo following psi
 (`training.corpus.realface`); the warp of a held-out photo at the asked expression reads sad in two thirds of its
 frames with the person kept (`benchmarks.warp_reference`). Here x_t is that warp, for the frame being sampled
-(`benchmarks.warp_reinjection.portrait_warp`: e_y's emotion and blinks, the mouth from the voice as the corpus drives
+(`anchors.rig_source`: e_y's emotion and blinks, the mouth from the voice as the corpus drives
 it, or closed but for the emotion's own part), diffused to the start noise; the identity, the motion frames (the
 video's own previous frames) and psi are as the pack gives them. So the network starts where its training examples
 start, and its conditions and the previous frames decide what it keeps of the warp. ``--strength`` scales the
@@ -25,30 +25,26 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
-from emodiff_core.faces import mouth_region_weight
+from emodiff_core.anchors import RIG_MOUTHS, mouth_from, rig_source
 
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
-from .warp_reinjection import MOUTHS, portrait_warp
 
 REGIONS = ("face", "mouth")
 
 
 def anchor_from(warp, region: str, size: int):
     """`generate_frames`' ``anchor_source``: the warp of frame i (``face``), or the previous frame with the warp
-    inside the template's mouth region (``mouth``, `faces.mouth_region_weight`)."""
+    inside the aligned crop's mouth region (``mouth``: `anchors.mouth_from`, the pack's ``rig`` start)."""
     if region not in REGIONS:
         raise ValueError(f"region must be one of {', '.join(REGIONS)}, got {region!r}")
     if region == "face":
         return lambda index, previous: warp(index)
-    weight = torch.from_numpy(mouth_region_weight(size, size))
-    return lambda index, previous: previous + weight * (warp(index) - previous)
+    return mouth_from(warp, size)
 
 
 def build_parser():
     p = portrait_parser("python -m benchmarks.warp_anchor", __doc__)
-    p.add_argument("--mouth", default="voice", choices=MOUTHS,
+    p.add_argument("--mouth", default="voice", choices=RIG_MOUTHS,
                    help="the warp's mouth: from the voice (default, as the corpus drives it) or closed")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much of the asked emotion the warp shows (e_n + strength (e_y - e_n); default 1)")
@@ -59,16 +55,19 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.start_mouth != "previous":
+        parser.error("this ablation sets what each frame starts from itself; leave --start-mouth at previous")
     last = {}
 
     def with_anchor(generate):
         def generate_from_warp(denoiser, identity, audio, expression, **k):
             size = identity.shape[-1]
-            warp = portrait_warp(last["portrait"], audio, expression, k["neutral_expression"], size, args.mouth,
-                                 args.strength)
-            return generate(denoiser, identity, audio, expression, anchor_source=anchor_from(warp, args.region, size),
-                            **k)
+            warp = rig_source(last["portrait"], audio, expression, k["neutral_expression"], size, args.mouth,
+                              args.strength)
+            k["anchor_source"] = anchor_from(warp, args.region, size)
+            return generate(denoiser, identity, audio, expression, **k)
         return generate_from_warp
 
     where = "the warp" if args.region == "face" else "the previous frame with the warp's mouth region"

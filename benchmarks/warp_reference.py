@@ -6,7 +6,7 @@
 The real checkpoint learned photos from the real-texture corpus (`training.corpus.realface`): a photo warped by a
 rig fitted to its 68 points, following psi. What that renderer makes of a held-out photo, asked for the same
 expression sequence (the checkpoint's expression generator, same seed and intensity) with the mouth driven by the
-same voice as the corpus drives it (`benchmarks.warp_reinjection.anchor_psi`, ``voice``), is the video the model
+same voice as the corpus drives it (`emodiff_core.anchors.rig_psi`, ``voice``), is the video the model
 was trained to reproduce. Here it stands in for the sampled frames (`pipeline.generate_frames` replaced), so every
 measure of evaluate-portraits (face found, same person, sharpness through the checkpoint's SR head, lip sync, FER)
 is read off the training target itself: the ceiling a model trained on this corpus can be expected to reach, as
@@ -21,8 +21,9 @@ import sys
 
 import torch
 
+from emodiff_core.anchors import RIG_MOUTHS, rig_source
+
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
-from .warp_reinjection import MOUTHS, portrait_warp
 
 
 def reference_frames(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int,
@@ -30,13 +31,13 @@ def reference_frames(portrait, audio, expression: torch.Tensor, neutral: torch.T
     """[N, B, 3, S, S] in [0, 1]: the portrait's rig rendered at each video's expression sequence (``expression``,
     ``neutral``: [B, N, 50]) with the voice's mouth drive (``closed``: the emotion's own mouth only, no speech), the
     layout `generate_frames` returns."""
-    source = portrait_warp(portrait, audio, expression, neutral, size, mouth)
+    source = rig_source(portrait, audio, expression, neutral, size, mouth)
     return torch.stack([source(i) for i in range(expression.shape[1])])
 
 
 def main(argv=None) -> int:
     p = portrait_parser("python -m benchmarks.warp_reference", __doc__)
-    p.add_argument("--mouth", default="voice", choices=MOUTHS,
+    p.add_argument("--mouth", default="voice", choices=RIG_MOUTHS,
                    help="voice (default: the corpus' drive, the training target) or closed (what the emotion alone "
                         "does to the mouth: which part of a reading the open mouth makes)")
     args = p.parse_args(argv)

@@ -27,37 +27,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
 
-import numpy as np
 import torch
 
-from emodiff_core import pipeline
-from emodiff_core.face_rig import rig_from_photo
-from emodiff_core.facemodel import COMPONENT, SPEECH_COMPONENTS, speech_psi
+from emodiff_core.anchors import RIG_MOUTHS, rig_source
 
 from .portrait_ablation import evaluate_with_patches, portrait_parser, remembering_portrait
-
-MOUTHS = ("voice", "closed")
-
-
-def anchor_psi(expression: np.ndarray, neutral: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int,
-               mouth: str, strength: float = 1.0) -> np.ndarray:
-    """psi [N, 50] to warp the portrait with: e_n + strength (e_y - e_n) (e_y at strength 1), its speech components
-    (the corpus drives them from the voice) replaced by the emotion's own part of them, strength (e_y - e_n), plus
-    the voice's drive (``voice``) or nothing (``closed``)."""
-    from emodiff_core.audio import mouth_drive
-
-    if mouth not in MOUTHS:
-        raise ValueError(f"mouth must be one of {', '.join(MOUTHS)}, got {mouth!r}")
-    neutral = np.asarray(neutral, np.float64)
-    emotion = float(strength) * (np.asarray(expression, np.float64) - neutral)
-    psi = neutral + emotion
-    speech = (speech_psi(mouth_drive(waveform, fps, len(psi), sample_rate)) if mouth == "voice"
-              else np.zeros_like(psi))
-    driven = [COMPONENT[name] for name in SPEECH_COMPONENTS]
-    psi[:, driven] = emotion[:, driven] + speech[:, driven]
-    return psi
 
 
 def scaled_emotion(expression: torch.Tensor, neutral: torch.Tensor, strength: float) -> torch.Tensor:
@@ -65,25 +40,9 @@ def scaled_emotion(expression: torch.Tensor, neutral: torch.Tensor, strength: fl
     return expression if strength == 1 else neutral + float(strength) * (expression - neutral)
 
 
-def warp_source(rig, psi_per_video: np.ndarray, size: int) -> Callable[[int], torch.Tensor]:
-    """`generate_frames`' ``reinject_source``: frame i -> [B, 3, S, S] in [0, 1], the rig rendered at each video's
-    psi row i (rendered on demand, `pipeline.rig_crops`)."""
-    return lambda index: pipeline.rig_crops(rig, psi_per_video[:, index], size)   # each frame is rendered alone
-
-
-def portrait_warp(portrait, audio, expression: torch.Tensor, neutral: torch.Tensor, size: int, mouth: str,
-                  strength: float = 1.0) -> Callable[[int], torch.Tensor]:
-    """`warp_source` of the portrait's rig at each video's `anchor_psi` (``expression``, ``neutral``: [B, N, 50],
-    the sequences evaluate_portraits samples with; ``audio``: its `AudioFeatures`)."""
-    rig = rig_from_photo(portrait.image, portrait.landmarks)
-    psi = np.stack([anchor_psi(e, n, audio.waveform, audio.fps, audio.config.sample_rate, mouth, strength)
-                    for e, n in zip(expression.numpy(), neutral.numpy())])
-    return warp_source(rig, psi, size)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = portrait_parser("python -m benchmarks.warp_reinjection", __doc__)
-    p.add_argument("--mouth", default="voice", choices=MOUTHS, help="the warp's mouth: from the voice or closed")
+    p.add_argument("--mouth", default="voice", choices=RIG_MOUTHS, help="the warp's mouth: from the voice or closed")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much of the asked emotion the warp shows (e_n + strength (e_y - e_n); default 1)")
     p.add_argument("--psi-strength", type=float, default=1.0,
@@ -97,7 +56,7 @@ def main(argv=None) -> int:
 
     def with_warp(generate):
         def generate_with_warp(denoiser, identity, audio, expression, **k):
-            source = portrait_warp(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
+            source = rig_source(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
                                    args.mouth, args.strength)
             expression = scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
             return generate(denoiser, identity, audio, expression, reinject_source=source, **k)

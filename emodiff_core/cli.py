@@ -20,6 +20,7 @@ from typing import Iterator, Tuple
 import numpy as np
 import torch
 
+from . import anchors
 from . import pipeline as pl
 from .checkpoint import CheckpointError
 from .editing import MAX_INTENSITY, parse_blend
@@ -62,14 +63,15 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
                  settings: SamplingSettings, seed: int, superres: str, paste_back: bool, max_side: int = 0,
                  progress: bool = True, reinject_identity_every: int = 0,
                  mouth: pl.Mouth = pl.GENERATOR_MOUTH,
-                 portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY) -> Tuple[Iterator[np.ndarray], float]:
+                 portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY,
+                 start_mouth: str = anchors.DEFAULT_START_MOUTH) -> Tuple[Iterator[np.ndarray], float]:
     """(uint8 frames [H, W, 3], one at a time, seconds spent sampling) for one portrait: the aligned crop video
     (optionally super-resolved) or, with ``paste_back``, the portrait at `pl.paste_output_size`(max_side).
 
     Sampling runs first (its crops are small: S x S floats per frame); super-resolution and paste-back run
     lazily as the caller consumes the frames, so a full-size frame exists once at a time. ``mouth``: see
     `pl.emotion_expression_pair` (`pl.resolve_mouth` makes it from --mouth); ``portrait_identity``: see
-    `pl.identity_crops`."""
+    `pl.identity_crops`; ``start_mouth``: what each frame starts from, see `anchors.start_anchor`."""
     check_superres(models, superres)         # before minutes of sampling, not after
     psi, neutral = pl.emotion_expression_pair(models.generator, audio.num_frames, spec, fps=audio.fps, seed=seed,
                                               mouth=mouth, audio=audio)
@@ -80,10 +82,13 @@ def render_video(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioF
             rate = (event.frame + 1) / (time.perf_counter() - start)
             print(f"  frame {event.frame + 1}/{event.total_frames} ({rate:.2f} frames/s)", flush=True)
 
+    size = models.image_size
     identity = pl.identity_crops(portrait, portrait_identity, neutral)
     crops = pl.generate_frames(models.denoiser, identity, audio, psi, settings=settings, seed=seed,
                                callback=report, neutral_expression=neutral,
-                               reinject_identity_every=reinject_identity_every, **pl.silence_handling(audio))[:, 0]
+                               reinject_identity_every=reinject_identity_every,
+                               anchor_source=anchors.start_anchor(start_mouth, portrait, audio, psi, neutral, size),
+                               **pl.silence_handling(audio))[:, 0]
     seconds = time.perf_counter() - start
     frames = iter_superres(crops, models, superres)
     if paste_back:
@@ -224,7 +229,7 @@ def generate(args) -> dict:
     frames, seconds = render_video(models, portrait, audio, spec, settings=settings, seed=args.seed,
                                    superres=args.superres, paste_back=args.paste_back, max_side=args.max_side,
                                    reinject_identity_every=reinject, mouth=mouth,
-                                   portrait_identity=args.portrait_identity)
+                                   portrait_identity=args.portrait_identity, start_mouth=args.start_mouth)
     map_big_buffers_while_streaming()      # sampling is done; what follows allocates frame-sized buffers
     start = time.perf_counter()
     shape = []
@@ -238,7 +243,7 @@ def generate(args) -> dict:
     report = {"out": os.path.abspath(args.out), "frames": audio.num_frames, "fps": audio.fps,
               "audio_seconds": round(audio.seconds, 3), "silent_seconds": round(audio.silent_seconds, 3),
               "size": [int(v) for v in shape], "sampling": settings.to_dict(), "reinject_identity_every": reinject,
-              "mouth": mouth.name, "portrait_identity": args.portrait_identity,
+              "mouth": mouth.name, "portrait_identity": args.portrait_identity, "start_mouth": args.start_mouth,
               "generation_seconds": round(seconds, 1),
               "frames_per_second": round(audio.num_frames / max(seconds, 1e-9), 3),
               "write_seconds": round(time.perf_counter() - start, 1)}
@@ -250,7 +255,8 @@ def generate(args) -> dict:
 def emotion_contact_sheet(models: pl.ModelBundle, portrait: pl.Portrait, audio: pl.AudioFeatures, path: str,
                           seed: int = 0, frames: int = 8, settings: SamplingSettings = DEFAULT_SAMPLING,
                           intensities=CONTACT_INTENSITIES, mouth: pl.Mouth = pl.GENERATOR_MOUTH,
-                          portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY) -> np.ndarray:
+                          portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY,
+                          start_mouth: str = anchors.DEFAULT_START_MOUTH) -> np.ndarray:
     """A PNG grid of emotions (columns) x intensities (rows): frame ``frames``-1 of a short rollout for each,
     all rendered as one batch. Intensity 0 is neutral in every column (Eq. 14 at k = 0).
 
@@ -268,9 +274,11 @@ def emotion_contact_sheet(models: pl.ModelBundle, portrait: pl.Portrait, audio: 
                                                       fps=audio.fps, seed=seed, mouth=mouth, audio=short)
             psis.append(psi)
             neutrals.append(neutral)
-    batch = pl.identity_crops(portrait, portrait_identity, torch.stack(neutrals))
-    out = pl.generate_frames(models.denoiser, batch, short, torch.stack(psis), settings=settings, seed=seed,
-                             neutral_expression=torch.stack(neutrals))[-1]
+    psis, neutrals = torch.stack(psis), torch.stack(neutrals)
+    batch = pl.identity_crops(portrait, portrait_identity, neutrals)
+    anchor = anchors.start_anchor(start_mouth, portrait, short, psis, neutrals, models.image_size)
+    out = pl.generate_frames(models.denoiser, batch, short, psis, settings=settings, seed=seed,
+                             neutral_expression=neutrals, anchor_source=anchor)[-1]
     s = out.shape[-1]
     grid = (out.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
     rows = [np.concatenate(list(grid[r * len(EMOTIONS):(r + 1) * len(EMOTIONS)]), axis=1)
@@ -312,7 +320,7 @@ def demo(args) -> dict:
     report = {"checkpoint": os.path.basename(args.checkpoint), "emotion": args.emotion, "intensity": args.intensity,
               "audio_seconds": round(audio.seconds, 3), "frames": audio.num_frames, "sampling": settings.to_dict(),
               "reinject_identity_every": reinject, "mouth": mouth.name,
-              "portrait_identity": args.portrait_identity, "outputs": []}
+              "portrait_identity": args.portrait_identity, "start_mouth": args.start_mouth, "outputs": []}
     photo = pl.prepare_portrait(load_image(DEMO_PORTRAIT), size)
     procedural = pl.prepare_portrait(load_image(DEMO_PORTRAIT_PROCEDURAL), size)
     # both portraits in one batch: one autoregressive pass renders two videos
@@ -325,9 +333,10 @@ def demo(args) -> dict:
             print(f"  frame {event.frame + 1}/{event.total_frames}", flush=True)
 
     crops = torch.cat([pl.identity_crops(p, args.portrait_identity, neutral) for p in (photo, procedural)])
+    anchor = anchors.start_anchor(args.start_mouth, [photo, procedural], audio, psi, neutral, size)
     frames = pl.generate_frames(models.denoiser, crops, audio, psi, settings=settings, seed=args.seed,
                                 callback=report_progress, neutral_expression=neutral, reinject_identity_every=reinject,
-                                **pl.silence_handling(audio))
+                                anchor_source=anchor, **pl.silence_handling(audio))
     report["sampling_seconds"] = round(time.perf_counter() - t0, 1)
     for b, (name, portrait) in enumerate((("photo", photo), ("procedural", procedural))):
         video = apply_superres(frames[:, b], models, "auto")
@@ -342,7 +351,7 @@ def demo(args) -> dict:
             report["outputs"].append(full_path)
     sheet_path = os.path.join(args.out, "contact_sheet.png")
     emotion_contact_sheet(models, procedural, audio, sheet_path, seed=args.seed, settings=settings,
-                          mouth=mouth, portrait_identity=args.portrait_identity)
+                          mouth=mouth, portrait_identity=args.portrait_identity, start_mouth=args.start_mouth)
     report["outputs"].append(sheet_path)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     return report
@@ -385,6 +394,11 @@ def main(argv=None) -> int:
                         help="what the network is given as the person: neutral (default) = the portrait's face "
                              "re-rendered at a neutral expression (a smiling photo can then look sad), photo = the "
                              "aligned crop as it is (its own expression stays in every frame)")
+    common.add_argument("--start-mouth", default=anchors.DEFAULT_START_MOUTH, choices=anchors.START_MOUTHS,
+                        help="what each frame's denoising starts from: previous (default) = the previous frame as "
+                             "it is; rig = the previous frame with its mouth drawn by the portrait's face rig as the "
+                             "voice moves it, a dial: the lips follow the recording further (README, \"Each frame "
+                             "started with the rig's mouth\")")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

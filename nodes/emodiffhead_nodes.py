@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ..emodiff_core import anchors
 from ..emodiff_core import pipeline as pl
 from ..emodiff_core.atomic import atomic_output
 from ..emodiff_core.audio import samples_for_frames
@@ -245,6 +246,11 @@ class EMOdiffheadSampler:
                 "tooltip": "What the network is given as the person. neutral: the portrait's face re-rendered at a "
                            "neutral expression, so a smiling photo can look sad or surprised. photo: the crop as it "
                            "is (its own expression stays in every frame)."}),
+            "start_mouth": (list(anchors.START_MOUTHS), {
+                "default": anchors.DEFAULT_START_MOUTH,
+                "tooltip": "What each frame starts from. previous: the previous frame as it is. rig: the previous "
+                           "frame with its mouth drawn by the portrait's face rig as the voice moves it, so the lips "
+                           "follow the recording further (a little less sad reads on photos)."}),
         }}
 
     @staticmethod
@@ -262,7 +268,7 @@ class EMOdiffheadSampler:
 
     def sample(self, model, portrait, audio_features, expression, steps, sampler, seed, audio=None,
                reinject_identity_every=MODEL_RECOMMENDS, start_noise=None, guidance=None, audio_guidance=None,
-               portrait_identity=pl.DEFAULT_PORTRAIT_IDENTITY):
+               portrait_identity=pl.DEFAULT_PORTRAIT_IDENTITY, start_mouth=anchors.DEFAULT_START_MOUTH):
         n = audio_features.num_frames
         reinject_identity_every = _run(pl.resolve_reinject,
                                        None if reinject_identity_every == MODEL_RECOMMENDS else reinject_identity_every,
@@ -279,6 +285,8 @@ class EMOdiffheadSampler:
                             "this expression lacks (it comes from a file or node that does not keep it); make it with "
                             "Emotion Vector or set guidance to 1")
         identity = _run(pl.identity_crops, portrait, portrait_identity, track.neutral)
+        anchor = _run(anchors.start_anchor, start_mouth, portrait, audio_features, track.psi, track.neutral,
+                      identity.shape[-1])
         progress = bridge.Progress(n)
 
         def callback(event: pl.FrameProgress):
@@ -291,7 +299,7 @@ class EMOdiffheadSampler:
             frames = _run(pl.generate_frames, model.denoiser, identity, audio_features, track.psi,
                           settings=settings, seed=seed, callback=callback, device=model.device, dtype=model.dtype,
                           reinject_identity_every=reinject_identity_every, neutral_expression=track.neutral,
-                          **pl.silence_handling(audio_features))
+                          anchor_source=anchor, **pl.silence_handling(audio_features))
         finally:
             bridge.soft_empty_cache()
         elapsed = time.perf_counter() - start

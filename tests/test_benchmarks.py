@@ -182,58 +182,24 @@ def test_audio_guidance_variants_act_where_and_when_they_say():
             agv.variant_class(bad, 1000)
 
 
-def test_warp_reinjection_psi_and_frames():
+def test_warp_reinjection_scales_the_networks_emotion():
     from benchmarks import warp_reinjection as wr
-    from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, SPEECH_COMPONENTS, HeadPose
-    from training.corpus.generate import identity_rig, render_frames
-    from emodiff_core.audio import mouth_drive
 
-    # a procedural corpus face as the photo: exact landmarks
-    rig0 = identity_rig(0, 3, 128)
-    still = HeadPose(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
-    image, landmarks = render_frames(rig0, rig0.identity.rest.copy()[None], still)
-    rig = rig_from_photo(image[0], landmarks[0])
-
-    n, rate, fps = 12, 16000, 30.0
     rng = np.random.default_rng(0)
-    e_y, e_n = rng.normal(0, 0.3, (n, EXPRESSION_DIM)), rng.normal(0, 0.3, (n, EXPRESSION_DIM))
-    wave = (0.3 * np.sin(np.arange(int(rate * n / fps)) * 0.05) * np.linspace(0, 1, int(rate * n / fps))).astype(np.float32)
-    closed = wr.anchor_psi(e_y, e_n, wave, fps, rate, "closed")
-    voice = wr.anchor_psi(e_y, e_n, wave, fps, rate, "voice")
-    drive = mouth_drive(wave, fps, n, rate)
-    speech = [COMPONENT[c] for c in SPEECH_COMPONENTS]
-    others = [c for c in range(EXPRESSION_DIM) if c not in speech]
-    assert np.allclose(closed[:, others], e_y[:, others]) and np.allclose(voice[:, others], e_y[:, others])
-    assert np.allclose(closed[:, speech], e_y[:, speech] - e_n[:, speech])      # the emotion's own part only
-    for name in SPEECH_COMPONENTS:
-        c = COMPONENT[name]
-        assert np.allclose(voice[:, c], e_y[:, c] - e_n[:, c] + drive[name])
-    half = wr.anchor_psi(e_y, e_n, wave, fps, rate, "closed", strength=0.5)
-    assert np.allclose(half[:, others], (e_n + 0.5 * (e_y - e_n))[:, others])
-    assert np.allclose(half[:, speech], 0.5 * (e_y - e_n)[:, speech])
-    with pytest.raises(ValueError, match="mouth must be one of"):
-        wr.anchor_psi(e_y, e_n, wave, fps, rate, "open")
-    t_y, t_n = torch.from_numpy(e_y), torch.from_numpy(e_n)                  # the network's psi (--psi-strength)
-    assert torch.allclose(wr.scaled_emotion(t_y, t_n, 0.5), t_n + 0.5 * (t_y - t_n))
+    t_y, t_n = torch.from_numpy(rng.normal(size=(4, 50))), torch.from_numpy(rng.normal(size=(4, 50)))
+    assert torch.allclose(wr.scaled_emotion(t_y, t_n, 0.5), t_n + 0.5 * (t_y - t_n))      # --psi-strength
     assert torch.equal(wr.scaled_emotion(t_y, t_n, 1.0), t_y) and torch.equal(wr.scaled_emotion(t_y, t_n, 0.0), t_n)
     args = wr.build_parser().parse_args(["--portraits", "p", "--audio", "a", "--out", "o"])
     assert os.path.basename(args.checkpoint) == "emodiffhead_real.safetensors" and args.psi_strength == 1.0
-
-    rest = np.zeros((n, EXPRESSION_DIM))
-    smile = rest.copy()
-    smile[:, COMPONENT["lip_corner_up"]] = 1.5
-    source = wr.warp_source(rig, np.stack([rest, smile]), 64)
-    frames = source(5)
-    assert frames.shape == (2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
-    diff = (frames[1] - frames[0]).abs().mean(0)
-    assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile moves the mouth, not the top
+    assert args.start_mouth == "previous" and args.start_noise is None          # as the recorded runs
 
 
 def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
     from types import SimpleNamespace
 
     from benchmarks import warp_reference as wref
-    from benchmarks import warp_reinjection as wr
+    from emodiff_core import pipeline as pl
+    from emodiff_core.anchors import rig_psi
     from emodiff_core.facemodel import COMPONENT, EXPRESSION_DIM, HeadPose
     from training.corpus.generate import identity_rig, render_frames
 
@@ -249,10 +215,10 @@ def test_warp_reference_renders_the_asked_sequence_in_generate_frames_layout():
     asked[1, :, COMPONENT["lip_corner_up"]] = 1.5                  # video 1 smiles, video 0 stays neutral
     frames = wref.reference_frames(portrait, audio, asked, neutral, 64)
     assert frames.shape == (n, 2, 3, 64, 64) and float(frames.min()) >= 0 and float(frames.max()) <= 1
-    # frame i of each video is the rig at that video's anchor psi row i (voice-driven mouth), nothing else
+    # frame i of each video is the rig at that video's psi row i (voice-driven mouth), nothing else
     rig = rig_from_photo(portrait.image, portrait.landmarks)
-    psi = np.stack([wr.anchor_psi(e, z, wave, fps, rate, "voice") for e, z in zip(asked.numpy(), neutral.numpy())])
-    assert torch.allclose(frames[3], wr.warp_source(rig, psi, 64)(3))
+    psi = np.stack([rig_psi(e, z, wave, fps, rate, "voice") for e, z in zip(asked.numpy(), neutral.numpy())])
+    assert torch.allclose(frames[3], pl.rig_crops(rig, psi[:, 3], 64))
     diff = (frames[:, 1] - frames[:, 0]).abs().mean((0, 1))
     assert float(diff[40:56, 16:48].mean()) > 4 * float(diff[4:20, :].mean())    # the smile is at the mouth
     closed = wref.reference_frames(portrait, audio, asked, neutral, 64, mouth="closed")
@@ -309,10 +275,11 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     original, prepare = pipeline.generate_frames, pipeline.prepare_portrait
     seen = {}
 
-    def fake_evaluate(portraits, audio, checkpoint, seconds, emotions, intensity, out, portrait_identity):
+    def fake_evaluate(portraits, audio, checkpoint, seconds, emotions, intensity, out, portrait_identity, start_mouth,
+                      settings):
         seen.update(portraits=portraits, checkpoint=checkpoint, seconds=seconds, emotions=emotions,
-                    intensity=intensity, portrait_identity=portrait_identity,
-                    generate=pipeline.generate_frames("d", "i", "a", "e"))
+                    intensity=intensity, portrait_identity=portrait_identity, start_mouth=start_mouth,
+                    settings=settings, generate=pipeline.generate_frames("d", "i", "a", "e"))
         return {"summary": {"lipsync_r": 0.5}}
 
     monkeypatch.setattr(ep, "evaluate_portraits", fake_evaluate)
@@ -323,13 +290,16 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     report = pa.evaluate_with_patches(args, "what changed", {"generate_frames": wrap})
     assert seen["generate"] == ("patched", True) and seen["emotions"] == "sad" and seen["portraits"] == "p"
     assert seen["portrait_identity"] == "photo" and seen["intensity"] == 1.0      # as the recorded runs
+    assert seen["start_mouth"] == "previous" and seen["settings"] == SamplingSettings()
     assert pipeline.generate_frames is original                                      # restored
     with open(tmp_path / "report.json") as f:
         assert json.load(f) == report == {"summary": {"lipsync_r": 0.5}, "reinjected": "what changed"}
     args_k = pa.portrait_parser("prog", "doc").parse_args(["--portraits", "p", "--audio", "a", "--out", str(tmp_path / "k"),
-                                                           "--intensity", "1.5"])
+                                                           "--intensity", "1.5", "--start-noise", "0.3",
+                                                           "--start-mouth", "rig"])
     pa.evaluate_with_patches(args_k, "k", {"generate_frames": wrap})
-    assert seen["intensity"] == 1.5                                                 # passed on as asked
+    assert seen["intensity"] == 1.5 and seen["start_mouth"] == "rig"               # passed on as asked
+    assert seen["settings"] == SamplingSettings().replace(start_noise=0.3)
 
     def failing(*a, **k):
         raise RuntimeError("sampling failed")
@@ -338,6 +308,21 @@ def test_portrait_ablation_patches_evaluation_and_restores(tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="sampling failed"):
         pa.evaluate_with_patches(args, "x", {"generate_frames": wrap, "prepare_portrait": lambda f: None})
     assert pipeline.generate_frames is original and pipeline.prepare_portrait is prepare   # however it ends
+
+
+def test_warp_anchor_starts_from_the_warp_or_its_mouth(capsys):
+    from benchmarks import warp_anchor as wa
+
+    warp = lambda index: torch.full((1, 3, 32, 32), float(index))            # noqa: E731
+    previous = torch.full((1, 3, 32, 32), -1.0)
+    assert torch.equal(wa.anchor_from(warp, "face", 32)(3, previous), warp(3))
+    mouth = wa.anchor_from(warp, "mouth", 32)(3, previous)
+    assert float(mouth.max()) == 3.0 and float(mouth.min()) == -1.0 and float(mouth[..., :8, :].abs().max()) == 1.0
+    with pytest.raises(ValueError, match="region must be one of face, mouth"):
+        wa.anchor_from(warp, "eyes", 32)
+    with pytest.raises(SystemExit):          # the ablation sets the start itself
+        wa.main(["--portraits", "p", "--audio", "a", "--out", "o", "--start-mouth", "rig"])
+    assert "leave --start-mouth at previous" in capsys.readouterr().err
 
 
 def test_denoiser_average_keeps_its_recorded_command(tiny_bundle, tmp_path):

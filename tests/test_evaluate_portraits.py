@@ -82,7 +82,7 @@ def test_report_contact_sheet_and_ranges(bundle, folders, tmp_path):
     assert [s["file"] for s in report["skipped"]] == ["wall.png"] and "no face" in report["skipped"][0]["reason"]
     assert report["audio"]["frames"] == 21 and report["audio"]["seconds_used"] == pytest.approx(0.7)
     assert report["superres"] == "head" and report["sampling"]["steps"] == 2
-    assert report["portrait_identity"] == "neutral"                   # the pack's default
+    assert report["portrait_identity"] == "neutral" and report["start_mouth"] == "previous"   # the defaults
     (entry,) = report["results"]
     assert entry["output_size"] == 64                                  # tiny: 32 px sampled, x2 SR head
     assert entry["reference"]["face_in_photo"] is True
@@ -204,6 +204,9 @@ def test_bad_input_gives_clear_errors(bundle, folders, tmp_path):
                            out=str(tmp_path / "b"))
     with pytest.raises(pl.PipelineError, match="--portrait-identity must be one of neutral, photo"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, portrait_identity="crop",
+                           out=str(tmp_path / "b"))
+    with pytest.raises(pl.PipelineError, match="--start-mouth must be one of previous, rig"):
+        evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, start_mouth="warp",
                            out=str(tmp_path / "b"))
     with pytest.raises(PortraitEvaluationError, match="--seconds"):
         evaluate_portraits(str(folders / "photos"), speech, checkpoint=bundle, seconds=0, out=str(tmp_path / "b"))

@@ -265,6 +265,34 @@ def test_reinject_source_stands_in_for_the_identity_in_the_motion_slots():
                            reinject_identity_every=1, reinject_source=lambda i: torch.zeros(3, 16, 16))
 
 
+def test_anchor_source_is_what_each_frame_starts_from():
+    den, gen = _tiny_models()
+    audio = pl.encode_audio(_speech(0.15), 22050, 30, den.config.audio)
+    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
+    identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2))
+    calls = []
+
+    def grey(index, previous):     # what generate_frames offers: the frame index and the default anchor in [0, 1]
+        calls.append((index, previous.clone()))
+        return torch.full((3, 32, 32), 0.8)
+
+    near = SamplingSettings(steps=10, start_noise=0.05)       # with almost no noise a frame stays by its anchor
+    frames = pl.generate_frames(den, identity, audio, psi, settings=near, seed=1, anchor_source=grey)
+    assert float((frames - 0.8).abs().mean()) < 0.05
+    assert [index for index, _ in calls] == list(range(len(frames)))
+    assert calls[0][1].shape == (1, 3, 32, 32) and torch.allclose(calls[0][1][0], identity, atol=1e-6)
+    for index, previous in calls[1:]:                                   # then the previous frame
+        assert torch.allclose(previous[0], frames[index - 1, 0], atol=1e-5)
+    plain = pl.generate_frames(den, identity, audio, psi, settings=near, seed=1)
+    assert float((plain[0, 0] - identity).abs().mean()) < 0.05          # the default anchor: the identity, then
+    kept = pl.generate_frames(den, identity, audio, psi, settings=near, seed=1,
+                              anchor_source=lambda index, previous: previous)       # the previous frame offered back
+    assert torch.allclose(kept, plain, atol=1e-4)
+    with pytest.raises(pl.PipelineError, match=r"anchor_source\(0\) must give"):
+        pl.generate_frames(den, identity, audio, psi, settings=near, seed=1,
+                           anchor_source=lambda index, previous: torch.zeros(3, 16, 16))
+
+
 def test_resolve_reinject_takes_the_given_period_or_the_checkpoints():
     assert pl.resolve_reinject(None, 2) == 2 and pl.resolve_reinject(None, 0) == 0    # unset: the recommendation
     assert pl.resolve_reinject(0, 2) == 0 and pl.resolve_reinject(5, 2) == 5          # given (0 = off) wins

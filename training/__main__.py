@@ -141,7 +141,7 @@ def _evaluate_portraits(args) -> int:
                                 reinject_identity_every=args.reinject_identity_every, guidance=args.guidance,
                                 save_crops=args.save_crops, crops_from=args.crops_from, mouth=args.mouth,
                                 superres_from=args.superres_from, audio_guidance=args.audio_guidance,
-                                portrait_identity=args.portrait_identity)
+                                portrait_identity=args.portrait_identity, start_mouth=args.start_mouth)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
 
@@ -158,6 +158,7 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
+    from emodiff_core.anchors import DEFAULT_START_MOUTH, START_MOUTHS
     from emodiff_core.paths import DEFAULT_CHECKPOINT
     from emodiff_core.pipeline import DEFAULT_PORTRAIT_IDENTITY, MOUTH_CHOICES, MOUTH_POLICIES, PORTRAIT_IDENTITIES
     from emodiff_core.sampling import NAMES as SAMPLER_NAMES
@@ -351,6 +352,9 @@ def main(argv=None) -> int:
     p.add_argument("--portrait-identity", choices=PORTRAIT_IDENTITIES, default=DEFAULT_PORTRAIT_IDENTITY,
                    help="what the network is given as the person, as generate's --portrait-identity: neutral "
                         "(default: the portrait re-rendered at a neutral expression) or photo (the crop as it is)")
+    p.add_argument("--start-mouth", choices=START_MOUTHS, default=DEFAULT_START_MOUTH,
+                   help="what each frame starts from, as generate's --start-mouth: previous (default) or rig (the "
+                        "previous frame with the mouth drawn by the portrait's face rig as the voice moves it)")
     p.add_argument("--save-crops", action="store_true",
                    help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
     p.add_argument("--crops-from", default=None, metavar="DIR",

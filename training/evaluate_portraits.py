@@ -96,6 +96,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from emodiff_core import anchors
 from emodiff_core import pipeline as pl
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.paths import DEFAULT_CHECKPOINT
@@ -390,6 +391,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        guidance: Optional[float] = None, save_crops: bool = False, crops_from: Optional[str] = None,
                        superres_from: Optional[str] = None, audio_guidance: Optional[float] = None,
                        mouth: str = "auto", portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY,
+                       start_mouth: str = anchors.DEFAULT_START_MOUTH,
                        log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
@@ -398,7 +400,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     ``save_crops``, ``crops_from``, ``superres_from``: measure SR heads on the same sampled crops (module
     docstring). ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`; "auto" = the checkpoint's
     recommendation), reported as ``mouth``. ``portrait_identity``: what the network is given as the person
-    (`pipeline.identity_crops`); the person is measured against the photograph either way."""
+    (`pipeline.identity_crops`); the person is measured against the photograph either way. ``start_mouth``: what
+    each frame starts from (`anchors.start_anchor`)."""
     from emodiff_core import faces
     from emodiff_core.audio import load_audio_file
     from emodiff_core.cli import load_image, load_models
@@ -409,6 +412,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     emotions = parse_emotions(emotions)
     pl.check_reinject(reinject_identity_every, "--reinject-identity-every")   # before the slow work
     pl.check_portrait_identity(portrait_identity, "--portrait-identity")
+    anchors.check_start_mouth(start_mouth, "--start-mouth")
     if not seconds > 0:
         raise PortraitEvaluationError(f"--seconds must be > 0, got {seconds}")
     try:
@@ -474,6 +478,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         "reinject_identity_every": int(reinject_identity_every),
         "mouth": generated_mouth.name,
         "portrait_identity": portrait_identity,
+        "start_mouth": start_mouth,
         "superres": ("none" if models.superres is None else
                      f"head of {display_path(superres_from)}" if superres_from is not None else "head"),
         "device": str(device),
@@ -493,7 +498,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                          "frames": clip.num_frames, "seconds_used": header["audio"]["seconds_used"],
                          "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed),
                          "sampling": settings.to_dict(), "reinject_identity_every": int(reinject_identity_every),
-                         "mouth": header["mouth"], "portrait_identity": portrait_identity, "image_size": int(size)}
+                         "mouth": header["mouth"], "portrait_identity": portrait_identity,
+                         "start_mouth": start_mouth, "image_size": int(size)}
     crop_folder = os.path.join(out, "crops") if save_crops else crops_from
     crop_entries = _open_crops(crops_from, crop_settings) if crops_from is not None else None
     header["crops"] = ("sampled, saved in crops/" if save_crops else
@@ -516,6 +522,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
             crops = pl.generate_frames(models.denoiser, pl.identity_crops(portrait, portrait_identity, neutral),
                                        clip, psi, settings=settings, seed=seed, neutral_expression=neutral,
                                        reinject_identity_every=reinject_identity_every,
+                                       anchor_source=anchors.start_anchor(start_mouth, portrait, clip, psi, neutral,
+                                                                          size),
                                        **pl.silence_handling(clip))              # [N, B, 3, S, S]
             sampling_seconds = time.perf_counter() - start
             if save_crops:

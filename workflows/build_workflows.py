@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))       # the pack root, for the core's sampling defaults
+from emodiff_core.anchors import DEFAULT_START_MOUTH  # noqa: E402
 from emodiff_core.pipeline import DEFAULT_PORTRAIT_IDENTITY  # noqa: E402
 from emodiff_core.sampling import DEFAULT as DEFAULT_SAMPLING  # noqa: E402
 
@@ -32,7 +33,7 @@ WIDGETS = {
     "EMOdiffheadAudioEncode": ["fps"],
     "EMOdiffheadEmotionVector": ["emotion", "intensity", "seed+control", "blend", "keyframes", "mouth"],
     "EMOdiffheadSampler": ["steps", "sampler", "seed+control", "reinject_identity_every", "start_noise", "guidance",
-                           "audio_guidance", "portrait_identity"],
+                           "audio_guidance", "portrait_identity", "start_mouth"],
     "EMOdiffheadSuperResolve": ["method", "lanczos_scale", "repeat"],
     "EMOdiffheadPasteBack": ["feather", "region", "max_side"],
     "LoadImage": ["image", "upload=image"],
@@ -153,7 +154,7 @@ def _sampler(graph, model, portrait, feats, expr, pos):
                      expression=(expr, 0), steps=DEFAULT_SAMPLING.steps, sampler=DEFAULT_SAMPLING.sampler.value,
                      seed=0, audio=(feats, 2), reinject_identity_every=-1, start_noise=DEFAULT_SAMPLING.start_noise,
                      guidance=-1.0,       # -1: these follow the checkpoint chosen in the graph (the node's defaults)
-                     audio_guidance=-1.0, portrait_identity=DEFAULT_PORTRAIT_IDENTITY)
+                     audio_guidance=-1.0, portrait_identity=DEFAULT_PORTRAIT_IDENTITY, start_mouth=DEFAULT_START_MOUTH)
 
 
 def _save(graph, images, sampler, prefix, pos):
