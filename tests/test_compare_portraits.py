@@ -64,6 +64,14 @@ def test_incomparable_reports_are_refused_with_what_differs(tmp_path):
     with pytest.raises(ComparisonError, match="differ in mouth"):
         compare([report("v1.wav", 0.5)], [voice])
     assert compare([report("v1.wav", 0.5)], [voice], allow=["mouth"])["settings"]["candidate"]["mouth"] == "voice"
+    # the start policy likewise: a report without it started every frame from the previous one
+    previous, rig = report("v1.wav", 0.5), report("v1.wav", 0.6)
+    previous["start_mouth"], rig["start_mouth"] = "previous", "rig"
+    assert compare([report("v1.wav", 0.5)], [previous])["candidate_at_least_as_good"]
+    with pytest.raises(ComparisonError, match="differ in start_mouth"):
+        compare([report("v1.wav", 0.5)], [rig])
+    allowed = compare([report("v1.wav", 0.5)], [rig], allow=["start_mouth"])
+    assert allowed["settings"]["candidate"]["start_mouth"] == "rig"
     with pytest.raises(ComparisonError, match="same voice"):
         compare([report("v1.wav", 0.5), report("v1.wav", 0.4)], [report("v1.wav", 0.5)])
     path = tmp_path / "partial.json"
