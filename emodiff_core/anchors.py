@@ -5,18 +5,19 @@ frame. At the default 0.5 the network keeps the layout of what it starts from (h
 open) and redraws the fine lines from its conditions (benchmarks/README.md, "Every frame started from the warp"),
 so what the anchor shows leads the video. Two policies (`START_MOUTHS`):
 
-- ``previous`` (the default): the previous frame as it is.
-- ``rig`` (a dial): the previous frame with its mouth region (`faces.mouth_region_weight`, the aligned crop's
-  mouth) replaced by the portrait's rig (`face_rig.rig_from_photo`, the warp the real-texture corpus animates
-  photos with) rendered at the frame's expression, its mouth driven by the voice as the corpora drive their faces
-  (`audio.mouth_drive`) plus the emotion's own part of the mouth. The lips follow the recording further; the eyes,
-  brows and the rest of the face stay what the video has rendered. Measured on the demo checkpoint, 3 held-out
-  photos x 4 emotions x 10 s, paired per video (benchmarks/README.md, "The warp's mouth only"): on pyannote's
-  recording lip sync r 0.575 -> 0.776 (higher in 12 of 12), same person 97.0 -> 97.1 %, FER surprised 72.1 ->
-  74.7 %, but sad 23.4 -> 20.7 %: not the default by the rule it was measured against.
+- ``rig`` (the default since 2026-12-07): the previous frame with its mouth region (`faces.mouth_region_weight`,
+  the aligned crop's mouth) replaced by the portrait's rig (`face_rig.rig_from_photo`, the warp the real-texture
+  corpus animates photos with) rendered at the frame's expression, its mouth driven by the voice as the corpora
+  drive their faces (`audio.mouth_drive`) plus the emotion's own part of the mouth. The lips follow the recording;
+  the eyes, brows and the rest of the face stay what the video has rendered. Measured on the demo checkpoint, 3
+  held-out photos x 4 emotions x 10 s x 2 voices x 2 seeds, paired per video (benchmarks/README.md, "`--start-mouth
+  rig` as the default, over two seeds"): lip sync r 0.645 -> 0.805 (higher in 45 of 48), same person 95.4 -> 95.1 %,
+  FER sad 20.9 -> 20.8 %, surprised 73.1 -> 77.4 %.
+- ``previous``: the previous frame as it is (the pack until 2026-12-07).
 
 The rig needs a portrait with landmarks (`pipeline.Portrait`); a frame of the video is rendered on the CPU per
-sampled frame (a few milliseconds at 64 px), so memory does not grow with the video.
+sampled frame (a few milliseconds at 64 px), so memory does not grow with the video. The corpus evaluation
+(`training.evaluate`: issue 9's measures) samples corpus identities without a portrait, from the previous frame.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from .facemodel import COMPONENT, SPEECH_COMPONENTS, speech_psi
 from .pipeline import PipelineError, rig_crops
 
 START_MOUTHS = ("previous", "rig")
-DEFAULT_START_MOUTH = "previous"
+DEFAULT_START_MOUTH = "rig"
 RIG_MOUTHS = ("voice", "closed")
 
 

@@ -395,10 +395,10 @@ def main(argv=None) -> int:
                              "re-rendered at a neutral expression (a smiling photo can then look sad), photo = the "
                              "aligned crop as it is (its own expression stays in every frame)")
     common.add_argument("--start-mouth", default=anchors.DEFAULT_START_MOUTH, choices=anchors.START_MOUTHS,
-                        help="what each frame's denoising starts from: previous (default) = the previous frame as "
-                             "it is; rig = the previous frame with its mouth drawn by the portrait's face rig as the "
-                             "voice moves it, a dial: the lips follow the recording further (README, \"Each frame "
-                             "started with the rig's mouth\")")
+                        help="what each frame's denoising starts from: rig (default) = the previous frame with "
+                             "its mouth drawn by the portrait's face rig as the voice moves it, so the lips follow "
+                             "the recording (README, \"Each frame started with the rig's mouth\"); previous = the "
+                             "previous frame as it is")
     common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     common.add_argument("--emotion", default="happy", help=f"one of {', '.join(EMOTIONS)} (default happy)")
     common.add_argument("--intensity", type=float, default=1.0, help=f"0 = neutral, 1 = as trained, up to {MAX_INTENSITY:g}")

@@ -248,9 +248,9 @@ class EMOdiffheadSampler:
                            "is (its own expression stays in every frame)."}),
             "start_mouth": (list(anchors.START_MOUTHS), {
                 "default": anchors.DEFAULT_START_MOUTH,
-                "tooltip": "What each frame starts from. previous: the previous frame as it is. rig: the previous "
-                           "frame with its mouth drawn by the portrait's face rig as the voice moves it, so the lips "
-                           "follow the recording further (a little less sad reads on photos)."}),
+                "tooltip": "What each frame starts from. rig: the previous frame with its mouth drawn by the "
+                           "portrait's face rig as the voice moves it, so the lips follow the recording. previous: "
+                           "the previous frame as it is."}),
         }}
 
     @staticmethod

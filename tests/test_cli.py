@@ -55,7 +55,7 @@ def test_generate_writes_an_mp4_as_long_as_the_audio(bundle, tmp_path):
     assert report["frames"] == 15 and report["size"] == [64, 64]
     assert report["mouth"] == "generator"           # auto: the tiny denoiser stores no training statistics
     assert report["portrait_identity"] == "neutral"  # the default: the portrait at a neutral expression
-    assert report["start_mouth"] == "previous"      # the default: each frame starts from the previous one
+    assert report["start_mouth"] == "rig"           # the default: each frame starts with the rig's mouth
     video_s, audio_s, vcodec, acodec, frames = _stream_durations(str(out))
     assert vcodec == "h264" and acodec == "aac" and frames == 15
     assert video_s == pytest.approx(0.5, abs=1e-3) and audio_s == pytest.approx(0.5, abs=1e-3)

@@ -82,7 +82,7 @@ def test_report_contact_sheet_and_ranges(bundle, folders, tmp_path):
     assert [s["file"] for s in report["skipped"]] == ["wall.png"] and "no face" in report["skipped"][0]["reason"]
     assert report["audio"]["frames"] == 21 and report["audio"]["seconds_used"] == pytest.approx(0.7)
     assert report["superres"] == "head" and report["sampling"]["steps"] == 2
-    assert report["portrait_identity"] == "neutral" and report["start_mouth"] == "previous"   # the defaults
+    assert report["portrait_identity"] == "neutral" and report["start_mouth"] == "rig"   # the pack's defaults
     (entry,) = report["results"]
     assert entry["output_size"] == 64                                  # tiny: 32 px sampled, x2 SR head
     assert entry["reference"]["face_in_photo"] is True

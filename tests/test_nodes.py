@@ -219,11 +219,11 @@ def test_sampler_gives_the_portrait_at_a_neutral_expression_by_default(comfy, as
         sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, portrait_identity="smile")
 
 
-def test_sampler_starts_each_frame_from_the_previous_frame_or_with_the_rigs_mouth(comfy, astronaut, monkeypatch):
+def test_sampler_starts_each_frame_with_the_rigs_mouth_by_default(comfy, astronaut, monkeypatch):
     model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "sad")
     sampler = _node(comfy, "EMOdiffheadSampler")
     widget = type(sampler).INPUT_TYPES()["optional"]["start_mouth"]
-    assert widget[0] == ["previous", "rig"] and widget[1]["default"] == "previous"
+    assert widget[0] == ["previous", "rig"] and widget[1]["default"] == "rig"
     pl = sys.modules[type(sampler).__module__].pl
     starts = []
 
@@ -233,10 +233,10 @@ def test_sampler_starts_each_frame_from_the_previous_frame_or_with_the_rigs_mout
 
     monkeypatch.setattr(pl, "generate_frames", spy)
     sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0)
-    sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, start_mouth="rig")
-    assert starts[0] is None                                                    # the previous frame as it is
+    sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, start_mouth="previous")
+    assert starts[1] is None                                                    # the previous frame as it is
     previous = torch.zeros(1, 3, 32, 32)
-    frame = starts[1](3, previous)                                              # the rig's mouth on the previous frame
+    frame = starts[0](3, previous)                                              # the rig's mouth on the previous frame
     assert frame.shape == (1, 3, 32, 32) and float(frame.mean()) > 0.01               # the rig drew a mouth
     assert float(frame[..., :12, :].abs().max()) == 0.0                               # and nothing above it
     with pytest.raises(_node_error(), match="start mouth must be one of previous, rig"):

@@ -353,8 +353,8 @@ def main(argv=None) -> int:
                    help="what the network is given as the person, as generate's --portrait-identity: neutral "
                         "(default: the portrait re-rendered at a neutral expression) or photo (the crop as it is)")
     p.add_argument("--start-mouth", choices=START_MOUTHS, default=DEFAULT_START_MOUTH,
-                   help="what each frame starts from, as generate's --start-mouth: previous (default) or rig (the "
-                        "previous frame with the mouth drawn by the portrait's face rig as the voice moves it)")
+                   help="what each frame starts from, as generate's --start-mouth: rig (default: the previous frame "
+                        "with the mouth drawn by the portrait's face rig as the voice moves it) or previous")
     p.add_argument("--save-crops", action="store_true",
                    help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
     p.add_argument("--crops-from", default=None, metavar="DIR",
