@@ -4,19 +4,20 @@
         [--seconds 4] [--emotions sad,surprised] [--mouth voice|closed] [--strength 1] [--region face|mouth] \\
         [--start-noise 0.5] --out DIR
 
-At the pack's default sampling (`sampling.DEFAULT`, start noise 0.5) frame i starts from frame i-1 diffused to
-0.5 T, where the network takes about two thirds of the expression from x_t and a third from psi
+From the previous frame (`--start-mouth previous`, the pack's start until 2026-12-07) frame i starts from frame i-1
+diffused to 0.5 T, where the network takes about two thirds of the expression from x_t and a third from psi
 (benchmarks/README.md, "Training the first step of sampling"), so the emotion settles at the share it renders. A
 real-texture training example's x_t is its target diffused, and that target is a warp of a photo following psi
 (`training.corpus.realface`); the warp of a held-out photo at the asked expression reads sad in two thirds of its
 frames with the person kept (`benchmarks.warp_reference`). Here x_t is that warp, for the frame being sampled
-(`anchors.rig_source`: e_y's emotion and blinks, the mouth from the voice as the corpus drives
-it, or closed but for the emotion's own part), diffused to the start noise; the identity, the motion frames (the
-video's own previous frames) and psi are as the pack gives them. So the network starts where its training examples
-start, and its conditions and the previous frames decide what it keeps of the warp. ``--strength`` scales the
-warp's emotion (e_n + s (e_y - e_n)); psi is left as asked. ``--region mouth`` starts from the previous frame (the
-default anchor) with the warp inside the mouth region of the aligned crop (`faces.mouth_region_weight`): the warp's
-mouth, the rest of the face as the video has rendered it.
+(`anchors.rig_source`: e_y's emotion and blinks, the mouth from the voice as the corpus drives it, or closed but for
+the emotion's own part), diffused to the start noise; the identity, the motion frames (the video's own previous
+frames) and psi are as the pack gives them. So the network starts where its training examples start, and its
+conditions and the previous frames decide what it keeps of the warp. ``--strength`` scales the warp's emotion (e_n +
+s (e_y - e_n)); psi is left as asked. ``--region mouth`` starts from the previous frame with the warp inside the
+mouth region of the aligned crop (`faces.mouth_region_weight`): the warp's mouth, the rest of the face as the video
+has rendered it; the pack's `--start-mouth rig` since 2026-12-07 (`anchors.start_anchor`), which this ablation
+measured first.
 
 Each run is `python -m training evaluate-portraits` with `pipeline.generate_frames` given that ``anchor_source``
 (`benchmarks.portrait_ablation`). Measured 2026-12-07: benchmarks/README.md, "Every frame started from the warp".

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     def with_warp(generate):
         def generate_with_warp(denoiser, identity, audio, expression, **k):
             source = rig_source(last["portrait"], audio, expression, k["neutral_expression"], identity.shape[-1],
-                                   args.mouth, args.strength)
+                                args.mouth, args.strength)
             expression = scaled_emotion(expression, k["neutral_expression"], args.psi_strength)
             return generate(denoiser, identity, audio, expression, reinject_source=source, **k)
         return generate_with_warp

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .facemodel import COMPONENT, SPEECH_COMPONENTS, speech_psi
-from .pipeline import PipelineError, rig_crops
+from .pipeline import PipelineError, _per_video, rig_crops
 
 START_MOUTHS = ("previous", "rig")
 DEFAULT_START_MOUTH = "rig"
@@ -65,16 +65,6 @@ def rig_psi(expression: np.ndarray, neutral: Optional[np.ndarray], waveform: np.
     return psi
 
 
-def _per_video(sequence, batch: int, what: str) -> np.ndarray:
-    """[N, D] or [B, N, D] (tensor or array) -> [B, N, D] float64."""
-    array = np.asarray(torch.as_tensor(sequence).detach().cpu().double())
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[0] not in (1, batch):
-        raise PipelineError(f"the {what} must be [N, D] or [{batch}, N, D], got {list(array.shape)}")
-    return np.broadcast_to(array, (batch,) + array.shape[1:])
-
-
 def rig_source(portraits, audio, expression, neutral, size: int, mouth: str = "voice",
                strength: float = 1.0) -> Callable[[int], torch.Tensor]:
     """A function of the video frame index -> [B, 3, S, S] in [0, 1]: each video's portrait rig rendered at its
@@ -84,15 +74,15 @@ def rig_source(portraits, audio, expression, neutral, size: int, mouth: str = "v
     from .face_rig import rig_from_photo
 
     portraits = list(portraits) if isinstance(portraits, (list, tuple)) else [portraits]
-    e_y = torch.as_tensor(expression)
+    e_y = torch.as_tensor(expression).detach().cpu().double()
     batch = max(len(portraits), e_y.shape[0] if e_y.dim() == 3 else 1)
     if len(portraits) not in (1, batch):
         raise PipelineError(f"{len(portraits)} portraits for {batch} videos")
-    e_y = _per_video(e_y, batch, "expression")
-    e_n = None if neutral is None else _per_video(neutral, batch, "neutral sequence")
-    if e_n is not None and e_n.shape != e_y.shape:
-        raise PipelineError(f"the neutral sequence {list(e_n.shape)} must be shaped like the expression "
-                          f"{list(e_y.shape)}")
+    frames, dims = e_y.shape[-2:]
+    e_y = _per_video(e_y, batch, frames, dims, "the expression").numpy()
+    e_n = (None if neutral is None else
+           _per_video(torch.as_tensor(neutral).detach().cpu().double(), batch, frames, dims, "the neutral sequence")
+           .numpy())
     psi = np.stack([rig_psi(e_y[b], None if e_n is None else e_n[b], audio.waveform, audio.fps,
                             audio.config.sample_rate, mouth, strength) for b in range(batch)])
     rigs = [rig_from_photo(p.image, p.landmarks) for p in portraits]

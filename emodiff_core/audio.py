@@ -224,8 +224,8 @@ def frame_features(waveform: np.ndarray, fps: Number, cfg: AudioFeatureConfig,
 
 def mouth_drive(wave: np.ndarray, fps, num_frames: int, sample_rate: int) -> dict:
     """Per-frame mouth activity from the audio around each frame's centre (40 ms windows): how the procedural and
-    real-texture corpora drive a face's speech components from a voice (`training.corpus`), and how the warp
-    pack draws the voice's mouth on a portrait's rig (`anchors.rig_psi`).
+    real-texture corpora drive a face's speech components from a voice (`training.corpus`), and how the pack
+    draws the voice's mouth on a portrait's rig (`anchors.rig_psi`).
 
     Returns ``jaw_open`` (loudness envelope), ``mouth_width`` (spectral centroid, z-scored on voiced
     frames: wide for bright vowels, rounded for dark ones) and ``lip_press`` (lips shut in pauses).

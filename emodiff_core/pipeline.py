@@ -773,8 +773,8 @@ def generate_frames(denoiser, identity: torch.Tensor, audio: AudioFeatures, expr
     :param anchor_source: what a frame's first denoising step starts from, diffused to the start noise (with
         ``settings.start_noise`` below 1 only): a function of the video frame index and the default anchor (the
         newest motion frame, [B, 3, S, S] in [0, 1] on the CPU) returning frames as ``reinject_source``'s; None:
-        that default. Held frames keep their rest state. (An ablation hook: `benchmarks.warp_anchor` starts
-        every frame from a warp of the portrait, or from the previous frame with the warp's mouth.)
+        that default. Held frames keep their rest state. `anchors.start_anchor` makes the pack's policies (the
+        previous frame with the mouth of the portrait's rig, by default); `benchmarks.warp_anchor` the ablations.
     :returns: frames [N, B, 3, S, S] on the CPU in [0, 1] (finished frames leave the device at once, so device
         memory does not grow with the length of the video).
     """
