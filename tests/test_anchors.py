@@ -105,6 +105,9 @@ def test_the_rig_start_is_the_previous_frame_with_the_rigs_mouth(photos):
     assert inside.any() and outside.any()
     assert torch.equal(got[..., outside], previous[..., outside])        # eyes, brows, hair: the video's own
     assert torch.allclose(got[..., inside], rig[..., inside])            # the mouth: the rig's
+    # an expression without its neutral sequence (an expression file): the rig's mouth is the voice's drive alone
+    alone = anchors.start_anchor("rig", photos["rest"], audio, e, None, 64)(2, previous)
+    assert torch.allclose(alone, got)                                   # e_n = e_y = 0 here: the same start
     assert anchors.start_anchor("previous", photos["rest"], audio, e, e, 64) is None
     with pytest.raises(pl.PipelineError, match="start mouth must be one of previous, rig"):
         anchors.start_anchor("voice", photos["rest"], audio, e, e, 64)
