@@ -196,22 +196,30 @@ def test_sampler_reinjects_the_identity_as_the_checkpoint_recommends_by_default(
     assert periods == [0, 2, 0, 3]        # -1 follows the checkpoint; an explicit value wins
 
 
+def _calls_without_sampling(monkeypatch, sampler):
+    """The Sampler's core module and the list each `generate_frames` call's (identity, keyword arguments) goes to,
+    with sampling itself replaced by blank frames (what these tests check is what the node passes on)."""
+    pl = sys.modules[type(sampler).__module__].pl
+    calls = []
+
+    def spy(denoiser, identity, audio, psi, **kwargs):
+        calls.append((identity, kwargs))
+        return torch.zeros(audio.num_frames, 1, 3, *identity.shape[-2:])
+
+    monkeypatch.setattr(pl, "generate_frames", spy)
+    return pl, calls
+
+
 def test_sampler_gives_the_portrait_at_a_neutral_expression_by_default(comfy, astronaut, monkeypatch):
     model, portrait, feats, expr = _sampler_inputs(comfy, astronaut, "sad")
     sampler = _node(comfy, "EMOdiffheadSampler")
     widget = type(sampler).INPUT_TYPES()["optional"]["portrait_identity"]
     assert widget[0] == ["neutral", "photo"] and widget[1]["default"] == "neutral"
-    pl = sys.modules[type(sampler).__module__].pl
-    identities = []
-
-    def spy(denoiser, identity, audio, psi, **kwargs):
-        identities.append(identity)
-        return torch.zeros(audio.num_frames, 1, 3, 32, 32)
-
-    monkeypatch.setattr(pl, "generate_frames", spy)
+    pl, calls = _calls_without_sampling(monkeypatch, sampler)
     sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0)
     sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, portrait_identity="photo")
     track = expr.resampled(feats.num_frames, feats.fps)
+    identities = [identity for identity, _ in calls]
     assert torch.equal(identities[0], pl.neutral_identity(portrait, track.neutral, 32))
     assert torch.equal(identities[1], portrait.crop_tensor()[None])
     assert float((identities[0] - identities[1]).abs().mean()) > 0.005       # the warp changed the face
@@ -224,16 +232,10 @@ def test_sampler_starts_each_frame_with_the_rigs_mouth_by_default(comfy, astrona
     sampler = _node(comfy, "EMOdiffheadSampler")
     widget = type(sampler).INPUT_TYPES()["optional"]["start_mouth"]
     assert widget[0] == ["previous", "rig"] and widget[1]["default"] == "rig"
-    pl = sys.modules[type(sampler).__module__].pl
-    starts = []
-
-    def spy(denoiser, identity, audio, psi, **kwargs):
-        starts.append(kwargs["anchor_source"])
-        return torch.zeros(audio.num_frames, 1, 3, 32, 32)
-
-    monkeypatch.setattr(pl, "generate_frames", spy)
+    _, calls = _calls_without_sampling(monkeypatch, sampler)
     sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0)
     sampler.sample(model, portrait, feats, expr, 2, Sampler.DDIM.value, 0, start_mouth="previous")
+    starts = [kwargs["anchor_source"] for _, kwargs in calls]
     assert starts[1] is None                                                    # the previous frame as it is
     previous = torch.zeros(1, 3, 32, 32)
     frame = starts[0](3, previous)                                              # the rig's mouth on the previous frame

@@ -265,11 +265,16 @@ def test_reinject_source_stands_in_for_the_identity_in_the_motion_slots():
                            reinject_identity_every=1, reinject_source=lambda i: torch.zeros(3, 16, 16))
 
 
-def test_anchor_source_is_what_each_frame_starts_from():
+def _start_noise_run(seconds):
+    """A tiny model, audio of ``seconds``, its expressions and a seeded random identity crop."""
     den, gen = _tiny_models()
-    audio = pl.encode_audio(_speech(0.15), 22050, 30, den.config.audio)
+    audio = pl.encode_audio(_speech(seconds), 22050, 30, den.config.audio)
     psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
-    identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2))
+    return den, audio, psi, torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+def test_anchor_source_is_what_each_frame_starts_from():
+    den, audio, psi, identity = _start_noise_run(0.15)
     calls = []
 
     def grey(index, previous):     # what generate_frames offers: the frame index and the default anchor in [0, 1]
@@ -326,10 +331,7 @@ def test_super_resolve_lanczos_and_model():
 
 
 def test_start_noise_starts_from_the_previous_frame_and_skips_high_noise_steps():
-    den, gen = _tiny_models()
-    audio = pl.encode_audio(_speech(0.1), 22050, 30, den.config.audio)
-    psi = pl.emotion_expressions(gen, audio.num_frames, pl.EmotionSpec())
-    identity = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2))
+    den, audio, psi, identity = _start_noise_run(0.1)
     events = []
     frames = pl.generate_frames(den, identity, audio, psi, settings=SamplingSettings(steps=10, start_noise=0.45), seed=1,
                                 callback=events.append)
