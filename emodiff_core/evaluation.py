@@ -19,11 +19,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .anchors import check_start_mouth, start_anchor
 from .feature_nets import LPIPS
 from .metrics import EmotionClassifier
 from .metrics_video import (FaceDescriptor, VideoFlie, condition_dims, edit_dims, flie_from_psi, flie_from_videos,
                             frames_to_uint8, intensity_levels, lie, measure_video)
-from .pipeline import EmotionSpec, Mouth, emotion_expressions, generate_frames
+from .pipeline import EmotionSpec, Mouth, PipelineError, emotion_expressions, generate_frames
 from .sampling import DEFAULT, SamplingSettings
 
 
@@ -33,7 +34,8 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
                               cache_reference: bool = True, device=None,
                               reinject_identity_every: int = 0,
                               conditions: Optional[Sequence[torch.Tensor]] = None,
-                              mouth: Optional[Mouth] = None) -> List[torch.Tensor]:
+                              mouth: Optional[Mouth] = None, start_mouth: str = "previous",
+                              portrait=None) -> List[torch.Tensor]:
     """Videos [N, 3, S, S] of one identity speaking ``audio`` with ``emotion`` at k = 0, 1/L, .., 1
     (``reinject_identity_every`` as `pipeline.generate_frames`; 0 = off).
 
@@ -43,15 +45,24 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
     (`intensity_conditions` with the same arguments); they are used as given. With classifier-free guidance
     (``settings.guidance`` != 1) each video is guided against the k = 0 condition, the neutral sequence e_n of
     Eq. 14 (as the pipeline guides a user's video). ``mouth``: see `pipeline.emotion_expression_pair`.
+    ``start_mouth``: what each frame starts from (`anchors.START_MOUTHS`; ``rig`` renders ``portrait``'s rig, a
+    `pipeline.Portrait` or anything with its ``image`` and ``landmarks``, at each level's condition against the
+    k = 0 one, as the pipeline starts a user's video); the default ``previous`` is the video's previous frame.
     """
+    check_start_mouth(start_mouth, "start_mouth")
+    if start_mouth != "previous" and portrait is None:
+        raise PipelineError(f"start_mouth={start_mouth!r} renders the portrait's rig: give the portrait (image and "
+                            f"landmarks) the identity crop was made from")
     if conditions is None:
         conditions = intensity_conditions(generator, audio, emotion, levels, expression_seed, mouth)
     videos = []
     for psi in conditions:
+        anchor = start_anchor(start_mouth, portrait, audio, psi, conditions[0], identity.shape[-1])
         frames = generate_frames(denoiser, identity, audio, psi, settings=settings, seed=seed,
                                  cache_reference=cache_reference, device=device,
                                  reinject_identity_every=reinject_identity_every,
-                                 neutral_expression=conditions[0])      # used only when guided
+                                 neutral_expression=conditions[0],      # used only when guided
+                                 anchor_source=anchor)
         videos.append(frames[:, 0])
     return videos
 

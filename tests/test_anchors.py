@@ -111,3 +111,39 @@ def test_the_rig_start_is_the_previous_frame_with_the_rigs_mouth(photos):
     assert anchors.start_anchor("previous", photos["rest"], audio, e, e, 64) is None
     with pytest.raises(pl.PipelineError, match="start mouth must be one of previous, rig"):
         anchors.start_anchor("voice", photos["rest"], audio, e, e, 64)
+
+
+def test_intensity_videos_start_each_level_from_the_rig_at_that_level(photos, monkeypatch):
+    """FLIE's videos (`evaluation.generate_intensity_videos`) start as a user's video does: each level's rig at its
+    own condition, against the k = 0 one (`training evaluate --flie-start-mouth rig`)."""
+    from emodiff_core import evaluation
+
+    n = 4
+    audio = _audio(n)
+    conditions = [torch.zeros(n, EXPRESSION_DIM), torch.zeros(n, EXPRESSION_DIM)]
+    conditions[1][:, COMPONENT["lip_corner_up"]] = 1.5
+    seen = []
+
+    def spy(denoiser, identity, audio, psi, **options):
+        seen.append((psi, options["anchor_source"]))
+        return torch.zeros(n, 1, 3, 64, 64)
+
+    monkeypatch.setattr(evaluation, "generate_frames", spy)
+    identity = photos["rest"].crop_tensor()
+    videos = evaluation.generate_intensity_videos(None, None, identity, audio, "happy", 1, conditions=conditions,
+                                                  start_mouth="rig", portrait=photos["rest"])
+    assert len(videos) == 2 and [psi for psi, _ in seen] == conditions
+    previous = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for psi, anchor in seen:
+        expected = anchors.start_anchor("rig", photos["rest"], audio, psi, conditions[0], 64)(2, previous)
+        assert torch.equal(anchor(2, previous), expected)
+    assert not torch.equal(seen[0][1](2, previous), seen[1][1](2, previous))      # the smile's level smiles
+    seen.clear()
+    evaluation.generate_intensity_videos(None, None, identity, audio, "happy", 1, conditions=conditions)
+    assert [anchor for _, anchor in seen] == [None, None]                          # default: the previous frame
+    with pytest.raises(pl.PipelineError, match="renders the portrait's rig: give the portrait"):
+        evaluation.generate_intensity_videos(None, None, identity, audio, "happy", 1, conditions=conditions,
+                                             start_mouth="rig")
+    with pytest.raises(pl.PipelineError, match="start_mouth must be one of previous, rig"):
+        evaluation.generate_intensity_videos(None, None, identity, audio, "happy", 1, conditions=conditions,
+                                             start_mouth="warp", portrait=photos["rest"])

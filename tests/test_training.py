@@ -561,8 +561,12 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
         evaluate(str(folder), corpus, flie_clips=0)
     with pytest.raises(ValueError, match="flie_clips=99 asks for that many identities; the split has [1-8]$"):
         evaluate(str(folder), corpus, split="train", videos=1, flie_clips=99)
+    with pytest.raises(ValueError, match="flie_start_mouth must be one of previous, rig; got 'warp'"):
+        evaluate(str(folder), corpus, flie_start_mouth="warp")
+    # FLIE's videos start as the pack starts a portrait's: each FLIE clip's first frame with the corpus' landmarks
     report = evaluate(str(folder), corpus, split="train", settings=SamplingSettings(steps=2, start_noise=1.0), videos=1,
-                      video_frames=24, flie_seeds=2, audio_guidance=2.0, flie_emotion="sad,happy", flie_clips=2)
+                      video_frames=24, flie_seeds=2, audio_guidance=2.0, flie_emotion="sad,happy", flie_clips=2,
+                      flie_start_mouth="rig")
     assert set(report) >= {"regressor", "generator", "denoiser", "videos"}
     videos = report["videos"]
     assert report["audio_guidance"] == 2.0 == videos["audio_guidance"]      # the rollouts sampled with it
@@ -594,6 +598,7 @@ def test_evaluate_reports_every_component(corpus, tmp_path):
         if "flie_edit_dims_pooled" in videos:
             assert over["flie_edit_dims_pooled_per_clip"][0] == pytest.approx(videos["flie_edit_dims_pooled"])
     assert videos["flie_guidance"] == 1.0                # the bundle recommends no guidance
+    assert videos["flie_start_mouth"] == "rig"
     assert videos["flie_emotion"] == "sad"                 # the first asked; the second's videos beside it
     assert list(videos["flie_per_emotion"]) == ["sad", "happy"] and videos["flie_per_emotion"]["sad"] == over
     happy = videos["flie_per_emotion"]["happy"]

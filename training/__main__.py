@@ -121,7 +121,8 @@ def _evaluate(args) -> int:
                       flie_clips=args.flie_clips,
                       probe_examples=args.probe_examples,
                       also_judges=args.also_judge, neutral_seeds=args.neutral_seeds,
-                      audio_guidance=args.audio_guidance, regressor=args.regressor, mouth=args.mouth)
+                      audio_guidance=args.audio_guidance, regressor=args.regressor, mouth=args.mouth,
+                      flie_start_mouth=args.flie_start_mouth)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -304,6 +305,10 @@ def main(argv=None) -> int:
                    help="videos: FLIE also of the first clip of the next N-1 identities of the split, at the same "
                         "seeds, pooled (videos.flie_over_clips, with a leave-one-identity-out SE from 3; one face is "
                         "one draw too; default 1)")
+    p.add_argument("--flie-start-mouth", choices=START_MOUTHS, default="previous",
+                   help="videos: what each frame of FLIE's videos starts from: previous (default; the previous frame) "
+                        "or rig (the pack's start for a portrait, generate's --start-mouth: the mouth drawn by the "
+                        "rig of each FLIE clip's first frame, with the corpus' landmarks); the other videos: previous")
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="videos and emotion control: every N frames the oldest motion frame is the portrait again "
                         "(0 = off; default: the period the denoiser's checkpoint recommends, as generate)")

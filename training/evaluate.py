@@ -28,8 +28,9 @@ from emodiff_core.checkpoint import build_components, load_components, read_chec
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.pipeline import (GENERATOR_MOUTH, SPEECH_MOUTH_COMPONENTS, EmotionSpec, Mouth, check_guidance,
-                                   check_mouth_policy, check_reinject, emotion_expression_pair, emotion_expressions,
+from emodiff_core.anchors import check_start_mouth
+from emodiff_core.pipeline import (GENERATOR_MOUTH, SPEECH_MOUTH_COMPONENTS, EmotionSpec, Mouth, Portrait,
+                                   check_guidance, check_mouth_policy, check_reinject, emotion_expression_pair, emotion_expressions,
                                    encode_audio, generate_frames, recommended_audio_guidance, recommended_guidance,
                                    recommended_mouth, recommended_reinject, resolve_guidance, resolve_mouth,
                                    resolve_reinject)
@@ -292,14 +293,17 @@ def flie_clip_metas(metas: Sequence[dict], identities: int) -> List[dict]:
 
 def _rollout_inputs(data: ClipDataset, meta: dict, frames: int, cfg):
     """A clip's first ``frames`` frames as a rollout reads them: (clip, audio features, ground-truth frames uint8
-    [N, S, S, 3] at the denoiser's size, portrait [3, S, S] 0..1 = the first of them)."""
+    [N, S, S, 3] at the denoiser's size, portrait [3, S, S] 0..1 = the first of them, that portrait as a
+    `pipeline.Portrait` with the corpus' exact landmarks, for the rig's start: `anchors.start_anchor`)."""
     clip = data.load(meta)
     audio = encode_audio(clip.audio, meta["sample_rate"], meta["fps"], cfg.audio).first(frames)
-    truth, _ = resize_clip_frames(np.asarray(clip.frames[:audio.num_frames]),
-                                  np.asarray(clip.landmarks[:audio.num_frames]), cfg.image_size)
+    truth, landmarks = resize_clip_frames(np.asarray(clip.frames[:audio.num_frames]),
+                                          np.asarray(clip.landmarks[:audio.num_frames]), cfg.image_size)
     truth = np.array(truth)          # a writable copy (the clip's arrays are read-only memory maps)
     identity = torch.from_numpy(truth[0]).permute(2, 0, 1).float() / 255.0
-    return clip, audio, truth, identity
+    # the crop is its own image: nothing to paste back into (aligned None)
+    portrait = Portrait(truth[0], np.array(landmarks[0], np.float64), truth[0], None)
+    return clip, audio, truth, identity, portrait
 
 
 @torch.no_grad()
@@ -310,7 +314,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
                     i3d=None, settings: SamplingSettings = DEFAULT, seed: int = 0,
                     reinject_identity_every: int = 0, flie_seeds: int = 1, flie_clips: int = 1,
                     flie_settings: Optional[SamplingSettings] = None,
-                    mouth: Optional[Mouth] = None) -> dict:
+                    mouth: Optional[Mouth] = None, flie_start_mouth: str = "previous") -> dict:
     """The paper's video metrics on full rollouts sampled with ``settings`` (see the module docstring) and
     ``reinject_identity_every`` (`pipeline.generate_frames`; 0 = off). Missing inputs (no extractor, no weights)
     leave their keys out and say why under ``skipped``. ``flie`` is measured with ``seed``; with ``flie_seeds``
@@ -340,10 +344,14 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     of checkpoints). ``identity_ground_truth``: the same identity measure on the clip's own frames, the reference
     for ``identity`` (an emotional clip's frames are further from its first frame than a neutral rendering's).
     ``mouth``: the generated expressions' mouth (`pipeline.emotion_expression_pair`) in the emotion-accuracy and
-    FLIE videos (and the rollouts of a corpus without psi); None = the generator's."""
+    FLIE videos (and the rollouts of a corpus without psi); None = the generator's. ``flie_start_mouth``: what each
+    frame of FLIE's videos starts from (`anchors.START_MOUTHS`: ``rig``, the pack's default for a user's portrait,
+    renders the rig of each FLIE clip's first frame with the corpus' landmarks), reported as
+    ``flie_start_mouth``; the other videos start from the previous frame."""
     from emodiff_core import metrics_video as mv
     from emodiff_core.evaluation import intensity_metrics, pooled_flie_with_se
 
+    check_start_mouth(flie_start_mouth, "flie_start_mouth")
     data = ClipDataset(data_dir)
     every_meta = sorted(data.metas(split), key=lambda m: m["clip_id"])
     metas = every_meta[:clips]
@@ -356,10 +364,10 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
     per_clip, real, fake, skipped = [], [], [], {}
     first = None
     for meta in metas:
-        clip, audio, truth, identity = _rollout_inputs(data, meta, frames, cfg)
+        clip, audio, truth, identity, portrait = _rollout_inputs(data, meta, frames, cfg)
         n = audio.num_frames
         if first is None:
-            first = (identity, audio, meta, clip)
+            first = (identity, audio, meta, clip, portrait)
         psi = (torch.from_numpy(np.array(clip.psi[:n], np.float32)) if clip.psi is not None
                else emotion_expressions(generator, n, EmotionSpec("neutral"), fps=audio.fps, seed=seed,
                                         mouth=mouth, audio=audio))
@@ -384,7 +392,7 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         skipped["lipsync, emotion_accuracy, flie"] = "no psi extractor (a regressor in the bundle or --deca)"
     if descriptor is None:
         skipped["identity"] = "dlib's face recognition model is not available"
-    identity, audio, first_meta, first_clip = first
+    identity, audio, first_meta, first_clip, first_portrait = first
     if extractor is not None and classifier is not None:
         short = audio.first(emotion_frames)
         accuracy = {}
@@ -400,14 +408,17 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         emotions = flie_emotions(flie_emotion)
         flie_emotion = emotions[0]
 
-        def intensity_at(s: int, lpips=None, portrait=identity, voice=audio, emotion=flie_emotion) -> dict:
-            return intensity_metrics(denoiser, generator, portrait, voice.first(flie_frames), emotion,
+        def intensity_at(s: int, lpips=None, face=identity, photo=first_portrait, voice=audio,
+                         emotion=flie_emotion) -> dict:
+            return intensity_metrics(denoiser, generator, face, voice.first(flie_frames), emotion,
                                      flie_levels, extractor, lpips, expression_seed=s, mouth=mouth,
+                                     start_mouth=flie_start_mouth, portrait=photo,
                                      **dict(gen_opts, seed=s, settings=flie_settings or settings))
 
         first_run = intensity_at(seed, lpips)
         report.update({k: v for k, v in first_run.items() if not k.startswith("level_")}, flie_emotion=flie_emotion,
-                      flie_levels=flie_levels, flie_guidance=(flie_settings or settings).guidance)
+                      flie_levels=flie_levels, flie_guidance=(flie_settings or settings).guidance,
+                      flie_start_mouth=flie_start_mouth)
         truth_flie = ground_truth_flie(first_meta, first_clip, data_dir, cfg.image_size, flie_emotion, flie_levels,
                                        min(flie_frames, audio.num_frames), extractor)
         if truth_flie is not None:
@@ -430,14 +441,14 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
             except ValueError as exc:
                 report["flie_pooled_error"] = str(exc)
         # one identity's face is one draw too: the same seeds on the next identities
-        faces = [(identity, audio)]
+        faces = [(identity, first_portrait, audio)]
         for meta in flie_metas[1:]:
-            _, voice, _, portrait = _rollout_inputs(data, meta, frames, cfg)
-            faces.append((portrait, voice))
+            _, voice, _, face, photo = _rollout_inputs(data, meta, frames, cfg)
+            faces.append((face, photo, voice))
 
         def runs_of(emotion: str, of_faces) -> List[List[dict]]:        # [face][seed]
-            return [[intensity_at(s, portrait=portrait, voice=voice, emotion=emotion)
-                     for s in range(seed, seed + flie_seeds)] for portrait, voice in of_faces]
+            return [[intensity_at(s, face=face, photo=photo, voice=voice, emotion=emotion)
+                     for s in range(seed, seed + flie_seeds)] for face, photo, voice in of_faces]
 
         runs_per_clip = [runs] + runs_of(flie_emotion, faces[1:])
         if flie_clips > 1 or len(emotions) > 1:
@@ -959,7 +970,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              reinject_identity_every: Optional[int] = None, flie_seeds: int = 1, flie_levels: int = FLIE_LEVELS,
              flie_emotion: Union[str, Sequence[str]] = "happy", flie_clips: int = 1,
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
-             audio_guidance: Optional[float] = None, regressor: Optional[str] = None, mouth: str = "auto") -> dict:
+             audio_guidance: Optional[float] = None, regressor: Optional[str] = None, mouth: str = "auto",
+             flie_start_mouth: str = "previous") -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
@@ -992,7 +1004,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
 
     ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`, as generate's --mouth; "auto" is what the
     denoiser's bundle recommends) in every video made from the expression generator (the emotion control's, the rollouts' emotion
-    accuracy and FLIE's); the rollouts of ground-truth psi are not affected."""
+    accuracy and FLIE's); the rollouts of ground-truth psi are not affected. ``flie_start_mouth``: what each frame of
+    FLIE's videos starts from (`evaluate_videos`)."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
@@ -1000,6 +1013,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     check_reinject(reinject_identity_every, "reinject_identity_every")   # before the slow work
     resolve_guidance(audio_guidance, 1.0, "audio_guidance")              # a negative scale fails here too
     check_mouth_policy(mouth)
+    check_start_mouth(flie_start_mouth, "flie_start_mouth")
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     if flie_clips < 1:
@@ -1066,7 +1080,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                 i3d=load_i3d(i3d) if i3d else None, settings=video_settings,
                 reinject_identity_every=reinject_identity_every, flie_seeds=flie_seeds, flie_levels=flie_levels,
                 flie_emotion=flie_emotion, flie_clips=flie_clips, mouth=generated_mouth,
-                flie_settings=_guided(video_settings, guidance[0], den.config))
+                flie_settings=_guided(video_settings, guidance[0], den.config), flie_start_mouth=flie_start_mouth)
     if judge_path:
         emotion_judge = load_components(judge_path, ["emotion_judge"])["emotion_judge"]
         report["judge"] = dict(evaluate_judge(emotion_judge, data, split), checkpoint=os.path.abspath(judge_path))
