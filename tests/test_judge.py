@@ -514,3 +514,49 @@ def test_evaluate_re_injects_the_identity_as_the_denoiser_file_recommends(corpus
     save_checkpoint(str(broken / "denoiser.safetensors"), {"denoiser": denoiser}, info={REINJECT_INFO_KEY: "two"})
     with pytest.raises(CheckpointError, match="not a whole number"):
         evaluate(str(broken), corpus, **options)
+
+
+def test_emotion_control_starts_from_the_rig_of_each_identitys_portrait(corpus, monkeypatch):
+    """``start_mouth="rig"`` (`evaluate --control-start-mouth rig`): every video of the grid and of the extra neutral
+    seeds starts as the pack starts a portrait's video, the identity's portrait rendered by its rig (the corpus'
+    landmarks) in the mouth region, the video's own previous frame elsewhere."""
+    from emodiff_core import faces
+    from emodiff_core.models import EMOdiffheadDenoiser, ExpressionGenerator
+
+    import training.evaluate as ev
+
+    torch.manual_seed(0)
+    denoiser = EMOdiffheadDenoiser(core.preset("denoiser", "tiny")).eval()
+    generator = ExpressionGenerator(core.preset("expression", "tiny")).eval()
+    judge = EmotionJudge(core.preset("judge", "tiny")).eval()
+    generate, anchors_seen = ev.generate_frames, []
+
+    def spy(*args, **kwargs):
+        anchors_seen.append((len(args[1]) if args[1].dim() == 4 else 1, kwargs.get("anchor_source")))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "generate_frames", spy)
+    options = dict(identities=1, intensities=(0.0, 1.0), frames=5, settle_frames=2, ground_truth=False,
+                   neutral_seeds=2)
+    assert ev.emotion_control_report(denoiser, generator, judge, corpus, "test", **options)["start_mouth"] == "previous"
+    assert [anchor for _, anchor in anchors_seen] == [None, None]
+    anchors_seen.clear()
+    assert ev.emotion_control_report(denoiser, generator, judge, corpus, "test", start_mouth="rig",
+                                     **options)["start_mouth"] == "rig"
+    assert [videos for videos, _ in anchors_seen] == [8, 1]            # the grid (neutral + 7 emotions), one more seed
+    size = denoiser.config.image_size
+    weight = torch.from_numpy(faces.mouth_region_weight(size, size))
+    for videos, anchor in anchors_seen:
+        previous = torch.rand(videos, 3, size, size, generator=torch.Generator().manual_seed(2))
+        start = anchor(1, previous)
+        assert start.shape == previous.shape
+        assert torch.equal(start[..., weight == 0], previous[..., weight == 0])     # the video's own frame
+        assert not torch.allclose(start[..., weight == 1], previous[..., weight == 1])   # the rig's mouth
+    # the portrait's landmarks are the corpus' own for that frame
+    identity, portrait, landmarks, audio_meta = ev.control_portraits(corpus, "test", 1, 5)[0]
+    data = ev.ClipDataset(corpus)
+    meta = next(m for m in sorted(data.metas("test"), key=lambda m: m["clip_id"])
+                if m["identity"] == identity and m.get("emotion") == "neutral")
+    assert np.array_equal(landmarks, data.load(meta, with_audio=False).landmarks[0])
+    with pytest.raises(ValueError, match="start_mouth must be one of previous, rig; got 'voice'"):
+        ev.emotion_control_report(denoiser, generator, judge, corpus, "test", start_mouth="voice", **options)

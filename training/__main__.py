@@ -122,7 +122,7 @@ def _evaluate(args) -> int:
                       probe_examples=args.probe_examples,
                       also_judges=args.also_judge, neutral_seeds=args.neutral_seeds,
                       audio_guidance=args.audio_guidance, regressor=args.regressor, mouth=args.mouth,
-                      flie_start_mouth=args.flie_start_mouth)
+                      flie_start_mouth=args.flie_start_mouth, control_start_mouth=args.control_start_mouth)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -309,6 +309,9 @@ def main(argv=None) -> int:
                    help="videos: what each frame of FLIE's videos starts from: previous (default; the previous frame) "
                         "or rig (the pack's start for a portrait, generate's --start-mouth: the mouth drawn by the "
                         "rig of each FLIE clip's first frame, with the corpus' landmarks); the other videos: previous")
+    p.add_argument("--control-start-mouth", choices=START_MOUTHS, default="previous",
+                   help="emotion control: what each frame of its videos starts from, as --flie-start-mouth (the rig "
+                        "of each identity's portrait; default previous)")
     p.add_argument("--reinject-identity-every", type=int, default=None,
                    help="videos and emotion control: every N frames the oldest motion frame is the portrait again "
                         "(0 = off; default: the period the denoiser's checkpoint recommends, as generate)")

@@ -28,7 +28,7 @@ from emodiff_core.checkpoint import build_components, load_components, read_chec
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.anchors import check_start_mouth
+from emodiff_core.anchors import check_start_mouth, start_anchor
 from emodiff_core.pipeline import (GENERATOR_MOUTH, SPEECH_MOUTH_COMPONENTS, EmotionSpec, Mouth, Portrait,
                                    check_guidance, check_mouth_policy, check_reinject, emotion_expression_pair, emotion_expressions,
                                    encode_audio, generate_frames, recommended_audio_guidance, recommended_guidance,
@@ -301,9 +301,14 @@ def _rollout_inputs(data: ClipDataset, meta: dict, frames: int, cfg):
                                           np.asarray(clip.landmarks[:audio.num_frames]), cfg.image_size)
     truth = np.array(truth)          # a writable copy (the clip's arrays are read-only memory maps)
     identity = torch.from_numpy(truth[0]).permute(2, 0, 1).float() / 255.0
-    # the crop is its own image: nothing to paste back into (aligned None)
-    portrait = Portrait(truth[0], np.array(landmarks[0], np.float64), truth[0], None)
-    return clip, audio, truth, identity, portrait
+    return clip, audio, truth, identity, corpus_portrait(truth[0], landmarks[0])
+
+
+def corpus_portrait(frame: np.ndarray, landmarks: np.ndarray) -> Portrait:
+    """A corpus frame (uint8 [S, S, 3] at the model's size) as the portrait whose rig the pack's start renders
+    (`anchors.start_anchor`), with the corpus' exact landmarks ([68, 2], the frame's pixels) where a user's photo has
+    detected ones. The frame is its own crop, with nothing to paste back into (no alignment)."""
+    return Portrait(frame, np.asarray(landmarks, np.float64), frame, None)
 
 
 @torch.no_grad()
@@ -598,7 +603,7 @@ class JudgedVideo:
 
 def control_portraits(data_dir: str, split: str, identities: int, frames: int):
     """The first ``identities`` identities of ``split`` (sorted by name) that have a neutral frame: for each,
-    (identity, portrait uint8 [S, S, 3], the clip that gives the audio). The portrait is the first frame of the
+    (identity, portrait uint8 [S, S, 3], its landmarks [68, 2], the clip that gives the audio). The portrait is the first frame of the
     identity's first neutral clip, or else the first frame of a clip that ramps up from neutral (effective
     intensity k x onset below 0.1 there). The audio is the portrait's clip's when it has ``frames`` frames,
     else the identity's longest clip's."""
@@ -619,9 +624,9 @@ def control_portraits(data_dir: str, split: str, identities: int, frames: int):
                     break
         if portrait_meta is None:
             continue
-        portrait = np.array(ds.load(portrait_meta, with_audio=False).frames[0])
+        portrait_clip = ds.load(portrait_meta, with_audio=False)
         audio_meta = portrait_meta if portrait_meta["n_frames"] >= frames else max(metas, key=lambda m: m["n_frames"])
-        chosen.append((identity, portrait, audio_meta))
+        chosen.append((identity, np.array(portrait_clip.frames[0]), np.array(portrait_clip.landmarks[0]), audio_meta))
         if len(chosen) == identities:
             break
     return chosen
@@ -747,18 +752,22 @@ def summarise_judged_videos(videos: Sequence[JudgedVideo], levels: Sequence[floa
 
 def extra_neutral_videos(denoiser, generator, face: torch.Tensor, audio, settings: SamplingSettings, seed: int,
                          count: int, reinject_identity_every: int = 0,
-                         mouth: Optional[Mouth] = None) -> torch.Tensor:
+                         mouth: Optional[Mouth] = None, start_mouth: str = "previous",
+                         portrait: Optional[Portrait] = None) -> torch.Tensor:
     """``count`` neutral videos of ``face`` ([3, S, S] in 0..1) speaking ``audio`` beside the control grid's own
     (which is at ``seed``): video r (r = 1..count) has the expression generator and the sampling both at seed
     ``seed + r``, and is diffused on its own, so it is the same video whatever ``count`` is (they were once
     diffused in one batch, whose noise depends on the batch size: runs with different counts drew different
-    videos). Apart from the grid, so the grid's videos do not change. [N, count, 3, S, S]."""
+    videos). Apart from the grid, so the grid's videos do not change. ``start_mouth``: what each frame starts from
+    (`anchors.start_anchor`; ``rig`` renders ``portrait``'s). [N, count, 3, S, S]."""
     videos = []
     for r in range(1, count + 1):
         expression, neutral = emotion_expression_pair(generator, audio.num_frames, EmotionSpec("neutral", 0.0),
                                                       fps=audio.fps, seed=seed + r, mouth=mouth, audio=audio)
         videos.append(generate_frames(denoiser, face, audio, expression, settings=settings, seed=seed + r,
-                                      neutral_expression=neutral, reinject_identity_every=reinject_identity_every))
+                                      neutral_expression=neutral, reinject_identity_every=reinject_identity_every,
+                                      anchor_source=start_anchor(start_mouth, portrait, audio, expression, neutral,
+                                                                 face.shape[-1])))
     return torch.cat(videos, dim=1)
 
 
@@ -796,7 +805,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
                            seed: int = 0, fer=None, ground_truth: bool = True,
                            reinject_identity_every: int = 0, extractor=None, descriptor=None,
                            extra_judges: Optional[Mapping[str, object]] = None, neutral_seeds: int = 1,
-                           mouth: Optional[Mouth] = None) -> dict:
+                           mouth: Optional[Mouth] = None, start_mouth: str = "previous") -> dict:
     """Does the model render the emotion asked for, at the strength asked for? Measured with the emotion judge.
 
     For each of the first ``identities`` identities of ``split`` with a neutral frame (`control_portraits`), the
@@ -836,9 +845,14 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     every measure above stay what they are without them. One neutral video per identity is a single draw: with
     4 identities one video moves the k = 0 share by 25 points, and which identities lean where changes with the
     seed (training/checkpoints/README.md); several seeds make the share a measure of the model.
+
+    ``start_mouth``: what each frame of every video starts from (`anchors.START_MOUTHS`; ``rig``, the pack's start
+    for a user's portrait, renders the rig of the identity's portrait with the corpus' landmarks), reported as
+    ``start_mouth``.
     """
     from emodiff_core import metrics_video as mv
 
+    check_start_mouth(start_mouth, "start_mouth")
     if frames <= settle_frames:
         raise ValueError(f"frames ({frames}) must exceed settle_frames ({settle_frames}): nothing would be judged")
     if int(neutral_seeds) < 1:
@@ -865,21 +879,24 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         for name, (reader, reader_fer) in readers.items():
             judged[name][kind].append(_judge_video(reader, frames01, reader_fer, identity, e, k))
 
-    for identity, portrait, audio_meta in portraits:
+    for identity, portrait, landmarks, audio_meta in portraits:
         clip = data.load(audio_meta)
         audio = encode_audio(clip.audio, audio_meta["sample_rate"], audio_meta["fps"], cfg.audio).first(frames)
         n = audio.num_frames
         if n <= settle_frames:
             continue
-        face_u8, _ = resize_clip_frames(portrait[None], np.zeros((1, 68, 2)), cfg.image_size)
+        face_u8, face_landmarks = resize_clip_frames(portrait[None], landmarks[None], cfg.image_size)
         face_u8 = np.array(face_u8[0])
         face = torch.from_numpy(face_u8).permute(2, 0, 1).float() / 255.0
+        photo = corpus_portrait(face_u8, face_landmarks[0])
         pairs = [emotion_expression_pair(generator, n, EmotionSpec(e, k), fps=audio.fps, seed=seed,
                                          mouth=mouth, audio=audio) for e, k in conditions]
+        expressions, neutrals = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         video = generate_frames(denoiser, face[None].expand(len(conditions), -1, -1, -1).contiguous(), audio,
-                                torch.stack([p[0] for p in pairs]), settings=settings, seed=seed,
-                                neutral_expression=torch.stack([p[1] for p in pairs]),
-                                reinject_identity_every=reinject_identity_every)          # [n, B, 3, S, S]
+                                expressions, settings=settings, seed=seed, neutral_expression=neutrals,
+                                reinject_identity_every=reinject_identity_every,
+                                anchor_source=start_anchor(start_mouth, photo, audio, expressions, neutrals,
+                                                           cfg.image_size))          # [n, B, 3, S, S]
         for b, (e, k) in enumerate(conditions):
             read("generated", video[settle_frames:, b], identity, e, k)
             if extractor is not None or descriptor is not None:
@@ -888,7 +905,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
         read("neutral_seeds", video[settle_frames:, 0], identity, "neutral", 0.0)     # conditions[0] is neutral
         if neutral_seeds > 1:
             more = extra_neutral_videos(denoiser, generator, face, audio, settings, seed, int(neutral_seeds) - 1,
-                                        reinject_identity_every, mouth)
+                                        reinject_identity_every, mouth, start_mouth, photo)
             for b in range(more.shape[1]):
                 read("neutral_seeds", more[settle_frames:, b], identity, "neutral", 0.0)
         used.append({"identity": identity, "audio_clip": audio_meta["clip_id"], "frames": n})
@@ -912,7 +929,7 @@ def emotion_control_report(denoiser, generator, judge, data_dir: str, split: str
     report = {"identities": used, "intensities": levels, "frames": frames, "settle_frames": settle_frames,
               "videos_per_identity": len(conditions), "neutral_seeds": int(neutral_seeds), **settings.to_dict(),
               "reinject_identity_every": int(reinject_identity_every), "mouth": (mouth or GENERATOR_MOUTH).name,
-              **summary(MAIN_JUDGE)}
+              "start_mouth": start_mouth, **summary(MAIN_JUDGE)}
     for key in ("lipsync", "identity"):
         values = [q[key] for q in quality if key in q]
         if values:
@@ -971,7 +988,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
              flie_emotion: Union[str, Sequence[str]] = "happy", flie_clips: int = 1,
              also_judges: Sequence[str] = (), neutral_seeds: int = CONTROL_NEUTRAL_SEEDS,
              audio_guidance: Optional[float] = None, regressor: Optional[str] = None, mouth: str = "auto",
-             flie_start_mouth: str = "previous") -> dict:
+             flie_start_mouth: str = "previous", control_start_mouth: str = "previous") -> dict:
     """Every evaluation the checkpoints in ``checkpoints`` allow. ``settings`` is the single-frame denoiser
     evaluation's sampling; the videos use the default settings (`sampling.DEFAULT`) and re-inject the identity
     every ``reinject_identity_every`` frames (None: the period the denoiser's file recommends, as `generate` and
@@ -1005,7 +1022,8 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`, as generate's --mouth; "auto" is what the
     denoiser's bundle recommends) in every video made from the expression generator (the emotion control's, the rollouts' emotion
     accuracy and FLIE's); the rollouts of ground-truth psi are not affected. ``flie_start_mouth``: what each frame of
-    FLIE's videos starts from (`evaluate_videos`)."""
+    FLIE's videos starts from (`evaluate_videos`); ``control_start_mouth``: the same for the emotion control's videos
+    (`emotion_control_report`)."""
     from emodiff_core.feature_nets import load_i3d, load_inception, load_lpips
 
     if "OMP_NUM_THREADS" not in os.environ:       # an explicit thread count (e.g. beside a training run) wins
@@ -1014,6 +1032,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
     resolve_guidance(audio_guidance, 1.0, "audio_guidance")              # a negative scale fails here too
     check_mouth_policy(mouth)
     check_start_mouth(flie_start_mouth, "flie_start_mouth")
+    check_start_mouth(control_start_mouth, "control_start_mouth")
     if flie_seeds < 1:
         raise ValueError(f"flie_seeds must be >= 1, got {flie_seeds}")
     if flie_clips < 1:
@@ -1098,7 +1117,7 @@ def evaluate(checkpoints: str, data: str, split: str = "test", max_clips: Option
                     settings=control_settings, seed=seed, fer=_fer_classifier(), ground_truth=not sweep,
                     reinject_identity_every=reinject_identity_every, extractor=control_extractor,
                     descriptor=control_descriptor, extra_judges=extra_judges, neutral_seeds=neutral_seeds,
-                    mouth=generated_mouth)
+                    mouth=generated_mouth, start_mouth=control_start_mouth)
                 report.setdefault("emotion_control", control)
                 sweep[control_settings.label] = {key: control.get(key) for key in GUIDANCE_SWEEP_KEYS}
                 if extra_judges:
