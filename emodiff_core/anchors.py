@@ -17,7 +17,8 @@ so what the anchor shows leads the video. Two policies (`START_MOUTHS`):
 
 The rig needs a portrait with landmarks (`pipeline.Portrait`); a frame of the video is rendered on the CPU per
 sampled frame (a few milliseconds at 64 px), so memory does not grow with the video. The corpus evaluation
-(`training.evaluate`: issue 9's measures) samples corpus identities without a portrait, from the previous frame.
+(`training.evaluate`: issue 9's measures) starts from the previous frame unless asked for the rig
+(`--flie-start-mouth`, `--control-start-mouth`), whose portrait is then a corpus frame with its exact landmarks.
 """
 from __future__ import annotations
 
