@@ -71,7 +71,8 @@ def rig_source(portraits, audio, expression, neutral, size: int, mouth: str = "v
     """A function of the video frame index -> [B, 3, S, S] in [0, 1]: each video's portrait rig rendered at its
     `rig_psi` row (rendered on demand, so memory does not grow with the video). ``portraits``: one
     `pipeline.Portrait` for every video or one per video; ``audio``: the `pipeline.AudioFeatures` the video is
-    sampled with; ``expression``, ``neutral``: e_y and e_n, [N, D] or [B, N, D] (``neutral`` may be None)."""
+    sampled with; ``expression``, ``neutral``: e_y and e_n, [N, D] or [B, N, D] (``neutral`` may be None). The rigs
+    are fitted when the first frame is asked for (`generate_frames` asks only when frames start below pure noise)."""
     from .face_rig import rig_from_photo
 
     portraits = list(portraits) if isinstance(portraits, (list, tuple)) else [portraits]
@@ -86,10 +87,16 @@ def rig_source(portraits, audio, expression, neutral, size: int, mouth: str = "v
            .numpy())
     psi = np.stack([rig_psi(e_y[b], None if e_n is None else e_n[b], audio.waveform, audio.fps,
                             audio.config.sample_rate, mouth, strength) for b in range(batch)])
-    rigs = [rig_from_photo(p.image, p.landmarks) for p in portraits]
-    if len(rigs) == 1:
-        return lambda index: rig_crops(rigs[0], psi[:, index], size)
-    return lambda index: torch.cat([rig_crops(rig, psi[b:b + 1, index], size) for b, rig in enumerate(rigs)])
+    rigs: list = []         # fitted at the first frame asked for: a video sampled from pure noise never asks
+
+    def frame(index: int) -> torch.Tensor:
+        if not rigs:
+            rigs.extend(rig_from_photo(p.image, p.landmarks) for p in portraits)
+        if len(rigs) == 1:
+            return rig_crops(rigs[0], psi[:, index], size)
+        return torch.cat([rig_crops(rig, psi[b:b + 1, index], size) for b, rig in enumerate(rigs)])
+
+    return frame
 
 
 def mouth_from(source: Callable[[int], torch.Tensor], size: int) -> Callable[[int, torch.Tensor], torch.Tensor]:

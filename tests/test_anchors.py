@@ -92,6 +92,20 @@ def test_rig_source_renders_each_videos_portrait_at_its_psi(photos):
         anchors.rig_source(photos["rest"], audio, asked, neutral[:, :4], 64)
 
 
+def test_the_rig_is_fitted_when_the_first_frame_asks_for_it(photos, monkeypatch):
+    """A video sampled from pure noise (start noise 1) never asks `generate_frames`' anchor for a frame, so it pays
+    nothing for the rig."""
+    from emodiff_core import face_rig
+
+    fitted, fit = [], face_rig.rig_from_photo
+    monkeypatch.setattr(face_rig, "rig_from_photo", lambda image, landmarks: fitted.append(1) or fit(image, landmarks))
+    e = torch.zeros(4, EXPRESSION_DIM)
+    source = anchors.rig_source([photos["rest"], photos["smile"]], _audio(4), e, e, 64)
+    assert fitted == []
+    first = source(1)
+    assert len(fitted) == 2 and torch.equal(source(1), first) and len(fitted) == 2      # once per portrait
+
+
 def test_the_rig_start_is_the_previous_frame_with_the_rigs_mouth(photos):
     n = 4
     audio = _audio(n)
