@@ -30,8 +30,8 @@ from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
 from emodiff_core.anchors import check_start_mouth, start_anchor
 from emodiff_core.pipeline import (GENERATOR_MOUTH, SPEECH_MOUTH_COMPONENTS, EmotionSpec, Mouth, Portrait,
-                                   check_guidance, check_mouth_policy, check_reinject, emotion_expression_pair, emotion_expressions,
-                                   encode_audio, generate_frames, recommended_audio_guidance, recommended_guidance,
+                                   check_guidance, check_mouth_policy, check_reinject, emotion_expression_pair,
+                                   emotion_expressions, encode_audio, generate_frames, recommended_audio_guidance, recommended_guidance,
                                    recommended_mouth, recommended_reinject, resolve_guidance, resolve_mouth,
                                    resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
@@ -603,10 +603,10 @@ class JudgedVideo:
 
 def control_portraits(data_dir: str, split: str, identities: int, frames: int):
     """The first ``identities`` identities of ``split`` (sorted by name) that have a neutral frame: for each,
-    (identity, portrait uint8 [S, S, 3], its landmarks [68, 2], the clip that gives the audio). The portrait is the first frame of the
-    identity's first neutral clip, or else the first frame of a clip that ramps up from neutral (effective
-    intensity k x onset below 0.1 there). The audio is the portrait's clip's when it has ``frames`` frames,
-    else the identity's longest clip's."""
+    (identity, portrait uint8 [S, S, 3], its landmarks [68, 2], the clip that gives the audio). The portrait is the
+    first frame of the identity's first neutral clip, or else the first frame of a clip that ramps up from neutral
+    (effective intensity k x onset below 0.1 there). The audio is the portrait's clip's when it has ``frames``
+    frames, else the identity's longest clip's."""
     ds = ClipDataset(data_dir)
     by_identity: Dict[str, List[dict]] = {}
     for meta in sorted(ds.metas(split), key=lambda m: m["clip_id"]):
