@@ -24,16 +24,16 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from emodiff_core.anchors import check_start_mouth, start_anchor
 from emodiff_core.checkpoint import build_components, load_components, read_checkpoint
 from emodiff_core.diffusion import GaussianDiffusion
 from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.metrics import EmotionClassifier, psnr, r2_per_component, r2_within_groups, ssim
-from emodiff_core.anchors import check_start_mouth, start_anchor
 from emodiff_core.pipeline import (GENERATOR_MOUTH, SPEECH_MOUTH_COMPONENTS, EmotionSpec, Mouth, Portrait,
                                    check_guidance, check_mouth_policy, check_reinject, emotion_expression_pair,
-                                   emotion_expressions, encode_audio, generate_frames, recommended_audio_guidance, recommended_guidance,
-                                   recommended_mouth, recommended_reinject, resolve_guidance, resolve_mouth,
-                                   resolve_reinject)
+                                   emotion_expressions, encode_audio, generate_frames, recommended_audio_guidance,
+                                   recommended_guidance, recommended_mouth, recommended_reinject, resolve_guidance,
+                                   resolve_mouth, resolve_reinject)
 from emodiff_core.sampling import DEFAULT, SamplingSettings, anchored_start, parse_guidance
 
 from .clips import ClipDataset
