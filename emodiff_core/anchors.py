@@ -76,6 +76,9 @@ def rig_source(portraits, audio, expression, neutral, size: int, mouth: str = "v
     from .face_rig import rig_from_photo
 
     portraits = list(portraits) if isinstance(portraits, (list, tuple)) else [portraits]
+    if any(p is None for p in portraits):       # here, not at the first frame, deep in sampling
+        raise PipelineError("the rig's start renders the portrait's rig: give the portrait (its image and landmarks) "
+                            "the identity crop was made from")
     e_y = torch.as_tensor(expression).detach().cpu().double()
     batch = max(len(portraits), e_y.shape[0] if e_y.dim() == 3 else 1)
     if len(portraits) not in (1, batch):

@@ -24,7 +24,7 @@ from .feature_nets import LPIPS
 from .metrics import EmotionClassifier
 from .metrics_video import (FaceDescriptor, VideoFlie, condition_dims, edit_dims, flie_from_psi, flie_from_videos,
                             frames_to_uint8, intensity_levels, lie, measure_video)
-from .pipeline import EmotionSpec, Mouth, PipelineError, emotion_expressions, generate_frames
+from .pipeline import EmotionSpec, Mouth, emotion_expressions, generate_frames
 from .sampling import DEFAULT, SamplingSettings
 
 
@@ -50,9 +50,6 @@ def generate_intensity_videos(denoiser, generator, identity: torch.Tensor, audio
     k = 0 one, as the pipeline starts a user's video); the default ``previous`` is the video's previous frame.
     """
     check_start_mouth(start_mouth, "start_mouth")
-    if start_mouth != "previous" and portrait is None:
-        raise PipelineError(f"start_mouth={start_mouth!r} renders the portrait's rig: give the portrait (image and "
-                            f"landmarks) the identity crop was made from")
     if conditions is None:
         conditions = intensity_conditions(generator, audio, emotion, levels, expression_seed, mouth)
     videos = []
