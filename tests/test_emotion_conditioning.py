@@ -119,6 +119,60 @@ def test_emotion_region_mask_and_loss_term():
     assert C.from_dict(LossWeights, {"vlb": 0.001, "lip": 0.2, "eye": 0.1}).emotion == 0.0
 
 
+def test_intensity_pair_term_is_the_difference_of_the_partners_noise_errors():
+    from emodiff_core.diffusion.losses import intensity_pair_error
+
+    g = torch.Generator().manual_seed(0)
+    noise, eps = torch.randn(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)
+    mask = torch.zeros(3, 1, 4, 4)
+    mask[:, :, 1:3, :] = 1.0
+    partner = torch.tensor([1, 0, -1])                 # rows 0 and 1 a pair, row 2 alone
+    term = intensity_pair_error(noise, eps, partner, mask)
+    diff = (eps[0] - noise[0]) - (eps[1] - noise[1])
+    expected = float((diff ** 2 * mask[0]).sum() / (mask[0].sum() * 3))
+    assert term[0].item() == pytest.approx(expected, rel=1e-5) and term[1].item() == pytest.approx(expected, rel=1e-5)
+    assert term[2].item() == 0.0
+    # an error the two rows share costs nothing: only the response to what differs between them counts
+    shared = noise + 0.3
+    assert torch.allclose(intensity_pair_error(noise, shared, partner, mask), torch.zeros(3), atol=1e-6)
+    d = GaussianDiffusion.from_config(TINY.diffusion)
+
+    def model(x, t, **cond):
+        return torch.cat([eps, torch.zeros_like(eps)], dim=1)
+
+    t = torch.tensor([5, 5, 5])
+    plain = hybrid_loss(d, model, torch.zeros(3, 3, 4, 4), t, {}, LossWeights(), noise=noise)
+    paired = hybrid_loss(d, model, torch.zeros(3, 3, 4, 4), t, {}, LossWeights(intensity_pair=2.0), noise=noise,
+                         pair_partner=partner, pair_mask=mask)
+    assert torch.allclose(paired["pair"], term) and torch.allclose(paired["loss"], plain["loss"] + 2.0 * term)
+    assert "pair" not in plain
+    with pytest.raises(ValueError, match="pair_mask"):
+        hybrid_loss(d, model, torch.zeros(3, 3, 4, 4), t, {}, LossWeights(), noise=noise, pair_partner=partner)
+    assert C.from_dict(LossWeights, {"vlb": 0.001, "lip": 0.2, "eye": 0.1}).intensity_pair == 0.0
+
+
+def test_pair_rows_share_one_x_t_at_sampling_s_first_step():
+    """train_denoiser: a pair's second row takes the first's motion frames, timestep and noise, so the anchored
+    start gives both one x_t; the targets (and so the noise the loss asks for) still differ."""
+    from training.train_denoiser import anchored_start_noise, pair_partners, share_pair_inputs
+
+    partner = pair_partners(torch.tensor([1, -1, 0, 1, -1]))
+    assert partner.tolist() == [1, 0, -1, 4, 3]
+    g = torch.Generator().manual_seed(1)
+    motion, x0 = torch.randn(5, 2, 3, 4, 4, generator=g), torch.randn(5, 3, 4, 4, generator=g)
+    t, noise = torch.tensor([10, 20, 30, 40, 50]), torch.randn(5, 3, 4, 4, generator=g)
+    motion_s, t_s, noise_s = share_pair_inputs(partner, motion, t, noise)
+    assert t_s.tolist() == [10, 10, 30, 40, 40]
+    assert torch.equal(motion_s[1], motion[0]) and torch.equal(motion_s[2], motion[2]) and torch.equal(noise_s[4], noise[3])
+    d = GaussianDiffusion.from_config(TINY.diffusion)
+    chosen = partner >= 0
+    start = torch.where(chosen, torch.full_like(t_s, 60), t_s)
+    eps = anchored_start_noise(d, x0, motion_s[:, -1], start, noise_s, chosen)
+    x_t = d.q_sample(x0, start, eps)
+    assert torch.allclose(x_t[0], x_t[1], atol=1e-5) and torch.allclose(x_t[3], x_t[4], atol=1e-5)
+    assert not torch.allclose(eps[0], eps[1])
+
+
 def test_texture_term_asks_for_the_targets_amount_of_fine_detail():
     checker = torch.from_numpy(np.indices((16, 16)).sum(0) % 2 * 1.0 - 0.5).float().expand(1, 3, 16, 16)
     flat = torch.zeros(1, 3, 16, 16)
@@ -591,6 +645,41 @@ def test_same_emotion_twins_change_only_the_intensity_and_the_half_probe_pairs_w
         data.probe_batch(np.random.default_rng(2), 3, emotion_scale=0.0)
 
 
+def test_intensity_pairs_share_their_context_and_differ_in_k_alone(corpus):
+    from emodiff_core.diffusion.losses import emotion_region_mask
+    from training.data import DenoiserData, TwinOptions
+
+    cfg = dataclasses.replace(C.DENOISER_PRESETS["demo"])
+    data = DenoiserData(corpus, cfg, "train", twins=TwinOptions(share=0.5, intensity_pair_share=1.0))
+    emotional = next(i for i, c in enumerate(data.clips) if c.meta["emotion"] != "neutral" and c.twins is not None)
+    tw = data.clips[emotional].twins
+    frame = max(2, int(np.argmax(tw.onset)))
+    a, b = data.intensity_pair_samples(emotional, frame, 1, np.random.default_rng(0))
+    for key in ("identity", "motion", "audio", "neutral_expression"):
+        assert torch.equal(a[key], b[key]), key
+    neutral_identity, _ = tw.render(tw.neutral_psi[[1]], [1])
+    assert torch.equal(a["identity"], neutral_identity[0])
+    assert (a["pair"].item(), b["pair"].item()) == (1, -1)
+    assert not torch.equal(a["x0"], b["x0"]) and torch.equal(a["pair_mask"], b["pair_mask"])
+    assert torch.equal(a["pair_mask"], emotion_region_mask(a["x0"][None], b["x0"][None])[0]) and a["pair_mask"].sum() > 0
+    # each target's condition is the clip's own emotion at its own k: parallel to the emotion's direction
+    direction = (tw.with_emotion(tw.emotion, 1.0) - tw.neutral_psi)[frame]
+    for item in (a, b):
+        part = (item["expression"] - item["neutral_expression"]).numpy()
+        k = part @ direction / (direction @ direction)
+        assert np.all(k >= -1e-6) and np.all(k <= 1 + 1e-5) and np.allclose(part, k[:, None] * direction, atol=1e-5)
+    neutral = next((i for i, c in enumerate(data.clips) if c.meta["emotion"] == "neutral"), None)
+    if neutral is not None:
+        with pytest.raises(ValueError, match="emotional clip"):
+            data.intensity_pair_samples(neutral, 0, 0, np.random.default_rng(0))
+    batch = data.batch(np.random.default_rng(4), 5)
+    pair = batch["pair"].tolist()
+    assert len(pair) == 5 and pair.count(1) == pair.count(-1) >= 1
+    assert all(pair[i + 1] == -1 for i in range(5) if pair[i] == 1)
+    assert all(batch["pair_mask"][i].sum() == 0 for i in range(5) if pair[i] == 0)
+    assert "pair" not in DenoiserData(corpus, cfg, "train", twins=TwinOptions(share=0.5)).batch(np.random.default_rng(4), 5)
+
+
 def test_half_intensity_probe_reads_how_the_response_follows_k():
     from training.probes import half_intensity_probe
 
@@ -653,7 +742,9 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
 
     other = str(tmp_path / "other_corpus")
     generate_corpus(other, clips=4, seed=6, size=64, identities=4)
-    again = dict(recipe, emotion=dict(recipe["emotion"], reset_expression_path=False, real_texture_emotion_mult=3.0),
+    again = dict(recipe, emotion=dict(recipe["emotion"], reset_expression_path=False, real_texture_emotion_mult=3.0,
+                                      intensity_pair_share=0.5),
+                 loss=dict(recipe["loss"], intensity_pair=2.0),
                  data=dict(recipe["data"], anchored_start_share=0.5, anchored_start_sources="procedural"))
     path.write_text(json.dumps(again))
     more = train(str(path), [corpus, other], str(tmp_path / "mix"), init_from=out)
@@ -661,3 +752,6 @@ def test_emotion_recipe_trains_fine_tunes_and_logs_the_probes(corpus, tmp_path):
     assert tuned.config.expression_mean == den.config.expression_mean
     assert tuned.config.expression_scale == den.config.expression_scale
     assert read_checkpoint(more).info["data"] == f"{os.path.basename(corpus)}+other_corpus"
+    with open(tmp_path / "mix" / "log.csv") as fh:     # and intensity pairs, whose term is logged
+        pair_terms = [float(r["pair"]) for r in csv.DictReader(fh)]
+    assert pair_terms and all(np.isfinite(v) and v >= 0 for v in pair_terms) and max(pair_terms) > 0

@@ -11,7 +11,7 @@ import torch
 
 from emodiff_core.audio import frame_features
 from emodiff_core.config import DenoiserConfig
-from emodiff_core.emotions import emotion_index
+from emodiff_core.emotions import NEUTRAL, emotion_index
 from emodiff_core.metrics import psnr
 from emodiff_core.diffusion.losses import emotion_region_mask
 from emodiff_core.windows import (gather_windows, motion_centre, motion_offsets, motion_source,
@@ -94,7 +94,9 @@ class TwinOptions:
     own output and drifts). ``photo_oldest_own_pose``: the oldest slot shows the photo at frame t-2's head pose
     instead of the identity frame's, so it is never the identity image itself (a network trained on that state
     stops copying from the slot, which is what anchors the person: training/README.md, the dropped re-injection
-    fine-tune)."""
+    fine-tune). ``intensity_pair_share``: the probability that a drawn emotional clip with twins gives an
+    intensity pair (`DenoiserData.intensity_pair_samples`: two rows, the same context, the clip's emotion at two
+    intensities) instead of one example; drawn before ``share``, and only where two rows are left in the batch."""
 
     share: float = 0.0
     target_share: float = 0.0
@@ -103,6 +105,7 @@ class TwinOptions:
     photo_anchor_share: float = 0.0
     photo_still_share: float = 0.0
     photo_oldest_own_pose: bool = False
+    intensity_pair_share: float = 0.0
 
 
 IDENTITY_SOURCES = ("same_clip", "neutral_clip")
@@ -276,29 +279,76 @@ class DenoiserData:
         self._add_neutral(c, frame, item)
         return item
 
+    def intensity_pair_samples(self, clip_index: int, frame: int, identity_frame: int,
+                               rng: np.random.Generator) -> List[Dict[str, torch.Tensor]]:
+        """Two examples that differ only in k: the same identity frame (the neutral twin's), motion frames (a
+        counterfactual twin's, `ClipTwins.counterfactual`) and audio, with targets the clip's own emotion at two
+        intensities drawn uniformly from [0, 1] (0 is the neutral twin), each with its twin's psi. Keys beside
+        `sample`'s: ``pair`` (+1 on the first row, -1 on the second: the partner is the next or the previous row)
+        and ``pair_mask`` (where the two targets differ, `emotion_region_mask`). Training starts both rows from
+        the same x_t (`train_denoiser`), so the network is asked how much the face changes with k, the response
+        that FLIE measures."""
+        c = self.clips[clip_index]
+        tw = c.twins
+        if tw is None or tw.emotion in (None, NEUTRAL):
+            raise ValueError(f"clip {c.meta.get('clip_id')!r}: intensity pairs need an emotional clip with twins")
+        previous = [i for i in range(frame - self.cfg.n_motion_frames, frame) if i >= 0]
+        motion_psi = tw.counterfactual(rng, self.twin_options.same_emotion_share)
+        targets = [tw.with_emotion(tw.emotion, k) for k in rng.uniform(0.0, 1.0, size=2)]
+        rows = ([tw.neutral_psi[identity_frame], tw.neutral_psi[frame]] + [motion_psi[i] for i in previous]
+                + [psi[frame] for psi in targets])
+        images, landmarks = tw.render(np.stack(rows), [identity_frame, frame] + previous + [frame, frame])
+        identity, neutral_frame = images[0], images[1]
+        motion = self._motion(images[2: 2 + len(previous)], identity, len(previous))
+        mask = emotion_region_mask(images[-2:-1], images[-1:])[0]
+        items = []
+        for side, psi, x0, marks in zip((1, -1), targets, images[-2:], landmarks[-2:]):
+            item = self._example(c, frame, identity, motion)
+            smoothed = smooth_sequence(torch.from_numpy(psi), self.cfg.expression_smoothing)
+            item.update(x0=x0, landmarks=marks, expression=gather_windows(smoothed, [frame], self._expr_offsets)[0],
+                        pair=torch.tensor(side), pair_mask=mask)
+            self._add_neutral(c, frame, item, rendered_neutral=neutral_frame)
+            items.append(item)
+        return items
+
+    def _pairable(self, clip_index: int) -> bool:
+        c = self.clips[clip_index]
+        return c.twins is not None and c.twins.emotion not in (None, NEUTRAL)
+
+    def _one_example(self, c: int, rng: np.random.Generator) -> Dict[str, torch.Tensor]:
+        """One example of clip ``c`` as the twin options draw it (a twin example or the clip's own frame)."""
+        opts = self.twin_options
+        n, n_identity = self.lengths[c], self.lengths[self.identity_clip[c]]
+        if opts.share > 0 and self.clips[c].twins is not None and rng.random() < opts.share:
+            frame, identity_frame = int(rng.integers(n)), int(rng.integers(n))
+            # drawn only when asked for, so that recipes without them see the batches they always saw
+            if (opts.photo_anchor_share > 0 and self.clips[c].twins.has_source
+                    and rng.random() < opts.photo_anchor_share):
+                still = opts.photo_still_share > 0 and rng.random() < opts.photo_still_share
+                return self.photo_anchor_sample(c, frame, identity_frame, still)
+            if opts.neutral_oldest_share > 0 and rng.random() < opts.neutral_oldest_share:
+                return self.neutral_oldest_sample(c, frame, identity_frame)
+            return self.twin_sample(c, frame, identity_frame, rng, target_twin=rng.random() < opts.target_share)
+        drop = self.motion_dropout > 0 and rng.random() < self.motion_dropout
+        return self.sample(c, int(rng.integers(n)), int(rng.integers(n_identity)), drop)
+
     def batch(self, rng: np.random.Generator, batch_size: int) -> Dict[str, torch.Tensor]:
         # clips weighted by length, so every frame of the split is equally likely
-        clip_ids = rng.choice(len(self.clips), size=batch_size, p=self.lengths / self.lengths.sum())
+        weights = self.lengths / self.lengths.sum()
+        pair_share = self.twin_options.intensity_pair_share
+        if pair_share == 0:   # the draws of every recipe before intensity pairs, unchanged
+            items = [self._one_example(int(c), rng) for c in rng.choice(len(self.clips), size=batch_size, p=weights)]
+            return {k: torch.stack([it[k] for it in items]) for k in items[0]}
         items = []
-        opts = self.twin_options
-        for c in clip_ids:
-            n, n_identity = self.lengths[c], self.lengths[self.identity_clip[c]]
-            if opts.share > 0 and self.clips[c].twins is not None and rng.random() < opts.share:
-                frame, identity_frame = int(rng.integers(n)), int(rng.integers(n))
-                # drawn only when asked for, so that recipes without them see the batches they always saw
-                if (opts.photo_anchor_share > 0 and self.clips[c].twins.has_source
-                        and rng.random() < opts.photo_anchor_share):
-                    still = opts.photo_still_share > 0 and rng.random() < opts.photo_still_share
-                    items.append(self.photo_anchor_sample(int(c), frame, identity_frame, still))
-                    continue
-                if opts.neutral_oldest_share > 0 and rng.random() < opts.neutral_oldest_share:
-                    items.append(self.neutral_oldest_sample(int(c), frame, identity_frame))
-                    continue
-                items.append(self.twin_sample(int(c), frame, identity_frame, rng,
-                                              target_twin=rng.random() < opts.target_share))
+        while len(items) < batch_size:
+            c = int(rng.choice(len(self.clips), p=weights))
+            if len(items) + 2 <= batch_size and self._pairable(c) and rng.random() < pair_share:
+                n = self.lengths[c]
+                items += self.intensity_pair_samples(c, int(rng.integers(n)), int(rng.integers(n)), rng)
                 continue
-            drop = self.motion_dropout > 0 and rng.random() < self.motion_dropout
-            items.append(self.sample(int(c), int(rng.integers(n)), int(rng.integers(n_identity)), drop))
+            item = self._one_example(c, rng)
+            item.update(pair=torch.tensor(0), pair_mask=torch.zeros(1, *item["x0"].shape[1:]))
+            items.append(item)
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
     def probe_batch(self, rng: np.random.Generator, examples: int, min_intensity: float = 0.6,

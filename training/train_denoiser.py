@@ -141,12 +141,18 @@ class EmotionSection:
     never the identity image itself (`TwinOptions.photo_oldest_own_pose`).
     ``real_texture_emotion_mult``: the emotion-region term's weight on examples of the real-texture corpus, as a
     multiple of ``loss.emotion`` (1 = the same as on procedural faces; `real_texture_emotion_scale`): the photos'
-    emotions are the ones users see, and the procedural faces already render theirs."""
+    emotions are the ones users see, and the procedural faces already render theirs.
+    ``intensity_pair_share``: the probability that a drawn emotional clip with twins gives an intensity pair
+    (`TwinOptions.intensity_pair_share`, `DenoiserData.intensity_pair_samples`): two rows with one context and one
+    x_t (the newest motion frame diffused to sampling's first step, as ``data.anchored_start_share`` makes it) and
+    targets at two intensities of the clip's emotion, for ``loss.intensity_pair`` (`intensity_pair_error`). FLIE
+    finds the rendered expression uneven in k (small k under-drawn, large k saturating); a pair asks for the
+    change between two k directly, with the error both rows share (texture, mouth) taken out."""
 
     ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"twin_same_emotion_share": 0.0, "twin_neutral_oldest_share": 0.0,
                                                       "twin_photo_anchor_share": 0.0, "twin_photo_still_share": 0.0,
                                                       "twin_photo_oldest_own_pose": False,
-                                                      "real_texture_emotion_mult": 1.0}
+                                                      "real_texture_emotion_mult": 1.0, "intensity_pair_share": 0.0}
 
     twin_share: float
     twin_target_share: float
@@ -162,10 +168,12 @@ class EmotionSection:
     twin_photo_still_share: float
     twin_photo_oldest_own_pose: bool
     real_texture_emotion_mult: float
+    intensity_pair_share: float
 
     def validate(self) -> None:
         for name in ("twin_share", "twin_target_share", "expression_dropout", "twin_same_emotion_share",
-                     "twin_neutral_oldest_share", "twin_photo_anchor_share", "twin_photo_still_share"):
+                     "twin_neutral_oldest_share", "twin_photo_anchor_share", "twin_photo_still_share",
+                     "intensity_pair_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"emotion.{name} must be in [0, 1], got {value}")
         require(1 <= self.expression_components <= 50,
@@ -180,7 +188,7 @@ EMOTION_OFF = {"twin_share": 0.0, "twin_target_share": 0.0, "expression_dropout"
                "standardise_expression": False, "expression_components": 50, "expression_lr_mult": 1.0,
                "reset_expression_path": False, "probe_examples": 0, "twin_same_emotion_share": 0.0,
                "twin_neutral_oldest_share": 0.0, "twin_photo_anchor_share": 0.0, "twin_photo_still_share": 0.0,
-               "twin_photo_oldest_own_pose": False, "real_texture_emotion_mult": 1.0}
+               "twin_photo_oldest_own_pose": False, "real_texture_emotion_mult": 1.0, "intensity_pair_share": 0.0}
 
 
 @dataclass(frozen=True)
@@ -223,6 +231,21 @@ def anchored_start_noise(diffusion: GaussianDiffusion, x0: torch.Tensor, previou
     return torch.where(chosen[:, None, None, None], from_previous, noise)
 
 
+def pair_partners(pair: torch.Tensor) -> torch.Tensor:
+    """`DenoiserData`'s ``pair`` column [B] (+1 first row of a pair, -1 second, 0 none) -> each row's partner
+    row index, -1 for rows without one."""
+    rows = torch.arange(len(pair), device=pair.device)
+    return torch.where(pair == 0, torch.full_like(rows, -1), rows + pair.long())
+
+
+def share_pair_inputs(partner: torch.Tensor, *tensors: torch.Tensor):
+    """``tensors`` (indexed by row) with each pair's second row a copy of its first, so the two rows have one
+    motion frame, timestep and noise, hence one x_t; rows without a partner unchanged."""
+    rows = torch.arange(len(partner), device=partner.device)
+    source = torch.where((partner >= 0) & (partner < rows), partner, rows)
+    return tuple(x[source] for x in tensors)
+
+
 def real_texture_emotion_scale(real_texture: torch.Tensor, mult: float) -> Optional[torch.Tensor]:
     """`hybrid_loss`'s ``emotion_scale``: ``mult`` for the real-texture examples, 1 for the procedural ones; None
     (no scaling) when ``mult`` is 1."""
@@ -257,7 +280,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     emotion = cfg_file.emotion
     twins = TwinOptions(emotion.twin_share, emotion.twin_target_share, emotion.twin_same_emotion_share,
                         emotion.twin_neutral_oldest_share, emotion.twin_photo_anchor_share,
-                        emotion.twin_photo_still_share, emotion.twin_photo_oldest_own_pose)
+                        emotion.twin_photo_still_share, emotion.twin_photo_oldest_own_pose,
+                        emotion.intensity_pair_share)
     data = DenoiserData(data_dir, model_cfg, data_cfg.split, identity_from=data_cfg.identity_from,
                         motion_dropout=data_cfg.motion_dropout, twins=twins)
     start = load_components(init_from, ["denoiser"])["denoiser"] if init_from else None
@@ -299,18 +323,29 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
     probe = (_probe_set(data_dir, model_cfg, data_cfg, emotion.probe_examples, seed, announce=info.main)
              if emotion.probe_examples else None)
     # the texture column only where the term is on, so that the logs of every earlier recipe keep their columns
-    log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS + (["texture"] if weights.texture > 0 else []))
+    pairs = emotion.intensity_pair_share > 0
+    log = CsvLog(os.path.join(out_dir, "log.csv"),
+                 LOG_FIELDS + (["texture"] if weights.texture > 0 else []) + (["pair"] if pairs else []))
     motion_noise = data_cfg.motion_noise
     if data_cfg.anchored_start_share > 0 and not model_cfg.n_motion_frames:
         raise TrainingConfigError(f"{config_path}: data.anchored_start_share needs motion frames (the model has none)")
+    if pairs and not model_cfg.n_motion_frames:
+        raise TrainingConfigError(f"{config_path}: emotion.intensity_pair_share needs motion frames (a pair's x_t "
+                                  "is the newest one diffused; the model has none)")
+    if pairs and not data.has_twins:
+        raise TrainingConfigError(f"{config_path}: emotion.intensity_pair_share needs corpus clips with "
+                                  "counterfactual twins (corpus version 2 or later); the training data has none")
     start_timestep = DEFAULT_SAMPLING.start_timestep(diffusion.num_timesteps)
 
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         batch = {k: v.to(info.device) for k, v in data.batch(rng, optim_cfg.batch_size).items()}
+        partner = pair_partners(batch["pair"]) if pairs else None
         if emotion.expression_dropout > 0 and "neutral_expression" in batch:   # the null condition of guidance
             drop = torch.from_numpy(rng.random(len(batch["x0"])) < emotion.expression_dropout).to(info.device)
+            if partner is not None:   # a pair's rows differ in psi alone: keep it
+                drop &= partner < 0
             batch["expression"] = torch.where(drop[:, None, None], batch["neutral_expression"], batch["expression"])
         if data_cfg.motion_blur > 0:   # generated previous frames are softer than the clip's
             sigmas = motion_blur_sigmas(rng, batch["real_texture"].cpu().numpy(), data_cfg.motion_blur,
@@ -320,10 +355,15 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
         noise = torch.randn(batch["x0"].shape, generator=gen).to(info.device)
-        if data_cfg.anchored_start_share > 0:   # sampling's first step: x_t is the previous frame diffused
-            chosen = ((rng.random(len(t)) < data_cfg.anchored_start_share)
-                      & examples_from(batch["real_texture"].cpu().numpy(), data_cfg.anchored_start_sources))
-            chosen = torch.from_numpy(chosen).to(info.device)
+        if data_cfg.anchored_start_share > 0 or partner is not None:   # sampling's first step: x_t is the
+            chosen = torch.zeros(len(t), dtype=torch.bool, device=info.device)  # previous frame diffused
+            if data_cfg.anchored_start_share > 0:
+                chosen = torch.from_numpy(
+                    (rng.random(len(t)) < data_cfg.anchored_start_share)
+                    & examples_from(batch["real_texture"].cpu().numpy(), data_cfg.anchored_start_sources)).to(info.device)
+            if partner is not None:   # a pair's rows: one previous frame, one timestep, one noise, so one x_t
+                chosen = chosen | (partner >= 0)
+                batch["motion"], t, noise = share_pair_inputs(partner, batch["motion"], t, noise)
             t = torch.where(chosen, torch.full_like(t, start_timestep), t)
             noise = anchored_start_noise(diffusion, batch["x0"], batch["motion"][:, -1], t, noise, chosen)
         lr = lr_at(step, optim_cfg.lr, optim_cfg.warmup, total)
@@ -333,7 +373,8 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
                                 landmarks=batch["landmarks"], noise=noise,
                                 emotion_mask=batch.get("emotion_mask") if weights.emotion > 0 else None,
                                 emotion_scale=real_texture_emotion_scale(batch["real_texture"],
-                                                                         emotion.real_texture_emotion_mult))
+                                                                         emotion.real_texture_emotion_mult),
+                                pair_partner=partner, pair_mask=batch.get("pair_mask"))
             loss = terms["loss"].mean()
         grad_norm = optimizer_step(opt, loss, lr, model.parameters(), optim_cfg.grad_clip)
         ema.update(model, step)

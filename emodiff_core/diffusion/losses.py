@@ -121,6 +121,20 @@ def masked_mse(target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tenso
     return squared.reshape(squared.shape[0], -1).sum(dim=1) / area.clamp(min=1.0)
 
 
+def intensity_pair_error(noise: torch.Tensor, eps: torch.Tensor, partner: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """Per sample [B]: the squared difference between a row's noise error and its partner's (``partner`` [B]: the
+    partner's row index, -1 for rows without one, which get 0), averaged over ``mask`` [B, 1, H, W] (where the two
+    targets differ). For partners that share x_t (one frame diffused, two targets), the difference of the
+    predicted noises maps linearly to the difference of the predicted x0, so the term asks the prediction to
+    change between the rows exactly as the targets do, whatever error the two share. Each pair is counted on both
+    of its rows."""
+    paired = partner >= 0
+    index = torch.where(paired, partner, torch.arange(len(partner), device=partner.device))
+    error = eps - noise
+    return masked_mse(error, error[index], mask.to(error.dtype) * paired[:, None, None, None].to(error.dtype))
+
+
 # --------------------------------------------------------------------------- fine detail
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -163,6 +177,9 @@ class LossWeights:
     out costs it little, so a network that must draw a new expression (twin examples) draws it soft. The
     alpha-bar factor keeps the term to the steps where x0 is mostly known; at high noise the best prediction is
     rightly smooth.
+    ``intensity_pair`` (ours, 0 = off) weights `intensity_pair_error` on rows that come in pairs (the same x_t,
+    the same emotion at two intensities): the error common to both rows (texture, mouth, blur) cancels, and what
+    is left is how the prediction responds to the change of k alone.
     """
 
     vlb: float = 0.001
@@ -170,23 +187,26 @@ class LossWeights:
     eye: float = 0.1
     emotion: float = 0.0
     texture: float = 0.0
+    intensity_pair: float = 0.0
 
     # read by config.from_dict: loss sections written before these keys existed mean "off"
-    ADDED_KEYS: typing.ClassVar[Mapping[str, float]] = {"emotion": 0.0, "texture": 0.0}
+    ADDED_KEYS: typing.ClassVar[Mapping[str, float]] = {"emotion": 0.0, "texture": 0.0, "intensity_pair": 0.0}
 
 
 def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: Mapping,
                 weights: LossWeights = LossWeights(), landmarks: Optional[torch.Tensor] = None,
                 noise: Optional[torch.Tensor] = None, emotion_mask: Optional[torch.Tensor] = None,
-                emotion_scale: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                emotion_scale: Optional[torch.Tensor] = None, pair_partner: Optional[torch.Tensor] = None,
+                pair_mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Eq. 16: L_simple + lambda_vlb L_vlb + lambda_lip L_lip + lambda_eye L_eye, per sample, plus
     ``weights.emotion`` times the noise error on ``emotion_mask`` [B, 1, H, W] when given, that weight multiplied
     per sample by ``emotion_scale`` [B] when given (the term is a mean over the region's pixels, so scaling the mask
-    would change nothing).
+    would change nothing), plus ``weights.intensity_pair`` times `intensity_pair_error` when ``pair_partner`` [B]
+    and ``pair_mask`` are given.
 
     Returns a dict of per-sample tensors: ``simple`` (Eq. 6), ``vlb`` (the per-step term in bits/dim),
-    ``lip``, ``eye``, ``emotion`` (when a mask is given), ``texture`` (when weighted) and ``loss`` (the weighted
-    total). Take ``.mean()`` of ``loss`` to optimise.
+    ``lip``, ``eye``, ``emotion`` (when a mask is given), ``texture`` (when weighted), ``pair`` (when partners are
+    given) and ``loss`` (the weighted total). Take ``.mean()`` of ``loss`` to optimise.
     The vlb term sees the network's epsilon through a stop-gradient, so it trains only v (improved DDPM).
     """
     if noise is None:
@@ -213,5 +233,10 @@ def hybrid_loss(diffusion, model, x_start: torch.Tensor, t: torch.Tensor, cond: 
         signal = diffusion.extract(diffusion.alphas_cumprod, t, x_start).reshape(-1)
         terms["texture"] = signal * texture_gap(pred_xstart, x_start)
         loss = loss + weights.texture * terms["texture"]
+    if pair_partner is not None:
+        if pair_mask is None:
+            raise ValueError("hybrid_loss: pair_partner needs pair_mask (where the two targets of a pair differ)")
+        terms["pair"] = intensity_pair_error(noise, eps, pair_partner, pair_mask)
+        loss = loss + weights.intensity_pair * terms["pair"]
     terms["loss"] = loss
     return terms
