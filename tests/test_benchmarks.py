@@ -381,6 +381,45 @@ def test_flie_paired_reads_two_reports_and_says_what_a_report_lacks(tmp_path, ca
     assert "has no videos.flie_over_emotions" in capsys.readouterr().err
 
 
+def test_flie_response_reads_a_linear_response_as_even_and_an_s_shape_as_uneven(tmp_path, capsys):
+    from benchmarks import flie_response
+
+    k = np.linspace(0, 1, 7)
+    direction = np.array([0.5, -1.0, 0.0])
+    asked = (k[:, None] * direction).tolist()
+
+    def report(shape, name):
+        # two clips x one seed; the rendered psi is the asked edit scaled by `shape`, plus a fixed identity offset
+        clips = [[(np.asarray(shape)[:, None] * direction + offset).tolist()] for offset in (0.1, -0.3)]
+        per = {"sad": {"level_psi_means_per_clip_seed": clips, "level_condition_means_per_clip_seed": [[asked], [asked]]}}
+        path = tmp_path / name
+        path.write_text(json.dumps({"videos": {"flie_per_emotion": per}}))
+        return str(path)
+
+    linear, s_shape = report(0.4 * k, "linear.json"), report(0.4 * k ** 2 * (3 - 2 * k), "s.json")
+    assert flie_response.main([linear, s_shape]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["sad"]["response"] == pytest.approx((0.4 * k).tolist(), abs=1e-4)
+    assert lines[0]["sad"]["unevenness"] == pytest.approx(0.0, abs=1e-3)
+    steps = lines[1]["sad"]["steps"]
+    assert steps[0] < 1 and steps[-1] < 1 and max(steps) > 1 and lines[1]["sad"]["unevenness"] > 0.5
+    flat = report(0.0 * k, "flat.json")
+    assert flie_response.main([flat]) == 2 and "does not move" in capsys.readouterr().err
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"videos": {}}))
+    assert flie_response.main([str(empty)]) == 2 and "no videos.flie_per_emotion" in capsys.readouterr().err
+
+
+def test_flie_ground_truth_refuses_what_it_cannot_pool(tmp_path, capsys):
+    from benchmarks import flie_ground_truth
+
+    base = ["--data", str(tmp_path), "--regressor", str(tmp_path / "none.safetensors")]
+    assert flie_ground_truth.main(base + ["--clips", "2"]) == 2
+    assert "at least 3" in capsys.readouterr().err
+    assert flie_ground_truth.main(base + ["--emotions", "elated"]) == 2
+    assert "flie_emotion must be one of" in capsys.readouterr().err
+
+
 def test_cpu_allocator_alternates_the_arms_and_compares_within_each_quadruple(tiny_bundle, tmp_path, monkeypatch,
                                                                              capsys):
     from benchmarks import cpu_allocator

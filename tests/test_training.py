@@ -137,7 +137,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 49
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 50
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -185,11 +185,15 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert cfg.emotion.twin_photo_oldest_own_pose == (name in photo_pose)
             # one arm weights the emotion region three times more on the real-texture examples
             assert cfg.emotion.real_texture_emotion_mult == (3.0 if name.endswith("_nodrop_rt3.json") else 1.0)
-            # and three start 30 % or 15 % of their examples from the previous frame diffused, as sampling does
+            # and four start 30 % or 15 % of their examples from the previous frame diffused, as sampling does
             # (asp30 only the procedural clips' examples)
-            anchored = {"_nodrop_as30.json": 0.3, "_nodrop_asp30.json": 0.3, "_nodrop_as15.json": 0.15}
+            anchored = {"_nodrop_as30.json": 0.3, "_nodrop_asp30.json": 0.3, "_nodrop_as15.json": 0.15,
+                        "_nodrop_as30_pairs.json": 0.3}
             assert cfg.data.anchored_start_share == next((v for k, v in anchored.items() if name.endswith(k)), 0.0)
             assert cfg.data.anchored_start_sources == ("procedural" if name.endswith("_nodrop_asp30.json") else "all")
+            # the last of them adds intensity pairs (the dropped probe of 2026-12-07) to the demo's last recipe
+            pairs = name.endswith("_nodrop_as30_pairs.json")
+            assert (cfg.emotion.intensity_pair_share, cfg.loss.intensity_pair) == ((0.5, 8.0) if pairs else (0.0, 0.0))
             continue
         if name.startswith("superres"):                      # the real-texture head learns to restore detail
             assert (cfg.data.input_blur > 0) == (name != "superres_demo.json")
@@ -439,6 +443,9 @@ def test_ground_truth_flie_reads_the_corpus_own_intensity_edit(corpus):
     assert all(0.0 <= float(v.min()) and float(v.max()) <= 1.0 for v in seen)
     assert float((seen[3] - seen[0]).abs().mean()) > float((seen[1] - seen[0]).abs().mean()) > 0   # k grows
     assert exact["flie"] == pytest.approx(0.0, abs=1e-4) and exact["flie_edit_dims"] == pytest.approx(0.0, abs=1e-4)
+    # its level means, as a generated set reports them, so that several clips pool as a model's sets do
+    assert np.allclose(exact["level_psi_means"], [a.mean(axis=0) for a in asked], atol=1e-6)
+    assert np.allclose(exact["level_condition_means"], exact["level_psi_means"], atol=1e-6)
     moved = exact["edit_dims"]              # what the corpus' happy edit moves: among the leading components
     assert moved == mv.edit_dims(asked) and max(moved) < 13
     noisy = ground_truth_flie(meta, clip, corpus, 32, "happy", 3, 5, reader(0.02))
@@ -446,6 +453,37 @@ def test_ground_truth_flie_reads_the_corpus_own_intensity_edit(corpus):
     without_twins = dict(meta)
     del without_twins["corpus_seed"]
     assert ground_truth_flie(without_twins, clip, corpus, 32, "happy", 3, 5, reader(0.0)) is None
+
+
+def test_ground_truth_flie_over_pools_clips_and_emotions_as_a_models_flie(corpus, monkeypatch):
+    """benchmarks.flie_ground_truth's pooling: each FLIE clip's ground-truth set per emotion pooled by
+    `flie_over_clips` and averaged by `flie_over_emotions`; an exact linear reading scores 0, one that under-draws
+    small k scores above 0, and a clip without a ground truth is an error, not a smaller pool."""
+    from training import evaluate as ev
+
+    calls = []
+
+    def fake(meta, clip, data_dir, size, emotion, levels, frames, extractor):
+        calls.append((meta["identity"], emotion, levels, frames, size))
+        k = np.linspace(0, 1, levels + 1)
+        direction = np.zeros(50)
+        direction[:3] = (1.0, -0.5, 0.25) if emotion == "happy" else (0.0, 0.8, -0.4)
+        read = k ** 2 if emotion == "sad" and extractor == "convex" else k
+        return {"level_psi_means": (read[:, None] * direction).tolist(),
+                "level_condition_means": (k[:, None] * direction).tolist()}
+
+    monkeypatch.setattr(ev, "ground_truth_flie", fake)
+    out = ev.ground_truth_flie_over(corpus, "train", 3, ["happy", "sad"], 4, 7, 32, "exact", list(range(13)))
+    over = out["flie_over_emotions"]
+    assert over["emotions"] == ["happy", "sad"] and len(set(over["identities"])) == 3
+    assert over["flie_edit_dims_pooled_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert calls[0][1:] == ("happy", 4, 7, 32) and len(calls) == 6
+    convex = ev.ground_truth_flie_over(corpus, "train", 3, ["happy", "sad"], 4, 7, 32, "convex", list(range(13)))
+    assert convex["flie_per_emotion"]["happy"]["flie_edit_dims_pooled"] == pytest.approx(0.0, abs=1e-9)
+    assert convex["flie_per_emotion"]["sad"]["flie_edit_dims_pooled"] > 0.1
+    monkeypatch.setattr(ev, "ground_truth_flie", lambda *a: None)
+    with pytest.raises(ValueError, match="no ground-truth FLIE"):
+        ev.ground_truth_flie_over(corpus, "train", 3, ["happy"], 4, 7, 32, "exact", list(range(13)))
 
 
 def test_flie_over_clips_pools_identities_whose_offsets_drop_out_and_leaves_one_identity_out():

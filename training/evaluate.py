@@ -427,7 +427,8 @@ def evaluate_videos(denoiser, generator, data_dir: str, split: str, *, extractor
         truth_flie = ground_truth_flie(first_meta, first_clip, data_dir, cfg.image_size, flie_emotion, flie_levels,
                                        min(flie_frames, audio.num_frames), extractor)
         if truth_flie is not None:
-            report.update({f"{key}_ground_truth": value for key, value in truth_flie.items()})
+            report.update({f"{key}_ground_truth": value for key, value in truth_flie.items()
+                           if not key.startswith("level_")})
         read_dims = mv.condition_dims(cfg)
         runs = [first_run] + [intensity_at(s) for s in range(seed + 1, seed + flie_seeds)]
         if flie_seeds > 1:        # FLIE of one short video set swings with the seed: its spread over seeds
@@ -1141,8 +1142,10 @@ def ground_truth_flie(meta: dict, clip, data_dir: str, size: int, emotion: str, 
     with ``emotion`` at k = 0, 1/L, .., 1, psi read back by ``extractor`` as for the generated videos. The
     rendered edit is linear in psi, so what this FLIE measures is what the extractor's errors alone cost: the
     floor of the generated videos' FLIE with this extractor. ``flie`` over every dimension, ``flie_edit_dims``
-    over those the rendered edit moves (``edit_dims``, `metrics_video.edit_dims`). None for clips without twins
-    (real clips, older corpora) or when FLIE is undefined."""
+    over those the rendered edit moves (``edit_dims``, `metrics_video.edit_dims`), and ``level_psi_means`` /
+    ``level_condition_means`` (the read and the asked psi per level, averaged over frames, as `intensity_metrics`
+    reports a generated set's, so the ground truth of several clips pools as theirs does: `ground_truth_flie_over`).
+    None for clips without twins (real clips, older corpora) or when FLIE is undefined."""
     from emodiff_core import metrics_video as mv
 
     from .twins import ClipTwins
@@ -1156,9 +1159,33 @@ def ground_truth_flie(meta: dict, clip, data_dir: str, size: int, emotion: str, 
     try:
         dims = mv.edit_dims(asked)
         return {"flie": float(mv.flie_from_psi(psi).flie),
-                "flie_edit_dims": float(mv.flie_from_psi(psi, dims=dims).flie), "edit_dims": dims}
+                "flie_edit_dims": float(mv.flie_from_psi(psi, dims=dims).flie), "edit_dims": dims,
+                "level_psi_means": [np.asarray(p).mean(axis=0).tolist() for p in psi],
+                "level_condition_means": [np.asarray(a).mean(axis=0).tolist() for a in asked]}
     except ValueError:
         return None
+
+
+def ground_truth_flie_over(data_dir: str, split: str, clips: int, emotions: Sequence[str], levels: int, frames: int,
+                          size: int, extractor, read_dims: Optional[Sequence[int]]) -> dict:
+    """The ground truth's FLIE pooled as evaluate pools a model's (`flie_over_clips` per emotion over the first clip
+    of the first ``clips`` identities, `flie_over_emotions` over ``emotions``): the corpus' own linear rendering of
+    each FLIE clip (`ground_truth_flie`, one set per clip: the rendering has no seed) read by ``extractor``, over
+    the components the model reads (``read_dims``). What a model that rendered psi exactly would score with this
+    extractor: the floor of its FLIE. ValueError for clips without twins."""
+    data = ClipDataset(data_dir)
+    metas = flie_clip_metas(sorted(data.metas(split), key=lambda m: m["clip_id"]), clips)
+    loaded = [data.load(meta) for meta in metas]
+    per_emotion = {}
+    for emotion in emotions:
+        runs = []
+        for meta, clip in zip(metas, loaded):
+            run = ground_truth_flie(meta, clip, data_dir, size, emotion, levels, frames, extractor)
+            if run is None:
+                raise ValueError(f"clip {meta['clip_id']} has no ground-truth FLIE (no twins, or FLIE undefined)")
+            runs.append([run])
+        per_emotion[emotion] = flie_over_clips(runs, metas, read_dims)
+    return {"flie_per_emotion": per_emotion, "flie_over_emotions": flie_over_emotions(per_emotion)}
 
 
 def emotion_probe_report(denoiser, data_dir: str, split: str, examples: int = PROBE_EXAMPLES,
