@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="bundle whose denoiser sets the image size and the components "
                    "read (default: the first bundle in checkpoints/, the demo)")
     p.add_argument("--split", default="test")
-    p.add_argument("--clips", type=int, default=8, help="identities (the first clip of each), as evaluate's --flie-clips")
+    p.add_argument("--clips", type=int, default=8,
+                   help="identities (the first clip of each), as evaluate's --flie-clips")
     p.add_argument("--levels", type=int, default=6, help="intervals between k = 0 and 1, as --flie-levels")
     p.add_argument("--frames", type=int, default=16, help="frames per set (evaluate's FLIE videos have 16)")
     p.add_argument("--emotions", default="all", help="as --flie-emotion")

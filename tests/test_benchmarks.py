@@ -391,7 +391,8 @@ def test_flie_response_reads_a_linear_response_as_even_and_an_s_shape_as_uneven(
     def report(shape, name):
         # two clips x one seed; the rendered psi is the asked edit scaled by `shape`, plus a fixed identity offset
         clips = [[(np.asarray(shape)[:, None] * direction + offset).tolist()] for offset in (0.1, -0.3)]
-        per = {"sad": {"level_psi_means_per_clip_seed": clips, "level_condition_means_per_clip_seed": [[asked], [asked]]}}
+        per = {"sad": {"level_psi_means_per_clip_seed": clips,
+                       "level_condition_means_per_clip_seed": [[asked], [asked]]}}
         path = tmp_path / name
         path.write_text(json.dumps({"videos": {"flie_per_emotion": per}}))
         return str(path)

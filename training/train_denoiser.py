@@ -355,12 +355,12 @@ def train(config_path: str, data_dir: DataFolders, out_dir: str, resume: bool = 
             batch["motion"] = batch["motion"] + motion_noise * torch.randn(batch["motion"].shape, generator=gen).to(info.device)
         t = diffusion.sample_timesteps(len(batch["x0"]), info.device, gen)
         noise = torch.randn(batch["x0"].shape, generator=gen).to(info.device)
-        if data_cfg.anchored_start_share > 0 or partner is not None:   # sampling's first step: x_t is the
-            chosen = torch.zeros(len(t), dtype=torch.bool, device=info.device)  # previous frame diffused
+        # sampling's first step, x_t the previous frame diffused: the anchored-start share, and every pair's rows
+        if data_cfg.anchored_start_share > 0 or partner is not None:
+            chosen = torch.zeros(len(t), dtype=torch.bool, device=info.device)
             if data_cfg.anchored_start_share > 0:
-                chosen = torch.from_numpy(
-                    (rng.random(len(t)) < data_cfg.anchored_start_share)
-                    & examples_from(batch["real_texture"].cpu().numpy(), data_cfg.anchored_start_sources)).to(info.device)
+                sources = examples_from(batch["real_texture"].cpu().numpy(), data_cfg.anchored_start_sources)
+                chosen = torch.from_numpy((rng.random(len(t)) < data_cfg.anchored_start_share) & sources).to(info.device)
             if partner is not None:   # a pair's rows: one previous frame, one timestep, one noise, so one x_t
                 chosen = chosen | (partner >= 0)
                 batch["motion"], t, noise = share_pair_inputs(partner, batch["motion"], t, noise)
