@@ -360,6 +360,38 @@ def test_generator_neutral_profile_separates_the_start_up_swing_from_the_bias(ti
     assert gn.generator_neutral(generator, 12, 3, 13).shape == (3, 12, 13)
 
 
+def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tiny_bundle, tmp_path):
+    """The comparison finds a small part only the generator's direction has (and one only the corpus' has), the
+    generator's mean d_y is what the pipeline's Eq. 14 adds at k = 1, and the corpus' is its twins' emotion part."""
+    from benchmarks import generator_directions as gd
+    from emodiff_core.checkpoint import load_components
+    from emodiff_core.pipeline import EmotionSpec, emotion_expression_pair
+    from training.clips import ClipDataset
+    from training.corpus import generate_corpus
+
+    corpus = {"happy": np.array([0.0, 1.0, 0.5, 0.15, 0.0])}
+    generated = {"happy": np.array([0.0, 1.0, 0.5, 0.0, 0.2])}        # asks component 4, drops component 3
+    report = gd.compare_directions(generated, corpus)["happy"]
+    assert report["extra"] == [4] and report["missing"] == [3]
+    assert report["cosine"] == pytest.approx(float(generated["happy"] @ corpus["happy"]) / float(
+        np.linalg.norm(generated["happy"]) * np.linalg.norm(corpus["happy"])), abs=1e-4)
+    assert gd.compare_directions(corpus, corpus)["happy"] == dict(cosine=1.0, extra=[], missing=[],
+                                                                   generator=corpus["happy"].tolist(),
+                                                                   corpus=corpus["happy"].tolist())
+    generator = load_components(tiny_bundle, ["expression_generator"])["expression_generator"].eval()
+    directions = gd.generator_directions(generator, ["sad"], frames=6, seeds=2, components=13)
+    by_hand = np.mean([(lambda pair: (pair[0] - pair[1]).numpy()[:, :13].mean(0))(
+        emotion_expression_pair(generator, 6, EmotionSpec("sad", 1.0), seed=s)) for s in range(2)], axis=0)
+    assert np.allclose(directions["sad"], by_hand, atol=1e-6)
+    data = str(tmp_path / "corpus")
+    generate_corpus(data, clips=6, seed=5, size=64, identities=6)
+    split = next(s for s in ("test", "val", "train") if len({m["identity"] for m in ClipDataset(data).metas(s)}) >= 2)
+    truth = gd.corpus_directions(data, split, ["happy"], identities=2, components=13)["happy"]
+    assert truth.shape == (13,) and np.abs(truth).max() > 0.1
+    with pytest.raises(ValueError, match="asks for that many identities"):
+        gd.corpus_directions(data, split, ["happy"], identities=99, components=13)
+
+
 def test_flie_paired_reads_two_reports_and_says_what_a_report_lacks(tmp_path, capsys):
     from benchmarks import flie_paired
 
