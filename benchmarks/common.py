@@ -266,6 +266,17 @@ def lip_sync_quality(frames: torch.Tensor, clip: HeldOutClip, extractor, max_off
             "lipsync_gt_frames": gt.correlation, "mouth_corr_gt": corr}
 
 
+def flie_report_block(path: str, key: str):
+    """``videos.<key>`` of a `training evaluate --json` report with FLIE over several emotions (the part
+    `flie_paired` and `flie_response` read); ValueError saying how to make one when the report lacks it."""
+    with open(path) as f:
+        block = json.load(f).get("videos", {}).get(key)
+    if not block:
+        raise ValueError(f"{path} has no videos.{key}: evaluate it with --flie-emotion naming "
+                         f"several emotions (or all) and --flie-clips 3 or more")
+    return block
+
+
 def mean_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
     """Mean of the non-None values (None when there are none)."""
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]

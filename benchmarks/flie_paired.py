@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+from .common import flie_report_block
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,11 +29,7 @@ def main(argv=None) -> int:
     try:
         reports = []
         for path in (args.before, args.after):
-            with open(path) as f:
-                over = json.load(f).get("videos", {}).get("flie_over_emotions")
-            if over is None:
-                raise ValueError(f"{path} has no videos.flie_over_emotions: evaluate it with --flie-emotion naming "
-                                 f"several emotions (or all) and --flie-clips 3 or more")
+            over = flie_report_block(path, "flie_over_emotions")
             if "flie_pooled_error" in over:
                 raise ValueError(f"{path}: FLIE is undefined there ({over['flie_pooled_error']})")
             reports.append(over)

@@ -20,6 +20,8 @@ import sys
 
 import numpy as np
 
+from .common import flie_report_block
+
 
 def intensity_response(per_emotion_report: dict) -> dict:
     """``response``, ``steps`` and ``unevenness`` (module docstring) of one emotion's `flie_over_clips` report."""
@@ -48,11 +50,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         for path in args.reports:
-            with open(path) as f:
-                per_emotion = json.load(f).get("videos", {}).get("flie_per_emotion")
-            if not per_emotion:
-                raise ValueError(f"{path} has no videos.flie_per_emotion: evaluate it with --flie-emotion naming "
-                                 f"several emotions (or all) and --flie-clips 3 or more")
+            per_emotion = flie_report_block(path, "flie_per_emotion")
             print(json.dumps({"report": path, **{e: intensity_response(r) for e, r in per_emotion.items()}}))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
