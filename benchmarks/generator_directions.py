@@ -49,7 +49,7 @@ def corpus_directions(data_dir: str, split: str, emotions: Sequence[str], identi
     frame 0) averaged over the first clip of the first ``identities`` identities of ``split`` (as FLIE takes them)."""
     from training.clips import ClipDataset
     from training.evaluate import flie_clip_metas
-    from training.twins import ClipTwins
+    from training.twins import ClipTwins, mean_emotion_parts
 
     data = ClipDataset(data_dir)
     twins = []
@@ -60,8 +60,7 @@ def corpus_directions(data_dir: str, split: str, emotions: Sequence[str], identi
             raise ValueError(f"clip {meta['clip_id']} has no counterfactual twins: the corpus' emotion parts need "
                              "a corpus rendered with them (`python -m training corpus`)")
         twins.append(twin)
-    return {e: np.mean([(t.with_emotion(e, 1.0) - t.neutral_psi)[0, :components] for t in twins], axis=0)
-            for e in emotions}
+    return {e: part[:components] for e, part in mean_emotion_parts(twins, emotions).items()}
 
 
 def compare_directions(generated: Dict[str, np.ndarray], corpus: Dict[str, np.ndarray],

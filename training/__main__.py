@@ -57,8 +57,8 @@ def _train(args) -> int:
         raise SystemExit(f"train {args.model} reads one --data folder; several are for the denoiser, superres and "
                          "regressor")
     if args.init_from:
-        if args.model != "denoiser":
-            raise SystemExit("--init-from is implemented for the denoiser only")
+        if args.model not in ("denoiser", "generator"):
+            raise SystemExit("--init-from is implemented for the denoiser and the generator only")
         extra["init_from"] = args.init_from
     from .loop import teardown_distributed
 
@@ -227,8 +227,9 @@ def main(argv=None) -> int:
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this step, as if interrupted (continue later with --resume)")
     p.add_argument("--init-from", default=None,
-                   help="denoiser: start from the weights of an exported checkpoint (fine-tuning, e.g. the demo "
-                        "checkpoint on real data); its config must match the config file's model section")
+                   help="denoiser or generator: start from the weights of an exported checkpoint's component "
+                        "(fine-tuning, e.g. the demo checkpoint on real data); its config must match the config "
+                        "file's model section (the generator's discriminators start afresh)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="measure checkpoints on a data split",

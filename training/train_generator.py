@@ -3,9 +3,15 @@ emotion classifier head) and MLP local discriminator D_l, with the losses of Eq.
 
 Data: psi sequences of full-intensity emotional clips and of neutral clips (the paper trains on MEAD's
 highest level), cut into random windows of ``data.length`` frames.
+
+Beside the paper's losses, ``loss.lambda_direction`` (0 = the paper's recipe) weighs `direction_error`: the two
+sequences of one noise, G(y, z) - G(neutral, z), should differ by the data's emotion part of y (the training split's
+counterfactual twins, `twins.mean_emotion_parts`), which is what Eq. 14's intensity edit asks the denoiser for.
+``init_from`` starts the generator from an exported checkpoint's (the discriminators start afresh).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Dict
@@ -13,22 +19,32 @@ from typing import Dict
 import numpy as np
 import torch
 
-from emodiff_core.emotions import EMOTIONS
-from emodiff_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator,
-                                     discriminator_losses, generator_losses)
+from emodiff_core.checkpoint import load_components
+from emodiff_core.emotions import EMOTIONS, NEUTRAL, emotion_index
+from emodiff_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator, direction_error,
+                                 discriminator_losses, generator_losses)
 
-from .configfile import ModelSection, load_config, require, require_positive
+from .clips import ClipDataset
+from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .data import emotion_sequences
 from .export import export_component
 from .loop import EMA, CsvLog, run_steps, setup_distributed, unwrap, wrap_ddp
+from .twins import ClipTwins, mean_emotion_parts
 
 
 @dataclass(frozen=True)
 class LossSection:
-    """lambda_MSE and lambda_cls of Eq. 19."""
+    """lambda_MSE and lambda_cls of Eq. 19; ``lambda_direction`` the weight of `direction_error` (not in the paper;
+    0, the paper's recipe, where a file leaves it out)."""
+
+    ADDED_KEYS = {"lambda_direction": 0.0}
 
     lambda_mse: float
     lambda_cls: float
+    lambda_direction: float
+
+    def validate(self) -> None:
+        require(self.lambda_direction >= 0, f"loss.lambda_direction must be >= 0, got {self.lambda_direction}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,35 @@ class GeneratorTrainingConfig:
 
 LOG_FIELDS = ["step", "seconds", "d_total", "d_global", "d_local", "d_cls", "g_total", "g_adv_global",
               "g_adv_local", "g_mse", "g_cls", "class_accuracy"]
+DIRECTION_FIELD = "g_direction"     # logged (after the others) only where the term is on
+
+
+def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
+    """[num_emotions, 50]: each emotion's part of psi at k = 1 averaged over the clips of ``split`` that have
+    counterfactual twins (`twins.mean_emotion_parts`); the neutral row is 0."""
+    data = ClipDataset(data_dir)
+    twins = []
+    for meta in data.metas(split):
+        clip = data.load(meta, with_audio=False)
+        twin = ClipTwins.of(meta, clip.extras, clip.psi, int(meta["size"]), root=data_dir)
+        if twin is not None:
+            twins.append(twin)
+    if not twins:
+        raise TrainingConfigError(f"{data_dir}: no clip of split {split!r} has counterfactual twins, which "
+                                  "loss.lambda_direction needs; render the corpus with `python -m training corpus` "
+                                  "or set loss.lambda_direction to 0")
+    emotional = [e for e in EMOTIONS if e != NEUTRAL]
+    parts = mean_emotion_parts(twins, emotional)
+    return np.stack([np.zeros_like(parts[emotional[0]]) if e == NEUTRAL else parts[e] for e in EMOTIONS])
+
+
+def _load_start(init_from: str, cfg) -> ExpressionGenerator:
+    start = load_components(init_from, ["expression_generator"])["expression_generator"]
+    # the warm-up is how sequences are read out (`export --expression-warmup`), not the weights
+    if dataclasses.replace(start.config, warmup_frames=cfg.warmup_frames) != cfg:
+        raise TrainingConfigError(f"{init_from}: its expression generator was built from another model config than "
+                                  "the training file's; fine-tune with the same preset and overrides")
+    return start
 
 
 def _windows(seqs, labels, rng, batch, length):
@@ -99,7 +144,7 @@ def _windows(seqs, labels, rng, batch, length):
 
 
 def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, device=None, max_steps=None,
-          stop_after: int = None) -> str:
+          stop_after: int = None, init_from: str = None) -> str:
     cfg_file = load_config(config_path, GeneratorTrainingConfig)
     torch.set_num_threads(cfg_file.threads)
     info = setup_distributed(device)
@@ -110,6 +155,8 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(seed)
     gen, d_g, d_l = ExpressionGenerator(cfg), GlobalDiscriminator(cfg), LocalDiscriminator(cfg)
+    if init_from:
+        gen.load_state_dict(_load_start(init_from, cfg).state_dict())
     for m in (gen, d_g, d_l):
         m.to(info.device)
     ema = EMA(gen, o.ema_decay)
@@ -120,7 +167,11 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     present = sorted(set(labels.tolist()))
     if info.main:
         print(f"generator data: {len(seqs)} sequences, emotions present: {[EMOTIONS[i] for i in present]}", flush=True)
-    log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS)
+    directions = None
+    if lw.lambda_direction > 0:
+        directions = torch.from_numpy(corpus_emotion_directions(data_dir, d.split)).float().to(info.device)
+    neutral = emotion_index(NEUTRAL)
+    log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS + ([DIRECTION_FIELD] if directions is not None else []))
 
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
@@ -134,6 +185,10 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         d_losses["total"].backward()
         opt_d.step()
         g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw.lambda_mse, lw.lambda_cls)
+        if directions is not None:      # the same z under the neutral label: Eq. 14's e_n
+            g_losses["direction"] = direction_error(fake, gen_ddp(torch.full_like(y, neutral), d.length, z=z),
+                                                    directions, y, neutral)
+            g_losses["total"] = g_losses["total"] + lw.lambda_direction * g_losses["direction"]
         opt_g.zero_grad(set_to_none=True)
         g_losses["total"].backward()
         opt_g.step()

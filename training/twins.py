@@ -8,7 +8,7 @@ Rendering is the corpus' own (`training.corpus.render_twin_frames`), so twins ar
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -127,3 +127,13 @@ class ClipTwins:
         """psi of a twin with an emotion other than the clip's (and not neutral), at a random intensity."""
         choices = [e for e in EMOTIONS if e not in (NEUTRAL, self.emotion)]
         return self.with_emotion(choices[int(rng.integers(len(choices)))], float(rng.uniform(*OTHER_INTENSITY)))
+
+
+def mean_emotion_parts(twins: Sequence[ClipTwins], emotions: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Per emotion [50]: the emotion part of psi at k = 1 (`ClipTwins.with_emotion` less the neutral twin, at frame
+    0: the corpus adds the same part at every frame), averaged over the clips of ``twins``: the data's direction of
+    each emotion, as an intensity edit would ask for it (benchmarks.generator_directions, the generator's
+    ``loss.lambda_direction``)."""
+    if not twins:
+        raise ValueError("no clips with counterfactual twins to average emotion parts over")
+    return {e: np.mean([(t.with_emotion(e, 1.0) - t.neutral_psi)[0] for t in twins], axis=0) for e in emotions}

@@ -142,3 +142,23 @@ def generator_losses(d_global: GlobalDiscriminator, d_local: LocalDiscriminator,
     cls = F.cross_entropy(fake_class, labels)
     total = adv_global + adv_local + lambda_mse * mse + lambda_cls * cls
     return {"adv_global": adv_global, "adv_local": adv_local, "mse": mse, "cls": cls, "total": total}
+
+
+def direction_error(emotional: torch.Tensor, neutral: torch.Tensor, directions: torch.Tensor,
+                    labels: torch.Tensor, neutral_label: int) -> torch.Tensor:
+    """How far Eq. 14's d_y = e_y - e_n (one noise z per row: ``emotional`` is G(y, z), ``neutral`` G(neutral, z),
+    both [B, N, D]) is from the data's emotion direction ``directions[y]`` ([num_emotions, D]), at every frame: the
+    squared error summed over D, averaged over frames and the rows whose label is not ``neutral_label`` (0 when
+    there are none).
+
+    Not in the paper. Why: an intensity edit asks the denoiser for e_n + k d_y, and the GAN's losses only ask each
+    sequence to look like the data, not the two sequences of one z to differ by the emotion alone; the demo's d_y
+    carried small parts the data's emotions do not have (blinks, jaw, brows; benchmarks/README.md, "The generator's
+    directions"), which the denoiser draws as noise over a small step (FLIE). In the corpus an emotion is a part
+    added to the neutral clip, the same at every frame, so this is the data's own structure.
+    """
+    rows = labels != neutral_label
+    if not bool(rows.any()):
+        return emotional.new_zeros(())
+    step = emotional[rows] - neutral[rows] - directions[labels[rows]][:, None]
+    return (step ** 2).sum(dim=2).mean()
