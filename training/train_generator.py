@@ -7,7 +7,11 @@ highest level), cut into random windows of ``data.length`` frames.
 Beside the paper's losses, ``loss.lambda_direction`` (0 = the paper's recipe) weighs `direction_error`: the two
 sequences of one noise, G(y, z) - G(neutral, z), should differ by the data's emotion part of y (the training split's
 counterfactual twins, `twins.mean_emotion_parts`), which is what Eq. 14's intensity edit asks the denoiser for.
-``init_from`` starts the generator from an exported checkpoint's (the discriminators start afresh).
+``init_from`` starts the generator from an exported checkpoint's (the discriminators start afresh);
+``loss.lambda_anchor`` then weighs the squared error of G(neutral, z) against the starting generator's at the same z
+(`anchor_error`), so that a fine-tune can change the emotions' directions and keep the neutral sequences (the
+speaking mouth, the blinks) that the rest of a bundle was measured with. ``loss.lambda_adversarial`` 0 (with
+lambda_mse and lambda_cls 0) leaves only these two terms: the discriminators still train, unused.
 """
 from __future__ import annotations
 
@@ -34,17 +38,21 @@ from .twins import ClipTwins, mean_emotion_parts
 
 @dataclass(frozen=True)
 class LossSection:
-    """lambda_MSE and lambda_cls of Eq. 19; ``lambda_direction`` the weight of `direction_error` (not in the paper;
-    0, the paper's recipe, where a file leaves it out)."""
+    """lambda_MSE and lambda_cls of Eq. 19 and the weight of its adversarial terms (1 in the paper); the weights of
+    `direction_error` and `anchor_error` (not in the paper). A file that leaves out one of the last three has the
+    paper's recipe there (1, 0, 0)."""
 
-    ADDED_KEYS = {"lambda_direction": 0.0}
+    ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0}
 
     lambda_mse: float
     lambda_cls: float
+    lambda_adversarial: float
     lambda_direction: float
+    lambda_anchor: float
 
     def validate(self) -> None:
-        require(self.lambda_direction >= 0, f"loss.lambda_direction must be >= 0, got {self.lambda_direction}")
+        for key in ("lambda_mse", "lambda_cls", "lambda_adversarial", "lambda_direction", "lambda_anchor"):
+            require(getattr(self, key) >= 0, f"loss.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,13 @@ class GeneratorTrainingConfig:
 
 LOG_FIELDS = ["step", "seconds", "d_total", "d_global", "d_local", "d_cls", "g_total", "g_adv_global",
               "g_adv_local", "g_mse", "g_cls", "class_accuracy"]
-DIRECTION_FIELD = "g_direction"     # logged (after the others) only where the term is on
+OPTIONAL_FIELDS = {"lambda_direction": "g_direction", "lambda_anchor": "g_anchor"}   # logged where the term is on
+
+
+def anchor_error(neutral: torch.Tensor, start_neutral: torch.Tensor) -> torch.Tensor:
+    """Squared error of G(neutral, z) against the starting generator's at the same z ([B, N, D] each), summed over D
+    and averaged over frames and rows, as Eq. 19's MSE term is."""
+    return ((neutral - start_neutral) ** 2).sum(dim=2).mean()
 
 
 def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
@@ -155,8 +169,13 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(seed)
     gen, d_g, d_l = ExpressionGenerator(cfg), GlobalDiscriminator(cfg), LocalDiscriminator(cfg)
-    if init_from:
-        gen.load_state_dict(_load_start(init_from, cfg).state_dict())
+    start = _load_start(init_from, cfg) if init_from else None
+    if lw.lambda_anchor > 0 and start is None:
+        raise TrainingConfigError(f"{config_path}: loss.lambda_anchor holds the neutral sequences to the generator "
+                                  "a fine-tune starts from; give --init-from or set it to 0")
+    if start is not None:
+        gen.load_state_dict(start.state_dict())
+        start.to(info.device).eval().requires_grad_(False)
     for m in (gen, d_g, d_l):
         m.to(info.device)
     ema = EMA(gen, o.ema_decay)
@@ -171,7 +190,8 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     if lw.lambda_direction > 0:
         directions = torch.from_numpy(corpus_emotion_directions(data_dir, d.split)).float().to(info.device)
     neutral = emotion_index(NEUTRAL)
-    log = CsvLog(os.path.join(out_dir, "log.csv"), LOG_FIELDS + ([DIRECTION_FIELD] if directions is not None else []))
+    log = CsvLog(os.path.join(out_dir, "log.csv"),
+                 LOG_FIELDS + [field for key, field in OPTIONAL_FIELDS.items() if getattr(lw, key) > 0])
 
     def step_fn(step: int) -> Dict[str, float]:
         rng = np.random.default_rng([seed, step, info.rank])
@@ -184,11 +204,19 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         opt_d.zero_grad(set_to_none=True)
         d_losses["total"].backward()
         opt_d.step()
-        g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw.lambda_mse, lw.lambda_cls)
-        if directions is not None:      # the same z under the neutral label: Eq. 14's e_n
-            g_losses["direction"] = direction_error(fake, gen_ddp(torch.full_like(y, neutral), d.length, z=z),
-                                                    directions, y, neutral)
-            g_losses["total"] = g_losses["total"] + lw.lambda_direction * g_losses["direction"]
+        g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw.lambda_mse, lw.lambda_cls,
+                                    lw.lambda_adversarial)
+        if directions is not None or lw.lambda_anchor > 0:     # the same z under the neutral label: Eq. 14's e_n
+            neutral_labels = torch.full_like(y, neutral)
+            e_n = gen_ddp(neutral_labels, d.length, z=z)
+            if directions is not None:
+                g_losses["direction"] = direction_error(fake, e_n, directions, y, neutral)
+                g_losses["total"] = g_losses["total"] + lw.lambda_direction * g_losses["direction"]
+            if lw.lambda_anchor > 0:
+                with torch.no_grad():
+                    held = start(neutral_labels, d.length, z=z)
+                g_losses["anchor"] = anchor_error(e_n, held)
+                g_losses["total"] = g_losses["total"] + lw.lambda_anchor * g_losses["anchor"]
         opt_g.zero_grad(set_to_none=True)
         g_losses["total"].backward()
         opt_g.step()

@@ -133,14 +133,15 @@ def discriminator_losses(d_global: GlobalDiscriminator, d_local: LocalDiscrimina
 
 def generator_losses(d_global: GlobalDiscriminator, d_local: LocalDiscriminator, fake: torch.Tensor,
                      real: torch.Tensor, labels: torch.Tensor, lambda_mse: float = 1.0,
-                     lambda_cls: float = 1.0) -> Dict[str, torch.Tensor]:
-    """Eq. 19 (non-saturating adversarial terms) + lambda_MSE ||Ê - E||^2 + lambda_cls CE(D_g's class, y)."""
+                     lambda_cls: float = 1.0, lambda_adversarial: float = 1.0) -> Dict[str, torch.Tensor]:
+    """Eq. 19 (non-saturating adversarial terms, times ``lambda_adversarial``: 1 in the paper) + lambda_MSE ||Ê - E||^2
+    + lambda_cls CE(D_g's class, y)."""
     fake_logit, fake_class = d_global(fake, labels)
     adv_global = F.softplus(-fake_logit).mean()
     adv_local = F.softplus(-d_local(fake, labels)).sum(dim=1).mean()
     mse = ((fake - real) ** 2).sum(dim=2).mean()
     cls = F.cross_entropy(fake_class, labels)
-    total = adv_global + adv_local + lambda_mse * mse + lambda_cls * cls
+    total = lambda_adversarial * (adv_global + adv_local) + lambda_mse * mse + lambda_cls * cls
     return {"adv_global": adv_global, "adv_local": adv_local, "mse": mse, "cls": cls, "total": total}
 
 
