@@ -12,7 +12,7 @@ from emodiff_core.editing import (MAX_INTENSITY, blend_expressions, edit_express
                                       keyframe_weights, parse_keyframes)
 from emodiff_core.emotions import EMOTIONS, EmotionError, emotion_index
 from emodiff_core.models import (EMOdiffheadDenoiser, ExpressionGenerator, GlobalDiscriminator,
-                                     LocalDiscriminator, discriminator_losses, generator_losses)
+                                     LocalDiscriminator, direction_error, discriminator_losses, generator_losses)
 from emodiff_core.models.layers import ResBlock
 
 
@@ -213,6 +213,11 @@ def test_one_gan_step_gives_finite_losses_and_updates_all_three_networks():
     opt_g.step()
     for losses in (d_losses, g_losses):
         assert all(torch.isfinite(v).all() for v in losses.values())
+    # the adversarial terms' weight (1 in the paper) scales them alone
+    weighted = generator_losses(d_g, d_l, fake.detach(), real, labels, lambda_mse=2.0, lambda_cls=3.0,
+                                lambda_adversarial=0.5)
+    parts = 0.5 * (weighted["adv_global"] + weighted["adv_local"]) + 2 * weighted["mse"] + 3 * weighted["cls"]
+    assert weighted["total"].item() == pytest.approx(parts.item(), rel=1e-6)
     for name, net in (("G", gen), ("Dg", d_g), ("Dl", d_l)):
         changed = [not torch.equal(b, p) for b, p in zip(before[name], net.parameters())]
         assert all(changed), f"{name}: {changed.count(False)} parameter tensors were not updated"
@@ -242,6 +247,38 @@ def test_global_discriminator_is_causal_per_block():
     x2[:, 10:] += 1.0
     h2 = d_g.blocks(d_g.inp(x2.transpose(1, 2)))
     assert torch.allclose(h1[..., :10], h2[..., :10]) and not torch.allclose(h1[..., 10:], h2[..., 10:])
+
+
+def test_direction_error_scores_e_y_minus_e_n_against_the_data_direction_and_teaches_it():
+    neutral = emotion_index("neutral")
+    g = torch.Generator().manual_seed(0)
+    directions = torch.randn(8, 50, generator=g)
+    directions[neutral] = 0
+    labels = torch.tensor([neutral, emotion_index("happy"), emotion_index("sad")])
+    e_n = torch.randn(3, 7, 50, generator=g)
+    exact = e_n + directions[labels][:, None]
+    assert direction_error(exact, e_n, directions, labels, neutral).item() == pytest.approx(0, abs=1e-9)
+    # an offset of 0.5 on two components of one frame of the happy row: 0.5 / 7 frames / 2 emotional rows
+    off = exact.clone()
+    off[1, 3, :2] += 0.5
+    off[0] += 9.0                                                 # the neutral row is not scored
+    assert direction_error(off, e_n, directions, labels, neutral).item() == pytest.approx(0.5 / 14, rel=1e-4)
+    assert direction_error(e_n, e_n, directions, torch.tensor([neutral]), neutral) == 0   # nothing to score
+    # as a loss it moves a generator's d_y (one z, two labels) to the direction
+    torch.manual_seed(0)
+    gen = ExpressionGenerator(EXPRESSION_PRESETS["tiny"])
+    opt = torch.optim.Adam(gen.parameters(), lr=3e-3)
+    y, z = torch.full((4,), emotion_index("happy")), gen.sample_noise(4, g)
+
+    def error():
+        return direction_error(gen(y, 6, z=z), gen(torch.full_like(y, neutral), 6, z=z), directions, y, neutral)
+
+    first = error().item()
+    for _ in range(60):
+        opt.zero_grad()
+        error().backward()
+        opt.step()
+    assert error().item() < 0.1 * first
 
 
 # --------------------------------------------------------------------------- Eq. 14

@@ -1,5 +1,6 @@
 """Training: the corpus, configs, every trainer, resume after a kill, DDP on two CPU processes, export,
 evaluation and plots."""
+import csv
 import dataclasses
 import json
 import os
@@ -137,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 50
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 53
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -203,6 +204,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                       "superres_texture_lips"))
             # the last keeps the texture term off the lips
             assert (cfg.loss.texture_mouth == 0) == (name == "superres_texture_lips.json")
+        if name.startswith("generator"):     # three files add the term toward the data's emotion directions
+            weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
+                       "generator_direction_anchor.json": 10.0}
+            assert cfg.loss.lambda_direction == weights.get(name, 0.0)
+            # and one of them holds the neutral sequences to the generator it starts from, without the GAN's terms
+            anchored = name == "generator_direction_anchor.json"
+            assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -706,6 +714,53 @@ def test_several_data_folders_are_read_as_one_dataset(corpus, tmp_path, tiny_con
                           "--data", corpus, other, "--out", str(tmp_path / "g")], cwd=ROOT, capture_output=True, text=True)
     assert cli.returncode != 0 and "reads one --data folder" in cli.stderr
 
+
+
+def test_generator_direction_term_reads_the_corpus_emotion_parts_and_init_from_starts_from_a_checkpoint(corpus,
+                                                                                                         tmp_path):
+    from emodiff_core.checkpoint import load_components
+    from emodiff_core.emotions import NEUTRAL
+    from training import train_generator
+    from training.corpus.generate import emotion_psi
+
+    directions = train_generator.corpus_emotion_directions(corpus, "train")
+    assert directions.shape == (len(EMOTIONS), 50) and not directions[EMOTIONS.index(NEUTRAL)].any()
+    metas = ClipDataset(corpus).metas("train")
+    for j, emotion in enumerate(EMOTIONS):      # each row: the identities' emotion part at k = 1, from the corpus
+        if emotion != NEUTRAL:
+            onehot = np.eye(len(EMOTIONS), dtype=np.float32)[j:j + 1]
+            np.testing.assert_allclose(directions[j], np.mean([emotion_psi(m, onehot)[0] for m in metas], axis=0),
+                                       atol=1e-5)
+    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+    cfg["loss"]["lambda_direction"] = 5.0
+    (tmp_path / "direction.json").write_text(json.dumps(cfg))
+    first = train_generator.train(str(tmp_path / "direction.json"), corpus, str(tmp_path / "a"))
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert np.isfinite(float(rows[0]["g_direction"])) and float(rows[0]["g_direction"]) > 0
+    # without the term (the paper's recipe, every earlier file) no column
+    plain = train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "b"))
+    assert "g_direction" not in open(tmp_path / "b" / "log.csv").readline()
+    # init_from: with the generator's learning rate at 0 the exported weights are the start's, bit for bit
+    cfg["optim"]["lr_g"] = 0.0
+    (tmp_path / "still.json").write_text(json.dumps(cfg))
+    kept = train_generator.train(str(tmp_path / "still.json"), corpus, str(tmp_path / "c"), init_from=first)
+    start, end = (load_components(p)["expression_generator"].state_dict() for p in (first, kept))
+    assert all(torch.equal(start[k], end[k]) for k in start)
+    assert not all(torch.equal(start[k], v) for k, v in load_components(plain)["expression_generator"]
+                   .state_dict().items())
+    # the anchor holds G(neutral, z) to the starting generator's: 0 at the first step, and it needs a start
+    cfg["optim"]["lr_g"] = 0.001
+    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0)
+    (tmp_path / "anchor.json").write_text(json.dumps(cfg))
+    train_generator.train(str(tmp_path / "anchor.json"), corpus, str(tmp_path / "e"), init_from=first)
+    rows = list(csv.DictReader(open(tmp_path / "e" / "log.csv")))
+    assert float(rows[0]["g_anchor"]) == 0 and float(rows[1]["g_anchor"]) > 0
+    with pytest.raises(TrainingConfigError, match="lambda_anchor .* give --init-from"):
+        train_generator.train(str(tmp_path / "anchor.json"), corpus, str(tmp_path / "f"))
+    cfg["model"]["overrides"] = {"hidden_dim": 24}
+    (tmp_path / "other.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match="another model config"):
+        train_generator.train(str(tmp_path / "other.json"), corpus, str(tmp_path / "d"), init_from=first)
 
 def test_superres_detail_loss_is_the_laplacians_l1_and_optional_in_configs(tmp_path):
     from training.train_superres import SuperResTrainingConfig, laplacian, superres_loss
