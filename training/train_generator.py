@@ -10,8 +10,10 @@ counterfactual twins, `twins.mean_emotion_parts`), which is what Eq. 14's intens
 ``init_from`` starts the generator from an exported checkpoint's (the discriminators start afresh);
 ``loss.lambda_anchor`` then weighs the squared error of G(neutral, z) against the starting generator's at the same z
 (`anchor_error`), so that a fine-tune can change the emotions' directions and keep the neutral sequences (the
-speaking mouth, the blinks) that the rest of a bundle was measured with. ``loss.lambda_adversarial`` 0 (with
-lambda_mse and lambda_cls 0) leaves only these two terms: the discriminators still train, unused.
+speaking mouth, the blinks) that the rest of a bundle was measured with; with ``loss.anchor_mean_direction`` it also
+holds G(y, z) to the start's, moved by the data's emotion part less the start's d_y averaged over the row's frames
+(`mean_direction_targets`): only the time mean of each noise's d_y changes. ``loss.lambda_adversarial`` 0 (with
+lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still train, unused.
 """
 from __future__ import annotations
 
@@ -42,17 +44,25 @@ class LossSection:
     `direction_error` and `anchor_error` (not in the paper). A file that leaves out one of the last three has the
     paper's recipe there (1, 0, 0)."""
 
-    ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0}
+    ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
+                  "anchor_mean_direction": False}
 
     lambda_mse: float
     lambda_cls: float
     lambda_adversarial: float
     lambda_direction: float
     lambda_anchor: float
+    anchor_mean_direction: bool
 
     def validate(self) -> None:
         for key in ("lambda_mse", "lambda_cls", "lambda_adversarial", "lambda_direction", "lambda_anchor"):
             require(getattr(self, key) >= 0, f"loss.{key} must be >= 0, got {getattr(self, key)}")
+        require(self.lambda_anchor > 0 or not self.anchor_mean_direction,
+                "loss.anchor_mean_direction moves the anchor's targets: it needs loss.lambda_anchor > 0")
+
+    @property
+    def needs_directions(self) -> bool:
+        return self.lambda_direction > 0 or self.anchor_mean_direction
 
 
 @dataclass(frozen=True)
@@ -113,10 +123,20 @@ LOG_FIELDS = ["step", "seconds", "d_total", "d_global", "d_local", "d_cls", "g_t
 OPTIONAL_FIELDS = {"lambda_direction": "g_direction", "lambda_anchor": "g_anchor"}   # logged where the term is on
 
 
-def anchor_error(neutral: torch.Tensor, start_neutral: torch.Tensor) -> torch.Tensor:
-    """Squared error of G(neutral, z) against the starting generator's at the same z ([B, N, D] each), summed over D
-    and averaged over frames and rows, as Eq. 19's MSE term is."""
-    return ((neutral - start_neutral) ** 2).sum(dim=2).mean()
+def anchor_error(sequences: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """Squared error of the generator's sequences against what the anchor holds them to at the same z (the starting
+    generator's G(neutral, z), or `mean_direction_targets`; [B, N, D] each), summed over D and averaged over frames
+    and rows, as Eq. 19's MSE term is."""
+    return ((sequences - held) ** 2).sum(dim=2).mean()
+
+
+def mean_direction_targets(start_emotional: torch.Tensor, start_neutral: torch.Tensor, directions: torch.Tensor,
+                           labels: torch.Tensor) -> torch.Tensor:
+    """[B, N, D]: the starting generator's G(y, z) (``start_emotional``) moved, row by row, by the data's emotion part
+    of y (``directions[y]``, 0 for neutral) less the start's d_y = G(y, z) - G(neutral, z) averaged over the row's
+    frames: the same time course with its d_y's time mean the data's."""
+    mean_step = (start_emotional - start_neutral).mean(dim=1)
+    return start_emotional + (directions[labels] - mean_step)[:, None]
 
 
 def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
@@ -187,7 +207,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     if info.main:
         print(f"generator data: {len(seqs)} sequences, emotions present: {[EMOTIONS[i] for i in present]}", flush=True)
     directions = None
-    if lw.lambda_direction > 0:
+    if lw.needs_directions:
         directions = torch.from_numpy(corpus_emotion_directions(data_dir, d.split)).float().to(info.device)
     neutral = emotion_index(NEUTRAL)
     log = CsvLog(os.path.join(out_dir, "log.csv"),
@@ -206,16 +226,20 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         opt_d.step()
         g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw.lambda_mse, lw.lambda_cls,
                                     lw.lambda_adversarial)
-        if directions is not None or lw.lambda_anchor > 0:     # the same z under the neutral label: Eq. 14's e_n
+        if lw.lambda_direction > 0 or lw.lambda_anchor > 0:     # the same z under the neutral label: Eq. 14's e_n
             neutral_labels = torch.full_like(y, neutral)
             e_n = gen_ddp(neutral_labels, d.length, z=z)
-            if directions is not None:
+            if lw.lambda_direction > 0:
                 g_losses["direction"] = direction_error(fake, e_n, directions, y, neutral)
                 g_losses["total"] = g_losses["total"] + lw.lambda_direction * g_losses["direction"]
             if lw.lambda_anchor > 0:
                 with torch.no_grad():
                     held = start(neutral_labels, d.length, z=z)
+                    moved = (mean_direction_targets(start(y, d.length, z=z), held, directions, y)
+                             if lw.anchor_mean_direction else None)
                 g_losses["anchor"] = anchor_error(e_n, held)
+                if moved is not None:
+                    g_losses["anchor"] = g_losses["anchor"] + anchor_error(fake, moved)
                 g_losses["total"] = g_losses["total"] + lw.lambda_anchor * g_losses["anchor"]
         opt_g.zero_grad(set_to_none=True)
         g_losses["total"].backward()
