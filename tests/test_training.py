@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 53
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 54
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,9 +208,11 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # and one of them holds the neutral sequences to the generator it starts from, without the GAN's terms
-            anchored = name == "generator_direction_anchor.json"
+            # two hold the sequences to the generator they start from, without the GAN's terms, the second moving
+            # only each noise's time-mean d_y
+            anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
+            assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -757,10 +759,38 @@ def test_generator_direction_term_reads_the_corpus_emotion_parts_and_init_from_s
     assert float(rows[0]["g_anchor"]) == 0 and float(rows[1]["g_anchor"]) > 0
     with pytest.raises(TrainingConfigError, match="lambda_anchor .* give --init-from"):
         train_generator.train(str(tmp_path / "anchor.json"), corpus, str(tmp_path / "f"))
+    # with the time-mean d_y moved to the data's, the emotional rows start away from their targets
+    cfg["loss"].update(anchor_mean_direction=True)
+    (tmp_path / "moved.json").write_text(json.dumps(cfg))
+    train_generator.train(str(tmp_path / "moved.json"), corpus, str(tmp_path / "g"), init_from=first)
+    assert float(next(csv.DictReader(open(tmp_path / "g" / "log.csv")))["g_anchor"]) > 0
+    cfg["loss"].update(lambda_anchor=0.0)
+    (tmp_path / "moved.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match="anchor_mean_direction .* needs loss.lambda_anchor > 0"):
+        load_config(str(tmp_path / "moved.json"), train_generator.GeneratorTrainingConfig)
+    cfg["loss"]["anchor_mean_direction"] = False
     cfg["model"]["overrides"] = {"hidden_dim": 24}
     (tmp_path / "other.json").write_text(json.dumps(cfg))
     with pytest.raises(TrainingConfigError, match="another model config"):
         train_generator.train(str(tmp_path / "other.json"), corpus, str(tmp_path / "d"), init_from=first)
+
+
+def test_mean_direction_targets_keep_the_start_time_course_and_move_its_mean_d_y_to_the_data():
+    from emodiff_core.emotions import emotion_index
+    from training.train_generator import mean_direction_targets
+
+    g = torch.Generator().manual_seed(0)
+    directions = torch.randn(len(EMOTIONS), 50, generator=g)
+    directions[emotion_index("neutral")] = 0
+    labels = torch.tensor([emotion_index("neutral"), emotion_index("sad"), emotion_index("fear")])
+    start_n = torch.randn(3, 9, 50, generator=g)
+    start_y = start_n + torch.randn(3, 9, 50, generator=g)      # a d_y that moves over time
+    start_y[0] = start_n[0]                                      # G(neutral, z) is e_n itself
+    moved = mean_direction_targets(start_y, start_n, directions, labels)
+    torch.testing.assert_close((moved - start_n).mean(dim=1), directions[labels], atol=1e-5, rtol=0)
+    shift = moved - start_y                                      # the same at every frame: the time course is kept
+    torch.testing.assert_close(shift, shift[:, :1].expand_as(shift), atol=1e-6, rtol=0)
+    torch.testing.assert_close(moved[0], start_n[0], atol=1e-6, rtol=0)
 
 def test_superres_detail_loss_is_the_laplacians_l1_and_optional_in_configs(tmp_path):
     from training.train_superres import SuperResTrainingConfig, laplacian, superres_loss
