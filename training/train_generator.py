@@ -41,8 +41,9 @@ from .twins import ClipTwins, mean_emotion_parts
 @dataclass(frozen=True)
 class LossSection:
     """lambda_MSE and lambda_cls of Eq. 19 and the weight of its adversarial terms (1 in the paper); the weights of
-    `direction_error` and `anchor_error` (not in the paper). A file that leaves out one of the last three has the
-    paper's recipe there (1, 0, 0)."""
+    `direction_error` and `anchor_error` and whether the anchor moves the emotional rows' targets
+    (`mean_direction_targets`), none in the paper. A file that leaves out one of the last four has the paper's recipe
+    there (1, 0, 0, false)."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
                   "anchor_mean_direction": False}
@@ -151,8 +152,8 @@ def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
             twins.append(twin)
     if not twins:
         raise TrainingConfigError(f"{data_dir}: no clip of split {split!r} has counterfactual twins, which "
-                                  "loss.lambda_direction needs; render the corpus with `python -m training corpus` "
-                                  "or set loss.lambda_direction to 0")
+                                  "loss.lambda_direction and loss.anchor_mean_direction need; render the corpus with "
+                                  "`python -m training corpus` or turn both off")
     emotional = [e for e in EMOTIONS if e != NEUTRAL]
     parts = mean_emotion_parts(twins, emotional)
     return np.stack([np.zeros_like(parts[emotional[0]]) if e == NEUTRAL else parts[e] for e in EMOTIONS])
