@@ -717,7 +717,6 @@ def test_several_data_folders_are_read_as_one_dataset(corpus, tmp_path, tiny_con
     assert cli.returncode != 0 and "reads one --data folder" in cli.stderr
 
 
-
 def test_generator_direction_term_reads_the_corpus_emotion_parts_and_init_from_starts_from_a_checkpoint(corpus,
                                                                                                          tmp_path):
     from emodiff_core.checkpoint import load_components
@@ -734,18 +733,24 @@ def test_generator_direction_term_reads_the_corpus_emotion_parts_and_init_from_s
             np.testing.assert_allclose(directions[j], np.mean([emotion_psi(m, onehot)[0] for m in metas], axis=0),
                                        atol=1e-5)
     cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+
+    def config_file(name):         # ``cfg`` as it is now, as a training file
+        (tmp_path / name).write_text(json.dumps(cfg))
+        return str(tmp_path / name)
+
+    def train(name, run, **kwargs):  # -> (the exported generator, the rows of the run's log)
+        path = train_generator.train(config_file(name), corpus, str(tmp_path / run), **kwargs)
+        return path, list(csv.DictReader(open(tmp_path / run / "log.csv")))
+
     cfg["loss"]["lambda_direction"] = 5.0
-    (tmp_path / "direction.json").write_text(json.dumps(cfg))
-    first = train_generator.train(str(tmp_path / "direction.json"), corpus, str(tmp_path / "a"))
-    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    first, rows = train("direction.json", "a")
     assert np.isfinite(float(rows[0]["g_direction"])) and float(rows[0]["g_direction"]) > 0
     # without the term (the paper's recipe, every earlier file) no column
     plain = train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "b"))
     assert "g_direction" not in open(tmp_path / "b" / "log.csv").readline()
     # init_from: with the generator's learning rate at 0 the exported weights are the start's, bit for bit
     cfg["optim"]["lr_g"] = 0.0
-    (tmp_path / "still.json").write_text(json.dumps(cfg))
-    kept = train_generator.train(str(tmp_path / "still.json"), corpus, str(tmp_path / "c"), init_from=first)
+    kept, _ = train("still.json", "c", init_from=first)
     start, end = (load_components(p)["expression_generator"].state_dict() for p in (first, kept))
     assert all(torch.equal(start[k], end[k]) for k in start)
     assert not all(torch.equal(start[k], v) for k, v in load_components(plain)["expression_generator"]
@@ -753,26 +758,21 @@ def test_generator_direction_term_reads_the_corpus_emotion_parts_and_init_from_s
     # the anchor holds G(neutral, z) to the starting generator's: 0 at the first step, and it needs a start
     cfg["optim"]["lr_g"] = 0.001
     cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0)
-    (tmp_path / "anchor.json").write_text(json.dumps(cfg))
-    train_generator.train(str(tmp_path / "anchor.json"), corpus, str(tmp_path / "e"), init_from=first)
-    rows = list(csv.DictReader(open(tmp_path / "e" / "log.csv")))
+    _, rows = train("anchor.json", "e", init_from=first)
     assert float(rows[0]["g_anchor"]) == 0 and float(rows[1]["g_anchor"]) > 0
     with pytest.raises(TrainingConfigError, match="lambda_anchor .* give --init-from"):
-        train_generator.train(str(tmp_path / "anchor.json"), corpus, str(tmp_path / "f"))
+        train("anchor.json", "f")
     # with the time-mean d_y moved to the data's, the emotional rows start away from their targets
     cfg["loss"].update(anchor_mean_direction=True)
-    (tmp_path / "moved.json").write_text(json.dumps(cfg))
-    train_generator.train(str(tmp_path / "moved.json"), corpus, str(tmp_path / "g"), init_from=first)
-    assert float(next(csv.DictReader(open(tmp_path / "g" / "log.csv")))["g_anchor"]) > 0
+    _, rows = train("moved.json", "g", init_from=first)
+    assert float(rows[0]["g_anchor"]) > 0
     cfg["loss"].update(lambda_anchor=0.0)
-    (tmp_path / "moved.json").write_text(json.dumps(cfg))
     with pytest.raises(TrainingConfigError, match="anchor_mean_direction .* needs loss.lambda_anchor > 0"):
-        load_config(str(tmp_path / "moved.json"), train_generator.GeneratorTrainingConfig)
+        load_config(config_file("moved.json"), train_generator.GeneratorTrainingConfig)
     cfg["loss"]["anchor_mean_direction"] = False
     cfg["model"]["overrides"] = {"hidden_dim": 24}
-    (tmp_path / "other.json").write_text(json.dumps(cfg))
     with pytest.raises(TrainingConfigError, match="another model config"):
-        train_generator.train(str(tmp_path / "other.json"), corpus, str(tmp_path / "d"), init_from=first)
+        train("other.json", "d", init_from=first)
 
 
 def test_mean_direction_targets_keep_the_start_time_course_and_move_its_mean_d_y_to_the_data():
@@ -791,6 +791,7 @@ def test_mean_direction_targets_keep_the_start_time_course_and_move_its_mean_d_y
     shift = moved - start_y                                      # the same at every frame: the time course is kept
     torch.testing.assert_close(shift, shift[:, :1].expand_as(shift), atol=1e-6, rtol=0)
     torch.testing.assert_close(moved[0], start_n[0], atol=1e-6, rtol=0)
+
 
 def test_superres_detail_loss_is_the_laplacians_l1_and_optional_in_configs(tmp_path):
     from training.train_superres import SuperResTrainingConfig, laplacian, superres_loss
