@@ -49,17 +49,14 @@ def corpus_directions(data_dir: str, split: str, emotions: Sequence[str], identi
     frame 0) averaged over the first clip of the first ``identities`` identities of ``split`` (as FLIE takes them)."""
     from training.clips import ClipDataset
     from training.evaluate import flie_clip_metas
-    from training.twins import ClipTwins, mean_emotion_parts
+    from training.twins import load_clip_twins, mean_emotion_parts
 
-    data = ClipDataset(data_dir)
-    twins = []
-    for meta in flie_clip_metas(sorted(data.metas(split), key=lambda m: m["clip_id"]), identities):
-        clip = data.load(meta)
-        twin = ClipTwins.of(meta, clip.extras, clip.psi, int(meta["size"]), root=data_dir)
+    metas = flie_clip_metas(sorted(ClipDataset(data_dir).metas(split), key=lambda m: m["clip_id"]), identities)
+    twins = load_clip_twins(data_dir, metas)
+    for meta, twin in zip(metas, twins):
         if twin is None:
             raise ValueError(f"clip {meta['clip_id']} has no counterfactual twins: the corpus' emotion parts need "
                              "a corpus rendered with them (`python -m training corpus`)")
-        twins.append(twin)
     return {e: part[:components] for e, part in mean_emotion_parts(twins, emotions).items()}
 
 

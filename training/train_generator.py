@@ -35,7 +35,7 @@ from .configfile import ModelSection, TrainingConfigError, load_config, require,
 from .data import emotion_sequences
 from .export import export_component
 from .loop import EMA, CsvLog, run_steps, setup_distributed, unwrap, wrap_ddp
-from .twins import ClipTwins, mean_emotion_parts
+from .twins import load_clip_twins, mean_emotion_parts
 
 
 @dataclass(frozen=True)
@@ -143,13 +143,7 @@ def mean_direction_targets(start_emotional: torch.Tensor, start_neutral: torch.T
 def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
     """[num_emotions, 50]: each emotion's part of psi at k = 1 averaged over the clips of ``split`` that have
     counterfactual twins (`twins.mean_emotion_parts`); the neutral row is 0."""
-    data = ClipDataset(data_dir)
-    twins = []
-    for meta in data.metas(split):
-        clip = data.load(meta, with_audio=False)
-        twin = ClipTwins.of(meta, clip.extras, clip.psi, int(meta["size"]), root=data_dir)
-        if twin is not None:
-            twins.append(twin)
+    twins = [t for t in load_clip_twins(data_dir, ClipDataset(data_dir).metas(split)) if t is not None]
     if not twins:
         raise TrainingConfigError(f"{data_dir}: no clip of split {split!r} has counterfactual twins, which "
                                   "loss.lambda_direction and loss.anchor_mean_direction need; render the corpus with "

@@ -8,7 +8,7 @@ Rendering is the corpus' own (`training.corpus.render_twin_frames`), so twins ar
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -127,6 +127,19 @@ class ClipTwins:
         """psi of a twin with an emotion other than the clip's (and not neutral), at a random intensity."""
         choices = [e for e in EMOTIONS if e not in (NEUTRAL, self.emotion)]
         return self.with_emotion(choices[int(rng.integers(len(choices)))], float(rng.uniform(*OTHER_INTENSITY)))
+
+
+def load_clip_twins(data_dir: str, metas: Sequence[Mapping]) -> List[Optional[ClipTwins]]:
+    """The twins of each clip of ``metas`` in the dataset ``data_dir``, at the clip's own size (None for a clip
+    without: `ClipTwins.of`); the clips are read without their audio, which twins do not use."""
+    from .clips import ClipDataset
+
+    data = ClipDataset(data_dir)
+    twins = []
+    for meta in metas:
+        clip = data.load(meta, with_audio=False)
+        twins.append(ClipTwins.of(meta, clip.extras, clip.psi, int(meta["size"]), root=data_dir))
+    return twins
 
 
 def mean_emotion_parts(twins: Sequence[ClipTwins], emotions: Sequence[str]) -> Dict[str, np.ndarray]:
