@@ -27,22 +27,6 @@ import torch
 from emodiff_core.atomic import atomic_output
 
 
-def generator_directions(generator, emotions: Sequence[str], frames: int, seeds: int,
-                         components: int) -> Dict[str, np.ndarray]:
-    """Per emotion [components]: d_y = e_y - e_n as the pipeline makes it (the paper's mouth, k = 1), averaged over
-    noise seeds 0 .. seeds - 1 and the frames."""
-    from emodiff_core.pipeline import EmotionSpec, emotion_expression_pair
-
-    out = {}
-    for emotion in emotions:
-        steps = []
-        for seed in range(seeds):
-            psi, e_n = emotion_expression_pair(generator, frames, EmotionSpec(emotion, 1.0), seed=seed)
-            steps.append((psi - e_n).numpy()[:, :components].mean(axis=0))
-        out[emotion] = np.mean(steps, axis=0)
-    return out
-
-
 def corpus_directions(data_dir: str, split: str, emotions: Sequence[str], identities: int,
                       components: int) -> Dict[str, np.ndarray]:
     """Per emotion [components]: the corpus' emotion part at k = 1 (`ClipTwins.with_emotion` less the neutral twin,
@@ -87,6 +71,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from emodiff_core.checkpoint import CheckpointError, load_components
     from emodiff_core.facemodel import EXPRESSION_COMPONENTS
+    from emodiff_core.pipeline import mean_emotion_directions
     from training.evaluate import FLIE_EMOTIONS
 
     torch.set_num_threads(1)
@@ -94,8 +79,8 @@ def main(argv=None) -> int:
     try:
         generator = load_components(args.checkpoint, ["expression_generator"])["expression_generator"].eval()
         corpus = corpus_directions(args.data, args.split, FLIE_EMOTIONS, args.identities, components)
-        report = compare_directions(generator_directions(generator, FLIE_EMOTIONS, args.frames, args.seeds,
-                                                         components), corpus)
+        report = compare_directions(mean_emotion_directions(generator, FLIE_EMOTIONS, args.frames, args.seeds,
+                                                            components), corpus)
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

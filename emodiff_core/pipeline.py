@@ -504,6 +504,22 @@ def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: 
     return psi, e_n
 
 
+@torch.no_grad()
+def mean_emotion_directions(generator, emotions: Sequence[str], frames: int, seeds: int,
+                            components: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """Per emotion [components]: d_y = e_y - e_n as `emotion_expression_pair` makes it (the paper's mouth, k = 1),
+    averaged over noise seeds 0 .. seeds - 1 and the frames: what every user's edit of that emotion shares.
+    ``components``: the first that many psi components (None = all)."""
+    out = {}
+    for emotion in emotions:
+        steps = []
+        for seed in range(seeds):
+            psi, e_n = emotion_expression_pair(generator, frames, EmotionSpec(emotion, 1.0), seed=seed)
+            steps.append((psi - e_n).numpy()[:, :components].mean(axis=0))
+        out[emotion] = np.mean(steps, axis=0)
+    return out
+
+
 def speech_mouth_motion(audio: AudioFeatures) -> torch.Tensor:
     """[N, 50]: how a recording moves psi's speech components (`facemodel.SPEECH_COMPONENTS`: jaw, mouth width, lip
     press), as the corpora drove them (`audio.mouth_drive`), less their time mean; zero elsewhere.

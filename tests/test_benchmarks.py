@@ -365,7 +365,7 @@ def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tin
     generator's mean d_y is what the pipeline's Eq. 14 adds at k = 1, and the corpus' is its twins' emotion part."""
     from benchmarks import generator_directions as gd
     from emodiff_core.checkpoint import load_components
-    from emodiff_core.pipeline import EmotionSpec, emotion_expression_pair
+    from emodiff_core.pipeline import EmotionSpec, emotion_expression_pair, mean_emotion_directions
     from training.clips import ClipDataset
     from training.corpus import generate_corpus
 
@@ -379,7 +379,7 @@ def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tin
                                                                    generator=corpus["happy"].tolist(),
                                                                    corpus=corpus["happy"].tolist())
     generator = load_components(tiny_bundle, ["expression_generator"])["expression_generator"].eval()
-    directions = gd.generator_directions(generator, ["sad"], frames=6, seeds=2, components=13)
+    directions = mean_emotion_directions(generator, ["sad"], frames=6, seeds=2, components=13)
     by_hand = np.mean([(lambda pair: (pair[0] - pair[1]).numpy()[:, :13].mean(0))(
         emotion_expression_pair(generator, 6, EmotionSpec("sad", 1.0), seed=s)) for s in range(2)], axis=0)
     assert np.allclose(directions["sad"], by_hand, atol=1e-6)

@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 54
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 55
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -204,15 +204,18 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                                       "superres_texture_lips"))
             # the last keeps the texture term off the lips
             assert (cfg.loss.texture_mouth == 0) == (name == "superres_texture_lips.json")
-        if name.startswith("generator"):     # three files add the term toward the data's emotion directions
+        if name.startswith("generator"):     # four files add the term toward the data's emotion directions
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
-                       "generator_direction_anchor.json": 10.0}
+                       "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # two hold the sequences to the generator they start from, without the GAN's terms, the second moving
-            # only each noise's time-mean d_y
-            anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json")
+            # three hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator
+            anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
+                                "generator_direction_start_magnitudes.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
+            assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
+                                                     else "data")
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -773,6 +776,50 @@ def test_generator_direction_term_reads_the_corpus_emotion_parts_and_init_from_s
     cfg["model"]["overrides"] = {"hidden_dim": 24}
     with pytest.raises(TrainingConfigError, match="another model config"):
         train("other.json", "d", init_from=first)
+
+
+def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(corpus, tmp_path, monkeypatch):
+    """``loss.direction_magnitudes`` "start": on the named components an emotion's data part moves (10 % of its largest
+    move), the target is the starting generator's mean d_y; elsewhere the data's. The run writes its targets."""
+    from emodiff_core.checkpoint import load_components
+    from emodiff_core.emotions import emotion_index
+    from emodiff_core.pipeline import mean_emotion_directions
+    from training import train_generator
+
+    first = train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "a"),
+                                  max_steps=2)
+    start = load_components(first, ["expression_generator"])["expression_generator"].eval()
+    data = np.zeros((len(EMOTIONS), 50), np.float32)
+    data[:, 0], data[:, 1], data[:, 2], data[:, 20] = 1.0, -0.5, 0.09, 0.7     # 2: under the share; 20: unnamed
+    data[emotion_index("neutral")] = 0
+    targets = train_generator.start_magnitude_directions(data, start, frames=5, seeds=2)
+    steps = mean_emotion_directions(start, ["sad"], 5, 2, 13)["sad"]
+    sad = targets[emotion_index("sad")]
+    np.testing.assert_allclose(sad[:2], steps[:2], atol=1e-6)
+    assert sad[2] == np.float32(0.09) and sad[20] == np.float32(0.7) and not sad[3:13].any()
+    assert not targets[emotion_index("neutral")].any()
+    # a run: its direction_targets.json holds those targets, made from the corpus' parts and the start
+    monkeypatch.setattr(train_generator, "START_MAGNITUDE_FRAMES", 5)
+    monkeypatch.setattr(train_generator, "START_MAGNITUDE_SEEDS", 2)
+    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+    cfg["loss"].update(lambda_direction=1.0, direction_magnitudes="start")
+    (tmp_path / "start.json").write_text(json.dumps(cfg))
+    train_generator.train(str(tmp_path / "start.json"), corpus, str(tmp_path / "b"), max_steps=1, init_from=first)
+    written = json.load(open(tmp_path / "b" / "direction_targets.json"))
+    expected = train_generator.start_magnitude_directions(train_generator.corpus_emotion_directions(corpus, "train"),
+                                                          start)
+    assert list(written) == list(EMOTIONS)
+    np.testing.assert_allclose(np.array([written[e] for e in EMOTIONS]), expected, atol=1e-5)
+    with pytest.raises(TrainingConfigError, match="direction_magnitudes 'start' .* give --init-from"):
+        train_generator.train(str(tmp_path / "start.json"), corpus, str(tmp_path / "c"), max_steps=1)
+    cfg["loss"]["direction_magnitudes"] = "largest"
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match="must be 'data' or 'start', got 'largest'"):
+        load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
+    cfg["loss"].update(lambda_direction=0.0, direction_magnitudes="start")
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match="'start' sets the targets .* turn one of them on"):
+        load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
 
 
 def test_mean_direction_targets_keep_the_start_time_course_and_move_its_mean_d_y_to_the_data():

@@ -12,19 +12,23 @@ counterfactual twins, `twins.mean_emotion_parts`), which is what Eq. 14's intens
 (`anchor_error`), so that a fine-tune can change the emotions' directions and keep the neutral sequences (the
 speaking mouth, the blinks) that the rest of a bundle was measured with; with ``loss.anchor_mean_direction`` it also
 holds G(y, z) to the start's, moved by the data's emotion part less the start's d_y averaged over the row's frames
-(`mean_direction_targets`): only the time mean of each noise's d_y changes. ``loss.lambda_adversarial`` 0 (with
-lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still train, unused.
+(`mean_direction_targets`): only the time mean of each noise's d_y changes. ``loss.direction_magnitudes`` "start"
+keeps, of each emotion's data part, which components it moves and takes how far from the starting generator
+(`start_magnitude_directions`). ``loss.lambda_adversarial`` 0 (with lambda_mse and lambda_cls 0) leaves only these
+terms: the discriminators still train, unused. A run with a direction writes its targets to direction_targets.json.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
+from emodiff_core.atomic import atomic_output
 from emodiff_core.checkpoint import load_components
 from emodiff_core.emotions import EMOTIONS, NEUTRAL, emotion_index
 from emodiff_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator, direction_error,
@@ -41,12 +45,13 @@ from .twins import load_clip_twins, mean_emotion_parts
 @dataclass(frozen=True)
 class LossSection:
     """lambda_MSE and lambda_cls of Eq. 19 and the weight of its adversarial terms (1 in the paper); the weights of
-    `direction_error` and `anchor_error` and whether the anchor moves the emotional rows' targets
-    (`mean_direction_targets`), none in the paper. A file that leaves out one of the last four has the paper's recipe
-    there (1, 0, 0, false)."""
+    `direction_error` and `anchor_error`, whether the anchor moves the emotional rows' targets
+    (`mean_direction_targets`) and where the directions' magnitudes come from ("data", or "start":
+    `start_magnitude_directions`), none in the paper. A file that leaves out one of the last five has the paper's
+    recipe there (1, 0, 0, false, "data")."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
-                  "anchor_mean_direction": False}
+                  "anchor_mean_direction": False, "direction_magnitudes": "data"}
 
     lambda_mse: float
     lambda_cls: float
@@ -54,12 +59,18 @@ class LossSection:
     lambda_direction: float
     lambda_anchor: float
     anchor_mean_direction: bool
+    direction_magnitudes: str
 
     def validate(self) -> None:
         for key in ("lambda_mse", "lambda_cls", "lambda_adversarial", "lambda_direction", "lambda_anchor"):
             require(getattr(self, key) >= 0, f"loss.{key} must be >= 0, got {getattr(self, key)}")
         require(self.lambda_anchor > 0 or not self.anchor_mean_direction,
                 "loss.anchor_mean_direction moves the anchor's targets: it needs loss.lambda_anchor > 0")
+        require(self.direction_magnitudes in ("data", "start"),
+                f"loss.direction_magnitudes must be 'data' or 'start', got {self.direction_magnitudes!r}")
+        require(self.direction_magnitudes == "data" or self.needs_directions,
+                "loss.direction_magnitudes 'start' sets the targets of loss.lambda_direction or "
+                "loss.anchor_mean_direction: turn one of them on")
 
     @property
     def needs_directions(self) -> bool:
@@ -153,6 +164,39 @@ def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
     return np.stack([np.zeros_like(parts[emotional[0]]) if e == NEUTRAL else parts[e] for e in EMOTIONS])
 
 
+# `start_magnitude_directions`: the starting generator's d_y over a 10 s video (25 fps), where the demo's has settled
+# (its first 16 frames differ: benchmarks/README.md, "M screened"), averaged over as many seeds as the screen uses
+START_MAGNITUDE_FRAMES = 250
+START_MAGNITUDE_SEEDS = 32
+
+
+def start_magnitude_directions(directions: np.ndarray, start, frames: Optional[int] = None,
+                               seeds: Optional[int] = None) -> np.ndarray:
+    """[num_emotions, 50]: ``directions`` (the data's emotion parts, `corpus_emotion_directions`) with, in each
+    emotion's row, the named components the data moves (at least `metrics_video.EDIT_DIM_SHARE` of its largest move,
+    the components FLIE measures an edit on) set to the starting generator's d_y there
+    (`pipeline.mean_emotion_directions` over ``frames`` frames and ``seeds`` noises; None: `START_MAGNITUDE_FRAMES`,
+    `START_MAGNITUDE_SEEDS`).
+
+    Why: the data's directions bring FLIE to its floor, the demo generator's long-run ones keep the photographs
+    (benchmarks/README.md, "The generator trained toward the data's directions"). This keeps the data's support,
+    which FLIE reads, and the start's magnitudes on it; every other component stays the data's (near 0)."""
+    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
+    from emodiff_core.metrics_video import EDIT_DIM_SHARE
+    from emodiff_core.pipeline import mean_emotion_directions
+
+    named = len(EXPRESSION_COMPONENTS)
+    emotional = [e for e in EMOTIONS if e != NEUTRAL]
+    start_steps = mean_emotion_directions(start, emotional, START_MAGNITUDE_FRAMES if frames is None else frames,
+                                          START_MAGNITUDE_SEEDS if seeds is None else seeds, named)
+    out = np.array(directions, copy=True)
+    for emotion in emotional:
+        row = out[emotion_index(emotion), :named]
+        moved = np.abs(row) >= EDIT_DIM_SHARE * np.abs(row).max()
+        row[moved] = start_steps[emotion][moved]
+    return out
+
+
 def _load_start(init_from: str, cfg) -> ExpressionGenerator:
     start = load_components(init_from, ["expression_generator"])["expression_generator"]
     # the warm-up is how sequences are read out (`export --expression-warmup`), not the weights
@@ -188,6 +232,9 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     if lw.lambda_anchor > 0 and start is None:
         raise TrainingConfigError(f"{config_path}: loss.lambda_anchor holds the neutral sequences to the generator "
                                   "a fine-tune starts from; give --init-from or set it to 0")
+    if lw.direction_magnitudes == "start" and start is None:
+        raise TrainingConfigError(f"{config_path}: loss.direction_magnitudes 'start' takes the directions' magnitudes "
+                                  "from the generator a fine-tune starts from; give --init-from")
     if start is not None:
         gen.load_state_dict(start.state_dict())
         start.to(info.device).eval().requires_grad_(False)
@@ -203,7 +250,13 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         print(f"generator data: {len(seqs)} sequences, emotions present: {[EMOTIONS[i] for i in present]}", flush=True)
     directions = None
     if lw.needs_directions:
-        directions = torch.from_numpy(corpus_emotion_directions(data_dir, d.split)).float().to(info.device)
+        targets = corpus_emotion_directions(data_dir, d.split)
+        if lw.direction_magnitudes == "start":
+            targets = start_magnitude_directions(targets, start)
+        if info.main:
+            with atomic_output(os.path.join(out_dir, "direction_targets.json")) as tmp, open(tmp, "w") as f:
+                json.dump({e: [round(float(v), 6) for v in row] for e, row in zip(EMOTIONS, targets)}, f, indent=1)
+        directions = torch.from_numpy(targets).float().to(info.device)
     neutral = emotion_index(NEUTRAL)
     log = CsvLog(os.path.join(out_dir, "log.csv"),
                  LOG_FIELDS + [field for key, field in OPTIONAL_FIELDS.items() if getattr(lw, key) > 0])
