@@ -164,8 +164,9 @@ def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
     return np.stack([np.zeros_like(parts[emotional[0]]) if e == NEUTRAL else parts[e] for e in EMOTIONS])
 
 
-# `start_magnitude_directions`: the starting generator's d_y over a 10 s video (25 fps), where the demo's has settled
-# (its first 16 frames differ: benchmarks/README.md, "M screened"), averaged over as many seeds as the screen uses
+# `start_magnitude_directions`: the starting generator's d_y over 250 frames (8 s at the pack's 30 fps), long enough
+# for the demo's to settle (its first 16 frames differ: benchmarks/README.md, "M screened"), averaged over as many
+# seeds as the screen uses
 START_MAGNITUDE_FRAMES = 250
 START_MAGNITUDE_SEEDS = 32
 
