@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 55
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 56
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,12 +208,14 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # three hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator
+            # four hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, one keeping its
+            # emotional sequences on the data's support
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
-                                "generator_direction_start_magnitudes.json")
+                                "generator_direction_start_magnitudes.json", "generator_support_course.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
+            assert cfg.loss.anchor_support_course == (name == "generator_support_course.json")
             assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
                                                      else "data")
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
@@ -820,6 +822,49 @@ def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(cor
     (tmp_path / "bad.json").write_text(json.dumps(cfg))
     with pytest.raises(TrainingConfigError, match="'start' sets the targets .* turn one of them on"):
         load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
+
+
+def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_elsewhere(corpus, tmp_path):
+    from emodiff_core.emotions import emotion_index
+    from training import train_generator
+    from training.train_generator import data_support, support_course_targets
+
+    directions = np.zeros((len(EMOTIONS), 50), np.float32)
+    sad, happy = emotion_index("sad"), emotion_index("happy")
+    directions[sad, [0, 4, 7, 20]] = [1.0, -0.2, 0.05, 3.0]      # 7: under the 10 % share; 20: not a named component
+    directions[happy, 2] = 0.5
+    support = data_support(directions)
+    assert np.flatnonzero(support[sad]).tolist() == [0, 4] and np.flatnonzero(support[happy]).tolist() == [2]
+    assert not support[emotion_index("neutral")].any()
+    g = torch.Generator().manual_seed(0)
+    start_n = torch.randn(3, 6, 50, generator=g)
+    start_y = torch.randn(3, 6, 50, generator=g)
+    labels = torch.tensor([sad, happy, emotion_index("neutral")])
+    start_y[2] = start_n[2]
+    held = support_course_targets(start_y, start_n, torch.from_numpy(directions), torch.from_numpy(support), labels)
+    torch.testing.assert_close(held[0, :, [0, 4]], start_y[0, :, [0, 4]])           # the start's own course
+    torch.testing.assert_close(held[0, :, 7], start_n[0, :, 7] + 0.05)              # the data's part on e_n
+    torch.testing.assert_close(held[0, :, 20], start_n[0, :, 20] + 3.0)
+    torch.testing.assert_close(held[1, :, 2], start_y[1, :, 2])
+    torch.testing.assert_close(held[1, :, 0], start_n[1, :, 0])
+    torch.testing.assert_close(held[2], start_n[2])                                  # a neutral row: e_n itself
+    # a run: at its first step the generator is the start, so the anchor's error is what the start asks beside
+    # the data's support
+    first = train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "a"),
+                                  max_steps=2)
+    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True)
+    (tmp_path / "course.json").write_text(json.dumps(cfg))
+    train_generator.train(str(tmp_path / "course.json"), corpus, str(tmp_path / "b"), max_steps=2, init_from=first)
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert float(rows[0]["g_anchor"]) > 0 and "g_direction" not in rows[0]
+    for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
+                            ({"anchor_mean_direction": True}, "two targets for the same rows: choose one")):
+        bad = json.loads(json.dumps(cfg))
+        bad["loss"].update(change)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(TrainingConfigError, match=message):
+            load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
 
 
 def test_mean_direction_targets_keep_the_start_time_course_and_move_its_mean_d_y_to_the_data():

@@ -14,8 +14,10 @@ speaking mouth, the blinks) that the rest of a bundle was measured with; with ``
 holds G(y, z) to the start's, moved by the data's emotion part less the start's d_y averaged over the row's frames
 (`mean_direction_targets`): only the time mean of each noise's d_y changes. ``loss.direction_magnitudes`` "start"
 keeps, of each emotion's data part, which components it moves and takes how far from the starting generator
-(`start_magnitude_directions`). ``loss.lambda_adversarial`` 0 (with lambda_mse and lambda_cls 0) leaves only these
-terms: the discriminators still train, unused. A run with a direction writes its targets to direction_targets.json.
+(`start_magnitude_directions`). ``loss.anchor_support_course`` holds G(y, z) to the start's own G(y, z) on the
+components the data's part of y moves and to the start's G(neutral, z) plus the data's part elsewhere
+(`support_course_targets`): the start's emotions less what they ask beside the data's. ``loss.lambda_adversarial`` 0
+(with lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still train, unused. A run with a direction writes its targets to direction_targets.json.
 """
 from __future__ import annotations
 
@@ -45,13 +47,13 @@ from .twins import load_clip_twins, mean_emotion_parts
 @dataclass(frozen=True)
 class LossSection:
     """lambda_MSE and lambda_cls of Eq. 19 and the weight of its adversarial terms (1 in the paper); the weights of
-    `direction_error` and `anchor_error`, whether the anchor moves the emotional rows' targets
-    (`mean_direction_targets`) and where the directions' magnitudes come from ("data", or "start":
-    `start_magnitude_directions`), none in the paper. A file that leaves out one of the last five has the paper's
-    recipe there (1, 0, 0, false, "data")."""
+    `direction_error` and `anchor_error`, whether and how the anchor holds the emotional rows too
+    (`mean_direction_targets`, `support_course_targets`) and where the directions' magnitudes come from ("data", or
+    "start": `start_magnitude_directions`), none in the paper. A file that leaves out one of the last six has the
+    paper's recipe there (1, 0, 0, false, false, "data")."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
-                  "anchor_mean_direction": False, "direction_magnitudes": "data"}
+                  "anchor_mean_direction": False, "anchor_support_course": False, "direction_magnitudes": "data"}
 
     lambda_mse: float
     lambda_cls: float
@@ -59,6 +61,7 @@ class LossSection:
     lambda_direction: float
     lambda_anchor: float
     anchor_mean_direction: bool
+    anchor_support_course: bool
     direction_magnitudes: str
 
     def validate(self) -> None:
@@ -66,15 +69,20 @@ class LossSection:
             require(getattr(self, key) >= 0, f"loss.{key} must be >= 0, got {getattr(self, key)}")
         require(self.lambda_anchor > 0 or not self.anchor_mean_direction,
                 "loss.anchor_mean_direction moves the anchor's targets: it needs loss.lambda_anchor > 0")
+        require(self.lambda_anchor > 0 or not self.anchor_support_course,
+                "loss.anchor_support_course sets the anchor's targets: it needs loss.lambda_anchor > 0")
+        require(not (self.anchor_mean_direction and self.anchor_support_course),
+                "loss.anchor_mean_direction and loss.anchor_support_course are two targets for the same rows: "
+                "choose one")
         require(self.direction_magnitudes in ("data", "start"),
                 f"loss.direction_magnitudes must be 'data' or 'start', got {self.direction_magnitudes!r}")
-        require(self.direction_magnitudes == "data" or self.needs_directions,
+        require(self.direction_magnitudes == "data" or self.lambda_direction > 0 or self.anchor_mean_direction,
                 "loss.direction_magnitudes 'start' sets the targets of loss.lambda_direction or "
                 "loss.anchor_mean_direction: turn one of them on")
 
     @property
     def needs_directions(self) -> bool:
-        return self.lambda_direction > 0 or self.anchor_mean_direction
+        return self.lambda_direction > 0 or self.anchor_mean_direction or self.anchor_support_course
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,7 @@ OPTIONAL_FIELDS = {"lambda_direction": "g_direction", "lambda_anchor": "g_anchor
 
 def anchor_error(sequences: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
     """Squared error of the generator's sequences against what the anchor holds them to at the same z (the starting
-    generator's G(neutral, z), or `mean_direction_targets`; [B, N, D] each), summed over D and averaged over frames
+    generator's G(neutral, z), `mean_direction_targets` or `support_course_targets`; [B, N, D] each), summed over D and averaged over frames
     and rows, as Eq. 19's MSE term is."""
     return ((sequences - held) ** 2).sum(dim=2).mean()
 
@@ -151,14 +159,41 @@ def mean_direction_targets(start_emotional: torch.Tensor, start_neutral: torch.T
     return start_emotional + (directions[labels] - mean_step)[:, None]
 
 
+def data_support(directions: np.ndarray) -> np.ndarray:
+    """[num_emotions, D] bool: in each emotion's row of ``directions`` (the data's parts), the named components it
+    moves by at least `metrics_video.EDIT_DIM_SHARE` of its largest named move: the components FLIE measures that
+    emotion's edit on. Unnamed components and an all-zero row (neutral) are never in it."""
+    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
+    from emodiff_core.metrics_video import EDIT_DIM_SHARE
+
+    named = np.abs(np.asarray(directions, np.float64)[:, :len(EXPRESSION_COMPONENTS)])
+    support = np.zeros(np.shape(directions), bool)
+    largest = named.max(axis=1, keepdims=True)
+    support[:, :named.shape[1]] = (named >= EDIT_DIM_SHARE * largest) & (largest > 0)
+    return support
+
+
+def support_course_targets(start_emotional: torch.Tensor, start_neutral: torch.Tensor, directions: torch.Tensor,
+                           support: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B, N, D]: per row, the starting generator's own G(y, z) (``start_emotional``) on the components of y's data
+    support (``support[y]``, `data_support`) and its G(neutral, z) plus the data's part of y (``directions[y]``)
+    elsewhere.
+
+    Why: the demo's d_y keeps the photographs and the data's support brings FLIE to its floor (benchmarks/README.md,
+    "The data's support at the demo's magnitudes"); holding the start's whole course on the support keeps how its
+    emotions rise over the first second and how their mouth speaks, which a constant d_y loses."""
+    keep = support[labels][:, None]                                         # [B, 1, D]
+    return torch.where(keep, start_emotional, start_neutral + directions[labels][:, None])
+
+
 def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
     """[num_emotions, 50]: each emotion's part of psi at k = 1 averaged over the clips of ``split`` that have
     counterfactual twins (`twins.mean_emotion_parts`); the neutral row is 0."""
     twins = [t for t in load_clip_twins(data_dir, ClipDataset(data_dir).metas(split)) if t is not None]
     if not twins:
         raise TrainingConfigError(f"{data_dir}: no clip of split {split!r} has counterfactual twins, which "
-                                  "loss.lambda_direction and loss.anchor_mean_direction need; render the corpus with "
-                                  "`python -m training corpus` or turn both off")
+                                  "loss.lambda_direction, loss.anchor_mean_direction and loss.anchor_support_course "
+                                  "need; render the corpus with `python -m training corpus` or turn them off")
     emotional = [e for e in EMOTIONS if e != NEUTRAL]
     parts = mean_emotion_parts(twins, emotional)
     return np.stack([np.zeros_like(parts[emotional[0]]) if e == NEUTRAL else parts[e] for e in EMOTIONS])
@@ -183,18 +218,17 @@ def start_magnitude_directions(directions: np.ndarray, start, frames: Optional[i
     (benchmarks/README.md, "The generator trained toward the data's directions"). This keeps the data's support,
     which FLIE reads, and the start's magnitudes on it; every other component stays the data's (near 0)."""
     from emodiff_core.facemodel import EXPRESSION_COMPONENTS
-    from emodiff_core.metrics_video import EDIT_DIM_SHARE
     from emodiff_core.pipeline import mean_emotion_directions
 
     named = len(EXPRESSION_COMPONENTS)
     emotional = [e for e in EMOTIONS if e != NEUTRAL]
     start_steps = mean_emotion_directions(start, emotional, START_MAGNITUDE_FRAMES if frames is None else frames,
                                           START_MAGNITUDE_SEEDS if seeds is None else seeds, named)
+    support = data_support(directions)
     out = np.array(directions, copy=True)
     for emotion in emotional:
-        row = out[emotion_index(emotion), :named]
-        moved = np.abs(row) >= EDIT_DIM_SHARE * np.abs(row).max()
-        row[moved] = start_steps[emotion][moved]
+        j = emotion_index(emotion)
+        out[j, support[j]] = start_steps[emotion][support[j, :named]]
     return out
 
 
@@ -249,9 +283,10 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     present = sorted(set(labels.tolist()))
     if info.main:
         print(f"generator data: {len(seqs)} sequences, emotions present: {[EMOTIONS[i] for i in present]}", flush=True)
-    directions = None
+    directions = support = None
     if lw.needs_directions:
         targets = corpus_emotion_directions(data_dir, d.split)
+        support = torch.from_numpy(data_support(targets)).to(info.device)
         if lw.direction_magnitudes == "start":
             targets = start_magnitude_directions(targets, start)
         if info.main:
@@ -284,8 +319,11 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
             if lw.lambda_anchor > 0:
                 with torch.no_grad():
                     held = start(neutral_labels, d.length, z=z)
-                    moved = (mean_direction_targets(start(y, d.length, z=z), held, directions, y)
-                             if lw.anchor_mean_direction else None)
+                    moved = None
+                    if lw.anchor_mean_direction:
+                        moved = mean_direction_targets(start(y, d.length, z=z), held, directions, y)
+                    elif lw.anchor_support_course:
+                        moved = support_course_targets(start(y, d.length, z=z), held, directions, support, y)
                 g_losses["anchor"] = anchor_error(e_n, held)
                 if moved is not None:
                     g_losses["anchor"] = g_losses["anchor"] + anchor_error(fake, moved)
