@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 56
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 57
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,14 +208,16 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # four hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, one keeping its
-            # emotional sequences on the data's support
+            # five hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, two keeping its
+            # emotional sequences on the data's support (the second its speaking mouth too)
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
-                                "generator_direction_start_magnitudes.json", "generator_support_course.json")
+                                "generator_direction_start_magnitudes.json", "generator_support_course.json",
+                                "generator_support_speech_course.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
-            assert cfg.loss.anchor_support_course == (name == "generator_support_course.json")
+            assert cfg.loss.anchor_support_course == name.startswith("generator_support")
+            assert cfg.loss.anchor_speech_course == (name == "generator_support_speech_course.json")
             assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
                                                      else "data")
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
@@ -848,6 +850,19 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     torch.testing.assert_close(held[1, :, 2], start_y[1, :, 2])
     torch.testing.assert_close(held[1, :, 0], start_n[1, :, 0])
     torch.testing.assert_close(held[2], start_n[2])                                  # a neutral row: e_n itself
+    # with the speech components' course: outside the support they keep the start's own G(y, z), their time-mean
+    # d_y the data's; on the support and elsewhere nothing changes
+    speech = torch.zeros(50, dtype=torch.bool)
+    speech[[0, 1]] = True
+    spoken = support_course_targets(start_y, start_n, torch.from_numpy(directions), torch.from_numpy(support), labels,
+                                    speech)
+    torch.testing.assert_close(spoken[0, :, 0], start_y[0, :, 0])                   # sad's jaw: on its support
+    moved = spoken[0, :, 1] - start_y[0, :, 1]                                       # sad's mouth width: the course kept
+    torch.testing.assert_close(moved, moved[:1].expand_as(moved))
+    assert float((spoken[0, :, 1] - start_n[0, :, 1]).mean()) == pytest.approx(0.0, abs=1e-5)
+    torch.testing.assert_close((spoken[1, :, 0] - start_n[1, :, 0]).mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(spoken[:, :, 2:], held[:, :, 2:])
+    torch.testing.assert_close(spoken[2], start_n[2])
     # a run: at its first step the generator is the start, so the anchor's error is what the start asks beside
     # the data's support
     first = train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "a"),
@@ -858,8 +873,13 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     train_generator.train(str(tmp_path / "course.json"), corpus, str(tmp_path / "b"), max_steps=2, init_from=first)
     rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
     assert float(rows[0]["g_anchor"]) > 0 and "g_direction" not in rows[0]
+    cfg["loss"]["anchor_speech_course"] = True
+    (tmp_path / "spoken.json").write_text(json.dumps(cfg))
+    train_generator.train(str(tmp_path / "spoken.json"), corpus, str(tmp_path / "c"), max_steps=2, init_from=first)
+    assert float(next(csv.DictReader(open(tmp_path / "c" / "log.csv")))["g_anchor"]) > 0
     for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
-                            ({"anchor_mean_direction": True}, "two targets for the same rows: choose one")):
+                            ({"anchor_mean_direction": True}, "two targets for the same rows: choose one"),
+                            ({"anchor_support_course": False}, "anchor_speech_course is a part of")):
         bad = json.loads(json.dumps(cfg))
         bad["loss"].update(change)
         (tmp_path / "bad.json").write_text(json.dumps(bad))

@@ -16,7 +16,8 @@ holds G(y, z) to the start's, moved by the data's emotion part less the start's 
 keeps, of each emotion's data part, which components it moves and takes how far from the starting generator
 (`start_magnitude_directions`). ``loss.anchor_support_course`` holds G(y, z) to the start's own G(y, z) on the
 components the data's part of y moves and to the start's G(neutral, z) plus the data's part elsewhere
-(`support_course_targets`): the start's emotions less what they ask beside the data's. ``loss.lambda_adversarial`` 0
+(`support_course_targets`): the start's emotions less what they ask beside the data's; with
+``loss.anchor_speech_course`` the speaking mouth's components keep the start's course everywhere. ``loss.lambda_adversarial`` 0
 (with lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still train, unused. A run with a direction writes its targets to direction_targets.json.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 from emodiff_core.atomic import atomic_output
 from emodiff_core.checkpoint import load_components
 from emodiff_core.emotions import EMOTIONS, NEUTRAL, emotion_index
+from emodiff_core.facemodel import EXPRESSION_COMPONENTS, SPEECH_MOUTH_COMPONENTS
 from emodiff_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator, direction_error,
                                  discriminator_losses, generator_losses)
 
@@ -48,12 +50,13 @@ from .twins import load_clip_twins, mean_emotion_parts
 class LossSection:
     """lambda_MSE and lambda_cls of Eq. 19 and the weight of its adversarial terms (1 in the paper); the weights of
     `direction_error` and `anchor_error`, whether and how the anchor holds the emotional rows too
-    (`mean_direction_targets`, `support_course_targets`) and where the directions' magnitudes come from ("data", or
-    "start": `start_magnitude_directions`), none in the paper. A file that leaves out one of the last six has the
-    paper's recipe there (1, 0, 0, false, false, "data")."""
+    (`mean_direction_targets`, `support_course_targets`, with or without the speech components' course) and where the
+    directions' magnitudes come from ("data", or "start": `start_magnitude_directions`), none in the paper. A file
+    that leaves out one of the last seven has the paper's recipe there (1, 0, 0, false, false, false, "data")."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
-                  "anchor_mean_direction": False, "anchor_support_course": False, "direction_magnitudes": "data"}
+                  "anchor_mean_direction": False, "anchor_support_course": False,
+                  "anchor_speech_course": False, "direction_magnitudes": "data"}
 
     lambda_mse: float
     lambda_cls: float
@@ -62,6 +65,7 @@ class LossSection:
     lambda_anchor: float
     anchor_mean_direction: bool
     anchor_support_course: bool
+    anchor_speech_course: bool
     direction_magnitudes: str
 
     def validate(self) -> None:
@@ -74,6 +78,8 @@ class LossSection:
         require(not (self.anchor_mean_direction and self.anchor_support_course),
                 "loss.anchor_mean_direction and loss.anchor_support_course are two targets for the same rows: "
                 "choose one")
+        require(self.anchor_support_course or not self.anchor_speech_course,
+                "loss.anchor_speech_course is a part of loss.anchor_support_course's targets: turn that on too")
         require(self.direction_magnitudes in ("data", "start"),
                 f"loss.direction_magnitudes must be 'data' or 'start', got {self.direction_magnitudes!r}")
         require(self.direction_magnitudes == "data" or self.lambda_direction > 0 or self.anchor_mean_direction,
@@ -163,7 +169,6 @@ def data_support(directions: np.ndarray) -> np.ndarray:
     """[num_emotions, D] bool: in each emotion's row of ``directions`` (the data's parts), the named components it
     moves by at least `metrics_video.EDIT_DIM_SHARE` of its largest named move: the components FLIE measures that
     emotion's edit on. Unnamed components and an all-zero row (neutral) are never in it."""
-    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
     from emodiff_core.metrics_video import EDIT_DIM_SHARE
 
     named = np.abs(np.asarray(directions, np.float64)[:, :len(EXPRESSION_COMPONENTS)])
@@ -174,16 +179,24 @@ def data_support(directions: np.ndarray) -> np.ndarray:
 
 
 def support_course_targets(start_emotional: torch.Tensor, start_neutral: torch.Tensor, directions: torch.Tensor,
-                           support: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                           support: torch.Tensor, labels: torch.Tensor,
+                           speech: Optional[torch.Tensor] = None) -> torch.Tensor:
     """[B, N, D]: per row, the starting generator's own G(y, z) (``start_emotional``) on the components of y's data
     support (``support[y]``, `data_support`) and its G(neutral, z) plus the data's part of y (``directions[y]``)
-    elsewhere.
+    elsewhere; with ``speech`` ([D] bool), those components outside the support keep the start's own G(y, z) too,
+    moved so that the row's time-mean d_y there is the data's (`mean_direction_targets`).
 
     Why: the demo's d_y keeps the photographs and the data's support brings FLIE to its floor (benchmarks/README.md,
     "The data's support at the demo's magnitudes"); holding the start's whole course on the support keeps how its
-    emotions rise over the first second and how their mouth speaks, which a constant d_y loses."""
+    emotions rise over the first second and how their mouth speaks, which a constant d_y loses. A mouth component
+    outside the support (sad's and happy's jaw) held to G(neutral, z) plus a constant speaks with the neutral
+    sequence's mouth, twice the demo's emotional one ("K measured"); ``speech`` keeps the start's."""
     keep = support[labels][:, None]                                         # [B, 1, D]
-    return torch.where(keep, start_emotional, start_neutral + directions[labels][:, None])
+    off_support = start_neutral + directions[labels][:, None]
+    if speech is not None:
+        off_support = torch.where(speech.view(1, 1, -1) & ~keep,
+                                  mean_direction_targets(start_emotional, start_neutral, directions, labels), off_support)
+    return torch.where(keep, start_emotional, off_support)
 
 
 def corpus_emotion_directions(data_dir: str, split: str) -> np.ndarray:
@@ -217,7 +230,6 @@ def start_magnitude_directions(directions: np.ndarray, start, frames: Optional[i
     Why: the data's directions bring FLIE to its floor, the demo generator's long-run ones keep the photographs
     (benchmarks/README.md, "The generator trained toward the data's directions"). This keeps the data's support,
     which FLIE reads, and the start's magnitudes on it; every other component stays the data's (near 0)."""
-    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
     from emodiff_core.pipeline import mean_emotion_directions
 
     named = len(EXPRESSION_COMPONENTS)
@@ -283,10 +295,13 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     present = sorted(set(labels.tolist()))
     if info.main:
         print(f"generator data: {len(seqs)} sequences, emotions present: {[EMOTIONS[i] for i in present]}", flush=True)
-    directions = support = None
+    directions = support = speech = None
     if lw.needs_directions:
         targets = corpus_emotion_directions(data_dir, d.split)
         support = torch.from_numpy(data_support(targets)).to(info.device)
+        if lw.anchor_speech_course:
+            speech = torch.zeros(targets.shape[1], dtype=torch.bool, device=info.device)
+            speech[list(SPEECH_MOUTH_COMPONENTS)] = True
         if lw.direction_magnitudes == "start":
             targets = start_magnitude_directions(targets, start)
         if info.main:
@@ -323,7 +338,8 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                     if lw.anchor_mean_direction:
                         moved = mean_direction_targets(start(y, d.length, z=z), held, directions, y)
                     elif lw.anchor_support_course:
-                        moved = support_course_targets(start(y, d.length, z=z), held, directions, support, y)
+                        moved = support_course_targets(start(y, d.length, z=z), held, directions, support, y,
+                                                       speech)
                 g_losses["anchor"] = anchor_error(e_n, held)
                 if moved is not None:
                     g_losses["anchor"] = g_losses["anchor"] + anchor_error(fake, moved)
