@@ -857,7 +857,7 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     spoken = support_course_targets(start_y, start_n, torch.from_numpy(directions), torch.from_numpy(support), labels,
                                     speech)
     torch.testing.assert_close(spoken[0, :, 0], start_y[0, :, 0])                   # sad's jaw: on its support
-    moved = spoken[0, :, 1] - start_y[0, :, 1]                                       # sad's mouth width: the course kept
+    moved = spoken[0, :, 1] - start_y[0, :, 1]                         # sad's mouth width: the start's course, shifted
     torch.testing.assert_close(moved, moved[:1].expand_as(moved))
     assert float((spoken[0, :, 1] - start_n[0, :, 1]).mean()) == pytest.approx(0.0, abs=1e-5)
     torch.testing.assert_close((spoken[1, :, 0] - start_n[1, :, 0]).mean(), torch.tensor(0.0), atol=1e-5, rtol=0)

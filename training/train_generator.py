@@ -17,8 +17,9 @@ keeps, of each emotion's data part, which components it moves and takes how far 
 (`start_magnitude_directions`). ``loss.anchor_support_course`` holds G(y, z) to the start's own G(y, z) on the
 components the data's part of y moves and to the start's G(neutral, z) plus the data's part elsewhere
 (`support_course_targets`): the start's emotions less what they ask beside the data's; with
-``loss.anchor_speech_course`` the speaking mouth's components keep the start's course everywhere. ``loss.lambda_adversarial`` 0
-(with lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still train, unused. A run with a direction writes its targets to direction_targets.json.
+``loss.anchor_speech_course`` the speaking mouth's components keep the start's course everywhere.
+``loss.lambda_adversarial`` 0 (with lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still
+train, unused. A run with a direction writes its targets to direction_targets.json.
 """
 from __future__ import annotations
 
@@ -151,8 +152,8 @@ OPTIONAL_FIELDS = {"lambda_direction": "g_direction", "lambda_anchor": "g_anchor
 
 def anchor_error(sequences: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
     """Squared error of the generator's sequences against what the anchor holds them to at the same z (the starting
-    generator's G(neutral, z), `mean_direction_targets` or `support_course_targets`; [B, N, D] each), summed over D and averaged over frames
-    and rows, as Eq. 19's MSE term is."""
+    generator's G(neutral, z), `mean_direction_targets` or `support_course_targets`; [B, N, D] each), summed over D
+    and averaged over frames and rows, as Eq. 19's MSE term is."""
     return ((sequences - held) ** 2).sum(dim=2).mean()
 
 
@@ -188,14 +189,15 @@ def support_course_targets(start_emotional: torch.Tensor, start_neutral: torch.T
 
     Why: the demo's d_y keeps the photographs and the data's support brings FLIE to its floor (benchmarks/README.md,
     "The data's support at the demo's magnitudes"); holding the start's whole course on the support keeps how its
-    emotions rise over the first second and how their mouth speaks, which a constant d_y loses. A mouth component
-    outside the support (sad's and happy's jaw) held to G(neutral, z) plus a constant speaks with the neutral
-    sequence's mouth, twice the demo's emotional one ("K measured"); ``speech`` keeps the start's."""
+    emotions rise over the first second and how their mouth speaks, which a constant d_y loses. ``speech``: a mouth
+    component outside the support (sad's and happy's jaw) held to G(neutral, z) plus a constant speaks with the
+    neutral sequence's mouth, twice as much as the demo's emotional sequences; keeping the start's there was tried
+    (arm KS) and gave the photographs nothing back."""
     keep = support[labels][:, None]                                         # [B, 1, D]
     off_support = start_neutral + directions[labels][:, None]
     if speech is not None:
-        off_support = torch.where(speech.view(1, 1, -1) & ~keep,
-                                  mean_direction_targets(start_emotional, start_neutral, directions, labels), off_support)
+        moved = mean_direction_targets(start_emotional, start_neutral, directions, labels)
+        off_support = torch.where(speech.view(1, 1, -1) & ~keep, moved, off_support)
     return torch.where(keep, start_emotional, off_support)
 
 
@@ -222,10 +224,9 @@ START_MAGNITUDE_SEEDS = 32
 def start_magnitude_directions(directions: np.ndarray, start, frames: Optional[int] = None,
                                seeds: Optional[int] = None) -> np.ndarray:
     """[num_emotions, 50]: ``directions`` (the data's emotion parts, `corpus_emotion_directions`) with, in each
-    emotion's row, the named components the data moves (at least `metrics_video.EDIT_DIM_SHARE` of its largest move,
-    the components FLIE measures an edit on) set to the starting generator's d_y there
-    (`pipeline.mean_emotion_directions` over ``frames`` frames and ``seeds`` noises; None: `START_MAGNITUDE_FRAMES`,
-    `START_MAGNITUDE_SEEDS`).
+    emotion's row, the components of its data support (`data_support`: those FLIE measures its edit on) set to the
+    starting generator's d_y there (`pipeline.mean_emotion_directions` over ``frames`` frames and ``seeds`` noises;
+    None: `START_MAGNITUDE_FRAMES`, `START_MAGNITUDE_SEEDS`).
 
     Why: the data's directions bring FLIE to its floor, the demo generator's long-run ones keep the photographs
     (benchmarks/README.md, "The generator trained toward the data's directions"). This keeps the data's support,
