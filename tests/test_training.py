@@ -782,7 +782,17 @@ def test_generator_direction_term_reads_the_corpus_emotion_parts_and_init_from_s
         train("other.json", "d", init_from=first)
 
 
-def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(corpus, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_generator(corpus, tmp_path_factory):
+    """A generator file to fine-tune from: the tiny recipe, two steps."""
+    from training import train_generator
+
+    return train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus,
+                                 str(tmp_path_factory.mktemp("generator")), max_steps=2)
+
+
+def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(corpus, tiny_generator, tmp_path,
+                                                                             monkeypatch):
     """``loss.direction_magnitudes`` "start": on the named components an emotion's data part moves (10 % of its largest
     move), the target is the starting generator's mean d_y; elsewhere the data's. The run writes its targets."""
     from emodiff_core.checkpoint import load_components
@@ -790,9 +800,7 @@ def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(cor
     from emodiff_core.pipeline import mean_emotion_directions
     from training import train_generator
 
-    first = train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "a"),
-                                  max_steps=2)
-    start = load_components(first, ["expression_generator"])["expression_generator"].eval()
+    start = load_components(tiny_generator, ["expression_generator"])["expression_generator"].eval()
     data = np.zeros((len(EMOTIONS), 50), np.float32)
     data[:, 0], data[:, 1], data[:, 2], data[:, 20] = 1.0, -0.5, 0.09, 0.7     # 2: under the share; 20: unnamed
     data[emotion_index("neutral")] = 0
@@ -808,7 +816,8 @@ def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(cor
     cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
     cfg["loss"].update(lambda_direction=1.0, direction_magnitudes="start")
     (tmp_path / "start.json").write_text(json.dumps(cfg))
-    train_generator.train(str(tmp_path / "start.json"), corpus, str(tmp_path / "b"), max_steps=1, init_from=first)
+    train_generator.train(str(tmp_path / "start.json"), corpus, str(tmp_path / "b"), max_steps=1,
+                          init_from=tiny_generator)
     written = json.load(open(tmp_path / "b" / "direction_targets.json"))
     expected = train_generator.start_magnitude_directions(train_generator.corpus_emotion_directions(corpus, "train"),
                                                           start)
@@ -826,7 +835,8 @@ def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(cor
         load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
 
 
-def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_elsewhere(corpus, tmp_path):
+def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_elsewhere(corpus, tiny_generator,
+                                                                                       tmp_path):
     from emodiff_core.emotions import emotion_index
     from training import train_generator
     from training.train_generator import data_support, support_course_targets
@@ -865,17 +875,17 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     torch.testing.assert_close(spoken[2], start_n[2])
     # a run: at its first step the generator is the start, so the anchor's error is what the start asks beside
     # the data's support
-    first = train_generator.train(os.path.join(CONFIGS, "generator_tiny.json"), corpus, str(tmp_path / "a"),
-                                  max_steps=2)
     cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
     cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True)
     (tmp_path / "course.json").write_text(json.dumps(cfg))
-    train_generator.train(str(tmp_path / "course.json"), corpus, str(tmp_path / "b"), max_steps=2, init_from=first)
+    train_generator.train(str(tmp_path / "course.json"), corpus, str(tmp_path / "b"), max_steps=2,
+                          init_from=tiny_generator)
     rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
     assert float(rows[0]["g_anchor"]) > 0 and "g_direction" not in rows[0]
     cfg["loss"]["anchor_speech_course"] = True
     (tmp_path / "spoken.json").write_text(json.dumps(cfg))
-    train_generator.train(str(tmp_path / "spoken.json"), corpus, str(tmp_path / "c"), max_steps=2, init_from=first)
+    train_generator.train(str(tmp_path / "spoken.json"), corpus, str(tmp_path / "c"), max_steps=2,
+                          init_from=tiny_generator)
     assert float(next(csv.DictReader(open(tmp_path / "c" / "log.csv")))["g_anchor"]) > 0
     for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
                             ({"anchor_mean_direction": True}, "two targets for the same rows: choose one"),
