@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from emodiff_core.atomic import atomic_output
+from emodiff_core.metrics_video import EDIT_DIM_SHARE, moved_components
 
 
 def corpus_directions(data_dir: str, split: str, emotions: Sequence[str], identities: int,
@@ -45,13 +46,13 @@ def corpus_directions(data_dir: str, split: str, emotions: Sequence[str], identi
 
 
 def compare_directions(generated: Dict[str, np.ndarray], corpus: Dict[str, np.ndarray],
-                       share: float = 0.1) -> Dict[str, dict]:
+                       share: float = EDIT_DIM_SHARE) -> Dict[str, dict]:
     """Per emotion: ``cosine``, ``extra`` / ``missing`` (components moved by at least ``share`` of the generator's /
     the corpus' largest move and not by the other's), and both directions (4 decimals)."""
     out = {}
     for emotion, g in generated.items():
         g, c = np.asarray(g, np.float64), np.asarray(corpus[emotion], np.float64)
-        moved_g, moved_c = np.abs(g) >= share * np.abs(g).max(), np.abs(c) >= share * np.abs(c).max()
+        moved_g, moved_c = moved_components(g, share), moved_components(c, share)
         out[emotion] = {"cosine": round(float(g @ c / (np.linalg.norm(g) * np.linalg.norm(c))), 4),
                         "extra": np.flatnonzero(moved_g & ~moved_c).tolist(),
                         "missing": np.flatnonzero(moved_c & ~moved_g).tolist(),

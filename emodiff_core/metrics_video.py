@@ -203,6 +203,15 @@ def flie_from_psi(psi_per_level: Sequence[np.ndarray], dims: Optional[Sequence[i
 EDIT_DIM_SHARE = 0.1     # `edit_dims`: a dimension the edit moves by under 10 % of its largest move is left out
 
 
+def moved_components(moves: np.ndarray, share: float = EDIT_DIM_SHARE) -> np.ndarray:
+    """bool, ``moves``' shape: along the last axis, the entries whose size is at least ``share`` of the largest; a
+    row that moves nothing has none. FLIE's rule for the dimensions an edit moves (`edit_dims`), shared by what
+    compares or trains emotion directions against it."""
+    size = np.abs(np.asarray(moves, np.float64))
+    largest = size.max(axis=-1, keepdims=True)
+    return (size >= share * largest) & (largest > 0)
+
+
 def edit_dims(psi_per_level: Sequence[np.ndarray], share: float = EDIT_DIM_SHARE,
               among: Optional[Sequence[int]] = None) -> List[int]:
     """The psi dimensions an intensity edit moves: those whose mean step between levels, in the psi the videos
@@ -221,7 +230,7 @@ def edit_dims(psi_per_level: Sequence[np.ndarray], share: float = EDIT_DIM_SHARE
     candidates = np.arange(len(step)) if among is None else np.asarray(sorted(set(int(j) for j in among)), np.int64)
     if len(candidates) == 0 or step[candidates].max() == 0:
         raise MetricInputError("the asked psi does not change with intensity: no edit to measure")
-    return [int(j) for j in candidates[step[candidates] >= share * step[candidates].max()]]
+    return [int(j) for j in candidates[moved_components(step[candidates], share)]]
 
 
 def condition_dims(denoiser_config) -> Optional[List[int]]:

@@ -47,6 +47,18 @@ def test_flie_guard_excludes_a_dimension_that_barely_moves():
     assert unguarded.flie > r.flie + 5
 
 
+def test_moved_components_keep_each_rows_moves_of_at_least_the_share_of_its_largest():
+    from emodiff_core.metrics_video import moved_components
+
+    moves = np.array([[0.0, 1.0, 0.05, -0.2, 0.0],        # 0.05 is under 10 % of 1.0; |-0.2| is not
+                      [0.0, 0.0, 0.0, 0.0, 0.0],          # a row that moves nothing has no moved component
+                      [0.3, -0.3, 0.1, 0.0, 0.0]])
+    assert moved_components(moves).tolist() == [[False, True, False, True, False], [False] * 5,
+                                                [True, True, True, False, False]]
+    assert moved_components(moves, share=0.5)[2].tolist() == [True, True, False, False, False]
+    assert moved_components(moves[0]).tolist() == [False, True, False, True, False]     # one row alone
+
+
 def test_edit_dims_are_the_dimensions_the_asked_edit_moves():
     from emodiff_core.feature_nets import MetricInputError
     from emodiff_core.metrics_video import edit_dims

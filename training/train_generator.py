@@ -170,12 +170,10 @@ def data_support(directions: np.ndarray) -> np.ndarray:
     """[num_emotions, D] bool: in each emotion's row of ``directions`` (the data's parts), the named components it
     moves by at least `metrics_video.EDIT_DIM_SHARE` of its largest named move: the components FLIE measures that
     emotion's edit on. Unnamed components and an all-zero row (neutral) are never in it."""
-    from emodiff_core.metrics_video import EDIT_DIM_SHARE
+    from emodiff_core.metrics_video import moved_components
 
-    named = np.abs(np.asarray(directions, np.float64)[:, :len(EXPRESSION_COMPONENTS)])
     support = np.zeros(np.shape(directions), bool)
-    largest = named.max(axis=1, keepdims=True)
-    support[:, :named.shape[1]] = (named >= EDIT_DIM_SHARE * largest) & (largest > 0)
+    support[:, :len(EXPRESSION_COMPONENTS)] = moved_components(np.asarray(directions)[:, :len(EXPRESSION_COMPONENTS)])
     return support
 
 
