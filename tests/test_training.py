@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 57
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 58
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,18 +208,21 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # five hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, two keeping its
-            # emotional sequences on the data's support (the second its speaking mouth too)
+            # six hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, three keeping
+            # its emotional sequences on the data's support (one its speaking mouth too, one its whole mouth)
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
-                                "generator_support_speech_course.json")
+                                "generator_support_speech_course.json", "generator_support_course_mouth.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
             assert cfg.loss.anchor_speech_course == (name == "generator_support_speech_course.json")
             assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
                                                      else "data")
+            assert cfg.loss.support_kept == (("jaw_open", "mouth_width", "upper_lip_raise", "lip_press",
+                                              "lower_lip_depress") if name == "generator_support_course_mouth.json"
+                                             else ())
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -839,7 +842,7 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
                                                                                        tmp_path):
     from emodiff_core.emotions import emotion_index
     from training import train_generator
-    from training.train_generator import data_support, support_course_targets
+    from training.train_generator import data_support, support_course_targets, support_with_kept
 
     directions = np.zeros((len(EMOTIONS), 50), np.float32)
     sad, happy = emotion_index("sad"), emotion_index("happy")
@@ -873,6 +876,13 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     torch.testing.assert_close((spoken[1, :, 0] - start_n[1, :, 0]).mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
     torch.testing.assert_close(spoken[:, :, 2:], held[:, :, 2:])
     torch.testing.assert_close(spoken[2], start_n[2])
+    # named components kept: they join every emotion's support (neutral's stays empty), so the start's own course
+    kept = support_with_kept(support, ("mouth_width", "upper_lip_raise"))
+    assert np.flatnonzero(kept[sad]).tolist() == [0, 1, 3, 4] and np.flatnonzero(kept[happy]).tolist() == [1, 2, 3]
+    assert not kept[emotion_index("neutral")].any() and (support_with_kept(support, ()) == support).all()
+    widened = support_course_targets(start_y, start_n, torch.from_numpy(directions), torch.from_numpy(kept), labels)
+    torch.testing.assert_close(widened[:2, :, [1, 3]], start_y[:2, :, [1, 3]])
+    torch.testing.assert_close(widened[:, :, 4:], held[:, :, 4:])
     # a run: at its first step the generator is the start, so the anchor's error is what the start asks beside
     # the data's support
     cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
@@ -889,7 +899,10 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     assert float(next(csv.DictReader(open(tmp_path / "c" / "log.csv")))["g_anchor"]) > 0
     for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
                             ({"anchor_mean_direction": True}, "two targets for the same rows: choose one"),
-                            ({"anchor_support_course": False}, "anchor_speech_course is a part of")):
+                            ({"anchor_support_course": False}, "anchor_speech_course is a part of"),
+                            ({"anchor_speech_course": False, "anchor_support_course": False,
+                              "support_kept": ["jaw_open"]}, "support_kept widens"),
+                            ({"support_kept": ["smile"]}, r"names \['smile'\], not components of psi")):
         bad = json.loads(json.dumps(cfg))
         bad["loss"].update(change)
         (tmp_path / "bad.json").write_text(json.dumps(bad))

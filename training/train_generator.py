@@ -17,7 +17,8 @@ keeps, of each emotion's data part, which components it moves and takes how far 
 (`start_magnitude_directions`). ``loss.anchor_support_course`` holds G(y, z) to the start's own G(y, z) on the
 components the data's part of y moves and to the start's G(neutral, z) plus the data's part elsewhere
 (`support_course_targets`): the start's emotions less what they ask beside the data's; with
-``loss.anchor_speech_course`` the speaking mouth's components keep the start's course everywhere.
+``loss.anchor_speech_course`` the speaking mouth's components keep the start's course everywhere; the components
+named in ``loss.support_kept`` join every emotion's support (`support_with_kept`).
 ``loss.lambda_adversarial`` 0 (with lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still
 train, unused. A run with a direction writes its targets to direction_targets.json.
 """
@@ -27,7 +28,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -52,12 +53,13 @@ class LossSection:
     """lambda_MSE and lambda_cls of Eq. 19 and the weight of its adversarial terms (1 in the paper); the weights of
     `direction_error` and `anchor_error`, whether and how the anchor holds the emotional rows too
     (`mean_direction_targets`, `support_course_targets`, with or without the speech components' course) and where the
-    directions' magnitudes come from ("data", or "start": `start_magnitude_directions`), none in the paper. A file
-    that leaves out one of the last seven has the paper's recipe there (1, 0, 0, false, false, false, "data")."""
+    directions' magnitudes come from ("data", or "start": `start_magnitude_directions`) and which named components
+    the support course keeps in every emotion (`support_with_kept`), none in the paper. A file that leaves out one of
+    the last eight has the paper's recipe there (1, 0, 0, false, false, false, "data", none)."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
                   "anchor_mean_direction": False, "anchor_support_course": False,
-                  "anchor_speech_course": False, "direction_magnitudes": "data"}
+                  "anchor_speech_course": False, "direction_magnitudes": "data", "support_kept": ()}
 
     lambda_mse: float
     lambda_cls: float
@@ -68,6 +70,7 @@ class LossSection:
     anchor_support_course: bool
     anchor_speech_course: bool
     direction_magnitudes: str
+    support_kept: Tuple[str, ...]
 
     def validate(self) -> None:
         for key in ("lambda_mse", "lambda_cls", "lambda_adversarial", "lambda_direction", "lambda_anchor"):
@@ -86,6 +89,11 @@ class LossSection:
         require(self.direction_magnitudes == "data" or self.lambda_direction > 0 or self.anchor_mean_direction,
                 "loss.direction_magnitudes 'start' sets the targets of loss.lambda_direction or "
                 "loss.anchor_mean_direction: turn one of them on")
+        unknown = [name for name in self.support_kept if name not in EXPRESSION_COMPONENTS]
+        require(not unknown, f"loss.support_kept names {unknown}, not components of psi; choose among "
+                             f"{', '.join(EXPRESSION_COMPONENTS)}")
+        require(self.anchor_support_course or not self.support_kept,
+                "loss.support_kept widens loss.anchor_support_course's support: turn that on too")
 
     @property
     def needs_directions(self) -> bool:
@@ -175,6 +183,15 @@ def data_support(directions: np.ndarray) -> np.ndarray:
     support = np.zeros(np.shape(directions), bool)
     support[:, :len(EXPRESSION_COMPONENTS)] = moved_components(np.asarray(directions)[:, :len(EXPRESSION_COMPONENTS)])
     return support
+
+
+def support_with_kept(support: np.ndarray, kept: Sequence[str]) -> np.ndarray:
+    """``support`` (`data_support`) with the named ``kept`` components added to every row that has a support (an
+    emotion's; neutral's stays empty): where the support course keeps the starting generator's own G(y, z), the
+    time course and the magnitude it asks beside the data's included."""
+    out = np.array(support, bool)
+    out[np.ix_(out.any(axis=1), [EXPRESSION_COMPONENTS.index(name) for name in kept])] = True
+    return out
 
 
 def support_course_targets(start_emotional: torch.Tensor, start_neutral: torch.Tensor, directions: torch.Tensor,
@@ -297,7 +314,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     directions = support = speech = None
     if lw.needs_directions:
         targets = corpus_emotion_directions(data_dir, d.split)
-        support = torch.from_numpy(data_support(targets)).to(info.device)
+        support = torch.from_numpy(support_with_kept(data_support(targets), lw.support_kept)).to(info.device)
         if lw.anchor_speech_course:
             speech = torch.zeros(targets.shape[1], dtype=torch.bool, device=info.device)
             speech[list(SPEECH_MOUTH_COMPONENTS)] = True
