@@ -180,8 +180,9 @@ def data_support(directions: np.ndarray) -> np.ndarray:
     emotion's edit on. Unnamed components and an all-zero row (neutral) are never in it."""
     from emodiff_core.metrics_video import moved_components
 
+    named = len(EXPRESSION_COMPONENTS)
     support = np.zeros(np.shape(directions), bool)
-    support[:, :len(EXPRESSION_COMPONENTS)] = moved_components(np.asarray(directions)[:, :len(EXPRESSION_COMPONENTS)])
+    support[:, :named] = moved_components(np.asarray(directions)[:, :named])
     return support
 
 
