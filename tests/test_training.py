@@ -897,6 +897,14 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     train_generator.train(str(tmp_path / "spoken.json"), corpus, str(tmp_path / "c"), max_steps=2,
                           init_from=tiny_generator)
     assert float(next(csv.DictReader(open(tmp_path / "c" / "log.csv")))["g_anchor"]) > 0
+    # every named component kept: the start's own sequences there too, so less of it asked to move at that step
+    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
+    kept_cfg = json.loads(json.dumps(cfg))
+    kept_cfg["loss"].update(anchor_speech_course=False, support_kept=list(EXPRESSION_COMPONENTS))
+    (tmp_path / "kept.json").write_text(json.dumps(kept_cfg))
+    train_generator.train(str(tmp_path / "kept.json"), corpus, str(tmp_path / "d"), max_steps=1,
+                          init_from=tiny_generator)
+    assert float(next(csv.DictReader(open(tmp_path / "d" / "log.csv")))["g_anchor"]) < float(rows[0]["g_anchor"])
     for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
                             ({"anchor_mean_direction": True}, "two targets for the same rows: choose one"),
                             ({"anchor_support_course": False}, "anchor_speech_course is a part of"),
