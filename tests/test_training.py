@@ -876,7 +876,7 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     torch.testing.assert_close((spoken[1, :, 0] - start_n[1, :, 0]).mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
     torch.testing.assert_close(spoken[:, :, 2:], held[:, :, 2:])
     torch.testing.assert_close(spoken[2], start_n[2])
-    # named components kept: they join every emotion's support (neutral's stays empty), so the start's own course
+    # named components kept: they join every emotion's support (neutral's stays empty) and hold the start's course
     kept = support_with_kept(support, ("mouth_width", "upper_lip_raise"))
     assert np.flatnonzero(kept[sad]).tolist() == [0, 1, 3, 4] and np.flatnonzero(kept[happy]).tolist() == [1, 2, 3]
     assert not kept[emotion_index("neutral")].any() and (support_with_kept(support, ()) == support).all()

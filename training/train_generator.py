@@ -36,7 +36,7 @@ import torch
 from emodiff_core.atomic import atomic_output
 from emodiff_core.checkpoint import load_components
 from emodiff_core.emotions import EMOTIONS, NEUTRAL, emotion_index
-from emodiff_core.facemodel import EXPRESSION_COMPONENTS, SPEECH_MOUTH_COMPONENTS
+from emodiff_core.facemodel import COMPONENT, EXPRESSION_COMPONENTS, SPEECH_MOUTH_COMPONENTS
 from emodiff_core.models import (ExpressionGenerator, GlobalDiscriminator, LocalDiscriminator, direction_error,
                                  discriminator_losses, generator_losses)
 
@@ -191,7 +191,7 @@ def support_with_kept(support: np.ndarray, kept: Sequence[str]) -> np.ndarray:
     emotion's; neutral's stays empty): where the support course keeps the starting generator's own G(y, z), the
     time course and the magnitude it asks beside the data's included."""
     out = np.array(support, bool)
-    out[np.ix_(out.any(axis=1), [EXPRESSION_COMPONENTS.index(name) for name in kept])] = True
+    out[np.ix_(out.any(axis=1), [COMPONENT[name] for name in kept])] = True
     return out
 
 
