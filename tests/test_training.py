@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 58
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 59
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,21 +208,24 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # six hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, three keeping
-            # its emotional sequences on the data's support (one its speaking mouth too, one its whole mouth)
+            # seven hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, four keeping
+            # its emotional sequences on the data's support (one its speaking mouth too, one its whole mouth, one
+            # its whole mouth and its brow lowering)
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
-                                "generator_support_speech_course.json", "generator_support_course_mouth.json")
+                                "generator_support_speech_course.json", "generator_support_course_mouth.json",
+                                "generator_support_course_mouth_brow.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
             assert cfg.loss.anchor_speech_course == (name == "generator_support_speech_course.json")
             assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
                                                      else "data")
-            assert cfg.loss.support_kept == (("jaw_open", "mouth_width", "upper_lip_raise", "lip_press",
-                                              "lower_lip_depress") if name == "generator_support_course_mouth.json"
-                                             else ())
+            mouth = ("jaw_open", "mouth_width", "upper_lip_raise", "lip_press", "lower_lip_depress")
+            kept = {"generator_support_course_mouth.json": mouth,
+                    "generator_support_course_mouth_brow.json": mouth + ("brow_lower",)}
+            assert cfg.loss.support_kept == kept.get(name, ())
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
