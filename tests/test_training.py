@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 59
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 60
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,14 +208,16 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # seven hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, four keeping
+            # eight hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, five keeping
             # its emotional sequences on the data's support (one its speaking mouth too, one its whole mouth, one
-            # its whole mouth and its brow lowering)
+            # its whole mouth and its brow lowering, one its whole mouth and, in happy, sad and surprised, every
+            # component but the brow lowering)
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
                                 "generator_support_speech_course.json", "generator_support_course_mouth.json",
-                                "generator_support_course_mouth_brow.json")
+                                "generator_support_course_mouth_brow.json",
+                                "generator_support_course_mouth_detail.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
@@ -223,9 +225,12 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
                                                      else "data")
             mouth = ("jaw_open", "mouth_width", "upper_lip_raise", "lip_press", "lower_lip_depress")
-            kept = {"generator_support_course_mouth.json": mouth,
+            kept = {"generator_support_course_mouth.json": mouth, "generator_support_course_mouth_detail.json": mouth,
                     "generator_support_course_mouth_brow.json": mouth + ("brow_lower",)}
             assert cfg.loss.support_kept == kept.get(name, ())
+            small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
+            assert cfg.loss.support_kept_by_emotion == ({e: small for e in ("happy", "sad", "surprised")}
+                                                        if name == "generator_support_course_mouth_detail.json" else {})
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -883,6 +888,10 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     kept = support_with_kept(support, ("mouth_width", "upper_lip_raise"))
     assert np.flatnonzero(kept[sad]).tolist() == [0, 1, 3, 4] and np.flatnonzero(kept[happy]).tolist() == [1, 2, 3]
     assert not kept[emotion_index("neutral")].any() and (support_with_kept(support, ()) == support).all()
+    # and one emotion's own: only its row widens, on top of every emotion's
+    own = support_with_kept(support, ("mouth_width",), {"happy": ["nose_wrinkle", "contempt"]})
+    assert np.flatnonzero(own[happy]).tolist() == [1, 2, 9, 11] and np.flatnonzero(own[sad]).tolist() == [0, 1, 4]
+    assert (support_with_kept(support, (), {}) == support).all()
     widened = support_course_targets(start_y, start_n, torch.from_numpy(directions), torch.from_numpy(kept), labels)
     torch.testing.assert_close(widened[:2, :, [1, 3]], start_y[:2, :, [1, 3]])
     torch.testing.assert_close(widened[:, :, 4:], held[:, :, 4:])
@@ -908,12 +917,20 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     train_generator.train(str(tmp_path / "kept.json"), corpus, str(tmp_path / "d"), max_steps=1,
                           init_from=tiny_generator)
     assert float(next(csv.DictReader(open(tmp_path / "d" / "log.csv")))["g_anchor"]) < float(rows[0]["g_anchor"])
+    widens = "support_kept_by_emotion widen loss.anchor_support_course's support"
     for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
                             ({"anchor_mean_direction": True}, "two targets for the same rows: choose one"),
                             ({"anchor_support_course": False}, "anchor_speech_course is a part of"),
                             ({"anchor_speech_course": False, "anchor_support_course": False,
-                              "support_kept": ["jaw_open"]}, "support_kept widens"),
-                            ({"support_kept": ["smile"]}, r"names \['smile'\], not components of psi")):
+                              "support_kept": ["jaw_open"]}, widens),
+                            ({"support_kept": ["smile"]}, r"names \['smile'\], not components of psi"),
+                            ({"anchor_speech_course": False, "anchor_support_course": False,
+                              "support_kept_by_emotion": {"sad": ["jaw_open"]}}, widens),
+                            ({"support_kept_by_emotion": {"neutral": ["jaw_open"]}},
+                             r"names \['neutral'\], not emotions with a support"),
+                            ({"support_kept_by_emotion": {"sad": "jaw_open"}}, "must be a list of component names"),
+                            ({"support_kept_by_emotion": {"sad": ["smile"]}},
+                             r"support_kept_by_emotion.sad names \['smile'\]")):
         bad = json.loads(json.dumps(cfg))
         bad["loss"].update(change)
         (tmp_path / "bad.json").write_text(json.dumps(bad))

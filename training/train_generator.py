@@ -18,7 +18,8 @@ keeps, of each emotion's data part, which components it moves and takes how far 
 components the data's part of y moves and to the start's G(neutral, z) plus the data's part elsewhere
 (`support_course_targets`): the start's emotions less what they ask beside the data's; with
 ``loss.anchor_speech_course`` the speaking mouth's components keep the start's course everywhere; the components
-named in ``loss.support_kept`` join every emotion's support (`support_with_kept`).
+named in ``loss.support_kept`` join every emotion's support, those in ``loss.support_kept_by_emotion`` one
+emotion's (`support_with_kept`).
 ``loss.lambda_adversarial`` 0 (with lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still
 train, unused. A run with a direction writes its targets to direction_targets.json.
 """
@@ -28,7 +29,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,12 +55,14 @@ class LossSection:
     `direction_error` and `anchor_error`, whether and how the anchor holds the emotional rows too
     (`mean_direction_targets`, `support_course_targets`, with or without the speech components' course) and where the
     directions' magnitudes come from ("data", or "start": `start_magnitude_directions`) and which named components
-    the support course keeps in every emotion (`support_with_kept`), none in the paper. A file that leaves out one of
-    the last eight has the paper's recipe there (1, 0, 0, false, false, false, "data", none)."""
+    the support course keeps in every emotion and in named ones (``support_kept_by_emotion``: emotion -> list of
+    components; `support_with_kept`), none in the paper. A file that leaves out one of the last nine has the paper's
+    recipe there (1, 0, 0, false, false, false, "data", none, none)."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
                   "anchor_mean_direction": False, "anchor_support_course": False,
-                  "anchor_speech_course": False, "direction_magnitudes": "data", "support_kept": ()}
+                  "anchor_speech_course": False, "direction_magnitudes": "data", "support_kept": (),
+                  "support_kept_by_emotion": {}}
 
     lambda_mse: float
     lambda_cls: float
@@ -71,6 +74,7 @@ class LossSection:
     anchor_speech_course: bool
     direction_magnitudes: str
     support_kept: Tuple[str, ...]
+    support_kept_by_emotion: Dict[str, Any]
 
     def validate(self) -> None:
         for key in ("lambda_mse", "lambda_cls", "lambda_adversarial", "lambda_direction", "lambda_anchor"):
@@ -89,11 +93,20 @@ class LossSection:
         require(self.direction_magnitudes == "data" or self.lambda_direction > 0 or self.anchor_mean_direction,
                 "loss.direction_magnitudes 'start' sets the targets of loss.lambda_direction or "
                 "loss.anchor_mean_direction: turn one of them on")
-        unknown = [name for name in self.support_kept if name not in EXPRESSION_COMPONENTS]
-        require(not unknown, f"loss.support_kept names {unknown}, not components of psi; choose among "
-                             f"{', '.join(EXPRESSION_COMPONENTS)}")
-        require(self.anchor_support_course or not self.support_kept,
-                "loss.support_kept widens loss.anchor_support_course's support: turn that on too")
+        emotional = [e for e in EMOTIONS if e != NEUTRAL]
+        odd = [e for e in self.support_kept_by_emotion if e not in emotional]
+        require(not odd, f"loss.support_kept_by_emotion names {odd}, not emotions with a support; choose among "
+                         f"{', '.join(emotional)}")
+        for key, names in [("support_kept", self.support_kept)] + [
+                (f"support_kept_by_emotion.{e}", names) for e, names in self.support_kept_by_emotion.items()]:
+            require(isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names),
+                    f"loss.{key} must be a list of component names, got {names!r}")
+            unknown = [name for name in names if name not in EXPRESSION_COMPONENTS]
+            require(not unknown, f"loss.{key} names {unknown}, not components of psi; choose among "
+                                 f"{', '.join(EXPRESSION_COMPONENTS)}")
+        require(self.anchor_support_course or not (self.support_kept or self.support_kept_by_emotion),
+                "loss.support_kept and loss.support_kept_by_emotion widen loss.anchor_support_course's support: "
+                "turn that on too")
 
     @property
     def needs_directions(self) -> bool:
@@ -186,12 +199,16 @@ def data_support(directions: np.ndarray) -> np.ndarray:
     return support
 
 
-def support_with_kept(support: np.ndarray, kept: Sequence[str]) -> np.ndarray:
-    """``support`` (`data_support`) with the named ``kept`` components added to every row that has a support (an
-    emotion's; neutral's stays empty): where the support course keeps the starting generator's own G(y, z), the
-    time course and the magnitude it asks beside the data's included."""
+def support_with_kept(support: np.ndarray, kept: Sequence[str],
+                      kept_by_emotion: Optional[Mapping[str, Sequence[str]]] = None) -> np.ndarray:
+    """``support`` (`data_support`, rows in `EMOTIONS` order) with the named ``kept`` components added to every row
+    that has a support (an emotion's; neutral's stays empty) and those of ``kept_by_emotion[e]`` to emotion e's row:
+    where the support course keeps the starting generator's own G(y, z), the time course and the magnitude it asks
+    beside the data's included."""
     out = np.array(support, bool)
     out[np.ix_(out.any(axis=1), [COMPONENT[name] for name in kept])] = True
+    for emotion, names in (kept_by_emotion or {}).items():
+        out[emotion_index(emotion), [COMPONENT[name] for name in names]] = True
     return out
 
 
@@ -315,7 +332,8 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     directions = support = speech = None
     if lw.needs_directions:
         targets = corpus_emotion_directions(data_dir, d.split)
-        support = torch.from_numpy(support_with_kept(data_support(targets), lw.support_kept)).to(info.device)
+        support = support_with_kept(data_support(targets), lw.support_kept, lw.support_kept_by_emotion)
+        support = torch.from_numpy(support).to(info.device)
         if lw.anchor_speech_course:
             speech = torch.zeros(targets.shape[1], dtype=torch.bool, device=info.device)
             speech[list(SPEECH_MOUTH_COMPONENTS)] = True
