@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 60
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 61
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,16 +208,17 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # eight hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, five keeping
+            # nine hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, six keeping
             # its emotional sequences on the data's support (one its speaking mouth too, one its whole mouth, one
-            # its whole mouth and its brow lowering, one its whole mouth and, in happy, sad and surprised, every
-            # component but the brow lowering)
+            # its whole mouth and its brow lowering, two its whole mouth and, in happy, sad and surprised, every
+            # component but the brow lowering, one of them over 300 frames)
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
                                 "generator_support_speech_course.json", "generator_support_course_mouth.json",
                                 "generator_support_course_mouth_brow.json",
-                                "generator_support_course_mouth_detail.json")
+                                "generator_support_course_mouth_detail.json",
+                                "generator_support_course_mouth_detail_long.json")
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
@@ -225,12 +226,14 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
                                                      else "data")
             mouth = ("jaw_open", "mouth_width", "upper_lip_raise", "lip_press", "lower_lip_depress")
-            kept = {"generator_support_course_mouth.json": mouth, "generator_support_course_mouth_detail.json": mouth,
+            detail = name.startswith("generator_support_course_mouth_detail")
+            kept = {"generator_support_course_mouth.json": mouth,
                     "generator_support_course_mouth_brow.json": mouth + ("brow_lower",)}
-            assert cfg.loss.support_kept == kept.get(name, ())
+            assert cfg.loss.support_kept == (mouth if detail else kept.get(name, ()))
             small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
             assert cfg.loss.support_kept_by_emotion == ({e: small for e in ("happy", "sad", "surprised")}
-                                                        if name == "generator_support_course_mouth_detail.json" else {})
+                                                        if detail else {})
+            assert cfg.loss.anchor_frames == (300 if name == "generator_support_course_mouth_detail_long.json" else 0)
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -917,6 +920,15 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     train_generator.train(str(tmp_path / "kept.json"), corpus, str(tmp_path / "d"), max_steps=1,
                           init_from=tiny_generator)
     assert float(next(csv.DictReader(open(tmp_path / "d" / "log.csv")))["g_anchor"]) < float(rows[0]["g_anchor"])
+    # the anchor rolled out past the data's windows (12 frames): the same first step, a longer rollout to hold
+    long_cfg = json.loads(json.dumps(cfg))
+    long_cfg["loss"]["anchor_frames"] = 36
+    (tmp_path / "long.json").write_text(json.dumps(long_cfg))
+    train_generator.train(str(tmp_path / "long.json"), corpus, str(tmp_path / "e"), max_steps=2,
+                          init_from=tiny_generator)
+    short, long = (next(csv.DictReader(open(tmp_path / run / "log.csv"))) for run in ("c", "e"))
+    assert float(long["g_anchor"]) > 0 and float(long["g_anchor"]) != pytest.approx(float(short["g_anchor"]))
+    assert float(long["d_total"]) == pytest.approx(float(short["d_total"]))     # the discriminators' window alike
     widens = "support_kept_by_emotion widen loss.anchor_support_course's support"
     for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
                             ({"anchor_mean_direction": True}, "two targets for the same rows: choose one"),
@@ -930,7 +942,11 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
                              r"names \['neutral'\], not emotions with a support"),
                             ({"support_kept_by_emotion": {"sad": "jaw_open"}}, "must be a list of component names"),
                             ({"support_kept_by_emotion": {"sad": ["smile"]}},
-                             r"support_kept_by_emotion.sad names \['smile'\]")):
+                             r"support_kept_by_emotion.sad names \['smile'\]"),
+                            ({"anchor_frames": -1}, "anchor_frames must be >= 0"),
+                            ({"anchor_frames": 6}, r"anchor_frames \(6\) is shorter than data.length \(12\)"),
+                            ({"lambda_anchor": 0.0, "anchor_support_course": False, "anchor_speech_course": False,
+                              "anchor_frames": 24}, "anchor_frames sets the rollout")):
         bad = json.loads(json.dumps(cfg))
         bad["loss"].update(change)
         (tmp_path / "bad.json").write_text(json.dumps(bad))

@@ -19,7 +19,8 @@ components the data's part of y moves and to the start's G(neutral, z) plus the 
 (`support_course_targets`): the start's emotions less what they ask beside the data's; with
 ``loss.anchor_speech_course`` the speaking mouth's components keep the start's course everywhere; the components
 named in ``loss.support_kept`` join every emotion's support, those in ``loss.support_kept_by_emotion`` one
-emotion's (`support_with_kept`).
+emotion's (`support_with_kept`); ``loss.anchor_frames`` rolls the anchor's sequences out longer than the data's
+windows, so that a fine-tune holds what the videos play after them too.
 ``loss.lambda_adversarial`` 0 (with lambda_mse and lambda_cls 0) leaves only these terms: the discriminators still
 train, unused. A run with a direction writes its targets to direction_targets.json.
 """
@@ -56,13 +57,14 @@ class LossSection:
     (`mean_direction_targets`, `support_course_targets`, with or without the speech components' course) and where the
     directions' magnitudes come from ("data", or "start": `start_magnitude_directions`) and which named components
     the support course keeps in every emotion and in named ones (``support_kept_by_emotion``: emotion -> list of
-    components; `support_with_kept`), none in the paper. A file that leaves out one of the last nine has the paper's
-    recipe there (1, 0, 0, false, false, false, "data", none, none)."""
+    components; `support_with_kept`), none in the paper; ``anchor_frames``: how many frames the anchor's (and the
+    direction term's) rollouts run, 0 = ``data.length`` as in every earlier run. A file that leaves out one of the last
+    ten has the paper's recipe there (1, 0, 0, false, false, false, "data", none, none, 0)."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
                   "anchor_mean_direction": False, "anchor_support_course": False,
                   "anchor_speech_course": False, "direction_magnitudes": "data", "support_kept": (),
-                  "support_kept_by_emotion": {}}
+                  "support_kept_by_emotion": {}, "anchor_frames": 0}
 
     lambda_mse: float
     lambda_cls: float
@@ -75,6 +77,7 @@ class LossSection:
     direction_magnitudes: str
     support_kept: Tuple[str, ...]
     support_kept_by_emotion: Dict[str, Any]
+    anchor_frames: int
 
     def validate(self) -> None:
         for key in ("lambda_mse", "lambda_cls", "lambda_adversarial", "lambda_direction", "lambda_anchor"):
@@ -107,6 +110,10 @@ class LossSection:
         require(self.anchor_support_course or not (self.support_kept or self.support_kept_by_emotion),
                 "loss.support_kept and loss.support_kept_by_emotion widen loss.anchor_support_course's support: "
                 "turn that on too")
+        require(self.anchor_frames >= 0, f"loss.anchor_frames must be >= 0 (0 = data.length), got {self.anchor_frames}")
+        require(self.anchor_frames == 0 or self.lambda_anchor > 0 or self.lambda_direction > 0,
+                "loss.anchor_frames sets the rollout of loss.lambda_anchor's and loss.lambda_direction's terms: turn "
+                "one of them on")
 
     @property
     def needs_directions(self) -> bool:
@@ -164,6 +171,9 @@ class GeneratorTrainingConfig:
 
     def validate(self) -> None:
         require_positive("", threads=self.threads)
+        require(self.loss.anchor_frames == 0 or self.loss.anchor_frames >= self.data.length,
+                f"loss.anchor_frames ({self.loss.anchor_frames}) is shorter than data.length ({self.data.length}): "
+                "the discriminators' windows are the first data.length frames of the same rollout")
 
 
 LOG_FIELDS = ["step", "seconds", "d_total", "d_global", "d_local", "d_cls", "g_total", "g_adv_global",
@@ -344,6 +354,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                 json.dump({e: [round(float(v), 6) for v in row] for e, row in zip(EMOTIONS, targets)}, f, indent=1)
         directions = torch.from_numpy(targets).float().to(info.device)
     neutral = emotion_index(NEUTRAL)
+    frames = lw.anchor_frames or d.length
     log = CsvLog(os.path.join(out_dir, "log.csv"),
                  LOG_FIELDS + [field for key, field in OPTIONAL_FIELDS.items() if getattr(lw, key) > 0])
 
@@ -353,7 +364,10 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         real, y = _windows(seqs, labels, rng, o.batch_size, d.length)
         real, y = real.to(info.device), y.to(info.device)
         z = torch.randn(len(y), cfg.noise_dim, generator=gen_t).to(info.device)
-        fake = gen_ddp(y, d.length, z=z)
+        # one rollout serves both: the generator is causal, so its first data.length frames are the discriminators'
+        # window and the whole of it (loss.anchor_frames) the anchor's and the direction term's
+        rollout = gen_ddp(y, frames, z=z)
+        fake = rollout[:, :d.length]
         d_losses = discriminator_losses(dg_ddp, dl_ddp, real, fake.detach(), y)
         opt_d.zero_grad(set_to_none=True)
         d_losses["total"].backward()
@@ -362,22 +376,21 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                                     lw.lambda_adversarial)
         if lw.lambda_direction > 0 or lw.lambda_anchor > 0:     # the same z under the neutral label: Eq. 14's e_n
             neutral_labels = torch.full_like(y, neutral)
-            e_n = gen_ddp(neutral_labels, d.length, z=z)
+            e_n = gen_ddp(neutral_labels, frames, z=z)
             if lw.lambda_direction > 0:
-                g_losses["direction"] = direction_error(fake, e_n, directions, y, neutral)
+                g_losses["direction"] = direction_error(rollout, e_n, directions, y, neutral)
                 g_losses["total"] = g_losses["total"] + lw.lambda_direction * g_losses["direction"]
             if lw.lambda_anchor > 0:
                 with torch.no_grad():
-                    held = start(neutral_labels, d.length, z=z)
+                    held = start(neutral_labels, frames, z=z)
                     moved = None
                     if lw.anchor_mean_direction:
-                        moved = mean_direction_targets(start(y, d.length, z=z), held, directions, y)
+                        moved = mean_direction_targets(start(y, frames, z=z), held, directions, y)
                     elif lw.anchor_support_course:
-                        moved = support_course_targets(start(y, d.length, z=z), held, directions, support, y,
-                                                       speech)
+                        moved = support_course_targets(start(y, frames, z=z), held, directions, support, y, speech)
                 g_losses["anchor"] = anchor_error(e_n, held)
                 if moved is not None:
-                    g_losses["anchor"] = g_losses["anchor"] + anchor_error(fake, moved)
+                    g_losses["anchor"] = g_losses["anchor"] + anchor_error(rollout, moved)
                 g_losses["total"] = g_losses["total"] + lw.lambda_anchor * g_losses["anchor"]
         opt_g.zero_grad(set_to_none=True)
         g_losses["total"].backward()
