@@ -1,18 +1,19 @@
 """The expression generator's emotion directions against the corpus' own: where Eq. 14 asks for what the data does not.
 
     python -m benchmarks.generator_directions --checkpoint BUNDLE --data CORPUS [--split test] [--identities 8] \\
-        [--seeds 32] [--frames 16] [--out FILE]
+        [--seeds 32] [--frames 16] [--skip-frames 0] [--out FILE]
 
 An intensity edit asks the denoiser for e_n + k d_y with d_y = e_y - e_n, the generator's two sequences at one noise
-(`pipeline.emotion_expression_pair`). FLIE sums the unevenness of every component that d_y moves by at least 10 % of
-its largest move (`metrics_video.edit_dims`); a small part of d_y that the corpus' emotion does not have enters that
-sum, and the denoiser, trained on the corpus' emotions, draws it as noise over a small step (benchmarks/README.md,
-"The generator's directions: a diagnostic": the demo asked for the corpus' own directions scores FLIE on the ruler's
-floor). Per emotion: the generator's d_y averaged over ``--seeds`` noise seeds and ``--frames`` frames (what every
-user's edit shares), the corpus' emotion part at k = 1 averaged over the first clip of ``--identities`` identities
-(`ClipTwins.with_emotion`), their cosine, and the components each moves by at least 10 % of its own largest move that
-the other does not (``extra``: the generator's alone, which FLIE then sums; ``missing``: the corpus' alone). Over the
-named components (those the demo-family denoisers read). Prints one JSON line; writes ``--out`` when given.
+(`pipeline.emotion_expression_pair`). FLIE sums the unevenness of every component that d_y moves by at least 10 % of its
+largest move (`metrics_video.edit_dims`); a small part of d_y that the corpus' emotion does not have enters that sum,
+and the denoiser, trained on the corpus' emotions, draws it as noise over a small step (benchmarks/README.md, "The
+generator's directions: a diagnostic": the demo asked for the corpus' own directions scores FLIE on the ruler's floor).
+Per emotion: the generator's d_y averaged over ``--seeds`` noise seeds and ``--frames`` frames (what every user's edit
+shares; after ``--skip-frames`` frames rolled out first, to read what a long video plays later), the corpus' emotion
+part at k = 1 averaged over the first clip of ``--identities`` identities (`ClipTwins.with_emotion`), their cosine, and
+the components each moves by at least 10 % of its own largest move that the other does not (``extra``: the generator's
+alone, which FLIE then sums; ``missing``: the corpus' alone). Over the named components (those the demo-family denoisers
+read). Prints one JSON line; writes ``--out`` when given.
 """
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--identities", type=int, default=8, help="the first clip of this many identities (FLIE's clips)")
     p.add_argument("--seeds", type=int, default=32)
     p.add_argument("--frames", type=int, default=16, help="frames per sequence (FLIE's videos have 16)")
+    p.add_argument("--skip-frames", type=int, default=0,
+                   help="frames rolled out before the averaged ones (e.g. 48 --frames 252: a 10 s video's rest)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     from emodiff_core.checkpoint import CheckpointError, load_components
@@ -81,14 +84,15 @@ def main(argv=None) -> int:
         generator = load_components(args.checkpoint, ["expression_generator"])["expression_generator"].eval()
         corpus = corpus_directions(args.data, args.split, FLIE_EMOTIONS, args.identities, components)
         report = compare_directions(mean_emotion_directions(generator, FLIE_EMOTIONS, args.frames, args.seeds,
-                                                            components), corpus)
+                                                            components, args.skip_frames), corpus)
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({e: {k: r[k] for k in ("cosine", "extra", "missing")} for e, r in report.items()}))
     if args.out:
         full = {"components": list(EXPRESSION_COMPONENTS), "seeds": args.seeds, "frames": args.frames,
-                "split": args.split, "identities": args.identities, "per_emotion": report}
+                "skip_frames": args.skip_frames, "split": args.split, "identities": args.identities,
+                "per_emotion": report}
         with atomic_output(args.out) as tmp, open(tmp, "w") as f:
             json.dump(full, f, indent=1)
     return 0

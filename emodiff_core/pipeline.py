@@ -506,16 +506,19 @@ def emotion_expression_pair(generator, num_frames: int, spec: EmotionSpec, fps: 
 
 @torch.no_grad()
 def mean_emotion_directions(generator, emotions: Sequence[str], frames: int, seeds: int,
-                            components: Optional[int] = None) -> Dict[str, np.ndarray]:
+                            components: Optional[int] = None, skip_frames: int = 0) -> Dict[str, np.ndarray]:
     """Per emotion [components]: d_y = e_y - e_n as `emotion_expression_pair` makes it (the paper's mouth, k = 1),
     averaged over noise seeds 0 .. seeds - 1 and the frames: what every user's edit of that emotion shares.
-    ``components``: the first that many psi components (None = all)."""
+    ``components``: the first that many psi components (None = all); ``skip_frames``: frames rolled out and left
+    out of the mean before the ``frames`` averaged (a 10 s video plays what a clip's first second does not show)."""
+    if skip_frames < 0:
+        raise PipelineError(f"skip_frames must be >= 0, got {skip_frames}")
     out = {}
     for emotion in emotions:
         steps = []
         for seed in range(seeds):
-            psi, e_n = emotion_expression_pair(generator, frames, EmotionSpec(emotion, 1.0), seed=seed)
-            steps.append((psi - e_n).numpy()[:, :components].mean(axis=0))
+            psi, e_n = emotion_expression_pair(generator, skip_frames + frames, EmotionSpec(emotion, 1.0), seed=seed)
+            steps.append((psi - e_n).numpy()[skip_frames:, :components].mean(axis=0))
         out[emotion] = np.mean(steps, axis=0)
     return out
 

@@ -365,7 +365,7 @@ def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tin
     generator's mean d_y is what the pipeline's Eq. 14 adds at k = 1, and the corpus' is its twins' emotion part."""
     from benchmarks import generator_directions as gd
     from emodiff_core.checkpoint import load_components
-    from emodiff_core.pipeline import EmotionSpec, emotion_expression_pair, mean_emotion_directions
+    from emodiff_core.pipeline import EmotionSpec, PipelineError, emotion_expression_pair, mean_emotion_directions
     from training.clips import ClipDataset
     from training.corpus import generate_corpus
 
@@ -383,6 +383,13 @@ def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tin
     by_hand = np.mean([(lambda pair: (pair[0] - pair[1]).numpy()[:, :13].mean(0))(
         emotion_expression_pair(generator, 6, EmotionSpec("sad", 1.0), seed=s)) for s in range(2)], axis=0)
     assert np.allclose(directions["sad"], by_hand, atol=1e-6)
+    # the later frames of a longer rollout: the same sequences, the mean taken after the skipped ones
+    later = mean_emotion_directions(generator, ["sad"], frames=4, seeds=2, components=13, skip_frames=5)
+    by_hand = np.mean([(lambda pair: (pair[0] - pair[1]).numpy()[5:, :13].mean(0))(
+        emotion_expression_pair(generator, 9, EmotionSpec("sad", 1.0), seed=s)) for s in range(2)], axis=0)
+    assert np.allclose(later["sad"], by_hand, atol=1e-6) and not np.allclose(later["sad"], directions["sad"])
+    with pytest.raises(PipelineError, match="skip_frames must be >= 0"):
+        mean_emotion_directions(generator, ["sad"], frames=4, seeds=1, skip_frames=-1)
     data = str(tmp_path / "corpus")
     generate_corpus(data, clips=6, seed=5, size=64, identities=6)
     split = next(s for s in ("test", "val", "train") if len({m["identity"] for m in ClipDataset(data).metas(s)}) >= 2)

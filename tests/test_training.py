@@ -913,7 +913,6 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
                           init_from=tiny_generator)
     assert float(next(csv.DictReader(open(tmp_path / "c" / "log.csv")))["g_anchor"]) > 0
     # every named component kept: the start's own sequences there too, so less of it asked to move at that step
-    from emodiff_core.facemodel import EXPRESSION_COMPONENTS
     kept_cfg = json.loads(json.dumps(cfg))
     kept_cfg["loss"].update(anchor_speech_course=False, support_kept=list(EXPRESSION_COMPONENTS))
     (tmp_path / "kept.json").write_text(json.dumps(kept_cfg))
