@@ -73,6 +73,8 @@ def main(argv=None) -> int:
                    help="frames rolled out before the averaged ones (e.g. 48 --frames 252: a 10 s video's rest)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.skip_frames < 0:
+        p.error(f"--skip-frames must be >= 0 (frames rolled out before the averaged ones), got {args.skip_frames}")
     from emodiff_core.checkpoint import CheckpointError, load_components
     from emodiff_core.facemodel import EXPRESSION_COMPONENTS
     from emodiff_core.pipeline import mean_emotion_directions

@@ -360,7 +360,7 @@ def test_generator_neutral_profile_separates_the_start_up_swing_from_the_bias(ti
     assert gn.generator_neutral(generator, 12, 3, 13).shape == (3, 12, 13)
 
 
-def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tiny_bundle, tmp_path):
+def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tiny_bundle, tmp_path, capsys):
     """The comparison finds a small part only the generator's direction has (and one only the corpus' has), the
     generator's mean d_y is what the pipeline's Eq. 14 adds at k = 1, and the corpus' is its twins' emotion part."""
     from benchmarks import generator_directions as gd
@@ -390,6 +390,9 @@ def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tin
     assert np.allclose(later["sad"], by_hand, atol=1e-6) and not np.allclose(later["sad"], directions["sad"])
     with pytest.raises(PipelineError, match="skip_frames must be >= 0"):
         mean_emotion_directions(generator, ["sad"], frames=4, seeds=1, skip_frames=-1)
+    with pytest.raises(SystemExit):                         # the command says so in its own option's name
+        gd.main(["--checkpoint", tiny_bundle, "--data", str(tmp_path), "--skip-frames", "-1"])
+    assert "--skip-frames must be >= 0" in capsys.readouterr().err
     data = str(tmp_path / "corpus")
     generate_corpus(data, clips=6, seed=5, size=64, identities=6)
     split = next(s for s in ("test", "val", "train") if len({m["identity"] for m in ClipDataset(data).metas(s)}) >= 2)
