@@ -226,13 +226,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             assert cfg.loss.direction_magnitudes == ("start" if name == "generator_direction_start_magnitudes.json"
                                                      else "data")
             mouth = ("jaw_open", "mouth_width", "upper_lip_raise", "lip_press", "lower_lip_depress")
-            detail = name.startswith("generator_support_course_mouth_detail")
-            kept = {"generator_support_course_mouth.json": mouth,
+            detail = ("generator_support_course_mouth_detail.json", "generator_support_course_mouth_detail_long.json")
+            kept = {"generator_support_course_mouth.json": mouth, detail[0]: mouth, detail[1]: mouth,
                     "generator_support_course_mouth_brow.json": mouth + ("brow_lower",)}
-            assert cfg.loss.support_kept == (mouth if detail else kept.get(name, ()))
+            assert cfg.loss.support_kept == kept.get(name, ())
             small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
             assert cfg.loss.support_kept_by_emotion == ({e: small for e in ("happy", "sad", "surprised")}
-                                                        if detail else {})
+                                                        if name in detail else {})
             assert cfg.loss.anchor_frames == (300 if name == "generator_support_course_mouth_detail_long.json" else 0)
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
