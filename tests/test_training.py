@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 61
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 62
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,17 +208,19 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # nine hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, six keeping
+            # ten hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, seven keeping
             # its emotional sequences on the data's support (one its speaking mouth too, one its whole mouth, one
             # its whole mouth and its brow lowering, two its whole mouth and, in happy, sad and surprised, every
-            # component but the brow lowering, one of them over 300 frames)
+            # component but the brow lowering, one of them over 300 frames, and one as that last but for happy's
+            # upper-lip raise, with the data's window weighed again)
+            window = "generator_support_course_detail_long_window.json"
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
                                 "generator_support_speech_course.json", "generator_support_course_mouth.json",
                                 "generator_support_course_mouth_brow.json",
                                 "generator_support_course_mouth_detail.json",
-                                "generator_support_course_mouth_detail_long.json")
+                                "generator_support_course_mouth_detail_long.json", window)
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
@@ -227,13 +229,18 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                                                      else "data")
             mouth = ("jaw_open", "mouth_width", "upper_lip_raise", "lip_press", "lower_lip_depress")
             detail = ("generator_support_course_mouth_detail.json", "generator_support_course_mouth_detail_long.json")
+            speaking = tuple(c for c in mouth if c != "upper_lip_raise")
             kept = {"generator_support_course_mouth.json": mouth, detail[0]: mouth, detail[1]: mouth,
-                    "generator_support_course_mouth_brow.json": mouth + ("brow_lower",)}
+                    "generator_support_course_mouth_brow.json": mouth + ("brow_lower",), window: speaking}
             assert cfg.loss.support_kept == kept.get(name, ())
             small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
-            assert cfg.loss.support_kept_by_emotion == ({e: small for e in ("happy", "sad", "surprised")}
-                                                        if name in detail else {})
-            assert cfg.loss.anchor_frames == (300 if name == "generator_support_course_mouth_detail_long.json" else 0)
+            by_emotion = {e: small for e in ("happy", "sad", "surprised")} if name in detail else {}
+            if name == window:         # every emotion but happy keeps the upper-lip raise that support_kept lost
+                by_emotion = {e: ["upper_lip_raise"] for e in ("angry", "contempt", "disgusted", "fear")}
+                by_emotion.update(happy=small, sad=["upper_lip_raise"] + small, surprised=["upper_lip_raise"] + small)
+            assert cfg.loss.support_kept_by_emotion == by_emotion
+            assert cfg.loss.anchor_frames == (300 if name in (detail[1], window) else 0)
+            assert cfg.loss.anchor_window_weight == (1.0 if name == window else 0.0)
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -928,6 +935,14 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     short, long = (next(csv.DictReader(open(tmp_path / run / "log.csv"))) for run in ("c", "e"))
     assert float(long["g_anchor"]) > 0 and float(long["g_anchor"]) != pytest.approx(float(short["g_anchor"]))
     assert float(long["d_total"]) == pytest.approx(float(short["d_total"]))     # the discriminators' window alike
+    # the data's window counted again inside the long rollout: the first step's error grows by the window's share
+    long_cfg["loss"]["anchor_window_weight"] = 1.0
+    (tmp_path / "window.json").write_text(json.dumps(long_cfg))
+    train_generator.train(str(tmp_path / "window.json"), corpus, str(tmp_path / "f"), max_steps=1,
+                          init_from=tiny_generator)
+    windowed = next(csv.DictReader(open(tmp_path / "f" / "log.csv")))
+    assert float(windowed["g_anchor"]) > float(long["g_anchor"])
+    assert float(windowed["d_total"]) == pytest.approx(float(short["d_total"]))
     widens = "support_kept_by_emotion widen loss.anchor_support_course's support"
     for change, message in (({"lambda_anchor": 0.0}, "anchor_support_course sets the anchor's targets"),
                             ({"anchor_mean_direction": True}, "two targets for the same rows: choose one"),
@@ -945,7 +960,11 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
                             ({"anchor_frames": -1}, "anchor_frames must be >= 0"),
                             ({"anchor_frames": 6}, r"anchor_frames \(6\) is shorter than data.length \(12\)"),
                             ({"lambda_anchor": 0.0, "anchor_support_course": False, "anchor_speech_course": False,
-                              "anchor_frames": 24}, "anchor_frames sets the rollout")):
+                              "anchor_frames": 24}, "anchor_frames sets the rollout"),
+                            ({"anchor_window_weight": -1.0}, "anchor_window_weight must be >= 0"),
+                            ({"anchor_window_weight": 1.0}, "needs loss.lambda_anchor > 0 and loss.anchor_frames"),
+                            ({"anchor_window_weight": 1.0, "anchor_frames": 12},
+                             r"only a different loss.lambda_anchor when loss.anchor_frames \(12\) is not longer")):
         bad = json.loads(json.dumps(cfg))
         bad["loss"].update(change)
         (tmp_path / "bad.json").write_text(json.dumps(bad))
