@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 62
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 63
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -208,19 +208,20 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             weights = {"generator_direction.json": 10.0, "generator_direction30.json": 30.0,
                        "generator_direction_anchor.json": 10.0, "generator_direction_start_magnitudes.json": 10.0}
             assert cfg.loss.lambda_direction == weights.get(name, 0.0)
-            # ten hold the sequences to the generator they start from, without the GAN's terms, one moving only
-            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, seven keeping
+            # eleven hold the sequences to the generator they start from, without the GAN's terms, one moving only
+            # each noise's time-mean d_y, one taking the directions' magnitudes from that generator, eight keeping
             # its emotional sequences on the data's support (one its speaking mouth too, one its whole mouth, one
             # its whole mouth and its brow lowering, two its whole mouth and, in happy, sad and surprised, every
-            # component but the brow lowering, one of them over 300 frames, and one as that last but for happy's
-            # upper-lip raise, with the data's window weighed again)
+            # component but the brow lowering, one of them over 300 frames, and two as that last but for happy's
+            # upper-lip raise, with the data's window weighed again, one of them with sad's brow lowering)
             window = "generator_support_course_detail_long_window.json"
+            sad_brow = "generator_support_course_detail_long_window_sad_brow.json"
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
                                 "generator_support_speech_course.json", "generator_support_course_mouth.json",
                                 "generator_support_course_mouth_brow.json",
                                 "generator_support_course_mouth_detail.json",
-                                "generator_support_course_mouth_detail_long.json", window)
+                                "generator_support_course_mouth_detail_long.json", window, sad_brow)
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
@@ -231,16 +232,19 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             detail = ("generator_support_course_mouth_detail.json", "generator_support_course_mouth_detail_long.json")
             speaking = tuple(c for c in mouth if c != "upper_lip_raise")
             kept = {"generator_support_course_mouth.json": mouth, detail[0]: mouth, detail[1]: mouth,
-                    "generator_support_course_mouth_brow.json": mouth + ("brow_lower",), window: speaking}
+                    "generator_support_course_mouth_brow.json": mouth + ("brow_lower",), window: speaking,
+                    sad_brow: speaking}
             assert cfg.loss.support_kept == kept.get(name, ())
             small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
             by_emotion = {e: small for e in ("happy", "sad", "surprised")} if name in detail else {}
-            if name == window:         # every emotion but happy keeps the upper-lip raise that support_kept lost
+            if name in (window, sad_brow):      # every emotion but happy keeps the upper-lip raise support_kept lost
                 by_emotion = {e: ["upper_lip_raise"] for e in ("angry", "contempt", "disgusted", "fear")}
                 by_emotion.update(happy=small, sad=["upper_lip_raise"] + small, surprised=["upper_lip_raise"] + small)
+                if name == sad_brow:
+                    by_emotion["sad"] = by_emotion["sad"] + ["brow_lower"]
             assert cfg.loss.support_kept_by_emotion == by_emotion
-            assert cfg.loss.anchor_frames == (300 if name in (detail[1], window) else 0)
-            assert cfg.loss.anchor_window_weight == (1.0 if name == window else 0.0)
+            assert cfg.loss.anchor_frames == (300 if name in (detail[1], window, sad_brow) else 0)
+            assert cfg.loss.anchor_window_weight == (1.0 if name in (window, sad_brow) else 0.0)
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
