@@ -864,7 +864,8 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
                                                                                        tmp_path):
     from emodiff_core.emotions import emotion_index
     from training import train_generator
-    from training.train_generator import data_support, support_course_targets, support_with_kept
+    from training.train_generator import (anchor_error, data_support, support_course_targets, support_with_kept,
+                                          windowed_anchor_error)
 
     directions = np.zeros((len(EMOTIONS), 50), np.float32)
     sad, happy = emotion_index("sad"), emotion_index("happy")
@@ -939,7 +940,13 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     short, long = (next(csv.DictReader(open(tmp_path / run / "log.csv"))) for run in ("c", "e"))
     assert float(long["g_anchor"]) > 0 and float(long["g_anchor"]) != pytest.approx(float(short["g_anchor"]))
     assert float(long["d_total"]) == pytest.approx(float(short["d_total"]))     # the discriminators' window alike
-    # the data's window counted again inside the long rollout: the first step's error grows by the window's share
+    # the data's window counted again inside the long rollout: the error over the first frames added at the weight
+    seqs, held_seqs = torch.randn(3, 36, 5, generator=torch.Generator().manual_seed(1)), torch.zeros(3, 36, 5)
+    window_error = float((seqs[:, :12] ** 2).sum(2).mean())
+    assert float(windowed_anchor_error(seqs, held_seqs, 12, 0.0)) == pytest.approx(float(anchor_error(seqs, held_seqs)))
+    assert float(windowed_anchor_error(seqs, held_seqs, 12, 2.0)) == pytest.approx(
+        float(anchor_error(seqs, held_seqs)) + 2.0 * window_error)
+    # and in a run, the first step's error grows by the window's share
     long_cfg["loss"]["anchor_window_weight"] = 1.0
     (tmp_path / "window.json").write_text(json.dumps(long_cfg))
     train_generator.train(str(tmp_path / "window.json"), corpus, str(tmp_path / "f"), max_steps=1,
