@@ -973,7 +973,10 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
                             ({"lambda_anchor": 0.0, "anchor_support_course": False, "anchor_speech_course": False,
                               "anchor_frames": 24}, "anchor_frames sets the rollout"),
                             ({"anchor_window_weight": -1.0}, "anchor_window_weight must be >= 0"),
-                            ({"anchor_window_weight": 1.0}, "needs loss.lambda_anchor > 0 and loss.anchor_frames"),
+                            ({"lambda_anchor": 0.0, "anchor_support_course": False, "anchor_speech_course": False,
+                              "anchor_window_weight": 1.0}, "anchor_window_weight weighs the anchor.s error"),
+                            ({"anchor_window_weight": 1.0},
+                             r"only a different loss.lambda_anchor when loss.anchor_frames \(0\) is not longer"),
                             ({"anchor_window_weight": 1.0, "anchor_frames": 12},
                              r"only a different loss.lambda_anchor when loss.anchor_frames \(12\) is not longer")):
         bad = json.loads(json.dumps(cfg))

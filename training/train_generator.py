@@ -120,9 +120,10 @@ class LossSection:
                 "one of them on")
         require(self.anchor_window_weight >= 0,
                 f"loss.anchor_window_weight must be >= 0, got {self.anchor_window_weight}")
-        require(self.anchor_window_weight == 0 or (self.lambda_anchor > 0 and self.anchor_frames > 0),
-                "loss.anchor_window_weight weighs the data's window again inside a longer anchor: it needs "
-                "loss.lambda_anchor > 0 and loss.anchor_frames longer than data.length")
+        # (that the anchor runs longer than the window is checked where data.length is known)
+        require(self.anchor_window_weight == 0 or self.lambda_anchor > 0,
+                "loss.anchor_window_weight weighs the anchor's error over the data's window again: it needs "
+                "loss.lambda_anchor > 0")
 
     @property
     def needs_directions(self) -> bool:
