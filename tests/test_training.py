@@ -236,13 +236,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                     sad_brow: speaking}
             assert cfg.loss.support_kept == kept.get(name, ())
             small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
-            by_emotion = {e: small for e in ("happy", "sad", "surprised")} if name in detail else {}
-            if name in (window, sad_brow):      # every emotion but happy keeps the upper-lip raise support_kept lost
-                by_emotion = {e: ["upper_lip_raise"] for e in ("angry", "contempt", "disgusted", "fear")}
-                by_emotion.update(happy=small, sad=["upper_lip_raise"] + small, surprised=["upper_lip_raise"] + small)
-                if name == sad_brow:
-                    by_emotion["sad"] = by_emotion["sad"] + ["brow_lower"]
-            assert cfg.loss.support_kept_by_emotion == by_emotion
+            detailed = {e: small for e in ("happy", "sad", "surprised")}
+            lip = ["upper_lip_raise"]          # every emotion but happy keeps the upper-lip raise support_kept lost
+            windowed = dict({e: lip for e in ("angry", "contempt", "disgusted", "fear")}, happy=small, sad=lip + small,
+                            surprised=lip + small)
+            by_emotion = {detail[0]: detailed, detail[1]: detailed, window: windowed,
+                          sad_brow: dict(windowed, sad=lip + small + ["brow_lower"])}
+            assert cfg.loss.support_kept_by_emotion == by_emotion.get(name, {})
             assert cfg.loss.anchor_frames == (300 if name in (detail[1], window, sad_brow) else 0)
             assert cfg.loss.anchor_window_weight == (1.0 if name in (window, sad_brow) else 0.0)
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
