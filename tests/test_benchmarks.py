@@ -402,6 +402,43 @@ def test_generator_directions_name_what_the_generator_asks_beside_the_corpus(tin
         gd.corpus_directions(data, split, ["happy"], identities=99, components=13)
 
 
+def test_generator_fit_is_zero_against_itself_and_reads_the_difference_per_emotion(tiny_bundle, tmp_path, capsys):
+    from benchmarks import generator_fit as gf
+    from emodiff_core.checkpoint import load_components, save_checkpoint
+    from emodiff_core.config import EXPRESSION_PRESETS
+    from emodiff_core.models import ExpressionGenerator
+    from emodiff_core.pipeline import EmotionSpec, PipelineError, emotion_expression_pair
+
+    generator = load_components(tiny_bundle, ["expression_generator"])["expression_generator"].eval()
+    torch.manual_seed(7)
+    other = ExpressionGenerator(EXPRESSION_PRESETS["tiny"]).eval()
+    other_path = str(tmp_path / "other.safetensors")
+    save_checkpoint(other_path, {"expression_generator": other}, info={"steps": "1"})
+    with torch.no_grad():
+        same = gf.sequence_differences(generator, generator, ["neutral", "sad"], [2, 3], frames=6)
+        diff = gf.sequence_differences(other, generator, ["neutral", "sad"], [2, 3], frames=6, skip_frames=2,
+                                       components=5)
+        sad = [emotion_expression_pair(g, 6, EmotionSpec("sad", 1.0), seed=3) for g in (other, generator)]
+    assert all(not d.any() for d in same.values()) and same["sad"].shape == (2, 6, 50)
+    assert diff["sad"].shape == (2, 4, 5)
+    np.testing.assert_allclose(diff["sad"][1], (sad[0][0] - sad[1][0]).numpy()[2:, :5], atol=1e-6)
+    np.testing.assert_allclose(diff["neutral"][1], (sad[0][1] - sad[1][1]).numpy()[2:, :5], atol=1e-6)  # e_n
+    report = gf.fit_report({"sad": np.array([[[0.3, -0.1]], [[0.1, 0.1]]])})["sad"]
+    assert report["rms"] == pytest.approx(np.sqrt((0.09 + 0.01 + 0.01 + 0.01) / 4))
+    assert report["mean"] == pytest.approx([0.2, 0.0]) and report["rms_per_component"] == pytest.approx([0.2236, 0.1])
+    with pytest.raises(PipelineError, match="skip_frames must be in"):
+        gf.sequence_differences(generator, generator, ["sad"], [0], frames=4, skip_frames=4)
+    out = tmp_path / "fit.json"
+    assert gf.main(["--checkpoint", other_path, "--against", tiny_bundle, "--seeds", "2", "--frames", "5",
+                    "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads(out.read_text())
+    assert written["seeds"] == [2, 3] and len(written["components"]) == 13
+    assert printed["sad"] == pytest.approx(written["per_emotion"]["sad"]["rms"], abs=1e-4) and printed["sad"] > 0
+    assert gf.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--against", tiny_bundle]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+
+
 def test_flie_paired_reads_two_reports_and_says_what_a_report_lacks(tmp_path, capsys):
     from benchmarks import flie_paired
 

@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 63
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 64
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -216,12 +216,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             # upper-lip raise, with the data's window weighed again, one of them with sad's brow lowering)
             window = "generator_support_course_detail_long_window.json"
             sad_brow = "generator_support_course_detail_long_window_sad_brow.json"
+            cosine = "generator_support_course_detail_long_window_sad_brow_cosine.json"     # sad_brow, rates decayed
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
                                 "generator_support_speech_course.json", "generator_support_course_mouth.json",
                                 "generator_support_course_mouth_brow.json",
                                 "generator_support_course_mouth_detail.json",
-                                "generator_support_course_mouth_detail_long.json", window, sad_brow)
+                                "generator_support_course_mouth_detail_long.json", window, sad_brow, cosine)
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
@@ -233,7 +234,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             speaking = tuple(c for c in mouth if c != "upper_lip_raise")
             kept = {"generator_support_course_mouth.json": mouth, detail[0]: mouth, detail[1]: mouth,
                     "generator_support_course_mouth_brow.json": mouth + ("brow_lower",), window: speaking,
-                    sad_brow: speaking}
+                    sad_brow: speaking, cosine: speaking}
             assert cfg.loss.support_kept == kept.get(name, ())
             small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
             detailed = {e: small for e in ("happy", "sad", "surprised")}
@@ -242,9 +243,11 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                             surprised=lip + small)
             by_emotion = {detail[0]: detailed, detail[1]: detailed, window: windowed,
                           sad_brow: dict(windowed, sad=lip + small + ["brow_lower"])}
+            by_emotion[cosine] = by_emotion[sad_brow]
             assert cfg.loss.support_kept_by_emotion == by_emotion.get(name, {})
-            assert cfg.loss.anchor_frames == (300 if name in (detail[1], window, sad_brow) else 0)
-            assert cfg.loss.anchor_window_weight == (1.0 if name in (window, sad_brow) else 0.0)
+            assert cfg.loss.anchor_frames == (300 if name in (detail[1], window, sad_brow, cosine) else 0)
+            assert cfg.loss.anchor_window_weight == (1.0 if name in (window, sad_brow, cosine) else 0.0)
+            assert cfg.optim.lr_decay == ("cosine" if name == cosine else "constant")
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -984,6 +987,41 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(TrainingConfigError, match=message):
             load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
+
+
+def test_generator_cosine_lr_decay_changes_later_steps_only_resumes_alike_and_refuses_other_names(corpus,
+                                                                                                   tiny_generator,
+                                                                                                   tmp_path):
+    from safetensors.torch import load_file
+
+    from training import train_generator
+    from training.configfile import TrainingConfigError, load_config
+
+    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True)
+    assert "lr_decay" not in cfg["optim"]              # older files: constant rates, as before the option
+    (tmp_path / "constant.json").write_text(json.dumps(cfg))
+    cfg["optim"]["lr_decay"] = "cosine"
+    (tmp_path / "cosine.json").write_text(json.dumps(cfg))
+    for name in ("constant", "cosine"):
+        train_generator.train(str(tmp_path / f"{name}.json"), corpus, str(tmp_path / name), max_steps=3,
+                              init_from=tiny_generator)
+    # per step's row (the last row, the run's time, has no losses)
+    constant, cosine = ([float(r["g_anchor"]) for r in csv.DictReader(open(tmp_path / name / "log.csv"))
+                         if r["g_anchor"]] for name in ("constant", "cosine"))
+    # the schedule's first step is the base rate (the losses of steps 1 and 2 alike); the second is lower
+    assert cosine[:2] == pytest.approx(constant[:2], rel=1e-6) and cosine[2] != pytest.approx(constant[2], rel=1e-6)
+    # a run stopped after its saved state and resumed follows the same schedule as one never stopped
+    train_generator.train(str(tmp_path / "cosine.json"), corpus, str(tmp_path / "split"), max_steps=3,
+                          init_from=tiny_generator, stop_after=2)
+    train_generator.train(str(tmp_path / "cosine.json"), corpus, str(tmp_path / "split"), max_steps=3,
+                          init_from=tiny_generator, resume=True)
+    whole, split = (load_file(str(tmp_path / run / "expression_generator.safetensors")) for run in ("cosine", "split"))
+    assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
+    cfg["optim"]["lr_decay"] = "linear"
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match="optim.lr_decay must be one of constant, cosine, got 'linear'"):
+        load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
 
 
 def test_mean_direction_targets_keep_the_start_time_course_and_move_its_mean_d_y_to_the_data():

@@ -47,7 +47,7 @@ from .clips import ClipDataset
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .data import emotion_sequences
 from .export import export_component
-from .loop import EMA, CsvLog, run_steps, setup_distributed, unwrap, wrap_ddp
+from .loop import EMA, CsvLog, lr_at, run_steps, setup_distributed, unwrap, wrap_ddp
 from .twins import load_clip_twins, mean_emotion_parts
 
 
@@ -132,14 +132,26 @@ class LossSection:
 
 @dataclass(frozen=True)
 class OptimSection:
+    """Adam at constant rates (the paper's GAN recipe), or with ``lr_decay`` "cosine" both rates follow the other
+    trainers' schedule (`loop.lr_at`, no warm-up: cosine to a tenth over ``steps``). Why: with the adversarial terms
+    off the generator's fine-tunes are a regression onto the anchor's targets, and at a constant rate the last
+    steps' noise stays in the weights (a kept emotion's G(y, z) off the start's by a few hundredths at one z). A file
+    that leaves it out has "constant"."""
+
+    ADDED_KEYS = {"lr_decay": "constant"}
+    LR_DECAYS = ("constant", "cosine")
+
     lr_g: float
     lr_d: float
     batch_size: int
     steps: int
     ema_decay: float
+    lr_decay: str
 
     def validate(self) -> None:
         require(self.lr_g >= 0 and self.lr_d >= 0, "optim.lr_g and optim.lr_d must be >= 0")
+        require(self.lr_decay in self.LR_DECAYS,
+                f"optim.lr_decay must be one of {', '.join(self.LR_DECAYS)}, got {self.lr_decay!r}")
         require_positive("optim", batch_size=self.batch_size, steps=self.steps)
         require(0.0 <= self.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -386,6 +398,10 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                  LOG_FIELDS + [field for key, field in OPTIONAL_FIELDS.items() if getattr(lw, key) > 0])
 
     def step_fn(step: int) -> Dict[str, float]:
+        if o.lr_decay == "cosine":      # set every step, so that a resumed run follows the same schedule
+            for opt, base in ((opt_g, o.lr_g), (opt_d, o.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, base, 0, total)
         rng = np.random.default_rng([seed, step, info.rank])
         gen_t = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         real, y = _windows(seqs, labels, rng, o.batch_size, d.length)
