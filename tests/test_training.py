@@ -138,7 +138,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                "regressor": (RegressorTrainingConfig, "regressor"), "superres": (SuperResTrainingConfig, "superres"),
                "judge": (JudgeTrainingConfig, "judge")}
     names = sorted(os.listdir(CONFIGS))
-    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 64
+    assert {n.split("_")[0] for n in names} == set(schemas) and len(names) == 65
     for name in names:
         schema, kind = schemas[name.split("_")[0]]
         cfg = load_config(name, schema)                       # a bare name is found in training/configs
@@ -217,12 +217,13 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             window = "generator_support_course_detail_long_window.json"
             sad_brow = "generator_support_course_detail_long_window_sad_brow.json"
             cosine = "generator_support_course_detail_long_window_sad_brow_cosine.json"     # sad_brow, rates decayed
+            rows = "generator_support_course_detail_long_window_sad_brow_rows.json"  # sad_brow, the moved rows alone
             anchored = name in ("generator_direction_anchor.json", "generator_mean_direction.json",
                                 "generator_direction_start_magnitudes.json", "generator_support_course.json",
                                 "generator_support_speech_course.json", "generator_support_course_mouth.json",
                                 "generator_support_course_mouth_brow.json",
                                 "generator_support_course_mouth_detail.json",
-                                "generator_support_course_mouth_detail_long.json", window, sad_brow, cosine)
+                                "generator_support_course_mouth_detail_long.json", window, sad_brow, cosine, rows)
             assert (cfg.loss.lambda_anchor, cfg.loss.lambda_adversarial) == ((10.0, 0.0) if anchored else (0.0, 1.0))
             assert cfg.loss.anchor_mean_direction == (name == "generator_mean_direction.json")
             assert cfg.loss.anchor_support_course == name.startswith("generator_support")
@@ -234,7 +235,7 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
             speaking = tuple(c for c in mouth if c != "upper_lip_raise")
             kept = {"generator_support_course_mouth.json": mouth, detail[0]: mouth, detail[1]: mouth,
                     "generator_support_course_mouth_brow.json": mouth + ("brow_lower",), window: speaking,
-                    sad_brow: speaking, cosine: speaking}
+                    sad_brow: speaking, cosine: speaking, rows: speaking}
             assert cfg.loss.support_kept == kept.get(name, ())
             small = [c for c in EXPRESSION_COMPONENTS if c not in mouth + ("brow_lower",)]
             detailed = {e: small for e in ("happy", "sad", "surprised")}
@@ -243,11 +244,14 @@ def test_every_shipped_config_loads_and_builds_its_model(tmp_path):
                             surprised=lip + small)
             by_emotion = {detail[0]: detailed, detail[1]: detailed, window: windowed,
                           sad_brow: dict(windowed, sad=lip + small + ["brow_lower"])}
-            by_emotion[cosine] = by_emotion[sad_brow]
+            by_emotion[cosine] = by_emotion[rows] = by_emotion[sad_brow]
             assert cfg.loss.support_kept_by_emotion == by_emotion.get(name, {})
-            assert cfg.loss.anchor_frames == (300 if name in (detail[1], window, sad_brow, cosine) else 0)
-            assert cfg.loss.anchor_window_weight == (1.0 if name in (window, sad_brow, cosine) else 0.0)
+            assert cfg.loss.anchor_frames == (300 if name in (detail[1], window, sad_brow, cosine, rows) else 0)
+            assert cfg.loss.anchor_window_weight == (1.0 if name in (window, sad_brow, cosine, rows) else 0.0)
             assert cfg.optim.lr_decay == ("cosine" if name == cosine else "constant")
+            assert cfg.optim.trainable == ("moved_emotion_rows" if name == rows else "all")
+            if name in (window, sad_brow, cosine, rows):  # the embedding's rows alone at a hundred times the rate
+                assert cfg.optim.lr_g == (0.02 if name == rows else 0.0002)
         if name.startswith("regressor"):                     # the version-3 regressor reads softened frames too
             assert (cfg.data.blur > 0) == (name == "regressor_v3.json")
         assert model == core.preset(kind, cfg.model.preset)   # the shipped files change nothing
@@ -1021,6 +1025,49 @@ def test_generator_cosine_lr_decay_changes_later_steps_only_resumes_alike_and_re
     cfg["optim"]["lr_decay"] = "linear"
     (tmp_path / "bad.json").write_text(json.dumps(cfg))
     with pytest.raises(TrainingConfigError, match="optim.lr_decay must be one of constant, cosine, got 'linear'"):
+        load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
+
+
+def test_generator_moved_emotion_rows_keeps_every_other_weight_and_a_whole_kept_emotion_bit_for_bit(corpus,
+                                                                                                      tiny_generator,
+                                                                                                      tmp_path):
+    from emodiff_core.checkpoint import load_components
+    from emodiff_core.emotions import emotion_index
+    from training import train_generator
+    from training.configfile import TrainingConfigError, load_config
+    from training.train_generator import moved_emotion_rows
+
+    support = np.zeros((8, 50), bool)
+    support[emotion_index("sad"), :13] = True                    # kept whole: not moved
+    support[emotion_index("happy"), [2, 8]] = True               # moved
+    support[emotion_index("angry"), 20] = True                   # only an unnamed component: nothing named kept
+    assert np.flatnonzero(moved_emotion_rows(support)).tolist() == [emotion_index("happy")]
+
+    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True,
+                       support_kept_by_emotion={"sad": list(EXPRESSION_COMPONENTS)})
+    cfg["optim"]["trainable"] = "moved_emotion_rows"
+    (tmp_path / "rows.json").write_text(json.dumps(cfg))
+    path = train_generator.train(str(tmp_path / "rows.json"), corpus, str(tmp_path / "rows"), max_steps=3,
+                                 init_from=tiny_generator)
+    start, tuned = (load_components(p, ["expression_generator"])["expression_generator"].eval()
+                    for p in (tiny_generator, path))
+    before, after = start.state_dict(), tuned.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "emotion_embed.weight")
+    rows = before["emotion_embed.weight"], after["emotion_embed.weight"]
+    moved = [i for i in range(8) if not torch.equal(rows[0][i], rows[1][i])]
+    kept = [emotion_index("neutral"), emotion_index("sad")]
+    assert moved and not set(moved) & set(kept)
+    labels, z = torch.tensor(kept), torch.randn(2, start.config.noise_dim, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():                                       # at a noise the training never drew, too
+        assert torch.equal(start(labels, 20, z=z), tuned(labels, 20, z=z))
+    cfg["loss"].update(anchor_support_course=False, support_kept_by_emotion={})
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match="trains the rows the support course moves"):
+        load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
+    cfg["optim"]["trainable"] = "embedding"
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingConfigError, match="optim.trainable must be one of all, moved_emotion_rows"):
         load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
 
 

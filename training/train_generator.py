@@ -136,10 +136,15 @@ class OptimSection:
     trainers' schedule (`loop.lr_at`, no warm-up: cosine to a tenth over ``steps``). Why: with the adversarial terms
     off the generator's fine-tunes are a regression onto the anchor's targets, and at a constant rate the last
     steps' noise stays in the weights (a kept emotion's G(y, z) off the start's by a few hundredths at one z). A file
-    that leaves it out has "constant"."""
+    that leaves it out has "constant" (the decay did not close that gap: benchmarks/README.md, KDLWBC).
+    ``trainable`` "moved_emotion_rows" trains only the emotion embedding's rows of the emotions whose support course
+    moves them (`moved_emotion_rows`) and leaves every other weight the start's bit for bit, so that the neutral
+    sequences and an emotion kept whole are the start's at every noise, not only at the training's; "all" (the
+    default, and every earlier file) trains the whole generator."""
 
-    ADDED_KEYS = {"lr_decay": "constant"}
+    ADDED_KEYS = {"lr_decay": "constant", "trainable": "all"}
     LR_DECAYS = ("constant", "cosine")
+    TRAINABLE = ("all", "moved_emotion_rows")
 
     lr_g: float
     lr_d: float
@@ -147,11 +152,14 @@ class OptimSection:
     steps: int
     ema_decay: float
     lr_decay: str
+    trainable: str
 
     def validate(self) -> None:
         require(self.lr_g >= 0 and self.lr_d >= 0, "optim.lr_g and optim.lr_d must be >= 0")
         require(self.lr_decay in self.LR_DECAYS,
                 f"optim.lr_decay must be one of {', '.join(self.LR_DECAYS)}, got {self.lr_decay!r}")
+        require(self.trainable in self.TRAINABLE,
+                f"optim.trainable must be one of {', '.join(self.TRAINABLE)}, got {self.trainable!r}")
         require_positive("optim", batch_size=self.batch_size, steps=self.steps)
         require(0.0 <= self.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -196,6 +204,9 @@ class GeneratorTrainingConfig:
         require(self.loss.anchor_frames == 0 or self.loss.anchor_frames >= self.data.length,
                 f"loss.anchor_frames ({self.loss.anchor_frames}) is shorter than data.length ({self.data.length}): "
                 "the discriminators' windows are the first data.length frames of the same rollout")
+        require(self.optim.trainable == "all" or self.loss.anchor_support_course,
+                "optim.trainable 'moved_emotion_rows' trains the rows the support course moves: it needs "
+                "loss.anchor_support_course (and --init-from, the start it keeps)")
         require(self.loss.anchor_window_weight == 0 or self.loss.anchor_frames > self.data.length,
                 f"loss.anchor_window_weight counts the first data.length ({self.data.length}) frames again, which is "
                 f"only a different loss.lambda_anchor when loss.anchor_frames ({self.loss.anchor_frames}) is not "
@@ -259,6 +270,14 @@ def support_with_kept(support: np.ndarray, kept: Sequence[str],
     for emotion, names in (kept_by_emotion or {}).items():
         out[emotion_index(emotion), [COMPONENT[name] for name in names]] = True
     return out
+
+
+def moved_emotion_rows(support: np.ndarray) -> np.ndarray:
+    """[num_emotions] bool: the emotions whose support course targets leave the start's own G(y, z) on some named
+    component (a row of ``support``, `support_with_kept`, with a support but not every named component in it).
+    Neutral (held to the start's e_n) and an emotion kept whole are not among them."""
+    named = np.asarray(support)[:, :len(EXPRESSION_COMPONENTS)]
+    return named.any(axis=1) & ~named.all(axis=1)
 
 
 def support_course_targets(start_emotional: torch.Tensor, start_neutral: torch.Tensor, directions: torch.Tensor,
@@ -371,9 +390,6 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     for m in (gen, d_g, d_l):
         m.to(info.device)
     ema = EMA(gen, o.ema_decay)
-    gen_ddp, dg_ddp, dl_ddp = (wrap_ddp(m, info) for m in (gen, d_g, d_l))
-    opt_g = torch.optim.Adam(gen.parameters(), lr=o.lr_g, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(list(d_g.parameters()) + list(d_l.parameters()), lr=o.lr_d, betas=(0.5, 0.999))
     seqs, labels = emotion_sequences(data_dir, d.split, d.length, d.min_intensity)
     present = sorted(set(labels.tolist()))
     if info.main:
@@ -392,6 +408,22 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
             with atomic_output(os.path.join(out_dir, "direction_targets.json")) as tmp, open(tmp, "w") as f:
                 json.dump({e: [round(float(v), 6) for v in row] for e, row in zip(EMOTIONS, targets)}, f, indent=1)
         directions = torch.from_numpy(targets).float().to(info.device)
+    trained = list(gen.parameters())
+    if o.trainable == "moved_emotion_rows":
+        rows = torch.from_numpy(moved_emotion_rows(support.cpu().numpy())).to(info.device)
+        for param in gen.parameters():
+            param.requires_grad_(False)
+        embedding = gen.emotion_embed.weight
+        embedding.requires_grad_(True)
+        # the other rows' gradient is zeroed, so Adam leaves them exactly (its moments stay 0)
+        embedding.register_hook(lambda grad: grad * rows[:, None].to(grad.dtype))
+        trained = [embedding]
+        if info.main:
+            print(f"generator: training the emotion rows of {[e for e, r in zip(EMOTIONS, rows.tolist()) if r]} "
+                  "only", flush=True)
+    gen_ddp, dg_ddp, dl_ddp = (wrap_ddp(m, info) for m in (gen, d_g, d_l))     # after the freezing: DDP reads it
+    opt_g = torch.optim.Adam(trained, lr=o.lr_g, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(list(d_g.parameters()) + list(d_l.parameters()), lr=o.lr_d, betas=(0.5, 0.999))
     neutral = emotion_index(NEUTRAL)
     frames = lw.anchor_frames or d.length
     log = CsvLog(os.path.join(out_dir, "log.csv"),
