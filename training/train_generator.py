@@ -133,14 +133,14 @@ class LossSection:
 @dataclass(frozen=True)
 class OptimSection:
     """Adam at constant rates (the paper's GAN recipe), or with ``lr_decay`` "cosine" both rates follow the other
-    trainers' schedule (`loop.lr_at`, no warm-up: cosine to a tenth over ``steps``). Why: with the adversarial terms
-    off the generator's fine-tunes are a regression onto the anchor's targets, and at a constant rate the last
-    steps' noise stays in the weights (a kept emotion's G(y, z) off the start's by a few hundredths at one z). A file
-    that leaves it out has "constant" (the decay did not close that gap: benchmarks/README.md, KDLWBC).
-    ``trainable`` "moved_emotion_rows" trains only the emotion embedding's rows of the emotions whose support course
-    moves them (`moved_emotion_rows`) and leaves every other weight the start's bit for bit, so that the neutral
-    sequences and an emotion kept whole are the start's at every noise, not only at the training's; "all" (the
-    default, and every earlier file) trains the whole generator."""
+    trainers' schedule (`loop.lr_at`, no warm-up: cosine to a tenth over ``steps``). With the adversarial terms off,
+    a fine-tune is a regression onto the anchor's targets, and a kept emotion's G(y, z) ends a few hundredths off the
+    start's at a given noise; the decay was tried against that and did not close it (benchmarks/README.md, KDLWBC):
+    the shared weights, moved for the other emotions, are the cause. ``trainable`` "moved_emotion_rows" trains only
+    the emotion embedding's rows of the emotions whose support course moves them (`moved_emotion_rows`) and leaves
+    every other weight the start's bit for bit, so that the neutral sequences and an emotion kept whole are the
+    start's at every noise, not only at the training's. A file that leaves either out has "constant" and "all" (the
+    whole generator trains), as every earlier file."""
 
     ADDED_KEYS = {"lr_decay": "constant", "trainable": "all"}
     LR_DECAYS = ("constant", "cosine")
