@@ -1071,6 +1071,47 @@ def test_generator_moved_emotion_rows_keeps_every_other_weight_and_a_whole_kept_
         load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
 
 
+def test_anchor_emotion_weight_weighs_rows_by_label_in_numbers_and_in_a_run(corpus, tiny_generator, tmp_path):
+    from emodiff_core.emotions import emotion_index
+    from training import train_generator
+    from training.configfile import TrainingConfigError, load_config
+    from training.train_generator import anchor_error, anchor_row_weights, windowed_anchor_error
+
+    labels = torch.tensor([emotion_index("sad"), emotion_index("happy"), emotion_index("neutral")])
+    weights = anchor_row_weights({"sad": 4.0, "neutral": 0.5}, labels)
+    assert weights.tolist() == [4.0, 1.0, 0.5] and anchor_row_weights({}, labels) is None
+    seqs, held = torch.randn(3, 10, 5, generator=torch.Generator().manual_seed(2)), torch.zeros(3, 10, 5)
+    rows = (seqs ** 2).sum(2).mean(1)                                   # each row's mean error
+    assert float(anchor_error(seqs, held, weights)) == pytest.approx(float((rows * weights).mean()))
+    assert float(anchor_error(seqs, held, torch.ones(3))) == pytest.approx(float(anchor_error(seqs, held)))
+    window_rows = (seqs[:, :4] ** 2).sum(2).mean(1)
+    assert float(windowed_anchor_error(seqs, held, 4, 1.0, weights)) == pytest.approx(
+        float((rows * weights).mean() + (window_rows * weights).mean()))
+    # in a run: the first step's anchor error is the start's, so only the weights change it
+    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True)
+    (tmp_path / "plain.json").write_text(json.dumps(cfg))
+    cfg["loss"]["anchor_emotion_weight"] = {e: 3.0 for e in ("angry", "contempt", "disgusted", "fear", "happy",
+                                                             "sad", "surprised")}
+    (tmp_path / "weighed.json").write_text(json.dumps(cfg))
+    for name in ("plain", "weighed"):
+        train_generator.train(str(tmp_path / f"{name}.json"), corpus, str(tmp_path / name), max_steps=1,
+                              init_from=tiny_generator)
+    plain, weighed = (float(next(csv.DictReader(open(tmp_path / n / "log.csv")))["g_anchor"])
+                      for n in ("plain", "weighed"))
+    assert weighed == pytest.approx(3.0 * plain, rel=1e-5)      # e_n is the start's at step 1: only the rows' term
+    for change, message in (({"anchor_emotion_weight": {"joy": 2.0}}, r"names \['joy'\], not emotions"),
+                            ({"anchor_emotion_weight": {"sad": -1.0}}, "weights must be numbers >= 0"),
+                            ({"anchor_emotion_weight": {"sad": "4"}}, "weights must be numbers >= 0"),
+                            ({"anchor_emotion_weight": {"sad": 4.0}, "lambda_anchor": 0.0,
+                              "anchor_support_course": False}, "anchor_emotion_weight weighs the anchor's rows")):
+        bad = json.loads(json.dumps(cfg))
+        bad["loss"].update(change)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(TrainingConfigError, match=message):
+            load_config(str(tmp_path / "bad.json"), train_generator.GeneratorTrainingConfig)
+
+
 def test_mean_direction_targets_keep_the_start_time_course_and_move_its_mean_d_y_to_the_data():
     from emodiff_core.emotions import emotion_index
     from training.train_generator import mean_direction_targets
