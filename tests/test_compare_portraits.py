@@ -72,6 +72,13 @@ def test_incomparable_reports_are_refused_with_what_differs(tmp_path):
         compare([report("v1.wav", 0.5)], [rig])
     allowed = compare([report("v1.wav", 0.5)], [rig], allow=["start_mouth"])
     assert allowed["settings"]["candidate"]["start_mouth"] == "rig"
+    # and the expression generator's noise: a report without it shared one draw per seed
+    shared, per_portrait = report("v1.wav", 0.5), report("v1.wav", 0.6)
+    shared["expression_noise"], per_portrait["expression_noise"] = "shared", "per-portrait"
+    assert compare([report("v1.wav", 0.5)], [shared])["candidate_at_least_as_good"]
+    with pytest.raises(ComparisonError, match="differ in expression_noise"):
+        compare([report("v1.wav", 0.5)], [per_portrait])
+    assert compare([shared], [per_portrait], allow=["expression_noise"])["candidate_at_least_as_good"]
     with pytest.raises(ComparisonError, match="same voice"):
         compare([report("v1.wav", 0.5), report("v1.wav", 0.4)], [report("v1.wav", 0.5)])
     path = tmp_path / "partial.json"

@@ -185,6 +185,42 @@ def test_saved_crops_measure_another_sr_head_without_sampling(bundle, folders, t
     assert not any(n.endswith(".partial.npy") for n in os.listdir(tmp_path / "first" / "crops"))
 
 
+def test_expression_noise_per_portrait_draws_the_generator_per_photo(bundle, folders, tmp_path):
+    """Two copies of one photo: with the shared noise their videos are the same; per portrait the first keeps the
+    shared draw (seed * 1000 + 0) and the second gets its own; the setting is reported and keeps crops apart."""
+    import shutil
+
+    from training.evaluate_portraits import expression_seed
+
+    assert [expression_seed(1, i, "per-portrait") for i in (0, 2)] == [1000, 1002]
+    assert expression_seed(1, 2, "shared") == 1
+    with pytest.raises(PortraitEvaluationError, match="--expression-noise must be one of shared, per-portrait"):
+        expression_seed(0, 0, "per-video")
+    with pytest.raises(PortraitEvaluationError, match="up to 1000 portraits per seed"):
+        expression_seed(0, 1000, "per-portrait")
+    photos = tmp_path / "twins"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(folders / "photos" / "astronaut.png", photos / name)
+    common = dict(checkpoint=bundle, seconds=0.3, emotions="sad", settings=FAST, save_crops=True, log=lambda m: None)
+    runs = {noise: evaluate_portraits(str(photos), str(folders / "speech.wav"), out=str(tmp_path / noise),
+                                      expression_noise=noise, **common) for noise in ("shared", "per-portrait")}
+    crops = {(noise, name): np.load(tmp_path / noise / "crops" / f"{name}.npy") for noise in runs
+             for name in ("a.png", "b.png")}
+    assert np.array_equal(crops["shared", "a.png"], crops["shared", "b.png"])
+    assert np.array_equal(crops["per-portrait", "a.png"], crops["shared", "a.png"])
+    assert not np.array_equal(crops["per-portrait", "b.png"], crops["shared", "b.png"])
+    assert runs["per-portrait"]["expression_noise"] == "per-portrait" and runs["shared"]["expression_noise"] == "shared"
+    with pytest.raises(PortraitEvaluationError, match="expression_noise: crops 'shared', this run 'per-portrait'"):
+        evaluate_portraits(str(photos), str(folders / "speech.wav"), out=str(tmp_path / "x"),
+                           crops_from=str(tmp_path / "shared" / "crops"), expression_noise="per-portrait",
+                           **dict(common, save_crops=False))
+    with pytest.raises(PortraitEvaluationError, match="--expression-noise must be one of"):
+        evaluate_portraits(str(photos), str(folders / "speech.wav"), out=str(tmp_path / "y"),
+                           expression_noise="per-video", **common)
+    assert not (tmp_path / "y").exists()                  # refused before anything is written
+
+
 def test_bad_input_gives_clear_errors(bundle, folders, tmp_path):
     speech = str(folders / "speech.wav")
     with pytest.raises(PortraitEvaluationError, match="no images"):

@@ -142,7 +142,8 @@ def _evaluate_portraits(args) -> int:
                                 reinject_identity_every=args.reinject_identity_every, guidance=args.guidance,
                                 save_crops=args.save_crops, crops_from=args.crops_from, mouth=args.mouth,
                                 superres_from=args.superres_from, audio_guidance=args.audio_guidance,
-                                portrait_identity=args.portrait_identity, start_mouth=args.start_mouth)
+                                portrait_identity=args.portrait_identity, start_mouth=args.start_mouth,
+                                expression_noise=args.expression_noise)
     print(json.dumps(report if args.json else report["summary"], indent=None if args.json else 2))
     return 0
 
@@ -166,6 +167,7 @@ def main(argv=None) -> int:
 
     from .evaluate import (CONTROL_FRAMES, CONTROL_INTENSITIES, CONTROL_NEUTRAL_SEEDS, CONTROL_SETTLE, FLIE_LEVELS,
                            PROBE_EXAMPLES, SINGLE_FRAME_SETTINGS)
+    from .evaluate_portraits import DEFAULT_EXPRESSION_NOISE, EXPRESSION_NOISES
 
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -364,6 +366,10 @@ def main(argv=None) -> int:
     p.add_argument("--start-mouth", choices=START_MOUTHS, default=DEFAULT_START_MOUTH,
                    help="what each frame starts from, as generate's --start-mouth: rig (default: the previous frame "
                         "with the mouth drawn by the portrait's face rig as the voice moves it) or previous")
+    p.add_argument("--expression-noise", choices=EXPRESSION_NOISES, default=DEFAULT_EXPRESSION_NOISE,
+                   help="the expression generator's noise: shared (default: one draw per seed for every portrait, as "
+                        "every stored report) or per-portrait (seed * 1000 + the portrait's index: more draws of the "
+                        "generator per run)")
     p.add_argument("--save-crops", action="store_true",
                    help="also save the sampled crops (before super-resolution) into --out/crops, for --crops-from")
     p.add_argument("--crops-from", default=None, metavar="DIR",

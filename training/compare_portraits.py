@@ -19,8 +19,8 @@ runs first (each voice and seed counts once, whatever its number of frames):
 - ``fer_<emotion>``: the share of frames the real-face classifier reads as the asked emotion, per non-neutral
   emotion (issue 10 sets no FER target for neutral).
 
-``--allow sampling`` (or ``reinject_identity_every``, ``superres``, ``mouth``, ``start_mouth``) lets those differ, to
-rank two ways of running one checkpoint (e.g. start noise 0.5 against 0.7) by the same rule.
+``--allow sampling`` (or ``reinject_identity_every``, ``superres``, ``mouth``, ``start_mouth``, ``expression_noise``)
+lets those differ, to rank two ways of running one checkpoint (e.g. start noise 0.5 against 0.7) by the same rule.
 
 The verdict ``candidate_at_least_as_good`` is True when the candidate's run-mean is >= the baseline's minus
 ``--tolerance`` (default 0) on every kept measure; ``worse`` lists the measures where it is not.
@@ -43,9 +43,10 @@ from emodiff_core.sampling import SamplingError, SamplingSettings
 
 SUMMARY_MEASURES = ("face_share", "same_person_share", "sharpness", "lipsync_r")
 # what must agree between two reports for their numbers to be comparable (the voice and the seed pair them: `run_of`)
-SETTINGS_KEYS = ("emotions", "intensity", "sampling", "reinject_identity_every", "superres", "mouth", "start_mouth")
+SETTINGS_KEYS = ("emotions", "intensity", "sampling", "reinject_identity_every", "superres", "mouth", "start_mouth",
+                 "expression_noise")
 # what may differ when the comparison is between two ways of running ONE checkpoint (--allow)
-GENERATION_SETTINGS = ("sampling", "reinject_identity_every", "superres", "mouth", "start_mouth")
+GENERATION_SETTINGS = ("sampling", "reinject_identity_every", "superres", "mouth", "start_mouth", "expression_noise")
 
 
 class ComparisonError(ValueError):
@@ -100,12 +101,15 @@ def _by_run(reports: Sequence[Mapping], side: str) -> Dict[Tuple[str, int], Mapp
 
 def _setting(report: Mapping, key: str):
     """A report's setting; sampling as `SamplingSettings`, so that a report written before a sampling option
-    existed (without its key) equals one that has the option's default; likewise the mouth policy and the start."""
+    existed (without its key) equals one that has the option's default; likewise the mouth policy, the start and the
+    expression generator's noise."""
     value = report.get(key)
     if key == "mouth" and value is None:      # reports from before the mouth policy: the generator's mouth
         return "generator"
     if key == "start_mouth" and value is None:      # reports from before the start policy: the previous frame
         return "previous"
+    if key == "expression_noise" and value is None:     # reports from before the option: one draw per seed
+        return "shared"
     if key == "sampling" and isinstance(value, Mapping):
         try:
             return SamplingSettings(**value)

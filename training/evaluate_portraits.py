@@ -73,6 +73,13 @@ columns = the portrait's aligned crop at the output size, then the middle frame 
 labelled with face / same-person shares and sharpness), and with ``--save-videos`` one mp4 (with the audio)
 per video.
 
+The expression generator's noise. By default (``--expression-noise shared``, every stored report's protocol) the
+sequences come from one generator noise per seed, so every portrait and voice of a run plays the same emotional
+sequence and a run reads one draw of the generator; ``--expression-noise per-portrait`` draws one per portrait
+(`expression_seed`: ``seed * 1000`` + the portrait's index in the sorted folder; the first portrait keeps the shared
+draw), so that a run reads as many draws as portraits. The denoiser's noise is ``--seed`` either way. Reported as
+``expression_noise``; `compare-portraits` pairs only reports made alike.
+
 Comparing super-resolution heads without sampling again. The videos' crops at the model's size depend on the
 denoiser, the expression generator, the audio and the sampling settings, not on the SR head, and sampling is
 most of the time (about 6 of every 10 minutes on a 2-core CPU). ``--save-crops`` writes them into
@@ -106,6 +113,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_EMOTIONS = ("neutral", "happy", "sad", "surprised")
 DEFAULT_SECONDS = 10.0
 DEFAULT_OUT = "evaluate_portraits_out"
+# the expression generator's noise: one draw per seed for every portrait (the protocol of every stored report), or
+# one per portrait (`expression_seed`)
+EXPRESSION_NOISES = ("shared", "per-portrait")
+DEFAULT_EXPRESSION_NOISE = "shared"
+PORTRAIT_SEED_STRIDE = 1000     # per-portrait draws of seed S: S * 1000 + the portrait's index in the sorted folder
 FER_CROP_FRACTION = 0.7
 LIPSYNC_MAX_OFFSET = 8
 FER_TARGET_EMOTIONS = ("happy", "sad", "surprised")
@@ -383,6 +395,25 @@ def _write_report(out: str, header: dict, results: List[dict], skipped: List[dic
     return report
 
 
+def expression_seed(seed: int, portrait_index: int, noise: str = DEFAULT_EXPRESSION_NOISE) -> int:
+    """The expression generator's noise seed for the ``portrait_index``-th portrait (sorted by file name) of a run at
+    ``seed``: the seed itself when shared, ``seed * PORTRAIT_SEED_STRIDE + portrait_index`` per portrait.
+
+    Why per portrait: every video of a seed otherwise plays the same emotional sequence, so a run's FER of one
+    emotion reads one generator draw per seed, and two generators that differ only by their per-noise error are
+    compared on two draws (benchmarks/README.md, "KDLWB stopped at 24 videos"). The denoiser's own noise stays
+    ``seed`` either way."""
+    if noise not in EXPRESSION_NOISES:
+        raise PortraitEvaluationError(f"--expression-noise must be one of {', '.join(EXPRESSION_NOISES)}, got "
+                                      f"{noise!r}")
+    if noise == "shared":
+        return int(seed)
+    if not 0 <= portrait_index < PORTRAIT_SEED_STRIDE:
+        raise PortraitEvaluationError(f"--expression-noise per-portrait draws up to {PORTRAIT_SEED_STRIDE} "
+                                      f"portraits per seed; this folder has more")
+    return int(seed) * PORTRAIT_SEED_STRIDE + int(portrait_index)
+
+
 def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHECKPOINT,
                        seconds: float = DEFAULT_SECONDS, emotions: Sequence[str] = DEFAULT_EMOTIONS,
                        intensity: float = 1.0, out: str = DEFAULT_OUT, seed: int = 0,
@@ -392,6 +423,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                        superres_from: Optional[str] = None, audio_guidance: Optional[float] = None,
                        mouth: str = "auto", portrait_identity: str = pl.DEFAULT_PORTRAIT_IDENTITY,
                        start_mouth: str = anchors.DEFAULT_START_MOUTH,
+                       expression_noise: str = DEFAULT_EXPRESSION_NOISE,
                        log: Callable[[str], None] = _log) -> dict:
     """Generate and measure (see the module docstring); writes report.json and contact_sheet.png into ``out``
     and returns the report. ``guidance`` is the classifier-free guidance scale, in place of ``settings.guidance``
@@ -401,7 +433,8 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     docstring). ``mouth``: the generated expressions' mouth (`pipeline.MOUTH_POLICIES`; "auto" = the checkpoint's
     recommendation), reported as ``mouth``. ``portrait_identity``: what the network is given as the person
     (`pipeline.identity_crops`); the person is measured against the photograph either way. ``start_mouth``: what
-    each frame starts from (`anchors.start_anchor`)."""
+    each frame starts from (`anchors.start_anchor`). ``expression_noise``: the expression generator's noise shared
+    by every portrait of the run or drawn per portrait (`expression_seed`)."""
     from emodiff_core import faces
     from emodiff_core.audio import load_audio_file
     from emodiff_core.cli import load_image, load_models
@@ -413,6 +446,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     pl.check_reinject(reinject_identity_every, "--reinject-identity-every")   # before the slow work
     pl.check_portrait_identity(portrait_identity, "--portrait-identity")
     anchors.check_start_mouth(start_mouth, "--start-mouth")
+    expression_seed(seed, 0, expression_noise)                                 # refuses an unknown policy early
     if not seconds > 0:
         raise PortraitEvaluationError(f"--seconds must be > 0, got {seconds}")
     try:
@@ -462,12 +496,15 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         f"{clip.silent_seconds:.2f} s silent), emotions {', '.join(emotions)} at k = {intensity:g}, "
         f"sampling {settings.label}")
 
-    # the expression sequences do not depend on the portrait: one (psi, e_n) pair per emotion
+    # the expression sequences do not depend on the portrait, only on the generator's noise: one (psi, e_n) pair
+    # per emotion and noise seed
     generated_mouth = pl.resolve_mouth(mouth, models.denoiser, models.recommended_mouth, display_path(checkpoint))
-    pairs = [pl.emotion_expression_pair(models.generator, clip.num_frames, pl.EmotionSpec(e, float(intensity)),
-                                        fps=clip.fps, seed=seed, mouth=generated_mouth, audio=clip) for e in emotions]
-    psi = torch.stack([p[0] for p in pairs])
-    neutral = torch.stack([p[1] for p in pairs])
+
+    def expressions(noise_seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        pairs = [pl.emotion_expression_pair(models.generator, clip.num_frames, pl.EmotionSpec(e, float(intensity)),
+                                            fps=clip.fps, seed=noise_seed, mouth=generated_mouth, audio=clip)
+                 for e in emotions]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     header = {
         "checkpoint": display_path(checkpoint),
@@ -479,6 +516,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
         "mouth": generated_mouth.name,
         "portrait_identity": portrait_identity,
         "start_mouth": start_mouth,
+        "expression_noise": expression_noise,
         "superres": ("none" if models.superres is None else
                      f"head of {display_path(superres_from)}" if superres_from is not None else "head"),
         "device": str(device),
@@ -499,14 +537,17 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
                          "emotions": list(emotions), "intensity": float(intensity), "seed": int(seed),
                          "sampling": settings.to_dict(), "reinject_identity_every": int(reinject_identity_every),
                          "mouth": header["mouth"], "portrait_identity": portrait_identity,
-                         "start_mouth": start_mouth, "image_size": int(size)}
+                         "start_mouth": start_mouth, "expression_noise": expression_noise,
+                         "image_size": int(size)}
     crop_folder = os.path.join(out, "crops") if save_crops else crops_from
     crop_entries = _open_crops(crops_from, crop_settings) if crops_from is not None else None
     header["crops"] = ("sampled, saved in crops/" if save_crops else
                        f"read from {display_path(crops_from)}" if crops_from is not None else "sampled")
     results, sheet_rows, skipped = [], [], []
-    for path in files:
+    shared = expressions(seed) if expression_noise == "shared" else None
+    for index, path in enumerate(files):
         name = os.path.basename(path)
+        psi, neutral = shared if shared is not None else expressions(expression_seed(seed, index, expression_noise))
         try:
             portrait = pl.prepare_portrait(load_image(path), size)
         except (faces.FaceError, pl.PipelineError) as exc:
