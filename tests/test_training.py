@@ -1075,11 +1075,12 @@ def test_anchor_emotion_weight_weighs_rows_by_label_in_numbers_and_in_a_run(corp
     from emodiff_core.emotions import emotion_index
     from training import train_generator
     from training.configfile import TrainingConfigError, load_config
-    from training.train_generator import anchor_error, anchor_row_weights, windowed_anchor_error
+    from training.train_generator import anchor_error, anchor_row_weights, anchor_weight_table, windowed_anchor_error
 
     labels = torch.tensor([emotion_index("sad"), emotion_index("happy"), emotion_index("neutral")])
-    weights = anchor_row_weights({"sad": 4.0, "neutral": 0.5}, labels)
-    assert weights.tolist() == [4.0, 1.0, 0.5] and anchor_row_weights({}, labels) is None
+    weights = anchor_row_weights(anchor_weight_table({"sad": 4.0, "neutral": 0.5}), labels)
+    assert weights.tolist() == [4.0, 1.0, 0.5]
+    assert anchor_weight_table({}) is None and anchor_row_weights(None, labels) is None
     seqs, held = torch.randn(3, 10, 5, generator=torch.Generator().manual_seed(2)), torch.zeros(3, 10, 5)
     rows = (seqs ** 2).sum(2).mean(1)                                   # each row's mean error
     assert float(anchor_error(seqs, held, weights)) == pytest.approx(float((rows * weights).mean()))

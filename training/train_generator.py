@@ -62,7 +62,7 @@ class LossSection:
     direction term's) rollouts run, 0 = ``data.length`` as in every earlier run; ``anchor_window_weight``: the anchor's
     error over the first ``data.length`` frames added again at this weight (`windowed_anchor_error`);
     ``anchor_emotion_weight`` (emotion -> weight, 1 for the others): each anchor row's error weighed by its label,
-    neutral's weighing the e_n term (`anchor_row_weights`). A file that leaves out one of the last twelve has the
+    neutral's weighing the e_n term (`anchor_weight_table`). A file that leaves out one of the last twelve has the
     paper's recipe there (1, 0, 0, false, false, false, "data", none, none, 0, 0, none)."""
 
     ADDED_KEYS = {"lambda_adversarial": 1.0, "lambda_direction": 0.0, "lambda_anchor": 0.0,
@@ -240,20 +240,27 @@ def anchor_error(sequences: torch.Tensor, held: torch.Tensor,
     return (per_frame.mean(dim=1) * row_weights).mean()
 
 
-def anchor_row_weights(weights: Mapping[str, float], labels: torch.Tensor) -> Optional[torch.Tensor]:
-    """[B]: ``loss.anchor_emotion_weight`` read for the rows' labels (1 where it names no weight); None without
-    weights, so that every earlier recipe computes its error as before, bit for bit.
+def anchor_weight_table(weights: Mapping[str, float], device=None) -> Optional[torch.Tensor]:
+    """[num_emotions]: ``loss.anchor_emotion_weight`` per emotion index (1 where it names no weight), for
+    `anchor_row_weights`; None without weights, so that every earlier recipe computes its error as before, bit for
+    bit.
 
     Why: a fine-tune that keeps an emotion whole (sad in KDLWB) and the neutral sequences still ends their G(y, z) a
     few hundredths off the start's at a given noise, since the weights shared with the moved emotions move; the
     photographs' videos play one noise per seed, where that is a less sad face (benchmarks/README.md, "KDLWB stopped
-    at 24 videos"). A higher weight on those rows trades the moved emotions' fit for theirs."""
+    at 24 videos"). A higher weight on those rows was to trade the moved emotions' fit for theirs; at 8 it moved
+    sad's error at fresh noises by a twentieth (benchmarks/README.md, "The neutral and sad rows weighed")."""
     if not weights:
         return None
-    table = torch.ones(len(EMOTIONS), device=labels.device)
+    table = torch.ones(len(EMOTIONS), device=device)
     for emotion, weight in weights.items():
         table[emotion_index(emotion)] = float(weight)
-    return table[labels]
+    return table
+
+
+def anchor_row_weights(table: Optional[torch.Tensor], labels: torch.Tensor) -> Optional[torch.Tensor]:
+    """[B]: the rows' weights by label from `anchor_weight_table` (None stays None)."""
+    return None if table is None else table[labels]
 
 
 def windowed_anchor_error(sequences: torch.Tensor, held: torch.Tensor, window: int, weight: float,
@@ -459,6 +466,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     opt_d = torch.optim.Adam(list(d_g.parameters()) + list(d_l.parameters()), lr=o.lr_d, betas=(0.5, 0.999))
     neutral = emotion_index(NEUTRAL)
     frames = lw.anchor_frames or d.length
+    weight_table = anchor_weight_table(lw.anchor_emotion_weight, info.device)
     log = CsvLog(os.path.join(out_dir, "log.csv"),
                  LOG_FIELDS + [field for key, field in OPTIONAL_FIELDS.items() if getattr(lw, key) > 0])
 
@@ -498,11 +506,11 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                         moved = support_course_targets(start(y, frames, z=z), held, directions, support, y, speech)
                 g_losses["anchor"] = windowed_anchor_error(
                     e_n, held, d.length, lw.anchor_window_weight,
-                    anchor_row_weights(lw.anchor_emotion_weight, neutral_labels))
+                    anchor_row_weights(weight_table, neutral_labels))
                 if moved is not None:
                     g_losses["anchor"] = g_losses["anchor"] + windowed_anchor_error(
                         rollout, moved, d.length, lw.anchor_window_weight,
-                        anchor_row_weights(lw.anchor_emotion_weight, y))
+                        anchor_row_weights(weight_table, y))
                 g_losses["total"] = g_losses["total"] + lw.lambda_anchor * g_losses["anchor"]
         opt_g.zero_grad(set_to_none=True)
         g_losses["total"].backward()
