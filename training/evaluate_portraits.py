@@ -410,7 +410,7 @@ def expression_seed(seed: int, portrait_index: int, noise: str = DEFAULT_EXPRESS
         return int(seed)
     if not 0 <= portrait_index < PORTRAIT_SEED_STRIDE:
         raise PortraitEvaluationError(f"--expression-noise per-portrait draws up to {PORTRAIT_SEED_STRIDE} "
-                                      f"portraits per seed; this folder has more")
+                                      f"portraits per seed; this folder has more: split it, or use shared")
     return int(seed) * PORTRAIT_SEED_STRIDE + int(portrait_index)
 
 
@@ -446,7 +446,6 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     pl.check_reinject(reinject_identity_every, "--reinject-identity-every")   # before the slow work
     pl.check_portrait_identity(portrait_identity, "--portrait-identity")
     anchors.check_start_mouth(start_mouth, "--start-mouth")
-    expression_seed(seed, 0, expression_noise)                                 # refuses an unknown policy early
     if not seconds > 0:
         raise PortraitEvaluationError(f"--seconds must be > 0, got {seconds}")
     try:
@@ -454,6 +453,7 @@ def evaluate_portraits(portraits: str, audio: str, checkpoint: str = DEFAULT_CHE
     except ValueError as exc:
         raise PortraitEvaluationError(str(exc)) from None
     files = list_portraits(portraits)
+    expression_seed(seed, len(files) - 1, expression_noise)     # an unknown policy or too many photos, refused early
     if not os.path.isfile(audio):
         raise PortraitEvaluationError(f"audio file not found: {audio}")
     if os.path.exists(out) and not os.path.isdir(out):
