@@ -823,6 +823,14 @@ def tiny_generator(corpus, tmp_path_factory):
                                  str(tmp_path_factory.mktemp("generator")), max_steps=2)
 
 
+def support_course_config(**loss) -> dict:
+    """The tiny generator recipe as the support-course fine-tunes run it (the anchor alone, no GAN terms), with
+    ``loss`` keys on top."""
+    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
+    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True, **loss)
+    return cfg
+
+
 def test_start_magnitudes_keep_the_data_support_and_take_the_start_d_y_there(corpus, tiny_generator, tmp_path,
                                                                              monkeypatch):
     """``loss.direction_magnitudes`` "start": on the named components an emotion's data part moves (10 % of its largest
@@ -919,8 +927,7 @@ def test_support_course_holds_the_start_on_the_data_support_and_the_data_part_el
     torch.testing.assert_close(widened[:, :, 4:], held[:, :, 4:])
     # a run: at its first step the generator is the start, so the anchor's error is what the start asks beside
     # the data's support
-    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
-    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True)
+    cfg = support_course_config()
     (tmp_path / "course.json").write_text(json.dumps(cfg))
     train_generator.train(str(tmp_path / "course.json"), corpus, str(tmp_path / "b"), max_steps=2,
                           init_from=tiny_generator)
@@ -1001,8 +1008,7 @@ def test_generator_cosine_lr_decay_changes_later_steps_only_resumes_alike_and_re
     from training import train_generator
     from training.configfile import TrainingConfigError, load_config
 
-    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
-    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True)
+    cfg = support_course_config()
     assert "lr_decay" not in cfg["optim"]              # older files: constant rates, as before the option
     (tmp_path / "constant.json").write_text(json.dumps(cfg))
     cfg["optim"]["lr_decay"] = "cosine"
@@ -1043,9 +1049,7 @@ def test_generator_moved_emotion_rows_keeps_every_other_weight_and_a_whole_kept_
     support[emotion_index("angry"), 20] = True                   # only an unnamed component: nothing named kept
     assert np.flatnonzero(moved_emotion_rows(support)).tolist() == [emotion_index("happy")]
 
-    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
-    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True,
-                       support_kept_by_emotion={"sad": list(EXPRESSION_COMPONENTS)})
+    cfg = support_course_config(support_kept_by_emotion={"sad": list(EXPRESSION_COMPONENTS)})
     cfg["optim"]["trainable"] = "moved_emotion_rows"
     (tmp_path / "rows.json").write_text(json.dumps(cfg))
     path = train_generator.train(str(tmp_path / "rows.json"), corpus, str(tmp_path / "rows"), max_steps=3,
@@ -1089,8 +1093,7 @@ def test_anchor_emotion_weight_weighs_rows_by_label_in_numbers_and_in_a_run(corp
     assert float(windowed_anchor_error(seqs, held, 4, 1.0, weights)) == pytest.approx(
         float((rows * weights).mean() + (window_rows * weights).mean()))
     # in a run: the first step's anchor error is the start's, so only the weights change it
-    cfg = json.load(open(os.path.join(CONFIGS, "generator_tiny.json")))
-    cfg["loss"].update(lambda_anchor=1.0, lambda_adversarial=0.0, anchor_support_course=True)
+    cfg = support_course_config()
     (tmp_path / "plain.json").write_text(json.dumps(cfg))
     cfg["loss"]["anchor_emotion_weight"] = {e: 3.0 for e in ("angry", "contempt", "disgusted", "fear", "happy",
                                                              "sad", "surprised")}
