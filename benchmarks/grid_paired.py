@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Dict, List, Mapping, Optional
+
+from training.compare_portraits import paired_stats
 
 from .common import print_json, write_json
 
@@ -39,20 +40,17 @@ def _grid(path: str) -> Mapping:
 
 def paired_over_emotions(before: Mapping[str, float], after: Mapping[str, float]) -> dict:
     """``after`` minus ``before`` per emotion (the emotions both hold a number for), the mean difference and its SE
-    over emotions. ValueError when the two name different emotions: then they are not the same grid."""
+    over emotions (`compare_portraits.paired_stats`, the photographs' rule's arithmetic). ValueError when the two
+    name different emotions: then they are not the same grid."""
     if set(before) != set(after):
         raise ValueError(f"the two grids differ in emotions: {sorted(before)} vs {sorted(after)}")
     emotions = [e for e in before if before[e] is not None and after[e] is not None]
     if len(emotions) < 2:
         raise ValueError(f"a paired difference over emotions needs at least two measured ones, got {emotions}")
-    diffs = [after[e] - before[e] for e in emotions]
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-    se = sd / math.sqrt(len(diffs))
-    return {"before": sum(before[e] for e in emotions) / len(emotions),
-            "after": sum(after[e] for e in emotions) / len(emotions),
-            "difference": mean, "se": se, "per_emotion": dict(zip(emotions, diffs)),
-            "lower_by_two_se": mean < -2 * se}
+    stats = paired_stats([(before[e], after[e]) for e in emotions])
+    return {"before": stats["baseline"], "after": stats["candidate"], "difference": stats["difference"],
+            "se": stats["se"], "per_emotion": {e: after[e] - before[e] for e in emotions},
+            "lower_by_two_se": stats["difference"] < -2 * stats["se"]}
 
 
 def _shares(before: Mapping, after: Mapping, key: str, floor: Optional[float] = None) -> dict:

@@ -204,8 +204,10 @@ def video_measures(report: Mapping, run: str) -> Dict[tuple, Dict[str, float]]:
     return out
 
 
-def _paired_stats(pairs: Sequence[tuple]) -> dict:
-    """Unrounded, so that a verdict near the bar is not decided by the rounding (`_rounded` is for the report)."""
+def paired_stats(pairs: Sequence[tuple]) -> dict:
+    """(baseline, candidate) pairs: both means, the mean difference, its SE (sd / sqrt(n); None for one pair), how many
+    are higher. Unrounded, so that a verdict near the bar is not decided by the rounding (`_rounded` is for the
+    report)."""
     base = np.array([b for b, _ in pairs], np.float64)
     diff = np.array([c for _, c in pairs], np.float64) - base
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None
@@ -239,7 +241,7 @@ def compare_paired(baseline: Sequence[Mapping], candidate: Sequence[Mapping], st
     def stats(keys, measure):
         pairs = [(before[k][measure], after[k][measure]) for k in keys
                  if measure in before[k] and measure in after[k]]
-        return _paired_stats(pairs) if pairs else None
+        return paired_stats(pairs) if pairs else None
 
     measures = sorted({m for k in shared for m in before[k]}, key=lambda m: (m.startswith("fer_"), m))
     paired = {m: s for m in measures if (s := stats(shared, m)) is not None}
