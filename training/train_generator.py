@@ -47,7 +47,7 @@ from .clips import ClipDataset
 from .configfile import ModelSection, TrainingConfigError, load_config, require, require_positive
 from .data import emotion_sequences
 from .export import export_component
-from .loop import EMA, CsvLog, lr_at, run_steps, setup_distributed, unwrap, wrap_ddp
+from .loop import EMA, CsvLog, lr_at, optimizer_step, run_steps, setup_distributed, unwrap, wrap_ddp
 from .twins import load_clip_twins, mean_emotion_parts
 
 
@@ -470,11 +470,11 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
     log = CsvLog(os.path.join(out_dir, "log.csv"),
                  LOG_FIELDS + [field for key, field in OPTIONAL_FIELDS.items() if getattr(lw, key) > 0])
 
+    def rate(base: float, step: int) -> float:
+        """The step's rate (set every step by `optimizer_step`, so that a resumed run follows the same schedule)."""
+        return lr_at(step, base, 0, total) if o.lr_decay == "cosine" else base
+
     def step_fn(step: int) -> Dict[str, float]:
-        if o.lr_decay == "cosine":      # set every step, so that a resumed run follows the same schedule
-            for opt, base in ((opt_g, o.lr_g), (opt_d, o.lr_d)):
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, base, 0, total)
         rng = np.random.default_rng([seed, step, info.rank])
         gen_t = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         real, y = _windows(seqs, labels, rng, o.batch_size, d.length)
@@ -485,9 +485,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
         rollout = gen_ddp(y, frames, z=z)
         fake = rollout[:, :d.length]
         d_losses = discriminator_losses(dg_ddp, dl_ddp, real, fake.detach(), y)
-        opt_d.zero_grad(set_to_none=True)
-        d_losses["total"].backward()
-        opt_d.step()
+        optimizer_step(opt_d, d_losses["total"], rate(o.lr_d, step))
         g_losses = generator_losses(dg_ddp, dl_ddp, fake, real, y, lw.lambda_mse, lw.lambda_cls,
                                     lw.lambda_adversarial)
         if lw.lambda_direction > 0 or lw.lambda_anchor > 0:     # the same z under the neutral label: Eq. 14's e_n
@@ -512,9 +510,7 @@ def train(config_path: str, data_dir: str, out_dir: str, resume: bool = False, d
                         rollout, moved, d.length, lw.anchor_window_weight,
                         anchor_row_weights(weight_table, y))
                 g_losses["total"] = g_losses["total"] + lw.lambda_anchor * g_losses["anchor"]
-        opt_g.zero_grad(set_to_none=True)
-        g_losses["total"].backward()
-        opt_g.step()
+        optimizer_step(opt_g, g_losses["total"], rate(o.lr_g, step))
         ema.update(gen, step)
         with torch.no_grad():
             acc = (unwrap(dg_ddp)(fake.detach(), y)[1].argmax(1) == y).float().mean()
