@@ -76,9 +76,10 @@ per video.
 The expression generator's noise. By default (``--expression-noise shared``, every stored report's protocol) the
 sequences come from one generator noise per seed, so every portrait and voice of a run plays the same emotional
 sequence and a run reads one draw of the generator; ``--expression-noise per-portrait`` draws one per portrait
-(`expression_seed`: ``seed * 1000`` + the portrait's index in the sorted folder; the first portrait keeps the shared
-draw), so that a run reads as many draws as portraits. The denoiser's noise is ``--seed`` either way. Reported as
-``expression_noise``; `compare-portraits` pairs only reports made alike.
+(`expression_seed`: ``seed * 1000`` + the portrait's index in the sorted folder; so at seed 0 the first portrait
+keeps the shared draw, at seed 1 the draws are 1000, 1001, ...), so that a run reads as many draws as portraits.
+The denoiser's noise is ``--seed`` either way. Reported as ``expression_noise``; `compare-portraits` pairs only
+reports made alike.
 
 Comparing super-resolution heads without sampling again. The videos' crops at the model's size depend on the
 denoiser, the expression generator, the audio and the sampling settings, not on the SR head, and sampling is
