@@ -190,13 +190,28 @@ class ExpressionConfig:
     # No shipped bundle sets it: settled, the demo's neutral reads sad on some faces that its start-up hides
     # (benchmarks/README.md, "The warm-up on videos").
     warmup_frames: int = 0
+    # Emotions whose sequences come from a second network of the same shape (`ExpressionGenerator.override`), the
+    # others from the first. A fine-tune of the generator moves every emotion's sequences, the ones it was asked to
+    # keep included (about 0.06 rms at any noise; benchmarks/README.md, "The neutral and sad rows weighed"); this
+    # keeps the first network's sequences bit for bit for the emotions not listed. `training export
+    # --expression-override-from` assembles it. Neutral cannot be listed: e_n is every direction's origin (Eq. 14).
+    override_emotions: Tuple[str, ...] = ()
 
-    # configs written before the warm-up existed roll out from frame 0 (see DenoiserConfig.ADDED_KEYS)
-    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"warmup_frames": 0}
+    # configs written before the warm-up / the override existed (see DenoiserConfig.ADDED_KEYS)
+    ADDED_KEYS: typing.ClassVar[Mapping[str, Any]] = {"warmup_frames": 0, "override_emotions": ()}
 
     def validate(self) -> None:
+        from .emotions import EMOTIONS, NEUTRAL
+
         _require(self.expression_dim > 0 and self.num_emotions >= 2, "expression_dim > 0 and num_emotions >= 2")
         _require(self.warmup_frames >= 0, "expression warmup_frames must be >= 0")
+        unknown = [e for e in self.override_emotions if e not in EMOTIONS[:self.num_emotions]]
+        _require(not unknown, f"override_emotions: unknown emotion {unknown[0] if unknown else ''!r}; "
+                              f"choose among {', '.join(EMOTIONS[:self.num_emotions])}")
+        _require(NEUTRAL not in self.override_emotions,
+                 "override_emotions cannot hold neutral: e_n is the origin of every emotion's direction")
+        _require(len(set(self.override_emotions)) == len(self.override_emotions),
+                 "override_emotions lists an emotion twice")
         _require(self.hidden_dim > 0 and self.num_layers >= 1, "hidden_dim > 0 and num_layers >= 1")
         _require(self.disc_kernel >= 2 and all(d >= 1 for d in self.disc_dilations), "disc_kernel >= 2, dilations >= 1")
 

@@ -154,7 +154,9 @@ def _export(args) -> int:
     path = export(args.out, args.parts, card=args.card, base=args.base, guidance=args.guidance,
                   reinject_identity_every=args.reinject_identity_every, audio_guidance=args.audio_guidance,
                   superres_mouth_from=args.superres_mouth_from, mouth=args.mouth,
-                  expression_warmup=args.expression_warmup)
+                  expression_warmup=args.expression_warmup,
+                  expression_override_from=args.expression_override_from,
+                  expression_override_emotions=[e for e in args.expression_override_emotions.split(",") if e.strip()])
     print(f"wrote {path}")
     return 0
 
@@ -421,6 +423,12 @@ def main(argv=None) -> int:
     p.add_argument("--expression-warmup", type=int, default=None, metavar="FRAMES",
                    help="frames the expression generator rolls out and drops before a sequence's first (its start-up "
                         "swing settles by about 30; benchmarks.generator_neutral); the weights are unchanged")
+    p.add_argument("--expression-override-from", default=None, metavar="FILE",
+                   help="a file with an expression generator (component file or bundle) that makes the sequences of "
+                        "--expression-override-emotions; the bundle's own generator makes the others bit for bit "
+                        "(ExpressionConfig.override_emotions)")
+    p.add_argument("--expression-override-emotions", default="", metavar="LIST",
+                   help="comma-separated emotions (not neutral) that --expression-override-from makes")
     p.add_argument("--superres-mouth-from", default=None, metavar="FILE",
                    help="a file with an SR head (component file or bundle) to use around the mouth, the bundle's "
                         "own SR head everywhere else (SuperResConfig.mouth_branch)")

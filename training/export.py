@@ -11,6 +11,7 @@ import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, build_components, read_checkpoint, save_checkpoint
+from emodiff_core.emotions import EMOTIONS
 from emodiff_core.models import ExpressionGenerator, SuperResolver
 from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, MOUTH_INFO_KEY, REINJECT_INFO_KEY,
                                    SAMPLING_INFO_PREFIX, recommended_audio_guidance, recommended_guidance,
@@ -51,10 +52,36 @@ def with_warmup(generator: ExpressionGenerator, frames: int) -> ExpressionGenera
     return warmed.eval()
 
 
+def with_override(generator: ExpressionGenerator, override: ExpressionGenerator, emotions: Sequence[str],
+                  where: str = "--expression-override-from") -> ExpressionGenerator:
+    """One expression generator from two trained ones (`ExpressionConfig.override_emotions`): ``override``'s
+    sequences for ``emotions``, ``generator``'s, bit for bit, for every other. Both must be plain generators of
+    the same shape and warm-up."""
+    from emodiff_core.emotions import emotion_index
+
+    for name, gen in (("the bundle's expression generator", generator), (where, override)):
+        if gen.config.override_emotions:
+            raise CheckpointError(f"{name} already routes {', '.join(gen.config.override_emotions)} to a second "
+                                  "network; give two plain generators")
+    if override.config != generator.config:
+        raise CheckpointError(f"{where}: its expression generator ({override.config}) differs in shape or warm-up "
+                              f"from the bundle's ({generator.config}); an override has the bundle's shape")
+    names = tuple(EMOTIONS[emotion_index(e)] for e in emotions)
+    if not names:
+        raise CheckpointError("--expression-override-emotions: name at least one emotion the override makes")
+    routed = ExpressionGenerator(dataclasses.replace(generator.config, override_emotions=names))
+    state = dict(generator.state_dict())
+    state.update({f"override.{k}": v for k, v in override.state_dict().items()})
+    routed.load_state_dict(state, strict=True)
+    return routed.eval()
+
+
 def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Optional[str] = None,
            guidance: Optional[float] = None, reinject_identity_every: Optional[int] = None,
            audio_guidance: Optional[float] = None, superres_mouth_from: Optional[str] = None,
-           mouth: Optional[str] = None, expression_warmup: Optional[int] = None) -> str:
+           mouth: Optional[str] = None, expression_warmup: Optional[int] = None,
+           expression_override_from: Optional[str] = None,
+           expression_override_emotions: Sequence[str] = ()) -> str:
     """Bundle ``parts`` into ``out``. ``base``: a bundle whose other components (those no part holds) are kept,
     with their training info, e.g. a fine-tuned denoiser with the demo's generator, SR head and regressor.
     ``guidance``: the classifier-free guidance scale to recommend (`pipeline.GUIDANCE_INFO_KEY`, what the CLI
@@ -65,6 +92,9 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
     "speech" need a denoiser with training statistics).
     ``expression_warmup``: the frames the bundle's expression generator rolls out and drops before the first
     it returns (`ExpressionConfig.warmup_frames`, `with_warmup`; its weights unchanged).
+    ``expression_override_from``: a file holding an expression generator (a component file or a bundle) whose
+    sequences the exported generator uses for ``expression_override_emotions`` (`with_override`; the generator
+    from the parts or the base makes the others, neutral always).
     ``superres_mouth_from``: a file holding an SR head (a component file or a bundle) that becomes the mouth branch
     of the exported SR head (`with_mouth_branch`; the SR head from the parts or the base is the main one).
     No parts with a ``base``: the base re-exported whole (same weights) with a new card or recommendation. The
@@ -103,6 +133,27 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
                    {key.split(".", 1)[1]: value for key, value in source.info.items() if key.startswith("superres.")})
         info["superres.mouth_branch"] = os.path.basename(superres_mouth_from)
         info.update({f"superres.mouth.{key}": value for key, value in trained.items() if key != "card"})
+    if expression_override_emotions and expression_override_from is None:
+        raise CheckpointError("--expression-override-emotions names the emotions of --expression-override-from; "
+                              "give the file too")
+    if expression_override_from is not None:
+        if "expression_generator" not in components:
+            raise CheckpointError("--expression-override-from routes emotions of the bundle's expression generator; "
+                                  "neither the parts nor the base hold one")
+        if not os.path.isfile(expression_override_from):
+            raise FileNotFoundError(f"--expression-override-from: file not found: {expression_override_from}")
+        source = read_checkpoint(expression_override_from)
+        components["expression_generator"] = with_override(
+            components["expression_generator"],
+            build_components(source, ["expression_generator"])["expression_generator"], expression_override_emotions)
+        trained = (source.info if source.components == ("expression_generator",) else
+                   {key.split(".", 1)[1]: value for key, value in source.info.items()
+                    if key.startswith("expression_generator.")})
+        info["expression_generator.override"] = os.path.basename(expression_override_from)
+        info["expression_generator.override_emotions"] = ",".join(
+            components["expression_generator"].config.override_emotions)
+        info.update({f"expression_generator.override.{key}": value for key, value in trained.items()
+                     if key != "card"})
     if expression_warmup is not None:
         if "expression_generator" not in components:
             raise CheckpointError("--expression-warmup sets how a bundle's expression generator rolls out; neither "

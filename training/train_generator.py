@@ -388,6 +388,10 @@ def start_magnitude_directions(directions: np.ndarray, start, frames: Optional[i
 
 def _load_start(init_from: str, cfg) -> ExpressionGenerator:
     start = load_components(init_from, ["expression_generator"])["expression_generator"]
+    if start.config.override_emotions:
+        raise TrainingConfigError(f"{init_from}: its expression generator is two networks (override_emotions "
+                                  f"{', '.join(start.config.override_emotions)}); fine-tune from a plain generator, "
+                                  "then assemble with `export --expression-override-from`")
     # the warm-up is how sequences are read out (`export --expression-warmup`), not the weights
     if dataclasses.replace(start.config, warmup_frames=cfg.warmup_frames) != cfg:
         raise TrainingConfigError(f"{init_from}: its expression generator was built from another model config than "

@@ -14,6 +14,7 @@ Conventions (the paper leaves them open):
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Optional
 
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ExpressionConfig
+from ..emotions import EMOTIONS
 
 
 class ExpressionGenerator(nn.Module):
@@ -35,6 +37,10 @@ class ExpressionGenerator(nn.Module):
         self.initial_state = nn.Linear(cond_dim, 2 * cfg.num_layers * cfg.hidden_dim)
         self.lstm = nn.LSTM(cfg.expression_dim + cond_dim, cfg.hidden_dim, cfg.num_layers, batch_first=True)
         self.head = nn.Linear(cfg.hidden_dim, cfg.expression_dim)
+        # the second network of `ExpressionConfig.override_emotions` (None without one)
+        self.override = (ExpressionGenerator(dataclasses.replace(cfg, override_emotions=()))
+                         if cfg.override_emotions else None)
+        self._override_labels = tuple(EMOTIONS.index(e) for e in cfg.override_emotions)
 
     def sample_noise(self, batch: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
         gen_device = generator.device if generator is not None else "cpu"
@@ -43,13 +49,26 @@ class ExpressionGenerator(nn.Module):
 
     def forward(self, labels: torch.Tensor, num_frames: int, z: Optional[torch.Tensor] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """[B, num_frames, D]: the rollout's frames after the config's ``warmup_frames`` (rolled out, then dropped)."""
-        cfg = self.config
+        """[B, num_frames, D]: the rollout's frames after the config's ``warmup_frames`` (rolled out, then dropped).
+
+        With ``override_emotions``, the rows of those emotions come from `override` at the same noise; the others
+        are this network's rollout of the whole batch, so they are what it makes without an override, bit for bit.
+        """
         if num_frames < 1:
             raise ValueError("num_frames must be at least 1")
-        b = labels.shape[0]
         if z is None:
-            z = self.sample_noise(b, generator)
+            z = self.sample_noise(labels.shape[0], generator)
+        out = self._rollout(labels, num_frames, z)
+        if self.override is None:
+            return out
+        routed = torch.isin(labels, torch.tensor(self._override_labels, device=labels.device))
+        if not bool(routed.any()):
+            return out
+        return torch.where(routed[:, None, None], self.override(labels, num_frames, z=z), out)
+
+    def _rollout(self, labels: torch.Tensor, num_frames: int, z: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        b = labels.shape[0]
         cond = torch.cat([self.emotion_embed(labels), z.to(self.head.weight.dtype)], dim=1)
         h0, c0 = torch.tanh(self.initial_state(cond)).reshape(b, 2, cfg.num_layers, cfg.hidden_dim).unbind(1)
         state = (h0.transpose(0, 1).contiguous(), c0.transpose(0, 1).contiguous())
