@@ -591,3 +591,50 @@ def test_grid_paired_pairs_emotions_flags_a_drop_and_refuses_what_is_not_a_grid(
     (tmp_path / "flie.json").write_text(json.dumps({"videos": {"flie": 3.0}}))
     assert grid_paired.main([a, str(tmp_path / "flie.json")]) == 2
     assert "has no emotion_control grid" in capsys.readouterr().err
+
+
+def _sheet_report(folder, name, files, cell=16):
+    """A stored evaluate-portraits result: NAME.json beside NAME.png drawn by the real contact_sheet."""
+    from training.evaluate_portraits import contact_sheet
+
+    emotions = ["neutral", "sad"]
+    measures = {"face_share": 1.0, "same_person_share": 0.5, "sharpness": 0.7, "fer": {"asked_share": 0.1}}
+    rng = np.random.default_rng(len(files))
+    rows = [{"name": f, "crop": rng.integers(0, 255, (cell, cell, 3), dtype=np.uint8),
+             "middle": {e: rng.integers(0, 255, (cell, cell, 3), dtype=np.uint8) for e in emotions},
+             "measures": {e: measures for e in emotions}} for f in files]
+    sheet = contact_sheet(rows, emotions, str(folder / f"{name}.png"))
+    report = {"results": [{"file": f, "output_size": cell} for f in files], "contact_sheet": f"{name}.png"}
+    (folder / f"{name}.json").write_text(json.dumps(report))
+    return str(folder / f"{name}.json"), sheet[..., ::-1]        # the sheet as cv2 reads it (BGR)
+
+
+def test_sheet_leave_out_crops_the_portraits_row_and_leaves_the_rest_exact(tmp_path, capsys):
+    import cv2
+
+    from benchmarks import sheet_leave_out
+    from training.evaluate_portraits import SHEET_CAPTION_HEIGHT, SHEET_HEADER_HEIGHT
+
+    three, before = _sheet_report(tmp_path, "three", ["1_portrait.jpg", "4_multi_face.jpg", "3_grace_hopper.jpg"])
+    other, other_sheet = _sheet_report(tmp_path, "other", ["1_portrait.jpg", "3_grace_hopper.jpg"])
+    assert sheet_leave_out.main([three, other, "--portrait", "multi_face.jpg"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"cropped": ["three.json"], "already": [], "absent": ["other.json"]}
+    after = cv2.imread(str(tmp_path / "three.png"))
+    band, top = 16 + SHEET_CAPTION_HEIGHT, SHEET_HEADER_HEIGHT + 16 + SHEET_CAPTION_HEIGHT
+    assert after.shape == (before.shape[0] - band, before.shape[1], 3)
+    assert np.array_equal(after[:top], before[:top])                       # the header and the first row
+    assert np.array_equal(after[top:], before[top + band:])                 # the last row moved up, unchanged
+    assert np.array_equal(cv2.imread(str(tmp_path / "other.png")), other_sheet)
+    # run again: the row is already off; nothing changes
+    assert sheet_leave_out.main([three, "--portrait", "multi_face.jpg"]) == 0
+    assert json.loads(capsys.readouterr().out)["already"] == ["three.json"]
+    assert np.array_equal(cv2.imread(str(tmp_path / "three.png")), after)
+    # a sheet that is not its report's layout is refused before any other sheet is touched
+    fresh, fresh_sheet = _sheet_report(tmp_path, "fresh", ["1_portrait.jpg", "4_multi_face.jpg"])
+    odd, _ = _sheet_report(tmp_path, "odd", ["4_multi_face.jpg", "x.jpg", "y.jpg"])
+    cv2.imwrite(str(tmp_path / "odd.png"), np.zeros((50, 40, 3), np.uint8))
+    assert sheet_leave_out.main([fresh, odd, "--portrait", "multi_face.jpg"]) == 2
+    assert "neither 3 nor 2 rows" in capsys.readouterr().err
+    assert np.array_equal(cv2.imread(str(tmp_path / "fresh.png")), fresh_sheet)
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{n}.{x}" for n in ("three", "other", "fresh", "odd")
+                                                  for x in ("json", "png"))          # nothing half-written

@@ -241,6 +241,9 @@ def measure_video(frames: np.ndarray, emotion: str, reference_crop: np.ndarray,
     return out
 
 
+SHEET_HEADER_HEIGHT, SHEET_CAPTION_HEIGHT = 20, 30     # a contact sheet's column titles; the captions under a row
+
+
 def contact_sheet(rows: Sequence[dict], emotions: Sequence[str], path: str) -> np.ndarray:
     """Rows = portraits, columns = the portrait's aligned crop then the middle frame of each emotion's video;
     each generated cell captioned with face share / same-person share / sharpness. Written as PNG."""
@@ -249,7 +252,7 @@ def contact_sheet(rows: Sequence[dict], emotions: Sequence[str], path: str) -> n
     if not rows:
         raise PortraitEvaluationError("nothing to put on the contact sheet")
     cell = int(rows[0]["crop"].shape[0])
-    label_w, head_h, cap_h = 120, 20, 30
+    label_w, head_h, cap_h = 120, SHEET_HEADER_HEIGHT, SHEET_CAPTION_HEIGHT
     cols = ["portrait"] + list(emotions)
     sheet = np.full((head_h + len(rows) * (cell + cap_h), label_w + len(cols) * cell, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
