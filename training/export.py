@@ -11,7 +11,7 @@ import os
 from typing import Optional, Sequence
 
 from emodiff_core.checkpoint import CheckpointError, build_components, read_checkpoint, save_checkpoint
-from emodiff_core.emotions import EMOTIONS
+from emodiff_core.emotions import EMOTIONS, emotion_index
 from emodiff_core.models import ExpressionGenerator, SuperResolver
 from emodiff_core.pipeline import (AUDIO_GUIDANCE_INFO_KEY, GUIDANCE_INFO_KEY, MOUTH_INFO_KEY, REINJECT_INFO_KEY,
                                    SAMPLING_INFO_PREFIX, recommended_audio_guidance, recommended_guidance,
@@ -25,6 +25,14 @@ def export_component(out_dir: str, name: str, module, step: int, data_dir: DataF
     bundles and the nodes load."""
     return save_checkpoint(os.path.join(out_dir, f"{name}.safetensors"), {name: module},
                            info={"kind": name, "steps": step, "data": data_label(data_dir)})
+
+
+def _training_info(source, component: str) -> dict:
+    """The training info of ``component`` in an opened file: a component file's whole info, a bundle's entries
+    prefixed with the component's name; the model card left out."""
+    trained = (source.info if source.components == (component,) else
+               {key.split(".", 1)[1]: value for key, value in source.info.items() if key.startswith(f"{component}.")})
+    return {key: value for key, value in trained.items() if key != "card"}
 
 
 def with_mouth_branch(detail: SuperResolver, mouth: SuperResolver, where: str = "--superres-mouth-from") \
@@ -57,8 +65,6 @@ def with_override(generator: ExpressionGenerator, override: ExpressionGenerator,
     """One expression generator from two trained ones (`ExpressionConfig.override_emotions`): ``override``'s
     sequences for ``emotions``, ``generator``'s, bit for bit, for every other. Both must be plain generators of
     the same shape and warm-up."""
-    from emodiff_core.emotions import emotion_index
-
     for name, gen in (("the bundle's expression generator", generator), (where, override)):
         if gen.config.override_emotions:
             raise CheckpointError(f"{name} already routes {', '.join(gen.config.override_emotions)} to a second "
@@ -129,10 +135,8 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         components["superres"] = with_mouth_branch(components["superres"],
                                                    build_components(source, ["superres"])["superres"])
         # its training info: a component file's whole info, a bundle's superres entries
-        trained = (source.info if source.components == ("superres",) else
-                   {key.split(".", 1)[1]: value for key, value in source.info.items() if key.startswith("superres.")})
         info["superres.mouth_branch"] = os.path.basename(superres_mouth_from)
-        info.update({f"superres.mouth.{key}": value for key, value in trained.items() if key != "card"})
+        info.update({f"superres.mouth.{key}": value for key, value in _training_info(source, "superres").items()})
     if expression_override_emotions and expression_override_from is None:
         raise CheckpointError("--expression-override-emotions names the emotions of --expression-override-from; "
                               "give the file too")
@@ -146,14 +150,11 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         components["expression_generator"] = with_override(
             components["expression_generator"],
             build_components(source, ["expression_generator"])["expression_generator"], expression_override_emotions)
-        trained = (source.info if source.components == ("expression_generator",) else
-                   {key.split(".", 1)[1]: value for key, value in source.info.items()
-                    if key.startswith("expression_generator.")})
         info["expression_generator.override"] = os.path.basename(expression_override_from)
         info["expression_generator.override_emotions"] = ",".join(
             components["expression_generator"].config.override_emotions)
-        info.update({f"expression_generator.override.{key}": value for key, value in trained.items()
-                     if key != "card"})
+        info.update({f"expression_generator.override.{key}": value
+                     for key, value in _training_info(source, "expression_generator").items()})
     if expression_warmup is not None:
         if "expression_generator" not in components:
             raise CheckpointError("--expression-warmup sets how a bundle's expression generator rolls out; neither "
