@@ -35,6 +35,18 @@ def _training_info(source, component: str) -> dict:
     return {key: value for key, value in trained.items() if key != "card"}
 
 
+def _second_component(path: str, component: str, option: str, purpose: str, components) -> tuple:
+    """(module, training info) of ``component`` in the file ``option`` names, to be combined with the bundle's own
+    (an SR mouth branch, a generator override); refused, before anything is read, when the parts and the base
+    hold no such component or the file is missing."""
+    if component not in components:
+        raise CheckpointError(f"{option} {purpose}; neither the parts nor the base hold one")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{option}: file not found: {path}")
+    source = read_checkpoint(path)
+    return build_components(source, [component])[component], _training_info(source, component)
+
+
 def with_mouth_branch(detail: SuperResolver, mouth: SuperResolver, where: str = "--superres-mouth-from") \
         -> SuperResolver:
     """One SR head from two trained ones (`SuperResConfig.mouth_branch`): ``detail`` everywhere, ``mouth`` around
@@ -126,35 +138,24 @@ def export(out: str, parts: Sequence[str], card: Optional[str] = None, base: Opt
         owners = set(kept) | ({SAMPLING_INFO_PREFIX} if "denoiser" in kept else set())
         info.update({key: value for key, value in base_ckpt.info.items() if key.split(".", 1)[0] in owners})
     if superres_mouth_from is not None:
-        if "superres" not in components:
-            raise CheckpointError("--superres-mouth-from adds a mouth branch to the bundle's SR head; neither the "
-                                  "parts nor the base hold one")
-        if not os.path.isfile(superres_mouth_from):
-            raise FileNotFoundError(f"--superres-mouth-from: file not found: {superres_mouth_from}")
-        source = read_checkpoint(superres_mouth_from)
-        components["superres"] = with_mouth_branch(components["superres"],
-                                                   build_components(source, ["superres"])["superres"])
-        # its training info: a component file's whole info, a bundle's superres entries
+        branch, trained = _second_component(superres_mouth_from, "superres", "--superres-mouth-from",
+                                            "adds a mouth branch to the bundle's SR head", components)
+        components["superres"] = with_mouth_branch(components["superres"], branch)
         info["superres.mouth_branch"] = os.path.basename(superres_mouth_from)
-        info.update({f"superres.mouth.{key}": value for key, value in _training_info(source, "superres").items()})
+        info.update({f"superres.mouth.{key}": value for key, value in trained.items()})
     if expression_override_emotions and expression_override_from is None:
         raise CheckpointError("--expression-override-emotions names the emotions of --expression-override-from; "
                               "give the file too")
     if expression_override_from is not None:
-        if "expression_generator" not in components:
-            raise CheckpointError("--expression-override-from routes emotions of the bundle's expression generator; "
-                                  "neither the parts nor the base hold one")
-        if not os.path.isfile(expression_override_from):
-            raise FileNotFoundError(f"--expression-override-from: file not found: {expression_override_from}")
-        source = read_checkpoint(expression_override_from)
-        components["expression_generator"] = with_override(
-            components["expression_generator"],
-            build_components(source, ["expression_generator"])["expression_generator"], expression_override_emotions)
+        override, trained = _second_component(expression_override_from, "expression_generator",
+                                              "--expression-override-from",
+                                              "routes emotions of the bundle's expression generator", components)
+        components["expression_generator"] = with_override(components["expression_generator"], override,
+                                                           expression_override_emotions)
         info["expression_generator.override"] = os.path.basename(expression_override_from)
         info["expression_generator.override_emotions"] = ",".join(
             components["expression_generator"].config.override_emotions)
-        info.update({f"expression_generator.override.{key}": value
-                     for key, value in _training_info(source, "expression_generator").items()})
+        info.update({f"expression_generator.override.{key}": value for key, value in trained.items()})
     if expression_warmup is not None:
         if "expression_generator" not in components:
             raise CheckpointError("--expression-warmup sets how a bundle's expression generator rolls out; neither "
